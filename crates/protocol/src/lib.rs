@@ -1,0 +1,39 @@
+//! Wire types shared by the Roster sync client and server.
+//!
+//! Everything that crosses the network is defined here, so the client and the server can
+//! never disagree on a field name. The crate has no I/O: it is plain data plus validation.
+//!
+//! * [`schema`]: which tables exist, their typed columns and how a row is validated.
+//! * [`sync`]: one sync round trip: [`SyncRequest`] and [`SyncResponse`].
+//! * [`conflict`]: conflict kinds (named from the client's point of view), policies and
+//!   resolutions.
+//! * [`error`]: the JSON error body every non-2xx response carries.
+
+pub mod conflict;
+pub mod error;
+pub mod schema;
+pub mod sync;
+
+pub use conflict::{Conflict, ConflictKind, ConflictPolicy, Resolution};
+pub use error::{ApiError, ErrorCode};
+pub use schema::{ColumnDef, ColumnType, Fields, Schema, SchemaError, TableSchema};
+pub use sync::{Ack, Change, ChangeOp, ChangeShapeError, ServerChange, ServerRow, SyncRequest, SyncResponse};
+
+/// Identifier of a row: a client-generated UUID (v7 for new rows), unique across tables.
+pub type RowId = uuid::Uuid;
+
+/// Version of the sync protocol this crate speaks. The server rejects other versions with
+/// [`ErrorCode::UnsupportedProtocol`].
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Path of the batch sync endpoint (POST, JSON [`SyncRequest`] → [`SyncResponse`]).
+pub const SYNC_PATH: &str = "/v1/sync";
+/// Path of the schema endpoint (GET → [`Schema`]).
+pub const SCHEMA_PATH: &str = "/v1/schema";
+/// Path of the health endpoint (GET → `{"status":"ok", ...}`).
+pub const HEALTH_PATH: &str = "/health";
+
+/// Most changes one request may carry; the server rejects larger batches.
+pub const MAX_CHANGES_PER_REQUEST: usize = 5_000;
+/// Most server changes one response carries; clients may ask for fewer.
+pub const MAX_PULL_LIMIT: u32 = 5_000;

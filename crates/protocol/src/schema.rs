@@ -1,0 +1,341 @@
+//! Table declarations shared by client and server, and validation of rows against them.
+//!
+//! A [`Schema`] is data, not code: the server loads it from its config file and serves it
+//! at [`crate::SCHEMA_PATH`]; clients store a copy. The engine never hard-codes a table.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The user-visible values of one row, by column name. The row id is not part of it.
+pub type Fields = serde_json::Map<String, Value>;
+
+/// Longest text value accepted when a column sets no `max_len` of its own (characters).
+pub const DEFAULT_TEXT_MAX_LEN: usize = 10_000;
+
+/// Type of a column's values. `null` is allowed for every type unless the column is
+/// required.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnType {
+    /// UTF-8 text.
+    Text,
+    /// 64-bit signed integer.
+    Integer,
+    /// 64-bit float.
+    Real,
+    /// true / false.
+    Boolean,
+}
+
+/// One typed column of a table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnDef {
+    /// Column name: lowercase ASCII letters, digits and `_`, starting with a letter.
+    pub name: String,
+    /// Type every non-null value must have.
+    #[serde(rename = "type")]
+    pub ty: ColumnType,
+    /// Whether the value must be present and non-null (and, for text, non-blank).
+    #[serde(default)]
+    pub required: bool,
+    /// Longest accepted text, in characters (text columns only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_len: Option<usize>,
+}
+
+/// A synced table: a name and its typed columns. Every table also has an implicit `id`
+/// (a UUID) that is not listed in `columns`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableSchema {
+    /// Table name, same rules as column names.
+    pub name: String,
+    /// Declared columns, in display order.
+    pub columns: Vec<ColumnDef>,
+}
+
+/// All synced tables.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Schema {
+    /// Declared tables; names are unique.
+    pub tables: Vec<TableSchema>,
+}
+
+/// Why a schema or a row was rejected. Messages name the table, column and value at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SchemaError {
+    /// A table or column name breaks the naming rules.
+    #[error("invalid name {0:?}: use lowercase letters, digits and '_', starting with a letter, at most 63 characters, and not 'id'")]
+    InvalidName(String),
+    /// Two tables, or two columns of one table, share a name.
+    #[error("duplicate name {0:?} in schema")]
+    DuplicateName(String),
+    /// The schema declares no table, or a table declares no column.
+    #[error("{0}")]
+    Empty(String),
+    /// A row or request names a table the schema does not declare.
+    #[error("unknown table {0:?}")]
+    UnknownTable(String),
+    /// A row names a column its table does not declare.
+    #[error("unknown column {column:?} in table {table:?}")]
+    UnknownColumn {
+        /// The table.
+        table: String,
+        /// The undeclared column.
+        column: String,
+    },
+    /// A value is missing, of the wrong type or too long.
+    #[error("invalid value for {table}.{column}: {reason}")]
+    InvalidValue {
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+        /// What is wrong, in words.
+        reason: String,
+    },
+}
+
+/// Whether `name` is acceptable as a table or column name. The rules keep names safe to
+/// quote into SQL and free of the reserved `id` and `_`-prefixed metadata names.
+pub fn is_valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    let Some(first) = chars.next() else {
+        return false;
+    };
+    name.len() <= 63
+        && first.is_ascii_lowercase()
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name != "id"
+}
+
+impl Schema {
+    /// The schema the app ships: one `person` table.
+    pub fn default_person() -> Self {
+        let text = |name: &str, required: bool, max_len: usize| ColumnDef {
+            name: name.to_owned(),
+            ty: ColumnType::Text,
+            required,
+            max_len: Some(max_len),
+        };
+        Self {
+            tables: vec![TableSchema {
+                name: "person".to_owned(),
+                columns: vec![
+                    text("name", true, 200),
+                    text("email", false, 320),
+                    text("phone", false, 50),
+                    ColumnDef {
+                        name: "age".to_owned(),
+                        ty: ColumnType::Integer,
+                        required: false,
+                        max_len: None,
+                    },
+                    text("city", false, 200),
+                    text("notes", false, DEFAULT_TEXT_MAX_LEN),
+                ],
+            }],
+        }
+    }
+
+    /// Checks names, uniqueness and non-emptiness. A schema that passes is safe to turn
+    /// into SQL tables on either side.
+    pub fn validate(&self) -> Result<(), SchemaError> {
+        if self.tables.is_empty() {
+            return Err(SchemaError::Empty("the schema declares no table".into()));
+        }
+        let mut tables = std::collections::HashSet::new();
+        for table in &self.tables {
+            if !is_valid_name(&table.name) {
+                return Err(SchemaError::InvalidName(table.name.clone()));
+            }
+            if !tables.insert(table.name.as_str()) {
+                return Err(SchemaError::DuplicateName(table.name.clone()));
+            }
+            if table.columns.is_empty() {
+                return Err(SchemaError::Empty(format!(
+                    "table {:?} declares no column",
+                    table.name
+                )));
+            }
+            let mut columns = std::collections::HashSet::new();
+            for column in &table.columns {
+                if !is_valid_name(&column.name) {
+                    return Err(SchemaError::InvalidName(column.name.clone()));
+                }
+                if !columns.insert(column.name.as_str()) {
+                    return Err(SchemaError::DuplicateName(format!(
+                        "{}.{}",
+                        table.name, column.name
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The table called `name`.
+    pub fn table(&self, name: &str) -> Result<&TableSchema, SchemaError> {
+        self.tables
+            .iter()
+            .find(|t| t.name == name)
+            .ok_or_else(|| SchemaError::UnknownTable(name.to_owned()))
+    }
+}
+
+impl TableSchema {
+    /// The column called `name`, if declared.
+    pub fn column(&self, name: &str) -> Option<&ColumnDef> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// Checks a complete row: no unknown column, every value of its column's type, every
+    /// required column present and non-null, texts within their length limit.
+    pub fn validate_fields(&self, fields: &Fields) -> Result<(), SchemaError> {
+        for key in fields.keys() {
+            if self.column(key).is_none() {
+                return Err(SchemaError::UnknownColumn {
+                    table: self.name.clone(),
+                    column: key.clone(),
+                });
+            }
+        }
+        for column in &self.columns {
+            let invalid = |reason: String| SchemaError::InvalidValue {
+                table: self.name.clone(),
+                column: column.name.clone(),
+                reason,
+            };
+            let value = fields.get(&column.name).unwrap_or(&Value::Null);
+            match (column.ty, value) {
+                (_, Value::Null) if column.required => {
+                    return Err(invalid("a value is required".into()));
+                }
+                (_, Value::Null) => {}
+                (ColumnType::Text, Value::String(s)) => {
+                    let max = column.max_len.unwrap_or(DEFAULT_TEXT_MAX_LEN);
+                    let len = s.chars().count();
+                    if len > max {
+                        return Err(invalid(format!(
+                            "text is {len} characters long, at most {max} allowed"
+                        )));
+                    }
+                    if column.required && s.trim().is_empty() {
+                        return Err(invalid("a value is required".into()));
+                    }
+                }
+                (ColumnType::Integer, Value::Number(n)) if n.is_i64() => {}
+                (ColumnType::Real, Value::Number(_)) => {}
+                (ColumnType::Boolean, Value::Bool(_)) => {}
+                (ty, other) => {
+                    return Err(invalid(format!(
+                        "expected {}, got {}",
+                        ty.describe(),
+                        describe_json(other)
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ColumnType {
+    /// A word for the type, as used in error messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ColumnType::Text => "text",
+            ColumnType::Integer => "an integer",
+            ColumnType::Real => "a number",
+            ColumnType::Boolean => "true or false",
+        }
+    }
+}
+
+fn describe_json(value: &Value) -> String {
+    match value {
+        Value::Null => "null".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => format!("the number {n}"),
+        Value::String(_) => "text".into(),
+        Value::Array(_) => "a list".into(),
+        Value::Object(_) => "an object".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fields(v: Value) -> Fields {
+        match v {
+            Value::Object(m) => m,
+            _ => Fields::new(),
+        }
+    }
+
+    #[test]
+    fn default_schema_is_valid() {
+        assert_eq!(Schema::default_person().validate(), Ok(()));
+    }
+
+    #[test]
+    fn names_are_restricted() {
+        for bad in ["", "Person", "1abc", "a-b", "id", "_meta", "a b", "x\"; drop"] {
+            assert!(!is_valid_name(bad), "{bad:?} should be rejected");
+        }
+        for good in ["person", "a", "first_name", "x9"] {
+            assert!(is_valid_name(good), "{good:?} should be accepted");
+        }
+    }
+
+    #[test]
+    fn duplicate_columns_are_rejected() {
+        let mut schema = Schema::default_person();
+        let first = schema.tables[0].columns[0].clone();
+        schema.tables[0].columns.push(first);
+        assert!(matches!(
+            schema.validate(),
+            Err(SchemaError::DuplicateName(_))
+        ));
+    }
+
+    #[test]
+    fn rows_are_validated_by_type_and_presence() {
+        let schema = Schema::default_person();
+        let person = schema.table("person").unwrap();
+        assert_eq!(
+            person.validate_fields(&fields(json!({"name": "Jane", "age": 25}))),
+            Ok(())
+        );
+        assert!(matches!(
+            person.validate_fields(&fields(json!({"age": 25}))),
+            Err(SchemaError::InvalidValue { column, .. }) if column == "name"
+        ));
+        assert!(matches!(
+            person.validate_fields(&fields(json!({"name": "  "}))),
+            Err(SchemaError::InvalidValue { .. })
+        ));
+        assert!(matches!(
+            person.validate_fields(&fields(json!({"name": "Jane", "age": "old"}))),
+            Err(SchemaError::InvalidValue { column, .. }) if column == "age"
+        ));
+        assert!(matches!(
+            person.validate_fields(&fields(json!({"name": "Jane", "age": 2.5}))),
+            Err(SchemaError::InvalidValue { .. })
+        ));
+        assert!(matches!(
+            person.validate_fields(&fields(json!({"name": "Jane", "shoe": 9}))),
+            Err(SchemaError::UnknownColumn { column, .. }) if column == "shoe"
+        ));
+        let long = "x".repeat(201);
+        assert!(matches!(
+            person.validate_fields(&fields(json!({"name": long}))),
+            Err(SchemaError::InvalidValue { .. })
+        ));
+        assert!(matches!(
+            schema.table("nope"),
+            Err(SchemaError::UnknownTable(_))
+        ));
+    }
+}

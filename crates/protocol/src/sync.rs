@@ -1,0 +1,220 @@
+//! One sync round trip: the client's pending changes and watermark go up; acks,
+//! conflicts and the server's newer changes come down.
+
+use serde::{Deserialize, Serialize};
+
+use crate::conflict::Conflict;
+use crate::schema::Fields;
+use crate::{MAX_PULL_LIMIT, RowId};
+
+/// What a change does to its row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeOp {
+    /// A row created on the client (no base version).
+    Insert,
+    /// A row edited on the client (carries the complete new row and its base version).
+    Update,
+    /// A row deleted on the client (carries its base version, no fields).
+    Delete,
+}
+
+impl ChangeOp {
+    /// The op's snake_case name, as on the wire and in the client's metadata.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeOp::Insert => "insert",
+            ChangeOp::Update => "update",
+            ChangeOp::Delete => "delete",
+        }
+    }
+}
+
+/// One pending client change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    /// Table of the row.
+    pub table: String,
+    /// Id of the row.
+    pub id: RowId,
+    /// What the change does.
+    pub op: ChangeOp,
+    /// Server version the client's edit started from; `None` exactly for inserts.
+    #[serde(default)]
+    pub base_version: Option<u64>,
+    /// The complete new row for inserts and updates; `None` for deletes.
+    #[serde(default)]
+    pub fields: Option<Fields>,
+    /// The row as the client last saw it from the server (for three-way merges).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_fields: Option<Fields>,
+}
+
+/// Why a [`Change`] is inconsistent in itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeShapeError {
+    /// Inserts must not carry a base version; updates and deletes must.
+    #[error("{op} of {id} {what} a base_version")]
+    BaseVersion {
+        /// The op.
+        op: &'static str,
+        /// The row.
+        id: RowId,
+        /// "must carry" or "must not carry".
+        what: &'static str,
+    },
+    /// Inserts and updates must carry fields; deletes must not.
+    #[error("{op} of {id} {what} fields")]
+    Fields {
+        /// The op.
+        op: &'static str,
+        /// The row.
+        id: RowId,
+        /// "must carry" or "must not carry".
+        what: &'static str,
+    },
+}
+
+impl Change {
+    /// Checks that base version and fields are present exactly when the op needs them.
+    pub fn check_shape(&self) -> Result<(), ChangeShapeError> {
+        let op = self.op.as_str();
+        let needs_base = !matches!(self.op, ChangeOp::Insert);
+        if needs_base != self.base_version.is_some() {
+            return Err(ChangeShapeError::BaseVersion {
+                op,
+                id: self.id,
+                what: if needs_base {
+                    "must carry"
+                } else {
+                    "must not carry"
+                },
+            });
+        }
+        let needs_fields = !matches!(self.op, ChangeOp::Delete);
+        if needs_fields != self.fields.is_some() {
+            return Err(ChangeShapeError::Fields {
+                op,
+                id: self.id,
+                what: if needs_fields {
+                    "must carry"
+                } else {
+                    "must not carry"
+                },
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A row as stored on the server: its version, whether it is a tombstone, and its values
+/// (`None` for tombstones). Versions are change-log positions: globally unique and
+/// strictly increasing with every accepted write, so a row's version only ever grows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerRow {
+    /// Server-assigned version, increasing with every accepted write to the row.
+    pub version: u64,
+    /// Whether the row is deleted (a tombstone).
+    pub deleted: bool,
+    /// The row's values; `None` for tombstones.
+    pub fields: Option<Fields>,
+}
+
+/// A request for one sync batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncRequest {
+    /// Protocol version the client speaks ([`crate::PROTOCOL_VERSION`]).
+    pub protocol: u32,
+    /// Stable id of the client installation (recorded in the change and conflict logs).
+    pub client_id: uuid::Uuid,
+    /// The client's watermark: the change-log sequence number up to which it has pulled.
+    pub since: u64,
+    /// Pending changes to apply, each row at most once.
+    #[serde(default)]
+    pub changes: Vec<Change>,
+    /// Most server changes to return (capped at [`MAX_PULL_LIMIT`]).
+    #[serde(default = "default_pull_limit")]
+    pub pull_limit: u32,
+}
+
+fn default_pull_limit() -> u32 {
+    MAX_PULL_LIMIT
+}
+
+/// Acknowledgement of a change applied as sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    /// Table of the row.
+    pub table: String,
+    /// Id of the row.
+    pub id: RowId,
+    /// Version the server assigned to the write (the row's new base version).
+    pub version: u64,
+}
+
+/// A row that changed on the server after the client's watermark.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerChange {
+    /// Table of the row.
+    pub table: String,
+    /// Id of the row.
+    pub id: RowId,
+    /// The row as it now stands. Its `version` is also its change-log position.
+    #[serde(flatten)]
+    pub row: ServerRow,
+}
+
+/// The answer to a [`SyncRequest`]. Everything in it was committed in one server
+/// transaction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncResponse {
+    /// Changes applied as sent.
+    pub acks: Vec<Ack>,
+    /// Changes that collided, with their resolution.
+    pub conflicts: Vec<Conflict>,
+    /// Server changes after the request's watermark, in sequence order, excluding the
+    /// rows this request itself wrote (those are in `acks` and `conflicts`).
+    pub changes: Vec<ServerChange>,
+    /// The client's new watermark once it has applied this response.
+    pub watermark: u64,
+    /// Whether more server changes wait after `watermark`.
+    pub has_more: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(op: ChangeOp, base: Option<u64>, with_fields: bool) -> Change {
+        Change {
+            table: "person".into(),
+            id: RowId::nil(),
+            op,
+            base_version: base,
+            fields: with_fields.then(Fields::new),
+            base_fields: None,
+        }
+    }
+
+    #[test]
+    fn change_shapes() {
+        assert!(change(ChangeOp::Insert, None, true).check_shape().is_ok());
+        assert!(change(ChangeOp::Update, Some(1), true).check_shape().is_ok());
+        assert!(change(ChangeOp::Delete, Some(1), false).check_shape().is_ok());
+        assert!(change(ChangeOp::Insert, Some(1), true).check_shape().is_err());
+        assert!(change(ChangeOp::Update, None, true).check_shape().is_err());
+        assert!(change(ChangeOp::Update, Some(1), false).check_shape().is_err());
+        assert!(change(ChangeOp::Delete, None, false).check_shape().is_err());
+        assert!(change(ChangeOp::Delete, Some(1), true).check_shape().is_err());
+    }
+
+    #[test]
+    fn request_defaults_pull_limit() {
+        let req: SyncRequest = serde_json::from_str(
+            r#"{"protocol":1,"client_id":"00000000-0000-0000-0000-000000000000","since":0}"#,
+        )
+        .unwrap();
+        assert_eq!(req.pull_limit, MAX_PULL_LIMIT);
+        assert!(req.changes.is_empty());
+    }
+}

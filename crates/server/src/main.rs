@@ -1,0 +1,165 @@
+//! `roster-server`: runs the sync service, or maintains its database.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use roster_server::config::ServerConfig;
+use roster_server::http::{AppState, router};
+use roster_server::store::SyncStore;
+use roster_server::store::sqlite::SqliteStore;
+use tracing_subscriber::EnvFilter;
+
+/// The Roster sync service.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// Address to listen on (overrides the config file) [default: 127.0.0.1:8787].
+    #[arg(long, global = true)]
+    listen: Option<SocketAddr>,
+    /// SQLite database file (overrides the config file) [default: the platform data dir].
+    #[arg(long, global = true)]
+    db: Option<PathBuf>,
+    /// TOML config file with settings and table declarations.
+    #[arg(long, global = true, env = "ROSTER_SERVER_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the service (the default).
+    Serve,
+    /// Remove tombstones older than the given age now, then exit.
+    PurgeTombstones {
+        /// Minimum age of a tombstone to purge, in seconds.
+        #[arg(long)]
+        older_than_secs: u64,
+    },
+    /// Print the effective configuration as TOML, then exit.
+    PrintConfig,
+}
+
+fn default_db() -> PathBuf {
+    directories::ProjectDirs::from("org", "Roster", "roster-server")
+        .map(|d| d.data_dir().join("roster.db"))
+        .unwrap_or_else(|| PathBuf::from("roster-server.db"))
+}
+
+fn unix_ms_ago(age: Duration) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.saturating_sub(age).as_millis()).unwrap_or(i64::MAX)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("ROSTER_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let mut config = match &cli.config {
+        Some(path) => ServerConfig::load(path)?,
+        None => ServerConfig::default(),
+    };
+    if let Some(listen) = cli.listen {
+        config.listen = listen;
+    }
+    if let Some(db) = cli.db {
+        config.db = Some(db);
+    }
+    let db = config.db.clone().unwrap_or_else(default_db);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::PrintConfig => {
+            print!("{}", toml::to_string_pretty(&config)?);
+            Ok(())
+        }
+        Command::PurgeTombstones { older_than_secs } => {
+            let store = SqliteStore::open(&db)
+                .with_context(|| format!("cannot open database {}", db.display()))?;
+            let report = store.purge_tombstones(unix_ms_ago(Duration::from_secs(older_than_secs)))?;
+            println!(
+                "purged {} tombstones; purge horizon is now {}",
+                report.purged, report.horizon
+            );
+            Ok(())
+        }
+        Command::Serve => serve(config, db).await,
+    }
+}
+
+async fn serve(config: ServerConfig, db: PathBuf) -> anyhow::Result<()> {
+    let store: Arc<dyn SyncStore> = Arc::new(
+        SqliteStore::open(&db).with_context(|| format!("cannot open database {}", db.display()))?,
+    );
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(purge_periodically(
+        store.clone(),
+        Duration::from_secs(config.tombstone_retention_days.saturating_mul(86_400)),
+    ));
+    let app = router(AppState::new(store, &config), config.max_body_bytes);
+    tracing::info!(%addr, db = %db.display(), "roster-server started");
+    // The first stdout line is the contract tests and scripts read the address from.
+    println!("roster-server listening on http://{addr}");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("roster-server stopped");
+    Ok(())
+}
+
+/// Purges tombstones older than `retention` once an hour.
+async fn purge_periodically(store: Arc<dyn SyncStore>, retention: Duration) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        let store = store.clone();
+        let cutoff = unix_ms_ago(retention);
+        match tokio::task::spawn_blocking(move || store.purge_tombstones(cutoff)).await {
+            Ok(Ok(report)) if report.purged > 0 => {
+                tracing::info!(purged = report.purged, horizon = report.horizon, "purged tombstones");
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "tombstone purge failed"),
+            Err(error) => tracing::warn!(%error, "tombstone purge task failed"),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%error, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

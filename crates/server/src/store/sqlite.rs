@@ -1,0 +1,450 @@
+//! The embedded default backend: one SQLite file in WAL mode.
+//!
+//! Rows of every table live in one `rows` table keyed by `(tbl, id)`, holding the row's
+//! values as JSON. A row's `version` is its position in the change log: a strictly
+//! increasing number drawn from `meta.last_seq` by each write, so "changes after S" is an
+//! index range scan and every version is unique. Writers take SQLite's write lock up front
+//! (`BEGIN IMMEDIATE`) and every update is a compare-and-set on the version, so the
+//! read-then-write gap of a check outside the transaction cannot occur.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use r2d2_sqlite::SqliteConnectionManager;
+use roster_protocol::{
+    Ack, Conflict, Fields, RowId, ServerChange, ServerRow, SyncRequest, SyncResponse,
+};
+use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
+
+use super::{Policies, PurgeReport, StoreError, SyncStore};
+use crate::classify::{Write, plan};
+
+/// Versioned schema migrations; `PRAGMA user_version` records how many have run.
+const MIGRATIONS: &[&str] = &[r#"
+    CREATE TABLE rows (
+        tbl           TEXT    NOT NULL,
+        id            TEXT    NOT NULL,
+        version       INTEGER NOT NULL,
+        deleted       INTEGER NOT NULL DEFAULT 0,
+        data          TEXT,
+        updated_at_ms INTEGER NOT NULL,
+        updated_by    TEXT    NOT NULL,
+        PRIMARY KEY (tbl, id)
+    ) WITHOUT ROWID;
+    CREATE UNIQUE INDEX rows_by_version ON rows(version);
+    CREATE INDEX tombstones_by_age ON rows(updated_at_ms) WHERE deleted = 1;
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO meta (key, value) VALUES ('last_seq', 0), ('purge_horizon', 0);
+    CREATE TABLE conflict_log (
+        seq         INTEGER PRIMARY KEY,
+        at_ms       INTEGER NOT NULL,
+        client_id   TEXT    NOT NULL,
+        tbl         TEXT    NOT NULL,
+        row_id      TEXT    NOT NULL,
+        kind        TEXT    NOT NULL,
+        resolution  TEXT    NOT NULL,
+        client_row  TEXT,
+        server_row  TEXT,
+        outcome     TEXT
+    );
+    CREATE INDEX conflict_log_by_row ON conflict_log(tbl, row_id);
+"#];
+
+/// A pull page stops early once its rows' values add up to this many bytes, so a
+/// response stays bounded in size as well as in row count.
+pub const PULL_PAGE_MAX_BYTES: usize = 4 * 1024 * 1024;
+
+/// How long a connection waits for SQLite's write lock before the request fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The SQLite store. Cheap to share: it holds a connection pool.
+pub struct SqliteStore {
+    pool: r2d2::Pool<SqliteConnectionManager>,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                StoreError::Unavailable(e.to_string())
+            }
+            _ => StoreError::Database(e.to_string()),
+        }
+    }
+}
+
+impl From<r2d2::Error> for StoreError {
+    fn from(e: r2d2::Error) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn decode_fields(data: Option<String>) -> Result<Option<Fields>, StoreError> {
+    data.map(|text| serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(e.to_string())))
+        .transpose()
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, with WAL and full fsync on
+    /// commit, and runs pending migrations.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let manager = SqliteConnectionManager::file(path).with_init(|conn| {
+            conn.busy_timeout(BUSY_TIMEOUT)?;
+            conn.execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+            )
+        });
+        let pool = r2d2::Pool::builder()
+            .max_size(8)
+            .connection_timeout(Duration::from_secs(30))
+            .build(manager)?;
+        let store = Self { pool };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&self) -> Result<(), StoreError> {
+        let mut conn = self.pool.get()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let done: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let done = usize::try_from(done).unwrap_or(usize::MAX);
+        if done > MIGRATIONS.len() {
+            return Err(StoreError::Corrupt(format!(
+                "database schema version {done} is newer than this server ({})",
+                MIGRATIONS.len()
+            )));
+        }
+        for (index, sql) in MIGRATIONS.iter().enumerate().skip(done) {
+            tx.execute_batch(sql)?;
+            tx.execute_batch(&format!("PRAGMA user_version = {}", index + 1))?;
+            tracing::info!(migration = index + 1, "applied database migration");
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+fn meta(tx: &Transaction<'_>, key: &str) -> Result<u64, StoreError> {
+    let value: i64 = tx.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
+        r.get(0)
+    })?;
+    Ok(to_u64(value))
+}
+
+fn set_meta(tx: &Transaction<'_>, key: &str, value: u64) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE meta SET value = ?2 WHERE key = ?1",
+        params![key, to_i64(value)],
+    )?;
+    Ok(())
+}
+
+fn load_row(tx: &Transaction<'_>, table: &str, id: RowId) -> Result<Option<ServerRow>, StoreError> {
+    let row = tx
+        .prepare_cached("SELECT version, deleted, data FROM rows WHERE tbl = ?1 AND id = ?2")?
+        .query_row(params![table, id.to_string()], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, bool>(1)?,
+                r.get::<_, Option<String>>(2)?,
+            ))
+        })
+        .optional()?;
+    row.map(|(version, deleted, data)| {
+        Ok(ServerRow {
+            version: to_u64(version),
+            deleted,
+            fields: decode_fields(data)?,
+        })
+    })
+    .transpose()
+}
+
+/// One write, attributed to a client, made as a compare-and-set against the version
+/// the write was planned on.
+struct RowWrite<'a> {
+    table: &'a str,
+    id: RowId,
+    expected: Option<u64>,
+    new: ServerRow,
+    client: &'a str,
+    at_ms: i64,
+}
+
+fn write_row(tx: &Transaction<'_>, w: &RowWrite<'_>) -> Result<(), StoreError> {
+    let data = w.new.fields.as_ref().map(encode).transpose()?;
+    let id = w.id.to_string();
+    let changed = match w.expected {
+        None => tx
+            .prepare_cached(
+                "INSERT INTO rows (tbl, id, version, deleted, data, updated_at_ms, updated_by)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![
+                w.table,
+                id,
+                to_i64(w.new.version),
+                w.new.deleted,
+                data,
+                w.at_ms,
+                w.client
+            ])?,
+        Some(expected) => tx
+            .prepare_cached(
+                "UPDATE rows SET version = ?3, deleted = ?4, data = ?5, updated_at_ms = ?6,
+                 updated_by = ?7 WHERE tbl = ?1 AND id = ?2 AND version = ?8",
+            )?
+            .execute(params![
+                w.table,
+                id,
+                to_i64(w.new.version),
+                w.new.deleted,
+                data,
+                w.at_ms,
+                w.client,
+                to_i64(expected)
+            ])?,
+    };
+    if changed == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::ConcurrentWrite {
+            table: w.table.to_owned(),
+            id,
+        })
+    }
+}
+
+fn log_conflict(
+    tx: &Transaction<'_>,
+    client: &str,
+    at_ms: i64,
+    conflict: &Conflict,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO conflict_log (at_ms, client_id, tbl, row_id, kind, resolution,
+         client_row, server_row, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        at_ms,
+        client,
+        conflict.table,
+        conflict.id.to_string(),
+        conflict.kind.as_str(),
+        conflict.resolution.as_str(),
+        conflict.client_row.as_ref().map(encode).transpose()?,
+        conflict.server_row.as_ref().map(encode).transpose()?,
+        conflict.outcome.as_ref().map(encode).transpose()?,
+    ])?;
+    Ok(())
+}
+
+/// Reads up to `limit` changes (and about [`PULL_PAGE_MAX_BYTES`]) after `since`,
+/// skipping rows in `skip`. Returns the page, the new watermark and whether more wait.
+fn pull_page(
+    tx: &Transaction<'_>,
+    since: u64,
+    limit: u32,
+    newest: u64,
+    skip: &HashSet<(String, RowId)>,
+) -> Result<(Vec<ServerChange>, u64, bool), StoreError> {
+    if limit == 0 {
+        return Ok((Vec::new(), since, newest > since));
+    }
+    let mut stmt = tx.prepare_cached(
+        "SELECT tbl, id, version, deleted, data FROM rows WHERE version > ?1
+         ORDER BY version LIMIT ?2",
+    )?;
+    let mut rows = stmt.query(params![to_i64(since), i64::from(limit)])?;
+    let mut changes = Vec::new();
+    let mut scanned = 0u32;
+    let mut bytes = 0usize;
+    let mut last = since;
+    while let Some(r) = rows.next()? {
+        if bytes >= PULL_PAGE_MAX_BYTES {
+            return Ok((changes, last, true));
+        }
+        scanned += 1;
+        let table: String = r.get(0)?;
+        let id_text: String = r.get(1)?;
+        let id = RowId::parse_str(&id_text)
+            .map_err(|e| StoreError::Corrupt(format!("row id {id_text:?}: {e}")))?;
+        last = to_u64(r.get(2)?);
+        if skip.contains(&(table.clone(), id)) {
+            continue;
+        }
+        let data: Option<String> = r.get(4)?;
+        bytes += data.as_ref().map_or(0, String::len) + table.len() + 64;
+        changes.push(ServerChange {
+            table,
+            id,
+            row: ServerRow {
+                version: last,
+                deleted: r.get(3)?,
+                fields: decode_fields(data)?,
+            },
+        });
+    }
+    if scanned < limit {
+        Ok((changes, newest, false))
+    } else {
+        Ok((changes, last, last < newest))
+    }
+}
+
+impl SyncStore for SqliteStore {
+    fn sync(
+        &self,
+        request: &SyncRequest,
+        policies: &Policies,
+    ) -> Result<SyncResponse, StoreError> {
+        let mut conn = self.pool.get()?;
+        let behavior = if request.changes.is_empty() {
+            TransactionBehavior::Deferred
+        } else {
+            TransactionBehavior::Immediate
+        };
+        let tx = conn.transaction_with_behavior(behavior)?;
+        let last_seq = meta(&tx, "last_seq")?;
+        let horizon = meta(&tx, "purge_horizon")?;
+        if request.since > last_seq || (request.since > 0 && request.since < horizon) {
+            return Err(StoreError::ResetRequired {
+                since: request.since,
+                horizon,
+                newest: last_seq,
+            });
+        }
+        let client = request.client_id.to_string();
+        let at_ms = now_ms();
+        let mut next = last_seq;
+        let mut acks = Vec::new();
+        let mut conflicts = Vec::new();
+        let mut touched = HashSet::with_capacity(request.changes.len());
+        for change in &request.changes {
+            let current = load_row(&tx, &change.table, change.id)?;
+            let decision = plan(change, current.as_ref(), policies.get(&change.table));
+            let new = match decision.write {
+                Write::Upsert(fields) => Some(ServerRow {
+                    version: next + 1,
+                    deleted: false,
+                    fields: Some(fields),
+                }),
+                Write::Tombstone => Some(ServerRow {
+                    version: next + 1,
+                    deleted: true,
+                    fields: None,
+                }),
+                Write::Nothing => None,
+            };
+            let outcome = match new {
+                Some(new) => {
+                    next += 1;
+                    write_row(
+                        &tx,
+                        &RowWrite {
+                            table: &change.table,
+                            id: change.id,
+                            expected: current.as_ref().map(|r| r.version),
+                            new: new.clone(),
+                            client: &client,
+                            at_ms,
+                        },
+                    )?;
+                    Some(new)
+                }
+                None => current.clone(),
+            };
+            match decision.conflict {
+                None => acks.push(Ack {
+                    table: change.table.clone(),
+                    id: change.id,
+                    version: outcome.as_ref().map_or(0, |r| r.version),
+                }),
+                Some((kind, resolution)) => {
+                    let conflict = Conflict {
+                        table: change.table.clone(),
+                        id: change.id,
+                        kind,
+                        client_row: change.fields.clone(),
+                        server_row: current,
+                        resolution,
+                        outcome,
+                    };
+                    log_conflict(&tx, &client, at_ms, &conflict)?;
+                    tracing::info!(table = %conflict.table, id = %conflict.id, kind = %kind,
+                        resolution = resolution.as_str(), client = %client, "conflict resolved");
+                    conflicts.push(conflict);
+                }
+            }
+            touched.insert((change.table.clone(), change.id));
+        }
+        if next != last_seq {
+            set_meta(&tx, "last_seq", next)?;
+        }
+        let (changes, watermark, has_more) =
+            pull_page(&tx, request.since, request.pull_limit, next, &touched)?;
+        tx.commit()?;
+        Ok(SyncResponse {
+            acks,
+            conflicts,
+            changes,
+            watermark,
+            has_more,
+        })
+    }
+
+    fn purge_tombstones(&self, older_than_unix_ms: i64) -> Result<PurgeReport, StoreError> {
+        let mut conn = self.pool.get()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let newest_purged: Option<i64> = tx.query_row(
+            "SELECT MAX(version) FROM rows WHERE deleted = 1 AND updated_at_ms < ?1",
+            [older_than_unix_ms],
+            |r| r.get(0),
+        )?;
+        let purged = tx.execute(
+            "DELETE FROM rows WHERE deleted = 1 AND updated_at_ms < ?1",
+            [older_than_unix_ms],
+        )?;
+        let mut horizon = meta(&tx, "purge_horizon")?;
+        if let Some(v) = newest_purged.map(to_u64).filter(|v| *v > horizon) {
+            horizon = v;
+            set_meta(&tx, "purge_horizon", horizon)?;
+        }
+        tx.commit()?;
+        Ok(PurgeReport {
+            purged: purged as u64,
+            horizon,
+        })
+    }
+
+    fn ping(&self) -> Result<(), StoreError> {
+        let conn = self.pool.get()?;
+        conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?;
+        Ok(())
+    }
+}
