@@ -1,1 +1,159 @@
-fn main() {}
+//! `roster`: the Roster client from a shell. Every command works on a data dir (one local
+//! store); only `init` (without `--schema`) and `sync` need the server.
+//!
+//! Exit codes: 0 success, 1 other failure, 2 bad input, 3 server unreachable, 4 no such
+//! row, 5 the server refused the request.
+
+mod args;
+mod fields;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use roster_client::{ClientError, ListQuery, SyncClient};
+use roster_protocol::{RowId, Schema};
+
+use args::{Cli, Command};
+use output::Output;
+
+fn default_data_dir() -> PathBuf {
+    directories::ProjectDirs::from("org", "Roster", "roster")
+        .map(|d| d.data_dir().to_owned())
+        .unwrap_or_else(|| PathBuf::from(".roster"))
+}
+
+/// Maps an error to the documented exit code.
+fn exit_code(error: &anyhow::Error) -> u8 {
+    match error.downcast_ref::<ClientError>() {
+        Some(ClientError::Unreachable { .. }) => 3,
+        Some(ClientError::NotFound { .. }) => 4,
+        Some(ClientError::Server { .. }) => 5,
+        Some(
+            ClientError::Invalid(_)
+            | ClientError::BadInput(_)
+            | ClientError::NotInitialised(_)
+            | ClientError::AlreadyInitialised(_),
+        ) => 2,
+        _ if error.downcast_ref::<fields::FieldError>().is_some() => 2,
+        _ => 1,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ROSTER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let out = Output { json: cli.json };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            out.error(&anyhow::Error::new(error));
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli, &out)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            out.error(&error);
+            ExitCode::from(exit_code(&error))
+        }
+    }
+}
+
+fn parse_id(text: &str) -> anyhow::Result<RowId> {
+    RowId::parse_str(text)
+        .map_err(|e| ClientError::BadInput(format!("{text:?} is not a row id: {e}")).into())
+}
+
+async fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
+    let dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
+    if let Command::Init { server, schema } = &cli.command {
+        let schema = match schema {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read schema file {}", path.display()))?;
+                let schema: Schema = serde_json::from_str(&text).map_err(|e| {
+                    ClientError::BadInput(format!("invalid schema file {}: {e}", path.display()))
+                })?;
+                Some(schema)
+            }
+            None => None,
+        };
+        let client = SyncClient::init(&dir, server, schema).await?;
+        return out.initialised(&dir, &client.store().status()?, client.store().schema());
+    }
+    let client = SyncClient::open(&dir)?;
+    let store = client.store();
+    let table_name = |table: &Option<String>| -> anyhow::Result<String> {
+        match table {
+            Some(t) => Ok(t.clone()),
+            None => store
+                .schema()
+                .tables
+                .first()
+                .map(|t| t.name.clone())
+                .ok_or_else(|| ClientError::Corrupt("the schema has no table".into()).into()),
+        }
+    };
+    match cli.command {
+        Command::Init { .. } => Ok(()),
+        Command::Add { table, assignments } => {
+            let table = table_name(&table)?;
+            let fields = fields::parse(store.schema().table(&table)?, &assignments)?;
+            out.record("Added", &table, &store.insert(&table, fields)?)
+        }
+        Command::Edit {
+            table,
+            id,
+            assignments,
+        } => {
+            let table = table_name(&table)?;
+            let fields = fields::parse(store.schema().table(&table)?, &assignments)?;
+            out.record("Updated", &table, &store.update(&table, parse_id(&id)?, fields)?)
+        }
+        Command::Delete { table, id } => {
+            let table = table_name(&table)?;
+            let id = parse_id(&id)?;
+            store.delete(&table, id)?;
+            out.deleted(&table, id)
+        }
+        Command::Show { table, id } => {
+            let table = table_name(&table)?;
+            out.record("", &table, &store.get(&table, parse_id(&id)?)?)
+        }
+        Command::List {
+            table,
+            search,
+            sort,
+            desc,
+            limit,
+            offset,
+        } => {
+            let table = table_name(&table)?;
+            let query = ListQuery {
+                search,
+                sort,
+                descending: desc,
+                limit,
+                offset,
+            };
+            let total = store.count(&table, query.search.as_deref())?;
+            let records = store.list(&table, &query)?;
+            out.list(store.schema().table(&table)?, total, &records)
+        }
+        Command::Sync => out.synced(&client.sync().await?),
+        Command::Conflicts { limit } => out.conflicts(&store.conflict_history(limit)?),
+        Command::Status => out.status(&store.status()?),
+    }
+}

@@ -1,0 +1,198 @@
+//! Printing results for people (aligned text) or scripts (`--json`).
+
+use std::path::Path;
+
+use roster_client::local::{ConflictRecord, Record, Status};
+use roster_client::{ClientError, SyncReport};
+use roster_protocol::{RowId, Schema, TableSchema};
+use serde_json::{Value, json};
+
+/// Where and how results are printed.
+pub struct Output {
+    /// Print JSON instead of text.
+    pub json: bool,
+}
+
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn cell(value: &Value) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn pending_label(record: &Record) -> &'static str {
+    match record.pending {
+        Some(op) => op.as_str(),
+        None => "synced",
+    }
+}
+
+impl Output {
+    /// Prints an error on stderr.
+    pub fn error(&self, error: &anyhow::Error) {
+        if self.json {
+            let kind = match error.downcast_ref::<ClientError>() {
+                Some(ClientError::Unreachable { .. }) => "unreachable",
+                Some(ClientError::NotFound { .. }) => "not_found",
+                Some(ClientError::Server { .. }) => "server",
+                Some(ClientError::Invalid(_) | ClientError::BadInput(_)) => "invalid",
+                _ => "error",
+            };
+            eprintln!("{}", json!({"error": {"kind": kind, "message": format!("{error:#}")}}));
+        } else {
+            eprintln!("error: {error:#}");
+        }
+    }
+
+    /// After `init`.
+    pub fn initialised(&self, dir: &Path, status: &Status, schema: &Schema) -> anyhow::Result<()> {
+        if self.json {
+            return print_json(&json!({"data_dir": dir, "status": status, "schema": schema}));
+        }
+        let tables: Vec<&str> = schema.tables.iter().map(|t| t.name.as_str()).collect();
+        println!(
+            "Initialised {} for {} (client {}; tables: {})",
+            dir.display(),
+            status.server_url,
+            status.client_id,
+            tables.join(", ")
+        );
+        Ok(())
+    }
+
+    /// One record, after add/edit/show (`verb` empty for show).
+    pub fn record(&self, verb: &str, table: &str, record: &Record) -> anyhow::Result<()> {
+        if self.json {
+            return print_json(record);
+        }
+        if !verb.is_empty() {
+            println!("{verb} {table} {}", record.id);
+            return Ok(());
+        }
+        println!("{:>10}  {}", "id", record.id);
+        for (name, value) in &record.fields {
+            println!("{name:>10}  {}", cell(value));
+        }
+        println!("{:>10}  {}", "sync", pending_label(record));
+        Ok(())
+    }
+
+    /// After delete.
+    pub fn deleted(&self, table: &str, id: RowId) -> anyhow::Result<()> {
+        if self.json {
+            return print_json(&json!({"deleted": id, "table": table}));
+        }
+        println!("Deleted {table} {id} (pushed at the next sync)");
+        Ok(())
+    }
+
+    /// A page of records as an aligned table.
+    pub fn list(&self, table: &TableSchema, total: u64, records: &[Record]) -> anyhow::Result<()> {
+        if self.json {
+            return print_json(&json!({"total": total, "records": records}));
+        }
+        let mut header = vec!["id".to_owned()];
+        header.extend(table.columns.iter().map(|c| c.name.clone()));
+        header.push("sync".to_owned());
+        let rows: Vec<Vec<String>> = records
+            .iter()
+            .map(|r| {
+                let mut row = vec![r.id.to_string()];
+                row.extend(table.columns.iter().map(|c| {
+                    cell(r.fields.get(&c.name).unwrap_or(&Value::Null))
+                }));
+                row.push(pending_label(r).to_owned());
+                row
+            })
+            .collect();
+        let widths: Vec<usize> = (0..header.len())
+            .map(|i| {
+                rows.iter()
+                    .map(|r| r[i].chars().count().min(40))
+                    .chain([header[i].len()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let line = |cells: &[String]| {
+            cells
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| {
+                    let c: String = c.chars().take(40).collect();
+                    format!("{c:<w$}")
+                })
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_owned()
+        };
+        println!("{}", line(&header));
+        for row in &rows {
+            println!("{}", line(row));
+        }
+        println!("({} of {total} {})", records.len(), table.name);
+        Ok(())
+    }
+
+    /// After sync.
+    pub fn synced(&self, report: &SyncReport) -> anyhow::Result<()> {
+        if self.json {
+            return print_json(report);
+        }
+        println!(
+            "Synced: {} uploaded, {} downloaded, {} conflicts ({} resolved) in {} requests, {} ms",
+            report.uploaded,
+            report.downloaded,
+            report.conflicts_detected,
+            report.conflicts_resolved,
+            report.requests,
+            report.duration_ms
+        );
+        Ok(())
+    }
+
+    /// The conflict history.
+    pub fn conflicts(&self, conflicts: &[ConflictRecord]) -> anyhow::Result<()> {
+        if self.json {
+            return print_json(&conflicts);
+        }
+        if conflicts.is_empty() {
+            println!("No conflicts.");
+        }
+        for c in conflicts {
+            let fields = |v: &Option<Value>| match v {
+                Some(v) => v.get("fields").unwrap_or(v).to_string(),
+                None => "(none)".to_owned(),
+            };
+            println!("#{} {} {}/{}: {}", c.seq, c.kind, c.table, c.id, c.resolution);
+            println!("    mine:   {}", c.client_row.as_ref().map_or("(deleted)".into(), Value::to_string));
+            println!("    server: {}", fields(&c.server_row));
+            println!("    now:    {}", fields(&c.outcome));
+        }
+        Ok(())
+    }
+
+    /// After status.
+    pub fn status(&self, status: &Status) -> anyhow::Result<()> {
+        if self.json {
+            return print_json(status);
+        }
+        println!("server:     {}", status.server_url);
+        println!("client id:  {}", status.client_id);
+        println!("pending:    {}", status.pending);
+        println!("watermark:  {}", status.watermark);
+        println!("conflicts:  {}", status.conflicts_logged);
+        match status.last_sync_ms {
+            Some(ms) => println!("last sync:  {ms} (unix ms)"),
+            None => println!("last sync:  never"),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,79 @@
+//! Errors of the client library. Every variant says what went wrong in words a person can
+//! act on; none of them is a panic.
+
+use roster_protocol::{ErrorCode, RowId, SchemaError};
+
+/// Why a client operation failed. Local data is never left half-written: each operation
+/// is one SQLite transaction.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The data dir has no store yet.
+    #[error("no Roster data at {0}: run `init` first")]
+    NotInitialised(String),
+    /// The data dir already holds a store.
+    #[error("a Roster store already exists at {0}")]
+    AlreadyInitialised(String),
+    /// A value or row failed schema validation.
+    #[error("{0}")]
+    Invalid(#[from] SchemaError),
+    /// A field assignment or query argument is unusable.
+    #[error("{0}")]
+    BadInput(String),
+    /// No live row with this id in this table.
+    #[error("no {table} with id {id}")]
+    NotFound {
+        /// The table.
+        table: String,
+        /// The id asked for.
+        id: RowId,
+    },
+    /// The server could not be reached (connection refused, timeout, reset).
+    #[error("cannot reach the sync server at {url}: {reason}")]
+    Unreachable {
+        /// Server base URL.
+        url: String,
+        /// What the network layer said.
+        reason: String,
+    },
+    /// The server answered with an error body.
+    #[error("the sync server refused the request ({status}, {code:?}): {message}")]
+    Server {
+        /// HTTP status.
+        status: u16,
+        /// Machine-readable code.
+        code: ErrorCode,
+        /// The server's message.
+        message: String,
+    },
+    /// The server's answer could not be understood.
+    #[error("unexpected answer from the sync server: {0}")]
+    Protocol(String),
+    /// The server sent data for a table this client does not know.
+    #[error("the server's schema has changed (unknown table {0:?}); re-initialise this client")]
+    SchemaMismatch(String),
+    /// The local database failed.
+    #[error("local database error: {0}")]
+    Database(#[from] rusqlite::Error),
+    /// Local data could not be decoded.
+    #[error("local data is corrupt: {0}")]
+    Corrupt(String),
+    /// File-system error on the data dir.
+    #[error("cannot use data dir {path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A background task failed.
+    #[error("internal task failed: {0}")]
+    Task(String),
+}
+
+impl ClientError {
+    /// Whether retrying later may succeed (network or server availability problems).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ClientError::Unreachable { .. })
+            || matches!(self, ClientError::Server { status, .. } if *status >= 500)
+    }
+}

@@ -1,0 +1,344 @@
+//! The client's on-disk store: one SQLite file holding the user tables (one SQL table per
+//! schema table, one typed column per declared column) and the sync metadata.
+//!
+//! Metadata tables (their `_roster_` prefix cannot clash with schema names, which start
+//! with a letter):
+//! * `_roster_meta`: client id, server URL, schema, watermark, edit counter.
+//! * `_roster_rows`: per synced or pending row: the base version and base values last
+//!   seen from the server, the pending op (`insert`/`update`/`delete`, or NULL when clean)
+//!   and `local_rev`, the edit counter at the row's last local edit. A sync round only
+//!   clears a row's pending op if `local_rev` is unchanged since the change was sent, so
+//!   an edit made while a sync is in flight is never marked clean.
+//! * `_roster_conflicts`: history of every conflict this client was told about.
+
+pub mod apply;
+mod records;
+mod sql;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use roster_protocol::{ChangeOp, Fields, RowId, Schema};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+pub use apply::{PendingBatch, SentChange};
+pub use records::ListQuery;
+
+use crate::ClientError;
+
+/// File name of the store inside a data dir.
+pub const DB_FILE: &str = "roster.db";
+
+const MIGRATIONS: &[&str] = &[r#"
+    CREATE TABLE _roster_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+    CREATE TABLE _roster_rows (
+        tbl          TEXT    NOT NULL,
+        id           TEXT    NOT NULL,
+        base_version INTEGER,
+        base_data    TEXT,
+        pending      TEXT,
+        local_rev    INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (tbl, id)
+    ) WITHOUT ROWID;
+    CREATE INDEX _roster_rows_pending ON _roster_rows(local_rev) WHERE pending IS NOT NULL;
+    CREATE TABLE _roster_conflicts (
+        seq        INTEGER PRIMARY KEY,
+        at_ms      INTEGER NOT NULL,
+        tbl        TEXT    NOT NULL,
+        row_id     TEXT    NOT NULL,
+        kind       TEXT    NOT NULL,
+        resolution TEXT    NOT NULL,
+        client_row TEXT,
+        server_row TEXT,
+        outcome    TEXT
+    );
+"#];
+
+/// A live local row as the app sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Row id.
+    pub id: RowId,
+    /// Current local values (declared columns only; absent values are `null`).
+    pub fields: Fields,
+    /// The change waiting to be pushed, if any.
+    pub pending: Option<ChangeOp>,
+    /// Server version this row is based on (`None` until first acknowledged).
+    pub base_version: Option<u64>,
+}
+
+/// One conflict from the local history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConflictRecord {
+    /// Position in the local history (increasing).
+    pub seq: i64,
+    /// When this client learned of it (Unix ms).
+    pub at_ms: i64,
+    /// Table of the row.
+    pub table: String,
+    /// Row id.
+    pub id: RowId,
+    /// Conflict kind (snake_case name).
+    pub kind: String,
+    /// How it was resolved (snake_case name).
+    pub resolution: String,
+    /// What this client had sent.
+    pub client_row: Option<serde_json::Value>,
+    /// The server's row before resolution.
+    pub server_row: Option<serde_json::Value>,
+    /// The row that stands after resolution.
+    pub outcome: Option<serde_json::Value>,
+}
+
+/// Counters describing the store's sync state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// Sync service base URL.
+    pub server_url: String,
+    /// This installation's id.
+    pub client_id: uuid::Uuid,
+    /// Rows with a change waiting to be pushed.
+    pub pending: u64,
+    /// Change-log position pulled up to.
+    pub watermark: u64,
+    /// Conflicts in the local history.
+    pub conflicts_logged: u64,
+    /// When the last sync round completed (Unix ms), if ever.
+    pub last_sync_ms: Option<i64>,
+}
+
+/// The local store. All access goes through one connection behind a mutex; every public
+/// operation is a single transaction, so a crash leaves either all of it or none.
+pub struct LocalStore {
+    conn: Mutex<Connection>,
+    schema: Schema,
+    client_id: uuid::Uuid,
+    server_url: String,
+    path: PathBuf,
+}
+
+fn open_connection(path: &Path) -> Result<Connection, ClientError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+    )?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), ClientError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let done: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let done = usize::try_from(done).unwrap_or(usize::MAX);
+    if done > MIGRATIONS.len() {
+        return Err(ClientError::Corrupt(format!(
+            "store format {done} is newer than this program ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(done) {
+        tx.execute_batch(sql)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", index + 1))?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn get_meta(conn: &Connection, key: &str) -> Result<Option<String>, ClientError> {
+    Ok(conn
+        .query_row("SELECT value FROM _roster_meta WHERE key = ?1", [key], |r| {
+            r.get(0)
+        })
+        .optional()?)
+}
+
+fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<(), ClientError> {
+    conn.execute(
+        "INSERT INTO _roster_meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
+fn required_meta(conn: &Connection, key: &str) -> Result<String, ClientError> {
+    get_meta(conn, key)?.ok_or_else(|| ClientError::Corrupt(format!("missing setting {key:?}")))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+impl LocalStore {
+    /// Creates a new store in `dir` for `server_url` with `schema`, under a fresh client
+    /// id. Fails if the dir already holds a store.
+    pub fn create(dir: &Path, server_url: &str, schema: &Schema) -> Result<Self, ClientError> {
+        schema.validate()?;
+        std::fs::create_dir_all(dir).map_err(|source| ClientError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let path = dir.join(DB_FILE);
+        if path.exists() {
+            return Err(ClientError::AlreadyInitialised(dir.display().to_string()));
+        }
+        let mut conn = open_connection(&path)?;
+        migrate(&mut conn)?;
+        let schema_json =
+            serde_json::to_string(schema).map_err(|e| ClientError::Corrupt(e.to_string()))?;
+        let tx = conn.transaction()?;
+        set_meta(&tx, "client_id", &uuid::Uuid::now_v7().to_string())?;
+        set_meta(&tx, "server_url", server_url)?;
+        set_meta(&tx, "schema", &schema_json)?;
+        set_meta(&tx, "watermark", "0")?;
+        set_meta(&tx, "edit_counter", "0")?;
+        tx.commit()?;
+        drop(conn);
+        Self::open(dir)
+    }
+
+    /// Opens the store in `dir`, creating any user table or column the schema declares
+    /// but the file lacks.
+    pub fn open(dir: &Path) -> Result<Self, ClientError> {
+        let path = dir.join(DB_FILE);
+        if !path.exists() {
+            return Err(ClientError::NotInitialised(dir.display().to_string()));
+        }
+        let mut conn = open_connection(&path)?;
+        migrate(&mut conn)?;
+        let schema: Schema = serde_json::from_str(&required_meta(&conn, "schema")?)
+            .map_err(|e| ClientError::Corrupt(format!("stored schema: {e}")))?;
+        schema.validate()?;
+        let client_id = uuid::Uuid::parse_str(&required_meta(&conn, "client_id")?)
+            .map_err(|e| ClientError::Corrupt(format!("client id: {e}")))?;
+        let server_url = required_meta(&conn, "server_url")?;
+        sql::ensure_user_tables(&mut conn, &schema)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+            schema,
+            client_id,
+            server_url,
+            path,
+        })
+    }
+
+    /// The schema this store was created with.
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// This installation's id.
+    pub fn client_id(&self) -> uuid::Uuid {
+        self.client_id
+    }
+
+    /// The sync service base URL.
+    pub fn server_url(&self) -> &str {
+        &self.server_url
+    }
+
+    /// Path of the SQLite file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Locks the connection. A panic while it was held cannot leave a half-done write
+    /// (transactions roll back on drop), so a poisoned lock is safe to reuse.
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The change-log position pulled up to.
+    pub fn watermark(&self) -> Result<u64, ClientError> {
+        let conn = self.lock();
+        parse_u64(&required_meta(&conn, "watermark")?)
+    }
+
+    /// Sync counters for display.
+    pub fn status(&self) -> Result<Status, ClientError> {
+        let conn = self.lock();
+        let pending: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM _roster_rows WHERE pending IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )?;
+        let conflicts: i64 =
+            conn.query_row("SELECT COUNT(*) FROM _roster_conflicts", [], |r| r.get(0))?;
+        let last_sync_ms = get_meta(&conn, "last_sync_ms")?
+            .map(|v| v.parse::<i64>())
+            .transpose()
+            .map_err(|e| ClientError::Corrupt(format!("last_sync_ms: {e}")))?;
+        Ok(Status {
+            server_url: self.server_url.clone(),
+            client_id: self.client_id,
+            pending: u64::try_from(pending).unwrap_or(0),
+            watermark: parse_u64(&required_meta(&conn, "watermark")?)?,
+            conflicts_logged: u64::try_from(conflicts).unwrap_or(0),
+            last_sync_ms,
+        })
+    }
+
+    /// The most recent `limit` conflicts, newest first.
+    pub fn conflict_history(&self, limit: u32) -> Result<Vec<ConflictRecord>, ClientError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT seq, at_ms, tbl, row_id, kind, resolution, client_row, server_row, outcome
+             FROM _roster_conflicts ORDER BY seq DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, Option<String>>(6)?,
+                r.get::<_, Option<String>>(7)?,
+                r.get::<_, Option<String>>(8)?,
+            ))
+        })?;
+        let json = |text: Option<String>| -> Result<Option<serde_json::Value>, ClientError> {
+            text.map(|t| serde_json::from_str(&t).map_err(|e| ClientError::Corrupt(e.to_string())))
+                .transpose()
+        };
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, at_ms, table, id, kind, resolution, client_row, server_row, outcome) = row?;
+            out.push(ConflictRecord {
+                seq,
+                at_ms,
+                table,
+                id: parse_id(&id)?,
+                kind,
+                resolution,
+                client_row: json(client_row)?,
+                server_row: json(server_row)?,
+                outcome: json(outcome)?,
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn parse_u64(text: &str) -> Result<u64, ClientError> {
+    text.parse()
+        .map_err(|e| ClientError::Corrupt(format!("number {text:?}: {e}")))
+}
+
+fn parse_id(text: &str) -> Result<RowId, ClientError> {
+    RowId::parse_str(text).map_err(|e| ClientError::Corrupt(format!("row id {text:?}: {e}")))
+}
+
+fn parse_op(text: &str) -> Result<ChangeOp, ClientError> {
+    match text {
+        "insert" => Ok(ChangeOp::Insert),
+        "update" => Ok(ChangeOp::Update),
+        "delete" => Ok(ChangeOp::Delete),
+        other => Err(ClientError::Corrupt(format!("pending op {other:?}"))),
+    }
+}

@@ -1,0 +1,280 @@
+//! Local create / read / update / delete. Each write is one transaction that changes the
+//! user row and marks it pending with a fresh edit number, so it works offline and is
+//! pushed by the next sync.
+
+use roster_protocol::{ChangeOp, ColumnType, Fields, RowId, TableSchema};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde::{Deserialize, Serialize};
+
+use super::sql::{self, quote};
+use super::{LocalStore, Record, get_meta, parse_op, set_meta};
+use crate::ClientError;
+
+/// Most rows one [`LocalStore::list`] call returns.
+pub const MAX_LIST_LIMIT: u32 = 10_000;
+
+/// Which rows [`LocalStore::list`] returns, and in which order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListQuery {
+    /// Case-insensitive substring matched against every text column.
+    pub search: Option<String>,
+    /// Column to sort by (`id` or a declared column); `None` sorts by id, which for v7
+    /// ids is creation order.
+    pub sort: Option<String>,
+    /// Sort descending.
+    pub descending: bool,
+    /// Page size (1 to [`MAX_LIST_LIMIT`]).
+    pub limit: u32,
+    /// Rows to skip.
+    pub offset: u64,
+}
+
+impl Default for ListQuery {
+    fn default() -> Self {
+        Self {
+            search: None,
+            sort: None,
+            descending: false,
+            limit: 100,
+            offset: 0,
+        }
+    }
+}
+
+/// Takes the next edit number. Edit numbers order pending changes and detect edits made
+/// while a sync was in flight.
+pub(crate) fn next_rev(tx: &Transaction<'_>) -> Result<i64, ClientError> {
+    let current: i64 = get_meta(tx, "edit_counter")?
+        .map(|v| v.parse::<i64>())
+        .transpose()
+        .map_err(|e| ClientError::Corrupt(format!("edit counter: {e}")))?
+        .unwrap_or(0);
+    let next = current + 1;
+    set_meta(tx, "edit_counter", &next.to_string())?;
+    Ok(next)
+}
+
+/// Escapes `%`, `_` and `\` so user text matches literally in `LIKE ... ESCAPE '\'`.
+fn like_pattern(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+/// The WHERE clause matching `search` in `table`'s text columns (parameter ?1).
+fn search_clause(table: &TableSchema) -> String {
+    let texts: Vec<String> = table
+        .columns
+        .iter()
+        .filter(|c| c.ty == ColumnType::Text)
+        .map(|c| format!("{} LIKE ?1 ESCAPE '\\'", quote(&c.name)))
+        .collect();
+    if texts.is_empty() {
+        "0".to_owned()
+    } else {
+        texts.join(" OR ")
+    }
+}
+
+fn row_meta(
+    conn: &Connection,
+    table: &str,
+    id: RowId,
+) -> Result<(Option<ChangeOp>, Option<u64>), ClientError> {
+    let meta = conn
+        .prepare_cached("SELECT pending, base_version FROM _roster_rows WHERE tbl = ?1 AND id = ?2")?
+        .query_row(params![table, id.to_string()], |r| {
+            Ok((r.get::<_, Option<String>>(0)?, r.get::<_, Option<i64>>(1)?))
+        })
+        .optional()?;
+    let (pending, base) = meta.unwrap_or((None, None));
+    Ok((
+        pending.as_deref().map(parse_op).transpose()?,
+        base.map(|v| u64::try_from(v).unwrap_or(0)),
+    ))
+}
+
+impl LocalStore {
+    fn table_schema(&self, table: &str) -> Result<&TableSchema, ClientError> {
+        Ok(self.schema.table(table)?)
+    }
+
+    fn record(
+        conn: &Connection,
+        table: &TableSchema,
+        id: RowId,
+    ) -> Result<Record, ClientError> {
+        let fields = sql::read_row(conn, table, id)?.ok_or_else(|| ClientError::NotFound {
+            table: table.name.clone(),
+            id,
+        })?;
+        let (pending, base_version) = row_meta(conn, &table.name, id)?;
+        Ok(Record {
+            id,
+            fields,
+            pending,
+            base_version,
+        })
+    }
+
+    /// Creates a row with a new v7 id after validating it; it is pending until synced.
+    pub fn insert(&self, table: &str, fields: Fields) -> Result<Record, ClientError> {
+        let schema = self.table_schema(table)?;
+        schema.validate_fields(&fields)?;
+        let id = RowId::now_v7();
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let rev = next_rev(&tx)?;
+        sql::write_row(&tx, schema, id, &fields)?;
+        tx.execute(
+            "INSERT INTO _roster_rows (tbl, id, base_version, base_data, pending, local_rev)
+             VALUES (?1, ?2, NULL, NULL, 'insert', ?3)",
+            params![table, id.to_string(), rev],
+        )?;
+        let record = Self::record(&tx, schema, id)?;
+        tx.commit()?;
+        Ok(record)
+    }
+
+    /// Applies `patch` (column → new value, `null` clears) to a live row, validates the
+    /// result, and marks the row pending.
+    pub fn update(&self, table: &str, id: RowId, patch: Fields) -> Result<Record, ClientError> {
+        let schema = self.table_schema(table)?;
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let mut fields = sql::read_row(&tx, schema, id)?.ok_or_else(|| ClientError::NotFound {
+            table: table.to_owned(),
+            id,
+        })?;
+        for (key, value) in patch {
+            if schema.column(&key).is_none() {
+                return Err(roster_protocol::SchemaError::UnknownColumn {
+                    table: table.to_owned(),
+                    column: key,
+                }
+                .into());
+            }
+            fields.insert(key, value);
+        }
+        schema.validate_fields(&fields)?;
+        let rev = next_rev(&tx)?;
+        sql::write_row(&tx, schema, id, &fields)?;
+        tx.execute(
+            "INSERT INTO _roster_rows (tbl, id, pending, local_rev) VALUES (?1, ?2, 'insert', ?3)
+             ON CONFLICT (tbl, id) DO UPDATE SET
+               pending = COALESCE(pending, 'update'), local_rev = excluded.local_rev",
+            params![table, id.to_string(), rev],
+        )?;
+        let record = Self::record(&tx, schema, id)?;
+        tx.commit()?;
+        Ok(record)
+    }
+
+    /// Deletes a live row locally and marks the delete pending. A row the server never
+    /// acknowledged is dropped at the next push instead of being sent.
+    pub fn delete(&self, table: &str, id: RowId) -> Result<(), ClientError> {
+        self.table_schema(table)?;
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        if !sql::row_exists(&tx, table, id)? {
+            return Err(ClientError::NotFound {
+                table: table.to_owned(),
+                id,
+            });
+        }
+        let rev = next_rev(&tx)?;
+        sql::delete_row(&tx, table, id)?;
+        tx.execute(
+            "INSERT INTO _roster_rows (tbl, id, pending, local_rev) VALUES (?1, ?2, 'delete', ?3)
+             ON CONFLICT (tbl, id) DO UPDATE SET pending = 'delete', local_rev = excluded.local_rev",
+            params![table, id.to_string(), rev],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The live row `id` of `table`.
+    pub fn get(&self, table: &str, id: RowId) -> Result<Record, ClientError> {
+        let schema = self.table_schema(table)?;
+        let conn = self.lock();
+        Self::record(&conn, schema, id)
+    }
+
+    /// One page of live rows matching `query`.
+    pub fn list(&self, table: &str, query: &ListQuery) -> Result<Vec<Record>, ClientError> {
+        let schema = self.table_schema(table)?;
+        if query.limit == 0 || query.limit > MAX_LIST_LIMIT {
+            return Err(ClientError::BadInput(format!(
+                "limit must be between 1 and {MAX_LIST_LIMIT}"
+            )));
+        }
+        let order = match query.sort.as_deref() {
+            None | Some("id") => "id".to_owned(),
+            Some(name) => match schema.column(name) {
+                Some(c) if c.ty == ColumnType::Text => format!("{} COLLATE NOCASE", quote(name)),
+                Some(_) => quote(name),
+                None => {
+                    return Err(ClientError::BadInput(format!(
+                        "cannot sort {table} by unknown column {name:?}"
+                    )));
+                }
+            },
+        };
+        let direction = if query.descending { "DESC" } else { "ASC" };
+        let filter = match query.search.as_deref().filter(|s| !s.is_empty()) {
+            Some(_) => search_clause(schema),
+            None => "?1 IS NULL".to_owned(),
+        };
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {filter} ORDER BY {order} {direction}, id {direction}
+             LIMIT ?2 OFFSET ?3",
+            sql::select_list(schema),
+            quote(table),
+        );
+        let pattern = query
+            .search
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(like_pattern);
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let offset = i64::try_from(query.offset).unwrap_or(i64::MAX);
+        let mut rows = stmt.query(params![pattern, query.limit, offset])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let (id, fields) = sql::decode_row(schema, row)?;
+            let (pending, base_version) = row_meta(&conn, table, id)?;
+            out.push(Record {
+                id,
+                fields,
+                pending,
+                base_version,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Number of live rows of `table` matching `search` (all rows when `None`).
+    pub fn count(&self, table: &str, search: Option<&str>) -> Result<u64, ClientError> {
+        let schema = self.table_schema(table)?;
+        let search = search.filter(|s| !s.is_empty());
+        let filter = match search {
+            Some(_) => search_clause(schema),
+            None => "?1 IS NULL".to_owned(),
+        };
+        let conn = self.lock();
+        let n: i64 = conn.query_row(
+            &format!("SELECT COUNT(*) FROM {} WHERE {filter}", quote(table)),
+            params![search.map(like_pattern)],
+            |r| r.get(0),
+        )?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}

@@ -1,0 +1,166 @@
+//! SQL for the user tables: creating them from the schema and moving values between JSON
+//! and typed SQLite columns. Table and column names are interpolated only after
+//! [`roster_protocol::Schema::validate`] has restricted them to `[a-z][a-z0-9_]*`.
+
+use roster_protocol::{ColumnDef, ColumnType, Fields, RowId, Schema, TableSchema};
+use rusqlite::types::{Value as SqlValue, ValueRef};
+use rusqlite::{Connection, OptionalExtension, params_from_iter};
+use serde_json::Value;
+
+use crate::ClientError;
+
+/// `name` in double quotes (safe: validated names contain no quote).
+pub(crate) fn quote(name: &str) -> String {
+    format!("\"{name}\"")
+}
+
+fn sql_type(ty: ColumnType) -> &'static str {
+    match ty {
+        ColumnType::Text => "TEXT",
+        ColumnType::Integer | ColumnType::Boolean => "INTEGER",
+        ColumnType::Real => "REAL",
+    }
+}
+
+/// Creates missing user tables and adds columns the schema declares but a table lacks.
+pub(crate) fn ensure_user_tables(conn: &mut Connection, schema: &Schema) -> Result<(), ClientError> {
+    let tx = conn.transaction()?;
+    for table in &schema.tables {
+        let columns: Vec<String> = table
+            .columns
+            .iter()
+            .map(|c| format!("{} {}", quote(&c.name), sql_type(c.ty)))
+            .collect();
+        tx.execute_batch(&format!(
+            "CREATE TABLE IF NOT EXISTS {} (id TEXT PRIMARY KEY NOT NULL, {})",
+            quote(&table.name),
+            columns.join(", ")
+        ))?;
+        let existing: Vec<String> = tx
+            .prepare(&format!("PRAGMA table_info({})", quote(&table.name)))?
+            .query_map([], |r| r.get::<_, String>(1))?
+            .collect::<Result<_, _>>()?;
+        for column in &table.columns {
+            if !existing.contains(&column.name) {
+                tx.execute_batch(&format!(
+                    "ALTER TABLE {} ADD COLUMN {} {}",
+                    quote(&table.name),
+                    quote(&column.name),
+                    sql_type(column.ty)
+                ))?;
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// A validated JSON value as the SQLite value of its column.
+fn to_sql(column: &ColumnDef, value: Option<&Value>) -> SqlValue {
+    match (column.ty, value) {
+        (ColumnType::Text, Some(Value::String(s))) => SqlValue::Text(s.clone()),
+        (ColumnType::Integer, Some(Value::Number(n))) => {
+            n.as_i64().map_or(SqlValue::Null, SqlValue::Integer)
+        }
+        (ColumnType::Real, Some(Value::Number(n))) => {
+            n.as_f64().map_or(SqlValue::Null, SqlValue::Real)
+        }
+        (ColumnType::Boolean, Some(Value::Bool(b))) => SqlValue::Integer(i64::from(*b)),
+        _ => SqlValue::Null,
+    }
+}
+
+/// A SQLite value read from `column` as JSON.
+fn from_sql(column: &ColumnDef, value: ValueRef<'_>) -> Result<Value, ClientError> {
+    let bad = |what: &str| {
+        ClientError::Corrupt(format!("column {} holds {what}", column.name))
+    };
+    Ok(match (column.ty, value) {
+        (_, ValueRef::Null) => Value::Null,
+        (ColumnType::Text, ValueRef::Text(t)) => {
+            Value::String(String::from_utf8_lossy(t).into_owned())
+        }
+        (ColumnType::Integer, ValueRef::Integer(i)) => Value::from(i),
+        (ColumnType::Real, ValueRef::Real(f)) => Value::from(f),
+        (ColumnType::Real, ValueRef::Integer(i)) => Value::from(i as f64),
+        (ColumnType::Boolean, ValueRef::Integer(i)) => Value::Bool(i != 0),
+        _ => return Err(bad("a value of the wrong type")),
+    })
+}
+
+/// Inserts or replaces the row `id` of `table` with `fields` (absent columns become NULL).
+pub(crate) fn write_row(
+    conn: &Connection,
+    table: &TableSchema,
+    id: RowId,
+    fields: &Fields,
+) -> Result<(), ClientError> {
+    let names: Vec<String> = table.columns.iter().map(|c| quote(&c.name)).collect();
+    let marks: Vec<String> = (0..=table.columns.len()).map(|i| format!("?{}", i + 1)).collect();
+    let sql = format!(
+        "INSERT OR REPLACE INTO {} (id, {}) VALUES ({})",
+        quote(&table.name),
+        names.join(", "),
+        marks.join(", ")
+    );
+    let values = std::iter::once(SqlValue::Text(id.to_string()))
+        .chain(table.columns.iter().map(|c| to_sql(c, fields.get(&c.name))));
+    conn.prepare_cached(&sql)?.execute(params_from_iter(values))?;
+    Ok(())
+}
+
+/// Deletes the row `id` of `table`, if present.
+pub(crate) fn delete_row(conn: &Connection, table: &str, id: RowId) -> Result<(), ClientError> {
+    conn.prepare_cached(&format!("DELETE FROM {} WHERE id = ?1", quote(table)))?
+        .execute([id.to_string()])?;
+    Ok(())
+}
+
+/// The `SELECT` list for `table`'s declared columns, id first.
+pub(crate) fn select_list(table: &TableSchema) -> String {
+    let mut names = vec!["id".to_owned()];
+    names.extend(table.columns.iter().map(|c| quote(&c.name)));
+    names.join(", ")
+}
+
+/// Decodes a row selected with [`select_list`].
+pub(crate) fn decode_row(
+    table: &TableSchema,
+    row: &rusqlite::Row<'_>,
+) -> Result<(RowId, Fields), ClientError> {
+    let id_text: String = row.get(0)?;
+    let id = super::parse_id(&id_text)?;
+    let mut fields = Fields::new();
+    for (index, column) in table.columns.iter().enumerate() {
+        fields.insert(column.name.clone(), from_sql(column, row.get_ref(index + 1)?)?);
+    }
+    Ok((id, fields))
+}
+
+/// The current values of row `id` of `table`.
+pub(crate) fn read_row(
+    conn: &Connection,
+    table: &TableSchema,
+    id: RowId,
+) -> Result<Option<Fields>, ClientError> {
+    let sql = format!(
+        "SELECT {} FROM {} WHERE id = ?1",
+        select_list(table),
+        quote(&table.name)
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query([id.to_string()])?;
+    match rows.next()? {
+        Some(row) => Ok(Some(decode_row(table, row)?.1)),
+        None => Ok(None),
+    }
+}
+
+/// Whether `table` holds row `id`.
+pub(crate) fn row_exists(conn: &Connection, table: &str, id: RowId) -> Result<bool, ClientError> {
+    Ok(conn
+        .prepare_cached(&format!("SELECT 1 FROM {} WHERE id = ?1", quote(table)))?
+        .query_row([id.to_string()], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
