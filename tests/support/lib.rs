@@ -1,1 +1,347 @@
+//! Shared machinery of the end-to-end tests: the real `roster-server` binary on a free
+//! port of 127.0.0.1 with its own SQLite file, real clients with their own data dirs, and
+//! a probe that reads the server's full state over HTTP.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use roster_client::{SyncClient, SyncOptions};
+use roster_protocol::{Fields, PROTOCOL_VERSION, RowId, ServerRow, SyncRequest, SyncResponse};
+use serde_json::Value;
+
+/// Server config with two tables: `person` (server-wins) and `task` (client-wins). The
+/// engine must treat both the same way apart from the policy.
+pub const TWO_TABLE_CONFIG: &str = r#"
+max_body_bytes = 262144
+
+[[tables]]
+name = "person"
+policy = "server-wins"
+columns = [
+  { name = "name", type = "text", required = true, max_len = 200 },
+  { name = "email", type = "text" },
+  { name = "age", type = "integer" },
+  { name = "city", type = "text" },
+]
+
+[[tables]]
+name = "task"
+policy = "client-wins"
+columns = [
+  { name = "title", type = "text", required = true },
+  { name = "done", type = "boolean" },
+  { name = "priority", type = "integer" },
+  { name = "estimate", type = "real" },
+]
+"#;
+
+/// Path of a workspace binary built next to the running test (target/debug/NAME).
+pub fn bin_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir of the test executable");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (`cargo build --workspace --bins`, \
+         which `cargo xtask test` does)",
+        path.display()
+    );
+    path
+}
+
+/// A running `roster-server` process with its own temp dir and database.
+pub struct TestServer {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    addr: SocketAddr,
+}
+
+impl TestServer {
+    /// Starts the server with [`TWO_TABLE_CONFIG`] on a free port.
+    pub fn start() -> Self {
+        Self::start_with_config(TWO_TABLE_CONFIG)
+    }
+
+    /// Starts the server with the given TOML config on a free port.
+    pub fn start_with_config(config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.toml"), config).unwrap();
+        let (child, addr) = spawn_server(dir.path(), "127.0.0.1:0");
+        Self {
+            child: Some(child),
+            dir,
+            addr,
+        }
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:41234`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Path of the server's SQLite file.
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("server.db")
+    }
+
+    /// Kills the process (SIGKILL): no graceful shutdown.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Starts the server again on the same port and database.
+    pub fn restart(&mut self) {
+        self.kill();
+        let mut last = None;
+        for _ in 0..50 {
+            match try_spawn_server(self.dir.path(), &self.addr.to_string()) {
+                Ok((child, addr)) => {
+                    self.child = Some(child);
+                    self.addr = addr;
+                    return;
+                }
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("server did not restart on {}: {last:?}", self.addr);
+    }
+
+    /// Runs `roster-server purge-tombstones --older-than-secs 0` against the database
+    /// (a separate process, while the server keeps running).
+    pub fn purge_all_tombstones(&self) -> String {
+        let out = Command::new(bin_path("roster-server"))
+            .args(["--config"])
+            .arg(self.dir.path().join("config.toml"))
+            .arg("--db")
+            .arg(self.db_path())
+            .args(["purge-tombstones", "--older-than-secs", "0"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "purge failed: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Every row the server holds, tombstones included, read with a full pull over HTTP.
+    pub async fn rows(&self) -> BTreeMap<(String, RowId), ServerRow> {
+        let http = reqwest::Client::new();
+        let mut since = 0;
+        let mut rows = BTreeMap::new();
+        loop {
+            let request = SyncRequest {
+                protocol: PROTOCOL_VERSION,
+                client_id: uuid::Uuid::now_v7(),
+                since,
+                changes: vec![],
+                pull_limit: 5_000,
+            };
+            let response: SyncResponse = http
+                .post(format!("{}/v1/sync", self.url()))
+                .json(&request)
+                .send()
+                .await
+                .unwrap()
+                .error_for_status()
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            for change in response.changes {
+                rows.insert((change.table, change.id), change.row);
+            }
+            since = response.watermark;
+            if !response.has_more {
+                return rows;
+            }
+        }
+    }
+
+    /// Live rows of `table` on the server, by id.
+    pub async fn live(&self, table: &str) -> BTreeMap<RowId, Fields> {
+        self.rows()
+            .await
+            .into_iter()
+            .filter(|((t, _), row)| t == table && !row.deleted)
+            .map(|((_, id), row)| (id, row.fields.unwrap_or_default()))
+            .collect()
+    }
+
+    /// The server's conflict log as (table, row id, kind, resolution), oldest first.
+    pub fn conflict_log(&self) -> Vec<(String, String, String, String)> {
+        let conn = rusqlite::Connection::open_with_flags(
+            self.db_path(),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        let mut stmt = conn
+            .prepare("SELECT tbl, row_id, kind, resolution FROM conflict_log ORDER BY seq")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn_server(dir: &Path, listen: &str) -> (Child, SocketAddr) {
+    try_spawn_server(dir, listen).unwrap()
+}
+
+fn try_spawn_server(dir: &Path, listen: &str) -> Result<(Child, SocketAddr), String> {
+    let mut child = Command::new(bin_path("roster-server"))
+        .arg("--listen")
+        .arg(listen)
+        .arg("--db")
+        .arg(dir.join("server.db"))
+        .arg("--config")
+        .arg(dir.join("config.toml"))
+        .env("ROSTER_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    let addr = line
+        .trim()
+        .rsplit("http://")
+        .next()
+        .and_then(|a| a.parse().ok());
+    match addr {
+        Some(addr) if line.contains("listening on") => Ok((child, addr)),
+        _ => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(format!("server did not start: first line {line:?}"))
+        }
+    }
+}
+
+/// A client with its own data dir.
+pub struct TestClient {
+    /// The client under test.
+    pub client: SyncClient,
+    dir: tempfile::TempDir,
+}
+
+impl TestClient {
+    /// A new client of `server`, schema fetched from the server.
+    pub async fn new(server: &TestServer) -> Self {
+        Self::with_options(server, SyncOptions::default()).await
+    }
+
+    /// A new client of `server` with the given batch settings.
+    pub async fn with_options(server: &TestServer, options: SyncOptions) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let client = SyncClient::init(dir.path(), &server.url(), None)
+            .await
+            .unwrap()
+            .with_options(options)
+            .unwrap();
+        Self { client, dir }
+    }
+
+    /// The data dir.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Reopens the store from disk (as after an app restart).
+    pub fn reopen(&mut self) {
+        self.client = SyncClient::open(self.dir.path()).unwrap();
+    }
+
+    /// Inserts a row and returns its id.
+    pub fn insert(&self, table: &str, fields: Value) -> RowId {
+        self.client
+            .store()
+            .insert(table, obj(fields))
+            .unwrap()
+            .id
+    }
+
+    /// Updates fields of a row.
+    pub fn update(&self, table: &str, id: RowId, patch: Value) {
+        self.client.store().update(table, id, obj(patch)).unwrap();
+    }
+
+    /// Deletes a row.
+    pub fn delete(&self, table: &str, id: RowId) {
+        self.client.store().delete(table, id).unwrap();
+    }
+
+    /// Every live local row of `table` by id (the declared columns, nulls included).
+    pub fn live(&self, table: &str) -> BTreeMap<RowId, Fields> {
+        let store = self.client.store();
+        let mut out = BTreeMap::new();
+        let mut offset = 0;
+        loop {
+            let page = store
+                .list(
+                    table,
+                    &roster_client::ListQuery {
+                        limit: 10_000,
+                        offset,
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+            if page.is_empty() {
+                return out;
+            }
+            offset += page.len() as u64;
+            out.extend(page.into_iter().map(|r| (r.id, r.fields)));
+        }
+    }
+
+    /// Number of rows with a pending change.
+    pub fn pending(&self) -> u64 {
+        self.client.store().status().unwrap().pending
+    }
+}
+
+/// A JSON object literal as [`Fields`].
+pub fn obj(value: Value) -> Fields {
+    match value {
+        Value::Object(map) => map,
+        other => panic!("expected an object, got {other}"),
+    }
+}
+
+/// Asserts the client's live rows of `table` equal the server's.
+pub async fn assert_converged(server: &TestServer, table: &str, clients: &[&TestClient]) {
+    let expected = server.live(table).await;
+    for (index, client) in clients.iter().enumerate() {
+        assert_eq!(
+            client.live(table),
+            expected,
+            "client #{index} differs from the server in table {table}"
+        );
+        assert_eq!(client.pending(), 0, "client #{index} still has pending changes");
+    }
+}

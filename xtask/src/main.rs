@@ -1,1 +1,50 @@
-fn main() {}
+//! `cargo xtask`: the project's set-up and orchestration tasks.
+//!
+//! - `cargo xtask test`: everything CI runs (system packages, lint, build, tests).
+//! - `cargo xtask run`: a dev server plus a short `roster` CLI demo against it.
+
+mod demo;
+mod process;
+mod run;
+mod server;
+mod system;
+mod test;
+mod workspace;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Set-up and orchestration tasks for Roster.
+#[derive(Parser, Debug)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+/// The available tasks.
+#[derive(Subcommand, Debug)]
+enum Task {
+    /// Run every check and test, as CI does: install missing system packages,
+    /// cargo fmt --check, clippy, build the binaries, then the tests and doctests.
+    Test(test::TestArgs),
+    /// Build and start a dev roster-server (data in .roster-dev/), run a short
+    /// two-device sync demo with the roster CLI, then keep serving until Ctrl-C.
+    Run(run::RunArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.task {
+        Task::Test(args) => test::test(args),
+        Task::Run(args) => run::run_dev(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("\nerror: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

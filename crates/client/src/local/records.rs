@@ -126,11 +126,34 @@ impl LocalStore {
 
     /// Creates a row with a new v7 id after validating it; it is pending until synced.
     pub fn insert(&self, table: &str, fields: Fields) -> Result<Record, ClientError> {
+        self.insert_with_id(table, RowId::now_v7(), fields)
+    }
+
+    /// Creates a row with a caller-chosen id (for imports of records that already have
+    /// one). The id must not be nil nor already known to this store.
+    pub fn insert_with_id(
+        &self,
+        table: &str,
+        id: RowId,
+        fields: Fields,
+    ) -> Result<Record, ClientError> {
         let schema = self.table_schema(table)?;
         schema.validate_fields(&fields)?;
-        let id = RowId::now_v7();
+        if id.is_nil() {
+            return Err(ClientError::BadInput("the nil UUID is not a valid row id".into()));
+        }
         let mut conn = self.lock();
         let tx = conn.transaction()?;
+        let known = tx
+            .prepare_cached("SELECT 1 FROM _roster_rows WHERE tbl = ?1 AND id = ?2")?
+            .query_row(params![table, id.to_string()], |_| Ok(()))
+            .optional()?
+            .is_some();
+        if known || sql::row_exists(&tx, table, id)? {
+            return Err(ClientError::BadInput(format!(
+                "{table} id {id} is already used in this store"
+            )));
+        }
         let rev = next_rev(&tx)?;
         sql::write_row(&tx, schema, id, &fields)?;
         tx.execute(

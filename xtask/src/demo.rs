@@ -1,0 +1,106 @@
+//! The scripted `roster` CLI session of `cargo xtask run`: two devices and a conflict.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use crate::process::{run, run_captured, step};
+use crate::workspace;
+
+/// The data directory of the first demo device, relative to the workspace root.
+pub const DEVICE_A: &str = ".roster-dev/device-a";
+/// The data directory of the second demo device, relative to the workspace root.
+pub const DEVICE_B: &str = ".roster-dev/device-b";
+
+/// Runs the demo against the server at `url`: both devices edit one row,
+/// and device B's sync reports a conflict that the server wins.
+pub fn run_demo(root: &Path, url: &str) -> Result<()> {
+    step("demo: set up two devices");
+    init_device(root, DEVICE_A, url)?;
+    init_device(root, DEVICE_B, url)?;
+
+    step("demo: add a row on device A and sync it to B");
+    let id = add_row(root, DEVICE_A, &["name=Jane", "age=25", "city=Lyon"])?;
+    roster(root, DEVICE_A, &["sync"])?;
+    roster(root, DEVICE_B, &["sync"])?;
+
+    step("demo: edit the same field on both devices, then sync");
+    roster(root, DEVICE_A, &["edit", &id, "age=32"])?;
+    roster(root, DEVICE_B, &["edit", &id, "age=30"])?;
+    roster(root, DEVICE_A, &["sync"])?;
+    roster(root, DEVICE_B, &["sync"])?;
+
+    step("demo: device B saw a conflict; the server's value won");
+    roster(root, DEVICE_B, &["conflicts"])?;
+    roster(root, DEVICE_B, &["show", &id])?;
+    roster(root, DEVICE_A, &["list"])
+}
+
+/// `roster --data-dir DIR init --server URL`, unless DIR already has `roster.db`.
+fn init_device(root: &Path, dir: &str, url: &str) -> Result<()> {
+    if root.join(dir).join("roster.db").exists() {
+        println!("{dir}/roster.db exists: skipping init");
+        return Ok(());
+    }
+    roster(root, dir, &["init", "--server", url])
+}
+
+/// `roster --data-dir DIR --json add FIELD=VALUE...`, returning the new row id.
+fn add_row(root: &Path, dir: &str, fields: &[&str]) -> Result<String> {
+    let mut cmd = roster_command(root, dir);
+    cmd.arg("--json").arg("add").args(fields);
+    let stdout = run_captured(&mut cmd)?;
+    parse_added_id(&stdout)
+}
+
+/// Runs `roster --data-dir DIR ARGS...`, printing the command and its output.
+fn roster(root: &Path, dir: &str, args: &[&str]) -> Result<()> {
+    run(roster_command(root, dir).args(args))
+}
+
+/// `target/debug/roster --data-dir DIR`, run from the workspace root.
+fn roster_command(root: &Path, dir: &str) -> Command {
+    let mut cmd = Command::new(workspace::debug_binary(root, "roster"));
+    cmd.current_dir(root).arg("--data-dir").arg(dir);
+    cmd
+}
+
+/// The row id printed by `roster add`: the `id` field of its JSON output,
+/// or else the last word of its last non-empty line.
+fn parse_added_id(stdout: &str) -> Result<String> {
+    if let Ok(value) = serde_json::from_str::<Value>(stdout.trim()) {
+        return match value.get("id") {
+            Some(Value::String(id)) => Ok(id.clone()),
+            Some(Value::Number(id)) => Ok(id.to_string()),
+            _ => bail!("no \"id\" in the output of roster add: {stdout}"),
+        };
+    }
+    let id = stdout
+        .lines()
+        .rev()
+        .find_map(|line| line.split_whitespace().last())
+        .context("roster add printed nothing")?;
+    Ok(id.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_added_id() {
+        assert_eq!(
+            parse_added_id("{\"id\": \"0199-abc\", \"table\": \"people\"}\n").unwrap(),
+            "0199-abc"
+        );
+        assert_eq!(parse_added_id("{\"id\": 7}").unwrap(), "7");
+        assert_eq!(
+            parse_added_id("added row 0199-abc\n\n").unwrap(),
+            "0199-abc"
+        );
+        assert!(parse_added_id("{\"row\": 1}").is_err());
+        assert!(parse_added_id("\n").is_err());
+    }
+}
