@@ -98,7 +98,8 @@ pub struct Status {
     pub server_url: String,
     /// This installation's id.
     pub client_id: uuid::Uuid,
-    /// Rows with a change waiting to be pushed.
+    /// Rows with a change waiting to be pushed (rows created and deleted before reaching
+    /// the server are not counted).
     pub pending: u64,
     /// Change-log position pulled up to.
     pub watermark: u64,
@@ -261,8 +262,10 @@ impl LocalStore {
     /// Sync counters for display.
     pub fn status(&self) -> Result<Status, ClientError> {
         let conn = self.lock();
+        // A row inserted and deleted before it ever reached the server is no change.
         let pending: i64 = conn.query_row(
-            "SELECT COUNT(*) FROM _roster_rows WHERE pending IS NOT NULL",
+            "SELECT COUNT(*) FROM _roster_rows WHERE pending IS NOT NULL
+             AND NOT (pending = 'delete' AND base_version IS NULL)",
             [],
             |r| r.get(0),
         )?;

@@ -54,6 +54,23 @@ pub(crate) fn next_rev(tx: &Transaction<'_>) -> Result<i64, ClientError> {
     Ok(next)
 }
 
+/// Writes a new row and marks it as a pending insert with a fresh edit number.
+fn write_new_row(
+    tx: &Transaction<'_>,
+    table: &TableSchema,
+    id: RowId,
+    fields: &Fields,
+) -> Result<(), ClientError> {
+    let rev = next_rev(tx)?;
+    sql::write_row(tx, table, id, fields)?;
+    tx.prepare_cached(
+        "INSERT INTO _roster_rows (tbl, id, base_version, base_data, pending, local_rev)
+         VALUES (?1, ?2, NULL, NULL, 'insert', ?3)",
+    )?
+    .execute(params![table.name, id.to_string(), rev])?;
+    Ok(())
+}
+
 /// Escapes `%`, `_` and `\` so user text matches literally in `LIKE ... ESCAPE '\'`.
 fn like_pattern(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
@@ -154,16 +171,28 @@ impl LocalStore {
                 "{table} id {id} is already used in this store"
             )));
         }
-        let rev = next_rev(&tx)?;
-        sql::write_row(&tx, schema, id, &fields)?;
-        tx.execute(
-            "INSERT INTO _roster_rows (tbl, id, base_version, base_data, pending, local_rev)
-             VALUES (?1, ?2, NULL, NULL, 'insert', ?3)",
-            params![table, id.to_string(), rev],
-        )?;
+        write_new_row(&tx, schema, id, &fields)?;
         let record = Self::record(&tx, schema, id)?;
         tx.commit()?;
         Ok(record)
+    }
+
+    /// Creates many rows with new v7 ids in one transaction (an import); all or none.
+    pub fn insert_many(&self, table: &str, rows: Vec<Fields>) -> Result<Vec<RowId>, ClientError> {
+        let schema = self.table_schema(table)?;
+        for fields in &rows {
+            schema.validate_fields(fields)?;
+        }
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let mut ids = Vec::with_capacity(rows.len());
+        for fields in rows {
+            let id = RowId::now_v7();
+            write_new_row(&tx, schema, id, &fields)?;
+            ids.push(id);
+        }
+        tx.commit()?;
+        Ok(ids)
     }
 
     /// Applies `patch` (column → new value, `null` clears) to a live row, validates the
