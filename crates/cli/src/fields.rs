@@ -14,9 +14,7 @@ pub fn parse(table: &TableSchema, assignments: &[String]) -> Result<Fields, Fiel
     let mut fields = Fields::new();
     for assignment in assignments {
         let Some((name, raw)) = assignment.split_once('=') else {
-            return Err(FieldError(format!(
-                "{assignment:?} is not FIELD=VALUE"
-            )));
+            return Err(FieldError(format!("{assignment:?} is not FIELD=VALUE")));
         };
         let column = table.column(name).ok_or_else(|| {
             let known: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
@@ -32,7 +30,9 @@ pub fn parse(table: &TableSchema, assignments: &[String]) -> Result<Fields, Fiel
         } else {
             match column.ty {
                 ColumnType::Text => Value::String(raw.to_owned()),
-                ColumnType::Integer => Value::from(raw.parse::<i64>().map_err(|_| bad("an integer"))?),
+                ColumnType::Integer => {
+                    Value::from(raw.parse::<i64>().map_err(|_| bad("an integer"))?)
+                }
                 ColumnType::Real => Value::from(raw.parse::<f64>().map_err(|_| bad("a number"))?),
                 ColumnType::Boolean => match raw.to_ascii_lowercase().as_str() {
                     "true" | "yes" | "1" => Value::Bool(true),

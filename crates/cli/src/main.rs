@@ -120,7 +120,11 @@ async fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
         } => {
             let table = table_name(&table)?;
             let fields = fields::parse(store.schema().table(&table)?, &assignments)?;
-            out.record("Updated", &table, &store.update(&table, parse_id(&id)?, fields)?)
+            out.record(
+                "Updated",
+                &table,
+                &store.update(&table, parse_id(&id)?, fields)?,
+            )
         }
         Command::Delete { table, id } => {
             let table = table_name(&table)?;

@@ -44,7 +44,10 @@ impl Output {
                 Some(ClientError::Invalid(_) | ClientError::BadInput(_)) => "invalid",
                 _ => "error",
             };
-            eprintln!("{}", json!({"error": {"kind": kind, "message": format!("{error:#}")}}));
+            eprintln!(
+                "{}",
+                json!({"error": {"kind": kind, "message": format!("{error:#}")}})
+            );
         } else {
             eprintln!("error: {error:#}");
         }
@@ -104,9 +107,12 @@ impl Output {
             .iter()
             .map(|r| {
                 let mut row = vec![r.id.to_string()];
-                row.extend(table.columns.iter().map(|c| {
-                    cell(r.fields.get(&c.name).unwrap_or(&Value::Null))
-                }));
+                row.extend(
+                    table
+                        .columns
+                        .iter()
+                        .map(|c| cell(r.fields.get(&c.name).unwrap_or(&Value::Null))),
+                );
                 row.push(pending_label(r).to_owned());
                 row
             })
@@ -171,8 +177,16 @@ impl Output {
                 Some(v) => v.get("fields").unwrap_or(v).to_string(),
                 None => "(none)".to_owned(),
             };
-            println!("#{} {} {}/{}: {}", c.seq, c.kind, c.table, c.id, c.resolution);
-            println!("    mine:   {}", c.client_row.as_ref().map_or("(deleted)".into(), Value::to_string));
+            println!(
+                "#{} {} {}/{}: {}",
+                c.seq, c.kind, c.table, c.id, c.resolution
+            );
+            println!(
+                "    mine:   {}",
+                c.client_row
+                    .as_ref()
+                    .map_or("(deleted)".into(), Value::to_string)
+            );
             println!("    server: {}", fields(&c.server_row));
             println!("    now:    {}", fields(&c.outcome));
         }

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use roster_protocol::{ApiError, HEALTH_PATH, SCHEMA_PATH, SYNC_PATH, Schema, SyncRequest, SyncResponse};
+use roster_protocol::{
+    ApiError, HEALTH_PATH, SCHEMA_PATH, SYNC_PATH, Schema, SyncRequest, SyncResponse,
+};
 use serde::de::DeserializeOwned;
 
 use crate::ClientError;
@@ -52,7 +54,10 @@ impl HttpTransport {
         }
     }
 
-    async fn decode<T: DeserializeOwned>(&self, response: reqwest::Response) -> Result<T, ClientError> {
+    async fn decode<T: DeserializeOwned>(
+        &self,
+        response: reqwest::Response,
+    ) -> Result<T, ClientError> {
         let status = response.status();
         let body = response.bytes().await.map_err(|e| self.unreachable(&e))?;
         if status.is_success() {

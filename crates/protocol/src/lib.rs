@@ -17,7 +17,9 @@ pub mod sync;
 pub use conflict::{Conflict, ConflictKind, ConflictPolicy, Resolution};
 pub use error::{ApiError, ErrorCode};
 pub use schema::{ColumnDef, ColumnType, Fields, Schema, SchemaError, TableSchema};
-pub use sync::{Ack, Change, ChangeOp, ChangeShapeError, ServerChange, ServerRow, SyncRequest, SyncResponse};
+pub use sync::{
+    Ack, Change, ChangeOp, ChangeShapeError, ServerChange, ServerRow, SyncRequest, SyncResponse,
+};
 
 /// Identifier of a row: a client-generated UUID (v7 for new rows), unique across tables.
 pub type RowId = uuid::Uuid;

@@ -64,7 +64,9 @@ pub struct Schema {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SchemaError {
     /// A table or column name breaks the naming rules.
-    #[error("invalid name {0:?}: use lowercase letters, digits and '_', starting with a letter, at most 63 characters, and not 'id'")]
+    #[error(
+        "invalid name {0:?}: use lowercase letters, digits and '_', starting with a letter, at most 63 characters, and not 'id'"
+    )]
     InvalidName(String),
     /// Two tables, or two columns of one table, share a name.
     #[error("duplicate name {0:?} in schema")]
@@ -281,7 +283,16 @@ mod tests {
 
     #[test]
     fn names_are_restricted() {
-        for bad in ["", "Person", "1abc", "a-b", "id", "_meta", "a b", "x\"; drop"] {
+        for bad in [
+            "",
+            "Person",
+            "1abc",
+            "a-b",
+            "id",
+            "_meta",
+            "a b",
+            "x\"; drop",
+        ] {
             assert!(!is_valid_name(bad), "{bad:?} should be rejected");
         }
         for good in ["person", "a", "first_name", "x9"] {

@@ -199,13 +199,33 @@ mod tests {
     #[test]
     fn change_shapes() {
         assert!(change(ChangeOp::Insert, None, true).check_shape().is_ok());
-        assert!(change(ChangeOp::Update, Some(1), true).check_shape().is_ok());
-        assert!(change(ChangeOp::Delete, Some(1), false).check_shape().is_ok());
-        assert!(change(ChangeOp::Insert, Some(1), true).check_shape().is_err());
+        assert!(
+            change(ChangeOp::Update, Some(1), true)
+                .check_shape()
+                .is_ok()
+        );
+        assert!(
+            change(ChangeOp::Delete, Some(1), false)
+                .check_shape()
+                .is_ok()
+        );
+        assert!(
+            change(ChangeOp::Insert, Some(1), true)
+                .check_shape()
+                .is_err()
+        );
         assert!(change(ChangeOp::Update, None, true).check_shape().is_err());
-        assert!(change(ChangeOp::Update, Some(1), false).check_shape().is_err());
+        assert!(
+            change(ChangeOp::Update, Some(1), false)
+                .check_shape()
+                .is_err()
+        );
         assert!(change(ChangeOp::Delete, None, false).check_shape().is_err());
-        assert!(change(ChangeOp::Delete, Some(1), true).check_shape().is_err());
+        assert!(
+            change(ChangeOp::Delete, Some(1), true)
+                .check_shape()
+                .is_err()
+        );
     }
 
     #[test]

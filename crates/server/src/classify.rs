@@ -3,7 +3,9 @@
 //! what the table's policy writes. Every storage backend calls [`plan`] inside its write
 //! transaction, so the rules cannot drift between backends.
 
-use roster_protocol::{Change, ChangeOp, ConflictKind, ConflictPolicy, Fields, Resolution, ServerRow};
+use roster_protocol::{
+    Change, ChangeOp, ConflictKind, ConflictPolicy, Fields, Resolution, ServerRow,
+};
 
 /// What the server must write for one change.
 #[derive(Debug, Clone, PartialEq)]
@@ -137,13 +139,29 @@ mod tests {
             (change(Update, Some(3)), Some(live(3)), None),
             (change(Delete, Some(3)), Some(live(3)), None),
             (change(Update, Some(3)), Some(live(5)), Some(BothUpdated)),
-            (change(Update, Some(3)), Some(tomb(5)), Some(ClientUpdatedServerDeleted)),
-            (change(Delete, Some(3)), Some(live(5)), Some(ClientDeletedServerUpdated)),
+            (
+                change(Update, Some(3)),
+                Some(tomb(5)),
+                Some(ClientUpdatedServerDeleted),
+            ),
+            (
+                change(Delete, Some(3)),
+                Some(live(5)),
+                Some(ClientDeletedServerUpdated),
+            ),
             (change(Delete, Some(3)), Some(tomb(5)), Some(BothDeleted)),
             (change(Delete, Some(3)), None, Some(BothDeleted)),
             (change(Update, Some(3)), None, Some(ClientUpdatedPurged)),
-            (change(Insert, None), Some(live(1)), Some(ClientInsertedExisting)),
-            (change(Insert, None), Some(tomb(2)), Some(ClientInsertedDeleted)),
+            (
+                change(Insert, None),
+                Some(live(1)),
+                Some(ClientInsertedExisting),
+            ),
+            (
+                change(Insert, None),
+                Some(tomb(2)),
+                Some(ClientInsertedDeleted),
+            ),
         ];
         for (change, current, expected) in cases {
             assert_eq!(
@@ -169,8 +187,18 @@ mod tests {
 
         let delete = change(ChangeOp::Delete, Some(1));
         let gone = plan(&delete, Some(&tomb(2)), ConflictPolicy::ClientWins);
-        assert_eq!(gone.write, Write::Nothing, "a tombstone is not deleted twice");
+        assert_eq!(
+            gone.write,
+            Write::Nothing,
+            "a tombstone is not deleted twice"
+        );
         let clean = plan(&delete, Some(&live(1)), ConflictPolicy::ServerWins);
-        assert_eq!(clean, Plan { conflict: None, write: Write::Tombstone });
+        assert_eq!(
+            clean,
+            Plan {
+                conflict: None,
+                write: Write::Tombstone
+            }
+        );
     }
 }

@@ -85,7 +85,8 @@ async fn main() -> anyhow::Result<()> {
         Command::PurgeTombstones { older_than_secs } => {
             let store = SqliteStore::open(&db)
                 .with_context(|| format!("cannot open database {}", db.display()))?;
-            let report = store.purge_tombstones(unix_ms_ago(Duration::from_secs(older_than_secs)))?;
+            let report =
+                store.purge_tombstones(unix_ms_ago(Duration::from_secs(older_than_secs)))?;
             println!(
                 "purged {} tombstones; purge horizon is now {}",
                 report.purged, report.horizon
@@ -128,7 +129,11 @@ async fn purge_periodically(store: Arc<dyn SyncStore>, retention: Duration) {
         let cutoff = unix_ms_ago(retention);
         match tokio::task::spawn_blocking(move || store.purge_tombstones(cutoff)).await {
             Ok(Ok(report)) if report.purged > 0 => {
-                tracing::info!(purged = report.purged, horizon = report.horizon, "purged tombstones");
+                tracing::info!(
+                    purged = report.purged,
+                    horizon = report.horizon,
+                    "purged tombstones"
+                );
             }
             Ok(Ok(_)) => {}
             Ok(Err(error)) => tracing::warn!(%error, "tombstone purge failed"),

@@ -124,7 +124,10 @@ mod tests {
             Some(ErrorCode::UnknownTable)
         );
         assert_eq!(
-            check(request(vec![insert("person", json!({"name": "J", "x": 1}))])),
+            check(request(vec![insert(
+                "person",
+                json!({"name": "J", "x": 1})
+            )])),
             Some(ErrorCode::UnknownColumn)
         );
         assert_eq!(

@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 
-use roster_protocol::{Change, ChangeOp, Conflict, Fields, Resolution, RowId, ServerRow, SyncResponse};
+use roster_protocol::{
+    Change, ChangeOp, Conflict, Fields, Resolution, RowId, ServerRow, SyncResponse,
+};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::Value;
 
@@ -40,6 +42,16 @@ impl PendingBatch {
     pub fn is_empty(&self) -> bool {
         self.sent.is_empty() && self.dropped_local_only == 0
     }
+}
+
+/// A `_roster_rows` entry with a pending change, as read for a batch.
+struct PendingRow {
+    table: String,
+    id: String,
+    op: String,
+    base_version: Option<i64>,
+    base_data: Option<String>,
+    local_rev: i64,
 }
 
 /// What applying one response did locally.
@@ -82,7 +94,11 @@ fn estimated_size(change: &Change) -> usize {
 }
 
 /// The row's current pending op and edit number.
-fn row_state(tx: &Connection, table: &str, id: RowId) -> Result<Option<(Option<ChangeOp>, i64)>, ClientError> {
+fn row_state(
+    tx: &Connection,
+    table: &str,
+    id: RowId,
+) -> Result<Option<(Option<ChangeOp>, i64)>, ClientError> {
     let state = tx
         .prepare_cached("SELECT pending, local_rev FROM _roster_rows WHERE tbl = ?1 AND id = ?2")?
         .query_row(params![table, id.to_string()], |r| {
@@ -182,12 +198,27 @@ impl LocalStore {
                  WHERE pending IS NOT NULL AND local_rev <= ?1 ORDER BY local_rev LIMIT ?2",
             )?;
             let limit = i64::try_from(max_changes).unwrap_or(i64::MAX);
-            let rows: Vec<(String, String, String, Option<i64>, Option<String>, i64)> = stmt
+            let rows: Vec<PendingRow> = stmt
                 .query_map(params![up_to_rev, limit], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                    Ok(PendingRow {
+                        table: r.get(0)?,
+                        id: r.get(1)?,
+                        op: r.get(2)?,
+                        base_version: r.get(3)?,
+                        base_data: r.get(4)?,
+                        local_rev: r.get(5)?,
+                    })
                 })?
                 .collect::<Result<_, _>>()?;
-            for (table, id, op, base_version, base_data, local_rev) in rows {
+            for PendingRow {
+                table,
+                id,
+                op,
+                base_version,
+                base_data,
+                local_rev,
+            } in rows
+            {
                 let id = parse_id(&id)?;
                 let op = parse_op(&op)?;
                 let base_version = base_version.map(|v| u64::try_from(v).unwrap_or(0));
@@ -207,7 +238,11 @@ impl LocalStore {
                 let change = Change {
                     table,
                     id,
-                    op: if base_version.is_none() { ChangeOp::Insert } else { op },
+                    op: if base_version.is_none() {
+                        ChangeOp::Insert
+                    } else {
+                        op
+                    },
                     base_version,
                     fields,
                     base_fields: if op == ChangeOp::Update {
@@ -246,10 +281,13 @@ impl LocalStore {
         let tx = conn.transaction()?;
         for ack in &response.acks {
             let Some(change) = sent.get(&(ack.table.as_str(), ack.id)) else {
-                return Err(ClientError::Protocol(format!("ack for unsent row {}", ack.id)));
+                return Err(ClientError::Protocol(format!(
+                    "ack for unsent row {}",
+                    ack.id
+                )));
             };
-            let unchanged = row_state(&tx, &ack.table, ack.id)?
-                .is_some_and(|(_, rev)| rev == change.local_rev);
+            let unchanged =
+                row_state(&tx, &ack.table, ack.id)?.is_some_and(|(_, rev)| rev == change.local_rev);
             match change.change.op {
                 ChangeOp::Delete if unchanged => {
                     tx.prepare_cached("DELETE FROM _roster_rows WHERE tbl = ?1 AND id = ?2")?
@@ -290,7 +328,14 @@ impl LocalStore {
             match (&change.row, &change.row.fields) {
                 (ServerRow { deleted: false, .. }, Some(fields)) => {
                     sql::write_row(&tx, schema, change.id, fields)?;
-                    set_base(&tx, &change.table, change.id, change.row.version, Some(fields), true)?;
+                    set_base(
+                        &tx,
+                        &change.table,
+                        change.id,
+                        change.row.version,
+                        Some(fields),
+                        true,
+                    )?;
                 }
                 _ => forget_row(&tx, &change.table, change.id)?,
             }
@@ -316,7 +361,14 @@ impl LocalStore {
         let live = conflict.outcome.as_ref().filter(|o| !o.deleted);
         if !unchanged {
             if let (Resolution::ClientWins, Some(outcome)) = (conflict.resolution, live) {
-                set_base(tx, &conflict.table, conflict.id, outcome.version, outcome.fields.as_ref(), false)?;
+                set_base(
+                    tx,
+                    &conflict.table,
+                    conflict.id,
+                    outcome.version,
+                    outcome.fields.as_ref(),
+                    false,
+                )?;
             }
             return Ok(());
         }
@@ -328,7 +380,14 @@ impl LocalStore {
                     counts.downloaded += 1;
                 }
                 sql::write_row(tx, schema, conflict.id, &fields)?;
-                set_base(tx, &conflict.table, conflict.id, outcome.version, Some(&fields), true)?;
+                set_base(
+                    tx,
+                    &conflict.table,
+                    conflict.id,
+                    outcome.version,
+                    Some(&fields),
+                    true,
+                )?;
             }
             None => {
                 if sent.change.op != ChangeOp::Delete {
@@ -379,5 +438,218 @@ impl LocalStore {
     pub fn mark_synced(&self) -> Result<(), ClientError> {
         let conn = self.lock();
         set_meta(&conn, "last_sync_ms", &now_ms().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use roster_protocol::{Ack, ConflictKind, Schema, ServerChange};
+    use serde_json::json;
+
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, LocalStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::create(dir.path(), "http://127.0.0.1:9", &Schema::default_person())
+            .unwrap();
+        (dir, store)
+    }
+
+    fn fields(value: Value) -> Fields {
+        value.as_object().cloned().unwrap()
+    }
+
+    fn answer(
+        acks: Vec<Ack>,
+        conflicts: Vec<Conflict>,
+        changes: Vec<ServerChange>,
+    ) -> SyncResponse {
+        SyncResponse {
+            acks,
+            conflicts,
+            changes,
+            watermark: 9,
+            has_more: false,
+        }
+    }
+
+    fn batch_of(store: &LocalStore) -> PendingBatch {
+        store
+            .pending_batch(store.edit_counter().unwrap(), 100, usize::MAX)
+            .unwrap()
+    }
+
+    #[test]
+    fn an_edit_made_while_its_change_is_in_flight_stays_pending_on_the_new_base() {
+        let (_dir, store) = store();
+        let id = store
+            .insert("person", fields(json!({"name": "Jane"})))
+            .unwrap()
+            .id;
+        let in_flight = batch_of(&store);
+        store
+            .update("person", id, fields(json!({"age": 5})))
+            .unwrap();
+        let ack = Ack {
+            table: "person".into(),
+            id,
+            version: 7,
+        };
+        store
+            .apply_response(&in_flight, &answer(vec![ack], vec![], vec![]))
+            .unwrap();
+
+        let record = store.get("person", id).unwrap();
+        assert_eq!(record.pending, Some(ChangeOp::Update));
+        assert_eq!(record.base_version, Some(7));
+        assert_eq!(record.fields["age"], json!(5));
+        let next = batch_of(&store);
+        assert_eq!(next.sent.len(), 1);
+        assert_eq!(next.sent[0].change.op, ChangeOp::Update);
+        assert_eq!(next.sent[0].change.base_version, Some(7));
+        assert_eq!(store.watermark().unwrap(), 9);
+    }
+
+    #[test]
+    fn a_row_deleted_while_its_insert_is_in_flight_is_deleted_on_the_server_next() {
+        let (_dir, store) = store();
+        let id = store
+            .insert("person", fields(json!({"name": "Jane"})))
+            .unwrap()
+            .id;
+        let in_flight = batch_of(&store);
+        store.delete("person", id).unwrap();
+        let ack = Ack {
+            table: "person".into(),
+            id,
+            version: 3,
+        };
+        store
+            .apply_response(&in_flight, &answer(vec![ack], vec![], vec![]))
+            .unwrap();
+        let next = batch_of(&store);
+        assert_eq!(next.sent.len(), 1, "the delete must reach the server");
+        assert_eq!(next.sent[0].change.op, ChangeOp::Delete);
+        assert_eq!(next.sent[0].change.base_version, Some(3));
+    }
+
+    #[test]
+    fn a_row_created_and_deleted_offline_is_never_sent() {
+        let (_dir, store) = store();
+        let id = store
+            .insert("person", fields(json!({"name": "Tmp"})))
+            .unwrap()
+            .id;
+        store.delete("person", id).unwrap();
+        assert_eq!(store.status().unwrap().pending, 0);
+        let batch = batch_of(&store);
+        assert!(batch.sent.is_empty());
+        assert_eq!(batch.dropped_local_only, 1);
+        assert!(batch_of(&store).is_empty());
+    }
+
+    #[test]
+    fn a_lost_conflict_replaces_the_row_unless_it_was_edited_again() {
+        let (_dir, store) = store();
+        let kept = store
+            .insert("person", fields(json!({"name": "Kept"})))
+            .unwrap()
+            .id;
+        let lost = store
+            .insert("person", fields(json!({"name": "Lost"})))
+            .unwrap()
+            .id;
+        let in_flight = batch_of(&store);
+        store
+            .update("person", kept, fields(json!({"age": 1})))
+            .unwrap();
+        let server_row = |name: &str| ServerRow {
+            version: 4,
+            deleted: false,
+            fields: Some(fields(json!({"name": name}))),
+        };
+        let conflict = |id: RowId, name: &str| Conflict {
+            table: "person".into(),
+            id,
+            kind: ConflictKind::ClientInsertedExisting,
+            client_row: None,
+            server_row: Some(server_row(name)),
+            resolution: Resolution::ServerWins,
+            outcome: Some(server_row(name)),
+        };
+        let counts = store
+            .apply_response(
+                &in_flight,
+                &answer(
+                    vec![],
+                    vec![conflict(kept, "Server K"), conflict(lost, "Server L")],
+                    vec![],
+                ),
+            )
+            .unwrap();
+        assert_eq!(counts.conflicts_detected, 2);
+        assert_eq!(counts.downloaded, 1);
+        let lost = store.get("person", lost).unwrap();
+        assert_eq!(
+            (lost.fields["name"].clone(), lost.pending),
+            (json!("Server L"), None)
+        );
+        let kept = store.get("person", kept).unwrap();
+        assert_eq!(
+            kept.fields["name"],
+            json!("Kept"),
+            "the newer local edit survives"
+        );
+        assert_eq!(kept.pending, Some(ChangeOp::Insert));
+        assert_eq!(store.conflict_history(10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn pulled_changes_do_not_overwrite_pending_edits() {
+        let (_dir, store) = store();
+        let id = store
+            .insert("person", fields(json!({"name": "Mine"})))
+            .unwrap()
+            .id;
+        let pulled = ServerChange {
+            table: "person".into(),
+            id,
+            row: ServerRow {
+                version: 2,
+                deleted: false,
+                fields: Some(fields(json!({"name": "Theirs"}))),
+            },
+        };
+        let counts = store
+            .apply_response(
+                &PendingBatch::default(),
+                &answer(vec![], vec![], vec![pulled]),
+            )
+            .unwrap();
+        assert_eq!(counts.downloaded, 0);
+        assert_eq!(
+            store.get("person", id).unwrap().fields["name"],
+            json!("Mine")
+        );
+    }
+
+    #[test]
+    fn a_change_for_an_unknown_table_is_refused_and_the_watermark_stays() {
+        let (_dir, store) = store();
+        let pulled = ServerChange {
+            table: "pets".into(),
+            id: RowId::now_v7(),
+            row: ServerRow {
+                version: 1,
+                deleted: true,
+                fields: None,
+            },
+        };
+        let result = store.apply_response(
+            &PendingBatch::default(),
+            &answer(vec![], vec![], vec![pulled]),
+        );
+        assert!(matches!(result, Err(ClientError::SchemaMismatch(t)) if t == "pets"));
+        assert_eq!(store.watermark().unwrap(), 0);
     }
 }

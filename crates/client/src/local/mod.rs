@@ -148,9 +148,11 @@ fn migrate(conn: &mut Connection) -> Result<(), ClientError> {
 
 fn get_meta(conn: &Connection, key: &str) -> Result<Option<String>, ClientError> {
     Ok(conn
-        .query_row("SELECT value FROM _roster_meta WHERE key = ?1", [key], |r| {
-            r.get(0)
-        })
+        .query_row(
+            "SELECT value FROM _roster_meta WHERE key = ?1",
+            [key],
+            |r| r.get(0),
+        )
         .optional()?)
 }
 
@@ -250,7 +252,9 @@ impl LocalStore {
     /// Locks the connection. A panic while it was held cannot leave a half-done write
     /// (transactions roll back on drop), so a poisoned lock is safe to reuse.
     fn lock(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The change-log position pulled up to.

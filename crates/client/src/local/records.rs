@@ -106,7 +106,9 @@ fn row_meta(
     id: RowId,
 ) -> Result<(Option<ChangeOp>, Option<u64>), ClientError> {
     let meta = conn
-        .prepare_cached("SELECT pending, base_version FROM _roster_rows WHERE tbl = ?1 AND id = ?2")?
+        .prepare_cached(
+            "SELECT pending, base_version FROM _roster_rows WHERE tbl = ?1 AND id = ?2",
+        )?
         .query_row(params![table, id.to_string()], |r| {
             Ok((r.get::<_, Option<String>>(0)?, r.get::<_, Option<i64>>(1)?))
         })
@@ -123,11 +125,7 @@ impl LocalStore {
         Ok(self.schema.table(table)?)
     }
 
-    fn record(
-        conn: &Connection,
-        table: &TableSchema,
-        id: RowId,
-    ) -> Result<Record, ClientError> {
+    fn record(conn: &Connection, table: &TableSchema, id: RowId) -> Result<Record, ClientError> {
         let fields = sql::read_row(conn, table, id)?.ok_or_else(|| ClientError::NotFound {
             table: table.name.clone(),
             id,
@@ -157,7 +155,9 @@ impl LocalStore {
         let schema = self.table_schema(table)?;
         schema.validate_fields(&fields)?;
         if id.is_nil() {
-            return Err(ClientError::BadInput("the nil UUID is not a valid row id".into()));
+            return Err(ClientError::BadInput(
+                "the nil UUID is not a valid row id".into(),
+            ));
         }
         let mut conn = self.lock();
         let tx = conn.transaction()?;
@@ -328,5 +328,164 @@ impl LocalStore {
             |r| r.get(0),
         )?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use roster_protocol::Schema;
+    use serde_json::json;
+
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, LocalStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::create(dir.path(), "http://127.0.0.1:9", &Schema::default_person())
+            .unwrap();
+        (dir, store)
+    }
+
+    fn fields(value: serde_json::Value) -> Fields {
+        value.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn search_matches_wildcards_and_quotes_literally() {
+        let (_dir, store) = store();
+        for name in [
+            "100% sure",
+            "Robert'); DROP TABLE person;--",
+            "a_b",
+            "plain",
+        ] {
+            store
+                .insert("person", fields(json!({"name": name})))
+                .unwrap();
+        }
+        let names = |search: &str| -> Vec<String> {
+            let query = ListQuery {
+                search: Some(search.into()),
+                ..ListQuery::default()
+            };
+            store
+                .list("person", &query)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.fields["name"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(names("%"), vec!["100% sure"]);
+        assert_eq!(names("_"), vec!["a_b"]);
+        assert_eq!(names("drop table"), vec!["Robert'); DROP TABLE person;--"]);
+        assert_eq!(store.count("person", Some("%")).unwrap(), 1);
+        assert_eq!(store.count("person", None).unwrap(), 4);
+    }
+
+    #[test]
+    fn sort_and_page() {
+        let (_dir, store) = store();
+        for (name, age) in [("b", 30), ("A", 20), ("c", 10)] {
+            store
+                .insert("person", fields(json!({"name": name, "age": age})))
+                .unwrap();
+        }
+        let page = |sort: &str, descending: bool, offset: u64| -> Vec<String> {
+            let query = ListQuery {
+                sort: Some(sort.into()),
+                descending,
+                limit: 2,
+                offset,
+                ..ListQuery::default()
+            };
+            store
+                .list("person", &query)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.fields["name"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(
+            page("name", false, 0),
+            vec!["A", "b"],
+            "text sorts ignore case"
+        );
+        assert_eq!(page("name", false, 2), vec!["c"]);
+        assert_eq!(page("age", true, 0), vec!["b", "A"]);
+        let unknown = ListQuery {
+            sort: Some("shoe".into()),
+            ..ListQuery::default()
+        };
+        assert!(matches!(
+            store.list("person", &unknown),
+            Err(ClientError::BadInput(_))
+        ));
+    }
+
+    #[test]
+    fn invalid_writes_change_nothing() {
+        let (_dir, store) = store();
+        let id = store
+            .insert("person", fields(json!({"name": "Jane"})))
+            .unwrap()
+            .id;
+        assert!(store.insert("person", fields(json!({"age": 3}))).is_err());
+        assert!(
+            store
+                .update("person", id, fields(json!({"age": "x"})))
+                .is_err()
+        );
+        assert!(
+            store
+                .update("person", id, fields(json!({"shoe": 1})))
+                .is_err()
+        );
+        assert!(
+            store
+                .update("person", id, fields(json!({"name": null})))
+                .is_err()
+        );
+        assert!(
+            store
+                .insert("pets", fields(json!({"name": "Rex"})))
+                .is_err()
+        );
+        assert!(matches!(
+            store.delete("person", RowId::now_v7()),
+            Err(ClientError::NotFound { .. })
+        ));
+        assert!(
+            store
+                .insert_with_id("person", id, fields(json!({"name": "Dup"})))
+                .is_err()
+        );
+        assert!(
+            store
+                .insert_with_id("person", RowId::nil(), fields(json!({"name": "N"})))
+                .is_err()
+        );
+        assert_eq!(store.count("person", None).unwrap(), 1);
+        assert_eq!(
+            store.get("person", id).unwrap().fields["name"],
+            json!("Jane")
+        );
+        assert_eq!(store.status().unwrap().pending, 1);
+    }
+
+    #[test]
+    fn data_survives_reopening() {
+        let (dir, store) = store();
+        let id = store
+            .insert("person", fields(json!({"name": "Jane", "age": 25})))
+            .unwrap()
+            .id;
+        drop(store);
+        let reopened = LocalStore::open(dir.path()).unwrap();
+        let record = reopened.get("person", id).unwrap();
+        assert_eq!(record.fields["age"], json!(25));
+        assert_eq!(record.pending, Some(ChangeOp::Insert));
+        assert!(matches!(
+            LocalStore::create(dir.path(), "http://x", &Schema::default_person()),
+            Err(ClientError::AlreadyInitialised(_))
+        ));
     }
 }

@@ -23,7 +23,10 @@ fn sql_type(ty: ColumnType) -> &'static str {
 }
 
 /// Creates missing user tables and adds columns the schema declares but a table lacks.
-pub(crate) fn ensure_user_tables(conn: &mut Connection, schema: &Schema) -> Result<(), ClientError> {
+pub(crate) fn ensure_user_tables(
+    conn: &mut Connection,
+    schema: &Schema,
+) -> Result<(), ClientError> {
     let tx = conn.transaction()?;
     for table in &schema.tables {
         let columns: Vec<String> = table
@@ -72,9 +75,7 @@ fn to_sql(column: &ColumnDef, value: Option<&Value>) -> SqlValue {
 
 /// A SQLite value read from `column` as JSON.
 fn from_sql(column: &ColumnDef, value: ValueRef<'_>) -> Result<Value, ClientError> {
-    let bad = |what: &str| {
-        ClientError::Corrupt(format!("column {} holds {what}", column.name))
-    };
+    let bad = |what: &str| ClientError::Corrupt(format!("column {} holds {what}", column.name));
     Ok(match (column.ty, value) {
         (_, ValueRef::Null) => Value::Null,
         (ColumnType::Text, ValueRef::Text(t)) => {
@@ -96,7 +97,9 @@ pub(crate) fn write_row(
     fields: &Fields,
 ) -> Result<(), ClientError> {
     let names: Vec<String> = table.columns.iter().map(|c| quote(&c.name)).collect();
-    let marks: Vec<String> = (0..=table.columns.len()).map(|i| format!("?{}", i + 1)).collect();
+    let marks: Vec<String> = (0..=table.columns.len())
+        .map(|i| format!("?{}", i + 1))
+        .collect();
     let sql = format!(
         "INSERT OR REPLACE INTO {} (id, {}) VALUES ({})",
         quote(&table.name),
@@ -105,7 +108,8 @@ pub(crate) fn write_row(
     );
     let values = std::iter::once(SqlValue::Text(id.to_string()))
         .chain(table.columns.iter().map(|c| to_sql(c, fields.get(&c.name))));
-    conn.prepare_cached(&sql)?.execute(params_from_iter(values))?;
+    conn.prepare_cached(&sql)?
+        .execute(params_from_iter(values))?;
     Ok(())
 }
 
@@ -132,7 +136,10 @@ pub(crate) fn decode_row(
     let id = super::parse_id(&id_text)?;
     let mut fields = Fields::new();
     for (index, column) in table.columns.iter().enumerate() {
-        fields.insert(column.name.clone(), from_sql(column, row.get_ref(index + 1)?)?);
+        fields.insert(
+            column.name.clone(),
+            from_sql(column, row.get_ref(index + 1)?)?,
+        );
     }
     Ok((id, fields))
 }

@@ -79,8 +79,7 @@ pub trait SyncStore: Send + Sync + 'static {
     /// transaction: clean changes are acknowledged with their new version, conflicting
     /// ones are resolved by `policies`, logged, and reported, and server changes after
     /// `request.since` (minus the rows this request touched) are returned as one page.
-    fn sync(&self, request: &SyncRequest, policies: &Policies)
-    -> Result<SyncResponse, StoreError>;
+    fn sync(&self, request: &SyncRequest, policies: &Policies) -> Result<SyncResponse, StoreError>;
 
     /// Removes tombstones last written before `older_than_unix_ms` and raises the purge
     /// horizon so clients that may have missed them re-initialise.

@@ -150,9 +150,7 @@ impl SqliteStore {
 }
 
 fn meta(tx: &Transaction<'_>, key: &str) -> Result<u64, StoreError> {
-    let value: i64 = tx.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
-        r.get(0)
-    })?;
+    let value: i64 = tx.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))?;
     Ok(to_u64(value))
 }
 
@@ -318,11 +316,7 @@ fn pull_page(
 }
 
 impl SyncStore for SqliteStore {
-    fn sync(
-        &self,
-        request: &SyncRequest,
-        policies: &Policies,
-    ) -> Result<SyncResponse, StoreError> {
+    fn sync(&self, request: &SyncRequest, policies: &Policies) -> Result<SyncResponse, StoreError> {
         let mut conn = self.pool.get()?;
         let behavior = if request.changes.is_empty() {
             TransactionBehavior::Deferred
@@ -446,5 +440,132 @@ impl SyncStore for SqliteStore {
         let conn = self.pool.get()?;
         conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use roster_protocol::{Change, ChangeOp, PROTOCOL_VERSION};
+    use serde_json::json;
+
+    use super::*;
+
+    fn insert(name: &str) -> Change {
+        Change {
+            table: "person".into(),
+            id: RowId::now_v7(),
+            op: ChangeOp::Insert,
+            base_version: None,
+            fields: json!({"name": name}).as_object().cloned(),
+            base_fields: None,
+        }
+    }
+
+    fn request(since: u64, changes: Vec<Change>, pull_limit: u32) -> SyncRequest {
+        SyncRequest {
+            protocol: PROTOCOL_VERSION,
+            client_id: uuid::Uuid::now_v7(),
+            since,
+            changes,
+            pull_limit,
+        }
+    }
+
+    fn open() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn pulls_page_by_version_and_skip_the_requests_own_rows() {
+        let (_dir, store) = open();
+        let policies = Policies::default();
+        let others: Vec<Change> = (0..5).map(|i| insert(&format!("p{i}"))).collect();
+        let first = store.sync(&request(0, others, 0), &policies).unwrap();
+        assert_eq!(first.acks.len(), 5);
+        assert_eq!((first.watermark, first.has_more), (0, true));
+
+        let own = insert("mine");
+        let own_id = own.id;
+        let answer = store.sync(&request(0, vec![own], 2), &policies).unwrap();
+        assert_eq!(answer.acks[0].version, 6);
+        assert_eq!(answer.changes.len(), 2);
+        assert_eq!((answer.watermark, answer.has_more), (2, true));
+        let mut since = answer.watermark;
+        let mut seen = answer.changes.len();
+        loop {
+            let page = store.sync(&request(since, vec![], 2), &policies).unwrap();
+            assert!(page.changes.iter().all(|c| c.row.version > since));
+            seen += page.changes.len();
+            since = page.watermark;
+            if !page.has_more {
+                break;
+            }
+        }
+        assert_eq!(
+            seen, 6,
+            "a later pull also returns the row written by the earlier request"
+        );
+        assert_eq!(since, 6);
+        let fresh = store.sync(&request(0, vec![], 100), &policies).unwrap();
+        assert!(fresh.changes.iter().any(|c| c.id == own_id));
+    }
+
+    #[test]
+    fn purge_raises_the_horizon_and_old_watermarks_must_reset() {
+        let (_dir, store) = open();
+        let policies = Policies::default();
+        let row = insert("gone");
+        let id = row.id;
+        store.sync(&request(0, vec![row], 0), &policies).unwrap();
+        let delete = Change {
+            table: "person".into(),
+            id,
+            op: ChangeOp::Delete,
+            base_version: Some(1),
+            fields: None,
+            base_fields: None,
+        };
+        store.sync(&request(1, vec![delete], 0), &policies).unwrap();
+        let report = store.purge_tombstones(i64::MAX).unwrap();
+        assert_eq!(
+            report,
+            PurgeReport {
+                purged: 1,
+                horizon: 2
+            }
+        );
+        assert!(matches!(
+            store.sync(&request(1, vec![], 10), &policies),
+            Err(StoreError::ResetRequired {
+                since: 1,
+                horizon: 2,
+                ..
+            })
+        ));
+        assert!(store.sync(&request(2, vec![], 10), &policies).is_ok());
+        assert!(store.sync(&request(0, vec![], 10), &policies).is_ok());
+        assert!(matches!(
+            store.sync(&request(99, vec![], 10), &policies),
+            Err(StoreError::ResetRequired { .. })
+        ));
+    }
+
+    #[test]
+    fn reopening_keeps_data_and_skips_done_migrations() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = SqliteStore::open(&path).unwrap();
+        store
+            .sync(&request(0, vec![insert("kept")], 0), &Policies::default())
+            .unwrap();
+        drop(store);
+        let store = SqliteStore::open(&path).unwrap();
+        let all = store
+            .sync(&request(0, vec![], 10), &Policies::default())
+            .unwrap();
+        assert_eq!(all.changes.len(), 1);
+        store.ping().unwrap();
     }
 }
