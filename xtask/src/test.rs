@@ -40,8 +40,9 @@ pub fn test(args: &TestArgs) -> Result<()> {
         clippy(&root)?;
     }
     build(&root)?;
-    unit_and_integration_tests(&root, &args.runner_args)?;
+    // Doctests first: the main runner's summary must be the run's closing line.
     doctests(&root)?;
+    unit_and_integration_tests(&root, &args.runner_args)?;
     step("all tests passed");
     Ok(())
 }
