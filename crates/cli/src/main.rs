@@ -111,7 +111,7 @@ async fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
         Command::Add { table, assignments } => {
             let table = table_name(&table)?;
             let fields = fields::parse(store.schema().table(&table)?, &assignments)?;
-            out.record("Added", &table, &store.insert(&table, fields)?)
+            out.changed("Added", &table, &store.insert(&table, fields)?)
         }
         Command::Edit {
             table,
@@ -120,7 +120,7 @@ async fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
         } => {
             let table = table_name(&table)?;
             let fields = fields::parse(store.schema().table(&table)?, &assignments)?;
-            out.record(
+            out.changed(
                 "Updated",
                 &table,
                 &store.update(&table, parse_id(&id)?, fields)?,
@@ -134,7 +134,8 @@ async fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
         }
         Command::Show { table, id } => {
             let table = table_name(&table)?;
-            out.record("", &table, &store.get(&table, parse_id(&id)?)?)
+            let record = store.get(&table, parse_id(&id)?)?;
+            out.record(store.schema().table(&table)?, &record)
         }
         Command::List {
             table,

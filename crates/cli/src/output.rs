@@ -26,6 +26,20 @@ fn cell(value: &Value) -> String {
     }
 }
 
+/// A Unix-milliseconds instant as RFC 3339 UTC, or "never".
+fn format_time(unix_ms: Option<i64>) -> String {
+    let Some(ms) = unix_ms else {
+        return "never".to_owned();
+    };
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{ms} (unix ms)"))
+}
+
 fn pending_label(record: &Record) -> &'static str {
     match record.pending {
         Some(op) => op.as_str(),
@@ -69,18 +83,24 @@ impl Output {
         Ok(())
     }
 
-    /// One record, after add/edit/show (`verb` empty for show).
-    pub fn record(&self, verb: &str, table: &str, record: &Record) -> anyhow::Result<()> {
+    /// One line after add/edit: the verb and the record's id.
+    pub fn changed(&self, verb: &str, table: &str, record: &Record) -> anyhow::Result<()> {
         if self.json {
             return print_json(record);
         }
-        if !verb.is_empty() {
-            println!("{verb} {table} {}", record.id);
-            return Ok(());
+        println!("{verb} {table} {}", record.id);
+        Ok(())
+    }
+
+    /// One record, field by field in the schema's column order.
+    pub fn record(&self, table: &TableSchema, record: &Record) -> anyhow::Result<()> {
+        if self.json {
+            return print_json(record);
         }
         println!("{:>10}  {}", "id", record.id);
-        for (name, value) in &record.fields {
-            println!("{name:>10}  {}", cell(value));
+        for column in &table.columns {
+            let value = record.fields.get(&column.name).unwrap_or(&Value::Null);
+            println!("{:>10}  {}", column.name, cell(value));
         }
         println!("{:>10}  {}", "sync", pending_label(record));
         Ok(())
@@ -178,8 +198,13 @@ impl Output {
                 None => "(none)".to_owned(),
             };
             println!(
-                "#{} {} {}/{}: {}",
-                c.seq, c.kind, c.table, c.id, c.resolution
+                "#{} {} {} {}/{}: {}",
+                c.seq,
+                format_time(Some(c.at_ms)),
+                c.kind,
+                c.table,
+                c.id,
+                c.resolution
             );
             println!(
                 "    mine:   {}",
@@ -203,10 +228,7 @@ impl Output {
         println!("pending:    {}", status.pending);
         println!("watermark:  {}", status.watermark);
         println!("conflicts:  {}", status.conflicts_logged);
-        match status.last_sync_ms {
-            Some(ms) => println!("last sync:  {ms} (unix ms)"),
-            None => println!("last sync:  never"),
-        }
+        println!("last sync:  {}", format_time(status.last_sync_ms));
         Ok(())
     }
 }
