@@ -423,9 +423,6 @@ async fn json_errors_are_objects_with_a_kind() {
 }
 
 #[tokio::test]
-#[ignore = "product bug: FIELD=VALUE errors exit with 2 (bad input) but `--json` reports \
-            kind \"error\" instead of \"invalid\" (crates/cli/src/output.rs, Output::error \
-            does not map fields::FieldError)"]
 async fn field_errors_have_kind_invalid() {
     let server = TestServer::start();
     let tmp = tempfile::tempdir().unwrap();

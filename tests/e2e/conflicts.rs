@@ -28,7 +28,12 @@ async fn jane_both_devices_edit_age_the_server_wins() {
     // B last synchronised, classifies the conflict, and its policy decides.
     let second = user_b.client.sync().await.unwrap();
     assert_eq!(
-        (second.uploaded, second.downloaded, second.conflicts_detected, second.conflicts_resolved),
+        (
+            second.uploaded,
+            second.downloaded,
+            second.conflicts_detected,
+            second.conflicts_resolved
+        ),
         (1, 1, 1, 1)
     );
     let history = user_b.client.store().conflict_history(10).unwrap();
@@ -36,7 +41,10 @@ async fn jane_both_devices_edit_age_the_server_wins() {
     assert_eq!(history[0].kind, "both_updated");
     assert_eq!(history[0].resolution, "server_wins");
     assert_eq!(history[0].client_row.as_ref().unwrap()["age"], json!(30));
-    assert_eq!(history[0].server_row.as_ref().unwrap()["fields"]["age"], json!(32));
+    assert_eq!(
+        history[0].server_row.as_ref().unwrap()["fields"]["age"],
+        json!(32)
+    );
     // Both end equal, with the server's Age; B's rejected 30 is in the history, not lost.
     user_a.client.sync().await.unwrap();
     assert_eq!(server.live("person").await[&jane]["age"], json!(32));
@@ -64,7 +72,12 @@ async fn jane_both_devices_edit_age_the_client_wins() {
     user_a.client.sync().await.unwrap();
     let second = user_b.client.sync().await.unwrap();
     assert_eq!(
-        (second.uploaded, second.downloaded, second.conflicts_detected, second.conflicts_resolved),
+        (
+            second.uploaded,
+            second.downloaded,
+            second.conflicts_detected,
+            second.conflicts_resolved
+        ),
         (1, 0, 1, 1)
     );
     let third = user_a.client.sync().await.unwrap();
@@ -111,13 +124,19 @@ async fn provoke(
             let b = TestClient::new(server).await;
             let id = RowId::now_v7();
             let row = |v: i64| roster_e2e::obj(json!({text: "Imported", int: v}));
-            a.client.store().insert_with_id(table, id, row(A_VALUE)).unwrap();
+            a.client
+                .store()
+                .insert_with_id(table, id, row(A_VALUE))
+                .unwrap();
             a.client.sync().await.unwrap();
             if kind == ConflictKind::ClientInsertedDeleted {
                 a.delete(table, id);
                 a.client.sync().await.unwrap();
             }
-            b.client.store().insert_with_id(table, id, row(B_VALUE)).unwrap();
+            b.client
+                .store()
+                .insert_with_id(table, id, row(B_VALUE))
+                .unwrap();
             (a, b, id)
         }
         _ => {
@@ -180,13 +199,21 @@ async fn every_conflict_kind_under_each_policy() {
             let case = format!("{kind} on {table}");
             let server = TestServer::start();
             let (a, b, id, report) = provoke(&server, table, kind).await;
-            let resolution = if client_wins { "client_wins" } else { "server_wins" };
+            let resolution = if client_wins {
+                "client_wins"
+            } else {
+                "server_wins"
+            };
 
             assert_eq!(report.uploaded, 1, "{case}: uploaded");
             assert_eq!(report.conflicts_detected, 1, "{case}: detected");
             assert_eq!(report.conflicts_resolved, 1, "{case}: resolved");
             let b_changed = !client_wins && kind != ConflictKind::BothDeleted;
-            assert_eq!(report.downloaded, u64::from(b_changed), "{case}: downloaded");
+            assert_eq!(
+                report.downloaded,
+                u64::from(b_changed),
+                "{case}: downloaded"
+            );
             assert_eq!(
                 report.reinitialised,
                 kind == ConflictKind::ClientUpdatedPurged,
@@ -201,7 +228,12 @@ async fn every_conflict_kind_under_each_policy() {
             let log = server.conflict_log();
             assert_eq!(
                 log,
-                vec![(table.to_owned(), id.to_string(), kind.as_str().to_owned(), resolution.to_owned())],
+                vec![(
+                    table.to_owned(),
+                    id.to_string(),
+                    kind.as_str().to_owned(),
+                    resolution.to_owned()
+                )],
                 "{case}: server log"
             );
 
@@ -209,7 +241,11 @@ async fn every_conflict_kind_under_each_policy() {
             let (_, int) = columns(table);
             let server_live = server.live(table).await;
             let end = server_live.get(&id).map(|fields| fields[int].clone());
-            assert_eq!(end, expected_end(kind, client_wins).map(Value::from), "{case}: end state");
+            assert_eq!(
+                end,
+                expected_end(kind, client_wins).map(Value::from),
+                "{case}: end state"
+            );
             assert_converged(&server, table, &[&a, &b]).await;
         }
     }

@@ -17,8 +17,14 @@ async fn insert_update_delete_round_trip_across_two_tables() {
     let b = TestClient::new(&server).await;
 
     let jane = a.insert("person", json!({"name": "Jane", "age": 25, "city": "Lyon"}));
-    let john = a.insert("person", json!({"name": "John", "email": "john@example.org"}));
-    let task = a.insert("task", json!({"title": "Call Jane", "done": false, "estimate": 1.5}));
+    let john = a.insert(
+        "person",
+        json!({"name": "John", "email": "john@example.org"}),
+    );
+    let task = a.insert(
+        "task",
+        json!({"title": "Call Jane", "done": false, "estimate": 1.5}),
+    );
     let report = a.client.sync().await.unwrap();
     assert_eq!(report.uploaded, 3);
     assert_eq!(report.conflicts_detected, 0);
@@ -64,11 +70,19 @@ async fn offline_edits_queue_and_push_when_the_server_returns() {
     a.delete("person", gone);
     let local_only = a.insert("person", json!({"name": "Never synced"}));
     a.delete("person", local_only);
-    assert_eq!(a.pending(), 3, "a row created and deleted offline is no change");
+    assert_eq!(
+        a.pending(),
+        3,
+        "a row created and deleted offline is no change"
+    );
     let error = a.client.sync().await.unwrap_err();
     assert!(matches!(error, ClientError::Unreachable { .. }), "{error}");
     assert!(error.is_transient());
-    assert_eq!(a.pending(), 3, "a failed sync must not drop pending changes");
+    assert_eq!(
+        a.pending(),
+        3,
+        "a failed sync must not drop pending changes"
+    );
 
     a.reopen();
     assert_eq!(a.pending(), 3, "pending changes survive a restart");
@@ -76,14 +90,22 @@ async fn offline_edits_queue_and_push_when_the_server_returns() {
 
     server.restart();
     let report = a.client.sync().await.unwrap();
-    assert_eq!(report.uploaded, 3, "the local-only row is dropped, not sent");
+    assert_eq!(
+        report.uploaded, 3,
+        "the local-only row is dropped, not sent"
+    );
     assert_eq!(a.pending(), 0);
     b.client.sync().await.unwrap();
     let live = server.live("person").await;
     assert_eq!(live.len(), 2);
     assert_eq!(live[&added]["age"], json!(40));
     assert_eq!(live[&kept]["city"], json!("Oslo"));
-    assert!(!server.rows().await.contains_key(&("person".to_owned(), local_only)));
+    assert!(
+        !server
+            .rows()
+            .await
+            .contains_key(&("person".to_owned(), local_only))
+    );
     assert_converged(&server, "person", &[&a, &b]).await;
 }
 
@@ -118,7 +140,10 @@ async fn first_sync_of_50k_rows_is_paged_and_resumes_after_interruption() {
             }
         })
         .await;
-    assert!(matches!(result, Err(ClientError::Unreachable { .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(ClientError::Unreachable { .. })),
+        "{result:?}"
+    );
     let applied = fresh.client.store().count("person", None).unwrap();
     assert_eq!(applied, seen_before_kill, "every applied page is kept");
     assert!(applied < ROWS);
@@ -183,10 +208,13 @@ async fn concurrent_writers_on_one_row_exactly_one_wins_per_version() {
     assert!(row.version > base_version);
     let log = server.conflict_log();
     assert_eq!(log.len(), WRITERS - 1, "every rejected update is logged");
-    assert!(log.iter().all(|(table, row_id, kind, resolution)| table == "person"
-        && row_id == &id.to_string()
-        && kind == "both_updated"
-        && resolution == "server_wins"));
+    assert!(
+        log.iter()
+            .all(|(table, row_id, kind, resolution)| table == "person"
+                && row_id == &id.to_string()
+                && kind == "both_updated"
+                && resolution == "server_wins")
+    );
     seed.client.sync().await.unwrap();
     let mut everyone: Vec<&TestClient> = writers.iter().map(|w| w.as_ref()).collect();
     everyone.push(&seed);
@@ -226,7 +254,10 @@ async fn concurrent_writers_on_a_client_wins_table_get_distinct_versions() {
     assert_eq!(clean, 1, "only the first write matches the base version");
     let log = server.conflict_log();
     assert_eq!(log.len(), WRITERS - 1);
-    assert!(log.iter().all(|(_, _, kind, res)| kind == "both_updated" && res == "client_wins"));
+    assert!(
+        log.iter()
+            .all(|(_, _, kind, res)| kind == "both_updated" && res == "client_wins")
+    );
 
     // Versions are change-log positions: WRITERS accepted writes after the insert.
     let row = &server.rows().await[&("task".to_owned(), id)];
@@ -268,7 +299,10 @@ async fn edits_made_during_a_sync_round_stay_pending() {
         .await
         .unwrap();
     assert!(edited);
-    assert_eq!(report.uploaded, 2, "first and second; third was edited mid-round");
+    assert_eq!(
+        report.uploaded, 2,
+        "first and second; third was edited mid-round"
+    );
     assert_eq!(a.pending(), 2);
     let live = server.live("person").await;
     assert_eq!(live[&first]["age"], json!(null));
@@ -307,7 +341,10 @@ async fn a_watermark_older_than_the_purge_horizon_reinitialises_the_client() {
     assert!(report.reinitialised);
     let live = b.live("person");
     assert!(live.contains_key(&stays) && live.contains_key(&mine));
-    assert!(!live.contains_key(&goes), "the purged delete still reaches B");
+    assert!(
+        !live.contains_key(&goes),
+        "the purged delete still reaches B"
+    );
     a.client.sync().await.unwrap();
     assert_converged(&server, "person", &[&a, &b]).await;
 }

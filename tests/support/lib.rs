@@ -278,11 +278,7 @@ impl TestClient {
 
     /// Inserts a row and returns its id.
     pub fn insert(&self, table: &str, fields: Value) -> RowId {
-        self.client
-            .store()
-            .insert(table, obj(fields))
-            .unwrap()
-            .id
+        self.client.store().insert(table, obj(fields)).unwrap().id
     }
 
     /// Updates fields of a row.
@@ -342,6 +338,10 @@ pub async fn assert_converged(server: &TestServer, table: &str, clients: &[&Test
             expected,
             "client #{index} differs from the server in table {table}"
         );
-        assert_eq!(client.pending(), 0, "client #{index} still has pending changes");
+        assert_eq!(
+            client.pending(),
+            0,
+            "client #{index} still has pending changes"
+        );
     }
 }

@@ -25,20 +25,61 @@ fn default_data_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".roster"))
 }
 
-/// Maps an error to the documented exit code.
-fn exit_code(error: &anyhow::Error) -> u8 {
-    match error.downcast_ref::<ClientError>() {
-        Some(ClientError::Unreachable { .. }) => 3,
-        Some(ClientError::NotFound { .. }) => 4,
-        Some(ClientError::Server { .. }) => 5,
-        Some(
-            ClientError::Invalid(_)
-            | ClientError::BadInput(_)
-            | ClientError::NotInitialised(_)
-            | ClientError::AlreadyInitialised(_),
-        ) => 2,
-        _ if error.downcast_ref::<fields::FieldError>().is_some() => 2,
-        _ => 1,
+/// What kind of failure an error is; decides both the exit code and the `--json` kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Bad arguments or values, or a data dir in the wrong state (exit 2).
+    Invalid,
+    /// The server could not be reached (exit 3).
+    Unreachable,
+    /// No such row (exit 4).
+    NotFound,
+    /// The server refused the request (exit 5).
+    Server,
+    /// Anything else (exit 1).
+    Other,
+}
+
+impl FailureKind {
+    /// Classifies an error.
+    pub fn of(error: &anyhow::Error) -> Self {
+        if error.downcast_ref::<fields::FieldError>().is_some() {
+            return Self::Invalid;
+        }
+        match error.downcast_ref::<ClientError>() {
+            Some(ClientError::Unreachable { .. }) => Self::Unreachable,
+            Some(ClientError::NotFound { .. }) => Self::NotFound,
+            Some(ClientError::Server { .. }) => Self::Server,
+            Some(
+                ClientError::Invalid(_)
+                | ClientError::BadInput(_)
+                | ClientError::NotInitialised(_)
+                | ClientError::AlreadyInitialised(_),
+            ) => Self::Invalid,
+            _ => Self::Other,
+        }
+    }
+
+    /// The documented exit code.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Self::Other => 1,
+            Self::Invalid => 2,
+            Self::Unreachable => 3,
+            Self::NotFound => 4,
+            Self::Server => 5,
+        }
+    }
+
+    /// The `error.kind` of `--json` output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Invalid => "invalid",
+            Self::Unreachable => "unreachable",
+            Self::NotFound => "not_found",
+            Self::Server => "server",
+            Self::Other => "error",
+        }
     }
 }
 
@@ -58,15 +99,16 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            out.error(&anyhow::Error::new(error));
-            return ExitCode::from(1);
+            out.error(&anyhow::Error::new(error), FailureKind::Other);
+            return ExitCode::from(FailureKind::Other.exit_code());
         }
     };
     match runtime.block_on(run(cli, &out)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            out.error(&error);
-            ExitCode::from(exit_code(&error))
+            let kind = FailureKind::of(&error);
+            out.error(&error, kind);
+            ExitCode::from(kind.exit_code())
         }
     }
 }

@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
+use roster_client::SyncReport;
 use roster_client::local::{ConflictRecord, Record, Status};
-use roster_client::{ClientError, SyncReport};
 use roster_protocol::{RowId, Schema, TableSchema};
 use serde_json::{Value, json};
 
@@ -49,18 +49,12 @@ fn pending_label(record: &Record) -> &'static str {
 
 impl Output {
     /// Prints an error on stderr.
-    pub fn error(&self, error: &anyhow::Error) {
+    pub fn error(&self, error: &anyhow::Error, kind: crate::FailureKind) {
         if self.json {
-            let kind = match error.downcast_ref::<ClientError>() {
-                Some(ClientError::Unreachable { .. }) => "unreachable",
-                Some(ClientError::NotFound { .. }) => "not_found",
-                Some(ClientError::Server { .. }) => "server",
-                Some(ClientError::Invalid(_) | ClientError::BadInput(_)) => "invalid",
-                _ => "error",
-            };
+            let message = format!("{error:#}");
             eprintln!(
                 "{}",
-                json!({"error": {"kind": kind, "message": format!("{error:#}")}})
+                json!({"error": {"kind": kind.as_str(), "message": message}})
             );
         } else {
             eprintln!("error: {error:#}");

@@ -28,6 +28,8 @@ pub enum ErrorCode {
     ResetRequired,
     /// No such route.
     NotFound,
+    /// The route exists but not for this HTTP method.
+    MethodNotAllowed,
     /// The server failed; nothing was changed by this request.
     Internal,
 }

@@ -76,6 +76,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::UnsupportedProtocol => StatusCode::BAD_REQUEST,
         ErrorCode::ResetRequired => StatusCode::GONE,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -111,6 +112,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route(SCHEMA_PATH, get(schema))
         .route(SYNC_PATH, post(sync))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -134,6 +136,13 @@ async fn schema(State(state): State<AppState>) -> Json<Schema> {
 
 async fn not_found() -> HttpError {
     HttpError::new(ErrorCode::NotFound, "no such endpoint")
+}
+
+async fn method_not_allowed() -> HttpError {
+    HttpError::new(
+        ErrorCode::MethodNotAllowed,
+        "this endpoint does not accept that HTTP method",
+    )
 }
 
 async fn sync(
