@@ -465,7 +465,7 @@ async fn conflicting_edits_through_the_cli() {
     assert_eq!(second["uploaded"], json!(1));
     assert_eq!(second["conflicts_detected"], json!(1));
 
-    let conflicts = ok(&two, &["conflicts", "--json"]).json();
+    let conflicts = ok(&two, &["conflicts", "--history", "--json"]).json();
     let conflicts = conflicts.as_array().unwrap();
     assert_eq!(conflicts.len(), 1, "{conflicts:?}");
     let conflict = &conflicts[0];
@@ -474,9 +474,17 @@ async fn conflicting_edits_through_the_cli() {
     assert_eq!(conflict["table"], json!("person"));
     assert_eq!(conflict["id"], json!(id));
     assert_eq!(conflict["client_row"]["age"], json!(40));
-    assert_eq!(ok(&one, &["conflicts", "--json"]).json(), json!([]));
-    let text = ok(&two, &["conflicts"]);
+    assert_eq!(
+        ok(&one, &["conflicts", "--history", "--json"]).json(),
+        json!([])
+    );
+    let text = ok(&two, &["conflicts", "--history"]);
     assert!(text.stdout.contains("both_updated"), "{}", text.stdout);
+    // Server-wins left nothing waiting for a person.
+    assert_eq!(ok(&two, &["conflicts", "--json"]).json(), json!([]));
+    let log = ok(&two, &["conflicts", "--server", "--json"]).json();
+    assert_eq!(log.as_array().map(Vec::len), Some(1), "{log}");
+    assert_eq!(log[0]["kind"], json!("both_updated"));
 
     // Server wins: both dirs show the first writer's value and nothing is pending.
     sync(&one);

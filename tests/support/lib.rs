@@ -150,6 +150,7 @@ impl TestServer {
                 since,
                 changes: vec![],
                 pull_limit: 5_000,
+                round: None,
             };
             let response: SyncResponse = http
                 .post(format!("{}/v1/sync", self.url()))

@@ -88,12 +88,46 @@ pub enum Command {
     },
     /// Push local changes and pull the server's.
     Sync,
-    /// Show the conflict history, newest first.
+    /// Show conflicts waiting for a choice (default), this device's conflict history, or
+    /// the server's conflict log.
     Conflicts {
-        /// How many to show.
+        /// Show this device's history of conflicts and choices instead, newest first.
+        #[arg(long, conflicts_with = "server")]
+        history: bool,
+        /// Show the server's conflict log (all devices) instead, newest first.
+        #[arg(long)]
+        server: bool,
+        /// How many history or log entries to show.
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+    /// Resolve a conflict waiting for a choice; the next sync pushes it.
+    Resolve {
+        /// Table [default: the first table of the schema].
+        #[arg(long)]
+        table: Option<String>,
+        /// Row id.
+        id: String,
+        /// keep-mine, keep-theirs, or merge (mine, except --theirs and --set fields).
+        choice: ChoiceArg,
+        /// With merge: comma-separated fields to take from the server's row.
+        #[arg(long, value_delimiter = ',')]
+        theirs: Vec<String>,
+        /// With merge: FIELD=VALUE to set a field to a value of your own.
+        #[arg(long = "set")]
+        set: Vec<String>,
+    },
     /// Show pending changes, watermark and last sync.
     Status,
+}
+
+/// The choices of `roster resolve`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChoiceArg {
+    /// Keep this device's row (or its delete).
+    KeepMine,
+    /// Take the server's row (or its delete).
+    KeepTheirs,
+    /// Field by field: mine unless named in --theirs or --set.
+    Merge,
 }

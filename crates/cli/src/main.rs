@@ -7,6 +7,7 @@
 mod args;
 mod fields;
 mod output;
+mod resolve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,7 +35,7 @@ pub enum FailureKind {
     Unreachable,
     /// No such row (exit 4).
     NotFound,
-    /// The server refused the request (exit 5).
+    /// The server refused the request or rolled the sync back (exit 5).
     Server,
     /// Anything else (exit 1).
     Other,
@@ -49,7 +50,7 @@ impl FailureKind {
         match error.downcast_ref::<ClientError>() {
             Some(ClientError::Unreachable { .. }) => Self::Unreachable,
             Some(ClientError::NotFound { .. }) => Self::NotFound,
-            Some(ClientError::Server { .. }) => Self::Server,
+            Some(ClientError::Server { .. } | ClientError::RolledBack { .. }) => Self::Server,
             Some(
                 ClientError::Invalid(_)
                 | ClientError::BadInput(_)
@@ -200,7 +201,32 @@ async fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
             out.list(store.schema().table(&table)?, total, &records)
         }
         Command::Sync => out.synced(&client.sync().await?),
-        Command::Conflicts { limit } => out.conflicts(&store.conflict_history(limit)?),
+        Command::Conflicts {
+            history,
+            server,
+            limit,
+        } => {
+            if server {
+                out.server_conflicts(&client.server_conflicts(limit, None).await?)
+            } else if history {
+                out.conflicts(&store.conflict_history(limit)?)
+            } else {
+                out.open_conflicts(&store.open_conflicts()?)
+            }
+        }
+        Command::Resolve {
+            table,
+            id,
+            choice,
+            theirs,
+            set,
+        } => {
+            let table = table_name(&table)?;
+            let id = parse_id(&id)?;
+            let choice = resolve::choice(store, &table, id, choice, &theirs, &set)?;
+            store.resolve_conflict(&table, id, choice)?;
+            out.resolved(&table, id)
+        }
         Command::Status => out.status(&store.status()?),
     }
 }

@@ -2,9 +2,9 @@
 
 use std::path::Path;
 
-use roster_client::SyncReport;
 use roster_client::local::{ConflictRecord, Record, Status};
-use roster_protocol::{RowId, Schema, TableSchema};
+use roster_client::{OpenConflict, SyncReport};
+use roster_protocol::{ConflictLogEntry, RowId, Schema, TableSchema};
 use serde_json::{Value, json};
 
 /// Where and how results are printed.
@@ -167,11 +167,14 @@ impl Output {
             return print_json(report);
         }
         println!(
-            "Synced: {} uploaded, {} downloaded, {} conflicts ({} resolved) in {} requests, {} ms",
+            "Synced: {} uploaded, {} downloaded, {} conflicts ({} resolved, {} waiting for you), \
+             {} merged automatically, in {} requests, {} ms",
             report.uploaded,
             report.downloaded,
             report.conflicts_detected,
             report.conflicts_resolved,
+            report.conflicts_deferred,
+            report.auto_merged,
             report.requests,
             report.duration_ms
         );
@@ -212,6 +215,83 @@ impl Output {
         Ok(())
     }
 
+    /// Conflicts waiting for a choice, with both rows side by side.
+    pub fn open_conflicts(&self, conflicts: &[OpenConflict]) -> anyhow::Result<()> {
+        if self.json {
+            return print_json(&conflicts);
+        }
+        if conflicts.is_empty() {
+            println!("No conflicts waiting for a choice.");
+        }
+        let show = |row: &Option<roster_protocol::Fields>, field: &str| match row {
+            Some(row) => cell(row.get(field).unwrap_or(&Value::Null)),
+            None => "(deleted)".to_owned(),
+        };
+        for c in conflicts {
+            println!(
+                "{} {}/{} (since {})",
+                c.kind,
+                c.table,
+                c.id,
+                format_time(Some(c.detected_at_ms))
+            );
+            let fields: Vec<String> = match (&c.local, &c.remote) {
+                (Some(_), Some(_)) => c.differing_fields.clone(),
+                (Some(row), None) | (None, Some(row)) => row.keys().cloned().collect(),
+                (None, None) => Vec::new(),
+            };
+            println!("    {:<12} {:<24} {:<24} base", "field", "mine", "theirs");
+            for field in fields {
+                println!(
+                    "    {:<12} {:<24} {:<24} {}",
+                    field,
+                    show(&c.local, &field),
+                    show(&c.remote, &field),
+                    c.base.as_ref().map_or(String::new(), |b| cell(
+                        b.get(&field).unwrap_or(&Value::Null)
+                    ))
+                );
+            }
+            println!(
+                "    resolve: roster resolve {} keep-mine|keep-theirs|merge",
+                c.id
+            );
+        }
+        Ok(())
+    }
+
+    /// After resolve.
+    pub fn resolved(&self, table: &str, id: RowId) -> anyhow::Result<()> {
+        if self.json {
+            return print_json(&json!({"resolved": id, "table": table}));
+        }
+        println!("Resolved {table} {id}; the next sync pushes the choice");
+        Ok(())
+    }
+
+    /// The server's conflict log.
+    pub fn server_conflicts(&self, entries: &[ConflictLogEntry]) -> anyhow::Result<()> {
+        if self.json {
+            return print_json(&entries);
+        }
+        if entries.is_empty() {
+            println!("The server has logged no conflicts.");
+        }
+        for e in entries {
+            println!(
+                "#{} {} {} {}/{}: {} (client {})",
+                e.seq,
+                format_time(Some(e.at_ms)),
+                e.kind,
+                e.table,
+                e.id,
+                e.resolution.as_str(),
+                e.client_id
+            );
+        }
+        Ok(())
+    }
+
     /// After status.
     pub fn status(&self, status: &Status) -> anyhow::Result<()> {
         if self.json {
@@ -221,7 +301,11 @@ impl Output {
         println!("client id:  {}", status.client_id);
         println!("pending:    {}", status.pending);
         println!("watermark:  {}", status.watermark);
-        println!("conflicts:  {}", status.conflicts_logged);
+        println!(
+            "open:       {} conflicts waiting for a choice",
+            status.open_conflicts
+        );
+        println!("history:    {} conflicts", status.conflicts_logged);
         println!("last sync:  {}", format_time(status.last_sync_ms));
         Ok(())
     }

@@ -9,11 +9,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use roster_protocol::{ErrorCode, PROTOCOL_VERSION, Schema, SyncRequest};
+use roster_protocol::{ErrorCode, PROTOCOL_VERSION, RoundInfo, Schema, SyncRequest};
 use serde::{Deserialize, Serialize};
 
 use crate::ClientError;
 use crate::local::LocalStore;
+pub use crate::local::apply::ApplyCounts;
+use crate::local::apply::SentChange;
+pub use crate::local::conflicts::ConflictHandler;
 use crate::transport::{HttpTransport, normalise_server_url};
 
 /// Batch and timeout settings of a sync round.
@@ -51,6 +54,11 @@ pub struct SyncProgress {
     pub downloaded: u64,
     /// Watermark reached.
     pub watermark: u64,
+    /// Watermark when the round started.
+    pub start_watermark: u64,
+    /// Newest change-log position the server reported: the pull is done when the
+    /// watermark gets there.
+    pub pull_target: u64,
 }
 
 /// What a completed round did.
@@ -63,8 +71,16 @@ pub struct SyncReport {
     pub downloaded: u64,
     /// Conflicts the server reported.
     pub conflicts_detected: u64,
-    /// Conflicts resolved (by policy, so far all of the detected ones).
+    /// Conflicts the server resolved; a deferred conflict counts, since the server
+    /// resolved it by keeping its row and handing the choice to this client.
     pub conflicts_resolved: u64,
+    /// Deferred conflicts now waiting for a person.
+    pub conflicts_deferred: u64,
+    /// Deferred conflicts this client's handler chose for during the round; the choice
+    /// is pushed by the next round.
+    pub conflicts_decided_here: u64,
+    /// Concurrent updates of different fields that the server merged on its own.
+    pub auto_merged: u64,
     /// HTTP requests made.
     pub requests: u32,
     /// Wall time of the round, in milliseconds.
@@ -80,7 +96,28 @@ pub struct SyncClient {
     store: Arc<LocalStore>,
     transport: HttpTransport,
     options: SyncOptions,
+    handler: Option<Arc<dyn ConflictHandler>>,
     round: tokio::sync::Mutex<()>,
+}
+
+/// Where a round stands: its id, the edit number of the last change sent, whether its
+/// final batch is still to come, and the changes staged on the server so far.
+struct Round {
+    id: uuid::Uuid,
+    cursor: i64,
+    open: bool,
+    staged: Vec<SentChange>,
+}
+
+impl Round {
+    fn new() -> Self {
+        Self {
+            id: uuid::Uuid::now_v7(),
+            cursor: 0,
+            open: true,
+            staged: Vec::new(),
+        }
+    }
 }
 
 async fn blocking<T: Send + 'static>(
@@ -124,8 +161,16 @@ impl SyncClient {
             store: Arc::new(store),
             transport,
             options,
+            handler: None,
             round: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Lets `handler` choose for conflicts the server defers to this client, during the
+    /// round that receives them; those it returns `None` for wait for a person.
+    pub fn with_handler(mut self, handler: Arc<dyn ConflictHandler>) -> Self {
+        self.handler = Some(handler);
+        self
     }
 
     /// Replaces the batch and timeout settings.
@@ -155,37 +200,65 @@ impl SyncClient {
         self.transport.health().await.map(|_| ())
     }
 
+    /// The server's conflict log (every client's conflicts), newest first.
+    pub async fn server_conflicts(
+        &self,
+        limit: u32,
+        before: Option<u64>,
+    ) -> Result<Vec<roster_protocol::ConflictLogEntry>, ClientError> {
+        self.transport.conflict_log(limit, before).await
+    }
+
     /// Runs one sync round; see [`SyncClient::sync_with_progress`].
     pub async fn sync(&self) -> Result<SyncReport, ClientError> {
         self.sync_with_progress(|_| {}).await
     }
 
     /// Runs one sync round, calling `progress` after each request. Waits if another round
-    /// of this client is running. On error, what earlier requests applied stays applied
-    /// (with its watermark) and pending changes not yet acknowledged stay pending.
+    /// of this client is running. The round's batches carry one round id, so a server
+    /// that can roll rounds back applies them together with the final batch. On error,
+    /// what earlier requests applied stays applied (with its watermark) and pending
+    /// changes not yet acknowledged stay pending.
     pub async fn sync_with_progress(
         &self,
         mut progress: impl FnMut(&SyncProgress),
     ) -> Result<SyncReport, ClientError> {
-        let _round = self.round.lock().await;
+        let _round_lock = self.round.lock().await;
         let started = Instant::now();
         let up_to_rev = self.store.edit_counter()?;
+        let start_watermark = self.store.watermark()?;
         let mut report = SyncReport::default();
+        let mut round = Round::new();
         loop {
-            let batch = {
+            let batch = if round.open {
                 let store = self.store.clone();
-                let (max, bytes) = (self.options.push_batch, self.options.push_max_bytes);
-                blocking(move || store.pending_batch(up_to_rev, max, bytes)).await?
+                let (after, max, bytes) = (
+                    round.cursor,
+                    self.options.push_batch,
+                    self.options.push_max_bytes,
+                );
+                blocking(move || store.pending_batch(after, up_to_rev, max, bytes)).await?
+            } else {
+                Default::default()
             };
             if batch.sent.is_empty() && batch.dropped_local_only > 0 {
                 continue;
             }
+            if let Some(last) = batch.sent.last() {
+                round.cursor = last.local_rev;
+            }
+            let final_batch =
+                round.open && !self.store.has_pending_between(round.cursor, up_to_rev)?;
             let request = SyncRequest {
                 protocol: PROTOCOL_VERSION,
                 client_id: self.store.client_id(),
                 since: self.store.watermark()?,
                 changes: batch.changes(),
                 pull_limit: self.options.pull_limit,
+                round: round.open.then_some(RoundInfo {
+                    id: round.id,
+                    final_batch,
+                }),
             };
             let response = match self.transport.sync(&request).await {
                 Err(ClientError::Server {
@@ -196,29 +269,60 @@ impl SyncClient {
                     let store = self.store.clone();
                     blocking(move || store.reset_for_full_pull()).await?;
                     report.reinitialised = true;
+                    round = Round::new();
                     continue;
                 }
                 other => other?,
             };
+            if let Some(rollback) = response.rollback {
+                return Err(ClientError::RolledBack {
+                    table: rollback.table,
+                    id: rollback.id,
+                    kind: rollback.kind,
+                    reason: rollback.reason,
+                });
+            }
+            report.requests += 1;
+            report.uploaded += batch.sent.len() as u64;
+            round.staged.extend(batch.sent);
+            if response.staged {
+                progress(&SyncProgress {
+                    requests: report.requests,
+                    uploaded: report.uploaded,
+                    downloaded: report.downloaded,
+                    watermark: self.store.watermark()?,
+                    start_watermark,
+                    pull_target: response.newest,
+                });
+                continue;
+            }
+            if final_batch {
+                round.open = false;
+            }
             let has_more = response.has_more;
-            let sent = batch.sent.len() as u64;
+            let newest = response.newest;
+            let sent = std::mem::take(&mut round.staged);
             let counts = {
                 let store = self.store.clone();
-                blocking(move || store.apply_response(&batch, &response)).await?
+                let handler = self.handler.clone();
+                blocking(move || store.apply_response(&sent, &response, handler.as_deref())).await?
             };
-            report.requests += 1;
-            report.uploaded += sent;
             report.downloaded += counts.downloaded;
             report.conflicts_detected += counts.conflicts_detected;
             report.conflicts_resolved += counts.conflicts_resolved;
+            report.conflicts_deferred += counts.conflicts_deferred;
+            report.conflicts_decided_here += counts.conflicts_decided_here;
+            report.auto_merged += counts.auto_merged;
             report.watermark = self.store.watermark()?;
             progress(&SyncProgress {
                 requests: report.requests,
                 uploaded: report.uploaded,
                 downloaded: report.downloaded,
                 watermark: report.watermark,
+                start_watermark,
+                pull_target: newest,
             });
-            if !has_more && !self.store.has_pending_up_to(up_to_rev)? {
+            if !round.open && !has_more {
                 break;
             }
         }

@@ -45,6 +45,21 @@ pub enum ClientError {
         /// The server's message.
         message: String,
     },
+    /// The server's conflict handler rolled the whole sync round back: nothing of it was
+    /// applied on either side and the local changes are still pending.
+    #[error(
+        "the server rolled the sync back because of a {kind} conflict on {table} {id}: {reason}"
+    )]
+    RolledBack {
+        /// Table of the row whose conflict caused it.
+        table: String,
+        /// The row.
+        id: RowId,
+        /// The conflict's kind.
+        kind: roster_protocol::ConflictKind,
+        /// The handler's reason.
+        reason: String,
+    },
     /// The server's answer could not be understood.
     #[error("unexpected answer from the sync server: {0}")]
     Protocol(String),

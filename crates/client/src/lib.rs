@@ -13,6 +13,6 @@ pub mod error;
 pub mod local;
 pub mod transport;
 
-pub use engine::{SyncClient, SyncOptions, SyncProgress, SyncReport};
+pub use engine::{ConflictHandler, SyncClient, SyncOptions, SyncProgress, SyncReport};
 pub use error::ClientError;
-pub use local::{ConflictRecord, ListQuery, Record, Status};
+pub use local::{Choice, ConflictRecord, ListQuery, OpenConflict, Record, Status};

@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use roster_protocol::{
-    ApiError, HEALTH_PATH, SCHEMA_PATH, SYNC_PATH, Schema, SyncRequest, SyncResponse,
+    ApiError, CONFLICTS_PATH, ConflictLogEntry, HEALTH_PATH, SCHEMA_PATH, SYNC_PATH, Schema,
+    SyncRequest, SyncResponse,
 };
 use serde::de::DeserializeOwned;
 
@@ -95,6 +96,19 @@ impl HttpTransport {
     /// `GET /v1/schema`: the tables the service syncs.
     pub async fn schema(&self) -> Result<Schema, ClientError> {
         self.get(SCHEMA_PATH).await
+    }
+
+    /// `GET /v1/conflicts`: the server's conflict log, newest first.
+    pub async fn conflict_log(
+        &self,
+        limit: u32,
+        before: Option<u64>,
+    ) -> Result<Vec<ConflictLogEntry>, ClientError> {
+        let mut path = format!("{CONFLICTS_PATH}?limit={limit}");
+        if let Some(before) = before {
+            path.push_str(&format!("&before={before}"));
+        }
+        self.get(&path).await
     }
 
     /// `POST /v1/sync`: one batch.

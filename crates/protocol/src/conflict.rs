@@ -75,7 +75,7 @@ impl std::fmt::Display for ConflictKind {
     }
 }
 
-/// A table's standing rule for conflicts the server resolves on its own.
+/// A table's standing rule for conflicts no handler decided.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ConflictPolicy {
@@ -84,16 +84,31 @@ pub enum ConflictPolicy {
     ServerWins,
     /// The client's change is applied over the server's row.
     ClientWins,
+    /// Both rows are merged field by field by the table's field rules (prefer-server
+    /// for fields without a rule); kinds with a deleted side fall back to server-wins.
+    Merge,
+    /// The server keeps its row and hands the conflict to the client, where a person
+    /// (or the client's handler) chooses; the next sync pushes the choice.
+    DeferToClient,
 }
 
 /// How one conflict was resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Resolution {
-    /// The server's row stands and the client must take it.
+    /// The server's row stands (on the conflicting fields) and the client takes it.
     ServerWins,
-    /// The client's change was applied on the server.
+    /// The client's change was applied on the server (on the conflicting fields).
     ClientWins,
+    /// A merged row, chosen by a handler or built by field rules, was written on the
+    /// server and is sent to the client: both sides end identical.
+    MergeRow,
+    /// The two sides changed different fields; the server merged them on its own.
+    AutoMerged,
+    /// The server kept its row and left the choice to the client.
+    Deferred,
+    /// The whole sync round was undone because of this conflict.
+    Rollback,
 }
 
 impl Resolution {
@@ -102,22 +117,19 @@ impl Resolution {
         match self {
             Resolution::ServerWins => "server_wins",
             Resolution::ClientWins => "client_wins",
+            Resolution::MergeRow => "merge_row",
+            Resolution::AutoMerged => "auto_merged",
+            Resolution::Deferred => "deferred",
+            Resolution::Rollback => "rollback",
         }
     }
 }
 
-impl From<ConflictPolicy> for Resolution {
-    fn from(policy: ConflictPolicy) -> Self {
-        match policy {
-            ConflictPolicy::ServerWins => Resolution::ServerWins,
-            ConflictPolicy::ClientWins => Resolution::ClientWins,
-        }
-    }
-}
-
-/// One conflict the server detected and resolved while applying a client's change.
-/// `outcome` is the row that now stands on the server; the client makes its copy equal
-/// to it (and drops its copy when `outcome` is `None` or a tombstone).
+/// One conflict the server detected while applying a client's change. `outcome` is the
+/// row that now stands on the server; unless the resolution is
+/// [`Resolution::Deferred`], the client makes its copy equal to it (and drops its copy
+/// when `outcome` is `None` or a tombstone). A deferred conflict keeps the client's edit
+/// and waits for a choice that the next sync pushes against `outcome`'s version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Conflict {
     /// Table of the row.
@@ -134,4 +146,52 @@ pub struct Conflict {
     pub resolution: Resolution,
     /// The row standing on the server after resolution (`None` when absent).
     pub outcome: Option<ServerRow>,
+    /// The columns both sides changed to different values (empty when the kind involves
+    /// a delete or when no base was known).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicting_fields: Vec<String>,
+}
+
+/// Why a sync round was rolled back: the conflict whose handler asked for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RollbackReport {
+    /// Table of the row.
+    pub table: String,
+    /// Id of the row.
+    pub id: RowId,
+    /// Kind of the conflict.
+    pub kind: ConflictKind,
+    /// The handler's reason, for people.
+    pub reason: String,
+}
+
+/// One entry of the server's conflict log, as served by the conflict history endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConflictLogEntry {
+    /// Position in the log (increasing).
+    pub seq: u64,
+    /// When it was resolved (Unix ms).
+    pub at_ms: i64,
+    /// The client whose change ran into the conflict.
+    pub client_id: uuid::Uuid,
+    /// The client that last wrote the server's row, if known.
+    pub server_client_id: Option<String>,
+    /// Table of the row.
+    pub table: String,
+    /// Id of the row.
+    pub id: RowId,
+    /// What collided.
+    pub kind: ConflictKind,
+    /// How it was resolved.
+    pub resolution: Resolution,
+    /// The client's row (`None` for a delete).
+    pub client_row: Option<crate::Fields>,
+    /// The server's row before resolution.
+    pub server_row: Option<ServerRow>,
+    /// The client's base row.
+    pub base_row: Option<crate::Fields>,
+    /// The row that stood afterwards (`None` when absent or rolled back).
+    pub outcome: Option<ServerRow>,
+    /// Columns both sides changed to different values.
+    pub conflicting_fields: Vec<String>,
 }

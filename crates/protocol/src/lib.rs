@@ -14,11 +14,14 @@ pub mod error;
 pub mod schema;
 pub mod sync;
 
-pub use conflict::{Conflict, ConflictKind, ConflictPolicy, Resolution};
+pub use conflict::{
+    Conflict, ConflictKind, ConflictLogEntry, ConflictPolicy, Resolution, RollbackReport,
+};
 pub use error::{ApiError, ErrorCode};
 pub use schema::{ColumnDef, ColumnType, Fields, Schema, SchemaError, TableSchema};
 pub use sync::{
-    Ack, Change, ChangeOp, ChangeShapeError, ServerChange, ServerRow, SyncRequest, SyncResponse,
+    Ack, Change, ChangeOp, ChangeShapeError, RoundInfo, ServerChange, ServerRow, SyncRequest,
+    SyncResponse,
 };
 
 /// Identifier of a row: a client-generated UUID (v7 for new rows), unique across tables.
@@ -32,6 +35,9 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const SYNC_PATH: &str = "/v1/sync";
 /// Path of the schema endpoint (GET → [`Schema`]).
 pub const SCHEMA_PATH: &str = "/v1/schema";
+/// Path of the server's conflict history (GET, `?limit=N&before=SEQ` → newest first
+/// list of [`ConflictLogEntry`]).
+pub const CONFLICTS_PATH: &str = "/v1/conflicts";
 /// Path of the health endpoint (GET → `{"status":"ok", ...}`).
 pub const HEALTH_PATH: &str = "/health";
 

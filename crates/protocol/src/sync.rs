@@ -48,6 +48,9 @@ pub struct Change {
     /// The row as the client last saw it from the server (for three-way merges).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_fields: Option<Fields>,
+    /// When the edit was made on the client (Unix ms), for "newest wins" field rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_at_ms: Option<i64>,
 }
 
 /// Why a [`Change`] is inconsistent in itself.
@@ -135,6 +138,21 @@ pub struct SyncRequest {
     /// Most server changes to return (capped at [`MAX_PULL_LIMIT`]).
     #[serde(default = "default_pull_limit")]
     pub pull_limit: u32,
+    /// The round this batch belongs to. Without it the batch is applied on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round: Option<RoundInfo>,
+}
+
+/// Places a batch in a sync round. A server that can roll rounds back (one with a
+/// conflict handler) stages the changes of non-final batches and applies the whole round
+/// in one transaction when the final batch arrives; other servers apply every batch at
+/// once and ignore this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoundInfo {
+    /// Id of the round, the same for each of its batches.
+    pub id: uuid::Uuid,
+    /// Whether this is the round's last batch of changes.
+    pub final_batch: bool,
 }
 
 fn default_pull_limit() -> u32 {
@@ -179,6 +197,17 @@ pub struct SyncResponse {
     pub watermark: u64,
     /// Whether more server changes wait after `watermark`.
     pub has_more: bool,
+    /// The newest change-log position on the server (for progress estimates).
+    #[serde(default)]
+    pub newest: u64,
+    /// The batch's changes were staged for an atomic round: they are acknowledged (or
+    /// rolled back) with the round's final batch, and this answer pulls nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub staged: bool,
+    /// The round was rolled back: nothing of it was applied, and the client applies
+    /// nothing of this answer and keeps its pending changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<crate::conflict::RollbackReport>,
 }
 
 #[cfg(test)]
@@ -193,6 +222,7 @@ mod tests {
             base_version: base,
             fields: with_fields.then(Fields::new),
             base_fields: None,
+            edited_at_ms: None,
         }
     }
 

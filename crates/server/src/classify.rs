@@ -1,32 +1,9 @@
-//! Backend-independent conflict rules: given a client change and the server's current
-//! row, decide whether the change applies cleanly, which conflict kind it runs into, and
-//! what the table's policy writes. Every storage backend calls [`plan`] inside its write
-//! transaction, so the rules cannot drift between backends.
+//! Which conflict a change runs into: given a client change and the server's current row,
+//! decide whether it applies cleanly or which [`ConflictKind`] it is. How a conflict is
+//! then resolved lives in [`crate::resolve`]; every storage backend calls both inside its
+//! write transaction, so the rules cannot drift between backends.
 
-use roster_protocol::{
-    Change, ChangeOp, ConflictKind, ConflictPolicy, Fields, Resolution, ServerRow,
-};
-
-/// What the server must write for one change.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Write {
-    /// Store these values as the row's new version (insert or overwrite).
-    Upsert(Fields),
-    /// Turn the row into a tombstone.
-    Tombstone,
-    /// Leave the stored row as it is.
-    Nothing,
-}
-
-/// The decision for one change: the conflict it ran into (if any), how that conflict is
-/// resolved, and the resulting write.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Plan {
-    /// `None` when the change applies cleanly.
-    pub conflict: Option<(ConflictKind, Resolution)>,
-    /// What to store.
-    pub write: Write,
-}
+use roster_protocol::{Change, ChangeOp, ConflictKind, ServerRow};
 
 /// Classifies `change` against the server's `current` row (`None`: never existed or
 /// purged). Returns `None` when the change applies cleanly, i.e. its base version is the
@@ -43,6 +20,8 @@ pub fn classify(change: &Change, current: Option<&ServerRow>) -> Option<Conflict
         ChangeOp::Update => match (live, tombstone) {
             (Some(row), _) if Some(row.version) == change.base_version => None,
             (Some(_), _) => Some(ConflictKind::BothUpdated),
+            // A person who saw the delete chose to keep the row: it comes back cleanly.
+            (_, Some(row)) if Some(row.version) == change.base_version => None,
             (_, Some(_)) => Some(ConflictKind::ClientUpdatedServerDeleted),
             // The client holds a base version, so the row existed: its tombstone is gone.
             (None, None) => Some(ConflictKind::ClientUpdatedPurged),
@@ -55,45 +34,10 @@ pub fn classify(change: &Change, current: Option<&ServerRow>) -> Option<Conflict
     }
 }
 
-/// The write that applies the client's change as sent, over whatever the server holds.
-fn client_write(change: &Change, current: Option<&ServerRow>) -> Write {
-    match (&change.op, &change.fields) {
-        (ChangeOp::Delete, _) => match current {
-            Some(row) if !row.deleted => Write::Tombstone,
-            _ => Write::Nothing,
-        },
-        (_, Some(fields)) => Write::Upsert(fields.clone()),
-        // Shape is validated before planning; an insert or update without fields
-        // cannot reach here, and writing nothing is the safe answer if it did.
-        (_, None) => Write::Nothing,
-    }
-}
-
-/// Decides what to do with `change` under the table's `policy`.
-pub fn plan(change: &Change, current: Option<&ServerRow>, policy: ConflictPolicy) -> Plan {
-    match classify(change, current) {
-        None => Plan {
-            conflict: None,
-            write: client_write(change, current),
-        },
-        Some(kind) => {
-            let resolution = Resolution::from(policy);
-            let write = match resolution {
-                Resolution::ServerWins => Write::Nothing,
-                Resolution::ClientWins => client_write(change, current),
-            };
-            Plan {
-                conflict: Some((kind, resolution)),
-                write,
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use roster_protocol::RowId;
+    use roster_protocol::{Fields, RowId};
     use serde_json::json;
 
     fn fields() -> Fields {
@@ -111,6 +55,7 @@ mod tests {
             base_version: base,
             fields: (op != ChangeOp::Delete).then(fields),
             base_fields: None,
+            edited_at_ms: None,
         }
     }
 
@@ -171,34 +116,5 @@ mod tests {
                 change.op
             );
         }
-    }
-
-    #[test]
-    fn policies_choose_the_write() {
-        let update = change(ChangeOp::Update, Some(1));
-        let server = plan(&update, Some(&live(2)), ConflictPolicy::ServerWins);
-        assert_eq!(server.write, Write::Nothing);
-        assert_eq!(
-            server.conflict,
-            Some((ConflictKind::BothUpdated, Resolution::ServerWins))
-        );
-        let client = plan(&update, Some(&live(2)), ConflictPolicy::ClientWins);
-        assert_eq!(client.write, Write::Upsert(fields()));
-
-        let delete = change(ChangeOp::Delete, Some(1));
-        let gone = plan(&delete, Some(&tomb(2)), ConflictPolicy::ClientWins);
-        assert_eq!(
-            gone.write,
-            Write::Nothing,
-            "a tombstone is not deleted twice"
-        );
-        let clean = plan(&delete, Some(&live(1)), ConflictPolicy::ServerWins);
-        assert_eq!(
-            clean,
-            Plan {
-                conflict: None,
-                write: Write::Tombstone
-            }
-        );
     }
 }

@@ -14,15 +14,44 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// How long tombstones are kept by default before they are purged (days).
 pub const DEFAULT_TOMBSTONE_RETENTION_DAYS: u64 = 30;
 
-/// One synced table: its columns and its default conflict policy.
+/// How the `merge` policy picks a field both sides changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FieldRule {
+    /// The server's value (the default).
+    #[default]
+    PreferServer,
+    /// The client's value.
+    PreferClient,
+    /// The value edited last, by the edit times the client and the server recorded
+    /// (the server's value on a tie or when a time is unknown).
+    Newest,
+    /// The larger value (numbers by value, text by code points; a value beats null).
+    Max,
+    /// The smaller value (a value beats null).
+    Min,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// One synced table: its columns and how conflicts on it are resolved.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableConfig {
     /// Name and typed columns.
     #[serde(flatten)]
     pub schema: TableSchema,
-    /// What the server does on a conflict in this table (server-wins unless set).
+    /// What the server does on a conflict no handler decided (server-wins unless set).
     #[serde(default)]
     pub policy: ConflictPolicy,
+    /// Merge concurrent updates that changed different fields without calling it a
+    /// conflict, and let the policy decide only the fields both sides changed.
+    #[serde(default = "default_true")]
+    pub auto_merge: bool,
+    /// Per-field rules of the `merge` policy; fields without one prefer the server.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub fields: std::collections::BTreeMap<String, FieldRule>,
 }
 
 /// Everything the server needs to run. Constructed from [`ServerConfig::load`] or by hand
@@ -111,9 +140,20 @@ impl ServerConfig {
         Ok(config)
     }
 
-    /// Checks the tables form a valid schema and the limits are usable.
+    /// Checks the tables form a valid schema, field rules name declared columns, and
+    /// the limits are usable.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.schema().validate()?;
+        for table in &self.tables {
+            for field in table.fields.keys() {
+                if table.schema.column(field).is_none() {
+                    return Err(ConfigError::Setting(format!(
+                        "field rule for unknown column {}.{field}",
+                        table.schema.name
+                    )));
+                }
+            }
+        }
         if self.max_body_bytes < 1024 {
             return Err(ConfigError::Setting(
                 "max_body_bytes must be at least 1024".into(),
@@ -131,6 +171,8 @@ impl ServerConfig {
                 .map(|schema| TableConfig {
                     schema,
                     policy: ConflictPolicy::default(),
+                    auto_merge: true,
+                    fields: Default::default(),
                 })
                 .collect()
         } else {
@@ -190,6 +232,36 @@ mod tests {
         config.validate().unwrap();
         assert_eq!(config.policy("task"), ConflictPolicy::ClientWins);
         assert_eq!(config.schema().tables.len(), 1);
+    }
+
+    #[test]
+    fn merge_rules_parse_and_must_name_columns() {
+        let config: ServerConfig = toml::from_str(
+            r#"
+            [[tables]]
+            name = "person"
+            policy = "merge"
+            auto_merge = false
+            columns = [{ name = "age", type = "integer" }, { name = "notes", type = "text" }]
+            fields = { age = "max", notes = "prefer-client" }
+            "#,
+        )
+        .unwrap();
+        config.validate().unwrap();
+        let table = &config.tables[0];
+        assert_eq!(table.policy, ConflictPolicy::Merge);
+        assert!(!table.auto_merge);
+        assert_eq!(table.fields["age"], FieldRule::Max);
+        let bad: ServerConfig = toml::from_str(
+            r#"
+            [[tables]]
+            name = "person"
+            columns = [{ name = "age", type = "integer" }]
+            fields = { shoe = "max" }
+            "#,
+        )
+        .unwrap();
+        assert!(bad.validate().is_err());
     }
 
     #[test]

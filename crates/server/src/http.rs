@@ -5,19 +5,20 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use roster_protocol::{
-    ApiError, ErrorCode, HEALTH_PATH, PROTOCOL_VERSION, SCHEMA_PATH, SYNC_PATH, Schema,
-    SyncRequest, SyncResponse,
+    ApiError, CONFLICTS_PATH, ConflictLogEntry, ErrorCode, HEALTH_PATH, PROTOCOL_VERSION,
+    SCHEMA_PATH, SYNC_PATH, Schema, SyncRequest, SyncResponse,
 };
 use tower_http::trace::TraceLayer;
 
 use crate::config::ServerConfig;
-use crate::store::{Policies, StoreError, SyncStore};
+use crate::resolve::{ConflictHandler, Resolver};
+use crate::store::{StoreError, SyncStore};
 use crate::validate::validate_request;
 
 /// Shared state of the router.
@@ -25,20 +26,25 @@ use crate::validate::validate_request;
 pub struct AppState {
     store: Arc<dyn SyncStore>,
     schema: Arc<Schema>,
-    policies: Arc<Policies>,
+    resolver: Arc<Resolver>,
 }
 
 impl AppState {
-    /// State for `config`'s tables over `store`.
+    /// State for `config`'s tables over `store`, resolving conflicts by the config.
     pub fn new(store: Arc<dyn SyncStore>, config: &ServerConfig) -> Self {
-        let tables = config.effective_tables();
         Self {
             store,
             schema: Arc::new(config.schema()),
-            policies: Arc::new(Policies::new(
-                tables.into_iter().map(|t| (t.schema.name, t.policy)),
-            )),
+            resolver: Arc::new(Resolver::new(config)),
         }
+    }
+
+    /// The same state with `handler` deciding conflicts before the config's rules. With a
+    /// handler, sync rounds become atomic so that it can roll one back.
+    pub fn with_handler(mut self, handler: Arc<dyn ConflictHandler>) -> Self {
+        let resolver = self.resolver.as_ref().clone().with_handler(handler);
+        self.resolver = Arc::new(resolver);
+        self
     }
 }
 
@@ -94,6 +100,13 @@ impl From<StoreError> for HttpError {
                     ApiError::new(ErrorCode::Internal, error.to_string()),
                 )
             }
+            StoreError::Invalid(message) => {
+                HttpError::new(ErrorCode::InvalidChange, message.clone())
+            }
+            StoreError::Handler(_) => {
+                tracing::error!(%error, "conflict handler failed");
+                HttpError::new(ErrorCode::Internal, format!("{error}; nothing was changed"))
+            }
             StoreError::Corrupt(_) | StoreError::Database(_) => {
                 tracing::error!(%error, "sync request failed");
                 HttpError::new(
@@ -111,6 +124,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route(HEALTH_PATH, get(health))
         .route(SCHEMA_PATH, get(schema))
         .route(SYNC_PATH, post(sync))
+        .route(CONFLICTS_PATH, get(conflicts))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -167,9 +181,38 @@ async fn sync(
     })?;
     validate_request(&request, &state.schema)?;
     let store = state.store.clone();
-    let policies = state.policies.clone();
-    let response = tokio::task::spawn_blocking(move || store.sync(&request, &policies))
+    let resolver = state.resolver.clone();
+    let response = tokio::task::spawn_blocking(move || store.sync(&request, &resolver))
         .await
         .map_err(|e| HttpError::new(ErrorCode::Internal, e.to_string()))??;
     Ok(Json(response))
+}
+
+/// Query of the conflict history endpoint.
+#[derive(Debug, serde::Deserialize)]
+pub struct ConflictQuery {
+    /// Most entries to return (1 to 1000, default 100).
+    limit: Option<u32>,
+    /// Only entries older than this log position.
+    before: Option<u64>,
+}
+
+async fn conflicts(
+    State(state): State<AppState>,
+    query: Result<Query<ConflictQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<ConflictLogEntry>>, HttpError> {
+    let Query(query) =
+        query.map_err(|e| HttpError::new(ErrorCode::MalformedRequest, e.body_text()))?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(HttpError::new(
+            ErrorCode::MalformedRequest,
+            "limit must be between 1 and 1000",
+        ));
+    }
+    let store = state.store.clone();
+    let entries = tokio::task::spawn_blocking(move || store.conflict_log(limit, query.before))
+        .await
+        .map_err(|e| HttpError::new(ErrorCode::Internal, e.to_string()))??;
+    Ok(Json(entries))
 }

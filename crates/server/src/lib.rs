@@ -1,15 +1,19 @@
 //! The Roster sync service.
 //!
 //! * [`config`]: the server's settings and table declarations (TOML file plus flags).
-//! * [`classify`]: backend-independent rules: which conflict a change runs into and how
-//!   a table's policy resolves it.
+//! * [`classify`]: which conflict kind a change runs into.
+//! * [`resolve`]: how it is resolved: automatic three-way merge, the owner's
+//!   [`resolve::ConflictHandler`], then the table's policy and field rules.
 //! * [`store`]: the storage trait every backend implements, and [`store::sqlite`], the
 //!   embedded default.
 //! * [`http`]: the axum router: request decoding, validation and error bodies.
+//! * [`embed`]: running the service inside another program, with a conflict handler.
 
 pub mod classify;
 pub mod config;
+pub mod embed;
 pub mod http;
+pub mod resolve;
 pub mod store;
 pub mod validate;
 

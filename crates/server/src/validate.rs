@@ -90,6 +90,7 @@ mod tests {
             since: 0,
             changes,
             pull_limit: 10,
+            round: None,
         }
     }
 
@@ -101,6 +102,7 @@ mod tests {
             base_version: None,
             fields: fields.as_object().cloned().or(Some(Fields::new())),
             base_fields: None,
+            edited_at_ms: None,
         }
     }
 

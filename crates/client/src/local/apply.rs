@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use roster_protocol::{
     Change, ChangeOp, Conflict, Fields, Resolution, RowId, ServerRow, SyncResponse,
 };
+
+use super::conflicts::ConflictHandler;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::Value;
 
@@ -52,24 +54,33 @@ struct PendingRow {
     base_version: Option<i64>,
     base_data: Option<String>,
     local_rev: i64,
+    edited_at_ms: Option<i64>,
 }
 
 /// What applying one response did locally.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ApplyCounts {
-    /// Rows whose local values changed because of the server (pulls and lost conflicts).
+    /// Rows whose local values changed because of the server (pulls, conflicts whose
+    /// outcome differs from what was sent, and remote rows of deferred conflicts).
     pub downloaded: u64,
-    /// Conflicts reported.
+    /// Conflicts reported (automatic merges of different fields are not conflicts).
     pub conflicts_detected: u64,
-    /// Conflicts that came with a resolution.
+    /// Conflicts the server resolved; a deferred one counts, since the server resolved
+    /// it by keeping its row and handing the choice over.
     pub conflicts_resolved: u64,
+    /// Deferred conflicts now waiting for a person.
+    pub conflicts_deferred: u64,
+    /// Deferred conflicts this client's handler chose for at once.
+    pub conflicts_decided_here: u64,
+    /// Concurrent updates of different fields the server merged on its own.
+    pub auto_merged: u64,
 }
 
-fn json_text(value: &impl serde::Serialize) -> Result<String, ClientError> {
+pub(super) fn json_text(value: &impl serde::Serialize) -> Result<String, ClientError> {
     serde_json::to_string(value).map_err(|e| ClientError::Corrupt(e.to_string()))
 }
 
-fn parse_fields(text: Option<String>) -> Result<Option<Fields>, ClientError> {
+pub(super) fn parse_fields(text: Option<String>) -> Result<Option<Fields>, ClientError> {
     text.map(|t| serde_json::from_str(&t).map_err(|e| ClientError::Corrupt(e.to_string())))
         .transpose()
 }
@@ -113,7 +124,7 @@ fn row_state(
 /// Records that the server holds `fields` at `version` as the row's base. When `clean`,
 /// the row has no pending change any more; otherwise a pending insert becomes an update
 /// (the server now has the row) and other pending ops stay.
-fn set_base(
+pub(super) fn set_base(
     tx: &Transaction<'_>,
     table: &str,
     id: RowId,
@@ -180,10 +191,12 @@ impl LocalStore {
     }
 
     /// Collects up to `max_changes` pending changes (and about `max_bytes`) with edit
-    /// numbers up to `up_to_rev`, oldest first. Rows inserted and deleted before ever
-    /// reaching the server are dropped here rather than sent.
+    /// numbers in `(after_rev, up_to_rev]`, oldest first, skipping rows that wait for a
+    /// conflict choice. Rows inserted and deleted before ever reaching the server are
+    /// dropped here rather than sent.
     pub fn pending_batch(
         &self,
+        after_rev: i64,
         up_to_rev: i64,
         max_changes: usize,
         max_bytes: usize,
@@ -194,12 +207,16 @@ impl LocalStore {
         let mut bytes = 0usize;
         {
             let mut stmt = tx.prepare_cached(
-                "SELECT tbl, id, pending, base_version, base_data, local_rev FROM _roster_rows
-                 WHERE pending IS NOT NULL AND local_rev <= ?1 ORDER BY local_rev LIMIT ?2",
+                "SELECT tbl, id, pending, base_version, base_data, local_rev, edited_at_ms
+                 FROM _roster_rows r
+                 WHERE pending IS NOT NULL AND local_rev > ?3 AND local_rev <= ?1
+                   AND NOT EXISTS (SELECT 1 FROM _roster_open_conflicts o
+                                   WHERE o.tbl = r.tbl AND o.id = r.id)
+                 ORDER BY local_rev LIMIT ?2",
             )?;
             let limit = i64::try_from(max_changes).unwrap_or(i64::MAX);
             let rows: Vec<PendingRow> = stmt
-                .query_map(params![up_to_rev, limit], |r| {
+                .query_map(params![up_to_rev, limit, after_rev], |r| {
                     Ok(PendingRow {
                         table: r.get(0)?,
                         id: r.get(1)?,
@@ -207,6 +224,7 @@ impl LocalStore {
                         base_version: r.get(3)?,
                         base_data: r.get(4)?,
                         local_rev: r.get(5)?,
+                        edited_at_ms: r.get(6)?,
                     })
                 })?
                 .collect::<Result<_, _>>()?;
@@ -217,6 +235,7 @@ impl LocalStore {
                 base_version,
                 base_data,
                 local_rev,
+                edited_at_ms,
             } in rows
             {
                 let id = parse_id(&id)?;
@@ -235,14 +254,18 @@ impl LocalStore {
                         ClientError::Corrupt(format!("pending {table} row {id} has no values"))
                     })?),
                 };
+                // What the server needs is decided by the base: without one the row is
+                // new to it; with one a non-delete is an update (also after a person
+                // chose to keep a row the server had inserted or deleted).
+                let op = match (op, base_version) {
+                    (ChangeOp::Delete, _) => ChangeOp::Delete,
+                    (_, None) => ChangeOp::Insert,
+                    (_, Some(_)) => ChangeOp::Update,
+                };
                 let change = Change {
                     table,
                     id,
-                    op: if base_version.is_none() {
-                        ChangeOp::Insert
-                    } else {
-                        op
-                    },
+                    op,
                     base_version,
                     fields,
                     base_fields: if op == ChangeOp::Update {
@@ -250,6 +273,7 @@ impl LocalStore {
                     } else {
                         None
                     },
+                    edited_at_ms,
                 };
                 bytes += estimated_size(&change);
                 batch.sent.push(SentChange { change, local_rev });
@@ -262,17 +286,18 @@ impl LocalStore {
         Ok(batch)
     }
 
-    /// Applies a server answer to `batch` in one transaction: acknowledged rows become
-    /// clean (unless edited since they were sent), conflicts are logged and their outcome
-    /// adopted, pulled rows are written unless they have a pending local change (the
+    /// Applies a server answer to the changes `sent` in one transaction: acknowledged
+    /// rows become clean (unless edited since they were sent), conflicts are logged and
+    /// their outcome adopted (deferred ones are handed to `handler`, or kept open for a
+    /// person), pulled rows are written unless they have a pending local change (the
     /// server flags those as conflicts when they are pushed), and the watermark advances.
     pub fn apply_response(
         &self,
-        batch: &PendingBatch,
+        sent: &[SentChange],
         response: &SyncResponse,
+        handler: Option<&dyn ConflictHandler>,
     ) -> Result<ApplyCounts, ClientError> {
-        let sent: HashMap<(&str, RowId), &SentChange> = batch
-            .sent
+        let sent: HashMap<(&str, RowId), &SentChange> = sent
             .iter()
             .map(|s| ((s.change.table.as_str(), s.change.id), s))
             .collect();
@@ -305,15 +330,33 @@ impl LocalStore {
         }
         for conflict in &response.conflicts {
             log_conflict(&tx, conflict)?;
-            counts.conflicts_detected += 1;
-            counts.conflicts_resolved += 1;
             let Some(change) = sent.get(&(conflict.table.as_str(), conflict.id)) else {
                 return Err(ClientError::Protocol(format!(
                     "conflict for unsent row {}",
                     conflict.id
                 )));
             };
-            self.adopt_outcome(&tx, conflict, change, &mut counts)?;
+            match conflict.resolution {
+                Resolution::AutoMerged => counts.auto_merged += 1,
+                _ => {
+                    counts.conflicts_detected += 1;
+                    counts.conflicts_resolved += 1;
+                }
+            }
+            if conflict.resolution == Resolution::Deferred {
+                counts.downloaded += 1;
+                let open =
+                    self.store_open_conflict(&tx, conflict, change.change.base_fields.as_ref())?;
+                match handler.and_then(|h| h.decide(&open)) {
+                    Some(choice) => {
+                        self.apply_choice(&tx, &open.table, open.id, &choice)?;
+                        counts.conflicts_decided_here += 1;
+                    }
+                    None => counts.conflicts_deferred += 1,
+                }
+            } else {
+                self.adopt_outcome(&tx, conflict, change, &mut counts)?;
+            }
         }
         for change in &response.changes {
             let schema = self
@@ -346,9 +389,9 @@ impl LocalStore {
     }
 
     /// Makes the local row equal to a conflict's outcome, unless the row was edited again
-    /// after the change was sent: that newer edit stays pending on its old base and meets
-    /// the policy on the next push. A client-wins outcome is the sent row itself, so it
-    /// becomes the base either way.
+    /// after the change was sent. That newer edit then stays pending: on the outcome's
+    /// version when the outcome is exactly the row that was sent (the newer edit builds
+    /// on it), otherwise on its old base, so that it meets the server's check again.
     fn adopt_outcome(
         &self,
         tx: &Transaction<'_>,
@@ -359,8 +402,9 @@ impl LocalStore {
         let unchanged = row_state(tx, &conflict.table, conflict.id)?
             .is_some_and(|(_, rev)| rev == sent.local_rev);
         let live = conflict.outcome.as_ref().filter(|o| !o.deleted);
+        let sent_fields = sent.change.fields.as_ref();
         if !unchanged {
-            if let (Resolution::ClientWins, Some(outcome)) = (conflict.resolution, live) {
+            if let Some(outcome) = live.filter(|o| o.fields.as_ref() == sent_fields) {
                 set_base(
                     tx,
                     &conflict.table,
@@ -376,7 +420,7 @@ impl LocalStore {
         match live {
             Some(outcome) => {
                 let fields = outcome.fields.clone().unwrap_or_default();
-                if conflict.resolution != Resolution::ClientWins {
+                if Some(&fields) != sent_fields {
                     counts.downloaded += 1;
                 }
                 sql::write_row(tx, schema, conflict.id, &fields)?;
@@ -421,13 +465,18 @@ impl LocalStore {
         Ok(())
     }
 
-    /// Whether any row has a pending change with an edit number up to `up_to_rev`.
-    pub fn has_pending_up_to(&self, up_to_rev: i64) -> Result<bool, ClientError> {
+    /// Whether any row not waiting for a conflict choice has a pending change with an
+    /// edit number in `(after_rev, up_to_rev]`.
+    pub fn has_pending_between(&self, after_rev: i64, up_to_rev: i64) -> Result<bool, ClientError> {
         let conn = self.lock();
         Ok(conn
             .query_row(
-                "SELECT 1 FROM _roster_rows WHERE pending IS NOT NULL AND local_rev <= ?1 LIMIT 1",
-                [up_to_rev],
+                "SELECT 1 FROM _roster_rows r WHERE pending IS NOT NULL
+                   AND local_rev > ?2 AND local_rev <= ?1
+                   AND NOT EXISTS (SELECT 1 FROM _roster_open_conflicts o
+                                   WHERE o.tbl = r.tbl AND o.id = r.id)
+                 LIMIT 1",
+                params![up_to_rev, after_rev],
                 |_| Ok(()),
             )
             .optional()?
@@ -470,12 +519,15 @@ mod tests {
             changes,
             watermark: 9,
             has_more: false,
+            newest: 9,
+            staged: false,
+            rollback: None,
         }
     }
 
     fn batch_of(store: &LocalStore) -> PendingBatch {
         store
-            .pending_batch(store.edit_counter().unwrap(), 100, usize::MAX)
+            .pending_batch(0, store.edit_counter().unwrap(), 100, usize::MAX)
             .unwrap()
     }
 
@@ -496,7 +548,7 @@ mod tests {
             version: 7,
         };
         store
-            .apply_response(&in_flight, &answer(vec![ack], vec![], vec![]))
+            .apply_response(&in_flight.sent, &answer(vec![ack], vec![], vec![]), None)
             .unwrap();
 
         let record = store.get("person", id).unwrap();
@@ -525,7 +577,7 @@ mod tests {
             version: 3,
         };
         store
-            .apply_response(&in_flight, &answer(vec![ack], vec![], vec![]))
+            .apply_response(&in_flight.sent, &answer(vec![ack], vec![], vec![]), None)
             .unwrap();
         let next = batch_of(&store);
         assert_eq!(next.sent.len(), 1, "the delete must reach the server");
@@ -576,15 +628,17 @@ mod tests {
             server_row: Some(server_row(name)),
             resolution: Resolution::ServerWins,
             outcome: Some(server_row(name)),
+            conflicting_fields: vec!["name".into()],
         };
         let counts = store
             .apply_response(
-                &in_flight,
+                &in_flight.sent,
                 &answer(
                     vec![],
                     vec![conflict(kept, "Server K"), conflict(lost, "Server L")],
                     vec![],
                 ),
+                None,
             )
             .unwrap();
         assert_eq!(counts.conflicts_detected, 2);
@@ -621,10 +675,7 @@ mod tests {
             },
         };
         let counts = store
-            .apply_response(
-                &PendingBatch::default(),
-                &answer(vec![], vec![], vec![pulled]),
-            )
+            .apply_response(&[], &answer(vec![], vec![], vec![pulled]), None)
             .unwrap();
         assert_eq!(counts.downloaded, 0);
         assert_eq!(
@@ -645,10 +696,7 @@ mod tests {
                 fields: None,
             },
         };
-        let result = store.apply_response(
-            &PendingBatch::default(),
-            &answer(vec![], vec![], vec![pulled]),
-        );
+        let result = store.apply_response(&[], &answer(vec![], vec![], vec![pulled]), None);
         assert!(matches!(result, Err(ClientError::SchemaMismatch(t)) if t == "pets"));
         assert_eq!(store.watermark().unwrap(), 0);
     }

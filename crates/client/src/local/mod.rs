@@ -9,9 +9,14 @@
 //!   and `local_rev`, the edit counter at the row's last local edit. A sync round only
 //!   clears a row's pending op if `local_rev` is unchanged since the change was sent, so
 //!   an edit made while a sync is in flight is never marked clean.
-//! * `_roster_conflicts`: history of every conflict this client was told about.
+//! * `_roster_conflicts`: history of every conflict this client was told about, and of
+//!   every choice made on it here.
+//! * `_roster_open_conflicts`: conflicts the server deferred to this client, waiting for
+//!   a person: the remote row and the base, next to the local row in its user table.
+//!   A row with an open conflict keeps its local edit and is not pushed until resolved.
 
 pub mod apply;
+pub mod conflicts;
 mod records;
 mod sql;
 
@@ -23,6 +28,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 pub use apply::{PendingBatch, SentChange};
+pub use conflicts::{Choice, OpenConflict};
 pub use records::ListQuery;
 
 use crate::ClientError;
@@ -30,7 +36,8 @@ use crate::ClientError;
 /// File name of the store inside a data dir.
 pub const DB_FILE: &str = "roster.db";
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE _roster_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
     CREATE TABLE _roster_rows (
         tbl          TEXT    NOT NULL,
@@ -53,7 +60,21 @@ const MIGRATIONS: &[&str] = &[r#"
         server_row TEXT,
         outcome    TEXT
     );
-"#];
+"#,
+    r#"
+    ALTER TABLE _roster_rows ADD COLUMN edited_at_ms INTEGER;
+    CREATE TABLE _roster_open_conflicts (
+        tbl                TEXT    NOT NULL,
+        id                 TEXT    NOT NULL,
+        kind               TEXT    NOT NULL,
+        remote             TEXT,
+        base               TEXT,
+        conflicting_fields TEXT    NOT NULL,
+        detected_at_ms     INTEGER NOT NULL,
+        PRIMARY KEY (tbl, id)
+    ) WITHOUT ROWID;
+"#,
+];
 
 /// A live local row as the app sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -99,8 +120,10 @@ pub struct Status {
     /// This installation's id.
     pub client_id: uuid::Uuid,
     /// Rows with a change waiting to be pushed (rows created and deleted before reaching
-    /// the server are not counted).
+    /// the server, and rows waiting for a conflict choice, are not counted).
     pub pending: u64,
+    /// Conflicts waiting for a person's choice.
+    pub open_conflicts: u64,
     /// Change-log position pulled up to.
     pub watermark: u64,
     /// Conflicts in the local history.
@@ -268,11 +291,16 @@ impl LocalStore {
         let conn = self.lock();
         // A row inserted and deleted before it ever reached the server is no change.
         let pending: i64 = conn.query_row(
-            "SELECT COUNT(*) FROM _roster_rows WHERE pending IS NOT NULL
-             AND NOT (pending = 'delete' AND base_version IS NULL)",
+            "SELECT COUNT(*) FROM _roster_rows r WHERE pending IS NOT NULL
+             AND NOT (pending = 'delete' AND base_version IS NULL)
+             AND NOT EXISTS (SELECT 1 FROM _roster_open_conflicts o
+                             WHERE o.tbl = r.tbl AND o.id = r.id)",
             [],
             |r| r.get(0),
         )?;
+        let open: i64 = conn.query_row("SELECT COUNT(*) FROM _roster_open_conflicts", [], |r| {
+            r.get(0)
+        })?;
         let conflicts: i64 =
             conn.query_row("SELECT COUNT(*) FROM _roster_conflicts", [], |r| r.get(0))?;
         let last_sync_ms = get_meta(&conn, "last_sync_ms")?
@@ -283,6 +311,7 @@ impl LocalStore {
             server_url: self.server_url.clone(),
             client_id: self.client_id,
             pending: u64::try_from(pending).unwrap_or(0),
+            open_conflicts: u64::try_from(open).unwrap_or(0),
             watermark: parse_u64(&required_meta(&conn, "watermark")?)?,
             conflicts_logged: u64::try_from(conflicts).unwrap_or(0),
             last_sync_ms,

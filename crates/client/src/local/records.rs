@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 
 use super::sql::{self, quote};
-use super::{LocalStore, Record, get_meta, parse_op, set_meta};
+use super::{LocalStore, Record, get_meta, now_ms, parse_op, set_meta};
 use crate::ClientError;
 
 /// Most rows one [`LocalStore::list`] call returns.
@@ -64,10 +64,10 @@ fn write_new_row(
     let rev = next_rev(tx)?;
     sql::write_row(tx, table, id, fields)?;
     tx.prepare_cached(
-        "INSERT INTO _roster_rows (tbl, id, base_version, base_data, pending, local_rev)
-         VALUES (?1, ?2, NULL, NULL, 'insert', ?3)",
+        "INSERT INTO _roster_rows (tbl, id, base_version, base_data, pending, local_rev,
+         edited_at_ms) VALUES (?1, ?2, NULL, NULL, 'insert', ?3, ?4)",
     )?
-    .execute(params![table.name, id.to_string(), rev])?;
+    .execute(params![table.name, id.to_string(), rev, now_ms()])?;
     Ok(())
 }
 
@@ -219,10 +219,11 @@ impl LocalStore {
         let rev = next_rev(&tx)?;
         sql::write_row(&tx, schema, id, &fields)?;
         tx.execute(
-            "INSERT INTO _roster_rows (tbl, id, pending, local_rev) VALUES (?1, ?2, 'insert', ?3)
-             ON CONFLICT (tbl, id) DO UPDATE SET
-               pending = COALESCE(pending, 'update'), local_rev = excluded.local_rev",
-            params![table, id.to_string(), rev],
+            "INSERT INTO _roster_rows (tbl, id, pending, local_rev, edited_at_ms)
+             VALUES (?1, ?2, 'insert', ?3, ?4)
+             ON CONFLICT (tbl, id) DO UPDATE SET pending = COALESCE(pending, 'update'),
+               local_rev = excluded.local_rev, edited_at_ms = excluded.edited_at_ms",
+            params![table, id.to_string(), rev, now_ms()],
         )?;
         let record = Self::record(&tx, schema, id)?;
         tx.commit()?;
@@ -244,9 +245,11 @@ impl LocalStore {
         let rev = next_rev(&tx)?;
         sql::delete_row(&tx, table, id)?;
         tx.execute(
-            "INSERT INTO _roster_rows (tbl, id, pending, local_rev) VALUES (?1, ?2, 'delete', ?3)
-             ON CONFLICT (tbl, id) DO UPDATE SET pending = 'delete', local_rev = excluded.local_rev",
-            params![table, id.to_string(), rev],
+            "INSERT INTO _roster_rows (tbl, id, pending, local_rev, edited_at_ms)
+             VALUES (?1, ?2, 'delete', ?3, ?4)
+             ON CONFLICT (tbl, id) DO UPDATE SET pending = 'delete',
+               local_rev = excluded.local_rev, edited_at_ms = excluded.edited_at_ms",
+            params![table, id.to_string(), rev, now_ms()],
         )?;
         tx.commit()?;
         Ok(())

@@ -2,30 +2,16 @@
 //!
 //! A backend's one job is to apply a validated [`SyncRequest`] atomically: every change is
 //! checked against the stored row with a compare-and-set on its version inside one
-//! transaction, conflicts are planned by [`crate::classify::plan`], and the pull page is
-//! read in the same transaction. Either the whole request commits or nothing does.
+//! transaction, conflicts are planned by [`Resolver::plan`], and the pull page is read in
+//! the same transaction. Either the whole request commits or nothing does. When the
+//! resolver can roll rounds back, the batches of a round are staged and the whole round
+//! is applied in one transaction with its final batch.
 
 pub mod sqlite;
 
-use std::collections::HashMap;
+use roster_protocol::{ConflictLogEntry, SyncRequest, SyncResponse};
 
-use roster_protocol::{ConflictPolicy, SyncRequest, SyncResponse};
-
-/// Conflict policy per table; tables not listed are server-wins.
-#[derive(Debug, Clone, Default)]
-pub struct Policies(HashMap<String, ConflictPolicy>);
-
-impl Policies {
-    /// Builds the map from `(table, policy)` pairs.
-    pub fn new(pairs: impl IntoIterator<Item = (String, ConflictPolicy)>) -> Self {
-        Self(pairs.into_iter().collect())
-    }
-
-    /// The policy of `table`.
-    pub fn get(&self, table: &str) -> ConflictPolicy {
-        self.0.get(table).copied().unwrap_or_default()
-    }
-}
+use crate::resolve::Resolver;
 
 /// What a tombstone purge removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +53,13 @@ pub enum StoreError {
     /// Stored data could not be decoded.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The request is inconsistent with what the server holds for its round (for example
+    /// a row changed in two batches of one round).
+    #[error("{0}")]
+    Invalid(String),
+    /// The server owner's conflict handler returned a row that does not fit the table.
+    #[error("the conflict handler returned an invalid row: {0}")]
+    Handler(String),
     /// Any other database error.
     #[error("database error: {0}")]
     Database(String),
@@ -77,12 +70,23 @@ pub enum StoreError {
 pub trait SyncStore: Send + Sync + 'static {
     /// Applies a request already checked by [`crate::validate::validate_request`] in one
     /// transaction: clean changes are acknowledged with their new version, conflicting
-    /// ones are resolved by `policies`, logged, and reported, and server changes after
+    /// ones are resolved by `resolver`, logged, and reported, and server changes after
     /// `request.since` (minus the rows this request touched) are returned as one page.
-    fn sync(&self, request: &SyncRequest, policies: &Policies) -> Result<SyncResponse, StoreError>;
+    /// A round rolled back by the handler is answered with `rollback` set and nothing
+    /// applied.
+    fn sync(&self, request: &SyncRequest, resolver: &Resolver) -> Result<SyncResponse, StoreError>;
+
+    /// Up to `limit` conflict log entries with `seq < before` (all when `None`), newest
+    /// first.
+    fn conflict_log(
+        &self,
+        limit: u32,
+        before: Option<u64>,
+    ) -> Result<Vec<ConflictLogEntry>, StoreError>;
 
     /// Removes tombstones last written before `older_than_unix_ms` and raises the purge
-    /// horizon so clients that may have missed them re-initialise.
+    /// horizon so clients that may have missed them re-initialise. Also drops staged
+    /// batches of rounds abandoned for more than a day.
     fn purge_tombstones(&self, older_than_unix_ms: i64) -> Result<PurgeReport, StoreError>;
 
     /// Checks the store answers a trivial query.

@@ -13,15 +13,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use r2d2_sqlite::SqliteConnectionManager;
 use roster_protocol::{
-    Ack, Conflict, Fields, RowId, ServerChange, ServerRow, SyncRequest, SyncResponse,
+    Ack, Change, Conflict, ConflictKind, ConflictLogEntry, Fields, Resolution, RollbackReport,
+    RowId, ServerChange, ServerRow, SyncRequest, SyncResponse,
 };
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 
-use super::{Policies, PurgeReport, StoreError, SyncStore};
-use crate::classify::{Write, plan};
+use super::{PurgeReport, StoreError, SyncStore};
+use crate::resolve::{Abort, Resolver, Write};
 
 /// Versioned schema migrations; `PRAGMA user_version` records how many have run.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE rows (
         tbl           TEXT    NOT NULL,
         id            TEXT    NOT NULL,
@@ -49,7 +51,26 @@ const MIGRATIONS: &[&str] = &[r#"
         outcome     TEXT
     );
     CREATE INDEX conflict_log_by_row ON conflict_log(tbl, row_id);
-"#];
+"#,
+    r#"
+    ALTER TABLE rows ADD COLUMN edited_at_ms INTEGER;
+    ALTER TABLE conflict_log ADD COLUMN server_client_id TEXT;
+    ALTER TABLE conflict_log ADD COLUMN base_row TEXT;
+    ALTER TABLE conflict_log ADD COLUMN conflicting_fields TEXT;
+    CREATE TABLE staged_changes (
+        round_id      TEXT    NOT NULL,
+        ord           INTEGER NOT NULL,
+        client_id     TEXT    NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        change        TEXT    NOT NULL,
+        PRIMARY KEY (round_id, ord)
+    ) WITHOUT ROWID;
+    CREATE INDEX staged_changes_by_age ON staged_changes(created_at_ms);
+"#,
+];
+
+/// Staged batches of a round not finished within this time are dropped by the purge.
+const STAGED_ROUND_LIFETIME_MS: i64 = 24 * 3600 * 1000;
 
 /// A pull page stops early once its rows' values add up to this many bytes, so a
 /// response stays bounded in size as well as in row count.
@@ -98,6 +119,24 @@ fn to_u64(v: i64) -> u64 {
 fn decode_fields(data: Option<String>) -> Result<Option<Fields>, StoreError> {
     data.map(|text| serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(e.to_string())))
         .transpose()
+}
+
+/// Decodes an optional JSON column of the conflict log.
+fn json_column<T: serde::de::DeserializeOwned>(
+    what: &str,
+    text: Option<String>,
+) -> Result<Option<T>, StoreError> {
+    text.map(|t| {
+        serde_json::from_str(&t)
+            .map_err(|e| StoreError::Corrupt(format!("conflict log {what}: {e}")))
+    })
+    .transpose()
+}
+
+/// Decodes a snake_case enum name stored as plain text.
+fn word_column<T: serde::de::DeserializeOwned>(what: &str, word: String) -> Result<T, StoreError> {
+    serde_json::from_value(serde_json::Value::String(word))
+        .map_err(|e| StoreError::Corrupt(format!("conflict log {what}: {e}")))
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
@@ -162,22 +201,38 @@ fn set_meta(tx: &Transaction<'_>, key: &str, value: u64) -> Result<(), StoreErro
     Ok(())
 }
 
-fn load_row(tx: &Transaction<'_>, table: &str, id: RowId) -> Result<Option<ServerRow>, StoreError> {
+/// A stored row with who wrote it last and when its values were edited.
+struct StoredRow {
+    row: ServerRow,
+    edited_at_ms: Option<i64>,
+    updated_by: String,
+}
+
+fn load_row(tx: &Transaction<'_>, table: &str, id: RowId) -> Result<Option<StoredRow>, StoreError> {
     let row = tx
-        .prepare_cached("SELECT version, deleted, data FROM rows WHERE tbl = ?1 AND id = ?2")?
+        .prepare_cached(
+            "SELECT version, deleted, data, edited_at_ms, updated_by FROM rows
+             WHERE tbl = ?1 AND id = ?2",
+        )?
         .query_row(params![table, id.to_string()], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, bool>(1)?,
                 r.get::<_, Option<String>>(2)?,
+                r.get::<_, Option<i64>>(3)?,
+                r.get::<_, String>(4)?,
             ))
         })
         .optional()?;
-    row.map(|(version, deleted, data)| {
-        Ok(ServerRow {
-            version: to_u64(version),
-            deleted,
-            fields: decode_fields(data)?,
+    row.map(|(version, deleted, data, edited_at_ms, updated_by)| {
+        Ok(StoredRow {
+            row: ServerRow {
+                version: to_u64(version),
+                deleted,
+                fields: decode_fields(data)?,
+            },
+            edited_at_ms,
+            updated_by,
         })
     })
     .transpose()
@@ -192,6 +247,7 @@ struct RowWrite<'a> {
     new: ServerRow,
     client: &'a str,
     at_ms: i64,
+    edited_at_ms: i64,
 }
 
 fn write_row(tx: &Transaction<'_>, w: &RowWrite<'_>) -> Result<(), StoreError> {
@@ -200,22 +256,8 @@ fn write_row(tx: &Transaction<'_>, w: &RowWrite<'_>) -> Result<(), StoreError> {
     let changed = match w.expected {
         None => tx
             .prepare_cached(
-                "INSERT INTO rows (tbl, id, version, deleted, data, updated_at_ms, updated_by)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
-            )?
-            .execute(params![
-                w.table,
-                id,
-                to_i64(w.new.version),
-                w.new.deleted,
-                data,
-                w.at_ms,
-                w.client
-            ])?,
-        Some(expected) => tx
-            .prepare_cached(
-                "UPDATE rows SET version = ?3, deleted = ?4, data = ?5, updated_at_ms = ?6,
-                 updated_by = ?7 WHERE tbl = ?1 AND id = ?2 AND version = ?8",
+                "INSERT INTO rows (tbl, id, version, deleted, data, updated_at_ms, updated_by,
+                 edited_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
             )?
             .execute(params![
                 w.table,
@@ -225,7 +267,23 @@ fn write_row(tx: &Transaction<'_>, w: &RowWrite<'_>) -> Result<(), StoreError> {
                 data,
                 w.at_ms,
                 w.client,
-                to_i64(expected)
+                w.edited_at_ms
+            ])?,
+        Some(expected) => tx
+            .prepare_cached(
+                "UPDATE rows SET version = ?3, deleted = ?4, data = ?5, updated_at_ms = ?6,
+                 updated_by = ?7, edited_at_ms = ?9 WHERE tbl = ?1 AND id = ?2 AND version = ?8",
+            )?
+            .execute(params![
+                w.table,
+                id,
+                to_i64(w.new.version),
+                w.new.deleted,
+                data,
+                w.at_ms,
+                w.client,
+                to_i64(expected),
+                w.edited_at_ms
             ])?,
     };
     if changed == 1 {
@@ -238,19 +296,27 @@ fn write_row(tx: &Transaction<'_>, w: &RowWrite<'_>) -> Result<(), StoreError> {
     }
 }
 
+/// The facts of one conflict beyond the wire [`Conflict`], for the log.
+struct LogContext<'a> {
+    client: &'a str,
+    at_ms: i64,
+    server_client: Option<&'a str>,
+    base_row: Option<&'a Fields>,
+}
+
 fn log_conflict(
     tx: &Transaction<'_>,
-    client: &str,
-    at_ms: i64,
+    context: &LogContext<'_>,
     conflict: &Conflict,
 ) -> Result<(), StoreError> {
     tx.prepare_cached(
         "INSERT INTO conflict_log (at_ms, client_id, tbl, row_id, kind, resolution,
-         client_row, server_row, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+         client_row, server_row, outcome, server_client_id, base_row, conflicting_fields)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?
     .execute(params![
-        at_ms,
-        client,
+        context.at_ms,
+        context.client,
         conflict.table,
         conflict.id.to_string(),
         conflict.kind.as_str(),
@@ -258,6 +324,9 @@ fn log_conflict(
         conflict.client_row.as_ref().map(encode).transpose()?,
         conflict.server_row.as_ref().map(encode).transpose()?,
         conflict.outcome.as_ref().map(encode).transpose()?,
+        context.server_client,
+        context.base_row.map(encode).transpose()?,
+        encode(&conflict.conflicting_fields)?,
     ])?;
     Ok(())
 }
@@ -315,10 +384,142 @@ fn pull_page(
     }
 }
 
-impl SyncStore for SqliteStore {
-    fn sync(&self, request: &SyncRequest, policies: &Policies) -> Result<SyncResponse, StoreError> {
+/// The changes a final batch applies: the round's staged batches, then its own.
+fn round_changes(
+    tx: &Transaction<'_>,
+    request: &SyncRequest,
+    round_id: &str,
+) -> Result<Vec<Change>, StoreError> {
+    let mut changes: Vec<Change> = Vec::new();
+    {
+        let mut stmt = tx
+            .prepare_cached("SELECT change FROM staged_changes WHERE round_id = ?1 ORDER BY ord")?;
+        let mut rows = stmt.query([round_id])?;
+        while let Some(row) = rows.next()? {
+            let text: String = row.get(0)?;
+            changes
+                .push(serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+        }
+    }
+    changes.extend(request.changes.iter().cloned());
+    let mut seen = HashSet::with_capacity(changes.len());
+    for change in &changes {
+        if !seen.insert((change.table.as_str(), change.id)) {
+            return Err(StoreError::Invalid(format!(
+                "row {}/{} is changed twice in round {round_id}",
+                change.table, change.id
+            )));
+        }
+    }
+    tx.execute("DELETE FROM staged_changes WHERE round_id = ?1", [round_id])?;
+    Ok(changes)
+}
+
+impl SqliteStore {
+    /// Stores a non-final batch of an atomic round; nothing is applied yet.
+    fn stage(&self, request: &SyncRequest, round_id: &str) -> Result<SyncResponse, StoreError> {
         let mut conn = self.pool.get()?;
-        let behavior = if request.changes.is_empty() {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let newest = meta(&tx, "last_seq")?;
+        let first: i64 = tx.query_row(
+            "SELECT COALESCE(MAX(ord), 0) FROM staged_changes WHERE round_id = ?1",
+            [round_id],
+            |r| r.get(0),
+        )?;
+        let client = request.client_id.to_string();
+        let at_ms = now_ms();
+        for (offset, change) in (1..).zip(&request.changes) {
+            tx.prepare_cached(
+                "INSERT INTO staged_changes (round_id, ord, client_id, created_at_ms, change)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                round_id,
+                first + offset,
+                client,
+                at_ms,
+                encode(change)?
+            ])?;
+        }
+        tx.commit()?;
+        Ok(SyncResponse {
+            acks: Vec::new(),
+            conflicts: Vec::new(),
+            changes: Vec::new(),
+            watermark: request.since,
+            has_more: newest > request.since,
+            newest,
+            staged: true,
+            rollback: None,
+        })
+    }
+
+    /// Undoes a round: the transaction that applied it was dropped by the caller; this
+    /// forgets its staged batches and logs the conflict that caused it.
+    fn roll_back(
+        &self,
+        request: &SyncRequest,
+        change: &Change,
+        current: Option<StoredRow>,
+        kind: ConflictKind,
+        reason: String,
+    ) -> Result<SyncResponse, StoreError> {
+        let mut conn = self.pool.get()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if let Some(round) = &request.round {
+            tx.execute(
+                "DELETE FROM staged_changes WHERE round_id = ?1",
+                [round.id.to_string()],
+            )?;
+        }
+        let newest = meta(&tx, "last_seq")?;
+        let conflict = Conflict {
+            table: change.table.clone(),
+            id: change.id,
+            kind,
+            client_row: change.fields.clone(),
+            server_row: current.as_ref().map(|c| c.row.clone()),
+            resolution: Resolution::Rollback,
+            outcome: current.as_ref().map(|c| c.row.clone()),
+            conflicting_fields: Vec::new(),
+        };
+        let client = request.client_id.to_string();
+        let context = LogContext {
+            client: &client,
+            at_ms: now_ms(),
+            server_client: current.as_ref().map(|c| c.updated_by.as_str()),
+            base_row: change.base_fields.as_ref(),
+        };
+        log_conflict(&tx, &context, &conflict)?;
+        tx.commit()?;
+        tracing::info!(table = %change.table, id = %change.id, kind = %kind, %reason,
+            client = %client, "sync round rolled back by the conflict handler");
+        Ok(SyncResponse {
+            acks: Vec::new(),
+            conflicts: Vec::new(),
+            changes: Vec::new(),
+            watermark: request.since,
+            has_more: newest > request.since,
+            newest,
+            staged: false,
+            rollback: Some(RollbackReport {
+                table: change.table.clone(),
+                id: change.id,
+                kind,
+                reason,
+            }),
+        })
+    }
+}
+
+impl SyncStore for SqliteStore {
+    fn sync(&self, request: &SyncRequest, resolver: &Resolver) -> Result<SyncResponse, StoreError> {
+        let atomic_round = request.round.filter(|_| resolver.atomic_rounds());
+        if let Some(round) = atomic_round.filter(|r| !r.final_batch) {
+            return self.stage(request, &round.id.to_string());
+        }
+        let mut conn = self.pool.get()?;
+        let behavior = if request.changes.is_empty() && atomic_round.is_none() {
             TransactionBehavior::Deferred
         } else {
             TransactionBehavior::Immediate
@@ -333,15 +534,32 @@ impl SyncStore for SqliteStore {
                 newest: last_seq,
             });
         }
+        let staged;
+        let changes: &[Change] = match &atomic_round {
+            Some(round) => {
+                staged = round_changes(&tx, request, &round.id.to_string())?;
+                &staged
+            }
+            None => &request.changes,
+        };
         let client = request.client_id.to_string();
         let at_ms = now_ms();
         let mut next = last_seq;
         let mut acks = Vec::new();
         let mut conflicts = Vec::new();
-        let mut touched = HashSet::with_capacity(request.changes.len());
-        for change in &request.changes {
+        let mut touched = HashSet::with_capacity(changes.len());
+        for change in changes {
             let current = load_row(&tx, &change.table, change.id)?;
-            let decision = plan(change, current.as_ref(), policies.get(&change.table));
+            let current_row = current.as_ref().map(|c| &c.row);
+            let edited_at = current.as_ref().and_then(|c| c.edited_at_ms);
+            let decision = match resolver.plan(change, current_row, edited_at, request.client_id) {
+                Ok(decision) => decision,
+                Err(Abort::Rollback { kind, reason }) => {
+                    drop(tx);
+                    return self.roll_back(request, change, current, kind, reason);
+                }
+                Err(Abort::InvalidMergeRow(message)) => return Err(StoreError::Handler(message)),
+            };
             let new = match decision.write {
                 Write::Upsert(fields) => Some(ServerRow {
                     version: next + 1,
@@ -363,15 +581,16 @@ impl SyncStore for SqliteStore {
                         &RowWrite {
                             table: &change.table,
                             id: change.id,
-                            expected: current.as_ref().map(|r| r.version),
+                            expected: current_row.map(|r| r.version),
                             new: new.clone(),
                             client: &client,
                             at_ms,
+                            edited_at_ms: change.edited_at_ms.unwrap_or(at_ms),
                         },
                     )?;
                     Some(new)
                 }
-                None => current.clone(),
+                None => current_row.cloned(),
             };
             match decision.conflict {
                 None => acks.push(Ack {
@@ -379,19 +598,27 @@ impl SyncStore for SqliteStore {
                     id: change.id,
                     version: outcome.as_ref().map_or(0, |r| r.version),
                 }),
-                Some((kind, resolution)) => {
+                Some(planned) => {
                     let conflict = Conflict {
                         table: change.table.clone(),
                         id: change.id,
-                        kind,
+                        kind: planned.kind,
                         client_row: change.fields.clone(),
-                        server_row: current,
-                        resolution,
+                        server_row: current_row.cloned(),
+                        resolution: planned.resolution,
                         outcome,
+                        conflicting_fields: planned.conflicting_fields,
                     };
-                    log_conflict(&tx, &client, at_ms, &conflict)?;
-                    tracing::info!(table = %conflict.table, id = %conflict.id, kind = %kind,
-                        resolution = resolution.as_str(), client = %client, "conflict resolved");
+                    let context = LogContext {
+                        client: &client,
+                        at_ms,
+                        server_client: current.as_ref().map(|c| c.updated_by.as_str()),
+                        base_row: change.base_fields.as_ref(),
+                    };
+                    log_conflict(&tx, &context, &conflict)?;
+                    tracing::info!(table = %conflict.table, id = %conflict.id,
+                        kind = %conflict.kind, resolution = conflict.resolution.as_str(),
+                        client = %client, "conflict resolved");
                     conflicts.push(conflict);
                 }
             }
@@ -409,7 +636,49 @@ impl SyncStore for SqliteStore {
             changes,
             watermark,
             has_more,
+            newest: next,
+            staged: false,
+            rollback: None,
         })
+    }
+
+    fn conflict_log(
+        &self,
+        limit: u32,
+        before: Option<u64>,
+    ) -> Result<Vec<ConflictLogEntry>, StoreError> {
+        let conn = self.pool.get()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, at_ms, client_id, server_client_id, tbl, row_id, kind, resolution,
+                    client_row, server_row, base_row, outcome, conflicting_fields
+             FROM conflict_log WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2",
+        )?;
+        let before = before.map_or(i64::MAX, to_i64);
+        let mut rows = stmt.query(params![before, limit])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let text = |i: usize| r.get::<_, Option<String>>(i);
+            let id_text: String = r.get(5)?;
+            let client_text: String = r.get(2)?;
+            out.push(ConflictLogEntry {
+                seq: to_u64(r.get(0)?),
+                at_ms: r.get(1)?,
+                client_id: uuid::Uuid::parse_str(&client_text)
+                    .map_err(|e| StoreError::Corrupt(format!("client id: {e}")))?,
+                server_client_id: text(3)?,
+                table: r.get(4)?,
+                id: RowId::parse_str(&id_text)
+                    .map_err(|e| StoreError::Corrupt(format!("row id: {e}")))?,
+                kind: word_column("kind", r.get(6)?)?,
+                resolution: word_column("resolution", r.get(7)?)?,
+                client_row: json_column("client row", text(8)?)?,
+                server_row: json_column("server row", text(9)?)?,
+                base_row: json_column("base row", text(10)?)?,
+                outcome: json_column("outcome", text(11)?)?,
+                conflicting_fields: json_column("fields", text(12)?)?.unwrap_or_default(),
+            });
+        }
+        Ok(out)
     }
 
     fn purge_tombstones(&self, older_than_unix_ms: i64) -> Result<PurgeReport, StoreError> {
@@ -423,6 +692,10 @@ impl SyncStore for SqliteStore {
         let purged = tx.execute(
             "DELETE FROM rows WHERE deleted = 1 AND updated_at_ms < ?1",
             [older_than_unix_ms],
+        )?;
+        tx.execute(
+            "DELETE FROM staged_changes WHERE created_at_ms < ?1",
+            [now_ms().saturating_sub(STAGED_ROUND_LIFETIME_MS)],
         )?;
         let mut horizon = meta(&tx, "purge_horizon")?;
         if let Some(v) = newest_purged.map(to_u64).filter(|v| *v > horizon) {
@@ -458,6 +731,7 @@ mod tests {
             base_version: None,
             fields: json!({"name": name}).as_object().cloned(),
             base_fields: None,
+            edited_at_ms: None,
         }
     }
 
@@ -468,6 +742,7 @@ mod tests {
             since,
             changes,
             pull_limit,
+            round: None,
         }
     }
 
@@ -480,7 +755,7 @@ mod tests {
     #[test]
     fn pulls_page_by_version_and_skip_the_requests_own_rows() {
         let (_dir, store) = open();
-        let policies = Policies::default();
+        let policies = Resolver::new(&crate::config::ServerConfig::default());
         let others: Vec<Change> = (0..5).map(|i| insert(&format!("p{i}"))).collect();
         let first = store.sync(&request(0, others, 0), &policies).unwrap();
         assert_eq!(first.acks.len(), 5);
@@ -515,7 +790,7 @@ mod tests {
     #[test]
     fn purge_raises_the_horizon_and_old_watermarks_must_reset() {
         let (_dir, store) = open();
-        let policies = Policies::default();
+        let policies = Resolver::new(&crate::config::ServerConfig::default());
         let row = insert("gone");
         let id = row.id;
         store.sync(&request(0, vec![row], 0), &policies).unwrap();
@@ -526,6 +801,7 @@ mod tests {
             base_version: Some(1),
             fields: None,
             base_fields: None,
+            edited_at_ms: None,
         };
         store.sync(&request(1, vec![delete], 0), &policies).unwrap();
         let report = store.purge_tombstones(i64::MAX).unwrap();
@@ -558,12 +834,18 @@ mod tests {
         let path = dir.path().join("s.db");
         let store = SqliteStore::open(&path).unwrap();
         store
-            .sync(&request(0, vec![insert("kept")], 0), &Policies::default())
+            .sync(
+                &request(0, vec![insert("kept")], 0),
+                &Resolver::new(&crate::config::ServerConfig::default()),
+            )
             .unwrap();
         drop(store);
         let store = SqliteStore::open(&path).unwrap();
         let all = store
-            .sync(&request(0, vec![], 10), &Policies::default())
+            .sync(
+                &request(0, vec![], 10),
+                &Resolver::new(&crate::config::ServerConfig::default()),
+            )
             .unwrap();
         assert_eq!(all.changes.len(), 1);
         store.ping().unwrap();
