@@ -503,3 +503,78 @@ async fn conflicting_edits_through_the_cli() {
     assert_eq!(log[0].2, "both_updated");
     assert_eq!(log[0].3, "server_wins");
 }
+
+/// A deferred conflict through the CLI: `conflicts` shows mine, theirs and the base;
+/// `resolve ... merge --theirs F --set F=V` picks field by field; the next sync pushes
+/// it and the other device receives it.
+#[tokio::test]
+async fn deferred_conflict_resolved_field_by_field_through_the_cli() {
+    let config = roster_e2e::TWO_TABLE_CONFIG.replacen(
+        "policy = \"server-wins\"",
+        "policy = \"defer-to-client\"",
+        1,
+    );
+    let server = TestServer::start_with_config(&config);
+    let tmp = tempfile::tempdir().unwrap();
+    let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
+    init(&one, &server);
+    init(&two, &server);
+    let id = add_jane(&one);
+    sync(&one);
+    sync(&two);
+    ok(&one, &["edit", &id, "age=31", "city=Oslo"]);
+    ok(&two, &["edit", &id, "age=40", "city=Rome"]);
+    sync(&one);
+    let report = sync(&two);
+    assert_eq!(report["conflicts_deferred"], json!(1));
+    assert_eq!(
+        show(&two, &id)["fields"]["age"],
+        json!(40),
+        "my edit stays visible"
+    );
+
+    let open = ok(&two, &["conflicts", "--json"]).json();
+    assert_eq!(open.as_array().map(Vec::len), Some(1), "{open}");
+    assert_eq!(open[0]["local"]["age"], json!(40));
+    assert_eq!(open[0]["remote"]["age"], json!(31));
+    assert_eq!(open[0]["base"]["age"], json!(25));
+    assert_eq!(open[0]["differing_fields"], json!(["age", "city"]));
+    let text = ok(&two, &["conflicts"]).stdout;
+    assert!(text.contains("Oslo") && text.contains("Rome"), "{text}");
+
+    fails(&two, &["resolve", &id, "keep-mine", "--theirs", "age"], 2);
+    fails(&two, &["resolve", &id, "merge", "--theirs", "shoe"], 2);
+    ok(
+        &two,
+        &[
+            "resolve",
+            &id,
+            "merge",
+            "--theirs",
+            "age",
+            "--set",
+            "email=j@x.org",
+        ],
+    );
+    assert_eq!(ok(&two, &["conflicts", "--json"]).json(), json!([]));
+    fails(&two, &["resolve", &id, "keep-mine"], 2);
+
+    let pushed = sync(&two);
+    assert_eq!(
+        (
+            pushed["uploaded"].clone(),
+            pushed["conflicts_detected"].clone()
+        ),
+        (json!(1), json!(0))
+    );
+    sync(&one);
+    for dir in [&one, &two] {
+        let row = show(dir, &id);
+        assert_eq!(row["fields"]["age"], json!(31), "theirs");
+        assert_eq!(row["fields"]["city"], json!("Rome"), "mine");
+        assert_eq!(row["fields"]["email"], json!("j@x.org"), "set");
+    }
+    let history = ok(&two, &["conflicts", "--history", "--json"]).json();
+    assert_eq!(history[0]["resolution"], json!("merged"));
+    assert_eq!(history[1]["resolution"], json!("deferred"));
+}

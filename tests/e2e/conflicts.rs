@@ -3,9 +3,10 @@
 //! clients, plus the sync counts each round reports.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use roster_client::SyncReport;
+use roster_client::SyncOptions;
+use roster_e2e::scenario::{a_state, b_state, columns, provoke};
 use roster_e2e::{TWO_TABLE_CONFIG, TestClient, TestServer, assert_converged};
-use roster_protocol::{ConflictKind, RowId};
+use roster_protocol::ConflictKind;
 use serde_json::{Value, json};
 
 /// The scenario of `000_f6b3d591941f9b3a.txt`, under the default server-wins policy.
@@ -86,106 +87,12 @@ async fn jane_both_devices_edit_age_the_client_wins() {
     assert_converged(&server, "person", &[&user_a, &user_b]).await;
 }
 
-/// Column names of a table used by the matrix: a required text and an integer.
-fn columns(table: &str) -> (&'static str, &'static str) {
-    match table {
-        "person" => ("name", "age"),
-        _ => ("title", "priority"),
-    }
-}
-
-const A_VALUE: i64 = 32;
-const B_VALUE: i64 = 30;
-
-/// Two clients sharing one synced row of `table` (its integer column starts at 25).
-async fn shared_row(server: &TestServer, table: &str) -> (TestClient, TestClient, RowId) {
-    let (text, int) = columns(table);
-    let a = TestClient::new(server).await;
-    let b = TestClient::new(server).await;
-    let id = a.insert(table, json!({text: "Shared", int: 25}));
-    a.client.sync().await.unwrap();
-    b.client.sync().await.unwrap();
-    (a, b, id)
-}
-
-/// Builds the situation of `kind` and runs B's conflicting sync. Returns both clients,
-/// the row id and B's report.
-async fn provoke(
-    server: &TestServer,
-    table: &str,
-    kind: ConflictKind,
-) -> (TestClient, TestClient, RowId, SyncReport) {
-    let (text, int) = columns(table);
-    let a_edit = json!({int: A_VALUE});
-    let b_edit = json!({int: B_VALUE});
-    let (a, b, id) = match kind {
-        ConflictKind::ClientInsertedExisting | ConflictKind::ClientInsertedDeleted => {
-            let a = TestClient::new(server).await;
-            let b = TestClient::new(server).await;
-            let id = RowId::now_v7();
-            let row = |v: i64| roster_e2e::obj(json!({text: "Imported", int: v}));
-            a.client
-                .store()
-                .insert_with_id(table, id, row(A_VALUE))
-                .unwrap();
-            a.client.sync().await.unwrap();
-            if kind == ConflictKind::ClientInsertedDeleted {
-                a.delete(table, id);
-                a.client.sync().await.unwrap();
-            }
-            b.client
-                .store()
-                .insert_with_id(table, id, row(B_VALUE))
-                .unwrap();
-            (a, b, id)
-        }
-        _ => {
-            let (a, b, id) = shared_row(server, table).await;
-            match kind {
-                ConflictKind::BothUpdated => {
-                    a.update(table, id, a_edit);
-                    b.update(table, id, b_edit);
-                }
-                ConflictKind::ClientUpdatedServerDeleted | ConflictKind::ClientUpdatedPurged => {
-                    a.delete(table, id);
-                    b.update(table, id, b_edit);
-                }
-                ConflictKind::ClientDeletedServerUpdated => {
-                    a.update(table, id, a_edit);
-                    b.delete(table, id);
-                }
-                _ => {
-                    a.delete(table, id);
-                    b.delete(table, id);
-                }
-            }
-            a.client.sync().await.unwrap();
-            if kind == ConflictKind::ClientUpdatedPurged {
-                server.purge_all_tombstones();
-            }
-            (a, b, id)
-        }
-    };
-    let report = b.client.sync().await.unwrap();
-    (a, b, id, report)
-}
-
-/// The row every side must end with: `Some(value of the integer column)` or `None` when
-/// the row must be gone.
+/// The row every side must end with under a table policy.
 fn expected_end(kind: ConflictKind, client_wins: bool) -> Option<i64> {
-    use ConflictKind::*;
-    match (kind, client_wins) {
-        (BothUpdated, false) => Some(A_VALUE),
-        (BothUpdated, true) => Some(B_VALUE),
-        (ClientUpdatedServerDeleted | ClientUpdatedPurged | ClientInsertedDeleted, false) => None,
-        (ClientUpdatedServerDeleted | ClientUpdatedPurged | ClientInsertedDeleted, true) => {
-            Some(B_VALUE)
-        }
-        (ClientDeletedServerUpdated, false) => Some(A_VALUE),
-        (ClientDeletedServerUpdated, true) => None,
-        (BothDeleted, _) => None,
-        (ClientInsertedExisting, false) => Some(A_VALUE),
-        (ClientInsertedExisting, true) => Some(B_VALUE),
+    if client_wins {
+        b_state(kind)
+    } else {
+        a_state(kind)
     }
 }
 
@@ -198,7 +105,8 @@ async fn every_conflict_kind_under_each_policy() {
         for (table, client_wins) in [("person", false), ("task", true)] {
             let case = format!("{kind} on {table}");
             let server = TestServer::start();
-            let (a, b, id, report) = provoke(&server, table, kind).await;
+            let (a, b, id) = provoke(&server, table, kind, SyncOptions::default()).await;
+            let report = b.client.sync().await.unwrap();
             let resolution = if client_wins {
                 "client_wins"
             } else {

@@ -57,9 +57,14 @@ pub fn bin_path(name: &str) -> PathBuf {
     path
 }
 
-/// A running `roster-server` process with its own temp dir and database.
+pub mod scenario;
+
+/// A running server with its own temp dir and database: the real `roster-server`
+/// process, or (to plug in a Rust conflict handler) the same service embedded in the
+/// test process, still over real HTTP on 127.0.0.1.
 pub struct TestServer {
     child: Option<Child>,
+    embedded: Option<roster_server::embed::EmbeddedServer>,
     dir: tempfile::TempDir,
     addr: SocketAddr,
 }
@@ -77,6 +82,34 @@ impl TestServer {
         let (child, addr) = spawn_server(dir.path(), "127.0.0.1:0");
         Self {
             child: Some(child),
+            embedded: None,
+            dir,
+            addr,
+        }
+    }
+
+    /// Runs the service in this process with `config` and `handler` deciding conflicts
+    /// first (a Rust handler cannot be loaded into the binary).
+    pub async fn start_embedded(
+        config: &str,
+        handler: std::sync::Arc<dyn roster_server::resolve::ConflictHandler>,
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.toml"), config).unwrap();
+        let mut parsed =
+            roster_server::ServerConfig::load(&dir.path().join("config.toml")).unwrap();
+        parsed.listen = "127.0.0.1:0".parse().unwrap();
+        let server = roster_server::embed::EmbeddedServer::start(
+            &parsed,
+            &dir.path().join("server.db"),
+            Some(handler),
+        )
+        .await
+        .unwrap();
+        let addr = server.url().trim_start_matches("http://").parse().unwrap();
+        Self {
+            child: None,
+            embedded: Some(server),
             dir,
             addr,
         }
@@ -100,13 +133,14 @@ impl TestServer {
         }
     }
 
-    /// Whether the process is running.
+    /// Whether the server is running.
     pub fn is_running(&self) -> bool {
-        self.child.is_some()
+        self.child.is_some() || self.embedded.is_some()
     }
 
-    /// Starts the server again on the same port and database.
+    /// Starts the server process again on the same port and database.
     pub fn restart(&mut self) {
+        assert!(self.embedded.is_none(), "restart is for the server process");
         self.kill();
         let mut last = None;
         for _ in 0..50 {
