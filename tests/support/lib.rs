@@ -57,6 +57,7 @@ pub fn bin_path(name: &str) -> PathBuf {
     path
 }
 
+pub mod proxy;
 pub mod scenario;
 
 /// A running server with its own temp dir and database: the real `roster-server`
@@ -118,6 +119,11 @@ impl TestServer {
     /// Base URL, e.g. `http://127.0.0.1:41234`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Socket address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// Path of the server's SQLite file.
@@ -185,6 +191,7 @@ impl TestServer {
                 changes: vec![],
                 pull_limit: 5_000,
                 round: None,
+                batch_id: None,
             };
             let response: SyncResponse = http
                 .post(format!("{}/v1/sync", self.url()))
@@ -292,8 +299,13 @@ impl TestClient {
 
     /// A new client of `server` with the given batch settings.
     pub async fn with_options(server: &TestServer, options: SyncOptions) -> Self {
+        Self::at_url(&server.url(), options).await
+    }
+
+    /// A new client of the service at `url` (for example through a proxy).
+    pub async fn at_url(url: &str, options: SyncOptions) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let client = SyncClient::init(dir.path(), &server.url(), None)
+        let client = SyncClient::init(dir.path(), url, None)
             .await
             .unwrap()
             .with_options(options)

@@ -30,6 +30,12 @@ pub struct SyncOptions {
     pub pull_limit: u32,
     /// Time limit of one HTTP request.
     pub request_timeout: Duration,
+    /// How often a request that failed in transit (or with a 5xx) is sent again, as the
+    /// same batch, before the round gives up. The server applies a batch once however
+    /// often it arrives.
+    pub retries: usize,
+    /// Delay before the first retry; later ones back off exponentially, with jitter.
+    pub retry_delay: Duration,
 }
 
 impl Default for SyncOptions {
@@ -39,6 +45,8 @@ impl Default for SyncOptions {
             push_max_bytes: 4 * 1024 * 1024,
             pull_limit: 2_000,
             request_timeout: Duration::from_secs(60),
+            retries: 3,
+            retry_delay: Duration::from_millis(100),
         }
     }
 }
@@ -209,6 +217,25 @@ impl SyncClient {
         self.transport.conflict_log(limit, before).await
     }
 
+    /// Sends one batch, sending the same batch again after transient failures.
+    async fn send(
+        &self,
+        request: &SyncRequest,
+    ) -> Result<roster_protocol::SyncResponse, ClientError> {
+        use backon::{ExponentialBuilder, Retryable};
+        let policy = ExponentialBuilder::default()
+            .with_min_delay(self.options.retry_delay)
+            .with_max_times(self.options.retries)
+            .with_jitter();
+        (|| self.transport.sync(request))
+            .retry(policy)
+            .when(ClientError::is_transient)
+            .notify(|error, delay| {
+                tracing::warn!(%error, ?delay, batch = ?request.batch_id, "retrying sync request");
+            })
+            .await
+    }
+
     /// Runs one sync round; see [`SyncClient::sync_with_progress`].
     pub async fn sync(&self) -> Result<SyncReport, ClientError> {
         self.sync_with_progress(|_| {}).await
@@ -229,14 +256,13 @@ impl SyncClient {
         let start_watermark = self.store.watermark()?;
         let mut report = SyncReport::default();
         let mut round = Round::new();
+        // Shrunk for the rest of the round when the server finds a batch too large.
+        let mut push_batch = self.options.push_batch;
+        let mut push_max_bytes = self.options.push_max_bytes;
         loop {
             let batch = if round.open {
                 let store = self.store.clone();
-                let (after, max, bytes) = (
-                    round.cursor,
-                    self.options.push_batch,
-                    self.options.push_max_bytes,
-                );
+                let (after, max, bytes) = (round.cursor, push_batch, push_max_bytes);
                 blocking(move || store.pending_batch(after, up_to_rev, max, bytes)).await?
             } else {
                 Default::default()
@@ -244,6 +270,7 @@ impl SyncClient {
             if batch.sent.is_empty() && batch.dropped_local_only > 0 {
                 continue;
             }
+            let cursor_before = round.cursor;
             if let Some(last) = batch.sent.last() {
                 round.cursor = last.local_rev;
             }
@@ -259,8 +286,9 @@ impl SyncClient {
                     id: round.id,
                     final_batch,
                 }),
+                batch_id: Some(uuid::Uuid::now_v7()),
             };
-            let response = match self.transport.sync(&request).await {
+            let response = match self.send(&request).await {
                 Err(ClientError::Server {
                     code: ErrorCode::ResetRequired,
                     ..
@@ -270,6 +298,19 @@ impl SyncClient {
                     blocking(move || store.reset_for_full_pull()).await?;
                     report.reinitialised = true;
                     round = Round::new();
+                    continue;
+                }
+                Err(ClientError::Server {
+                    code: ErrorCode::PayloadTooLarge | ErrorCode::BatchTooLarge,
+                    ..
+                }) if batch.sent.len() > 1 => {
+                    push_batch = batch.sent.len() / 2;
+                    push_max_bytes = (push_max_bytes / 2).max(1);
+                    tracing::warn!(
+                        push_batch,
+                        "the server refused a batch as too large; halving it"
+                    );
+                    round.cursor = cursor_before;
                     continue;
                 }
                 other => other?,

@@ -141,6 +141,11 @@ pub struct SyncRequest {
     /// The round this batch belongs to. Without it the batch is applied on its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub round: Option<RoundInfo>,
+    /// Idempotency key: a batch carrying changes that is sent again with the same id (a
+    /// retry after a lost answer) is not applied again; the server repeats its first
+    /// answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<uuid::Uuid>,
 }
 
 /// Places a batch in a sync round. A server that can roll rounds back (one with a

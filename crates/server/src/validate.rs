@@ -91,6 +91,7 @@ mod tests {
             changes,
             pull_limit: 10,
             round: None,
+            batch_id: None,
         }
     }
 

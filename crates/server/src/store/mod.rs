@@ -85,8 +85,8 @@ pub trait SyncStore: Send + Sync + 'static {
     ) -> Result<Vec<ConflictLogEntry>, StoreError>;
 
     /// Removes tombstones last written before `older_than_unix_ms` and raises the purge
-    /// horizon so clients that may have missed them re-initialise. Also drops staged
-    /// batches of rounds abandoned for more than a day.
+    /// horizon so clients that may have missed them re-initialise. Also drops answers
+    /// kept for retries and staged batches of rounds, once they are a day old.
     fn purge_tombstones(&self, older_than_unix_ms: i64) -> Result<PurgeReport, StoreError>;
 
     /// Checks the store answers a trivial query.

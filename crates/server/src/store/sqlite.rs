@@ -67,7 +67,20 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX staged_changes_by_age ON staged_changes(created_at_ms);
 "#,
+    r#"
+    CREATE TABLE applied_batches (
+        batch_id  TEXT    NOT NULL,
+        client_id TEXT    NOT NULL,
+        at_ms     INTEGER NOT NULL,
+        response  TEXT    NOT NULL,
+        PRIMARY KEY (client_id, batch_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX applied_batches_by_age ON applied_batches(at_ms);
+"#,
 ];
+
+/// How long the answer to a batch is kept for retries of it.
+const APPLIED_BATCH_LIFETIME_MS: i64 = 24 * 3600 * 1000;
 
 /// Staged batches of a round not finished within this time are dropped by the purge.
 const STAGED_ROUND_LIFETIME_MS: i64 = 24 * 3600 * 1000;
@@ -384,6 +397,53 @@ fn pull_page(
     }
 }
 
+/// Whether `request` writes something (so a retry of it must not apply it twice).
+fn is_idempotent_write(request: &SyncRequest) -> bool {
+    request.batch_id.is_some() && (!request.changes.is_empty() || request.round.is_some())
+}
+
+/// The answer first given to this client's batch with the same id, if any.
+fn replayed(
+    tx: &Transaction<'_>,
+    request: &SyncRequest,
+) -> Result<Option<SyncResponse>, StoreError> {
+    let Some(batch_id) = request.batch_id.filter(|_| is_idempotent_write(request)) else {
+        return Ok(None);
+    };
+    let text: Option<String> = tx
+        .prepare_cached(
+            "SELECT response FROM applied_batches WHERE client_id = ?1 AND batch_id = ?2",
+        )?
+        .query_row(
+            params![request.client_id.to_string(), batch_id.to_string()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(e.to_string())))
+        .transpose()
+}
+
+/// Keeps the answer to a writing batch so that a retry gets it again.
+fn remember(
+    tx: &Transaction<'_>,
+    request: &SyncRequest,
+    response: &SyncResponse,
+) -> Result<(), StoreError> {
+    if let Some(batch_id) = request.batch_id.filter(|_| is_idempotent_write(request)) {
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO applied_batches (batch_id, client_id, at_ms, response)
+             VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![
+            batch_id.to_string(),
+            request.client_id.to_string(),
+            now_ms(),
+            encode(response)?
+        ])?;
+    }
+    Ok(())
+}
+
 /// The changes a final batch applies: the round's staged batches, then its own.
 fn round_changes(
     tx: &Transaction<'_>,
@@ -420,6 +480,9 @@ impl SqliteStore {
     fn stage(&self, request: &SyncRequest, round_id: &str) -> Result<SyncResponse, StoreError> {
         let mut conn = self.pool.get()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if let Some(answer) = replayed(&tx, request)? {
+            return Ok(answer);
+        }
         let newest = meta(&tx, "last_seq")?;
         let first: i64 = tx.query_row(
             "SELECT COALESCE(MAX(ord), 0) FROM staged_changes WHERE round_id = ?1",
@@ -441,8 +504,7 @@ impl SqliteStore {
                 encode(change)?
             ])?;
         }
-        tx.commit()?;
-        Ok(SyncResponse {
+        let response = SyncResponse {
             acks: Vec::new(),
             conflicts: Vec::new(),
             changes: Vec::new(),
@@ -451,7 +513,10 @@ impl SqliteStore {
             newest,
             staged: true,
             rollback: None,
-        })
+        };
+        remember(&tx, request, &response)?;
+        tx.commit()?;
+        Ok(response)
     }
 
     /// Undoes a round: the transaction that applied it was dropped by the caller; this
@@ -491,10 +556,9 @@ impl SqliteStore {
             base_row: change.base_fields.as_ref(),
         };
         log_conflict(&tx, &context, &conflict)?;
-        tx.commit()?;
         tracing::info!(table = %change.table, id = %change.id, kind = %kind, %reason,
             client = %client, "sync round rolled back by the conflict handler");
-        Ok(SyncResponse {
+        let response = SyncResponse {
             acks: Vec::new(),
             conflicts: Vec::new(),
             changes: Vec::new(),
@@ -508,7 +572,10 @@ impl SqliteStore {
                 kind,
                 reason,
             }),
-        })
+        };
+        remember(&tx, request, &response)?;
+        tx.commit()?;
+        Ok(response)
     }
 }
 
@@ -525,6 +592,10 @@ impl SyncStore for SqliteStore {
             TransactionBehavior::Immediate
         };
         let tx = conn.transaction_with_behavior(behavior)?;
+        if let Some(answer) = replayed(&tx, request)? {
+            tracing::info!(batch = ?request.batch_id, "repeated the answer to a retried batch");
+            return Ok(answer);
+        }
         let last_seq = meta(&tx, "last_seq")?;
         let horizon = meta(&tx, "purge_horizon")?;
         if request.since > last_seq || (request.since > 0 && request.since < horizon) {
@@ -629,8 +700,7 @@ impl SyncStore for SqliteStore {
         }
         let (changes, watermark, has_more) =
             pull_page(&tx, request.since, request.pull_limit, next, &touched)?;
-        tx.commit()?;
-        Ok(SyncResponse {
+        let response = SyncResponse {
             acks,
             conflicts,
             changes,
@@ -639,7 +709,10 @@ impl SyncStore for SqliteStore {
             newest: next,
             staged: false,
             rollback: None,
-        })
+        };
+        remember(&tx, request, &response)?;
+        tx.commit()?;
+        Ok(response)
     }
 
     fn conflict_log(
@@ -697,6 +770,10 @@ impl SyncStore for SqliteStore {
             "DELETE FROM staged_changes WHERE created_at_ms < ?1",
             [now_ms().saturating_sub(STAGED_ROUND_LIFETIME_MS)],
         )?;
+        tx.execute(
+            "DELETE FROM applied_batches WHERE at_ms < ?1",
+            [now_ms().saturating_sub(APPLIED_BATCH_LIFETIME_MS)],
+        )?;
         let mut horizon = meta(&tx, "purge_horizon")?;
         if let Some(v) = newest_purged.map(to_u64).filter(|v| *v > horizon) {
             horizon = v;
@@ -743,6 +820,7 @@ mod tests {
             changes,
             pull_limit,
             round: None,
+            batch_id: None,
         }
     }
 
