@@ -165,11 +165,21 @@ impl SqliteStore {
                 StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
             })?;
         }
+        // WAL mode is a property of the file: set it once here, not on every pooled
+        // connection, where switching modes needs a lock and fails under load.
+        {
+            let conn = rusqlite::Connection::open(path)?;
+            conn.busy_timeout(BUSY_TIMEOUT)?;
+            let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(StoreError::Database(format!(
+                    "cannot use WAL mode (got {mode})"
+                )));
+            }
+        }
         let manager = SqliteConnectionManager::file(path).with_init(|conn| {
             conn.busy_timeout(BUSY_TIMEOUT)?;
-            conn.execute_batch(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
-            )
+            conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
         });
         let pool = r2d2::Pool::builder()
             .max_size(8)
