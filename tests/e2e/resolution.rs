@@ -451,11 +451,17 @@ async fn a_choice_against_a_stale_remote_is_a_new_conflict() {
     assert_eq!(age(open[0].local.as_ref()), Some(B_VALUE));
 }
 
-/// Concurrent edits of different fields merge without anyone being asked; with
-/// `auto_merge = false` the same edits are a conflict the policy decides.
-#[tokio::test]
-async fn edits_of_different_fields_merge_automatically() {
-    let server = TestServer::start_with_config(&config("defer-to-client"));
+/// A starts a row, then A changes its city and B its age; returns B's sync report.
+async fn city_and_age_edited(
+    config: &str,
+) -> (
+    TestServer,
+    TestClient,
+    TestClient,
+    roster_protocol::RowId,
+    roster_client::SyncReport,
+) {
+    let server = TestServer::start_with_config(config);
     let a = TestClient::new(&server).await;
     let b = TestClient::new(&server).await;
     let id = a.insert("person", json!({"name": "Jane", "age": 25, "city": "Lyon"}));
@@ -465,6 +471,14 @@ async fn edits_of_different_fields_merge_automatically() {
     b.update("person", id, json!({"age": 26}));
     a.client.sync().await.unwrap();
     let report = b.client.sync().await.unwrap();
+    (server, a, b, id, report)
+}
+
+/// Concurrent edits of different fields merge without anyone being asked; with
+/// `auto_merge = false` the same edits are a conflict the policy decides.
+#[tokio::test]
+async fn edits_of_different_fields_merge_automatically() {
+    let (server, a, b, id, report) = city_and_age_edited(&config("defer-to-client")).await;
     assert_eq!((report.auto_merged, report.conflicts_detected), (1, 0));
     assert_eq!(report.downloaded, 1, "B receives A's city");
     assert!(b.client.store().open_conflicts().unwrap().is_empty());
@@ -480,16 +494,7 @@ async fn edits_of_different_fields_merge_automatically() {
         "policy = \"server-wins\"",
         "policy = \"server-wins\"\nauto_merge = false",
     );
-    let server = TestServer::start_with_config(&strict);
-    let a = TestClient::new(&server).await;
-    let b = TestClient::new(&server).await;
-    let id = a.insert("person", json!({"name": "Jane", "age": 25, "city": "Lyon"}));
-    a.client.sync().await.unwrap();
-    b.client.sync().await.unwrap();
-    a.update("person", id, json!({"city": "Oslo"}));
-    b.update("person", id, json!({"age": 26}));
-    a.client.sync().await.unwrap();
-    let report = b.client.sync().await.unwrap();
+    let (server, _a, _b, id, report) = city_and_age_edited(&strict).await;
     assert_eq!((report.auto_merged, report.conflicts_detected), (0, 1));
     let row = &server.live("person").await[&id];
     assert_eq!(

@@ -492,21 +492,11 @@ impl LocalStore {
 
 #[cfg(test)]
 mod tests {
-    use roster_protocol::{Ack, ConflictKind, Schema, ServerChange};
+    use roster_protocol::{Ack, ConflictKind, ServerChange};
     use serde_json::json;
 
     use super::*;
-
-    fn store() -> (tempfile::TempDir, LocalStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = LocalStore::create(dir.path(), "http://127.0.0.1:9", &Schema::default_person())
-            .unwrap();
-        (dir, store)
-    }
-
-    fn fields(value: Value) -> Fields {
-        value.as_object().cloned().unwrap()
-    }
+    use crate::local::test_fixtures::{fields, store};
 
     fn answer(
         acks: Vec<Ack>,

@@ -19,6 +19,8 @@ pub mod apply;
 pub mod conflicts;
 mod records;
 mod sql;
+#[cfg(test)]
+mod test_fixtures;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};

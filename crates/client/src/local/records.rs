@@ -336,21 +336,10 @@ impl LocalStore {
 
 #[cfg(test)]
 mod tests {
-    use roster_protocol::Schema;
     use serde_json::json;
 
     use super::*;
-
-    fn store() -> (tempfile::TempDir, LocalStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = LocalStore::create(dir.path(), "http://127.0.0.1:9", &Schema::default_person())
-            .unwrap();
-        (dir, store)
-    }
-
-    fn fields(value: serde_json::Value) -> Fields {
-        value.as_object().cloned().unwrap()
-    }
+    use crate::local::test_fixtures::{fields, store};
 
     #[test]
     fn search_matches_wildcards_and_quotes_literally() {
@@ -487,7 +476,11 @@ mod tests {
         assert_eq!(record.fields["age"], json!(25));
         assert_eq!(record.pending, Some(ChangeOp::Insert));
         assert!(matches!(
-            LocalStore::create(dir.path(), "http://x", &Schema::default_person()),
+            LocalStore::create(
+                dir.path(),
+                "http://x",
+                &roster_protocol::Schema::default_person()
+            ),
             Err(ClientError::AlreadyInitialised(_))
         ));
     }
