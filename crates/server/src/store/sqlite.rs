@@ -407,7 +407,8 @@ fn pull_page(
     }
 }
 
-/// Whether `request` writes something (so a retry of it must not apply it twice).
+/// Whether a retry of `request` could apply something twice: it carries changes, or it
+/// ends a round whose staged changes it applies.
 fn is_idempotent_write(request: &SyncRequest) -> bool {
     request.batch_id.is_some() && (!request.changes.is_empty() || request.round.is_some())
 }
@@ -433,13 +434,15 @@ fn replayed(
         .transpose()
 }
 
-/// Keeps the answer to a writing batch so that a retry gets it again.
+/// Keeps the answer to a batch that wrote something (`wrote`) so that a retry gets it
+/// again. Answers that changed nothing are not kept: repeating such a batch is harmless.
 fn remember(
     tx: &Transaction<'_>,
     request: &SyncRequest,
     response: &SyncResponse,
+    wrote: bool,
 ) -> Result<(), StoreError> {
-    if let Some(batch_id) = request.batch_id.filter(|_| is_idempotent_write(request)) {
+    if let Some(batch_id) = request.batch_id.filter(|_| wrote) {
         tx.prepare_cached(
             "INSERT OR REPLACE INTO applied_batches (batch_id, client_id, at_ms, response)
              VALUES (?1, ?2, ?3, ?4)",
@@ -524,7 +527,7 @@ impl SqliteStore {
             staged: true,
             rollback: None,
         };
-        remember(&tx, request, &response)?;
+        remember(&tx, request, &response, !request.changes.is_empty())?;
         tx.commit()?;
         Ok(response)
     }
@@ -583,7 +586,7 @@ impl SqliteStore {
                 reason,
             }),
         };
-        remember(&tx, request, &response)?;
+        remember(&tx, request, &response, true)?;
         tx.commit()?;
         Ok(response)
     }
@@ -708,19 +711,20 @@ impl SyncStore for SqliteStore {
         if next != last_seq {
             set_meta(&tx, "last_seq", next)?;
         }
-        let (changes, watermark, has_more) =
+        let wrote = !changes.is_empty();
+        let (pulled, watermark, has_more) =
             pull_page(&tx, request.since, request.pull_limit, next, &touched)?;
         let response = SyncResponse {
             acks,
             conflicts,
-            changes,
+            changes: pulled,
             watermark,
             has_more,
             newest: next,
             staged: false,
             rollback: None,
         };
-        remember(&tx, request, &response)?;
+        remember(&tx, request, &response, wrote)?;
         tx.commit()?;
         Ok(response)
     }
@@ -914,6 +918,32 @@ mod tests {
             store.sync(&request(99, vec![], 10), &policies),
             Err(StoreError::ResetRequired { .. })
         ));
+    }
+
+    #[test]
+    fn retried_batches_are_answered_from_memory_and_no_op_rounds_keep_nothing() {
+        let (dir, store) = open();
+        let resolver = Resolver::new(&crate::config::ServerConfig::default());
+        let mut push = request(0, vec![insert("once")], 10);
+        push.batch_id = Some(uuid::Uuid::now_v7());
+        let first = store.sync(&push, &resolver).unwrap();
+        let again = store.sync(&push, &resolver).unwrap();
+        assert_eq!(first, again, "the retry gets the first answer");
+        let all = store.sync(&request(0, vec![], 10), &resolver).unwrap();
+        assert_eq!(all.changes.len(), 1, "applied once");
+
+        let mut idle = request(first.watermark, vec![], 10);
+        idle.batch_id = Some(uuid::Uuid::now_v7());
+        idle.round = Some(roster_protocol::RoundInfo {
+            id: uuid::Uuid::now_v7(),
+            final_batch: true,
+        });
+        store.sync(&idle, &resolver).unwrap();
+        let conn = rusqlite::Connection::open(dir.path().join("s.db")).unwrap();
+        let kept: i64 = conn
+            .query_row("SELECT COUNT(*) FROM applied_batches", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(kept, 1, "only the writing batch's answer is kept");
     }
 
     #[test]
