@@ -3,6 +3,7 @@
 //! - `cargo xtask test`: everything CI runs (system packages, lint, build, tests).
 //! - `cargo xtask run`: a dev server plus a short `roster` CLI demo against it.
 
+mod bench;
 mod demo;
 mod process;
 mod run;
@@ -32,6 +33,9 @@ enum Task {
     /// Build and start a dev roster-server (data in .roster-dev/), run a short
     /// two-device sync demo with the roster CLI, then keep serving until Ctrl-C.
     Run(run::RunArgs),
+    /// Build release binaries and run the sync benchmarks against the local SQLite
+    /// limit: prints a table, writes target/bench/results.json (docs/BENCHMARKS.md).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +43,7 @@ fn main() -> ExitCode {
     let result = match &cli.task {
         Task::Test(args) => test::test(args),
         Task::Run(args) => run::run_dev(args),
+        Task::Bench(args) => bench::bench(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,216 @@
+//! The scenarios of issue 5, each timing only its own part and recording [`Entry`]s.
+
+pub mod baseline;
+pub mod concurrent;
+pub mod conflicts;
+pub mod queries;
+pub mod split;
+pub mod sync;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::ValueEnum;
+use roster_client::SyncClient;
+
+use crate::report::Entry;
+
+/// Scenario names accepted by `--scenario`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum Scenario {
+    /// Raw rusqlite bulk insert of the Person rows (the local limit); always runs.
+    Baseline,
+    /// First sync (pull) into an empty client, 100k and 1M rows, with the client's
+    /// peak RSS measured in a child process.
+    FirstSync,
+    /// Push of 10k and 100k local changes.
+    Push,
+    /// A sync with nothing to do: latency over many rounds.
+    Noop,
+    /// 10k conflicting rows in one round under each policy.
+    Conflicts,
+    /// 100 clients with 100 changes each, syncing at once.
+    Concurrent,
+    /// List page sorted by name, search, and a one-row edit on 100k local rows.
+    Queries,
+    /// Where the time of a pull and of a push goes: server + HTTP, JSON, local SQLite.
+    Split,
+}
+
+impl Scenario {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Baseline => "baseline",
+            Scenario::FirstSync => "first-sync",
+            Scenario::Push => "push",
+            Scenario::Noop => "noop",
+            Scenario::Conflicts => "conflicts",
+            Scenario::Concurrent => "concurrent",
+            Scenario::Queries => "queries",
+            Scenario::Split => "split",
+        }
+    }
+
+    pub const ALL: [Scenario; 8] = [
+        Scenario::Baseline,
+        Scenario::FirstSync,
+        Scenario::Push,
+        Scenario::Noop,
+        Scenario::Conflicts,
+        Scenario::Concurrent,
+        Scenario::Queries,
+        Scenario::Split,
+    ];
+}
+
+/// How big each scenario is.
+#[derive(Debug, Clone)]
+pub struct Sizes {
+    pub baseline: u64,
+    /// First sync sizes; the largest also gets its own baseline.
+    pub pull: Vec<u64>,
+    pub push: Vec<u64>,
+    pub noop_rounds: usize,
+    pub noop_server_rows: u64,
+    pub conflicts: u64,
+    pub clients: usize,
+    pub changes_per_client: usize,
+    pub query_rows: u64,
+    pub query_reps: usize,
+    pub split: u64,
+}
+
+impl Sizes {
+    pub fn full() -> Self {
+        Self {
+            baseline: 100_000,
+            pull: vec![100_000, 1_000_000],
+            push: vec![10_000, 100_000],
+            noop_rounds: 500,
+            noop_server_rows: 10_000,
+            conflicts: 10_000,
+            clients: 100,
+            changes_per_client: 100,
+            query_rows: 100_000,
+            query_reps: 30,
+            split: 100_000,
+        }
+    }
+
+    pub fn quick() -> Self {
+        Self {
+            baseline: 20_000,
+            pull: vec![20_000, 100_000],
+            push: vec![2_000, 10_000],
+            noop_rounds: 100,
+            noop_server_rows: 1_000,
+            conflicts: 1_000,
+            clients: 100,
+            changes_per_client: 10,
+            query_rows: 20_000,
+            query_reps: 10,
+            split: 20_000,
+        }
+    }
+}
+
+/// Shared state of a run: settings, where data goes, the baseline rates measured so
+/// far and the entries recorded.
+pub struct Ctx {
+    pub quick: bool,
+    pub sizes: Sizes,
+    pub server_bin: PathBuf,
+    /// This binary, re-invoked for the child-process pulls.
+    pub exe: PathBuf,
+    pub work: PathBuf,
+    pub max_pull: Duration,
+    /// Raw insert rate (rows/s) by row count.
+    pub baselines: Vec<(u64, f64)>,
+    /// Whether the baseline is also measured at the largest first-sync size.
+    pub large_baseline: bool,
+    pub entries: Vec<Entry>,
+    dirs: u32,
+}
+
+impl Ctx {
+    pub fn new(
+        quick: bool,
+        server_bin: PathBuf,
+        exe: PathBuf,
+        work: PathBuf,
+        max_pull: Duration,
+    ) -> Self {
+        Self {
+            quick,
+            sizes: if quick { Sizes::quick() } else { Sizes::full() },
+            server_bin,
+            exe,
+            work,
+            max_pull,
+            baselines: Vec::new(),
+            large_baseline: false,
+            entries: Vec::new(),
+            dirs: 0,
+        }
+    }
+
+    /// A new, empty directory under the run's work dir.
+    pub fn dir(&mut self, name: &str) -> Result<PathBuf> {
+        self.dirs += 1;
+        let dir = self.work.join(format!("{:02}-{name}", self.dirs));
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        Ok(dir)
+    }
+
+    /// The raw insert rate measured at the row count nearest to `rows`.
+    pub fn baseline_for(&self, rows: u64) -> Option<f64> {
+        self.baselines
+            .iter()
+            .min_by_key(|(n, _)| n.abs_diff(rows))
+            .map(|(_, rate)| *rate)
+    }
+
+    /// Records an entry and logs it, so progress shows while the run goes on.
+    pub fn record(&mut self, entry: Entry) {
+        tracing::info!(
+            scenario = %entry.scenario,
+            case = %entry.case,
+            secs = entry.secs.map(|s| format!("{s:.3}")),
+            rows_per_s = entry.rows_per_s.map(|r| format!("{r:.0}")),
+            vs_raw = entry.vs_baseline.map(|r| format!("{r:.2}")),
+            metrics = ?entry.metrics.iter().map(|m| format!("{}={:.3}", m.name, m.value)).collect::<Vec<_>>(),
+            "measured"
+        );
+        self.entries.push(entry);
+    }
+
+    /// Whether targets apply: they are stated for the full sizes.
+    pub fn targets(&self) -> bool {
+        !self.quick
+    }
+}
+
+/// A new client of `url` with its store in `dir` (schema fetched from the server).
+pub async fn new_client(dir: &Path, url: &str) -> Result<SyncClient> {
+    Ok(SyncClient::init(dir, url, None).await?)
+}
+
+/// Removes a data dir that is no longer needed (large stores would fill the disk).
+pub fn discard(dir: &Path) {
+    if let Err(error) = std::fs::remove_dir_all(dir) {
+        tracing::warn!(%error, dir = %dir.display(), "cannot remove bench data");
+    }
+}
+
+/// `rows` as a short label: 100000 -> 100k.
+pub fn label(rows: u64) -> String {
+    if rows >= 1_000_000 && rows % 1_000_000 == 0 {
+        format!("{}M", rows / 1_000_000)
+    } else if rows >= 1_000 && rows % 1_000 == 0 {
+        format!("{}k", rows / 1_000)
+    } else {
+        rows.to_string()
+    }
+}

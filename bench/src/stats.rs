@@ -1,0 +1,96 @@
+//! Latency percentiles and process memory from /proc.
+
+use std::time::Duration;
+
+/// Latency percentiles of a set of samples, in milliseconds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Latency {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub mean_ms: f64,
+}
+
+/// The nearest-rank percentile `p` (0 to 1) of sorted `samples`.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+impl Latency {
+    pub fn of(samples: &[Duration]) -> Self {
+        let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+        ms.sort_by(f64::total_cmp);
+        let mean_ms = if ms.is_empty() {
+            0.0
+        } else {
+            ms.iter().sum::<f64>() / ms.len() as f64
+        };
+        Self {
+            p50_ms: percentile(&ms, 0.50),
+            p99_ms: percentile(&ms, 0.99),
+            max_ms: ms.last().copied().unwrap_or(0.0),
+            mean_ms,
+        }
+    }
+}
+
+/// A `kB` field (e.g. `VmHWM`, the peak resident set) of `/proc/<pid>/status`, in MB.
+pub fn proc_status_mb(pid: &str, field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+}
+
+/// CPU time (user + system, all threads) a process has used so far, in seconds, from
+/// `/proc/<pid>/stat` (clock ticks of 1/100 s, the Linux default).
+pub fn cpu_secs(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+/// CPU seconds used by a process between two points.
+#[derive(Debug, Clone)]
+pub struct CpuMeter {
+    pid: String,
+    start: f64,
+}
+
+impl CpuMeter {
+    pub fn start(pid: &str) -> Self {
+        Self {
+            pid: pid.to_owned(),
+            start: cpu_secs(pid).unwrap_or(0.0),
+        }
+    }
+
+    /// CPU seconds since [`CpuMeter::start`].
+    pub fn secs(&self) -> f64 {
+        cpu_secs(&self.pid).map_or(0.0, |now| now - self.start)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        let l = Latency::of(&samples);
+        assert_eq!((l.p50_ms, l.p99_ms, l.max_ms), (50.0, 99.0, 100.0));
+        assert_eq!(Latency::of(&[]).p50_ms, 0.0);
+        assert!(proc_status_mb("self", "VmHWM").is_some_and(|mb| mb > 0.0));
+        assert!(cpu_secs("self").is_some_and(|s| s >= 0.0));
+    }
+}
