@@ -33,7 +33,7 @@ pub fn run_demo(root: &Path, url: &str) -> Result<()> {
     roster(root, DEVICE_B, &["sync"])?;
 
     step("demo: device B saw a conflict; the server's value won");
-    roster(root, DEVICE_B, &["conflicts"])?;
+    roster(root, DEVICE_B, &["conflicts", "--history"])?;
     roster(root, DEVICE_B, &["show", &id])?;
     roster(root, DEVICE_A, &["list"])
 }
