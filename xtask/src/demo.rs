@@ -14,12 +14,53 @@ pub const DEVICE_A: &str = ".roster-dev/device-a";
 /// The data directory of the second demo device, relative to the workspace root.
 pub const DEVICE_B: &str = ".roster-dev/device-b";
 
-/// Runs the demo against the server at `url`: both devices edit one row,
-/// and device B's sync reports a conflict that the server wins.
+/// A few people for the app to show on a fresh dev server.
+const DEMO_PEOPLE: &[&[&str]] = &[
+    &[
+        "name=Amara Okafor",
+        "email=amara@example.org",
+        "age=34",
+        "city=Lagos",
+    ],
+    &[
+        "name=Bruno Costa",
+        "email=bruno@example.org",
+        "age=41",
+        "city=Porto",
+    ],
+    &[
+        "name=Chloé Dubois",
+        "phone=+33 4 72 00 00 00",
+        "age=29",
+        "city=Lyon",
+    ],
+    &[
+        "name=Hiro Nakamura",
+        "email=hiro@example.org",
+        "age=52",
+        "city=Osaka",
+    ],
+    &[
+        "name=Ines García",
+        "age=23",
+        "city=Seville",
+        "notes=Prefers email",
+    ],
+    &["name=Sven Eriksen", "email=sven@example.org", "city=Oslo"],
+];
+
+/// Runs the demo against the server at `url`: both devices edit one row, device B's
+/// sync gets a conflict waiting for a choice, B keeps its value, and A receives it.
 pub fn run_demo(root: &Path, url: &str) -> Result<()> {
     step("demo: set up two devices");
-    init_device(root, DEVICE_A, url)?;
+    let fresh = init_device(root, DEVICE_A, url)?;
     init_device(root, DEVICE_B, url)?;
+    if fresh {
+        step("demo: add a few people on device A");
+        for person in DEMO_PEOPLE {
+            add_row(root, DEVICE_A, person)?;
+        }
+    }
 
     step("demo: add a row on device A and sync it to B");
     let id = add_row(root, DEVICE_A, &["name=Jane", "age=25", "city=Lyon"])?;
@@ -32,19 +73,26 @@ pub fn run_demo(root: &Path, url: &str) -> Result<()> {
     roster(root, DEVICE_A, &["sync"])?;
     roster(root, DEVICE_B, &["sync"])?;
 
-    step("demo: device B saw a conflict; the server's value won");
+    step("demo: device B has a conflict waiting for a choice (the dev server defers them)");
+    roster(root, DEVICE_B, &["conflicts"])?;
+
+    step("demo: device B keeps its value; after both sync, device A has it too");
+    roster(root, DEVICE_B, &["resolve", &id, "keep-mine"])?;
+    roster(root, DEVICE_B, &["sync"])?;
+    roster(root, DEVICE_A, &["sync"])?;
     roster(root, DEVICE_B, &["conflicts", "--history"])?;
-    roster(root, DEVICE_B, &["show", &id])?;
     roster(root, DEVICE_A, &["list"])
 }
 
 /// `roster --data-dir DIR init --server URL`, unless DIR already has `roster.db`.
-fn init_device(root: &Path, dir: &str, url: &str) -> Result<()> {
+/// Returns whether it created the store.
+fn init_device(root: &Path, dir: &str, url: &str) -> Result<bool> {
     if root.join(dir).join("roster.db").exists() {
         println!("{dir}/roster.db exists: skipping init");
-        return Ok(());
+        return Ok(false);
     }
-    roster(root, dir, &["init", "--server", url])
+    roster(root, dir, &["init", "--server", url])?;
+    Ok(true)
 }
 
 /// `roster --data-dir DIR --json add FIELD=VALUE...`, returning the new row id.

@@ -1,10 +1,12 @@
 //! `cargo xtask`: the project's set-up and orchestration tasks.
 //!
 //! - `cargo xtask test`: everything CI runs (system packages, lint, build, tests).
-//! - `cargo xtask run`: a dev server plus a short `roster` CLI demo against it.
+//! - `cargo xtask run`: a dev server, a short `roster` CLI demo against it, and the
+//!   desktop app connected to it.
 
 mod bench;
 mod demo;
+mod desktop;
 mod process;
 mod run;
 mod server;
@@ -31,7 +33,8 @@ enum Task {
     /// cargo fmt --check, clippy, build the binaries, then the tests and doctests.
     Test(test::TestArgs),
     /// Build and start a dev roster-server (data in .roster-dev/), run a short
-    /// two-device sync demo with the roster CLI, then keep serving until Ctrl-C.
+    /// two-device sync demo with the roster CLI, open the desktop app connected to it,
+    /// then keep serving until Ctrl-C.
     Run(run::RunArgs),
     /// Build release binaries and run the sync benchmarks against the local SQLite
     /// limit: prints a table, writes target/bench/results.json (docs/BENCHMARKS.md).

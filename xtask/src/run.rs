@@ -1,4 +1,5 @@
-//! `cargo xtask run`: build, start a dev server, and show the CLI syncing against it.
+//! `cargo xtask run`: build, start a dev server, show the CLI syncing against it, and open
+//! the desktop app (optionally a second instance, to try a conflict) connected to it.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -7,6 +8,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::demo::{DEVICE_A, run_demo};
+use crate::desktop::{APP_DIR, Apps, SECOND_APP_DIR, has_display};
 use crate::process::{run, step};
 use crate::server::DevServer;
 use crate::workspace;
@@ -14,12 +16,35 @@ use crate::workspace;
 /// The dev data directory, relative to the workspace root (gitignored).
 const DATA_DIR: &str = ".roster-dev";
 
+/// The dev server's config, written to `DATA_DIR/server.toml`: the app's person table,
+/// with conflicts deferred to the devices so a person resolves them in the app.
+const SERVER_CONFIG: &str = r#"# Written by `cargo xtask run` at every start.
+[[tables]]
+name = "person"
+policy = "defer-to-client"
+columns = [
+  { name = "name", type = "text", required = true, max_len = 200 },
+  { name = "email", type = "text", max_len = 320 },
+  { name = "phone", type = "text", max_len = 50 },
+  { name = "age", type = "integer" },
+  { name = "city", type = "text", max_len = 200 },
+  { name = "notes", type = "text" },
+]
+"#;
+
 /// Options of `cargo xtask run`.
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Only start the server; skip the CLI demo.
+    /// Skip the CLI demo (and its demo data).
     #[arg(long)]
     no_demo: bool,
+    /// Do not open the desktop app; only the server (and the demo) run.
+    #[arg(long)]
+    no_app: bool,
+    /// Also open a second app window with its own data dir (.roster-dev/app-2), to try a
+    /// conflict between two devices.
+    #[arg(long)]
+    second_device: bool,
     /// Address for the server to listen on.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8787")]
     listen: SocketAddr,
@@ -28,29 +53,69 @@ pub struct RunArgs {
 /// Builds the binaries, starts the server, runs the demo, then waits for the server.
 pub fn run_dev(args: &RunArgs) -> Result<()> {
     let root = workspace::root()?;
-    step("build roster-server and roster");
-    run(workspace::cargo(&root).args(["build", "-p", "roster-server", "-p", "roster-cli"]))?;
+    let mut build = workspace::cargo(&root);
+    if args.no_app {
+        step("build roster-server and roster");
+        build.args(["build", "-p", "roster-server", "-p", "roster-cli"]);
+    } else {
+        // The same selection as `cargo xtask test` builds, so its cache serves both
+        // (a different package set unifies features differently and rebuilds Tauri).
+        step("build roster-server, roster and the desktop app");
+        build.args(["build", "--workspace", "--bins"]);
+    }
+    run(&mut build)?;
     let data_dir = root.join(DATA_DIR);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let config = data_dir.join("server.toml");
+    std::fs::write(&config, SERVER_CONFIG)
+        .with_context(|| format!("cannot write {}", config.display()))?;
 
     step("start roster-server");
-    let server = DevServer::start(&root, args.listen, DATA_DIR)?;
+    let server = DevServer::start(&root, args.listen, DATA_DIR, Some(&config))?;
     println!("roster-server is up at {}", server.url());
     if !args.no_demo {
         run_demo(&root, server.url())?;
     }
-    print_next_steps(&root, server.url());
-    server.wait()
+    let mut apps = Apps::default();
+    let open_app = !args.no_app && has_display();
+    if open_app {
+        step("open the desktop app");
+        apps.launch(&root, APP_DIR, server.url(), "First device")?;
+        if args.second_device {
+            apps.launch(&root, SECOND_APP_DIR, server.url(), "Second device")?;
+        }
+    }
+    print_next_steps(&root, server.url(), open_app, args.second_device);
+    let result = server.wait();
+    drop(apps);
+    result
 }
 
 /// Tells the user where things are and how to go on.
-fn print_next_steps(root: &Path, url: &str) {
-    let roster = workspace::debug_binary(root, "roster");
-    let roster = roster.strip_prefix(root).unwrap_or(&roster);
+fn print_next_steps(root: &Path, url: &str, app_open: bool, second: bool) {
+    let relative = |name: &str| {
+        let path = workspace::debug_binary(root, name);
+        path.strip_prefix(root)
+            .unwrap_or(&path)
+            .display()
+            .to_string()
+    };
     step("ready");
     println!("server running at {url}");
     println!("data in {DATA_DIR}/ (server log: {DATA_DIR}/server.log)");
-    println!("try: {} --data-dir {DEVICE_A} list", roster.display());
+    if app_open {
+        println!("desktop app: data in {APP_DIR}/ (log: {APP_DIR}.log)");
+        if second {
+            println!("second device: data in {SECOND_APP_DIR}/ (log: {SECOND_APP_DIR}.log)");
+            println!("  edit the same person in both windows, then press Sync now in each");
+        }
+    } else {
+        println!(
+            "open the app: ROSTER_DATA_DIR={APP_DIR} ROSTER_SERVER_URL={url} {}",
+            relative("roster-app")
+        );
+    }
+    println!("try: {} --data-dir {DEVICE_A} list", relative("roster"));
     println!("Ctrl-C to stop");
 }

@@ -25,9 +25,15 @@ pub struct DevServer {
 }
 
 impl DevServer {
-    /// Starts `roster-server --listen ADDR --db DATA_DIR/server.db` from `root`,
-    /// its stderr going to `DATA_DIR/server.log`, and waits for its address line.
-    pub fn start(root: &Path, listen: SocketAddr, data_dir: &str) -> Result<Self> {
+    /// Starts `roster-server --listen ADDR --db DATA_DIR/server.db [--config CONFIG]` from
+    /// `root` (CONFIG relative to `root` or absolute), its stderr going to
+    /// `DATA_DIR/server.log`, and waits for its address line.
+    pub fn start(
+        root: &Path,
+        listen: SocketAddr,
+        data_dir: &str,
+        config: Option<&Path>,
+    ) -> Result<Self> {
         let log = root.join(data_dir).join("server.log");
         let log_file =
             File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
@@ -36,8 +42,11 @@ impl DevServer {
             .arg("--listen")
             .arg(listen.to_string())
             .arg("--db")
-            .arg(format!("{data_dir}/server.db"))
-            .stdin(Stdio::null())
+            .arg(format!("{data_dir}/server.db"));
+        if let Some(config) = config {
+            cmd.arg("--config").arg(config);
+        }
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log_file);
         let line = display(&cmd);
@@ -169,7 +178,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().to_str().unwrap();
         let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let server = DevServer::start(&root, listen, data_dir).unwrap();
+        let server = DevServer::start(&root, listen, data_dir, None).unwrap();
         assert!(
             server.url().starts_with("http://127.0.0.1:"),
             "{}",
@@ -180,7 +189,7 @@ mod tests {
         let taken: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let other = dir.path().join("other");
         std::fs::create_dir(&other).unwrap();
-        let error = DevServer::start(&root, taken, other.to_str().unwrap())
+        let error = DevServer::start(&root, taken, other.to_str().unwrap(), None)
             .err()
             .unwrap();
         assert!(

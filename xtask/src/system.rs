@@ -104,6 +104,38 @@ fn apt_get(sudo: bool, args: &[&str]) -> Command {
     cmd
 }
 
+/// Makes sure the program `binary` runs (`binary --version`), from `PATH` or cargo's bin
+/// dir; otherwise installs the crates.io package `package` with `cargo install --locked`.
+pub fn ensure_cargo_tool(binary: &str, package: &str) -> Result<()> {
+    if let Some(path) = cargo_tool_path(binary)
+        && succeeds(Command::new(&path).arg("--version"))
+    {
+        println!("{binary} present: {}", path.display());
+        return Ok(());
+    }
+    run(Command::new("cargo").args(["install", "--locked", package]))?;
+    if cargo_tool_path(binary).is_none() {
+        bail!("`cargo install {package}` did not put {binary} on PATH or in cargo's bin dir");
+    }
+    Ok(())
+}
+
+/// Where `binary` is: on `PATH`, else in `$CARGO_HOME/bin` or `~/.cargo/bin`.
+pub fn cargo_tool_path(binary: &str) -> Option<std::path::PathBuf> {
+    let mut dirs: Vec<std::path::PathBuf> = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect())
+        .unwrap_or_default();
+    if let Some(home) = std::env::var_os("CARGO_HOME") {
+        dirs.push(std::path::PathBuf::from(home).join("bin"));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(std::path::PathBuf::from(home).join(".cargo").join("bin"));
+    }
+    dirs.into_iter()
+        .map(|dir| dir.join(binary))
+        .find(|path| path.is_file())
+}
+
 /// Makes sure the cargo subcommands of the given rustup components work
 /// (`rustfmt` → `cargo fmt`, `clippy` → `cargo clippy`), adding the missing
 /// ones with `rustup component add`. Without rustup it only warns.

@@ -1,16 +1,33 @@
 //! `cargo xtask test`: install what is needed, lint, build, and run every test.
 
 use std::path::Path;
+use std::time::Instant;
 
 use anyhow::Result;
 use clap::Args;
 
 use crate::process::{run, step, succeeds};
-use crate::system::{ensure_rust_components, ensure_system_packages};
+use crate::system::{ensure_cargo_tool, ensure_rust_components, ensure_system_packages};
 use crate::workspace;
 
-/// Debian packages the build and the tests need.
-const SYSTEM_PACKAGES: &[&str] = &["pkg-config", "build-essential"];
+/// Debian packages the build and the tests need: the toolchain basics, the libraries the
+/// Tauri desktop app links (WebKitGTK 4.1, libsoup 3, librsvg, appindicator, OpenSSL),
+/// and for the UI tests the WebKit WebDriver, a virtual X server and a font.
+const SYSTEM_PACKAGES: &[&str] = &[
+    "pkg-config",
+    "build-essential",
+    "libwebkit2gtk-4.1-dev",
+    "libsoup-3.0-dev",
+    "librsvg2-dev",
+    "libayatana-appindicator3-dev",
+    "libssl-dev",
+    "webkit2gtk-driver",
+    "xvfb",
+    "fonts-dejavu-core",
+];
+
+/// The package of the WebDriver UI tests: run on their own, after every other test.
+pub const UI_TEST_PACKAGE: &str = "roster-ui-tests";
 
 /// Rustup components the lint steps need.
 const RUST_COMPONENTS: &[&str] = &["rustfmt", "clippy"];
@@ -24,7 +41,11 @@ pub struct TestArgs {
     /// Skip `cargo fmt --check` and `cargo clippy`.
     #[arg(long)]
     no_lint: bool,
-    /// Extra arguments for the test runner (cargo nextest run, or cargo test), e.g. a filter.
+    /// Skip the WebDriver UI tests of the desktop app (they need Xvfb and tauri-driver).
+    #[arg(long)]
+    no_ui: bool,
+    /// Extra arguments for the test runners (cargo nextest run, or cargo test), e.g. a
+    /// filter; given to the main run and to the UI test run.
     #[arg(last = true, value_name = "RUNNER_ARGS")]
     runner_args: Vec<String>,
 }
@@ -33,7 +54,7 @@ pub struct TestArgs {
 pub fn test(args: &TestArgs) -> Result<()> {
     let root = workspace::root()?;
     if !args.skip_install {
-        install(!args.no_lint)?;
+        install(!args.no_lint, !args.no_ui)?;
     }
     if !args.no_lint {
         fmt(&root)?;
@@ -43,17 +64,26 @@ pub fn test(args: &TestArgs) -> Result<()> {
     // Doctests first: the main runner's summary must be the run's closing line.
     doctests(&root)?;
     unit_and_integration_tests(&root, &args.runner_args)?;
+    if !args.no_ui {
+        // Last, so its runner's summary closes the output.
+        ui_tests(&root, &args.runner_args)?;
+    }
     step("all tests passed");
     Ok(())
 }
 
-/// Installs the system packages, and the lint components when `lint` is set.
-fn install(lint: bool) -> Result<()> {
+/// Installs the system packages, the lint components when `lint` is set, and
+/// tauri-driver when `ui` is set.
+fn install(lint: bool, ui: bool) -> Result<()> {
     step("system packages");
     ensure_system_packages(SYSTEM_PACKAGES)?;
     if lint {
         step("rust components");
         ensure_rust_components(RUST_COMPONENTS)?;
+    }
+    if ui {
+        step("tauri-driver (WebDriver server of the UI tests)");
+        ensure_cargo_tool("tauri-driver", "tauri-driver")?;
     }
     Ok(())
 }
@@ -75,7 +105,8 @@ fn clippy(root: &Path) -> Result<()> {
     run(cmd.args(["--", "-D", "warnings"]))
 }
 
-/// Builds the binaries the end-to-end tests spawn from target/debug.
+/// Builds the binaries the end-to-end and UI tests spawn from target/debug: the server,
+/// the CLI and the desktop app (built once; every UI test runs this binary).
 fn build(root: &Path) -> Result<()> {
     step("build binaries");
     run(workspace::cargo(root).args(["build", "--workspace", "--bins"]))
@@ -87,12 +118,38 @@ fn unit_and_integration_tests(root: &Path, runner_args: &[String]) -> Result<()>
     if succeeds(workspace::cargo(root).args(["nextest", "--version"])) {
         step("tests (cargo nextest)");
         cmd.args(["nextest", "run", "--workspace", "--no-fail-fast"])
+            .args(["--exclude", UI_TEST_PACKAGE])
             .env_remove("NEXTEST_TEST_THREADS");
     } else {
         step("tests (cargo test; install cargo-nextest for a faster run)");
-        cmd.args(["test", "--workspace", "--no-fail-fast"]);
+        cmd.args(["test", "--workspace", "--no-fail-fast"])
+            .args(["--exclude", UI_TEST_PACKAGE]);
     }
     run(cmd.args(runner_args))
+}
+
+/// Runs the WebDriver UI tests against the app built by [`build`], one at a time (each
+/// starts its own Xvfb, server and app instances). They fail, never skip, when Xvfb,
+/// tauri-driver or WebKitWebDriver is missing.
+fn ui_tests(root: &Path, runner_args: &[String]) -> Result<()> {
+    let started = Instant::now();
+    let mut cmd = workspace::cargo(root);
+    if succeeds(workspace::cargo(root).args(["nextest", "--version"])) {
+        step("UI tests (cargo nextest, one at a time)");
+        cmd.args(["nextest", "run", "-p", UI_TEST_PACKAGE, "--no-fail-fast"])
+            .args(["--test-threads", "1"])
+            .env_remove("NEXTEST_TEST_THREADS");
+    } else {
+        step("UI tests (cargo test, one at a time)");
+        cmd.args(["test", "-p", UI_TEST_PACKAGE, "--no-fail-fast"]);
+    }
+    cmd.args(runner_args);
+    if !succeeds(workspace::cargo(root).args(["nextest", "--version"])) {
+        cmd.args(["--", "--test-threads=1"]);
+    }
+    let result = run(&mut cmd);
+    println!("UI tests took {}s", started.elapsed().as_secs());
+    result
 }
 
 /// Runs the doctests, which cargo-nextest does not run.

@@ -1,0 +1,83 @@
+//! Open conflicts, resolving them (keep mine, keep theirs, field by field, all at once),
+//! and the conflict history.
+
+use roster_client::{Choice, ConflictRecord, OpenConflict};
+use roster_protocol::RowId;
+use serde::Deserialize;
+use tauri::State;
+
+use super::blocking;
+use crate::error::AppError;
+use crate::state::AppState;
+
+/// Which side resolve-all keeps.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    /// Keep this device's rows.
+    KeepMine,
+    /// Take the server's rows.
+    KeepTheirs,
+}
+
+/// Conflicts waiting for a person, oldest first.
+#[tauri::command]
+pub async fn list_conflicts(state: State<'_, AppState>) -> Result<Vec<OpenConflict>, AppError> {
+    let store = state.store()?;
+    blocking(move || Ok(store.open_conflicts()?)).await
+}
+
+/// Resolves one conflict; the result is synced shortly. `choice` is
+/// `{"choice": "keep_mine"}`, `{"choice": "keep_theirs"}` or
+/// `{"choice": "merge", "fields": {...}}`.
+#[tauri::command(rename_all = "snake_case")]
+pub async fn resolve_conflict(
+    state: State<'_, AppState>,
+    table: String,
+    id: String,
+    choice: Choice,
+) -> Result<(), AppError> {
+    let ready = state.get()?;
+    let store = ready.client.store_handle();
+    let id = RowId::parse_str(id.trim())
+        .map_err(|e| AppError::bad_input(format!("invalid id {id:?}: {e}")))?;
+    blocking(move || Ok(store.resolve_conflict(&table, id, choice)?)).await?;
+    ready.sync.edited();
+    Ok(())
+}
+
+/// Resolves every open conflict the same way; returns how many were resolved.
+#[tauri::command]
+pub async fn resolve_all_conflicts(
+    state: State<'_, AppState>,
+    side: Side,
+) -> Result<u64, AppError> {
+    let ready = state.get()?;
+    let store = ready.client.store_handle();
+    let resolved = blocking(move || {
+        let mut resolved = 0;
+        for conflict in store.open_conflicts()? {
+            let choice = match side {
+                Side::KeepMine => Choice::KeepMine,
+                Side::KeepTheirs => Choice::KeepTheirs,
+            };
+            store.resolve_conflict(&conflict.table, conflict.id, choice)?;
+            resolved += 1;
+        }
+        Ok(resolved)
+    })
+    .await?;
+    ready.sync.edited();
+    Ok(resolved)
+}
+
+/// The most recent `limit` conflicts (resolved ones included), newest first.
+#[tauri::command]
+pub async fn conflict_history(
+    state: State<'_, AppState>,
+    limit: Option<u32>,
+) -> Result<Vec<ConflictRecord>, AppError> {
+    let store = state.store()?;
+    let limit = limit.unwrap_or(200).clamp(1, 10_000);
+    blocking(move || Ok(store.conflict_history(limit)?)).await
+}

@@ -1,0 +1,688 @@
+//! Harness of the WebDriver UI tests: an Xvfb display, the real `roster-server` binary on
+//! a free port of 127.0.0.1, and the real `roster-app` binary driven through
+//! `tauri-driver` (which runs WebKitWebDriver), each app instance with its own data dir.
+//!
+//! Nothing here skips: a missing Xvfb, tauri-driver, WebKitWebDriver or binary fails the
+//! test with a message saying what to install or build (`cargo xtask test` does both).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
+
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::elements::Element;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+/// How long a UI expectation may take before the test fails.
+pub const UI_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Server config of the UI tests: the app's person table, conflicts deferred to the
+/// clients so a person resolves them in the Conflicts view.
+pub const SERVER_CONFIG: &str = r#"
+[[tables]]
+name = "person"
+policy = "defer-to-client"
+columns = [
+  { name = "name", type = "text", required = true, max_len = 200 },
+  { name = "email", type = "text", max_len = 320 },
+  { name = "phone", type = "text", max_len = 50 },
+  { name = "age", type = "integer" },
+  { name = "city", type = "text", max_len = 200 },
+  { name = "notes", type = "text" },
+]
+"#;
+
+/// The screenshots the README shows, kept in `docs/screenshots/`.
+pub const DOC_SCREENSHOTS: &[&str] = &[
+    "list",
+    "list-phone",
+    "editor",
+    "conflicts",
+    "history",
+    "status-syncing",
+    "status-offline",
+];
+
+/// The workspace root (two levels above this package).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// Path of a workspace binary built next to the running test (target/debug/NAME).
+pub fn bin_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir of the test executable");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (`cargo build -p roster-app -p roster-server`, which \
+         `cargo xtask test` does)",
+        path.display()
+    );
+    path
+}
+
+/// Finds `program` on `PATH`, or in `$CARGO_HOME/bin` / `~/.cargo/bin` (where
+/// `cargo install` puts tauri-driver).
+pub fn find_program(program: &str) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect())
+        .unwrap_or_default();
+    if let Some(home) = std::env::var_os("CARGO_HOME") {
+        dirs.push(PathBuf::from(home).join("bin"));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(PathBuf::from(home).join(".cargo/bin"));
+    }
+    dirs.into_iter()
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+/// Waits until something accepts TCP connections on `addr`; on failure, stops `child`'s
+/// process group and fails the test.
+fn wait_for_port(addr: SocketAddr, what: &str, child: &mut Child) {
+    let deadline = Instant::now() + UI_TIMEOUT;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited before listening on {addr}: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    kill_group(child);
+    panic!("{what} did not listen on {addr} within {UI_TIMEOUT:?}");
+}
+
+/// Kills and reaps a child process.
+fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Kills the process group led by `child` (started with `process_group(0)`): tauri-driver
+/// with its WebKitWebDriver and the app it launched, so nothing outlives the test.
+fn kill_group(child: &mut Child) {
+    if matches!(child.try_wait(), Ok(None)) {
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &format!("-{}", child.id())])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", child.id())])
+            .status();
+    }
+    kill(child);
+}
+
+/// A private X display (Xvfb) for the app windows, stopped on drop.
+pub struct Display {
+    child: Child,
+    number: u32,
+}
+
+impl Display {
+    /// Starts `Xvfb :N` on the first free display number from 99 (1280x900, 24 bit).
+    pub fn start() -> Self {
+        let xvfb = find_program("Xvfb").expect(
+            "Xvfb is not installed: the UI tests need it (apt-get install xvfb; \
+             `cargo xtask test` installs it)",
+        );
+        for number in 99..200 {
+            if Path::new(&format!("/tmp/.X{number}-lock")).exists()
+                || Path::new(&format!("/tmp/.X11-unix/X{number}")).exists()
+            {
+                continue;
+            }
+            let mut child = Command::new(&xvfb)
+                .arg(format!(":{number}"))
+                .args(["-screen", "0", "1280x900x24", "-nolisten", "tcp"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("cannot start Xvfb");
+            let socket = PathBuf::from(format!("/tmp/.X11-unix/X{number}"));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if socket.exists() {
+                    return Self { child, number };
+                }
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // taken meanwhile: try the next number
+                }
+                if Instant::now() > deadline {
+                    kill(&mut child);
+                    panic!("Xvfb :{number} did not start within 10 s");
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+        }
+        panic!("no free X display number between 99 and 199");
+    }
+
+    /// The value for `DISPLAY`, e.g. `:99`.
+    pub fn name(&self) -> String {
+        format!(":{}", self.number)
+    }
+}
+
+impl Drop for Display {
+    fn drop(&mut self) {
+        kill(&mut self.child);
+    }
+}
+
+/// A running `roster-server` with its own temp dir, database and config.
+pub struct Server {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    addr: SocketAddr,
+}
+
+impl Server {
+    /// Starts the server with [`SERVER_CONFIG`] on a free port.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.toml"), SERVER_CONFIG).unwrap();
+        let (child, addr) = spawn_server(dir.path(), "127.0.0.1:0").expect("server start");
+        Self {
+            child: Some(child),
+            dir,
+            addr,
+        }
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:41234`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Kills the process: the app sees the server vanish.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill(&mut child);
+        }
+    }
+
+    /// Starts the server again on the same port and database.
+    pub fn restart(&mut self) {
+        self.stop();
+        let mut last = None;
+        for _ in 0..100 {
+            match spawn_server(self.dir.path(), &self.addr.to_string()) {
+                Ok((child, addr)) => {
+                    self.child = Some(child);
+                    self.addr = addr;
+                    return;
+                }
+                Err(error) => last = Some(error),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("server did not restart on {}: {last:?}", self.addr);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Spawns `roster-server --listen LISTEN --db DIR/server.db --config DIR/config.toml` and
+/// reads its address from its first stdout line.
+fn spawn_server(dir: &Path, listen: &str) -> Result<(Child, SocketAddr), String> {
+    let mut child = Command::new(bin_path("roster-server"))
+        .arg("--listen")
+        .arg(listen)
+        .arg("--db")
+        .arg(dir.join("server.db"))
+        .arg("--config")
+        .arg(dir.join("config.toml"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let line = match lines.next() {
+        Some(Ok(line)) => line,
+        _ => {
+            kill(&mut child);
+            return Err("roster-server exited before printing its address".into());
+        }
+    };
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    let addr = line
+        .rsplit("http://")
+        .next()
+        .and_then(|a| a.trim().parse().ok())
+        .ok_or_else(|| format!("unexpected first line: {line:?}"))?;
+    Ok((child, addr))
+}
+
+/// One running app instance: its own data dir, its own tauri-driver, one WebDriver
+/// session. Dropping it ends the session's processes.
+pub struct App {
+    /// The WebDriver session.
+    pub client: Client,
+    driver: Child,
+    data_dir: PathBuf,
+    server_url: String,
+    display: String,
+    /// A label for screenshots and messages, e.g. "first".
+    pub label: String,
+}
+
+impl App {
+    /// Starts `roster-app` with `data_dir` and `server_url` on the X display `display`
+    /// (e.g. `:99`), and waits until
+    /// its records view is shown.
+    pub async fn launch(display: &str, data_dir: &Path, server_url: &str, label: &str) -> Self {
+        let driver_path = find_program("tauri-driver").expect(
+            "tauri-driver is not installed: `cargo install tauri-driver --locked` \
+             (`cargo xtask test` does it)",
+        );
+        assert!(
+            find_program("WebKitWebDriver").is_some(),
+            "WebKitWebDriver is not installed: apt-get install webkit2gtk-driver \
+             (`cargo xtask test` does it)"
+        );
+        let port = free_port();
+        let native_port = free_port();
+        let mut driver = Command::new(driver_path)
+            .args(["--port", &port.to_string()])
+            .args(["--native-port", &native_port.to_string()])
+            .env("DISPLAY", display)
+            .env("ROSTER_DATA_DIR", data_dir)
+            .env("ROSTER_SERVER_URL", server_url)
+            .env("RUST_LOG", "info")
+            // Software rendering: Xvfb has no GPU.
+            .env("WEBKIT_DISABLE_COMPOSITING_MODE", "1")
+            .env("LIBGL_ALWAYS_SOFTWARE", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .process_group(0)
+            .spawn()
+            .expect("cannot start tauri-driver");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        wait_for_port(addr, "tauri-driver", &mut driver);
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "tauri:options".into(),
+            json!({ "application": bin_path("roster-app") }),
+        );
+        caps.insert("browserName".into(), json!("wry"));
+        let client = ClientBuilder::native()
+            .capabilities(caps)
+            .connect(&format!("http://{addr}"))
+            .await;
+        let client = match client {
+            Ok(client) => client,
+            Err(error) => {
+                kill_group(&mut driver);
+                panic!("cannot open a WebDriver session on the app: {error}");
+            }
+        };
+        let app = Self {
+            client,
+            driver,
+            data_dir: data_dir.to_path_buf(),
+            server_url: server_url.to_owned(),
+            display: display.to_owned(),
+            label: label.to_owned(),
+        };
+        app.wait_for("view-records").await;
+        app.eventually("the UI has started", || async {
+            let ready = app
+                .client
+                .execute("return document.body.dataset.ready === 'true';", vec![])
+                .await
+                .ok()?;
+            (ready == Value::Bool(true)).then_some(())
+        })
+        .await;
+        app
+    }
+
+    /// Opens the editor on a new person, fills `fields` (`data-testid` suffix, text) and
+    /// saves; waits for "Saved".
+    pub async fn create_person(&self, fields: &[(&str, &str)]) {
+        self.click("nav-records").await;
+        self.click("new-record").await;
+        self.wait_contains("editor-title", "New").await;
+        self.fill_and_save(fields).await;
+    }
+
+    /// Fills `fields` in the open editor and saves; waits for "Saved".
+    pub async fn fill_and_save(&self, fields: &[(&str, &str)]) {
+        for (name, value) in fields {
+            self.fill(&format!("field-{name}"), value).await;
+        }
+        self.click("save").await;
+        self.wait_for("saved").await;
+    }
+
+    /// Shows the People view and types `text` into the search box.
+    pub async fn search(&self, text: &str) {
+        self.click("nav-records").await;
+        self.fill("search", text).await;
+    }
+
+    /// The text of column `column` in the topmost list row, if any row is shown.
+    pub async fn first_cell(&self, column: &str) -> Option<String> {
+        let script = format!(
+            "const rows = [...document.querySelectorAll('[data-testid=\"record-row\"]')]; \
+             rows.sort((a, b) => a.offsetTop - b.offsetTop); \
+             const cell = rows[0] && rows[0].querySelector('[data-col=\"{column}\"]'); \
+             return cell ? cell.textContent : null;"
+        );
+        match self.client.execute(&script, vec![]).await.ok()? {
+            Value::String(text) => Some(text),
+            _ => None,
+        }
+    }
+
+    /// The texts of the list rows on screen.
+    pub async fn row_texts(&self) -> Vec<String> {
+        self.texts("[data-testid=\"record-row\"]").await
+    }
+
+    /// Closes the app and starts it again on the same data dir.
+    pub async fn restart(self) -> Self {
+        let (data_dir, server_url, display, label) = (
+            self.data_dir.clone(),
+            self.server_url.clone(),
+            self.display.clone(),
+            self.label.clone(),
+        );
+        self.quit().await;
+        Self::launch(&display, &data_dir, &server_url, &label).await
+    }
+
+    /// Ends the WebDriver session (which closes the app) and stops tauri-driver.
+    pub async fn quit(mut self) {
+        let client = self.client.clone();
+        let _ = client.close().await;
+        // Give the app a moment to exit on its own before the driver goes.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        kill_group(&mut self.driver);
+    }
+
+    /// The element with `data-testid="ID"`.
+    pub async fn find(&self, testid: &str) -> Element {
+        self.wait_for(testid).await
+    }
+
+    /// Waits for an element with `data-testid="ID"` to exist and be displayed.
+    pub async fn wait_for(&self, testid: &str) -> Element {
+        let selector = format!("[data-testid=\"{testid}\"]");
+        self.eventually(&format!("{testid} is shown"), || async {
+            let element = self.client.find(Locator::Css(&selector)).await.ok()?;
+            element
+                .is_displayed()
+                .await
+                .ok()
+                .filter(|shown| *shown)
+                .map(|_| element)
+        })
+        .await
+    }
+
+    /// Waits until no displayed element has `data-testid="ID"`.
+    pub async fn wait_gone(&self, testid: &str) {
+        let selector = format!("[data-testid=\"{testid}\"]");
+        self.eventually(&format!("{testid} is gone"), || async {
+            let elements = self.client.find_all(Locator::Css(&selector)).await.ok()?;
+            for element in elements {
+                if element.is_displayed().await.unwrap_or(false) {
+                    return None;
+                }
+            }
+            Some(())
+        })
+        .await;
+    }
+
+    /// Prints a step of the test to stderr, so a failing run shows how far it got.
+    pub fn log(&self, message: &str) {
+        eprintln!("[ui {}] {message}", self.label);
+    }
+
+    /// Clicks the element with `data-testid="ID"` once it is shown.
+    pub async fn click(&self, testid: &str) {
+        self.log(&format!("click {testid}"));
+        let element = self.wait_for(testid).await;
+        element
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("[{}] cannot click {testid}: {e}", self.label));
+    }
+
+    /// Replaces the text of the input with `data-testid="ID"`.
+    pub async fn fill(&self, testid: &str, text: &str) {
+        self.log(&format!("fill {testid} with {text:?}"));
+        let element = self.wait_for(testid).await;
+        element.clear().await.unwrap();
+        if !text.is_empty() {
+            element.send_keys(text).await.unwrap();
+        }
+    }
+
+    /// The visible text of the element with `data-testid="ID"`.
+    pub async fn text(&self, testid: &str) -> String {
+        self.wait_for(testid).await;
+        self.js_text(&format!("[data-testid=\"{testid}\"]"))
+            .await
+            .unwrap_or_default()
+    }
+
+    /// The current value of the input with `data-testid="ID"`.
+    pub async fn value(&self, testid: &str) -> String {
+        self.wait_for(testid)
+            .await
+            .prop("value")
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    /// Waits until the text of `data-testid="ID"` satisfies `check`; returns it.
+    pub async fn wait_text(
+        &self,
+        testid: &str,
+        what: &str,
+        check: impl Fn(&str) -> bool,
+    ) -> String {
+        let selector = format!("[data-testid=\"{testid}\"]");
+        self.log(&format!("wait until {testid} {what}"));
+        self.eventually(&format!("{testid} {what}"), || async {
+            let text = self.js_text(&selector).await?;
+            check(&text).then_some(text)
+        })
+        .await
+    }
+
+    /// The rendered text (`innerText`) of the first element matching `selector`, if that
+    /// element is shown.
+    pub async fn js_text(&self, selector: &str) -> Option<String> {
+        let value = self
+            .client
+            .execute(
+                "const e = document.querySelector(arguments[0]); \
+                 return e && e.getClientRects().length > 0 ? e.innerText : null;",
+                vec![Value::String(selector.to_owned())],
+            )
+            .await
+            .ok()?;
+        match value {
+            Value::String(text) => Some(text),
+            _ => None,
+        }
+    }
+
+    /// Waits until the text of `data-testid="ID"` contains `needle`.
+    pub async fn wait_contains(&self, testid: &str, needle: &str) -> String {
+        self.wait_text(testid, &format!("contains {needle:?}"), |text| {
+            text.contains(needle)
+        })
+        .await
+    }
+
+    /// The rendered texts of every displayed element matching the CSS `selector`.
+    pub async fn texts(&self, selector: &str) -> Vec<String> {
+        let value = self
+            .client
+            .execute(
+                "return [...document.querySelectorAll(arguments[0])] \
+                 .filter(e => e.getClientRects().length > 0).map(e => e.innerText);",
+                vec![Value::String(selector.to_owned())],
+            )
+            .await
+            .unwrap_or(Value::Null);
+        match value {
+            Value::Array(items) => items
+                .into_iter()
+                .map(|v| v.as_str().unwrap_or_default().to_owned())
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Clicks the list row whose text contains `needle`, opening it in the editor.
+    pub async fn open_row(&self, needle: &str) {
+        let row = self
+            .eventually(&format!("a row containing {needle:?}"), || async {
+                let rows = self
+                    .client
+                    .find_all(Locator::Css("[data-testid=\"record-row\"]"))
+                    .await
+                    .ok()?;
+                let texts = self.texts("[data-testid=\"record-row\"]").await;
+                let index = texts.iter().position(|t| t.contains(needle))?;
+                rows.into_iter().nth(index)
+            })
+            .await;
+        row.click().await.unwrap();
+        self.wait_for("editor").await;
+    }
+
+    /// Polls `probe` until it yields a value, failing the test after [`UI_TIMEOUT`]
+    /// with `what` and a screenshot saved for the post-mortem.
+    pub async fn eventually<T, F, Fut>(&self, what: &str, mut probe: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + UI_TIMEOUT;
+        loop {
+            // A WebDriver call that never answers counts as a failed probe.
+            if let Ok(Some(value)) = tokio::time::timeout(Duration::from_secs(10), probe()).await {
+                return value;
+            }
+            if Instant::now() > deadline {
+                let shot = self
+                    .screenshot(&format!("failure-{}", sanitise(what)))
+                    .await;
+                let status = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    self.js_text("[data-testid=\"status-bar\"]"),
+                )
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| "(not readable)".to_owned());
+                panic!(
+                    "[{}] timed out after {UI_TIMEOUT:?} waiting until {what}; status bar: \
+                     {status}; screenshot: {}",
+                    self.label,
+                    shot.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Saves a PNG of the window as `target/ui-screenshots/NAME.png`; with
+    /// `ROSTER_UPDATE_SCREENSHOTS=1`, the ones in [`DOC_SCREENSHOTS`] also as
+    /// `docs/screenshots/NAME.png`. Returns the first path.
+    pub async fn screenshot(&self, name: &str) -> PathBuf {
+        // WebKit takes a snapshot at its next rendering update; on a page where nothing
+        // changes that may never come, so change something invisible first.
+        let _ = self
+            .client
+            .execute(
+                "const m = document.createElement('div'); \
+                 m.style.cssText = 'position:fixed;left:0;top:0;width:1px;height:1px;opacity:0.01'; \
+                 document.body.append(m); requestAnimationFrame(() => setTimeout(() => m.remove(), 500));",
+                vec![],
+            )
+            .await;
+        let png = tokio::time::timeout(Duration::from_secs(20), self.client.screenshot())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        let dir = workspace_root().join("target").join("ui-screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, &png).unwrap();
+        if std::env::var("ROSTER_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1")
+            && DOC_SCREENSHOTS.contains(&name)
+        {
+            let docs = workspace_root().join("docs").join("screenshots");
+            std::fs::create_dir_all(&docs).unwrap();
+            std::fs::write(docs.join(format!("{name}.png")), &png).unwrap();
+        }
+        path
+    }
+
+    /// Resizes the window (for the phone-width screenshots).
+    pub async fn resize(&self, width: u32, height: u32) {
+        let _ = self.client.set_window_size(width, height).await;
+    }
+}
+
+/// A string safe as a file name.
+fn sanitise(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(60)
+        .collect()
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        kill_group(&mut self.driver);
+    }
+}

@@ -1,0 +1,41 @@
+// The app's commands and events, over Tauri's global API (app.withGlobalTauri).
+// Every command rejects with {kind, message, field?} (see src-tauri/src/error.rs).
+
+const tauri = window.__TAURI__;
+
+/** Calls a command; rejects with an {kind, message, field?} object. */
+export async function call(command, args = {}) {
+  if (!tauri) {
+    throw { kind: "internal", message: "Not running inside the Roster app (no Tauri API)." };
+  }
+  try {
+    return await tauri.core.invoke(command, args);
+  } catch (error) {
+    if (error && typeof error === "object" && "message" in error) throw error;
+    throw { kind: "internal", message: String(error) };
+  }
+}
+
+/** Subscribes to an event; `handler` gets its payload. */
+export function on(event, handler) {
+  if (!tauri) return Promise.resolve(() => {});
+  return tauri.event.listen(event, (e) => handler(e.payload));
+}
+
+export const api = {
+  schema: () => call("get_schema"),
+  appInfo: () => call("app_info"),
+  list: (table, query) => call("list_records", { table, query }),
+  get: (table, id) => call("get_record", { table, id }),
+  create: (table, fields) => call("create_record", { table, fields }),
+  update: (table, id, fields) => call("update_record", { table, id, fields }),
+  remove: (table, id) => call("delete_record", { table, id }),
+  syncNow: () => call("sync_now"),
+  syncStatus: () => call("sync_status"),
+  conflicts: () => call("list_conflicts"),
+  resolve: (table, id, choice) => call("resolve_conflict", { table, id, choice }),
+  resolveAll: (side) => call("resolve_all_conflicts", { side }),
+  history: (limit) => call("conflict_history", { limit }),
+  settings: () => call("get_settings"),
+  saveSettings: (settings) => call("set_settings", { settings }),
+};

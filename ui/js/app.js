@@ -1,0 +1,67 @@
+// Entry point: loads the schema, builds the views, follows the sync events.
+
+import { api, on } from "./api.js";
+import { $ } from "./util.js";
+import { initRecords, onRecordsChanged, tableColumns } from "./records.js";
+import { initConflicts, loadConflicts } from "./conflicts.js";
+import { initHistory, loadHistory } from "./history.js";
+import { initSettings, loadSettings } from "./settings.js";
+import { initStatus, showStatus } from "./status.js";
+
+const VIEWS = ["records", "conflicts", "history", "settings"];
+let currentView = "records";
+
+function showView(view) {
+  currentView = view;
+  for (const name of VIEWS) {
+    $(`view-${name}`).hidden = name !== view;
+    const tab = document.querySelector(`.tab[data-view="${name}"]`);
+    if (name === view) tab.setAttribute("aria-current", "page");
+    else tab.removeAttribute("aria-current");
+  }
+  if (view === "conflicts") loadConflicts();
+  if (view === "history") loadHistory();
+  if (view === "settings") loadSettings().catch((e) => console.error(e));
+}
+
+function showDevice(name) {
+  $("device-name").textContent = name ? `· ${name}` : "";
+}
+
+async function start() {
+  let info;
+  let schema;
+  try {
+    [info, schema] = await Promise.all([api.appInfo(), api.schema()]);
+  } catch (error) {
+    $("startup-error").textContent = error.message;
+    $("startup-error").hidden = false;
+    $("view-records").hidden = true;
+    return;
+  }
+  showDevice(info.device_name);
+  for (const tab of document.querySelectorAll(".tab")) {
+    tab.addEventListener("click", () => showView(tab.dataset.view));
+  }
+  initRecords(schema);
+  initConflicts(tableColumns);
+  initHistory(tableColumns);
+  initSettings((settings) => showDevice(settings.device_name));
+  initStatus(() => showView("conflicts"));
+
+  await on("sync-status", (status) => {
+    const previous = showStatus(status);
+    if (currentView === "conflicts" && previous && previous.open_conflicts !== status.open_conflicts) {
+      loadConflicts();
+    }
+  });
+  await on("records-changed", () => {
+    onRecordsChanged();
+    if (currentView === "conflicts") loadConflicts();
+    if (currentView === "history") loadHistory();
+  });
+  showStatus(await api.syncStatus());
+  document.body.dataset.ready = "true";
+}
+
+start();

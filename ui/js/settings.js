@@ -1,0 +1,67 @@
+// The Settings view.
+
+import { api } from "./api.js";
+import { $, el } from "./util.js";
+
+const FIELDS = ["server_url", "device_name", "sync_interval_secs", "conflict_mode"];
+let onSaved = () => {};
+
+export function initSettings(savedCallback) {
+  onSaved = savedCallback;
+  $("settings-form").addEventListener("submit", (e) => { e.preventDefault(); save(); });
+  $("settings-form").addEventListener("input", () => { $("settings-saved").hidden = true; });
+}
+
+export async function loadSettings() {
+  clearErrors();
+  const [settings, info] = await Promise.all([api.settings(), api.appInfo()]);
+  for (const name of FIELDS) $(`setting-${name}`).value = String(settings[name]);
+  $("about").replaceChildren(
+    el("dt", {}, "Version"), el("dd", {}, info.version),
+    el("dt", {}, "Data folder"), el("dd", { "data-testid": "about-data-dir" }, info.data_dir),
+    el("dt", {}, "Device id"), el("dd", {}, info.client_id));
+}
+
+function clearErrors() {
+  for (const name of FIELDS) {
+    const node = $(`error-setting-${name}`);
+    if (node) { node.hidden = true; node.textContent = ""; }
+    $(`setting-${name}`).removeAttribute("aria-invalid");
+  }
+  $("settings-error").hidden = true;
+}
+
+function showError(error) {
+  const node = error.field && $(`error-setting-${error.field}`);
+  if (node) {
+    node.textContent = error.message;
+    node.hidden = false;
+    $(`setting-${error.field}`).setAttribute("aria-invalid", "true");
+    $(`setting-${error.field}`).focus();
+  } else {
+    $("settings-error").textContent = error.message;
+    $("settings-error").hidden = false;
+  }
+}
+
+async function save() {
+  clearErrors();
+  const interval = $("setting-sync_interval_secs").value.trim();
+  if (!/^\d+$/.test(interval)) {
+    showError({ field: "sync_interval_secs", message: "Enter a whole number of seconds" });
+    return;
+  }
+  const settings = {
+    server_url: $("setting-server_url").value.trim(),
+    device_name: $("setting-device_name").value.trim(),
+    sync_interval_secs: Number(interval),
+    conflict_mode: $("setting-conflict_mode").value,
+  };
+  try {
+    const saved = await api.saveSettings(settings);
+    $("settings-saved").hidden = false;
+    onSaved(saved);
+  } catch (error) {
+    showError(error);
+  }
+}

@@ -1,0 +1,77 @@
+// The status bar: sync state, progress, pending changes, open conflicts, last sync.
+
+import { api } from "./api.js";
+import { $, fmtNumber, fmtTime, plural, toast } from "./util.js";
+
+const STATE_TEXT = {
+  idle: "Synced",
+  syncing: "Syncing…",
+  offline: "Offline – changes stay on this device",
+  error: "Sync failed",
+};
+
+let current = null;
+
+export function initStatus(goToConflicts) {
+  $("status-conflicts").addEventListener("click", goToConflicts);
+  $("sync-now").addEventListener("click", async () => {
+    $("sync-now").disabled = true;
+    try {
+      await api.syncNow();
+    } catch (error) {
+      toast(error.message);
+    } finally {
+      $("sync-now").disabled = false;
+    }
+  });
+}
+
+/** Shows `status` (the payload of a sync-status event). Returns the previous one. */
+export function showStatus(status) {
+  const previous = current;
+  current = status;
+  const bar = $("status-bar");
+  bar.dataset.state = status.state;
+  let text = STATE_TEXT[status.state] ?? status.state;
+  if (status.state === "idle" && !status.last_sync_ms) text = "Not synced yet";
+  $("sync-state-text").textContent = text;
+  $("sync-state").title = status.message ?? "";
+  if (status.state === "error" && status.message) {
+    $("sync-state-text").textContent = `${text}: ${status.message}`;
+  }
+
+  const progress = $("sync-progress");
+  const progressText = $("progress-text");
+  const p = status.state === "syncing" ? status.progress : null;
+  progress.hidden = !p;
+  progressText.hidden = !p;
+  if (p) {
+    if (p.to_upload > 0 && p.uploaded < p.to_upload) {
+      progress.value = Math.round((100 * p.uploaded) / p.to_upload);
+    } else {
+      progress.removeAttribute("value"); // indeterminate while pulling
+    }
+    const parts = [];
+    if (p.to_upload > 0) parts.push(`${fmtNumber(p.uploaded)} of ${fmtNumber(p.to_upload)} sent`);
+    parts.push(`${fmtNumber(p.downloaded)} received`);
+    progressText.textContent = parts.join(" · ");
+  }
+
+  const pending = $("pending-count");
+  pending.textContent = status.pending === 0
+    ? "No changes waiting"
+    : `${plural(status.pending, "change", "changes")} waiting`;
+  pending.classList.toggle("clear", status.pending === 0);
+
+  const conflicts = $("status-conflicts");
+  conflicts.hidden = status.open_conflicts === 0;
+  conflicts.textContent = plural(status.open_conflicts, "conflict", "conflicts");
+  const badge = $("conflicts-badge");
+  badge.hidden = status.open_conflicts === 0;
+  badge.textContent = fmtNumber(status.open_conflicts);
+  badge.setAttribute("aria-label", plural(status.open_conflicts, "open conflict", "open conflicts"));
+
+  $("last-sync").textContent = status.last_sync_ms ? `Last sync ${fmtTime(status.last_sync_ms)}` : "";
+  $("sync-now").disabled = status.state === "syncing";
+  return previous;
+}
