@@ -7,7 +7,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
 use std::future::Future;
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -198,95 +197,11 @@ impl Drop for Display {
     }
 }
 
-/// A running `roster-server` with its own temp dir, database and config.
-pub struct Server {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    addr: SocketAddr,
-}
-
-impl Server {
-    /// Starts the server with [`SERVER_CONFIG`] on a free port.
-    pub fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("config.toml"), SERVER_CONFIG).unwrap();
-        let (child, addr) = spawn_server(dir.path(), "127.0.0.1:0").expect("server start");
-        Self {
-            child: Some(child),
-            dir,
-            addr,
-        }
-    }
-
-    /// Base URL, e.g. `http://127.0.0.1:41234`.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Kills the process: the app sees the server vanish.
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill(&mut child);
-        }
-    }
-
-    /// Starts the server again on the same port and database.
-    pub fn restart(&mut self) {
-        self.stop();
-        let mut last = None;
-        for _ in 0..100 {
-            match spawn_server(self.dir.path(), &self.addr.to_string()) {
-                Ok((child, addr)) => {
-                    self.child = Some(child);
-                    self.addr = addr;
-                    return;
-                }
-                Err(error) => last = Some(error),
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("server did not restart on {}: {last:?}", self.addr);
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// Spawns `roster-server --listen LISTEN --db DIR/server.db --config DIR/config.toml` and
-/// reads its address from its first stdout line.
-fn spawn_server(dir: &Path, listen: &str) -> Result<(Child, SocketAddr), String> {
-    let mut child = Command::new(bin_path("roster-server"))
-        .arg("--listen")
-        .arg(listen)
-        .arg("--db")
-        .arg(dir.join("server.db"))
-        .arg("--config")
-        .arg(dir.join("config.toml"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let line = match lines.next() {
-        Some(Ok(line)) => line,
-        _ => {
-            kill(&mut child);
-            return Err("roster-server exited before printing its address".into());
-        }
-    };
-    // Keep draining stdout so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    let addr = line
-        .rsplit("http://")
-        .next()
-        .and_then(|a| a.trim().parse().ok())
-        .ok_or_else(|| format!("unexpected first line: {line:?}"))?;
-    Ok((child, addr))
+/// Starts the real `roster-server` with [`SERVER_CONFIG`] on a free port of 127.0.0.1,
+/// with the end-to-end tests' harness (`kill` stops it, `restart` brings it back on the
+/// same port and database).
+pub fn start_server() -> roster_e2e::TestServer {
+    roster_e2e::TestServer::start_with_config(SERVER_CONFIG)
 }
 
 /// One running app instance: its own data dir, its own tauri-driver, one WebDriver

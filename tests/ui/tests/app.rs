@@ -8,7 +8,7 @@ use std::time::Duration;
 use roster_client::SyncClient;
 use roster_client::local::LocalStore;
 use roster_protocol::{Fields, Schema};
-use roster_ui_tests::{App, Display, Server, free_port};
+use roster_ui_tests::{App, Display, free_port, start_server};
 use serde_json::json;
 
 /// A server URL where nothing listens: the app starts offline.
@@ -98,7 +98,7 @@ async fn offline_create_edit_delete_survive_a_restart() {
 #[tokio::test(flavor = "multi_thread")]
 async fn edits_queue_while_the_server_is_down_and_drain_when_it_returns() {
     let display = Display::start();
-    let mut server = Server::start();
+    let mut server = start_server();
     let dir = tempfile::tempdir().unwrap();
     let app = App::launch(&display.name(), dir.path(), &server.url(), "reconnect").await;
 
@@ -108,7 +108,7 @@ async fn edits_queue_while_the_server_is_down_and_drain_when_it_returns() {
     app.wait_contains("sync-state", "Synced").await;
     app.wait_contains("last-sync", "Last sync").await;
 
-    server.stop();
+    server.kill();
     app.open_row("Jane Doe").await;
     app.fill_and_save(&[("city", "Marseille")]).await;
     app.wait_contains("sync-state", "Offline").await;
@@ -162,7 +162,7 @@ async fn slow_interval(app: &App, device: &str) {
 async fn both_devices_edit_jane_and_the_second_keeps_its_value() {
     // One display per window: WebKit's screenshots hang for a window another one covers.
     let (display_a, display_b) = (Display::start(), Display::start());
-    let server = Server::start();
+    let server = start_server();
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let first = App::launch(&display_a.name(), dir_a.path(), &server.url(), "first").await;
     let second = App::launch(&display_b.name(), dir_b.path(), &server.url(), "second").await;
@@ -211,7 +211,7 @@ async fn both_devices_edit_jane_and_the_second_keeps_its_value() {
 #[tokio::test(flavor = "multi_thread")]
 async fn field_by_field_merge_through_the_ui() {
     let display = Display::start();
-    let server = Server::start();
+    let server = start_server();
     let dir = tempfile::tempdir().unwrap();
     let app = App::launch(&display.name(), dir.path(), &server.url(), "merge").await;
     slow_interval(&app, "Desk").await;
@@ -339,7 +339,7 @@ fn thousands(n: usize) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hundred_thousand_people_list_search_and_sync() {
     let display = Display::start();
-    let server = Server::start();
+    let server = start_server();
     let dir = tempfile::tempdir().unwrap();
     seed_100k(dir.path(), &server.url());
     let app = App::launch(&display.name(), dir.path(), &server.url(), "100k").await;
