@@ -12,14 +12,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use roster_protocol::{
     ApiError, CONFLICTS_PATH, ConflictLogEntry, ErrorCode, HEALTH_PATH, PROTOCOL_VERSION,
-    SCHEMA_PATH, SYNC_PATH, Schema, SyncRequest, SyncResponse,
+    SCHEMA_PATH, SYNC_PATH, Schema, SyncResponse,
 };
 use tower_http::trace::TraceLayer;
 
 use crate::config::ServerConfig;
 use crate::resolve::{ConflictHandler, Resolver};
 use crate::store::{StoreError, SyncStore};
-use crate::validate::validate_request;
+use crate::validate::decode_request;
 
 /// Shared state of the router.
 #[derive(Clone)]
@@ -173,13 +173,7 @@ async fn sync(
             HttpError::new(ErrorCode::MalformedRequest, rejection.body_text())
         }
     })?;
-    let request: SyncRequest = serde_json::from_slice(&body).map_err(|e| {
-        HttpError::new(
-            ErrorCode::MalformedRequest,
-            format!("invalid sync request: {e}"),
-        )
-    })?;
-    validate_request(&request, &state.schema)?;
+    let request = decode_request(&body, &state.schema)?;
     let store = state.store.clone();
     let resolver = state.resolver.clone();
     let response = tokio::task::spawn_blocking(move || store.sync(&request, &resolver))
