@@ -1,12 +1,14 @@
 //! `cargo xtask`: the project's set-up and orchestration tasks.
 //!
 //! - `cargo xtask test`: everything CI runs (system packages, lint, build, tests).
+//! - `cargo xtask fuzz`: a bounded fuzzing run of the request decoder.
 //! - `cargo xtask run`: a dev server, a short `roster` CLI demo against it, and the
 //!   desktop app connected to it.
 
 mod bench;
 mod demo;
 mod desktop;
+mod fuzz;
 mod process;
 mod run;
 mod server;
@@ -39,6 +41,9 @@ enum Task {
     /// Build release binaries and run the sync benchmarks against the local SQLite
     /// limit: prints a table, writes target/bench/results.json (docs/BENCHMARKS.md).
     Bench(bench::BenchArgs),
+    /// Fuzz the sync request decoder (cargo-fuzz, installed when missing) for a bounded
+    /// time; `cargo xtask test` runs it for 30 s.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +52,7 @@ fn main() -> ExitCode {
         Task::Test(args) => test::test(args),
         Task::Run(args) => run::run_dev(args),
         Task::Bench(args) => bench::bench(args),
+        Task::Fuzz(args) => fuzz::fuzz(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

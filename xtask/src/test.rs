@@ -29,6 +29,9 @@ const SYSTEM_PACKAGES: &[&str] = &[
 /// The package of the WebDriver UI tests: run on their own, after every other test.
 pub const UI_TEST_PACKAGE: &str = "roster-ui-tests";
 
+/// How long `cargo xtask test` fuzzes the request decoder.
+const FUZZ_SECONDS: u32 = 30;
+
 /// Rustup components the lint steps need.
 const RUST_COMPONENTS: &[&str] = &["rustfmt", "clippy"];
 
@@ -44,6 +47,9 @@ pub struct TestArgs {
     /// Skip the WebDriver UI tests of the desktop app (they need Xvfb and tauri-driver).
     #[arg(long)]
     no_ui: bool,
+    /// Skip the short fuzzing run of the request decoder.
+    #[arg(long)]
+    no_fuzz: bool,
     /// Extra arguments for the test runners (cargo nextest run, or cargo test), e.g. a
     /// filter; given to the main run and to the UI test run.
     #[arg(last = true, value_name = "RUNNER_ARGS")]
@@ -54,13 +60,16 @@ pub struct TestArgs {
 pub fn test(args: &TestArgs) -> Result<()> {
     let root = workspace::root()?;
     if !args.skip_install {
-        install(!args.no_lint, !args.no_ui)?;
+        install(!args.no_lint, !args.no_ui, !args.no_fuzz)?;
     }
     if !args.no_lint {
         fmt(&root)?;
         clippy(&root)?;
     }
     build(&root)?;
+    if !args.no_fuzz {
+        crate::fuzz::run_target(&root, FUZZ_SECONDS)?;
+    }
     // Doctests first: the main runner's summary must be the run's closing line.
     doctests(&root)?;
     unit_and_integration_tests(&root, &args.runner_args)?;
@@ -72,11 +81,15 @@ pub fn test(args: &TestArgs) -> Result<()> {
     Ok(())
 }
 
-/// Installs the system packages, the lint components when `lint` is set, and
-/// tauri-driver when `ui` is set.
-fn install(lint: bool, ui: bool) -> Result<()> {
+/// Installs the system packages, cargo-fuzz when `fuzz` is set, the lint components
+/// when `lint` is set, and tauri-driver when `ui` is set.
+fn install(lint: bool, ui: bool, fuzz: bool) -> Result<()> {
     step("system packages");
     ensure_system_packages(SYSTEM_PACKAGES)?;
+    if fuzz {
+        step("cargo-fuzz (short fuzzing run of the request decoder)");
+        ensure_cargo_tool("cargo-fuzz", "cargo-fuzz")?;
+    }
     if lint {
         step("rust components");
         ensure_rust_components(RUST_COMPONENTS)?;

@@ -277,6 +277,30 @@ mod decode_properties {
         Ok(())
     }
 
+    /// The fuzzer's seeds are valid requests (so it starts from the accepted shapes).
+    #[test]
+    fn fuzz_seeds_are_valid_requests() {
+        let schema = Schema::default_person();
+        for (name, seed) in [
+            (
+                "insert",
+                include_str!("../../../fuzz/seeds/sync_request/insert.json"),
+            ),
+            (
+                "update_round",
+                include_str!("../../../fuzz/seeds/sync_request/update_round.json"),
+            ),
+            (
+                "empty",
+                include_str!("../../../fuzz/seeds/sync_request/empty.json"),
+            ),
+        ] {
+            if let Err(error) = decode_request(seed.as_bytes(), &schema) {
+                panic!("seed {name} is rejected: {error:?}");
+            }
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
