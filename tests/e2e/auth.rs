@@ -72,11 +72,11 @@ fn error_code(body: &str) -> ErrorCode {
     error.error.code
 }
 
-/// Every row in the server's database file, of every data set: (dataset, table, id) →
-/// (version, deleted, data).
-fn all_stored_rows(
-    server: &TestServer,
-) -> BTreeMap<(String, String, String), (i64, bool, Option<String>)> {
+/// A stored row's (version, deleted, data), keyed by (dataset, table, id).
+type StoredRows = BTreeMap<(String, String, String), (i64, bool, Option<String>)>;
+
+/// Every row in the server's database file, of every data set.
+fn all_stored_rows(server: &TestServer) -> StoredRows {
     let conn = rusqlite::Connection::open_with_flags(
         server.db_path(),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
