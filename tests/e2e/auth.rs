@@ -487,6 +487,11 @@ async fn the_cli_uses_its_token_and_a_refused_one_exits_5() {
     assert!(added.status.success());
     let sync = roster(&dir, &["sync"], None);
     assert!(sync.status.success(), "the stored token is used: {sync:?}");
+    let sync = roster(&dir, &["sync"], Some(""));
+    assert!(
+        sync.status.success(),
+        "an empty ROSTER_TOKEN is no token: {sync:?}"
+    );
     assert_eq!(server.live("person").await.len(), 1);
 
     server.revoke_token(id);

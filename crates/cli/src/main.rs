@@ -125,8 +125,14 @@ fn parse_id(text: &str) -> anyhow::Result<RowId> {
         .map_err(|e| ClientError::BadInput(format!("{text:?} is not a row id: {e}")).into())
 }
 
-async fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
+async fn run(mut cli: Cli, out: &Output) -> anyhow::Result<()> {
     let dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
+    // An empty `ROSTER_TOKEN=` means no token, not an empty one.
+    cli.token = cli
+        .token
+        .take()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty());
     if let Command::Init {
         server,
         schema,

@@ -316,3 +316,46 @@ async fn conflicts(
     .map_err(|e| HttpError::new(ErrorCode::Internal, e.to_string()))??;
     Ok(Json(entries))
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn only_bearer_credentials_are_taken() {
+        assert_eq!(
+            bearer(&headers("Bearer rst_abc")).as_deref(),
+            Some("rst_abc")
+        );
+        assert_eq!(
+            bearer(&headers("bearer  rst_abc ")).as_deref(),
+            Some("rst_abc")
+        );
+        assert_eq!(bearer(&headers("Basic rst_abc")), None);
+        assert_eq!(bearer(&headers("Bearer ")), None);
+        assert_eq!(bearer(&headers("rst_abc")), None);
+        assert_eq!(bearer(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn refusals_have_their_status_and_a_bearer_challenge() {
+        assert_eq!(status_of(ErrorCode::Unauthorized), StatusCode::UNAUTHORIZED);
+        assert_eq!(status_of(ErrorCode::Forbidden), StatusCode::FORBIDDEN);
+        let response = unauthorized().into_response();
+        assert!(response.headers().contains_key(header::WWW_AUTHENTICATE));
+        assert!(
+            !forbidden()
+                .into_response()
+                .headers()
+                .contains_key(header::WWW_AUTHENTICATE)
+        );
+    }
+}
