@@ -21,7 +21,34 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct ServerProcess {
     child: Child,
     url: String,
+    token: String,
     log: PathBuf,
+}
+
+/// Name of the user every benchmark server gets (`roster-server create-user`).
+pub const BENCH_USER: &str = "bench";
+
+/// Creates [`BENCH_USER`] in the database `db` with the real admin command and returns
+/// its token.
+fn create_user(bin: &Path, db: &Path) -> Result<String> {
+    let out = Command::new(bin)
+        .arg("--db")
+        .arg(db)
+        .args(["create-user", BENCH_USER])
+        .env_remove("ROSTER_SERVER_CONFIG")
+        .output()
+        .with_context(|| format!("cannot run {} create-user", bin.display()))?;
+    if !out.status.success() {
+        bail!(
+            "create-user failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if token.is_empty() {
+        bail!("create-user printed no token");
+    }
+    Ok(token)
 }
 
 /// A server config declaring the shipped Person table with `policy`.
@@ -56,6 +83,7 @@ impl ServerProcess {
         let log = dir.join("server.log");
         let log_file =
             File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+        let token = create_user(bin, &dir.join("server.db"))?;
         let mut cmd = Command::new(bin);
         cmd.arg("--listen")
             .arg("127.0.0.1:0")
@@ -110,11 +138,21 @@ impl ServerProcess {
             }
         };
         tracing::info!(pid = child.id(), %url, dir = %dir.display(), "roster-server started");
-        Ok(Self { child, url, log })
+        Ok(Self {
+            child,
+            url,
+            token,
+            log,
+        })
     }
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The token of [`BENCH_USER`].
+    pub fn token(&self) -> &str {
+        &self.token
     }
 
     /// Measures the server process's CPU time from now on.
@@ -153,6 +191,7 @@ impl Drop for ServerProcess {
 pub struct Raw {
     http: reqwest::Client,
     url: String,
+    token: String,
     client_id: uuid::Uuid,
 }
 
@@ -172,12 +211,13 @@ pub struct RawTiming {
 }
 
 impl Raw {
-    pub fn new(url: &str) -> Result<Self> {
+    pub fn new(url: &str, token: &str) -> Result<Self> {
         Ok(Self {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(120))
                 .build()?,
             url: url.to_owned(),
+            token: token.to_owned(),
             client_id: uuid::Uuid::now_v7(),
         })
     }
@@ -220,6 +260,7 @@ impl Raw {
         let response = self
             .http
             .post(format!("{}{SYNC_PATH}", self.url))
+            .bearer_auth(&self.token)
             .header("content-type", "application/json")
             .body(body)
             .send()

@@ -24,7 +24,12 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
     let mut generator = RowGen::new(500);
     let mut all = Vec::with_capacity(clients);
     for index in 0..clients {
-        let client = new_client(&dir.join(format!("client-{index:03}")), server.url()).await?;
+        let client = new_client(
+            &dir.join(format!("client-{index:03}")),
+            server.url(),
+            server.token(),
+        )
+        .await?;
         let store = client.store_handle();
         let rows = generator.fields(changes);
         tokio::task::spawn_blocking(move || store.insert_many("person", rows)).await??;
@@ -64,7 +69,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
     let wall = started.elapsed().as_secs_f64();
     let (client_cpu, server_cpu) = (client_cpu.secs(), server_cpu.secs());
     server.check_alive()?;
-    let on_server = Raw::new(server.url())?.count_rows().await?;
+    let on_server = Raw::new(server.url(), server.token())?.count_rows().await?;
     let expected = (clients * changes) as u64;
     if on_server != expected {
         errors.push(format!(

@@ -17,7 +17,7 @@ use crate::local::LocalStore;
 pub use crate::local::apply::ApplyCounts;
 use crate::local::apply::SentChange;
 pub use crate::local::conflicts::ConflictHandler;
-use crate::transport::{HttpTransport, normalise_server_url};
+use crate::transport::{Credentials, HttpTransport, normalise_server_url};
 
 /// Batch and timeout settings of a sync round.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,11 +137,12 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl SyncClient {
-    /// Creates a store in `dir` for the service at `server_url`. The schema is fetched
-    /// from the service unless given.
+    /// Creates a store in `dir` for the service at `server_url`, presenting `credentials`
+    /// (stored with the store). The schema is fetched from the service unless given.
     pub async fn init(
         dir: &Path,
         server_url: &str,
+        credentials: &Credentials,
         schema: Option<Schema>,
     ) -> Result<Self, ClientError> {
         let url = normalise_server_url(server_url)?;
@@ -152,19 +153,21 @@ impl SyncClient {
             Some(schema) => schema,
             None => {
                 HttpTransport::new(&url, SyncOptions::default().request_timeout)?
+                    .with_credentials(credentials)
                     .schema()
                     .await?
             }
         };
-        LocalStore::create(dir, &url, &schema)?;
+        LocalStore::create(dir, &url, &schema)?.set_credentials(credentials)?;
         Self::open(dir)
     }
 
-    /// Opens the store in `dir`; works offline.
+    /// Opens the store in `dir` with the credentials stored in it; works offline.
     pub fn open(dir: &Path) -> Result<Self, ClientError> {
         let store = LocalStore::open(dir)?;
         let options = SyncOptions::default();
-        let transport = HttpTransport::new(store.server_url(), options.request_timeout)?;
+        let transport = HttpTransport::new(store.server_url(), options.request_timeout)?
+            .with_credentials(&store.credentials()?);
         Ok(Self {
             store: Arc::new(store),
             transport,
@@ -188,9 +191,25 @@ impl SyncClient {
                 "push_batch and pull_limit must be at least 1".into(),
             ));
         }
-        self.transport = HttpTransport::new(self.store.server_url(), options.request_timeout)?;
+        self.transport = HttpTransport::new(self.store.server_url(), options.request_timeout)?
+            .with_credentials(&self.transport.credentials());
         self.options = options;
         Ok(self)
+    }
+
+    /// Uses `token` from now on, for this client and its store (it is saved, so the
+    /// next [`SyncClient::open`] uses it too).
+    pub fn set_token(&self, token: Option<String>) -> Result<(), ClientError> {
+        self.store.set_token(token.as_deref())?;
+        self.transport.set_token(token);
+        Ok(())
+    }
+
+    /// Uses `token` for this client's requests only, without saving it (for example a
+    /// token from the environment).
+    pub fn with_token(self, token: String) -> Self {
+        self.transport.set_token(Some(token));
+        self
     }
 
     /// The local store: CRUD, listing, status and conflict history.
@@ -208,7 +227,8 @@ impl SyncClient {
         self.transport.health().await.map(|_| ())
     }
 
-    /// The server's conflict log (every client's conflicts), newest first.
+    /// The server's conflict log of this device's data set (every client's conflicts in
+    /// it), newest first.
     pub async fn server_conflicts(
         &self,
         limit: u32,

@@ -37,13 +37,15 @@ pub struct EmbeddedServer {
 impl EmbeddedServer {
     /// Opens the SQLite database at `db` and serves `config`'s tables on `config.listen`
     /// (port 0 picks a free port), with `handler` deciding conflicts first when given.
+    /// Accounts are those of the same database file (create them with
+    /// [`crate::accounts::AccountStore`] on a [`SqliteStore`] of that file).
     pub async fn start(
         config: &ServerConfig,
         db: &Path,
         handler: Option<Arc<dyn ConflictHandler>>,
     ) -> Result<Self, StartError> {
         let store = Arc::new(SqliteStore::open(db)?);
-        let mut state = AppState::new(store, config);
+        let mut state = AppState::new(store.clone(), store, config);
         if let Some(handler) = handler {
             state = state.with_handler(handler);
         }

@@ -3,7 +3,8 @@
 //!
 //! Metadata tables (their `_roster_` prefix cannot clash with schema names, which start
 //! with a letter):
-//! * `_roster_meta`: client id, server URL, schema, watermark, edit counter.
+//! * `_roster_meta`: client id, server URL, schema, watermark, edit counter, and the
+//!   device's credentials (bearer token, data set).
 //! * `_roster_rows`: per synced or pending row: the base version and base values last
 //!   seen from the server, the pending op (`insert`/`update`/`delete`, or NULL when clean)
 //!   and `local_rev`, the edit counter at the row's last local edit. A sync round only
@@ -280,6 +281,44 @@ impl LocalStore {
         self.conn
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The credentials stored for this device (token and data set), if any.
+    pub fn credentials(&self) -> Result<crate::Credentials, ClientError> {
+        let conn = self.lock();
+        Ok(crate::Credentials {
+            token: get_meta(&conn, "token")?,
+            dataset: get_meta(&conn, "dataset")?,
+        })
+    }
+
+    /// Stores `credentials` for this device (absent parts are removed). The data set
+    /// belongs to the store like the server URL: set it only when the store is created.
+    pub fn set_credentials(&self, credentials: &crate::Credentials) -> Result<(), ClientError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        for (key, value) in [
+            ("token", &credentials.token),
+            ("dataset", &credentials.dataset),
+        ] {
+            match value {
+                Some(value) => set_meta(&tx, key, value)?,
+                None => {
+                    tx.execute("DELETE FROM _roster_meta WHERE key = ?1", [key])?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Replaces only the stored token (the data set stays).
+    pub fn set_token(&self, token: Option<&str>) -> Result<(), ClientError> {
+        let dataset = self.credentials()?.dataset;
+        self.set_credentials(&crate::Credentials {
+            token: token.map(str::to_owned),
+            dataset,
+        })
     }
 
     /// The change-log position pulled up to.

@@ -67,19 +67,31 @@ pub enum StoreError {
 
 /// A server storage backend. Methods block; the HTTP layer calls them on a blocking
 /// thread.
+///
+/// **Data sets.** Every row, conflict log entry, staged batch and remembered answer
+/// belongs to one data set, named by the `dataset` argument (already authorised by the
+/// HTTP layer). A backend must never read, write, replay or report anything of another
+/// data set for a call: two data sets may hold the same `(table, id)` and the same
+/// client or batch ids without meeting. Versions may be drawn from one global counter.
 pub trait SyncStore: Send + Sync + 'static {
-    /// Applies a request already checked by [`crate::validate::validate_request`] in one
-    /// transaction: clean changes are acknowledged with their new version, conflicting
+    /// Applies a request already checked by [`crate::validate::validate_request`] to the
+    /// data set `dataset` in one transaction: clean changes are acknowledged with their new version, conflicting
     /// ones are resolved by `resolver`, logged, and reported, and server changes after
     /// `request.since` (minus the rows this request touched) are returned as one page.
     /// A round rolled back by the handler is answered with `rollback` set and nothing
     /// applied.
-    fn sync(&self, request: &SyncRequest, resolver: &Resolver) -> Result<SyncResponse, StoreError>;
+    fn sync(
+        &self,
+        dataset: &str,
+        request: &SyncRequest,
+        resolver: &Resolver,
+    ) -> Result<SyncResponse, StoreError>;
 
-    /// Up to `limit` conflict log entries with `seq < before` (all when `None`), newest
-    /// first.
+    /// Up to `limit` conflict log entries of `dataset` with `seq < before` (all when
+    /// `None`), newest first.
     fn conflict_log(
         &self,
+        dataset: &str,
         limit: u32,
         before: Option<u64>,
     ) -> Result<Vec<ConflictLogEntry>, StoreError>;
