@@ -3,13 +3,15 @@
 //! the new watermark) in one transaction.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use roster_protocol::{
-    Change, ChangeOp, Conflict, Fields, Resolution, RowId, ServerRow, SyncResponse,
+    Ack, Change, ChangeOp, Conflict, Fields, Resolution, RowId, ServerChange, ServerRow,
+    SyncResponse, TableSchema,
 };
 
 use super::conflicts::ConflictHandler;
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{CachedStatement, Connection, OptionalExtension, Transaction, params};
 use serde_json::Value;
 
 use super::sql;
@@ -178,6 +180,34 @@ fn log_conflict(tx: &Transaction<'_>, conflict: &Conflict) -> Result<(), ClientE
     Ok(())
 }
 
+/// Records an ack of the change `sent`: the acked version (and the values sent) become
+/// the row's base. The row is clean only if its edit number is still the one it had when
+/// sent; otherwise the newer edit stays pending on the new base (a pending insert becomes
+/// an update). An acked delete of an unchanged row forgets the row.
+fn acknowledge(tx: &Transaction<'_>, ack: &Ack, sent: &SentChange) -> Result<(), ClientError> {
+    let id = ack.id.to_string();
+    if sent.change.op == ChangeOp::Delete {
+        let forgotten = tx
+            .prepare_cached(
+                "DELETE FROM _roster_rows WHERE tbl = ?1 AND id = ?2 AND local_rev = ?3",
+            )?
+            .execute(params![ack.table, id, sent.local_rev])?;
+        if forgotten > 0 {
+            return Ok(());
+        }
+    }
+    let data = sent.change.fields.as_ref().map(json_text).transpose()?;
+    let version = i64::try_from(ack.version).unwrap_or(i64::MAX);
+    tx.prepare_cached(
+        "UPDATE _roster_rows SET base_version = ?3, base_data = ?4,
+           pending = CASE WHEN local_rev = ?5 THEN NULL
+                          WHEN pending = 'insert' THEN 'update' ELSE pending END
+         WHERE tbl = ?1 AND id = ?2",
+    )?
+    .execute(params![ack.table, id, version, data, sent.local_rev])?;
+    Ok(())
+}
+
 impl LocalStore {
     /// The current edit number: a sync round pushes only edits up to the number it saw
     /// when it started, so it always ends even while the user keeps editing.
@@ -297,6 +327,18 @@ impl LocalStore {
         response: &SyncResponse,
         handler: Option<&dyn ConflictHandler>,
     ) -> Result<ApplyCounts, ClientError> {
+        self.apply_answer(sent, response, handler, false)
+    }
+
+    /// [`LocalStore::apply_response`], also recording in the same transaction, when
+    /// `round_done`, that a sync round completed now (one commit instead of two).
+    pub(crate) fn apply_answer(
+        &self,
+        sent: &[SentChange],
+        response: &SyncResponse,
+        handler: Option<&dyn ConflictHandler>,
+        round_done: bool,
+    ) -> Result<ApplyCounts, ClientError> {
         let sent: HashMap<(&str, RowId), &SentChange> = sent
             .iter()
             .map(|s| ((s.change.table.as_str(), s.change.id), s))
@@ -311,22 +353,7 @@ impl LocalStore {
                     ack.id
                 )));
             };
-            let unchanged =
-                row_state(&tx, &ack.table, ack.id)?.is_some_and(|(_, rev)| rev == change.local_rev);
-            match change.change.op {
-                ChangeOp::Delete if unchanged => {
-                    tx.prepare_cached("DELETE FROM _roster_rows WHERE tbl = ?1 AND id = ?2")?
-                        .execute(params![ack.table, ack.id.to_string()])?;
-                }
-                _ => set_base(
-                    &tx,
-                    &ack.table,
-                    ack.id,
-                    ack.version,
-                    change.change.fields.as_ref(),
-                    unchanged,
-                )?,
-            }
+            acknowledge(&tx, ack, change)?;
         }
         for conflict in &response.conflicts {
             log_conflict(&tx, conflict)?;
@@ -358,34 +385,65 @@ impl LocalStore {
                 self.adopt_outcome(&tx, conflict, change, &mut counts)?;
             }
         }
-        for change in &response.changes {
+        counts.downloaded += self.apply_pulled(&tx, &response.changes)?;
+        set_meta(&tx, "watermark", &response.watermark.to_string())?;
+        if round_done {
+            set_meta(&tx, "last_sync_ms", &now_ms().to_string())?;
+        }
+        tx.commit()?;
+        Ok(counts)
+    }
+
+    /// Writes pulled server rows (or removes tombstoned ones), except rows with a pending
+    /// local change: that change meets the server's check when it is pushed, so nothing
+    /// is overwritten silently. Returns how many rows changed. Each table's statements
+    /// are prepared once per call, and a live row's pending state is checked by the
+    /// metadata upsert itself (it only updates a clean row), not by a separate query.
+    fn apply_pulled(
+        &self,
+        tx: &Transaction<'_>,
+        changes: &[ServerChange],
+    ) -> Result<u64, ClientError> {
+        let mut downloaded = 0;
+        let mut base = tx.prepare_cached(
+            "INSERT INTO _roster_rows (tbl, id, base_version, base_data, pending, local_rev)
+             VALUES (?1, ?2, ?3, ?4, NULL, 0)
+             ON CONFLICT (tbl, id) DO UPDATE SET base_version = excluded.base_version,
+               base_data = excluded.base_data
+             WHERE pending IS NULL",
+        )?;
+        let mut writers: HashMap<&str, (&TableSchema, CachedStatement<'_>)> = HashMap::new();
+        for change in changes {
             let schema = self
                 .schema
                 .table(&change.table)
                 .map_err(|_| ClientError::SchemaMismatch(change.table.clone()))?;
-            let pending = row_state(&tx, &change.table, change.id)?.and_then(|(op, _)| op);
-            if pending.is_some() {
-                continue;
-            }
-            counts.downloaded += 1;
-            match (&change.row, &change.row.fields) {
-                (ServerRow { deleted: false, .. }, Some(fields)) => {
-                    sql::write_row(&tx, schema, change.id, fields)?;
-                    set_base(
-                        &tx,
-                        &change.table,
-                        change.id,
-                        change.row.version,
-                        Some(fields),
-                        true,
-                    )?;
+            let fields = match (&change.row, &change.row.fields) {
+                (ServerRow { deleted: false, .. }, Some(fields)) => fields,
+                _ => {
+                    let pending = row_state(tx, &change.table, change.id)?.and_then(|(op, _)| op);
+                    if pending.is_none() {
+                        forget_row(tx, &change.table, change.id)?;
+                        downloaded += 1;
+                    }
+                    continue;
                 }
-                _ => forget_row(&tx, &change.table, change.id)?,
+            };
+            let id = change.id.to_string();
+            let version = i64::try_from(change.row.version).unwrap_or(i64::MAX);
+            if base.execute(params![change.table, id, version, json_text(fields)?])? == 0 {
+                continue; // a pending local change: keep it
             }
+            let (schema, stmt) = match writers.entry(change.table.as_str()) {
+                Entry::Occupied(entry) => entry.into_mut(),
+                Entry::Vacant(entry) => {
+                    entry.insert((schema, tx.prepare_cached(&sql::write_sql(schema))?))
+                }
+            };
+            sql::execute_write(stmt, schema, &id, fields)?;
+            downloaded += 1;
         }
-        set_meta(&tx, "watermark", &response.watermark.to_string())?;
-        tx.commit()?;
-        Ok(counts)
+        Ok(downloaded)
     }
 
     /// Makes the local row equal to a conflict's outcome, unless the row was edited again
@@ -492,7 +550,7 @@ impl LocalStore {
 
 #[cfg(test)]
 mod tests {
-    use roster_protocol::{Ack, ConflictKind, ServerChange};
+    use roster_protocol::ConflictKind;
     use serde_json::json;
 
     use super::*;
