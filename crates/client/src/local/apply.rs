@@ -124,8 +124,9 @@ fn row_state(
 }
 
 /// Records that the server holds `fields` at `version` as the row's base. When `clean`,
-/// the row has no pending change any more; otherwise a pending insert becomes an update
-/// (the server now has the row) and other pending ops stay.
+/// the row has no pending change any more (and its base values are its current values,
+/// so none are stored); otherwise the base values are stored, a pending insert becomes an
+/// update (the server now has the row) and other pending ops stay.
 pub(super) fn set_base(
     tx: &Transaction<'_>,
     table: &str,
@@ -134,7 +135,10 @@ pub(super) fn set_base(
     fields: Option<&Fields>,
     clean: bool,
 ) -> Result<(), ClientError> {
-    let data = fields.map(json_text).transpose()?;
+    let data = match clean {
+        true => None,
+        false => fields.map(json_text).transpose()?,
+    };
     let version = i64::try_from(version).unwrap_or(i64::MAX);
     if clean {
         tx.prepare_cached(
@@ -196,15 +200,22 @@ fn acknowledge(tx: &Transaction<'_>, ack: &Ack, sent: &SentChange) -> Result<(),
             return Ok(());
         }
     }
-    let data = sent.change.fields.as_ref().map(json_text).transpose()?;
     let version = i64::try_from(ack.version).unwrap_or(i64::MAX);
-    tx.prepare_cached(
-        "UPDATE _roster_rows SET base_version = ?3, base_data = ?4,
-           pending = CASE WHEN local_rev = ?5 THEN NULL
-                          WHEN pending = 'insert' THEN 'update' ELSE pending END
-         WHERE tbl = ?1 AND id = ?2",
-    )?
-    .execute(params![ack.table, id, version, data, sent.local_rev])?;
+    let clean = tx
+        .prepare_cached(
+            "UPDATE _roster_rows SET base_version = ?3, base_data = NULL, pending = NULL
+             WHERE tbl = ?1 AND id = ?2 AND local_rev = ?4",
+        )?
+        .execute(params![ack.table, id, version, sent.local_rev])?;
+    if clean == 0 {
+        let data = sent.change.fields.as_ref().map(json_text).transpose()?;
+        tx.prepare_cached(
+            "UPDATE _roster_rows SET base_version = ?3, base_data = ?4,
+               pending = CASE pending WHEN 'insert' THEN 'update' ELSE pending END
+             WHERE tbl = ?1 AND id = ?2",
+        )?
+        .execute(params![ack.table, id, version, data])?;
+    }
     Ok(())
 }
 
@@ -407,9 +418,9 @@ impl LocalStore {
         let mut downloaded = 0;
         let mut base = tx.prepare_cached(
             "INSERT INTO _roster_rows (tbl, id, base_version, base_data, pending, local_rev)
-             VALUES (?1, ?2, ?3, ?4, NULL, 0)
+             VALUES (?1, ?2, ?3, NULL, NULL, 0)
              ON CONFLICT (tbl, id) DO UPDATE SET base_version = excluded.base_version,
-               base_data = excluded.base_data
+               base_data = NULL
              WHERE pending IS NULL",
         )?;
         let mut writers: HashMap<&str, (&TableSchema, CachedStatement<'_>)> = HashMap::new();
@@ -431,7 +442,7 @@ impl LocalStore {
             };
             let id = change.id.to_string();
             let version = i64::try_from(change.row.version).unwrap_or(i64::MAX);
-            if base.execute(params![change.table, id, version, json_text(fields)?])? == 0 {
+            if base.execute(params![change.table, id, version])? == 0 {
                 continue; // a pending local change: keep it
             }
             let (schema, stmt) = match writers.entry(change.table.as_str()) {
@@ -704,6 +715,72 @@ mod tests {
         );
         assert_eq!(kept.pending, Some(ChangeOp::Insert));
         assert_eq!(store.conflict_history(10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_clean_row_keeps_no_copy_of_its_values_and_its_first_edit_pushes_them_as_base() {
+        let (dir, store) = store();
+        let id = RowId::now_v7();
+        let pulled = ServerChange {
+            table: "person".into(),
+            id,
+            row: ServerRow {
+                version: 3,
+                deleted: false,
+                fields: Some(fields(json!({"name": "Jane", "age": 5}))),
+            },
+        };
+        store
+            .apply_response(&[], &answer(vec![], vec![], vec![pulled]), None)
+            .unwrap();
+        let base_data = |store: &LocalStore| -> Option<String> {
+            store
+                .lock()
+                .query_row(
+                    "SELECT base_data FROM _roster_rows WHERE id = ?1",
+                    [id.to_string()],
+                    |r| r.get(0),
+                )
+                .unwrap()
+        };
+        assert_eq!(base_data(&store), None);
+        let before = store.get("person", id).unwrap().fields;
+        store
+            .update("person", id, fields(json!({"age": 6})))
+            .unwrap();
+        store
+            .update("person", id, fields(json!({"age": 7})))
+            .unwrap();
+        let batch = batch_of(&store);
+        assert_eq!(batch.sent[0].change.op, ChangeOp::Update);
+        assert_eq!(batch.sent[0].change.base_version, Some(3));
+        assert_eq!(
+            batch.sent[0].change.base_fields.as_ref(),
+            Some(&before),
+            "the values before the first edit, not after it"
+        );
+        let ack = Ack {
+            table: "person".into(),
+            id,
+            version: 8,
+        };
+        store
+            .apply_response(&batch.sent, &answer(vec![ack], vec![], vec![]), None)
+            .unwrap();
+        let record = store.get("person", id).unwrap();
+        assert_eq!((record.pending, record.base_version), (None, Some(8)));
+        assert_eq!(base_data(&store), None);
+
+        // A store written before this format kept a copy for clean rows: opening it
+        // drops them.
+        store
+            .lock()
+            .execute_batch("UPDATE _roster_rows SET base_data = '{}'; PRAGMA user_version = 2")
+            .unwrap();
+        drop(store);
+        let store = LocalStore::open(dir.path()).unwrap();
+        assert_eq!(base_data(&store), None);
+        assert_eq!(store.get("person", id).unwrap().fields["age"], json!(7));
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //! Metadata tables (their `_roster_` prefix cannot clash with schema names, which start
 //! with a letter):
 //! * `_roster_meta`: client id, server URL, schema, watermark, edit counter.
-//! * `_roster_rows`: per synced or pending row: the base version and base values last
-//!   seen from the server, the pending op (`insert`/`update`/`delete`, or NULL when clean)
-//!   and `local_rev`, the edit counter at the row's last local edit. A sync round only
+//! * `_roster_rows`: per synced or pending row: the base version last seen from the
+//!   server, the pending op (`insert`/`update`/`delete`, or NULL when clean) and
+//!   `local_rev`, the edit counter at the row's last local edit. Base values
+//!   (`base_data`) are kept only while a row has a pending change: a clean row's base is
+//!   its current values, so they are copied into `base_data` at its first local edit. A sync round only
 //!   clears a row's pending op if `local_rev` is unchanged since the change was sent, so
 //!   an edit made while a sync is in flight is never marked clean.
 //! * `_roster_conflicts`: history of every conflict this client was told about, and of
@@ -75,6 +77,10 @@ const MIGRATIONS: &[&str] = &[
         detected_at_ms     INTEGER NOT NULL,
         PRIMARY KEY (tbl, id)
     ) WITHOUT ROWID;
+"#,
+    // A clean row's base values are its current values: keep them only for pending rows.
+    r#"
+    UPDATE _roster_rows SET base_data = NULL WHERE pending IS NULL;
 "#,
 ];
 

@@ -6,6 +6,7 @@ use roster_protocol::{ChangeOp, ColumnType, Fields, RowId, TableSchema};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 
+use super::apply::json_text;
 use super::sql::{self, quote};
 use super::{LocalStore, Record, get_meta, now_ms, parse_op, set_meta};
 use crate::ClientError;
@@ -205,6 +206,7 @@ impl LocalStore {
             table: table.to_owned(),
             id,
         })?;
+        let before = json_text(&fields)?;
         for (key, value) in patch {
             if schema.column(&key).is_none() {
                 return Err(roster_protocol::SchemaError::UnknownColumn {
@@ -222,8 +224,9 @@ impl LocalStore {
             "INSERT INTO _roster_rows (tbl, id, pending, local_rev, edited_at_ms)
              VALUES (?1, ?2, 'insert', ?3, ?4)
              ON CONFLICT (tbl, id) DO UPDATE SET pending = COALESCE(pending, 'update'),
+               base_data = CASE WHEN pending IS NULL THEN ?5 ELSE base_data END,
                local_rev = excluded.local_rev, edited_at_ms = excluded.edited_at_ms",
-            params![table, id.to_string(), rev, now_ms()],
+            params![table, id.to_string(), rev, now_ms(), before],
         )?;
         let record = Self::record(&tx, schema, id)?;
         tx.commit()?;
@@ -233,23 +236,24 @@ impl LocalStore {
     /// Deletes a live row locally and marks the delete pending. A row the server never
     /// acknowledged is dropped at the next push instead of being sent.
     pub fn delete(&self, table: &str, id: RowId) -> Result<(), ClientError> {
-        self.table_schema(table)?;
+        let schema = self.table_schema(table)?;
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        if !sql::row_exists(&tx, table, id)? {
+        let Some(before) = sql::read_row(&tx, schema, id)? else {
             return Err(ClientError::NotFound {
                 table: table.to_owned(),
                 id,
             });
-        }
+        };
         let rev = next_rev(&tx)?;
         sql::delete_row(&tx, table, id)?;
         tx.execute(
             "INSERT INTO _roster_rows (tbl, id, pending, local_rev, edited_at_ms)
              VALUES (?1, ?2, 'delete', ?3, ?4)
              ON CONFLICT (tbl, id) DO UPDATE SET pending = 'delete',
+               base_data = CASE WHEN pending IS NULL THEN ?5 ELSE base_data END,
                local_rev = excluded.local_rev, edited_at_ms = excluded.edited_at_ms",
-            params![table, id.to_string(), rev, now_ms()],
+            params![table, id.to_string(), rev, now_ms(), json_text(&before)?],
         )?;
         tx.commit()?;
         Ok(())
