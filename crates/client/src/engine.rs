@@ -365,11 +365,17 @@ impl SyncClient {
                 }
             };
             let final_batch = round.open && batch.last;
-            let request = SyncRequest {
+            // The changes move into the request (and back out once it is answered).
+            let (changes, revs): (Vec<_>, Vec<_>) = batch
+                .sent
+                .into_iter()
+                .map(|s| (s.change, s.local_rev))
+                .unzip();
+            let mut request = SyncRequest {
                 protocol: PROTOCOL_VERSION,
                 client_id: self.store.client_id(),
                 since,
-                changes: batch.sent.iter().map(|s| s.change.clone()).collect(),
+                changes,
                 pull_limit: self.options.pull_limit,
                 round: round.open.then_some(RoundInfo {
                     id: round.id,
@@ -421,8 +427,8 @@ impl SyncClient {
                 Err(ClientError::Server {
                     code: ErrorCode::PayloadTooLarge | ErrorCode::BatchTooLarge,
                     ..
-                }) if batch.sent.len() > 1 => {
-                    push_batch = batch.sent.len() / 2;
+                }) if revs.len() > 1 => {
+                    push_batch = revs.len() / 2;
                     push_max_bytes = (push_max_bytes / 2).max(1);
                     tracing::warn!(
                         push_batch,
@@ -442,9 +448,14 @@ impl SyncClient {
                 });
             }
             report.requests += 1;
-            report.uploaded += batch.sent.len() as u64;
+            report.uploaded += revs.len() as u64;
             round.cursor = batch.cursor;
-            round.staged.extend(batch.sent);
+            round.staged.extend(
+                std::mem::take(&mut request.changes)
+                    .into_iter()
+                    .zip(revs)
+                    .map(|(change, local_rev)| SentChange { change, local_rev }),
+            );
             if final_batch {
                 round.open = false;
             }

@@ -247,6 +247,8 @@ impl LocalStore {
         let mut batch = PendingBatch::default();
         let mut bytes = 0usize;
         {
+            // Each table's read statement, prepared once per batch.
+            let mut readers: HashMap<String, CachedStatement<'_>> = HashMap::new();
             let mut stmt = tx.prepare_cached(
                 "SELECT tbl, id, pending, base_version, base_data, local_rev, edited_at_ms
                  FROM _roster_rows r
@@ -291,9 +293,17 @@ impl LocalStore {
                 let schema = self.schema.table(&table)?;
                 let fields = match op {
                     ChangeOp::Delete => None,
-                    _ => Some(sql::read_row(&tx, schema, id)?.ok_or_else(|| {
-                        ClientError::Corrupt(format!("pending {table} row {id} has no values"))
-                    })?),
+                    _ => {
+                        let reader = match readers.entry(table.clone()) {
+                            Entry::Occupied(entry) => entry.into_mut(),
+                            Entry::Vacant(entry) => {
+                                entry.insert(tx.prepare_cached(&sql::read_sql(schema))?)
+                            }
+                        };
+                        Some(sql::execute_read(reader, schema, id)?.ok_or_else(|| {
+                            ClientError::Corrupt(format!("pending {table} row {id} has no values"))
+                        })?)
+                    }
                 };
                 // What the server needs is decided by the base: without one the row is
                 // new to it; with one a non-delete is an update (also after a person

@@ -165,23 +165,37 @@ pub(crate) fn decode_row(
     Ok((id, fields))
 }
 
+/// The statement text that reads one row of `table` by id (run with
+/// [`execute_read`]).
+pub(crate) fn read_sql(table: &TableSchema) -> String {
+    format!(
+        "SELECT {} FROM {} WHERE id = ?1",
+        select_list(table),
+        quote(&table.name)
+    )
+}
+
+/// Runs a statement prepared from [`read_sql`]: the current values of row `id`.
+pub(crate) fn execute_read(
+    stmt: &mut Statement<'_>,
+    table: &TableSchema,
+    id: RowId,
+) -> Result<Option<Fields>, ClientError> {
+    let mut rows = stmt.query([id.to_string()])?;
+    match rows.next()? {
+        Some(row) => Ok(Some(decode_row(table, row)?.1)),
+        None => Ok(None),
+    }
+}
+
 /// The current values of row `id` of `table`.
 pub(crate) fn read_row(
     conn: &Connection,
     table: &TableSchema,
     id: RowId,
 ) -> Result<Option<Fields>, ClientError> {
-    let sql = format!(
-        "SELECT {} FROM {} WHERE id = ?1",
-        select_list(table),
-        quote(&table.name)
-    );
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let mut rows = stmt.query([id.to_string()])?;
-    match rows.next()? {
-        Some(row) => Ok(Some(decode_row(table, row)?.1)),
-        None => Ok(None),
-    }
+    let mut stmt = conn.prepare_cached(&read_sql(table))?;
+    execute_read(&mut stmt, table, id)
 }
 
 /// Whether `table` holds row `id`.
