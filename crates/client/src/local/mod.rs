@@ -5,9 +5,12 @@
 //! with a letter):
 //! * `_roster_meta`: client id, server URL, schema, watermark, edit counter, and the
 //!   device's credentials (bearer token, data set).
-//! * `_roster_rows`: per synced or pending row: the base version and base values last
-//!   seen from the server, the pending op (`insert`/`update`/`delete`, or NULL when clean)
-//!   and `local_rev`, the edit counter at the row's last local edit. A sync round only
+//! * `_roster_rows`: per synced or pending row: the base version last seen from the
+//!   server, the pending op (`insert`/`update`/`delete`, or NULL when clean) and
+//!   `local_rev`, the edit counter at the row's last local edit. Base values
+//!   (`base_data`) are kept only while a row has a pending change: a clean row's base is
+//!   its current values, so they are copied into `base_data` at its first local edit.
+//!   A sync round only
 //!   clears a row's pending op if `local_rev` is unchanged since the change was sent, so
 //!   an edit made while a sync is in flight is never marked clean.
 //! * `_roster_conflicts`: history of every conflict this client was told about, and of
@@ -77,6 +80,10 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (tbl, id)
     ) WITHOUT ROWID;
 "#,
+    // A clean row's base values are its current values: keep them only for pending rows.
+    r#"
+    UPDATE _roster_rows SET base_data = NULL WHERE pending IS NULL;
+"#,
 ];
 
 /// A live local row as the app sees it.
@@ -145,11 +152,17 @@ pub struct LocalStore {
     path: PathBuf,
 }
 
+/// Opens the file with WAL and full durability. The page cache may grow to 16 MiB
+/// (allocated as used; SQLite's default is 2 MiB): a large pull then keeps more of the
+/// B-tree pages it writes in memory (a larger cache made random-order inserts up to 1.9
+/// times faster in the raw benchmark), while the client's peak memory stays bounded and
+/// flat in the number of rows (64 MiB let it grow from 59 MB at 100k rows to 86 MB at 1M).
 fn open_connection(path: &Path) -> Result<Connection, ClientError> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;
+         PRAGMA cache_size = -16384;",
     )?;
     Ok(conn)
 }
