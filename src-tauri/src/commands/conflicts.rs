@@ -4,9 +4,10 @@
 use roster_client::{Choice, ConflictRecord, OpenConflict};
 use roster_protocol::RowId;
 use serde::Deserialize;
-use tauri::State;
+use tauri::{AppHandle, Emitter, State};
 
 use super::blocking;
+use crate::background::RECORDS_CHANGED_EVENT;
 use crate::error::AppError;
 use crate::state::AppState;
 
@@ -27,11 +28,20 @@ pub async fn list_conflicts(state: State<'_, AppState>) -> Result<Vec<OpenConfli
     blocking(move || Ok(store.open_conflicts()?)).await
 }
 
+/// Tells every view that local rows changed: a resolution can rewrite the row (keep
+/// theirs, merge) without any sync bringing news of it.
+fn announce_change(app: &AppHandle) {
+    if let Err(error) = app.emit(RECORDS_CHANGED_EVENT, ()) {
+        tracing::warn!(%error, "cannot emit records-changed");
+    }
+}
+
 /// Resolves one conflict; the result is synced shortly. `choice` is
 /// `{"choice": "keep_mine"}`, `{"choice": "keep_theirs"}` or
 /// `{"choice": "merge", "fields": {...}}`.
 #[tauri::command(rename_all = "snake_case")]
 pub async fn resolve_conflict(
+    app: AppHandle,
     state: State<'_, AppState>,
     table: String,
     id: String,
@@ -42,6 +52,7 @@ pub async fn resolve_conflict(
     let id = RowId::parse_str(id.trim())
         .map_err(|e| AppError::bad_input(format!("invalid id {id:?}: {e}")))?;
     blocking(move || Ok(store.resolve_conflict(&table, id, choice)?)).await?;
+    announce_change(&app);
     ready.sync.edited();
     Ok(())
 }
@@ -49,6 +60,7 @@ pub async fn resolve_conflict(
 /// Resolves every open conflict the same way; returns how many were resolved.
 #[tauri::command]
 pub async fn resolve_all_conflicts(
+    app: AppHandle,
     state: State<'_, AppState>,
     side: Side,
 ) -> Result<u64, AppError> {
@@ -67,6 +79,7 @@ pub async fn resolve_all_conflicts(
         Ok(resolved)
     })
     .await?;
+    announce_change(&app);
     ready.sync.edited();
     Ok(resolved)
 }
