@@ -21,21 +21,9 @@ const DEV_USER: &str = "dev";
 /// File in [`DATA_DIR`] keeping the dev user's token between runs (mode 0600).
 const TOKEN_FILE: &str = "dev-token";
 
-/// The dev server's config, written to `DATA_DIR/server.toml`: the app's person table,
-/// with conflicts deferred to the devices so a person resolves them in the app.
-const SERVER_CONFIG: &str = r#"# Written by `cargo xtask run` at every start.
-[[tables]]
-name = "person"
-policy = "defer-to-client"
-columns = [
-  { name = "name", type = "text", required = true, max_len = 200 },
-  { name = "email", type = "text", max_len = 320 },
-  { name = "phone", type = "text", max_len = 50 },
-  { name = "age", type = "integer" },
-  { name = "city", type = "text", max_len = 200 },
-  { name = "notes", type = "text" },
-]
-"#;
+/// The dev server's config, relative to the workspace root: the app's person table, with
+/// conflicts deferred to the devices so a person resolves them in the app.
+const SERVER_CONFIG: &str = "config/person-defer-to-client.toml";
 
 /// Options of `cargo xtask run`.
 #[derive(Args, Debug)]
@@ -72,9 +60,7 @@ pub fn run_dev(args: &RunArgs) -> Result<()> {
     let data_dir = root.join(DATA_DIR);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
-    let config = data_dir.join("server.toml");
-    std::fs::write(&config, SERVER_CONFIG)
-        .with_context(|| format!("cannot write {}", config.display()))?;
+    let config = root.join(SERVER_CONFIG);
 
     step("dev user and token");
     let token = dev_token(&root, &data_dir)?;

@@ -21,20 +21,8 @@ use serde_json::{Value, json};
 pub const UI_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Server config of the UI tests: the app's person table, conflicts deferred to the
-/// clients so a person resolves them in the Conflicts view.
-pub const SERVER_CONFIG: &str = r#"
-[[tables]]
-name = "person"
-policy = "defer-to-client"
-columns = [
-  { name = "name", type = "text", required = true, max_len = 200 },
-  { name = "email", type = "text", max_len = 320 },
-  { name = "phone", type = "text", max_len = 50 },
-  { name = "age", type = "integer" },
-  { name = "city", type = "text", max_len = 200 },
-  { name = "notes", type = "text" },
-]
-"#;
+/// clients so a person resolves them in the Conflicts view (shared with `cargo xtask run`).
+pub const SERVER_CONFIG: &str = include_str!("../../../config/person-defer-to-client.toml");
 
 /// The screenshots the README shows, kept in `docs/screenshots/`.
 pub const DOC_SCREENSHOTS: &[&str] = &[
