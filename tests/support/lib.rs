@@ -1,6 +1,12 @@
 //! Shared machinery of the end-to-end tests: the real `roster-server` binary on a free
-//! port of 127.0.0.1 with its own SQLite file, real clients with their own data dirs, and
+//! port of 127.0.0.1 with its own database, real clients with their own data dirs, and
 //! a probe that reads the server's full state over HTTP.
+//!
+//! The backend comes from the environment: `ROSTER_TEST_BACKEND=postgres` with
+//! `ROSTER_TEST_PG_URL` (an admin connection, e.g. `postgres://postgres@127.0.0.1:5432/postgres`)
+//! gives every [`TestServer`] its own fresh PostgreSQL database, dropped afterwards;
+//! otherwise (the default) each gets its own SQLite file. `cargo xtask test` runs the
+//! suite once per backend.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
 use std::collections::BTreeMap;
@@ -8,6 +14,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use roster_client::{SyncClient, SyncOptions};
@@ -57,8 +64,11 @@ pub fn bin_path(name: &str) -> PathBuf {
     path
 }
 
+pub mod backend;
 pub mod proxy;
 pub mod scenario;
+
+pub use backend::{Backend, TestDatabase};
 
 /// A running server with its own temp dir and database: the real `roster-server`
 /// process, or (to plug in a Rust conflict handler) the same service embedded in the
@@ -66,7 +76,8 @@ pub mod scenario;
 pub struct TestServer {
     child: Option<Child>,
     embedded: Option<roster_server::embed::EmbeddedServer>,
-    dir: tempfile::TempDir,
+    dir: Arc<tempfile::TempDir>,
+    db: Arc<TestDatabase>,
     addr: SocketAddr,
 }
 
@@ -80,11 +91,26 @@ impl TestServer {
     pub fn start_with_config(config: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("config.toml"), config).unwrap();
-        let (child, addr) = spawn_server(dir.path(), "127.0.0.1:0");
+        let db = TestDatabase::create(dir.path());
+        let (child, addr) = spawn_server(dir.path(), db.url(), "127.0.0.1:0");
         Self {
             child: Some(child),
             embedded: None,
-            dir,
+            dir: Arc::new(dir),
+            db: Arc::new(db),
+            addr,
+        }
+    }
+
+    /// Starts another server process on this server's database and config, on a free
+    /// port: several stateless instances of one service.
+    pub fn another_instance(&self) -> Self {
+        let (child, addr) = spawn_server(self.dir.path(), self.db.url(), "127.0.0.1:0");
+        Self {
+            child: Some(child),
+            embedded: None,
+            dir: self.dir.clone(),
+            db: self.db.clone(),
             addr,
         }
     }
@@ -100,9 +126,10 @@ impl TestServer {
         let mut parsed =
             roster_server::ServerConfig::load(&dir.path().join("config.toml")).unwrap();
         parsed.listen = "127.0.0.1:0".parse().unwrap();
+        let db = TestDatabase::create(dir.path());
         let server = roster_server::embed::EmbeddedServer::start(
             &parsed,
-            &dir.path().join("server.db"),
+            Path::new(db.url()),
             Some(handler),
         )
         .await
@@ -111,7 +138,8 @@ impl TestServer {
         Self {
             child: None,
             embedded: Some(server),
-            dir,
+            dir: Arc::new(dir),
+            db: Arc::new(db),
             addr,
         }
     }
@@ -126,9 +154,9 @@ impl TestServer {
         self.addr
     }
 
-    /// Path of the server's SQLite file.
-    pub fn db_path(&self) -> PathBuf {
-        self.dir.path().join("server.db")
+    /// The server's database: its SQLite file path or PostgreSQL URL (the `--db` value).
+    pub fn db(&self) -> &TestDatabase {
+        &self.db
     }
 
     /// Kills the process (SIGKILL): no graceful shutdown.
@@ -150,7 +178,7 @@ impl TestServer {
         self.kill();
         let mut last = None;
         for _ in 0..50 {
-            match try_spawn_server(self.dir.path(), &self.addr.to_string()) {
+            match try_spawn_server(self.dir.path(), self.db.url(), &self.addr.to_string()) {
                 Ok((child, addr)) => {
                     self.child = Some(child);
                     self.addr = addr;
@@ -170,7 +198,7 @@ impl TestServer {
             .args(["--config"])
             .arg(self.dir.path().join("config.toml"))
             .arg("--db")
-            .arg(self.db_path())
+            .arg(self.db.url())
             .args(["purge-tombstones", "--older-than-secs", "0"])
             .output()
             .unwrap();
@@ -224,20 +252,10 @@ impl TestServer {
             .collect()
     }
 
-    /// The server's conflict log as (table, row id, kind, resolution), oldest first.
+    /// The server's conflict log as (table, row id, kind, resolution), oldest first,
+    /// read from its database.
     pub fn conflict_log(&self) -> Vec<(String, String, String, String)> {
-        let conn = rusqlite::Connection::open_with_flags(
-            self.db_path(),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .unwrap();
-        let mut stmt = conn
-            .prepare("SELECT tbl, row_id, kind, resolution FROM conflict_log ORDER BY seq")
-            .unwrap();
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
+        self.db.conflict_log()
     }
 }
 
@@ -247,16 +265,16 @@ impl Drop for TestServer {
     }
 }
 
-fn spawn_server(dir: &Path, listen: &str) -> (Child, SocketAddr) {
-    try_spawn_server(dir, listen).unwrap()
+fn spawn_server(dir: &Path, db: &str, listen: &str) -> (Child, SocketAddr) {
+    try_spawn_server(dir, db, listen).unwrap()
 }
 
-fn try_spawn_server(dir: &Path, listen: &str) -> Result<(Child, SocketAddr), String> {
+fn try_spawn_server(dir: &Path, db: &str, listen: &str) -> Result<(Child, SocketAddr), String> {
     let mut child = Command::new(bin_path("roster-server"))
         .arg("--listen")
         .arg(listen)
         .arg("--db")
-        .arg(dir.join("server.db"))
+        .arg(db)
         .arg("--config")
         .arg(dir.join("config.toml"))
         .env("ROSTER_LOG", "warn")

@@ -8,8 +8,7 @@ use std::sync::Arc;
 use crate::config::ServerConfig;
 use crate::http::{AppState, router};
 use crate::resolve::ConflictHandler;
-use crate::store::StoreError;
-use crate::store::sqlite::SqliteStore;
+use crate::store::{self, StoreError};
 
 /// Why an embedded server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -35,14 +34,18 @@ pub struct EmbeddedServer {
 }
 
 impl EmbeddedServer {
-    /// Opens the SQLite database at `db` and serves `config`'s tables on `config.listen`
+    /// Opens the database `db` names (an SQLite file, or a `postgres://` URL) and serves `config`'s tables on `config.listen`
     /// (port 0 picks a free port), with `handler` deciding conflicts first when given.
     pub async fn start(
         config: &ServerConfig,
         db: &Path,
         handler: Option<Arc<dyn ConflictHandler>>,
     ) -> Result<Self, StartError> {
-        let store = Arc::new(SqliteStore::open(db)?);
+        let db = db.to_path_buf();
+        // On a blocking thread: the PostgreSQL driver blocks.
+        let store = tokio::task::spawn_blocking(move || store::open(&db))
+            .await
+            .map_err(|e| StartError::Store(StoreError::Unavailable(e.to_string())))??;
         let mut state = AppState::new(store, config);
         if let Some(handler) = handler {
             state = state.with_handler(handler);

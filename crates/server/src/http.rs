@@ -21,6 +21,9 @@ use crate::resolve::{ConflictHandler, Resolver};
 use crate::store::{StoreError, SyncStore};
 use crate::validate::validate_request;
 
+/// The data set every request uses until accounts exist (issue 6).
+const DEFAULT_DATASET: &str = "default";
+
 /// Shared state of the router.
 #[derive(Clone)]
 pub struct AppState {
@@ -182,9 +185,10 @@ async fn sync(
     validate_request(&request, &state.schema)?;
     let store = state.store.clone();
     let resolver = state.resolver.clone();
-    let response = tokio::task::spawn_blocking(move || store.sync(&request, &resolver))
-        .await
-        .map_err(|e| HttpError::new(ErrorCode::Internal, e.to_string()))??;
+    let response =
+        tokio::task::spawn_blocking(move || store.sync(DEFAULT_DATASET, &request, &resolver))
+            .await
+            .map_err(|e| HttpError::new(ErrorCode::Internal, e.to_string()))??;
     Ok(Json(response))
 }
 
@@ -211,8 +215,10 @@ async fn conflicts(
         ));
     }
     let store = state.store.clone();
-    let entries = tokio::task::spawn_blocking(move || store.conflict_log(limit, query.before))
-        .await
-        .map_err(|e| HttpError::new(ErrorCode::Internal, e.to_string()))??;
+    let entries = tokio::task::spawn_blocking(move || {
+        store.conflict_log(DEFAULT_DATASET, limit, query.before)
+    })
+    .await
+    .map_err(|e| HttpError::new(ErrorCode::Internal, e.to_string()))??;
     Ok(Json(entries))
 }

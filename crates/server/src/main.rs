@@ -9,8 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use roster_server::config::ServerConfig;
 use roster_server::http::{AppState, router};
-use roster_server::store::SyncStore;
-use roster_server::store::sqlite::SqliteStore;
+use roster_server::store::{self, SyncStore};
 use tracing_subscriber::EnvFilter;
 
 /// The Roster sync service.
@@ -20,7 +19,9 @@ struct Cli {
     /// Address to listen on (overrides the config file) [default: 127.0.0.1:8787].
     #[arg(long, global = true)]
     listen: Option<SocketAddr>,
-    /// SQLite database file (overrides the config file) [default: the platform data dir].
+    /// Database: an SQLite file path, or a PostgreSQL URL such as
+    /// `postgres://roster@127.0.0.1:5432/roster` (overrides the config file)
+    /// [default: an SQLite file in the platform data dir].
     #[arg(long, global = true)]
     db: Option<PathBuf>,
     /// TOML config file with settings and table declarations.
@@ -83,10 +84,10 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::PurgeTombstones { older_than_secs } => {
-            let store = SqliteStore::open(&db)
-                .with_context(|| format!("cannot open database {}", db.display()))?;
+            let store = open_store(db.clone()).await?;
+            let cutoff = unix_ms_ago(Duration::from_secs(older_than_secs));
             let report =
-                store.purge_tombstones(unix_ms_ago(Duration::from_secs(older_than_secs)))?;
+                tokio::task::spawn_blocking(move || store.purge_tombstones(cutoff)).await??;
             println!(
                 "purged {} tombstones; purge horizon is now {}",
                 report.purged, report.horizon
@@ -98,9 +99,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: ServerConfig, db: PathBuf) -> anyhow::Result<()> {
-    let store: Arc<dyn SyncStore> = Arc::new(
-        SqliteStore::open(&db).with_context(|| format!("cannot open database {}", db.display()))?,
-    );
+    let store = open_store(db.clone()).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -110,7 +109,7 @@ async fn serve(config: ServerConfig, db: PathBuf) -> anyhow::Result<()> {
         Duration::from_secs(config.tombstone_retention_days.saturating_mul(86_400)),
     ));
     let app = router(AppState::new(store, &config), config.max_body_bytes);
-    tracing::info!(%addr, db = %db.display(), "roster-server started");
+    tracing::info!(%addr, db = %store::describe(&db), "roster-server started");
     // The first stdout line is the contract tests and scripts read the address from.
     println!("roster-server listening on http://{addr}");
     axum::serve(listener, app)
@@ -118,6 +117,14 @@ async fn serve(config: ServerConfig, db: PathBuf) -> anyhow::Result<()> {
         .await?;
     tracing::info!("roster-server stopped");
     Ok(())
+}
+
+/// Opens the database on a blocking thread (the PostgreSQL driver blocks).
+async fn open_store(db: PathBuf) -> anyhow::Result<Arc<dyn SyncStore>> {
+    let shown = store::describe(&db);
+    tokio::task::spawn_blocking(move || store::open(&db))
+        .await?
+        .with_context(|| format!("cannot open database {shown}"))
 }
 
 /// Purges tombstones older than `retention` once an hour.

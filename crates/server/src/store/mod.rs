@@ -7,11 +7,43 @@
 //! resolver can roll rounds back, the batches of a round are staged and the whole round
 //! is applied in one transaction with its final batch.
 
+pub mod postgres;
+pub(crate) mod round;
 pub mod sqlite;
+
+use std::path::Path;
+use std::sync::Arc;
 
 use roster_protocol::{ConflictLogEntry, SyncRequest, SyncResponse};
 
 use crate::resolve::Resolver;
+
+/// Opens the backend `db` names: PostgreSQL for a `postgres://` (or `postgresql://`)
+/// URL, else the SQLite file at that path (the embedded default).
+pub fn open(db: &Path) -> Result<Arc<dyn SyncStore>, StoreError> {
+    match db.to_str().filter(|text| postgres::is_postgres_url(text)) {
+        Some(url) => Ok(Arc::new(postgres::PostgresStore::open(url)?)),
+        None => Ok(Arc::new(sqlite::SqliteStore::open(db)?)),
+    }
+}
+
+/// `db` fit for logs: a PostgreSQL URL's password is masked.
+pub fn describe(db: &Path) -> String {
+    let text = db.display().to_string();
+    if !postgres::is_postgres_url(&text) {
+        return text;
+    }
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return text;
+    };
+    match rest.split_once('@') {
+        Some((user_info, host)) => match user_info.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+            None => text,
+        },
+        None => text,
+    }
+}
 
 /// What a tombstone purge removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,12 +106,20 @@ pub trait SyncStore: Send + Sync + 'static {
     /// `request.since` (minus the rows this request touched) are returned as one page.
     /// A round rolled back by the handler is answered with `rollback` set and nothing
     /// applied.
-    fn sync(&self, request: &SyncRequest, resolver: &Resolver) -> Result<SyncResponse, StoreError>;
+    /// Everything a call reads or writes belongs to `dataset`: data sets never see each
+    /// other's rows, versions, conflicts, staged rounds or remembered answers.
+    fn sync(
+        &self,
+        dataset: &str,
+        request: &SyncRequest,
+        resolver: &Resolver,
+    ) -> Result<SyncResponse, StoreError>;
 
     /// Up to `limit` conflict log entries with `seq < before` (all when `None`), newest
     /// first.
     fn conflict_log(
         &self,
+        dataset: &str,
         limit: u32,
         before: Option<u64>,
     ) -> Result<Vec<ConflictLogEntry>, StoreError>;
@@ -91,4 +131,23 @@ pub trait SyncStore: Send + Sync + 'static {
 
     /// Checks the store answers a trivial query.
     fn ping(&self) -> Result<(), StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describe_masks_a_postgres_password_only() {
+        let d = |s: &str| describe(Path::new(s));
+        assert_eq!(
+            d("postgres://roster:secret@db:5432/roster"),
+            "postgres://roster:***@db:5432/roster"
+        );
+        assert_eq!(
+            d("postgres://roster@db/roster"),
+            "postgres://roster@db/roster"
+        );
+        assert_eq!(d("/var/lib/roster/roster.db"), "/var/lib/roster/roster.db");
+    }
 }

@@ -9,17 +9,24 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use r2d2_sqlite::SqliteConnectionManager;
 use roster_protocol::{
-    Ack, Change, Conflict, ConflictKind, ConflictLogEntry, Fields, Resolution, RollbackReport,
-    RowId, ServerChange, ServerRow, SyncRequest, SyncResponse,
+    Change, Conflict, ConflictKind, ConflictLogEntry, RowId, ServerChange, ServerRow, SyncRequest,
+    SyncResponse,
 };
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 
+pub use super::round::PULL_PAGE_MAX_BYTES;
+use super::round::{
+    APPLIED_BATCH_LIFETIME_MS, Applied, LogContext, PageBuilder, RoundTx, RowWrite,
+    STAGED_ROUND_LIFETIME_MS, StoredRow, applied_response, apply_changes, check_round_unique,
+    check_watermark, decode_fields, encode, is_idempotent_write, json_column, now_ms,
+    rollback_outcome, staged_response, to_i64, to_u64, word_column,
+};
 use super::{PurgeReport, StoreError, SyncStore};
-use crate::resolve::{Abort, Resolver, Write};
+use crate::resolve::Resolver;
 
 /// Versioned schema migrations; `PRAGMA user_version` records how many have run.
 const MIGRATIONS: &[&str] = &[
@@ -79,16 +86,6 @@ const MIGRATIONS: &[&str] = &[
 "#,
 ];
 
-/// How long the answer to a batch is kept for retries of it.
-const APPLIED_BATCH_LIFETIME_MS: i64 = 24 * 3600 * 1000;
-
-/// Staged batches of a round not finished within this time are dropped by the purge.
-const STAGED_ROUND_LIFETIME_MS: i64 = 24 * 3600 * 1000;
-
-/// A pull page stops early once its rows' values add up to this many bytes, so a
-/// response stays bounded in size as well as in row count.
-pub const PULL_PAGE_MAX_BYTES: usize = 4 * 1024 * 1024;
-
 /// How long a connection waits for SQLite's write lock before the request fails.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -112,48 +109,6 @@ impl From<r2d2::Error> for StoreError {
     fn from(e: r2d2::Error) -> Self {
         StoreError::Unavailable(e.to_string())
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn to_u64(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
-fn decode_fields(data: Option<String>) -> Result<Option<Fields>, StoreError> {
-    data.map(|text| serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(e.to_string())))
-        .transpose()
-}
-
-/// Decodes an optional JSON column of the conflict log.
-fn json_column<T: serde::de::DeserializeOwned>(
-    what: &str,
-    text: Option<String>,
-) -> Result<Option<T>, StoreError> {
-    text.map(|t| {
-        serde_json::from_str(&t)
-            .map_err(|e| StoreError::Corrupt(format!("conflict log {what}: {e}")))
-    })
-    .transpose()
-}
-
-/// Decodes a snake_case enum name stored as plain text.
-fn word_column<T: serde::de::DeserializeOwned>(what: &str, word: String) -> Result<T, StoreError> {
-    serde_json::from_value(serde_json::Value::String(word))
-        .map_err(|e| StoreError::Corrupt(format!("conflict log {what}: {e}")))
-}
-
-fn encode<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 impl SqliteStore {
@@ -224,13 +179,6 @@ fn set_meta(tx: &Transaction<'_>, key: &str, value: u64) -> Result<(), StoreErro
     Ok(())
 }
 
-/// A stored row with who wrote it last and when its values were edited.
-struct StoredRow {
-    row: ServerRow,
-    edited_at_ms: Option<i64>,
-    updated_by: String,
-}
-
 fn load_row(tx: &Transaction<'_>, table: &str, id: RowId) -> Result<Option<StoredRow>, StoreError> {
     let row = tx
         .prepare_cached(
@@ -259,18 +207,6 @@ fn load_row(tx: &Transaction<'_>, table: &str, id: RowId) -> Result<Option<Store
         })
     })
     .transpose()
-}
-
-/// One write, attributed to a client, made as a compare-and-set against the version
-/// the write was planned on.
-struct RowWrite<'a> {
-    table: &'a str,
-    id: RowId,
-    expected: Option<u64>,
-    new: ServerRow,
-    client: &'a str,
-    at_ms: i64,
-    edited_at_ms: i64,
 }
 
 fn write_row(tx: &Transaction<'_>, w: &RowWrite<'_>) -> Result<(), StoreError> {
@@ -319,14 +255,6 @@ fn write_row(tx: &Transaction<'_>, w: &RowWrite<'_>) -> Result<(), StoreError> {
     }
 }
 
-/// The facts of one conflict beyond the wire [`Conflict`], for the log.
-struct LogContext<'a> {
-    client: &'a str,
-    at_ms: i64,
-    server_client: Option<&'a str>,
-    base_row: Option<&'a Fields>,
-}
-
 fn log_conflict(
     tx: &Transaction<'_>,
     context: &LogContext<'_>,
@@ -364,53 +292,21 @@ fn pull_page(
     skip: &HashSet<(String, RowId)>,
 ) -> Result<(Vec<ServerChange>, u64, bool), StoreError> {
     if limit == 0 {
-        return Ok((Vec::new(), since, newest > since));
+        return Ok(PageBuilder::nothing(since, newest));
     }
     let mut stmt = tx.prepare_cached(
         "SELECT tbl, id, version, deleted, data FROM rows WHERE version > ?1
          ORDER BY version LIMIT ?2",
     )?;
     let mut rows = stmt.query(params![to_i64(since), i64::from(limit)])?;
-    let mut changes = Vec::new();
-    let mut scanned = 0u32;
-    let mut bytes = 0usize;
-    let mut last = since;
+    let mut page = PageBuilder::new(since, limit, newest, skip);
     while let Some(r) = rows.next()? {
-        if bytes >= PULL_PAGE_MAX_BYTES {
-            return Ok((changes, last, true));
-        }
-        scanned += 1;
-        let table: String = r.get(0)?;
         let id_text: String = r.get(1)?;
-        let id = RowId::parse_str(&id_text)
-            .map_err(|e| StoreError::Corrupt(format!("row id {id_text:?}: {e}")))?;
-        last = to_u64(r.get(2)?);
-        if skip.contains(&(table.clone(), id)) {
-            continue;
+        if !page.push(r.get(0)?, &id_text, to_u64(r.get(2)?), r.get(3)?, r.get(4)?)? {
+            break;
         }
-        let data: Option<String> = r.get(4)?;
-        bytes += data.as_ref().map_or(0, String::len) + table.len() + 64;
-        changes.push(ServerChange {
-            table,
-            id,
-            row: ServerRow {
-                version: last,
-                deleted: r.get(3)?,
-                fields: decode_fields(data)?,
-            },
-        });
     }
-    if scanned < limit {
-        Ok((changes, newest, false))
-    } else {
-        Ok((changes, last, last < newest))
-    }
-}
-
-/// Whether a retry of `request` could apply something twice: it carries changes, or it
-/// ends a round whose staged changes it applies.
-fn is_idempotent_write(request: &SyncRequest) -> bool {
-    request.batch_id.is_some() && (!request.changes.is_empty() || request.round.is_some())
+    Ok(page.finish())
 }
 
 /// The answer first given to this client's batch with the same id, if any.
@@ -475,15 +371,7 @@ fn round_changes(
         }
     }
     changes.extend(request.changes.iter().cloned());
-    let mut seen = HashSet::with_capacity(changes.len());
-    for change in &changes {
-        if !seen.insert((change.table.as_str(), change.id)) {
-            return Err(StoreError::Invalid(format!(
-                "row {}/{} is changed twice in round {round_id}",
-                change.table, change.id
-            )));
-        }
-    }
+    check_round_unique(&changes, round_id)?;
     tx.execute("DELETE FROM staged_changes WHERE round_id = ?1", [round_id])?;
     Ok(changes)
 }
@@ -517,16 +405,7 @@ impl SqliteStore {
                 encode(change)?
             ])?;
         }
-        let response = SyncResponse {
-            acks: Vec::new(),
-            conflicts: Vec::new(),
-            changes: Vec::new(),
-            watermark: request.since,
-            has_more: newest > request.since,
-            newest,
-            staged: true,
-            rollback: None,
-        };
+        let response = staged_response(request, newest);
         remember(&tx, request, &response, !request.changes.is_empty())?;
         tx.commit()?;
         Ok(response)
@@ -551,16 +430,14 @@ impl SqliteStore {
             )?;
         }
         let newest = meta(&tx, "last_seq")?;
-        let conflict = Conflict {
-            table: change.table.clone(),
-            id: change.id,
+        let (conflict, response) = rollback_outcome(
+            request,
+            change,
+            current.as_ref(),
             kind,
-            client_row: change.fields.clone(),
-            server_row: current.as_ref().map(|c| c.row.clone()),
-            resolution: Resolution::Rollback,
-            outcome: current.as_ref().map(|c| c.row.clone()),
-            conflicting_fields: Vec::new(),
-        };
+            reason.clone(),
+            newest,
+        );
         let client = request.client_id.to_string();
         let context = LogContext {
             client: &client,
@@ -571,29 +448,40 @@ impl SqliteStore {
         log_conflict(&tx, &context, &conflict)?;
         tracing::info!(table = %change.table, id = %change.id, kind = %kind, %reason,
             client = %client, "sync round rolled back by the conflict handler");
-        let response = SyncResponse {
-            acks: Vec::new(),
-            conflicts: Vec::new(),
-            changes: Vec::new(),
-            watermark: request.since,
-            has_more: newest > request.since,
-            newest,
-            staged: false,
-            rollback: Some(RollbackReport {
-                table: change.table.clone(),
-                id: change.id,
-                kind,
-                reason,
-            }),
-        };
         remember(&tx, request, &response, true)?;
         tx.commit()?;
         Ok(response)
     }
 }
 
+/// A request's SQLite transaction as the storage half of [`apply_changes`].
+struct SqliteRound<'a, 'conn>(&'a Transaction<'conn>);
+
+impl RoundTx for SqliteRound<'_, '_> {
+    fn load_row(&mut self, table: &str, id: RowId) -> Result<Option<StoredRow>, StoreError> {
+        load_row(self.0, table, id)
+    }
+
+    fn write_row(&mut self, w: &RowWrite<'_>) -> Result<(), StoreError> {
+        write_row(self.0, w)
+    }
+
+    fn log_conflict(
+        &mut self,
+        context: &LogContext<'_>,
+        conflict: &Conflict,
+    ) -> Result<(), StoreError> {
+        log_conflict(self.0, context, conflict)
+    }
+}
+
 impl SyncStore for SqliteStore {
-    fn sync(&self, request: &SyncRequest, resolver: &Resolver) -> Result<SyncResponse, StoreError> {
+    fn sync(
+        &self,
+        _dataset: &str,
+        request: &SyncRequest,
+        resolver: &Resolver,
+    ) -> Result<SyncResponse, StoreError> {
         let atomic_round = request.round.filter(|_| resolver.atomic_rounds());
         if let Some(round) = atomic_round.filter(|r| !r.final_batch) {
             return self.stage(request, &round.id.to_string());
@@ -611,13 +499,7 @@ impl SyncStore for SqliteStore {
         }
         let last_seq = meta(&tx, "last_seq")?;
         let horizon = meta(&tx, "purge_horizon")?;
-        if request.since > last_seq || (request.since > 0 && request.since < horizon) {
-            return Err(StoreError::ResetRequired {
-                since: request.since,
-                horizon,
-                newest: last_seq,
-            });
-        }
+        check_watermark(request.since, last_seq, horizon)?;
         let staged;
         let changes: &[Change] = match &atomic_round {
             Some(round) => {
@@ -626,104 +508,30 @@ impl SyncStore for SqliteStore {
             }
             None => &request.changes,
         };
-        let client = request.client_id.to_string();
-        let at_ms = now_ms();
-        let mut next = last_seq;
-        let mut acks = Vec::new();
-        let mut conflicts = Vec::new();
-        let mut touched = HashSet::with_capacity(changes.len());
-        for change in changes {
-            let current = load_row(&tx, &change.table, change.id)?;
-            let current_row = current.as_ref().map(|c| &c.row);
-            let edited_at = current.as_ref().and_then(|c| c.edited_at_ms);
-            let decision = match resolver.plan(change, current_row, edited_at, request.client_id) {
-                Ok(decision) => decision,
-                Err(Abort::Rollback { kind, reason }) => {
+        let (acks, conflicts, touched, next) =
+            match apply_changes(&mut SqliteRound(&tx), request, changes, resolver, last_seq)? {
+                Applied::Done {
+                    acks,
+                    conflicts,
+                    touched,
+                    next,
+                } => (acks, conflicts, touched, next),
+                Applied::RolledBack {
+                    change,
+                    current,
+                    kind,
+                    reason,
+                } => {
                     drop(tx);
-                    return self.roll_back(request, change, current, kind, reason);
+                    return self.roll_back(request, &change, current, kind, reason);
                 }
-                Err(Abort::InvalidMergeRow(message)) => return Err(StoreError::Handler(message)),
             };
-            let new = match decision.write {
-                Write::Upsert(fields) => Some(ServerRow {
-                    version: next + 1,
-                    deleted: false,
-                    fields: Some(fields),
-                }),
-                Write::Tombstone => Some(ServerRow {
-                    version: next + 1,
-                    deleted: true,
-                    fields: None,
-                }),
-                Write::Nothing => None,
-            };
-            let outcome = match new {
-                Some(new) => {
-                    next += 1;
-                    write_row(
-                        &tx,
-                        &RowWrite {
-                            table: &change.table,
-                            id: change.id,
-                            expected: current_row.map(|r| r.version),
-                            new: new.clone(),
-                            client: &client,
-                            at_ms,
-                            edited_at_ms: change.edited_at_ms.unwrap_or(at_ms),
-                        },
-                    )?;
-                    Some(new)
-                }
-                None => current_row.cloned(),
-            };
-            match decision.conflict {
-                None => acks.push(Ack {
-                    table: change.table.clone(),
-                    id: change.id,
-                    version: outcome.as_ref().map_or(0, |r| r.version),
-                }),
-                Some(planned) => {
-                    let conflict = Conflict {
-                        table: change.table.clone(),
-                        id: change.id,
-                        kind: planned.kind,
-                        client_row: change.fields.clone(),
-                        server_row: current_row.cloned(),
-                        resolution: planned.resolution,
-                        outcome,
-                        conflicting_fields: planned.conflicting_fields,
-                    };
-                    let context = LogContext {
-                        client: &client,
-                        at_ms,
-                        server_client: current.as_ref().map(|c| c.updated_by.as_str()),
-                        base_row: change.base_fields.as_ref(),
-                    };
-                    log_conflict(&tx, &context, &conflict)?;
-                    tracing::info!(table = %conflict.table, id = %conflict.id,
-                        kind = %conflict.kind, resolution = conflict.resolution.as_str(),
-                        client = %client, "conflict resolved");
-                    conflicts.push(conflict);
-                }
-            }
-            touched.insert((change.table.clone(), change.id));
-        }
         if next != last_seq {
             set_meta(&tx, "last_seq", next)?;
         }
         let wrote = !changes.is_empty();
-        let (pulled, watermark, has_more) =
-            pull_page(&tx, request.since, request.pull_limit, next, &touched)?;
-        let response = SyncResponse {
-            acks,
-            conflicts,
-            changes: pulled,
-            watermark,
-            has_more,
-            newest: next,
-            staged: false,
-            rollback: None,
-        };
+        let page = pull_page(&tx, request.since, request.pull_limit, next, &touched)?;
+        let response = applied_response(acks, conflicts, page, next);
         remember(&tx, request, &response, wrote)?;
         tx.commit()?;
         Ok(response)
@@ -731,6 +539,7 @@ impl SyncStore for SqliteStore {
 
     fn conflict_log(
         &self,
+        _dataset: &str,
         limit: u32,
         before: Option<u64>,
     ) -> Result<Vec<ConflictLogEntry>, StoreError> {
@@ -849,20 +658,26 @@ mod tests {
         let (_dir, store) = open();
         let policies = Resolver::new(&crate::config::ServerConfig::default());
         let others: Vec<Change> = (0..5).map(|i| insert(&format!("p{i}"))).collect();
-        let first = store.sync(&request(0, others, 0), &policies).unwrap();
+        let first = store
+            .sync("default", &request(0, others, 0), &policies)
+            .unwrap();
         assert_eq!(first.acks.len(), 5);
         assert_eq!((first.watermark, first.has_more), (0, true));
 
         let own = insert("mine");
         let own_id = own.id;
-        let answer = store.sync(&request(0, vec![own], 2), &policies).unwrap();
+        let answer = store
+            .sync("default", &request(0, vec![own], 2), &policies)
+            .unwrap();
         assert_eq!(answer.acks[0].version, 6);
         assert_eq!(answer.changes.len(), 2);
         assert_eq!((answer.watermark, answer.has_more), (2, true));
         let mut since = answer.watermark;
         let mut seen = answer.changes.len();
         loop {
-            let page = store.sync(&request(since, vec![], 2), &policies).unwrap();
+            let page = store
+                .sync("default", &request(since, vec![], 2), &policies)
+                .unwrap();
             assert!(page.changes.iter().all(|c| c.row.version > since));
             seen += page.changes.len();
             since = page.watermark;
@@ -875,7 +690,9 @@ mod tests {
             "a later pull also returns the row written by the earlier request"
         );
         assert_eq!(since, 6);
-        let fresh = store.sync(&request(0, vec![], 100), &policies).unwrap();
+        let fresh = store
+            .sync("default", &request(0, vec![], 100), &policies)
+            .unwrap();
         assert!(fresh.changes.iter().any(|c| c.id == own_id));
     }
 
@@ -885,7 +702,9 @@ mod tests {
         let policies = Resolver::new(&crate::config::ServerConfig::default());
         let row = insert("gone");
         let id = row.id;
-        store.sync(&request(0, vec![row], 0), &policies).unwrap();
+        store
+            .sync("default", &request(0, vec![row], 0), &policies)
+            .unwrap();
         let delete = Change {
             table: "person".into(),
             id,
@@ -895,7 +714,9 @@ mod tests {
             base_fields: None,
             edited_at_ms: None,
         };
-        store.sync(&request(1, vec![delete], 0), &policies).unwrap();
+        store
+            .sync("default", &request(1, vec![delete], 0), &policies)
+            .unwrap();
         let report = store.purge_tombstones(i64::MAX).unwrap();
         assert_eq!(
             report,
@@ -905,17 +726,25 @@ mod tests {
             }
         );
         assert!(matches!(
-            store.sync(&request(1, vec![], 10), &policies),
+            store.sync("default", &request(1, vec![], 10), &policies),
             Err(StoreError::ResetRequired {
                 since: 1,
                 horizon: 2,
                 ..
             })
         ));
-        assert!(store.sync(&request(2, vec![], 10), &policies).is_ok());
-        assert!(store.sync(&request(0, vec![], 10), &policies).is_ok());
+        assert!(
+            store
+                .sync("default", &request(2, vec![], 10), &policies)
+                .is_ok()
+        );
+        assert!(
+            store
+                .sync("default", &request(0, vec![], 10), &policies)
+                .is_ok()
+        );
         assert!(matches!(
-            store.sync(&request(99, vec![], 10), &policies),
+            store.sync("default", &request(99, vec![], 10), &policies),
             Err(StoreError::ResetRequired { .. })
         ));
     }
@@ -926,10 +755,12 @@ mod tests {
         let resolver = Resolver::new(&crate::config::ServerConfig::default());
         let mut push = request(0, vec![insert("once")], 10);
         push.batch_id = Some(uuid::Uuid::now_v7());
-        let first = store.sync(&push, &resolver).unwrap();
-        let again = store.sync(&push, &resolver).unwrap();
+        let first = store.sync("default", &push, &resolver).unwrap();
+        let again = store.sync("default", &push, &resolver).unwrap();
         assert_eq!(first, again, "the retry gets the first answer");
-        let all = store.sync(&request(0, vec![], 10), &resolver).unwrap();
+        let all = store
+            .sync("default", &request(0, vec![], 10), &resolver)
+            .unwrap();
         assert_eq!(all.changes.len(), 1, "applied once");
 
         let mut idle = request(first.watermark, vec![], 10);
@@ -938,7 +769,7 @@ mod tests {
             id: uuid::Uuid::now_v7(),
             final_batch: true,
         });
-        store.sync(&idle, &resolver).unwrap();
+        store.sync("default", &idle, &resolver).unwrap();
         let conn = rusqlite::Connection::open(dir.path().join("s.db")).unwrap();
         let kept: i64 = conn
             .query_row("SELECT COUNT(*) FROM applied_batches", [], |r| r.get(0))
@@ -953,6 +784,7 @@ mod tests {
         let store = SqliteStore::open(&path).unwrap();
         store
             .sync(
+                "default",
                 &request(0, vec![insert("kept")], 0),
                 &Resolver::new(&crate::config::ServerConfig::default()),
             )
@@ -961,6 +793,7 @@ mod tests {
         let store = SqliteStore::open(&path).unwrap();
         let all = store
             .sync(
+                "default",
                 &request(0, vec![], 10),
                 &Resolver::new(&crate::config::ServerConfig::default()),
             )
