@@ -84,11 +84,16 @@ async fn relay(client: TcpStream, server: TcpStream, faults: Arc<Faults>) {
     let upstream = tokio::spawn(async move {
         let mut buf = vec![0u8; 64 * 1024];
         while let Ok(n) = client_read.read(&mut buf).await {
-            if n == 0 || server_write.write_all(&buf[..n]).await.is_err() {
+            if n == 0 {
+                break;
+            }
+            // Marked before forwarding: a fast server may answer before this task
+            // runs again, and that answer must still count as one.
+            asking.store(true, Ordering::SeqCst);
+            if server_write.write_all(&buf[..n]).await.is_err() {
                 break;
             }
             counting.forwarded_up.fetch_add(n as u64, Ordering::SeqCst);
-            asking.store(true, Ordering::SeqCst);
         }
         let _ = server_write.shutdown().await;
     });
