@@ -12,7 +12,6 @@ use roster_e2e::{Backend, TestDatabase};
 use roster_protocol::{Change, ChangeOp, PROTOCOL_VERSION, RowId, SyncRequest};
 use roster_server::ServerConfig;
 use roster_server::resolve::Resolver;
-use roster_server::store::SyncStore;
 use serde_json::json;
 
 fn change(id: RowId, op: ChangeOp, base: Option<u64>, name: &str) -> Change {
