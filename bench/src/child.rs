@@ -28,11 +28,15 @@ pub struct PullChildArgs {
     /// Empty data dir for the new client.
     #[arg(long)]
     dir: PathBuf,
+    /// Bearer token (passed by the parent in the environment, not on the command line).
+    #[arg(long, env = "ROSTER_TOKEN", hide_env_values = true)]
+    token: String,
 }
 
 /// Child side: create an empty client, time one sync round, report memory.
 pub async fn run_child(args: &PullChildArgs) -> Result<()> {
-    let client = SyncClient::init(&args.dir, &args.url, None).await?;
+    let credentials = roster_client::Credentials::token(args.token.clone());
+    let client = SyncClient::init(&args.dir, &args.url, &credentials, None).await?;
     let rss_after_init = proc_status_mb("self", "VmHWM").unwrap_or(0.0);
     let cpu = crate::stats::CpuMeter::start("self");
     let started = Instant::now();
@@ -101,15 +105,22 @@ pub struct PullOutcome {
     pub cpu_secs: f64,
 }
 
-/// Parent side: runs `exe pull-child` against `url` with the client in `dir`, stops it
-/// after `limit`.
-pub fn run_pull_child(exe: &Path, url: &str, dir: &Path, limit: Duration) -> Result<PullOutcome> {
+/// Parent side: runs `exe pull-child` against `url` with `token` and the client in
+/// `dir`, stops it after `limit`.
+pub fn run_pull_child(
+    exe: &Path,
+    url: &str,
+    token: &str,
+    dir: &Path,
+    limit: Duration,
+) -> Result<PullOutcome> {
     let mut child = Command::new(exe)
         .arg("pull-child")
         .arg("--url")
         .arg(url)
         .arg("--dir")
         .arg(dir)
+        .env("ROSTER_TOKEN", token)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -46,6 +46,9 @@ enum Command {
         /// Server base URL (127.0.0.1 only).
         #[arg(long)]
         url: String,
+        /// Bearer token of the user whose data set gets the rows.
+        #[arg(long, env = "ROSTER_TOKEN", hide_env_values = true)]
+        token: String,
         /// Rows to add.
         #[arg(long)]
         rows: u64,
@@ -106,7 +109,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match &cli.command {
             Some(Command::PullChild(args)) => child::run_child(args).await,
-            Some(Command::Seed { url, rows }) => seed_server(url, *rows).await,
+            Some(Command::Seed { url, token, rows }) => seed_server(url, token, *rows).await,
             None => run(&cli.run).await,
         }
     });
@@ -218,11 +221,11 @@ async fn run(args: &RunArgs) -> Result<()> {
     Ok(())
 }
 
-async fn seed_server(url: &str, rows: u64) -> Result<()> {
+async fn seed_server(url: &str, token: &str, rows: u64) -> Result<()> {
     if !url.starts_with("http://127.0.0.1:") && !url.starts_with("http://localhost:") {
         bail!("seed only talks to a server on 127.0.0.1");
     }
-    let raw = server::Raw::new(url)?;
+    let raw = server::Raw::new(url, token)?;
     let seed = rand_seed();
     let deadline = Instant::now() + Duration::from_secs(600);
     let done = server::seed(&raw, rows, &mut data::RowGen::new(seed), deadline).await?;

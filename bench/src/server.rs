@@ -21,7 +21,34 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct ServerProcess {
     child: Child,
     url: String,
+    token: String,
     log: PathBuf,
+}
+
+/// Name of the user every benchmark server gets (`roster-server create-user`).
+pub const BENCH_USER: &str = "bench";
+
+/// Creates [`BENCH_USER`] in the database `db` with the real admin command and returns
+/// its token.
+fn create_user(bin: &Path, db: &Path) -> Result<String> {
+    let out = Command::new(bin)
+        .arg("--db")
+        .arg(db)
+        .args(["create-user", BENCH_USER])
+        .env_remove("ROSTER_SERVER_CONFIG")
+        .output()
+        .with_context(|| format!("cannot run {} create-user", bin.display()))?;
+    if !out.status.success() {
+        bail!(
+            "create-user failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if token.is_empty() {
+        bail!("create-user printed no token");
+    }
+    Ok(token)
 }
 
 /// A server config declaring the shipped Person table with `policy`.
@@ -52,26 +79,34 @@ impl ServerProcess {
     /// (the config written from `config` when given) and waits for its address line.
     /// The server runs with its default log level (info), as in production.
     pub fn start(bin: &Path, dir: &Path, config: Option<&str>) -> Result<Self> {
-        Self::start_on(bin, dir, config, None)
+        Self::start_on(bin, dir, config, None, None)
     }
 
     /// [`ServerProcess::start`] on the database `db` (a PostgreSQL URL, or a file) instead
-    /// of `DIR/server.db`; several processes may share one database.
+    /// of `DIR/server.db`; several processes may share one database. [`BENCH_USER`] is
+    /// created in it unless `token` (that user's, from a process on the same database) is
+    /// given.
     pub fn start_on(
         bin: &Path,
         dir: &Path,
         config: Option<&str>,
         db: Option<&str>,
+        token: Option<&str>,
     ) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let log = dir.join("server.log");
         let log_file =
             File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+        let db = db.map_or_else(|| dir.join("server.db"), PathBuf::from);
+        let token = match token {
+            Some(token) => token.to_owned(),
+            None => create_user(bin, &db)?,
+        };
         let mut cmd = Command::new(bin);
         cmd.arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--db")
-            .arg(db.map_or_else(|| dir.join("server.db"), PathBuf::from))
+            .arg(&db)
             .env_remove("ROSTER_LOG")
             .env_remove("ROSTER_SERVER_CONFIG")
             .stdin(Stdio::null())
@@ -121,11 +156,21 @@ impl ServerProcess {
             }
         };
         tracing::info!(pid = child.id(), %url, dir = %dir.display(), "roster-server started");
-        Ok(Self { child, url, log })
+        Ok(Self {
+            child,
+            url,
+            token,
+            log,
+        })
     }
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The token of [`BENCH_USER`].
+    pub fn token(&self) -> &str {
+        &self.token
     }
 
     /// Measures the server process's CPU time from now on.
@@ -164,6 +209,7 @@ impl Drop for ServerProcess {
 pub struct Raw {
     http: reqwest::Client,
     url: String,
+    token: String,
     client_id: uuid::Uuid,
 }
 
@@ -183,12 +229,13 @@ pub struct RawTiming {
 }
 
 impl Raw {
-    pub fn new(url: &str) -> Result<Self> {
+    pub fn new(url: &str, token: &str) -> Result<Self> {
         Ok(Self {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(120))
                 .build()?,
             url: url.to_owned(),
+            token: token.to_owned(),
             client_id: uuid::Uuid::now_v7(),
         })
     }
@@ -231,6 +278,7 @@ impl Raw {
         let response = self
             .http
             .post(format!("{}{SYNC_PATH}", self.url))
+            .bearer_auth(&self.token)
             .header("content-type", "application/json")
             .body(body)
             .send()

@@ -56,6 +56,13 @@ pub struct Progress {
     pub to_upload: u64,
     /// Rows changed locally by the server so far.
     pub downloaded: u64,
+    /// Change-log positions pulled so far this round (watermark minus its start).
+    pub pull_done: u64,
+    /// Change-log positions the pull must cover (newest position the server reported
+    /// minus the starting watermark; 0 until the first answer). With `pull_done` it gives
+    /// a determinate pull fraction: positions of superseded versions count too, so it is
+    /// an estimate of rows, never more than 100%.
+    pub pull_total: u64,
 }
 
 /// Everything the status bar shows, sent as the payload of [`STATUS_EVENT`].
@@ -309,6 +316,8 @@ impl<R: Runtime> SyncTask<R> {
                 uploaded: 0,
                 to_upload,
                 downloaded: 0,
+                pull_done: 0,
+                pull_total: 0,
             });
         });
         let app = self.app.clone();
@@ -323,6 +332,10 @@ impl<R: Runtime> SyncTask<R> {
                         uploaded: progress.uploaded,
                         to_upload: to_upload.max(progress.uploaded),
                         downloaded: progress.downloaded,
+                        pull_done: progress.watermark.saturating_sub(progress.start_watermark),
+                        pull_total: progress
+                            .pull_target
+                            .saturating_sub(progress.start_watermark),
                     });
                     status.clone()
                 };

@@ -95,6 +95,8 @@ impl From<&ClientError> for AppError {
             ClientError::NotFound { .. } => ErrorKind::NotFound,
             ClientError::Unreachable { .. } => ErrorKind::Offline,
             ClientError::Server { .. }
+            | ClientError::Unauthorized(_)
+            | ClientError::Forbidden(_)
             | ClientError::Protocol(_)
             | ClientError::SchemaMismatch(_) => ErrorKind::Server,
             ClientError::NotInitialised(_)

@@ -17,6 +17,11 @@ pub const DATA_DIR_ENV: &str = "ROSTER_DATA_DIR";
 pub const SERVER_URL_ENV: &str = "ROSTER_SERVER_URL";
 /// Environment variable with the device name to use when the app starts without settings.
 pub const DEVICE_NAME_ENV: &str = "ROSTER_DEVICE_NAME";
+/// Environment variable with the bearer token; when set it replaces the stored one (and
+/// is saved), so a launcher or a test can hand the app its credentials.
+pub const TOKEN_ENV: &str = "ROSTER_TOKEN";
+/// Longest token accepted in the settings.
+pub const MAX_TOKEN_LEN: usize = 512;
 /// Server URL used when neither the settings nor the environment name one.
 pub const DEFAULT_SERVER_URL: &str = "http://127.0.0.1:8787";
 /// File name of the settings store inside the data dir.
@@ -54,6 +59,9 @@ pub struct Settings {
     pub sync_interval_secs: u64,
     /// What to do with conflicts.
     pub conflict_mode: ConflictMode,
+    /// Bearer token this device presents to the server (`roster-server create-user` or
+    /// `create-token` prints one); empty for none.
+    pub token: String,
 }
 
 impl Default for Settings {
@@ -63,6 +71,7 @@ impl Default for Settings {
             device_name: default_device_name(),
             sync_interval_secs: 30,
             conflict_mode: ConflictMode::Ask,
+            token: String::new(),
         }
     }
 }
@@ -74,6 +83,14 @@ impl Settings {
             self.sync_interval_secs
                 .clamp(MIN_INTERVAL_SECS, MAX_INTERVAL_SECS),
         )
+    }
+
+    /// The credentials the client presents (no token when the field is empty).
+    pub fn credentials(&self) -> roster_client::Credentials {
+        roster_client::Credentials {
+            token: Some(self.token.trim().to_owned()).filter(|t| !t.is_empty()),
+            dataset: None,
+        }
     }
 
     /// Checks the values a person typed; the error names the field at fault.
@@ -92,6 +109,18 @@ impl Settings {
             return Err(invalid(
                 "device_name",
                 "At most 100 characters allowed".into(),
+            ));
+        }
+        if self.token.len() > MAX_TOKEN_LEN
+            || self
+                .token
+                .trim()
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(invalid(
+                "token",
+                "Paste the token as printed by the server administrator (no spaces)".into(),
             ));
         }
         if !(MIN_INTERVAL_SECS..=MAX_INTERVAL_SECS).contains(&self.sync_interval_secs) {
@@ -162,6 +191,14 @@ pub fn load<R: Runtime>(
     Ok((settings, false))
 }
 
+/// The token from `$ROSTER_TOKEN`, if set and not empty.
+pub fn token_from_env() -> Option<String> {
+    std::env::var(TOKEN_ENV)
+        .ok()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+}
+
 /// Stores `settings` and writes the file now.
 pub fn save<R: Runtime>(
     app: &AppHandle<R>,
@@ -213,5 +250,16 @@ mod tests {
             settings.validate().err().and_then(|e| e.field).as_deref(),
             Some("device_name")
         );
+        settings.device_name = "Desk".into();
+        settings.token = "rst_ab cd".into();
+        assert_eq!(
+            settings.validate().err().and_then(|e| e.field).as_deref(),
+            Some("token")
+        );
+        settings.token = " rst_abcd ".into();
+        assert_eq!(settings.validate(), Ok(()));
+        assert_eq!(settings.credentials().token.as_deref(), Some("rst_abcd"));
+        settings.token = String::new();
+        assert_eq!(settings.credentials().token, None);
     }
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use roster_client::{ClientError, SyncClient};
+use roster_client::{ClientError, Credentials, SyncClient};
 use roster_protocol::Schema;
 use tauri::{AppHandle, Runtime};
 
@@ -37,9 +37,22 @@ fn try_start<R: Runtime>(app: &AppHandle<R>) -> Result<Ready, AppError> {
     })?;
     tracing::info!(data_dir = %data_dir.display(), "starting");
     let (mut settings, stored) = settings::load(app, &data_dir)?;
-    let client = tauri::async_runtime::block_on(open_or_init(&data_dir, &settings.server_url))?;
+    let mut changed = false;
+    if let Some(token) = settings::token_from_env().filter(|t| *t != settings.token) {
+        settings.token = token;
+        changed = true;
+    }
+    let credentials = settings.credentials();
+    let client = tauri::async_runtime::block_on(open_or_init(
+        &data_dir,
+        &settings.server_url,
+        &credentials,
+    ))?;
+    if client.store().credentials()?.token != credentials.token {
+        client.set_token(credentials.token)?;
+    }
     let server_url = client.store().server_url().to_owned();
-    if !stored || settings.server_url != server_url {
+    if !stored || changed || settings.server_url != server_url {
         settings.server_url = server_url;
         settings::save(app, &data_dir, &settings)?;
     }
@@ -57,12 +70,19 @@ fn try_start<R: Runtime>(app: &AppHandle<R>) -> Result<Ready, AppError> {
 /// Opens the store in `dir`, or creates it: with the server's schema when the server
 /// answers within [`SCHEMA_TIMEOUT`], else with the shipped person schema, so the app
 /// works offline from its first start.
-async fn open_or_init(dir: &Path, server_url: &str) -> Result<SyncClient, AppError> {
+async fn open_or_init(
+    dir: &Path,
+    server_url: &str,
+    credentials: &Credentials,
+) -> Result<SyncClient, AppError> {
     if dir.join(roster_client::local::DB_FILE).exists() {
         return Ok(SyncClient::open(dir)?);
     }
-    let fetched =
-        tokio::time::timeout(SCHEMA_TIMEOUT, SyncClient::init(dir, server_url, None)).await;
+    let fetched = tokio::time::timeout(
+        SCHEMA_TIMEOUT,
+        SyncClient::init(dir, server_url, credentials, None),
+    )
+    .await;
     match fetched {
         Ok(Ok(client)) => {
             tracing::info!(
@@ -76,10 +96,19 @@ async fn open_or_init(dir: &Path, server_url: &str) -> Result<SyncClient, AppErr
         Err(_) => tracing::warn!("server did not answer within {SCHEMA_TIMEOUT:?} at first start"),
     }
     tracing::info!("creating the local store with the built-in person schema");
-    Ok(SyncClient::init(dir, server_url, Some(Schema::default_person())).await?)
+    Ok(SyncClient::init(dir, server_url, credentials, Some(Schema::default_person())).await?)
 }
 
-/// Whether a failed schema fetch should fall back to the built-in schema.
+/// Whether a failed schema fetch should fall back to the built-in schema. A refused
+/// token does too: the app works locally and the status bar shows the refusal until a
+/// valid token is set in the settings.
 fn offline_start_ok(error: &ClientError) -> bool {
-    error.is_transient() || matches!(error, ClientError::Protocol(_) | ClientError::Server { .. })
+    error.is_transient()
+        || matches!(
+            error,
+            ClientError::Protocol(_)
+                | ClientError::Server { .. }
+                | ClientError::Unauthorized(_)
+                | ClientError::Forbidden(_)
+        )
 }

@@ -134,7 +134,7 @@ async fn bad_sync_requests_are_rejected_whole_and_change_nothing() {
     assert_eq!(snapshot.len(), 3);
     let jane_v = version_of(&snapshot, jane);
     let john_v = version_of(&snapshot, john);
-    let http = reqwest::Client::new();
+    let http = server.http();
 
     let fresh = RowId::now_v7();
     let fresh_s = fresh.to_string();
@@ -532,7 +532,7 @@ async fn bad_sync_requests_are_rejected_whole_and_change_nothing() {
 async fn unknown_paths_answer_404_with_a_json_error() {
     let (server, _client, _, _) = seeded().await;
     let snapshot = server.rows().await;
-    let http = reqwest::Client::new();
+    let http = server.http();
 
     for path in ["/v1/nope", "/v2/sync", "/", "/v1/sync/extra"] {
         let response = http
@@ -569,7 +569,7 @@ async fn unknown_paths_answer_404_with_a_json_error() {
 #[tokio::test]
 async fn wrong_method_answers_with_a_json_error() {
     let (server, _client, _, _) = seeded().await;
-    let http = reqwest::Client::new();
+    let http = server.http();
     for (method, path) in [
         (reqwest::Method::GET, "/v1/sync"),
         (reqwest::Method::DELETE, "/v1/sync"),

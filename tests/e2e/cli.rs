@@ -87,7 +87,17 @@ fn fails(dir: &Path, args: &[&str], code: i32) -> Run {
 /// Initialises a data dir for `server` and checks what `init --json` reports.
 fn init(dir: &Path, server: &TestServer) {
     let url = server.url();
-    let run = ok(dir, &["init", "--server", &url, "--json"]);
+    let run = ok(
+        dir,
+        &[
+            "init",
+            "--server",
+            &url,
+            "--token",
+            server.token(),
+            "--json",
+        ],
+    );
     let out = run.json();
     assert_eq!(out["status"]["server_url"], json!(url));
     assert_eq!(out["status"]["pending"], json!(0));
@@ -137,7 +147,10 @@ async fn add_edit_sync_delete_across_two_data_dirs() {
     let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
 
     // Plain-text init succeeds too.
-    let run = ok(&one, &["init", "--server", &server.url()]);
+    let run = ok(
+        &one,
+        &["init", "--server", &server.url(), "--token", server.token()],
+    );
     assert!(run.stdout.contains("person"), "init output: {}", run.stdout);
 
     let id = add_jane(&one);
@@ -248,7 +261,11 @@ async fn bad_input_gives_exit_code_2_and_changes_nothing() {
 
     // A second init of the same dir is refused and keeps the store.
     let client_id = ok(&dir, &["status", "--json"]).json()["client_id"].clone();
-    let run = fails(&dir, &["init", "--server", &server.url()], 2);
+    let run = fails(
+        &dir,
+        &["init", "--server", &server.url(), "--token", server.token()],
+        2,
+    );
     assert!(run.stderr.contains("already"), "stderr: {}", run.stderr);
     assert_eq!(
         ok(&dir, &["status", "--json"]).json()["client_id"],
@@ -341,6 +358,8 @@ async fn refused_request_gives_exit_code_5_and_keeps_pending_edits() {
             "init",
             "--server",
             &server.url(),
+            "--token",
+            server.token(),
             "--schema",
             schema_file.to_str().unwrap(),
         ],

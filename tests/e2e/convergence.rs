@@ -75,7 +75,8 @@ async fn run(policy: &str, ops: Vec<Op>) {
     };
     let mut clients = Vec::new();
     for _ in 0..CLIENTS {
-        clients.push(TestClient::at_url(&proxy.url(), options.clone()).await);
+        clients
+            .push(TestClient::at_url(&proxy.url(), &server.credentials(), options.clone()).await);
     }
     let mut ids: Vec<RowId> = Vec::new();
     for op in ops {

@@ -25,7 +25,7 @@ fn quick_retries() -> SyncOptions {
 async fn a_lost_answer_is_retried_and_the_batch_applied_once() {
     let server = TestServer::start();
     let proxy = FaultProxy::start(server.addr()).await;
-    let a = TestClient::at_url(&proxy.url(), quick_retries()).await;
+    let a = TestClient::at_url(&proxy.url(), &server.credentials(), quick_retries()).await;
     let b = TestClient::new(&server).await;
     let ids: Vec<_> = (0..20)
         .map(|i| a.insert("person", json!({"name": format!("P{i}")})))
@@ -79,7 +79,7 @@ async fn truncated_and_delayed_answers() {
         push_batch: 5,
         ..quick_retries()
     };
-    let a = TestClient::at_url(&proxy.url(), options).await;
+    let a = TestClient::at_url(&proxy.url(), &server.credentials(), options).await;
     let rows = (0..30)
         .map(|i| obj(json!({"name": format!("R{i}")})))
         .collect();
@@ -103,7 +103,7 @@ async fn truncated_and_delayed_answers() {
 async fn a_round_that_runs_out_of_retries_loses_nothing() {
     let server = TestServer::start();
     let proxy = FaultProxy::start(server.addr()).await;
-    let a = TestClient::at_url(&proxy.url(), quick_retries()).await;
+    let a = TestClient::at_url(&proxy.url(), &server.credentials(), quick_retries()).await;
     let id = a.insert("person", json!({"name": "Kept"}));
     proxy.faults.drop_answers.store(4, Ordering::SeqCst);
     let error = a.client.sync().await.unwrap_err();
@@ -131,7 +131,7 @@ async fn a_server_killed_mid_batch_leaves_no_partial_batch() {
         retries: 0,
         ..SyncOptions::default()
     };
-    let a = TestClient::at_url(&proxy.url(), options).await;
+    let a = TestClient::at_url(&proxy.url(), &server.credentials(), options).await;
     let rows = (0..ROWS)
         .map(|i| obj(json!({"name": format!("Row {i}"), "email": "x".repeat(200)})))
         .collect();

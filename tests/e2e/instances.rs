@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use roster_e2e::{TestClient, TestServer, assert_converged};
+use roster_e2e::{TestClient, TestServer, assert_converged, authed_http};
 use roster_protocol::{Change, ChangeOp, PROTOCOL_VERSION, RowId, SyncRequest, SyncResponse};
 use serde_json::json;
 
@@ -123,11 +123,13 @@ async fn a_continuous_reader_never_skips_a_late_commit_of_concurrent_writers() {
 
     // The reader pulls page after page from alternating instances, only ever from its
     // own watermark, the way a client does.
+    let token = first.token().to_owned();
     let reader = {
         let urls = urls.clone();
+        let token = token.clone();
         let writing = writing.clone();
         tokio::spawn(async move {
-            let http = reqwest::Client::new();
+            let http = authed_http(&token, None);
             let client_id = uuid::Uuid::now_v7();
             let mut since = 0;
             let mut seen: BTreeMap<RowId, u64> = BTreeMap::new();
@@ -164,8 +166,9 @@ async fn a_continuous_reader_never_skips_a_late_commit_of_concurrent_writers() {
     let mut writers = tokio::task::JoinSet::new();
     for writer in 0..WRITERS {
         let url = urls[writer % 2].clone();
+        let token = token.clone();
         writers.spawn(async move {
-            let http = reqwest::Client::new();
+            let http = authed_http(&token, None);
             let client_id = uuid::Uuid::now_v7();
             let mut written = BTreeSet::new();
             for batch in 0..BATCHES {

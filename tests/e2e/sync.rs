@@ -145,7 +145,12 @@ async fn first_sync_of_50k_rows_is_paged_and_resumes_after_interruption() {
         "{result:?}"
     );
     let applied = fresh.client.store().count("person", None).unwrap();
-    assert_eq!(applied, seen_before_kill, "every applied page is kept");
+    // The engine applies a page while it asks for the next, so the page that arrived
+    // before the kill is applied after the last progress report: one page at most.
+    assert!(
+        (seen_before_kill..=seen_before_kill + 1_000).contains(&applied),
+        "every applied page is kept: {applied} rows after {seen_before_kill} reported"
+    );
     assert!(applied < ROWS);
     let watermark = fresh.client.store().watermark().unwrap();
     assert!(watermark > 0);

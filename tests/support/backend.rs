@@ -36,6 +36,9 @@ impl Backend {
     }
 }
 
+/// A stored row as ((dataset, table, id), (version, deleted, data)).
+pub type StoredRow = ((String, String, String), (i64, bool, Option<String>));
+
 /// A server's own database; a PostgreSQL one is dropped when this is.
 #[derive(Debug)]
 pub struct TestDatabase {
@@ -88,29 +91,113 @@ impl TestDatabase {
         &self.url
     }
 
-    /// Every conflict logged, as (table, row id, kind, resolution), oldest first.
-    pub fn conflict_log(&self) -> Vec<(String, String, String, String)> {
-        const QUERY: &str = "SELECT tbl, row_id, kind, resolution FROM conflict_log ORDER BY seq";
+    /// Every conflict logged (of every data set, or only of `dataset`), as (table, row
+    /// id, kind, resolution), oldest first.
+    pub fn conflict_log(&self, dataset: Option<&str>) -> Vec<(String, String, String, String)> {
+        const ALL: &str = "SELECT tbl, row_id, kind, resolution FROM conflict_log ORDER BY seq";
+        if self.postgres.is_some() {
+            let dataset = dataset.map(str::to_owned);
+            return with_postgres(&self.url, move |client| {
+                let rows = match &dataset {
+                    Some(dataset) => client.query(
+                        "SELECT tbl, row_id, kind, resolution FROM conflict_log
+                         WHERE dataset = $1 ORDER BY seq",
+                        &[dataset],
+                    ),
+                    None => client.query(ALL, &[]),
+                };
+                rows.unwrap()
+                    .into_iter()
+                    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+                    .collect()
+            });
+        }
+        let conn = self.sqlite();
+        let (query, params): (&str, Vec<&str>) = match dataset {
+            Some(dataset) => (
+                "SELECT tbl, row_id, kind, resolution FROM conflict_log
+                 WHERE dataset = ?1 ORDER BY seq",
+                vec![dataset],
+            ),
+            None => (ALL, Vec::new()),
+        };
+        let mut stmt = conn.prepare(query).unwrap();
+        stmt.query_map(rusqlite::params_from_iter(params), |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+    }
+
+    /// Every stored row of every data set as ((dataset, table, id), (version, deleted,
+    /// data)), read from the database.
+    pub fn stored_rows(&self) -> Vec<StoredRow> {
+        const QUERY: &str = "SELECT dataset, tbl, id, version, deleted, data FROM rows";
         if self.postgres.is_some() {
             return with_postgres(&self.url, |client| {
                 client
                     .query(QUERY, &[])
                     .unwrap()
                     .into_iter()
-                    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+                    .map(|r| {
+                        (
+                            (r.get(0), r.get(1), r.get(2)),
+                            (r.get(3), r.get(4), r.get(5)),
+                        )
+                    })
                     .collect()
             });
         }
-        let conn = rusqlite::Connection::open_with_flags(
-            &self.url,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .unwrap();
+        let conn = self.sqlite();
         let mut stmt = conn.prepare(QUERY).unwrap();
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        stmt.query_map([], |r| {
+            Ok((
+                (r.get(0)?, r.get(1)?, r.get(2)?),
+                (r.get(3)?, r.get(4)?, r.get(5)?),
+            ))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+    }
+
+    /// The stored token hashes, in the order the tokens were issued.
+    pub fn token_hashes(&self) -> Vec<String> {
+        const QUERY: &str = "SELECT hash FROM tokens ORDER BY id";
+        if self.postgres.is_some() {
+            return with_postgres(&self.url, |client| {
+                client
+                    .query(QUERY, &[])
+                    .unwrap()
+                    .into_iter()
+                    .map(|r| r.get(0))
+                    .collect()
+            });
+        }
+        let conn = self.sqlite();
+        let mut stmt = conn.prepare(QUERY).unwrap();
+        stmt.query_map([], |r| r.get(0))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap()
+    }
+
+    /// A read-only connection to the SQLite file.
+    fn sqlite(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open_with_flags(&self.url, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap()
+    }
+
+    /// Runs `work` with a synchronous connection to this PostgreSQL database, or `None`
+    /// on SQLite.
+    pub fn with_postgres<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut postgres::Client) -> T + Send + 'static,
+    ) -> Option<T> {
+        self.postgres
+            .as_ref()
+            .map(|_| with_postgres(&self.url, work))
     }
 }
 

@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use roster_client::{SyncClient, SyncOptions};
+use roster_client::{Credentials, SyncClient, SyncOptions};
 use roster_protocol::{Fields, PROTOCOL_VERSION, RowId, ServerRow, SyncRequest, SyncResponse};
 use serde_json::Value;
 
@@ -70,15 +70,23 @@ pub mod scenario;
 
 pub use backend::{Backend, TestDatabase};
 
+/// Name of the user every [`TestServer`] creates, whose token the harness's clients use.
+pub const DEFAULT_USER: &str = "tester";
+
 /// A running server with its own temp dir and database: the real `roster-server`
 /// process, or (to plug in a Rust conflict handler) the same service embedded in the
 /// test process, still over real HTTP on 127.0.0.1.
+///
+/// Every server has a user [`DEFAULT_USER`] created with the real admin command (or, for
+/// the embedded one, the same library call); [`TestClient::new`] and the HTTP probes use
+/// its token, so they see that user's own data set.
 pub struct TestServer {
     child: Option<Child>,
     embedded: Option<roster_server::embed::EmbeddedServer>,
     dir: Arc<tempfile::TempDir>,
     db: Arc<TestDatabase>,
     addr: SocketAddr,
+    token: String,
 }
 
 impl TestServer {
@@ -92,6 +100,7 @@ impl TestServer {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("config.toml"), config).unwrap();
         let db = TestDatabase::create(dir.path());
+        let token = admin(db.url(), &["create-user", DEFAULT_USER]).0;
         let (child, addr) = spawn_server(dir.path(), db.url(), "127.0.0.1:0");
         Self {
             child: Some(child),
@@ -99,6 +108,7 @@ impl TestServer {
             dir: Arc::new(dir),
             db: Arc::new(db),
             addr,
+            token,
         }
     }
 
@@ -112,6 +122,7 @@ impl TestServer {
             dir: self.dir.clone(),
             db: self.db.clone(),
             addr,
+            token: self.token.clone(),
         }
     }
 
@@ -127,6 +138,7 @@ impl TestServer {
             roster_server::ServerConfig::load(&dir.path().join("config.toml")).unwrap();
         parsed.listen = "127.0.0.1:0".parse().unwrap();
         let db = TestDatabase::create(dir.path());
+        let token = admin(db.url(), &["create-user", DEFAULT_USER]).0;
         let server = roster_server::embed::EmbeddedServer::start(
             &parsed,
             Path::new(db.url()),
@@ -141,7 +153,52 @@ impl TestServer {
             dir: Arc::new(dir),
             db: Arc::new(db),
             addr,
+            token,
         }
+    }
+
+    /// The token of [`DEFAULT_USER`].
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Credentials of [`DEFAULT_USER`] on its own data set.
+    pub fn credentials(&self) -> Credentials {
+        Credentials::token(self.token.clone())
+    }
+
+    /// Creates another user (and its own data set) with the real
+    /// `roster-server create-user` and returns its first token.
+    pub fn create_user(&self, name: &str) -> String {
+        admin(self.db.url(), &["create-user", name]).0
+    }
+
+    /// Issues another token for `user` with `roster-server create-token`; returns the
+    /// token's id and secret.
+    pub fn create_token(&self, user: &str) -> (i64, String) {
+        let (secret, stderr) = admin(self.db.url(), &["create-token", "--user", user]);
+        let id = stderr
+            .split("issued token ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|id| id.parse().ok())
+            .unwrap_or_else(|| panic!("no token id in {stderr:?}"));
+        (id, secret)
+    }
+
+    /// Revokes a token with `roster-server revoke-token`.
+    pub fn revoke_token(&self, id: i64) {
+        admin(self.db.url(), &["revoke-token", &id.to_string()]);
+    }
+
+    /// Lets `user` use `dataset` with `roster-server share`.
+    pub fn share(&self, dataset: &str, user: &str) {
+        admin(self.db.url(), &["share", dataset, "--with", user]);
+    }
+
+    /// An HTTP client sending [`DEFAULT_USER`]'s token on every request.
+    pub fn http(&self) -> reqwest::Client {
+        authed_http(&self.token, None)
     }
 
     /// Base URL, e.g. `http://127.0.0.1:41234`.
@@ -157,6 +214,11 @@ impl TestServer {
     /// The server's database: its SQLite file path or PostgreSQL URL (the `--db` value).
     pub fn db(&self) -> &TestDatabase {
         &self.db
+    }
+
+    /// The server's own directory: its config, and its SQLite files on SQLite.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// Kills the process (SIGKILL): no graceful shutdown.
@@ -206,9 +268,19 @@ impl TestServer {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Every row the server holds, tombstones included, read with a full pull over HTTP.
+    /// Every row of [`DEFAULT_USER`]'s data set, tombstones included, read with a full
+    /// pull over HTTP.
     pub async fn rows(&self) -> BTreeMap<(String, RowId), ServerRow> {
-        let http = reqwest::Client::new();
+        self.rows_as(&self.token, None).await
+    }
+
+    /// Every row a pull with `token` (on `dataset`, or the user's own) returns.
+    pub async fn rows_as(
+        &self,
+        token: &str,
+        dataset: Option<&str>,
+    ) -> BTreeMap<(String, RowId), ServerRow> {
+        let http = authed_http(token, dataset);
         let mut since = 0;
         let mut rows = BTreeMap::new();
         loop {
@@ -242,21 +314,78 @@ impl TestServer {
         }
     }
 
-    /// Live rows of `table` on the server, by id.
+    /// Live rows of `table` in [`DEFAULT_USER`]'s data set, by id.
     pub async fn live(&self, table: &str) -> BTreeMap<RowId, Fields> {
-        self.rows()
-            .await
-            .into_iter()
-            .filter(|((t, _), row)| t == table && !row.deleted)
-            .map(|((_, id), row)| (id, row.fields.unwrap_or_default()))
-            .collect()
+        live_of(self.rows().await, table)
     }
 
-    /// The server's conflict log as (table, row id, kind, resolution), oldest first,
-    /// read from its database.
+    /// The server's conflict log (every data set) as (table, row id, kind, resolution),
+    /// oldest first, read from its database.
     pub fn conflict_log(&self) -> Vec<(String, String, String, String)> {
-        self.db.conflict_log()
+        self.db.conflict_log(None)
     }
+
+    /// Live rows of `table` a pull with `token` (on `dataset`) returns, by id.
+    pub async fn live_as(
+        &self,
+        token: &str,
+        dataset: Option<&str>,
+        table: &str,
+    ) -> BTreeMap<RowId, Fields> {
+        live_of(self.rows_as(token, dataset).await, table)
+    }
+
+    /// The conflict log entries of one data set, as [`TestServer::conflict_log`].
+    pub fn conflict_log_of(&self, dataset: &str) -> Vec<(String, String, String, String)> {
+        self.db.conflict_log(Some(dataset))
+    }
+}
+
+/// Live rows of `table` among `rows`, by id.
+fn live_of(rows: BTreeMap<(String, RowId), ServerRow>, table: &str) -> BTreeMap<RowId, Fields> {
+    rows.into_iter()
+        .filter(|((t, _), row)| t == table && !row.deleted)
+        .map(|((_, id), row)| (id, row.fields.unwrap_or_default()))
+        .collect()
+}
+
+/// An HTTP client sending `token` (and the `dataset` header when given) on every request.
+pub fn authed_http(token: &str, dataset: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    if let Some(dataset) = dataset {
+        headers.insert(roster_protocol::DATASET_HEADER, dataset.parse().unwrap());
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
+/// Runs `roster-server --db DB ARGS...` (an admin command on the SQLite file or
+/// PostgreSQL database `db`), asserts it succeeded and returns its stdout's first line
+/// and its stderr.
+fn admin(db: &str, args: &[&str]) -> (String, String) {
+    let out = Command::new(bin_path("roster-server"))
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .env("ROSTER_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "roster-server {args:?} failed: {stdout} {stderr}"
+    );
+    (
+        stdout.lines().next().unwrap_or("").trim().to_owned(),
+        stderr,
+    )
 }
 
 impl Drop for TestServer {
@@ -310,20 +439,25 @@ pub struct TestClient {
 }
 
 impl TestClient {
-    /// A new client of `server`, schema fetched from the server.
+    /// A new client of `server` as [`DEFAULT_USER`], schema fetched from the server.
     pub async fn new(server: &TestServer) -> Self {
         Self::with_options(server, SyncOptions::default()).await
     }
 
-    /// A new client of `server` with the given batch settings.
+    /// A new client of `server` as [`DEFAULT_USER`] with the given batch settings.
     pub async fn with_options(server: &TestServer, options: SyncOptions) -> Self {
-        Self::at_url(&server.url(), options).await
+        Self::at_url(&server.url(), &server.credentials(), options).await
+    }
+
+    /// A new client of `server` presenting `credentials` (another user, a shared data set).
+    pub async fn as_user(server: &TestServer, credentials: &Credentials) -> Self {
+        Self::at_url(&server.url(), credentials, SyncOptions::default()).await
     }
 
     /// A new client of the service at `url` (for example through a proxy).
-    pub async fn at_url(url: &str, options: SyncOptions) -> Self {
+    pub async fn at_url(url: &str, credentials: &Credentials, options: SyncOptions) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let client = SyncClient::init(dir.path(), url, None)
+        let client = SyncClient::init(dir.path(), url, credentials, None)
             .await
             .unwrap()
             .with_options(options)

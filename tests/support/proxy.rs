@@ -87,8 +87,8 @@ async fn relay(client: TcpStream, server: TcpStream, faults: Arc<Faults>) {
             if n == 0 {
                 break;
             }
-            // Marked before forwarding: a fast server may answer before this task
-            // runs again, and that answer must still count as one.
+            // Flagged before forwarding: the server's answer can arrive (and be relayed
+            // unflagged, escaping the faults) before this task runs again after the write.
             asking.store(true, Ordering::SeqCst);
             if server_write.write_all(&buf[..n]).await.is_err() {
                 break;

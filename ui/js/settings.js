@@ -3,7 +3,7 @@
 import { api } from "./api.js";
 import { $, el } from "./util.js";
 
-const FIELDS = ["server_url", "device_name", "sync_interval_secs", "conflict_mode"];
+const FIELDS = ["server_url", "token", "device_name", "sync_interval_secs", "conflict_mode"];
 let onSaved = () => {};
 
 export function initSettings(savedCallback) {
@@ -56,6 +56,7 @@ async function save() {
     device_name: $("setting-device_name").value.trim(),
     sync_interval_secs: Number(interval),
     conflict_mode: $("setting-conflict_mode").value,
+    token: $("setting-token").value.trim(),
   };
   try {
     const saved = await api.saveSettings(settings);

@@ -48,8 +48,10 @@ export function showStatus(status) {
   if (p) {
     if (p.to_upload > 0 && p.uploaded < p.to_upload) {
       progress.value = Math.round((100 * p.uploaded) / p.to_upload);
+    } else if (p.pull_total > 0) {
+      progress.value = Math.min(100, Math.round((100 * p.pull_done) / p.pull_total));
     } else {
-      progress.removeAttribute("value"); // indeterminate while pulling
+      progress.removeAttribute("value"); // indeterminate until the first answer
     }
     const parts = [];
     if (p.to_upload > 0) parts.push(`${fmtNumber(p.uploaded)} of ${fmtNumber(p.to_upload)} sent`);

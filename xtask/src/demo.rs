@@ -49,69 +49,70 @@ const DEMO_PEOPLE: &[&[&str]] = &[
     &["name=Sven Eriksen", "email=sven@example.org", "city=Oslo"],
 ];
 
-/// Runs the demo against the server at `url`: both devices edit one row, device B's
-/// sync gets a conflict waiting for a choice, B keeps its value, and A receives it.
-pub fn run_demo(root: &Path, url: &str) -> Result<()> {
+/// Runs the demo against the server at `url` as the user whose token is `token`: both
+/// devices edit one row, device B's sync gets a conflict waiting for a choice, B keeps
+/// its value, and A receives it.
+pub fn run_demo(root: &Path, url: &str, token: &str) -> Result<()> {
+    let roster = |dir: &str, args: &[&str]| run(roster_command(root, dir, token).args(args));
     step("demo: set up two devices");
-    let fresh = init_device(root, DEVICE_A, url)?;
-    init_device(root, DEVICE_B, url)?;
+    let fresh = init_device(root, DEVICE_A, url, token)?;
+    init_device(root, DEVICE_B, url, token)?;
     if fresh {
         step("demo: add a few people on device A");
         for person in DEMO_PEOPLE {
-            add_row(root, DEVICE_A, person)?;
+            add_row(root, DEVICE_A, token, person)?;
         }
     }
 
     step("demo: add a row on device A and sync it to B");
-    let id = add_row(root, DEVICE_A, &["name=Jane", "age=25", "city=Lyon"])?;
-    roster(root, DEVICE_A, &["sync"])?;
-    roster(root, DEVICE_B, &["sync"])?;
+    let id = add_row(root, DEVICE_A, token, &["name=Jane", "age=25", "city=Lyon"])?;
+    roster(DEVICE_A, &["sync"])?;
+    roster(DEVICE_B, &["sync"])?;
 
     step("demo: edit the same field on both devices, then sync");
-    roster(root, DEVICE_A, &["edit", &id, "age=32"])?;
-    roster(root, DEVICE_B, &["edit", &id, "age=30"])?;
-    roster(root, DEVICE_A, &["sync"])?;
-    roster(root, DEVICE_B, &["sync"])?;
+    roster(DEVICE_A, &["edit", &id, "age=32"])?;
+    roster(DEVICE_B, &["edit", &id, "age=30"])?;
+    roster(DEVICE_A, &["sync"])?;
+    roster(DEVICE_B, &["sync"])?;
 
     step("demo: device B has a conflict waiting for a choice (the dev server defers them)");
-    roster(root, DEVICE_B, &["conflicts"])?;
+    roster(DEVICE_B, &["conflicts"])?;
 
     step("demo: device B keeps its value; after both sync, device A has it too");
-    roster(root, DEVICE_B, &["resolve", &id, "keep-mine"])?;
-    roster(root, DEVICE_B, &["sync"])?;
-    roster(root, DEVICE_A, &["sync"])?;
-    roster(root, DEVICE_B, &["conflicts", "--history"])?;
-    roster(root, DEVICE_A, &["list"])
+    roster(DEVICE_B, &["resolve", &id, "keep-mine"])?;
+    roster(DEVICE_B, &["sync"])?;
+    roster(DEVICE_A, &["sync"])?;
+    roster(DEVICE_B, &["conflicts", "--history"])?;
+    roster(DEVICE_A, &["list"])
 }
 
-/// `roster --data-dir DIR init --server URL`, unless DIR already has `roster.db`.
-/// Returns whether it created the store.
-fn init_device(root: &Path, dir: &str, url: &str) -> Result<bool> {
+/// `roster --data-dir DIR init --server URL` (the token from the environment is stored
+/// with the device), unless DIR already has `roster.db`. Returns whether it created the
+/// store.
+fn init_device(root: &Path, dir: &str, url: &str, token: &str) -> Result<bool> {
     if root.join(dir).join("roster.db").exists() {
         println!("{dir}/roster.db exists: skipping init");
         return Ok(false);
     }
-    roster(root, dir, &["init", "--server", url])?;
+    run(roster_command(root, dir, token).args(["init", "--server", url]))?;
     Ok(true)
 }
 
 /// `roster --data-dir DIR --json add FIELD=VALUE...`, returning the new row id.
-fn add_row(root: &Path, dir: &str, fields: &[&str]) -> Result<String> {
-    let mut cmd = roster_command(root, dir);
+fn add_row(root: &Path, dir: &str, token: &str, fields: &[&str]) -> Result<String> {
+    let mut cmd = roster_command(root, dir, token);
     cmd.arg("--json").arg("add").args(fields);
     let stdout = run_captured(&mut cmd)?;
     parse_added_id(&stdout)
 }
 
-/// Runs `roster --data-dir DIR ARGS...`, printing the command and its output.
-fn roster(root: &Path, dir: &str, args: &[&str]) -> Result<()> {
-    run(roster_command(root, dir).args(args))
-}
-
-/// `target/debug/roster --data-dir DIR`, run from the workspace root.
-fn roster_command(root: &Path, dir: &str) -> Command {
+/// `ROSTER_TOKEN=… target/debug/roster --data-dir DIR`, run from the workspace root.
+fn roster_command(root: &Path, dir: &str, token: &str) -> Command {
     let mut cmd = Command::new(workspace::debug_binary(root, "roster"));
-    cmd.current_dir(root).arg("--data-dir").arg(dir);
+    cmd.current_dir(root)
+        .env("ROSTER_TOKEN", token)
+        .arg("--data-dir")
+        .arg(dir);
     cmd
 }
 

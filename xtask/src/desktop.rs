@@ -20,9 +20,16 @@ pub struct Apps {
 }
 
 impl Apps {
-    /// Starts `roster-app` on data dir `dir` (relative to `root`), connected to `url`,
-    /// named `device` on its first start; its log goes to `DIR.log`.
-    pub fn launch(&mut self, root: &Path, dir: &str, url: &str, device: &str) -> Result<()> {
+    /// Starts `roster-app` on data dir `dir` (relative to `root`), connected to `url`
+    /// with `token`, named `device` on its first start; its log goes to `DIR.log`.
+    pub fn launch(
+        &mut self,
+        root: &Path,
+        dir: &str,
+        url: &str,
+        token: &str,
+        device: &str,
+    ) -> Result<()> {
         let log_path = root.join(format!("{dir}.log"));
         let log = std::fs::File::create(&log_path)
             .with_context(|| format!("cannot create {}", log_path.display()))?;
@@ -31,6 +38,7 @@ impl Apps {
             .env("ROSTER_DATA_DIR", root.join(dir))
             .env("ROSTER_SERVER_URL", url)
             .env("ROSTER_DEVICE_NAME", device)
+            .env("ROSTER_TOKEN", token)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);

@@ -1,12 +1,14 @@
 //! `cargo xtask`: the project's set-up and orchestration tasks.
 //!
 //! - `cargo xtask test`: everything CI runs (system packages, lint, build, tests).
+//! - `cargo xtask fuzz`: a bounded fuzzing run of the request decoder.
 //! - `cargo xtask run`: a dev server, a short `roster` CLI demo against it, and the
 //!   desktop app connected to it.
 
 mod bench;
 mod demo;
 mod desktop;
+mod fuzz;
 mod postgres;
 mod process;
 mod run;
@@ -48,6 +50,9 @@ enum Task {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Fuzz the sync request decoder (cargo-fuzz, installed when missing) for a bounded
+    /// time; `cargo xtask test` runs it for 30 s.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +62,7 @@ fn main() -> ExitCode {
         Task::Run(args) => run::run_dev(args),
         Task::Bench(args) => bench::bench(args),
         Task::WithPostgres { command } => postgres::with_postgres(command),
+        Task::Fuzz(args) => fuzz::fuzz(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -83,6 +83,10 @@ pub fn display(cmd: &Command) -> String {
     let mut set = Vec::new();
     for (key, value) in cmd.get_envs() {
         match value {
+            // Secrets (ROSTER_TOKEN) are not echoed to the terminal.
+            Some(_) if key.to_string_lossy().contains("TOKEN") => {
+                set.push(format!("{}=***", quote(key)));
+            }
             Some(value) => set.push(format!("{}={}", quote(key), quote(value))),
             None => removed.push(format!("-u {}", quote(key))),
         }

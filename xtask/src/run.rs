@@ -3,8 +3,9 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::process::{Command, Stdio};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use crate::demo::{DEVICE_A, run_demo};
@@ -15,6 +16,10 @@ use crate::workspace;
 
 /// The dev data directory, relative to the workspace root (gitignored).
 const DATA_DIR: &str = ".roster-dev";
+/// The dev server's user, created on the first run.
+const DEV_USER: &str = "dev";
+/// File in [`DATA_DIR`] keeping the dev user's token between runs (mode 0600).
+const TOKEN_FILE: &str = "dev-token";
 
 /// The dev server's config, written to `DATA_DIR/server.toml`: the app's person table,
 /// with conflicts deferred to the devices so a person resolves them in the app.
@@ -71,25 +76,81 @@ pub fn run_dev(args: &RunArgs) -> Result<()> {
     std::fs::write(&config, SERVER_CONFIG)
         .with_context(|| format!("cannot write {}", config.display()))?;
 
+    step("dev user and token");
+    let token = dev_token(&root, &data_dir)?;
     step("start roster-server");
     let server = DevServer::start(&root, args.listen, DATA_DIR, Some(&config))?;
     println!("roster-server is up at {}", server.url());
     if !args.no_demo {
-        run_demo(&root, server.url())?;
+        run_demo(&root, server.url(), &token)?;
     }
     let mut apps = Apps::default();
     let open_app = !args.no_app && has_display();
     if open_app {
         step("open the desktop app");
-        apps.launch(&root, APP_DIR, server.url(), "First device")?;
+        apps.launch(&root, APP_DIR, server.url(), &token, "First device")?;
         if args.second_device {
-            apps.launch(&root, SECOND_APP_DIR, server.url(), "Second device")?;
+            apps.launch(&root, SECOND_APP_DIR, server.url(), &token, "Second device")?;
         }
     }
     print_next_steps(&root, server.url(), open_app, args.second_device);
     let result = server.wait();
     drop(apps);
     result
+}
+
+/// The dev user's token: kept in `DATA_DIR/dev-token` once created. On the first run
+/// (or when the file is gone) `roster-server create-user dev` makes the user, or
+/// `create-token --user dev` a new token if the user exists. The secret is not printed.
+fn dev_token(root: &Path, data_dir: &Path) -> Result<String> {
+    let file = data_dir.join(TOKEN_FILE);
+    let db = data_dir.join("server.db");
+    if db.exists()
+        && let Ok(token) = std::fs::read_to_string(&file)
+        && !token.trim().is_empty()
+    {
+        println!("using the dev user's token in {DATA_DIR}/{TOKEN_FILE}");
+        return Ok(token.trim().to_owned());
+    }
+    let admin = |args: &[&str]| -> Result<std::process::Output> {
+        Command::new(workspace::debug_binary(root, "roster-server"))
+            .current_dir(root)
+            .arg("--db")
+            .arg(&db)
+            .args(args)
+            .env_remove("ROSTER_SERVER_CONFIG")
+            .stdin(Stdio::null())
+            .output()
+            .context("cannot run roster-server")
+    };
+    let label = "cargo xtask run";
+    let mut out = admin(&["create-user", DEV_USER, "--label", label])?;
+    if !out.status.success() {
+        out = admin(&["create-token", "--user", DEV_USER, "--label", label])?;
+    }
+    if !out.status.success() {
+        bail!(
+            "cannot create the dev user or a token: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    write_secret(&file, &token)?;
+    println!("created a token for user {DEV_USER:?}, kept in {DATA_DIR}/{TOKEN_FILE}");
+    Ok(token)
+}
+
+/// Writes `secret` to `path`, readable by the owner only.
+fn write_secret(path: &Path, secret: &str) -> Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    std::io::Write::write_all(&mut file, secret.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Tells the user where things are and how to go on.
@@ -112,10 +173,14 @@ fn print_next_steps(root: &Path, url: &str, app_open: bool, second: bool) {
         }
     } else {
         println!(
-            "open the app: ROSTER_DATA_DIR={APP_DIR} ROSTER_SERVER_URL={url} {}",
+            "open the app: ROSTER_DATA_DIR={APP_DIR} ROSTER_SERVER_URL={url} ROSTER_TOKEN=$(cat {DATA_DIR}/{TOKEN_FILE}) {}",
             relative("roster-app")
         );
     }
     println!("try: {} --data-dir {DEVICE_A} list", relative("roster"));
+    println!(
+        "accounts: {} --db {DATA_DIR}/server.db list-users",
+        relative("roster-server")
+    );
     println!("Ctrl-C to stop");
 }

@@ -33,6 +33,9 @@ const E2E_PACKAGE: &str = "roster-e2e";
 /// The package of the WebDriver UI tests: run on their own, after every other test.
 pub const UI_TEST_PACKAGE: &str = "roster-ui-tests";
 
+/// How long `cargo xtask test` fuzzes the request decoder.
+const FUZZ_SECONDS: u32 = 30;
+
 /// Rustup components the lint steps need.
 const RUST_COMPONENTS: &[&str] = &["rustfmt", "clippy"];
 
@@ -52,6 +55,9 @@ pub struct TestArgs {
     /// `postgresql` package and runs a throwaway cluster on 127.0.0.1).
     #[arg(long)]
     no_postgres: bool,
+    /// Skip the short fuzzing run of the request decoder.
+    #[arg(long)]
+    no_fuzz: bool,
     /// Extra arguments for the test runners (cargo nextest run, or cargo test), e.g. a
     /// filter; given to the main run and to the UI test run.
     #[arg(last = true, value_name = "RUNNER_ARGS")]
@@ -62,13 +68,16 @@ pub struct TestArgs {
 pub fn test(args: &TestArgs) -> Result<()> {
     let root = workspace::root()?;
     if !args.skip_install {
-        install(!args.no_lint, !args.no_ui, !args.no_postgres)?;
+        install(!args.no_lint, !args.no_ui, !args.no_postgres, !args.no_fuzz)?;
     }
     if !args.no_lint {
         fmt(&root)?;
         clippy(&root)?;
     }
     build(&root)?;
+    if !args.no_fuzz {
+        crate::fuzz::run_target(&root, FUZZ_SECONDS)?;
+    }
     // Doctests first: the main runner's summary must be the run's closing line.
     doctests(&root)?;
     unit_and_integration_tests(&root, &args.runner_args)?;
@@ -83,13 +92,17 @@ pub fn test(args: &TestArgs) -> Result<()> {
     Ok(())
 }
 
-/// Installs the system packages (PostgreSQL's when `pg` is set), the lint components
-/// when `lint` is set, and tauri-driver when `ui` is set.
-fn install(lint: bool, ui: bool, pg: bool) -> Result<()> {
+/// Installs the system packages (PostgreSQL's when `pg` is set), cargo-fuzz when `fuzz`
+/// is set, the lint components when `lint` is set, and tauri-driver when `ui` is set.
+fn install(lint: bool, ui: bool, pg: bool, fuzz: bool) -> Result<()> {
     step("system packages");
     ensure_system_packages(SYSTEM_PACKAGES)?;
     if pg {
         ensure_system_packages(&[postgres::PACKAGE])?;
+    }
+    if fuzz {
+        step("cargo-fuzz (short fuzzing run of the request decoder)");
+        ensure_cargo_tool("cargo-fuzz", "cargo-fuzz")?;
     }
     if lint {
         step("rust components");

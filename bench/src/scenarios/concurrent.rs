@@ -81,11 +81,16 @@ async fn measure(ctx: &mut Ctx, backend: Backend<'_>) -> Result<()> {
             let db = create_database(admin_url, &name)?;
             let mut servers = Vec::with_capacity(instances);
             for index in 0..instances {
+                // The first instance creates the bench user; the others share its token.
+                let token = servers
+                    .first()
+                    .map(|s: &ServerProcess| s.token().to_owned());
                 servers.push(ServerProcess::start_on(
                     &ctx.server_bin,
                     &dir.join(format!("server-{index}")),
                     None,
                     Some(&db),
+                    token.as_deref(),
                 )?);
             }
             let plural = if instances == 1 { "" } else { "s" };
@@ -98,8 +103,13 @@ async fn measure(ctx: &mut Ctx, backend: Backend<'_>) -> Result<()> {
     let mut generator = RowGen::new(500);
     let mut all = Vec::with_capacity(clients);
     for index in 0..clients {
-        let url = servers[index % servers.len()].url().to_owned();
-        let client = new_client(&dir.join(format!("client-{index:03}")), &url).await?;
+        let server = &servers[index % servers.len()];
+        let client = new_client(
+            &dir.join(format!("client-{index:03}")),
+            server.url(),
+            server.token(),
+        )
+        .await?;
         let store = client.store_handle();
         let rows = generator.fields(changes);
         tokio::task::spawn_blocking(move || store.insert_many("person", rows)).await??;
@@ -143,7 +153,9 @@ async fn measure(ctx: &mut Ctx, backend: Backend<'_>) -> Result<()> {
     for server in &mut servers {
         server.check_alive()?;
     }
-    let on_server = Raw::new(servers[0].url())?.count_rows().await?;
+    let on_server = Raw::new(servers[0].url(), servers[0].token())?
+        .count_rows()
+        .await?;
     let expected = (clients * changes) as u64;
     if on_server != expected {
         errors.push(format!(

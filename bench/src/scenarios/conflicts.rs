@@ -27,8 +27,8 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
         let dir = ctx.dir(&format!("conflicts-{policy}"))?;
         let config = person_config(policy);
         let mut server = ServerProcess::start(&ctx.server_bin, &dir.join("server"), Some(&config))?;
-        let raw = Raw::new(server.url())?;
-        let client = new_client(&dir.join("client"), server.url()).await?;
+        let raw = Raw::new(server.url(), server.token())?;
+        let client = new_client(&dir.join("client"), server.url(), server.token()).await?;
         let store = client.store_handle();
         let rows = RowGen::new(300).fields(usize::try_from(n)?);
         tokio::task::spawn_blocking(move || store.insert_many("person", rows)).await??;

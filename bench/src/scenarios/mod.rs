@@ -195,9 +195,10 @@ impl Ctx {
     }
 }
 
-/// A new client of `url` with its store in `dir` (schema fetched from the server).
-pub async fn new_client(dir: &Path, url: &str) -> Result<SyncClient> {
-    Ok(SyncClient::init(dir, url, None).await?)
+/// A new client of `url` presenting `token`, with its store in `dir` (schema fetched
+/// from the server).
+pub async fn new_client(dir: &Path, url: &str, token: &str) -> Result<SyncClient> {
+    Ok(SyncClient::init(dir, url, &roster_client::Credentials::token(token), None).await?)
 }
 
 /// Removes a data dir that is no longer needed (large stores would fill the disk).

@@ -77,7 +77,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
 
     // Pull: a full first sync, page by page.
     let mut server = ServerProcess::start(&ctx.server_bin, &dir.join("server-pull"), None)?;
-    let raw = Raw::new(server.url())?;
+    let raw = Raw::new(server.url(), server.token())?;
     seed(
         &raw,
         n,
@@ -141,7 +141,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
 
     // Push: N local inserts, batch by batch as the engine sends them.
     let mut server = ServerProcess::start(&ctx.server_bin, &dir.join("server-push"), None)?;
-    let raw = Raw::new(server.url())?;
+    let raw = Raw::new(server.url(), server.token())?;
     let store = LocalStore::create(
         &dir.join("client-push"),
         server.url(),
@@ -195,7 +195,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
 
     // The same rounds, pipelined.
     let server = ServerProcess::start(&ctx.server_bin, &dir.join("server-pull"), None)?;
-    let raw = Raw::new(server.url())?;
+    let raw = Raw::new(server.url(), server.token())?;
     for page in [options.pull_limit, roster_protocol::MAX_PULL_LIMIT] {
         let client_dir = dir.join(format!("client-pull-pipelined-{page}"));
         let store = Arc::new(LocalStore::create(
@@ -223,7 +223,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
     }
     drop(server);
     let server = ServerProcess::start(&ctx.server_bin, &dir.join("server-push-pipelined"), None)?;
-    let raw = Raw::new(server.url())?;
+    let raw = Raw::new(server.url(), server.token())?;
     let store = Arc::new(LocalStore::create(
         &dir.join("client-push-pipelined"),
         server.url(),

@@ -19,7 +19,7 @@ use crate::stats::{CpuMeter, Latency};
 pub async fn first_sync(ctx: &mut Ctx) -> Result<()> {
     let dir = ctx.dir("first-sync-server")?;
     let mut server = ServerProcess::start(&ctx.server_bin, &dir, None)?;
-    let raw = Raw::new(server.url())?;
+    let raw = Raw::new(server.url(), server.token())?;
     let mut generator = RowGen::new(1);
     let mut on_server = 0u64;
     let mut peaks: Vec<(u64, f64, bool)> = Vec::new();
@@ -43,12 +43,18 @@ pub async fn first_sync(ctx: &mut Ctx) -> Result<()> {
             );
         }
         let client_dir = ctx.dir(&format!("first-sync-client-{}", label(n)))?;
-        let (exe, url, limit) = (ctx.exe.clone(), server.url().to_owned(), ctx.max_pull);
+        let (exe, url, token, limit) = (
+            ctx.exe.clone(),
+            server.url().to_owned(),
+            server.token().to_owned(),
+            ctx.max_pull,
+        );
         let dir_for_child = client_dir.clone();
         let server_cpu = server.cpu();
-        let outcome =
-            tokio::task::spawn_blocking(move || run_pull_child(&exe, &url, &dir_for_child, limit))
-                .await??;
+        let outcome = tokio::task::spawn_blocking(move || {
+            run_pull_child(&exe, &url, &token, &dir_for_child, limit)
+        })
+        .await??;
         server.check_alive()?;
         discard(&client_dir);
         let rate = outcome.rows as f64 / outcome.secs.max(1e-9);
@@ -157,17 +163,22 @@ fn pull_entry(
 async fn random_order_pull(ctx: &mut Ctx, n: u64) -> Result<()> {
     let dir = ctx.dir("first-sync-random-ids")?;
     let mut server = ServerProcess::start(&ctx.server_bin, &dir.join("server"), None)?;
-    let raw = Raw::new(server.url())?;
+    let raw = Raw::new(server.url(), server.token())?;
     let deadline = Instant::now() + ctx.max_pull.max(Duration::from_secs(60));
     let seeded = seed_ids(&raw, n, &mut RowGen::new(11), deadline, true).await?;
     if seeded.rows < n {
         bail!("seeding reached only {} of {n} rows", seeded.rows);
     }
-    let (exe, url, limit) = (ctx.exe.clone(), server.url().to_owned(), ctx.max_pull);
+    let (exe, url, token, limit) = (
+        ctx.exe.clone(),
+        server.url().to_owned(),
+        server.token().to_owned(),
+        ctx.max_pull,
+    );
     let client_dir = dir.join("client");
     let server_cpu = server.cpu();
     let outcome =
-        tokio::task::spawn_blocking(move || run_pull_child(&exe, &url, &client_dir, limit))
+        tokio::task::spawn_blocking(move || run_pull_child(&exe, &url, &token, &client_dir, limit))
             .await??;
     server.check_alive()?;
     let mut entry = pull_entry(
@@ -194,7 +205,7 @@ pub async fn push(ctx: &mut Ctx) -> Result<()> {
     for n in ctx.sizes.push.clone() {
         let dir = ctx.dir(&format!("push-{}", label(n)))?;
         let mut server = ServerProcess::start(&ctx.server_bin, &dir.join("server"), None)?;
-        let client = new_client(&dir.join("client"), server.url()).await?;
+        let client = new_client(&dir.join("client"), server.url(), server.token()).await?;
         let rows = RowGen::new(100 + n).fields(usize::try_from(n)?);
         let store = client.store_handle();
         let started = Instant::now();
@@ -241,11 +252,11 @@ pub async fn push(ctx: &mut Ctx) -> Result<()> {
 pub async fn noop(ctx: &mut Ctx) -> Result<()> {
     let dir = ctx.dir("noop")?;
     let mut server = ServerProcess::start(&ctx.server_bin, &dir.join("server"), None)?;
-    let raw = Raw::new(server.url())?;
+    let raw = Raw::new(server.url(), server.token())?;
     let rows = ctx.sizes.noop_server_rows;
     let deadline = Instant::now() + Duration::from_secs(300);
     seed(&raw, rows, &mut RowGen::new(7), deadline).await?;
-    let client = new_client(&dir.join("client"), server.url()).await?;
+    let client = new_client(&dir.join("client"), server.url(), server.token()).await?;
     client.sync().await?;
     let watermark = client.store().watermark()?;
     let rounds = ctx.sizes.noop_rounds;

@@ -11,6 +11,10 @@ pub struct Cli {
     /// Data dir of the local store [env: ROSTER_DATA_DIR; default: the platform data dir].
     #[arg(long, global = true, env = "ROSTER_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Bearer token for the sync server [env: ROSTER_TOKEN]. With `init` it is stored in
+    /// the data dir; with other commands it is used instead of the stored one.
+    #[arg(long, global = true, env = "ROSTER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Print results (and errors, on stderr) as JSON.
     #[arg(long, global = true)]
     pub json: bool,
@@ -28,6 +32,10 @@ pub enum Command {
         /// Use this JSON schema file instead of asking the server.
         #[arg(long)]
         schema: Option<PathBuf>,
+        /// Work on this data set (shared with the token's user) instead of the user's
+        /// own. Fixed for the data dir.
+        #[arg(long)]
+        dataset: Option<String>,
     },
     /// Create a record: `roster add name=Jane age=25`.
     Add {

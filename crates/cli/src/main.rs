@@ -2,7 +2,8 @@
 //! store); only `init` (without `--schema`) and `sync` need the server.
 //!
 //! Exit codes: 0 success, 1 other failure, 2 bad input, 3 server unreachable, 4 no such
-//! row, 5 the server refused the request.
+//! row, 5 the server refused the request (including a missing, unknown or revoked token
+//! and a data set the token may not use).
 
 mod args;
 mod fields;
@@ -14,7 +15,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use roster_client::{ClientError, ListQuery, SyncClient};
+use roster_client::{ClientError, Credentials, ListQuery, SyncClient};
 use roster_protocol::{RowId, Schema};
 
 use args::{Cli, Command};
@@ -35,7 +36,7 @@ pub enum FailureKind {
     Unreachable,
     /// No such row (exit 4).
     NotFound,
-    /// The server refused the request or rolled the sync back (exit 5).
+    /// The server refused the request (or the token) or rolled the sync back (exit 5).
     Server,
     /// Anything else (exit 1).
     Other,
@@ -50,7 +51,12 @@ impl FailureKind {
         match error.downcast_ref::<ClientError>() {
             Some(ClientError::Unreachable { .. }) => Self::Unreachable,
             Some(ClientError::NotFound { .. }) => Self::NotFound,
-            Some(ClientError::Server { .. } | ClientError::RolledBack { .. }) => Self::Server,
+            Some(
+                ClientError::Server { .. }
+                | ClientError::RolledBack { .. }
+                | ClientError::Unauthorized(_)
+                | ClientError::Forbidden(_),
+            ) => Self::Server,
             Some(
                 ClientError::Invalid(_)
                 | ClientError::BadInput(_)
@@ -119,9 +125,20 @@ fn parse_id(text: &str) -> anyhow::Result<RowId> {
         .map_err(|e| ClientError::BadInput(format!("{text:?} is not a row id: {e}")).into())
 }
 
-async fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
+async fn run(mut cli: Cli, out: &Output) -> anyhow::Result<()> {
     let dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
-    if let Command::Init { server, schema } = &cli.command {
+    // An empty `ROSTER_TOKEN=` means no token, not an empty one.
+    cli.token = cli
+        .token
+        .take()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty());
+    if let Command::Init {
+        server,
+        schema,
+        dataset,
+    } = &cli.command
+    {
         let schema = match schema {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -133,10 +150,17 @@ async fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
             }
             None => None,
         };
-        let client = SyncClient::init(&dir, server, schema).await?;
+        let credentials = Credentials {
+            token: cli.token.clone(),
+            dataset: dataset.clone(),
+        };
+        let client = SyncClient::init(&dir, server, &credentials, schema).await?;
         return out.initialised(&dir, &client.store().status()?, client.store().schema());
     }
-    let client = SyncClient::open(&dir)?;
+    let mut client = SyncClient::open(&dir)?;
+    if let Some(token) = cli.token.clone() {
+        client = client.with_token(token);
+    }
     let store = client.store();
     let table_name = |table: &Option<String>| -> anyhow::Result<String> {
         match table {

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use roster_protocol::{ErrorCode, PROTOCOL_VERSION, RoundInfo, Schema, SyncRequest};
+use roster_protocol::{ErrorCode, PROTOCOL_VERSION, RoundInfo, Schema, SyncRequest, SyncResponse};
 use serde::{Deserialize, Serialize};
 
 use crate::ClientError;
@@ -17,7 +17,7 @@ use crate::local::LocalStore;
 pub use crate::local::apply::ApplyCounts;
 use crate::local::apply::SentChange;
 pub use crate::local::conflicts::ConflictHandler;
-use crate::transport::{HttpTransport, normalise_server_url};
+use crate::transport::{Credentials, HttpTransport, normalise_server_url};
 
 /// Batch and timeout settings of a sync round.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +128,23 @@ impl Round {
     }
 }
 
+/// The next batch of pending changes, collected from the local store.
+#[derive(Default)]
+struct Batch {
+    /// The changes with their edit numbers.
+    sent: Vec<SentChange>,
+    /// The round's cursor after this batch.
+    cursor: i64,
+    /// No pending change of the round is left after this batch.
+    last: bool,
+}
+
+/// An answer received but not yet applied, with the changes it answers.
+struct Received {
+    sent: Vec<SentChange>,
+    response: SyncResponse,
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ClientError> + Send + 'static,
 ) -> Result<T, ClientError> {
@@ -137,11 +154,12 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl SyncClient {
-    /// Creates a store in `dir` for the service at `server_url`. The schema is fetched
-    /// from the service unless given.
+    /// Creates a store in `dir` for the service at `server_url`, presenting `credentials`
+    /// (stored with the store). The schema is fetched from the service unless given.
     pub async fn init(
         dir: &Path,
         server_url: &str,
+        credentials: &Credentials,
         schema: Option<Schema>,
     ) -> Result<Self, ClientError> {
         let url = normalise_server_url(server_url)?;
@@ -152,19 +170,21 @@ impl SyncClient {
             Some(schema) => schema,
             None => {
                 HttpTransport::new(&url, SyncOptions::default().request_timeout)?
+                    .with_credentials(credentials)
                     .schema()
                     .await?
             }
         };
-        LocalStore::create(dir, &url, &schema)?;
+        LocalStore::create(dir, &url, &schema)?.set_credentials(credentials)?;
         Self::open(dir)
     }
 
-    /// Opens the store in `dir`; works offline.
+    /// Opens the store in `dir` with the credentials stored in it; works offline.
     pub fn open(dir: &Path) -> Result<Self, ClientError> {
         let store = LocalStore::open(dir)?;
         let options = SyncOptions::default();
-        let transport = HttpTransport::new(store.server_url(), options.request_timeout)?;
+        let transport = HttpTransport::new(store.server_url(), options.request_timeout)?
+            .with_credentials(&store.credentials()?);
         Ok(Self {
             store: Arc::new(store),
             transport,
@@ -188,9 +208,25 @@ impl SyncClient {
                 "push_batch and pull_limit must be at least 1".into(),
             ));
         }
-        self.transport = HttpTransport::new(self.store.server_url(), options.request_timeout)?;
+        self.transport = HttpTransport::new(self.store.server_url(), options.request_timeout)?
+            .with_credentials(&self.transport.credentials());
         self.options = options;
         Ok(self)
+    }
+
+    /// Uses `token` from now on, for this client and its store (it is saved, so the
+    /// next [`SyncClient::open`] uses it too).
+    pub fn set_token(&self, token: Option<String>) -> Result<(), ClientError> {
+        self.store.set_token(token.as_deref())?;
+        self.transport.set_token(token);
+        Ok(())
+    }
+
+    /// Uses `token` for this client's requests only, without saving it (for example a
+    /// token from the environment).
+    pub fn with_token(self, token: String) -> Self {
+        self.transport.set_token(Some(token));
+        self
     }
 
     /// The local store: CRUD, listing, status and conflict history.
@@ -208,7 +244,8 @@ impl SyncClient {
         self.transport.health().await.map(|_| ())
     }
 
-    /// The server's conflict log (every client's conflicts), newest first.
+    /// The server's conflict log of this device's data set (every client's conflicts in
+    /// it), newest first.
     pub async fn server_conflicts(
         &self,
         limit: u32,
@@ -241,11 +278,78 @@ impl SyncClient {
         self.sync_with_progress(|_| {}).await
     }
 
+    /// Collects the round's next batch after edit number `after` (rows created and
+    /// deleted offline are dropped on the way), and whether it is the round's last.
+    async fn collect(
+        &self,
+        after: i64,
+        up_to_rev: i64,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Batch, ClientError> {
+        let store = self.store.clone();
+        blocking(move || {
+            loop {
+                let batch = store.pending_batch(after, up_to_rev, max, max_bytes)?;
+                if batch.sent.is_empty() && batch.dropped_local_only > 0 {
+                    continue;
+                }
+                let cursor = batch.sent.last().map_or(after, |last| last.local_rev);
+                let last = !store.has_pending_between(cursor, up_to_rev)?;
+                return Ok(Batch {
+                    sent: batch.sent,
+                    cursor,
+                    last,
+                });
+            }
+        })
+        .await
+    }
+
+    /// Applies one answer in one local transaction (with its watermark; with the time of
+    /// the last sync when `round_done`), and adds what it did to `report`.
+    async fn apply(
+        &self,
+        received: Received,
+        round_done: bool,
+        report: &mut SyncReport,
+    ) -> Result<(), ClientError> {
+        let store = self.store.clone();
+        let handler = self.handler.clone();
+        let watermark = received.response.watermark;
+        let counts = blocking(move || {
+            store.apply_answer(
+                &received.sent,
+                &received.response,
+                handler.as_deref(),
+                round_done,
+            )
+        })
+        .await?;
+        report.downloaded += counts.downloaded;
+        report.conflicts_detected += counts.conflicts_detected;
+        report.conflicts_resolved += counts.conflicts_resolved;
+        report.conflicts_deferred += counts.conflicts_deferred;
+        report.conflicts_decided_here += counts.conflicts_decided_here;
+        report.auto_merged += counts.auto_merged;
+        report.watermark = watermark;
+        Ok(())
+    }
+
     /// Runs one sync round, calling `progress` after each request. Waits if another round
     /// of this client is running. The round's batches carry one round id, so a server
     /// that can roll rounds back applies them together with the final batch. On error,
     /// what earlier requests applied stays applied (with its watermark) and pending
     /// changes not yet acknowledged stay pending.
+    ///
+    /// The round is pipelined, with one request at the server at a time and every answer
+    /// applied in order, each in its own transaction with its watermark: while a batch of
+    /// changes is at the server the next batch is collected (it holds other rows, which
+    /// applying the answer does not touch), and while a pull page is at the server the
+    /// previous answer is applied (the page's `since` is that answer's watermark, known
+    /// before it is applied). A request that writes (changes or round info) only leaves
+    /// once every earlier answer is applied, so a failed apply can only ever drop the
+    /// answer of a read, which the next round asks for again.
     pub async fn sync_with_progress(
         &self,
         mut progress: impl FnMut(&SyncProgress),
@@ -254,33 +358,44 @@ impl SyncClient {
         let started = Instant::now();
         let up_to_rev = self.store.edit_counter()?;
         let start_watermark = self.store.watermark()?;
-        let mut report = SyncReport::default();
+        let mut report = SyncReport {
+            watermark: start_watermark,
+            ..SyncReport::default()
+        };
         let mut round = Round::new();
+        let mut since = start_watermark;
         // Shrunk for the rest of the round when the server finds a batch too large.
         let mut push_batch = self.options.push_batch;
         let mut push_max_bytes = self.options.push_max_bytes;
+        // The next batch, collected while the previous request was at the server.
+        let mut ahead: Option<Batch> = None;
+        // An answer not applied yet: only while the next request is a read.
+        let mut unapplied: Option<Received> = None;
         loop {
-            let batch = if round.open {
-                let store = self.store.clone();
-                let (after, max, bytes) = (round.cursor, push_batch, push_max_bytes);
-                blocking(move || store.pending_batch(after, up_to_rev, max, bytes)).await?
-            } else {
-                Default::default()
+            let batch = match (round.open, ahead.take()) {
+                (false, _) => Batch {
+                    cursor: round.cursor,
+                    last: true,
+                    ..Batch::default()
+                },
+                (true, Some(batch)) => batch,
+                (true, None) => {
+                    self.collect(round.cursor, up_to_rev, push_batch, push_max_bytes)
+                        .await?
+                }
             };
-            if batch.sent.is_empty() && batch.dropped_local_only > 0 {
-                continue;
-            }
-            let cursor_before = round.cursor;
-            if let Some(last) = batch.sent.last() {
-                round.cursor = last.local_rev;
-            }
-            let final_batch =
-                round.open && !self.store.has_pending_between(round.cursor, up_to_rev)?;
-            let request = SyncRequest {
+            let final_batch = round.open && batch.last;
+            // The changes move into the request (and back out once it is answered).
+            let (changes, revs): (Vec<_>, Vec<_>) = batch
+                .sent
+                .into_iter()
+                .map(|s| (s.change, s.local_rev))
+                .unzip();
+            let mut request = SyncRequest {
                 protocol: PROTOCOL_VERSION,
                 client_id: self.store.client_id(),
-                since: self.store.watermark()?,
-                changes: batch.changes(),
+                since,
+                changes,
                 pull_limit: self.options.pull_limit,
                 round: round.open.then_some(RoundInfo {
                     id: round.id,
@@ -288,7 +403,34 @@ impl SyncClient {
                 }),
                 batch_id: Some(uuid::Uuid::now_v7()),
             };
-            let response = match self.send(&request).await {
+            // A read has no effect on the server; anything else must not be sent while
+            // an earlier answer could still fail to apply.
+            let read_only = request.round.is_none() && request.changes.is_empty();
+            if !read_only && let Some(received) = unapplied.take() {
+                self.apply(received, false, &mut report).await?;
+            }
+            let collect_ahead = round.open && !final_batch;
+            let local = async {
+                if let Some(received) = unapplied.take() {
+                    self.apply(received, false, &mut report).await?;
+                }
+                if collect_ahead {
+                    // A failure here is not final: the batch is collected again, in
+                    // turn, after this request's answer is applied.
+                    let next = self
+                        .collect(batch.cursor, up_to_rev, push_batch, push_max_bytes)
+                        .await;
+                    return Ok(next
+                        .inspect_err(|error| {
+                            tracing::debug!(%error, "collecting ahead failed; collecting again");
+                        })
+                        .ok());
+                }
+                Ok::<_, ClientError>(None)
+            };
+            let (sent, local) = tokio::join!(self.send(&request), local);
+            ahead = local?;
+            let response = match sent {
                 Err(ClientError::Server {
                     code: ErrorCode::ResetRequired,
                     ..
@@ -298,19 +440,21 @@ impl SyncClient {
                     blocking(move || store.reset_for_full_pull()).await?;
                     report.reinitialised = true;
                     round = Round::new();
+                    since = 0;
+                    ahead = None;
                     continue;
                 }
                 Err(ClientError::Server {
                     code: ErrorCode::PayloadTooLarge | ErrorCode::BatchTooLarge,
                     ..
-                }) if batch.sent.len() > 1 => {
-                    push_batch = batch.sent.len() / 2;
+                }) if revs.len() > 1 => {
+                    push_batch = revs.len() / 2;
                     push_max_bytes = (push_max_bytes / 2).max(1);
                     tracing::warn!(
                         push_batch,
                         "the server refused a batch as too large; halving it"
                     );
-                    round.cursor = cursor_before;
+                    ahead = None;
                     continue;
                 }
                 other => other?,
@@ -324,50 +468,43 @@ impl SyncClient {
                 });
             }
             report.requests += 1;
-            report.uploaded += batch.sent.len() as u64;
-            round.staged.extend(batch.sent);
-            if response.staged {
-                progress(&SyncProgress {
-                    requests: report.requests,
-                    uploaded: report.uploaded,
-                    downloaded: report.downloaded,
-                    watermark: self.store.watermark()?,
-                    start_watermark,
-                    pull_target: response.newest,
-                });
-                continue;
-            }
+            report.uploaded += revs.len() as u64;
+            round.cursor = batch.cursor;
+            round.staged.extend(
+                std::mem::take(&mut request.changes)
+                    .into_iter()
+                    .zip(revs)
+                    .map(|(change, local_rev)| SentChange { change, local_rev }),
+            );
             if final_batch {
                 round.open = false;
             }
-            let has_more = response.has_more;
-            let newest = response.newest;
-            let sent = std::mem::take(&mut round.staged);
-            let counts = {
-                let store = self.store.clone();
-                let handler = self.handler.clone();
-                blocking(move || store.apply_response(&sent, &response, handler.as_deref())).await?
-            };
-            report.downloaded += counts.downloaded;
-            report.conflicts_detected += counts.conflicts_detected;
-            report.conflicts_resolved += counts.conflicts_resolved;
-            report.conflicts_deferred += counts.conflicts_deferred;
-            report.conflicts_decided_here += counts.conflicts_decided_here;
-            report.auto_merged += counts.auto_merged;
-            report.watermark = self.store.watermark()?;
+            let pull_target = response.newest;
+            if !response.staged {
+                since = response.watermark;
+                let done = !round.open && !response.has_more;
+                let received = Received {
+                    sent: std::mem::take(&mut round.staged),
+                    response,
+                };
+                if done {
+                    self.apply(received, true, &mut report).await?;
+                } else {
+                    unapplied = Some(received);
+                }
+            }
             progress(&SyncProgress {
                 requests: report.requests,
                 uploaded: report.uploaded,
                 downloaded: report.downloaded,
-                watermark: report.watermark,
+                watermark: since,
                 start_watermark,
-                pull_target: newest,
+                pull_target,
             });
-            if !round.open && !has_more {
+            if !round.open && unapplied.is_none() {
                 break;
             }
         }
-        self.store.mark_synced()?;
         report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         tracing::info!(?report, "sync round complete");
         Ok(report)

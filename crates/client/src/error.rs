@@ -45,6 +45,14 @@ pub enum ClientError {
         /// The server's message.
         message: String,
     },
+    /// The server did not accept this device's token (missing, unknown or revoked;
+    /// HTTP 401). Retrying with the same token cannot succeed.
+    #[error("the sync server refused this device's credentials: {0}")]
+    Unauthorized(String),
+    /// The token's user may not use the data set this device works on (HTTP 403).
+    /// Retrying cannot succeed.
+    #[error("the sync server refused access to this data set: {0}")]
+    Forbidden(String),
     /// The server's conflict handler rolled the whole sync round back: nothing of it was
     /// applied on either side and the local changes are still pending.
     #[error(

@@ -16,3 +16,4 @@ pub mod transport;
 pub use engine::{ConflictHandler, SyncClient, SyncOptions, SyncProgress, SyncReport};
 pub use error::ClientError;
 pub use local::{Choice, ConflictRecord, ListQuery, OpenConflict, Record, Status};
+pub use transport::Credentials;

@@ -30,6 +30,13 @@ pub enum ErrorCode {
     NotFound,
     /// The route exists but not for this HTTP method.
     MethodNotAllowed,
+    /// The request carries no bearer token, or one the server does not know or has
+    /// revoked (HTTP 401). Nothing was read or changed.
+    Unauthorized,
+    /// The token is valid but its user may not use the data set the request names
+    /// (HTTP 403). Also the answer for a data set that does not exist, so that nobody
+    /// learns which data sets exist. Nothing was read or changed.
+    Forbidden,
     /// The server failed; nothing was changed by this request.
     Internal,
 }

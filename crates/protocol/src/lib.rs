@@ -41,6 +41,10 @@ pub const CONFLICTS_PATH: &str = "/v1/conflicts";
 /// Path of the health endpoint (GET → `{"status":"ok", ...}`).
 pub const HEALTH_PATH: &str = "/health";
 
+/// Header naming the data set a `/v1/*` request works on. Without it the server uses
+/// the caller's own data set (the one named after the user).
+pub const DATASET_HEADER: &str = "x-roster-dataset";
+
 /// Most changes one request may carry; the server rejects larger batches.
 pub const MAX_CHANGES_PER_REQUEST: usize = 5_000;
 /// Most server changes one response carries; clients may ask for fewer.

@@ -175,8 +175,10 @@ pub struct Ack {
     pub version: u64,
 }
 
-/// A row that changed on the server after the client's watermark.
+/// A row that changed on the server after the client's watermark. On the wire the row's
+/// fields sit next to `table` and `id` (`{"table", "id", "version", "deleted", "fields"}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "FlatServerChange")]
 pub struct ServerChange {
     /// Table of the row.
     pub table: String,
@@ -185,6 +187,32 @@ pub struct ServerChange {
     /// The row as it now stands. Its `version` is also its change-log position.
     #[serde(flatten)]
     pub row: ServerRow,
+}
+
+/// [`ServerChange`] as it is decoded: the same JSON, read without `serde(flatten)`, which
+/// buffers every entry before decoding it (pulls decode nearly twice as fast).
+#[derive(Deserialize)]
+struct FlatServerChange {
+    table: String,
+    id: RowId,
+    version: u64,
+    deleted: bool,
+    #[serde(default)]
+    fields: Option<Fields>,
+}
+
+impl From<FlatServerChange> for ServerChange {
+    fn from(flat: FlatServerChange) -> Self {
+        Self {
+            table: flat.table,
+            id: flat.id,
+            row: ServerRow {
+                version: flat.version,
+                deleted: flat.deleted,
+                fields: flat.fields,
+            },
+        }
+    }
 }
 
 /// The answer to a [`SyncRequest`]. Everything in it was committed in one server
@@ -261,6 +289,38 @@ mod tests {
                 .check_shape()
                 .is_err()
         );
+    }
+
+    #[test]
+    fn server_changes_read_back_what_they_write() {
+        let live = ServerChange {
+            table: "person".into(),
+            id: RowId::nil(),
+            row: ServerRow {
+                version: 7,
+                deleted: false,
+                fields: Some(serde_json::from_str(r#"{"name":"Jane","age":5}"#).unwrap()),
+            },
+        };
+        let tombstone = ServerChange {
+            table: "person".into(),
+            id: RowId::nil(),
+            row: ServerRow {
+                version: 8,
+                deleted: true,
+                fields: None,
+            },
+        };
+        for change in [live, tombstone] {
+            let text = serde_json::to_string(&change).unwrap();
+            assert!(text.contains(r#""version":"#) && !text.contains(r#""row""#));
+            assert_eq!(serde_json::from_str::<ServerChange>(&text).unwrap(), change);
+        }
+        let without_fields: ServerChange = serde_json::from_str(
+            r#"{"table":"person","id":"00000000-0000-0000-0000-000000000000","version":3,"deleted":true}"#,
+        )
+        .unwrap();
+        assert_eq!(without_fields.row.fields, None);
     }
 
     #[test]

@@ -34,8 +34,11 @@ pub struct EmbeddedServer {
 }
 
 impl EmbeddedServer {
-    /// Opens the database `db` names (an SQLite file, or a `postgres://` URL) and serves `config`'s tables on `config.listen`
-    /// (port 0 picks a free port), with `handler` deciding conflicts first when given.
+    /// Opens the database `db` names (an SQLite file, or a `postgres://` URL) and serves
+    /// `config`'s tables on `config.listen` (port 0 picks a free port), with `handler`
+    /// deciding conflicts first when given. Accounts are those of the same database
+    /// (create them with the admin commands, or [`crate::accounts::AccountStore`] on the
+    /// [`store::Backend`] of that database).
     pub async fn start(
         config: &ServerConfig,
         db: &Path,
@@ -46,7 +49,7 @@ impl EmbeddedServer {
         let store = tokio::task::spawn_blocking(move || store::open(&db))
             .await
             .map_err(|e| StartError::Store(StoreError::Unavailable(e.to_string())))??;
-        let mut state = AppState::new(store, config);
+        let mut state = AppState::new(store.sync, store.accounts, config);
         if let Some(handler) = handler {
             state = state.with_handler(handler);
         }

@@ -5,38 +5,44 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, Extension, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use roster_protocol::{
-    ApiError, CONFLICTS_PATH, ConflictLogEntry, ErrorCode, HEALTH_PATH, PROTOCOL_VERSION,
-    SCHEMA_PATH, SYNC_PATH, Schema, SyncRequest, SyncResponse,
+    ApiError, CONFLICTS_PATH, ConflictLogEntry, DATASET_HEADER, ErrorCode, HEALTH_PATH,
+    PROTOCOL_VERSION, SCHEMA_PATH, SYNC_PATH, Schema, SyncResponse,
 };
 use tower_http::trace::TraceLayer;
 
+use crate::accounts::{AccountError, AccountStore, User, authenticate};
 use crate::config::ServerConfig;
 use crate::resolve::{ConflictHandler, Resolver};
 use crate::store::{StoreError, SyncStore};
-use crate::validate::validate_request;
-
-/// The data set every request uses until accounts exist (issue 6).
-const DEFAULT_DATASET: &str = "default";
+use crate::validate::decode_request;
 
 /// Shared state of the router.
 #[derive(Clone)]
 pub struct AppState {
     store: Arc<dyn SyncStore>,
+    accounts: Arc<dyn AccountStore>,
     schema: Arc<Schema>,
     resolver: Arc<Resolver>,
 }
 
 impl AppState {
-    /// State for `config`'s tables over `store`, resolving conflicts by the config.
-    pub fn new(store: Arc<dyn SyncStore>, config: &ServerConfig) -> Self {
+    /// State for `config`'s tables over `store`, resolving conflicts by the config;
+    /// every `/v1/*` request is authenticated and authorised against `accounts`.
+    pub fn new(
+        store: Arc<dyn SyncStore>,
+        accounts: Arc<dyn AccountStore>,
+        config: &ServerConfig,
+    ) -> Self {
         Self {
             store,
+            accounts,
             schema: Arc::new(config.schema()),
             resolver: Arc::new(Resolver::new(config)),
         }
@@ -69,6 +75,14 @@ impl From<ApiError> for HttpError {
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
+        if self.0 == StatusCode::UNAUTHORIZED {
+            return (
+                self.0,
+                [(header::WWW_AUTHENTICATE, "Bearer realm=\"roster\"")],
+                Json(self.1),
+            )
+                .into_response();
+        }
         (self.0, Json(self.1)).into_response()
     }
 }
@@ -86,6 +100,8 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::ResetRequired => StatusCode::GONE,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -121,13 +137,89 @@ impl From<StoreError> for HttpError {
     }
 }
 
-/// The service's router, with the body limit from `max_body_bytes`.
+impl From<AccountError> for HttpError {
+    fn from(error: AccountError) -> Self {
+        tracing::error!(%error, "account check failed");
+        HttpError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::new(ErrorCode::Internal, "cannot check credentials now; retry"),
+        )
+    }
+}
+
+/// Who a `/v1/*` request acts for: the authenticated user and the data set it may use,
+/// put into the request's extensions by the authorisation layer. Handlers only ever
+/// touch `dataset`.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// The token's user.
+    pub user: User,
+    /// The data set the request works on (checked: owned by or shared with `user`).
+    pub dataset: String,
+}
+
+/// The secret of an `Authorization: Bearer <secret>` header, if there is one.
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, secret) = value.trim().split_once(' ')?;
+    let secret = secret.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !secret.is_empty()).then(|| secret.to_owned())
+}
+
+fn unauthorized() -> HttpError {
+    HttpError::new(
+        ErrorCode::Unauthorized,
+        "a valid bearer token is required (Authorization: Bearer <token>); the token is missing, unknown or revoked",
+    )
+}
+
+fn forbidden() -> HttpError {
+    HttpError::new(
+        ErrorCode::Forbidden,
+        "this token may not use that data set (or it does not exist)",
+    )
+}
+
+/// Authenticates the bearer token and authorises the named data set (the user's own one
+/// when no `x-roster-dataset` header is sent) before any `/v1/*` handler runs. Unknown
+/// and foreign data sets get the same 403, so no one learns which data sets exist.
+async fn authorise(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, HttpError> {
+    let secret = bearer(request.headers()).ok_or_else(unauthorized)?;
+    let named = match request.headers().get(DATASET_HEADER) {
+        None => None,
+        Some(value) => Some(value.to_str().map_err(|_| forbidden())?.to_owned()),
+    };
+    let accounts = state.accounts.clone();
+    let scope = tokio::task::spawn_blocking(move || -> Result<Scope, HttpError> {
+        let user = authenticate(accounts.as_ref(), &secret)?.ok_or_else(unauthorized)?;
+        let dataset = named.unwrap_or_else(|| user.own_dataset().to_owned());
+        if !accounts.may_use(&user, &dataset)? {
+            tracing::warn!(user = %user.name, %dataset, "refused a data set");
+            return Err(forbidden());
+        }
+        Ok(Scope { user, dataset })
+    })
+    .await
+    .map_err(|e| HttpError::new(ErrorCode::Internal, e.to_string()))??;
+    request.extensions_mut().insert(scope);
+    Ok(next.run(request).await)
+}
+
+/// The service's router, with the body limit from `max_body_bytes`. `/health` is open;
+/// every `/v1/*` route requires a bearer token (see [`Scope`]).
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    Router::new()
-        .route(HEALTH_PATH, get(health))
+    let v1 = Router::new()
         .route(SCHEMA_PATH, get(schema))
         .route(SYNC_PATH, post(sync))
         .route(CONFLICTS_PATH, get(conflicts))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorise));
+    Router::new()
+        .route(HEALTH_PATH, get(health))
+        .merge(v1)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -164,6 +256,7 @@ async fn method_not_allowed() -> HttpError {
 
 async fn sync(
     State(state): State<AppState>,
+    Extension(scope): Extension<Scope>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<SyncResponse>, HttpError> {
     let body = body.map_err(|rejection| {
@@ -176,17 +269,11 @@ async fn sync(
             HttpError::new(ErrorCode::MalformedRequest, rejection.body_text())
         }
     })?;
-    let request: SyncRequest = serde_json::from_slice(&body).map_err(|e| {
-        HttpError::new(
-            ErrorCode::MalformedRequest,
-            format!("invalid sync request: {e}"),
-        )
-    })?;
-    validate_request(&request, &state.schema)?;
+    let request = decode_request(&body, &state.schema)?;
     let store = state.store.clone();
     let resolver = state.resolver.clone();
     let response =
-        tokio::task::spawn_blocking(move || store.sync(DEFAULT_DATASET, &request, &resolver))
+        tokio::task::spawn_blocking(move || store.sync(&scope.dataset, &request, &resolver))
             .await
             .map_err(|e| HttpError::new(ErrorCode::Internal, e.to_string()))??;
     Ok(Json(response))
@@ -203,6 +290,7 @@ pub struct ConflictQuery {
 
 async fn conflicts(
     State(state): State<AppState>,
+    Extension(scope): Extension<Scope>,
     query: Result<Query<ConflictQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<ConflictLogEntry>>, HttpError> {
     let Query(query) =
@@ -216,9 +304,52 @@ async fn conflicts(
     }
     let store = state.store.clone();
     let entries = tokio::task::spawn_blocking(move || {
-        store.conflict_log(DEFAULT_DATASET, limit, query.before)
+        store.conflict_log(&scope.dataset, limit, query.before)
     })
     .await
     .map_err(|e| HttpError::new(ErrorCode::Internal, e.to_string()))??;
     Ok(Json(entries))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn only_bearer_credentials_are_taken() {
+        assert_eq!(
+            bearer(&headers("Bearer rst_abc")).as_deref(),
+            Some("rst_abc")
+        );
+        assert_eq!(
+            bearer(&headers("bearer  rst_abc ")).as_deref(),
+            Some("rst_abc")
+        );
+        assert_eq!(bearer(&headers("Basic rst_abc")), None);
+        assert_eq!(bearer(&headers("Bearer ")), None);
+        assert_eq!(bearer(&headers("rst_abc")), None);
+        assert_eq!(bearer(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn refusals_have_their_status_and_a_bearer_challenge() {
+        assert_eq!(status_of(ErrorCode::Unauthorized), StatusCode::UNAUTHORIZED);
+        assert_eq!(status_of(ErrorCode::Forbidden), StatusCode::FORBIDDEN);
+        let response = unauthorized().into_response();
+        assert!(response.headers().contains_key(header::WWW_AUTHENTICATE));
+        assert!(
+            !forbidden()
+                .into_response()
+                .headers()
+                .contains_key(header::WWW_AUTHENTICATE)
+        );
+    }
 }

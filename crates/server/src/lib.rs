@@ -1,5 +1,6 @@
 //! The Roster sync service.
 //!
+//! * [`accounts`]: users, hashed bearer tokens, data sets and grants.
 //! * [`config`]: the server's settings and table declarations (TOML file plus flags).
 //! * [`classify`]: which conflict kind a change runs into.
 //! * [`resolve`]: how it is resolved: automatic three-way merge, the owner's
@@ -9,6 +10,7 @@
 //! * [`http`]: the axum router: request decoding, validation and error bodies.
 //! * [`embed`]: running the service inside another program, with a conflict handler.
 
+pub mod accounts;
 pub mod classify;
 pub mod config;
 pub mod embed;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use roster_server::accounts::issue_token;
 use roster_server::config::ServerConfig;
 use roster_server::http::{AppState, router};
 use roster_server::store::{self, SyncStore};
@@ -43,6 +44,44 @@ enum Command {
     },
     /// Print the effective configuration as TOML, then exit.
     PrintConfig,
+    /// Create a user, its own data set (same name) and a first token. Prints the token
+    /// secret alone on stdout: it is shown only this once.
+    CreateUser {
+        /// User name (also its data set's name): letters, digits, '_', '.', '-'.
+        name: String,
+        /// Label of the first token (e.g. the device it is for).
+        #[arg(long, default_value = "first token")]
+        label: String,
+    },
+    /// Issue another token for a user. Prints the secret alone on stdout (shown once).
+    CreateToken {
+        /// The user.
+        #[arg(long)]
+        user: String,
+        /// Label (e.g. the device it is for).
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// Revoke a token by its id (see list-users): it is refused from then on.
+    RevokeToken {
+        /// The token's id.
+        id: i64,
+    },
+    /// List users, their tokens (ids, labels, revoked or not) and data sets shared with
+    /// them.
+    ListUsers {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let a user read and write a data set (a user's own, or `default`).
+    Share {
+        /// The data set.
+        dataset: String,
+        /// The user who may use it from now on.
+        #[arg(long = "with")]
+        with_user: String,
+    },
 }
 
 fn default_db() -> PathBuf {
@@ -84,7 +123,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::PurgeTombstones { older_than_secs } => {
-            let store = open_store(db.clone()).await?;
+            let store = open_store(db.clone()).await?.sync;
             let cutoff = unix_ms_ago(Duration::from_secs(older_than_secs));
             let report =
                 tokio::task::spawn_blocking(move || store.purge_tombstones(cutoff)).await??;
@@ -95,11 +134,74 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve => serve(config, db).await,
+        admin => tokio::task::spawn_blocking(move || administer(admin, &db)).await?,
     }
 }
 
+/// Runs an account command on the database, SQLite file or PostgreSQL URL (also while
+/// servers run on it). Blocks: call it on a blocking thread.
+fn administer(command: Command, db: &std::path::Path) -> anyhow::Result<()> {
+    let backend =
+        store::open(db).with_context(|| format!("cannot open database {}", store::describe(db)))?;
+    let store = backend.accounts.as_ref();
+    match command {
+        Command::CreateUser { name, label } => {
+            let user = store.create_user(&name)?;
+            let token = issue_token(store, &user.name, &label)?;
+            eprintln!(
+                "created user {} (data set {:?}) with token {}; the secret below is shown only once",
+                user.name,
+                user.own_dataset(),
+                token.id
+            );
+            println!("{}", token.secret);
+        }
+        Command::CreateToken { user, label } => {
+            let token = issue_token(store, &user, &label)?;
+            eprintln!(
+                "issued token {} for {user}; the secret below is shown only once",
+                token.id
+            );
+            println!("{}", token.secret);
+        }
+        Command::RevokeToken { id } => {
+            store.revoke_token(id)?;
+            println!("revoked token {id}");
+        }
+        Command::ListUsers { json } => {
+            let users = store.users()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&users)?);
+            }
+            for summary in users.iter().filter(|_| !json) {
+                let tokens: Vec<String> = summary
+                    .tokens
+                    .iter()
+                    .map(|t| {
+                        let state = if t.revoked { "revoked" } else { "active" };
+                        format!("{} {:?} {state}", t.id, t.label)
+                    })
+                    .collect();
+                println!(
+                    "{}\tshared with it: [{}]\ttokens: [{}]",
+                    summary.user.name,
+                    summary.shared_with.join(", "),
+                    tokens.join("; ")
+                );
+            }
+        }
+        Command::Share { dataset, with_user } => {
+            store.grant(&dataset, &with_user)?;
+            println!("{with_user} may now use data set {dataset}");
+        }
+        Command::Serve | Command::PrintConfig | Command::PurgeTombstones { .. } => {}
+    }
+    Ok(())
+}
+
 async fn serve(config: ServerConfig, db: PathBuf) -> anyhow::Result<()> {
-    let store = open_store(db.clone()).await?;
+    let backend = open_store(db.clone()).await?;
+    let store = backend.sync.clone();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -108,7 +210,10 @@ async fn serve(config: ServerConfig, db: PathBuf) -> anyhow::Result<()> {
         store.clone(),
         Duration::from_secs(config.tombstone_retention_days.saturating_mul(86_400)),
     ));
-    let app = router(AppState::new(store, &config), config.max_body_bytes);
+    let app = router(
+        AppState::new(store, backend.accounts, &config),
+        config.max_body_bytes,
+    );
     tracing::info!(%addr, db = %store::describe(&db), "roster-server started");
     // The first stdout line is the contract tests and scripts read the address from.
     println!("roster-server listening on http://{addr}");
@@ -120,7 +225,7 @@ async fn serve(config: ServerConfig, db: PathBuf) -> anyhow::Result<()> {
 }
 
 /// Opens the database on a blocking thread (the PostgreSQL driver blocks).
-async fn open_store(db: PathBuf) -> anyhow::Result<Arc<dyn SyncStore>> {
+async fn open_store(db: PathBuf) -> anyhow::Result<store::Backend> {
     let shown = store::describe(&db);
     tokio::task::spawn_blocking(move || store::open(&db))
         .await?

@@ -8,6 +8,21 @@ use roster_protocol::{
     SchemaError, SyncRequest,
 };
 
+/// Decodes a sync request body and validates it against `schema`: the one gate every
+/// request passes before the store sees it. Any byte string gives either a valid request
+/// or an [`ApiError`] (`malformed_request` for bytes that are not a sync request, the
+/// validation codes otherwise); it never panics (fuzzed by `fuzz/` and a property test).
+pub fn decode_request(body: &[u8], schema: &Schema) -> Result<SyncRequest, ApiError> {
+    let request: SyncRequest = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            ErrorCode::MalformedRequest,
+            format!("invalid sync request: {e}"),
+        )
+    })?;
+    validate_request(&request, schema)?;
+    Ok(request)
+}
+
 /// Validates protocol version, batch size, pull limit, and every change: shape, table,
 /// columns, value types, non-nil id, and at most one change per row.
 pub fn validate_request(request: &SyncRequest, schema: &Schema) -> Result<(), ApiError> {
@@ -151,5 +166,152 @@ mod tests {
         let mut greedy = request(vec![]);
         greedy.pull_limit = MAX_PULL_LIMIT + 1;
         assert_eq!(check(greedy), Some(ErrorCode::BatchTooLarge));
+    }
+}
+
+/// Decoding arbitrary and mangled bodies: the stable-toolchain counterpart of the
+/// `fuzz/` target, run on every test run.
+#[cfg(test)]
+mod decode_properties {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    /// Any JSON value, nested a few levels, with strings that look like SQL, ids and
+    /// numbers at the edges of their types.
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            ".{0,40}".prop_map(Value::String),
+            Just(json!("'; DROP TABLE rows; --")),
+            Just(json!("00000000-0000-0000-0000-000000000000")),
+            Just(json!("x".repeat(5000))),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(".{0,8}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A valid value or, one time in three, junk in its place.
+    fn or_junk(valid: impl Strategy<Value = Value> + 'static) -> BoxedStrategy<Value> {
+        prop_oneof![2 => valid, 1 => any_json()].boxed()
+    }
+
+    /// A change shaped like a real one, any part of which may be junk.
+    fn change() -> impl Strategy<Value = Value> {
+        let id = or_junk(Just(()).prop_map(|_| json!(uuid::Uuid::now_v7())));
+        let table = or_junk(prop_oneof![Just(json!("person")), Just(json!("nobody"))]);
+        let op = or_junk(prop_oneof![
+            Just(json!("insert")),
+            Just(json!("update")),
+            Just(json!("delete"))
+        ]);
+        let fields = or_junk(
+            (
+                ".{0,20}",
+                any::<i64>(),
+                prop_oneof![Just("name"), Just("age"), Just("shoe")],
+            )
+                .prop_map(|(text, number, column)| json!({"name": text, column: number})),
+        );
+        let base_version = or_junk(any::<u32>().prop_map(Value::from));
+        (id, table, op, fields, base_version).prop_map(|(id, table, op, fields, base)| {
+            json!({"table": table, "id": id, "op": op, "fields": fields, "base_version": base})
+        })
+    }
+
+    /// A request body: valid JSON of a request with junk parts, possibly cut short.
+    fn body() -> impl Strategy<Value = Vec<u8>> {
+        let request = (
+            or_junk(Just(json!(PROTOCOL_VERSION))),
+            or_junk(Just(()).prop_map(|_| json!(uuid::Uuid::now_v7()))),
+            or_junk(any::<u32>().prop_map(Value::from)),
+            prop::collection::vec(change(), 0..6),
+            or_junk((1u32..5000).prop_map(Value::from)),
+        )
+            .prop_map(|(protocol, client, since, changes, limit)| {
+                json!({"protocol": protocol, "client_id": client, "since": since,
+                       "changes": changes, "pull_limit": limit})
+            });
+        (request, any::<bool>(), any::<prop::sample::Index>()).prop_map(|(request, cut, at)| {
+            let mut bytes = serde_json::to_vec(&request).unwrap_or_default();
+            if cut && !bytes.is_empty() {
+                bytes.truncate(at.index(bytes.len()));
+            }
+            bytes
+        })
+    }
+
+    /// What a decoded request must satisfy whatever the input was.
+    fn check(body: &[u8], schema: &Schema) -> Result<(), TestCaseError> {
+        match decode_request(body, schema) {
+            Ok(request) => {
+                prop_assert_eq!(request.protocol, PROTOCOL_VERSION);
+                for change in &request.changes {
+                    let table = schema.table(&change.table);
+                    prop_assert!(table.is_ok(), "unknown table {} passed", change.table);
+                    let table = table.expect("checked above");
+                    for column in change.fields.iter().flat_map(|f| f.keys()) {
+                        prop_assert!(
+                            table.columns.iter().any(|c| &c.name == column),
+                            "unknown column {} passed",
+                            column
+                        );
+                    }
+                }
+            }
+            Err(error) => {
+                prop_assert!(!error.error.message.is_empty());
+                prop_assert_ne!(error.error.code, ErrorCode::Internal);
+            }
+        }
+        Ok(())
+    }
+
+    /// The fuzzer's seeds are valid requests (so it starts from the accepted shapes).
+    #[test]
+    fn fuzz_seeds_are_valid_requests() {
+        let schema = Schema::default_person();
+        for (name, seed) in [
+            (
+                "insert",
+                include_str!("../../../fuzz/seeds/sync_request/insert.json"),
+            ),
+            (
+                "update_round",
+                include_str!("../../../fuzz/seeds/sync_request/update_round.json"),
+            ),
+            (
+                "empty",
+                include_str!("../../../fuzz/seeds/sync_request/empty.json"),
+            ),
+        ] {
+            if let Err(error) = decode_request(seed.as_bytes(), &schema) {
+                panic!("seed {name} is rejected: {error:?}");
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn mangled_requests_decode_or_fail_cleanly(body in body()) {
+            check(&body, &Schema::default_person())?;
+        }
+
+        #[test]
+        fn random_bytes_fail_cleanly(body in prop::collection::vec(any::<u8>(), 0..512)) {
+            check(&body, &Schema::default_person())?;
+        }
     }
 }

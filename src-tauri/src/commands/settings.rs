@@ -12,7 +12,8 @@ pub fn get_settings(state: State<'_, AppState>) -> Result<Settings, AppError> {
     state.settings()
 }
 
-/// Validates and stores new settings; they take effect at once.
+/// Validates and stores new settings; they take effect at once (a new token is used by
+/// the next sync round, which this starts).
 #[tauri::command]
 pub fn set_settings(
     app: AppHandle,
@@ -35,6 +36,11 @@ pub fn set_settings(
     }
     let mut settings = settings;
     settings.server_url = current;
+    settings.token = settings.token.trim().to_owned();
+    let token = settings.credentials().token;
+    if ready.client.store().credentials()?.token != token {
+        ready.client.set_token(token)?;
+    }
     settings::save(&app, &ready.data_dir, &settings)?;
     if let Some(window) = app.get_webview_window(crate::MAIN_WINDOW) {
         let _ = window.set_title(&crate::window_title(&settings.device_name));

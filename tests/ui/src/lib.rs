@@ -212,16 +212,23 @@ pub struct App {
     driver: Child,
     data_dir: PathBuf,
     server_url: String,
+    token: String,
     display: String,
     /// A label for screenshots and messages, e.g. "first".
     pub label: String,
 }
 
 impl App {
-    /// Starts `roster-app` with `data_dir` and `server_url` on the X display `display`
-    /// (e.g. `:99`), and waits until
-    /// its records view is shown.
-    pub async fn launch(display: &str, data_dir: &Path, server_url: &str, label: &str) -> Self {
+    /// Starts `roster-app` with `data_dir`, `server_url` and the bearer `token` (passed as
+    /// `ROSTER_TOKEN`) on the X display `display` (e.g. `:99`), and waits until its
+    /// records view is shown.
+    pub async fn launch(
+        display: &str,
+        data_dir: &Path,
+        server_url: &str,
+        token: &str,
+        label: &str,
+    ) -> Self {
         let driver_path = find_program("tauri-driver").expect(
             "tauri-driver is not installed: `cargo install tauri-driver --locked` \
              (`cargo xtask test` does it)",
@@ -239,6 +246,7 @@ impl App {
             .env("DISPLAY", display)
             .env("ROSTER_DATA_DIR", data_dir)
             .env("ROSTER_SERVER_URL", server_url)
+            .env("ROSTER_TOKEN", token)
             .env("RUST_LOG", "info")
             // Software rendering: Xvfb has no GPU.
             .env("WEBKIT_DISABLE_COMPOSITING_MODE", "1")
@@ -273,6 +281,7 @@ impl App {
             driver,
             data_dir: data_dir.to_path_buf(),
             server_url: server_url.to_owned(),
+            token: token.to_owned(),
             display: display.to_owned(),
             label: label.to_owned(),
         };
@@ -334,14 +343,15 @@ impl App {
 
     /// Closes the app and starts it again on the same data dir.
     pub async fn restart(self) -> Self {
-        let (data_dir, server_url, display, label) = (
+        let (data_dir, server_url, token, display, label) = (
             self.data_dir.clone(),
             self.server_url.clone(),
+            self.token.clone(),
             self.display.clone(),
             self.label.clone(),
         );
         self.quit().await;
-        Self::launch(&display, &data_dir, &server_url, &label).await
+        Self::launch(&display, &data_dir, &server_url, &token, &label).await
     }
 
     /// Ends the WebDriver session (which closes the app) and stops tauri-driver.

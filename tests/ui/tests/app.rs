@@ -29,7 +29,14 @@ fn waiting(n: u64) -> String {
 async fn offline_create_edit_delete_survive_a_restart() {
     let display = Display::start();
     let dir = tempfile::tempdir().unwrap();
-    let app = App::launch(&display.name(), dir.path(), &nowhere(), "offline").await;
+    let app = App::launch(
+        &display.name(),
+        dir.path(),
+        &nowhere(),
+        "rst_offline",
+        "offline",
+    )
+    .await;
 
     app.wait_contains("sync-state", "Offline").await;
     app.create_person(&[("name", "Ada Lovelace"), ("age", "36"), ("city", "London")])
@@ -100,7 +107,14 @@ async fn edits_queue_while_the_server_is_down_and_drain_when_it_returns() {
     let display = Display::start();
     let mut server = start_server();
     let dir = tempfile::tempdir().unwrap();
-    let app = App::launch(&display.name(), dir.path(), &server.url(), "reconnect").await;
+    let app = App::launch(
+        &display.name(),
+        dir.path(),
+        &server.url(),
+        server.token(),
+        "reconnect",
+    )
+    .await;
 
     app.create_person(&[("name", "Jane Doe"), ("city", "Lyon")])
         .await;
@@ -123,7 +137,7 @@ async fn edits_queue_while_the_server_is_down_and_drain_when_it_returns() {
 
     // The server has both changes: a fresh device pulls them.
     let other = tempfile::tempdir().unwrap();
-    let client = SyncClient::init(other.path(), &server.url(), None)
+    let client = SyncClient::init(other.path(), &server.url(), &server.credentials(), None)
         .await
         .unwrap();
     client.sync().await.unwrap();
@@ -164,8 +178,22 @@ async fn both_devices_edit_jane_and_the_second_keeps_its_value() {
     let (display_a, display_b) = (Display::start(), Display::start());
     let server = start_server();
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let first = App::launch(&display_a.name(), dir_a.path(), &server.url(), "first").await;
-    let second = App::launch(&display_b.name(), dir_b.path(), &server.url(), "second").await;
+    let first = App::launch(
+        &display_a.name(),
+        dir_a.path(),
+        &server.url(),
+        server.token(),
+        "first",
+    )
+    .await;
+    let second = App::launch(
+        &display_b.name(),
+        dir_b.path(),
+        &server.url(),
+        server.token(),
+        "second",
+    )
+    .await;
     slow_interval(&first, "Laptop").await;
     slow_interval(&second, "Phone").await;
     jane_on_both(&first, &second).await;
@@ -213,12 +241,19 @@ async fn field_by_field_merge_through_the_ui() {
     let display = Display::start();
     let server = start_server();
     let dir = tempfile::tempdir().unwrap();
-    let app = App::launch(&display.name(), dir.path(), &server.url(), "merge").await;
+    let app = App::launch(
+        &display.name(),
+        dir.path(),
+        &server.url(),
+        server.token(),
+        "merge",
+    )
+    .await;
     slow_interval(&app, "Desk").await;
 
     // The other device is a library client: only this app's UI is under test here.
     let other_dir = tempfile::tempdir().unwrap();
-    let other = SyncClient::init(other_dir.path(), &server.url(), None)
+    let other = SyncClient::init(other_dir.path(), &server.url(), &server.credentials(), None)
         .await
         .unwrap();
     app.create_person(&[
@@ -342,7 +377,14 @@ async fn a_hundred_thousand_people_list_search_and_sync() {
     let server = start_server();
     let dir = tempfile::tempdir().unwrap();
     seed_100k(dir.path(), &server.url());
-    let app = App::launch(&display.name(), dir.path(), &server.url(), "100k").await;
+    let app = App::launch(
+        &display.name(),
+        dir.path(),
+        &server.url(),
+        server.token(),
+        "100k",
+    )
+    .await;
 
     app.wait_contains("result-count", "100,000 people").await;
     // The first sync sends 100,000 rows in batches while the list stays usable.

@@ -3,13 +3,15 @@
 //! the new watermark) in one transaction.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use roster_protocol::{
-    Change, ChangeOp, Conflict, Fields, Resolution, RowId, ServerRow, SyncResponse,
+    Ack, Change, ChangeOp, Conflict, Fields, Resolution, RowId, ServerChange, ServerRow,
+    SyncResponse, TableSchema,
 };
 
 use super::conflicts::ConflictHandler;
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{CachedStatement, Connection, OptionalExtension, Transaction, params};
 use serde_json::Value;
 
 use super::sql;
@@ -122,8 +124,9 @@ fn row_state(
 }
 
 /// Records that the server holds `fields` at `version` as the row's base. When `clean`,
-/// the row has no pending change any more; otherwise a pending insert becomes an update
-/// (the server now has the row) and other pending ops stay.
+/// the row has no pending change any more (and its base values are its current values,
+/// so none are stored); otherwise the base values are stored, a pending insert becomes an
+/// update (the server now has the row) and other pending ops stay.
 pub(super) fn set_base(
     tx: &Transaction<'_>,
     table: &str,
@@ -132,7 +135,10 @@ pub(super) fn set_base(
     fields: Option<&Fields>,
     clean: bool,
 ) -> Result<(), ClientError> {
-    let data = fields.map(json_text).transpose()?;
+    let data = match clean {
+        true => None,
+        false => fields.map(json_text).transpose()?,
+    };
     let version = i64::try_from(version).unwrap_or(i64::MAX);
     if clean {
         tx.prepare_cached(
@@ -178,6 +184,41 @@ fn log_conflict(tx: &Transaction<'_>, conflict: &Conflict) -> Result<(), ClientE
     Ok(())
 }
 
+/// Records an ack of the change `sent`: the acked version (and the values sent) become
+/// the row's base. The row is clean only if its edit number is still the one it had when
+/// sent; otherwise the newer edit stays pending on the new base (a pending insert becomes
+/// an update). An acked delete of an unchanged row forgets the row.
+fn acknowledge(tx: &Transaction<'_>, ack: &Ack, sent: &SentChange) -> Result<(), ClientError> {
+    let id = ack.id.to_string();
+    if sent.change.op == ChangeOp::Delete {
+        let forgotten = tx
+            .prepare_cached(
+                "DELETE FROM _roster_rows WHERE tbl = ?1 AND id = ?2 AND local_rev = ?3",
+            )?
+            .execute(params![ack.table, id, sent.local_rev])?;
+        if forgotten > 0 {
+            return Ok(());
+        }
+    }
+    let version = i64::try_from(ack.version).unwrap_or(i64::MAX);
+    let clean = tx
+        .prepare_cached(
+            "UPDATE _roster_rows SET base_version = ?3, base_data = NULL, pending = NULL
+             WHERE tbl = ?1 AND id = ?2 AND local_rev = ?4",
+        )?
+        .execute(params![ack.table, id, version, sent.local_rev])?;
+    if clean == 0 {
+        let data = sent.change.fields.as_ref().map(json_text).transpose()?;
+        tx.prepare_cached(
+            "UPDATE _roster_rows SET base_version = ?3, base_data = ?4,
+               pending = CASE pending WHEN 'insert' THEN 'update' ELSE pending END
+             WHERE tbl = ?1 AND id = ?2",
+        )?
+        .execute(params![ack.table, id, version, data])?;
+    }
+    Ok(())
+}
+
 impl LocalStore {
     /// The current edit number: a sync round pushes only edits up to the number it saw
     /// when it started, so it always ends even while the user keeps editing.
@@ -206,6 +247,8 @@ impl LocalStore {
         let mut batch = PendingBatch::default();
         let mut bytes = 0usize;
         {
+            // Each table's read statement, prepared once per batch.
+            let mut readers: HashMap<String, CachedStatement<'_>> = HashMap::new();
             let mut stmt = tx.prepare_cached(
                 "SELECT tbl, id, pending, base_version, base_data, local_rev, edited_at_ms
                  FROM _roster_rows r
@@ -250,9 +293,17 @@ impl LocalStore {
                 let schema = self.schema.table(&table)?;
                 let fields = match op {
                     ChangeOp::Delete => None,
-                    _ => Some(sql::read_row(&tx, schema, id)?.ok_or_else(|| {
-                        ClientError::Corrupt(format!("pending {table} row {id} has no values"))
-                    })?),
+                    _ => {
+                        let reader = match readers.entry(table.clone()) {
+                            Entry::Occupied(entry) => entry.into_mut(),
+                            Entry::Vacant(entry) => {
+                                entry.insert(tx.prepare_cached(&sql::read_sql(schema))?)
+                            }
+                        };
+                        Some(sql::execute_read(reader, schema, id)?.ok_or_else(|| {
+                            ClientError::Corrupt(format!("pending {table} row {id} has no values"))
+                        })?)
+                    }
                 };
                 // What the server needs is decided by the base: without one the row is
                 // new to it; with one a non-delete is an update (also after a person
@@ -297,6 +348,18 @@ impl LocalStore {
         response: &SyncResponse,
         handler: Option<&dyn ConflictHandler>,
     ) -> Result<ApplyCounts, ClientError> {
+        self.apply_answer(sent, response, handler, false)
+    }
+
+    /// [`LocalStore::apply_response`], also recording in the same transaction, when
+    /// `round_done`, that a sync round completed now (one commit instead of two).
+    pub(crate) fn apply_answer(
+        &self,
+        sent: &[SentChange],
+        response: &SyncResponse,
+        handler: Option<&dyn ConflictHandler>,
+        round_done: bool,
+    ) -> Result<ApplyCounts, ClientError> {
         let sent: HashMap<(&str, RowId), &SentChange> = sent
             .iter()
             .map(|s| ((s.change.table.as_str(), s.change.id), s))
@@ -311,22 +374,7 @@ impl LocalStore {
                     ack.id
                 )));
             };
-            let unchanged =
-                row_state(&tx, &ack.table, ack.id)?.is_some_and(|(_, rev)| rev == change.local_rev);
-            match change.change.op {
-                ChangeOp::Delete if unchanged => {
-                    tx.prepare_cached("DELETE FROM _roster_rows WHERE tbl = ?1 AND id = ?2")?
-                        .execute(params![ack.table, ack.id.to_string()])?;
-                }
-                _ => set_base(
-                    &tx,
-                    &ack.table,
-                    ack.id,
-                    ack.version,
-                    change.change.fields.as_ref(),
-                    unchanged,
-                )?,
-            }
+            acknowledge(&tx, ack, change)?;
         }
         for conflict in &response.conflicts {
             log_conflict(&tx, conflict)?;
@@ -358,34 +406,65 @@ impl LocalStore {
                 self.adopt_outcome(&tx, conflict, change, &mut counts)?;
             }
         }
-        for change in &response.changes {
+        counts.downloaded += self.apply_pulled(&tx, &response.changes)?;
+        set_meta(&tx, "watermark", &response.watermark.to_string())?;
+        if round_done {
+            set_meta(&tx, "last_sync_ms", &now_ms().to_string())?;
+        }
+        tx.commit()?;
+        Ok(counts)
+    }
+
+    /// Writes pulled server rows (or removes tombstoned ones), except rows with a pending
+    /// local change: that change meets the server's check when it is pushed, so nothing
+    /// is overwritten silently. Returns how many rows changed. Each table's statements
+    /// are prepared once per call, and a live row's pending state is checked by the
+    /// metadata upsert itself (it only updates a clean row), not by a separate query.
+    fn apply_pulled(
+        &self,
+        tx: &Transaction<'_>,
+        changes: &[ServerChange],
+    ) -> Result<u64, ClientError> {
+        let mut downloaded = 0;
+        let mut base = tx.prepare_cached(
+            "INSERT INTO _roster_rows (tbl, id, base_version, base_data, pending, local_rev)
+             VALUES (?1, ?2, ?3, NULL, NULL, 0)
+             ON CONFLICT (tbl, id) DO UPDATE SET base_version = excluded.base_version,
+               base_data = NULL
+             WHERE pending IS NULL",
+        )?;
+        let mut writers: HashMap<&str, (&TableSchema, CachedStatement<'_>)> = HashMap::new();
+        for change in changes {
             let schema = self
                 .schema
                 .table(&change.table)
                 .map_err(|_| ClientError::SchemaMismatch(change.table.clone()))?;
-            let pending = row_state(&tx, &change.table, change.id)?.and_then(|(op, _)| op);
-            if pending.is_some() {
-                continue;
-            }
-            counts.downloaded += 1;
-            match (&change.row, &change.row.fields) {
-                (ServerRow { deleted: false, .. }, Some(fields)) => {
-                    sql::write_row(&tx, schema, change.id, fields)?;
-                    set_base(
-                        &tx,
-                        &change.table,
-                        change.id,
-                        change.row.version,
-                        Some(fields),
-                        true,
-                    )?;
+            let fields = match (&change.row, &change.row.fields) {
+                (ServerRow { deleted: false, .. }, Some(fields)) => fields,
+                _ => {
+                    let pending = row_state(tx, &change.table, change.id)?.and_then(|(op, _)| op);
+                    if pending.is_none() {
+                        forget_row(tx, &change.table, change.id)?;
+                        downloaded += 1;
+                    }
+                    continue;
                 }
-                _ => forget_row(&tx, &change.table, change.id)?,
+            };
+            let id = change.id.to_string();
+            let version = i64::try_from(change.row.version).unwrap_or(i64::MAX);
+            if base.execute(params![change.table, id, version])? == 0 {
+                continue; // a pending local change: keep it
             }
+            let (schema, stmt) = match writers.entry(change.table.as_str()) {
+                Entry::Occupied(entry) => entry.into_mut(),
+                Entry::Vacant(entry) => {
+                    entry.insert((schema, tx.prepare_cached(&sql::write_sql(schema))?))
+                }
+            };
+            sql::execute_write(stmt, schema, &id, fields)?;
+            downloaded += 1;
         }
-        set_meta(&tx, "watermark", &response.watermark.to_string())?;
-        tx.commit()?;
-        Ok(counts)
+        Ok(downloaded)
     }
 
     /// Makes the local row equal to a conflict's outcome, unless the row was edited again
@@ -492,7 +571,7 @@ impl LocalStore {
 
 #[cfg(test)]
 mod tests {
-    use roster_protocol::{Ack, ConflictKind, ServerChange};
+    use roster_protocol::ConflictKind;
     use serde_json::json;
 
     use super::*;
@@ -646,6 +725,72 @@ mod tests {
         );
         assert_eq!(kept.pending, Some(ChangeOp::Insert));
         assert_eq!(store.conflict_history(10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_clean_row_keeps_no_copy_of_its_values_and_its_first_edit_pushes_them_as_base() {
+        let (dir, store) = store();
+        let id = RowId::now_v7();
+        let pulled = ServerChange {
+            table: "person".into(),
+            id,
+            row: ServerRow {
+                version: 3,
+                deleted: false,
+                fields: Some(fields(json!({"name": "Jane", "age": 5}))),
+            },
+        };
+        store
+            .apply_response(&[], &answer(vec![], vec![], vec![pulled]), None)
+            .unwrap();
+        let base_data = |store: &LocalStore| -> Option<String> {
+            store
+                .lock()
+                .query_row(
+                    "SELECT base_data FROM _roster_rows WHERE id = ?1",
+                    [id.to_string()],
+                    |r| r.get(0),
+                )
+                .unwrap()
+        };
+        assert_eq!(base_data(&store), None);
+        let before = store.get("person", id).unwrap().fields;
+        store
+            .update("person", id, fields(json!({"age": 6})))
+            .unwrap();
+        store
+            .update("person", id, fields(json!({"age": 7})))
+            .unwrap();
+        let batch = batch_of(&store);
+        assert_eq!(batch.sent[0].change.op, ChangeOp::Update);
+        assert_eq!(batch.sent[0].change.base_version, Some(3));
+        assert_eq!(
+            batch.sent[0].change.base_fields.as_ref(),
+            Some(&before),
+            "the values before the first edit, not after it"
+        );
+        let ack = Ack {
+            table: "person".into(),
+            id,
+            version: 8,
+        };
+        store
+            .apply_response(&batch.sent, &answer(vec![ack], vec![], vec![]), None)
+            .unwrap();
+        let record = store.get("person", id).unwrap();
+        assert_eq!((record.pending, record.base_version), (None, Some(8)));
+        assert_eq!(base_data(&store), None);
+
+        // A store written before this format kept a copy for clean rows: opening it
+        // drops them.
+        store
+            .lock()
+            .execute_batch("UPDATE _roster_rows SET base_data = '{}'; PRAGMA user_version = 2")
+            .unwrap();
+        drop(store);
+        let store = LocalStore::open(dir.path()).unwrap();
+        assert_eq!(base_data(&store), None);
+        assert_eq!(store.get("person", id).unwrap().fields["age"], json!(7));
     }
 
     #[test]

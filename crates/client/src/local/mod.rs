@@ -3,10 +3,14 @@
 //!
 //! Metadata tables (their `_roster_` prefix cannot clash with schema names, which start
 //! with a letter):
-//! * `_roster_meta`: client id, server URL, schema, watermark, edit counter.
-//! * `_roster_rows`: per synced or pending row: the base version and base values last
-//!   seen from the server, the pending op (`insert`/`update`/`delete`, or NULL when clean)
-//!   and `local_rev`, the edit counter at the row's last local edit. A sync round only
+//! * `_roster_meta`: client id, server URL, schema, watermark, edit counter, and the
+//!   device's credentials (bearer token, data set).
+//! * `_roster_rows`: per synced or pending row: the base version last seen from the
+//!   server, the pending op (`insert`/`update`/`delete`, or NULL when clean) and
+//!   `local_rev`, the edit counter at the row's last local edit. Base values
+//!   (`base_data`) are kept only while a row has a pending change: a clean row's base is
+//!   its current values, so they are copied into `base_data` at its first local edit.
+//!   A sync round only
 //!   clears a row's pending op if `local_rev` is unchanged since the change was sent, so
 //!   an edit made while a sync is in flight is never marked clean.
 //! * `_roster_conflicts`: history of every conflict this client was told about, and of
@@ -76,6 +80,10 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (tbl, id)
     ) WITHOUT ROWID;
 "#,
+    // A clean row's base values are its current values: keep them only for pending rows.
+    r#"
+    UPDATE _roster_rows SET base_data = NULL WHERE pending IS NULL;
+"#,
 ];
 
 /// A live local row as the app sees it.
@@ -144,11 +152,17 @@ pub struct LocalStore {
     path: PathBuf,
 }
 
+/// Opens the file with WAL and full durability. The page cache may grow to 16 MiB
+/// (allocated as used; SQLite's default is 2 MiB): a large pull then keeps more of the
+/// B-tree pages it writes in memory (a larger cache made random-order inserts up to 1.9
+/// times faster in the raw benchmark), while the client's peak memory stays bounded and
+/// flat in the number of rows (64 MiB let it grow from 59 MB at 100k rows to 86 MB at 1M).
 fn open_connection(path: &Path) -> Result<Connection, ClientError> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;
+         PRAGMA cache_size = -16384;",
     )?;
     Ok(conn)
 }
@@ -280,6 +294,44 @@ impl LocalStore {
         self.conn
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The credentials stored for this device (token and data set), if any.
+    pub fn credentials(&self) -> Result<crate::Credentials, ClientError> {
+        let conn = self.lock();
+        Ok(crate::Credentials {
+            token: get_meta(&conn, "token")?,
+            dataset: get_meta(&conn, "dataset")?,
+        })
+    }
+
+    /// Stores `credentials` for this device (absent parts are removed). The data set
+    /// belongs to the store like the server URL: set it only when the store is created.
+    pub fn set_credentials(&self, credentials: &crate::Credentials) -> Result<(), ClientError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        for (key, value) in [
+            ("token", &credentials.token),
+            ("dataset", &credentials.dataset),
+        ] {
+            match value {
+                Some(value) => set_meta(&tx, key, value)?,
+                None => {
+                    tx.execute("DELETE FROM _roster_meta WHERE key = ?1", [key])?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Replaces only the stored token (the data set stays).
+    pub fn set_token(&self, token: Option<&str>) -> Result<(), ClientError> {
+        let dataset = self.credentials()?.dataset;
+        self.set_credentials(&crate::Credentials {
+            token: token.map(str::to_owned),
+            dataset,
+        })
     }
 
     /// The change-log position pulled up to.

@@ -2,10 +2,11 @@
 //! user row and marks it pending with a fresh edit number, so it works offline and is
 //! pushed by the next sync.
 
-use roster_protocol::{ChangeOp, ColumnType, Fields, RowId, TableSchema};
+use roster_protocol::{ChangeOp, ColumnDef, ColumnType, Fields, RowId, TableSchema};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 
+use super::apply::json_text;
 use super::sql::{self, quote};
 use super::{LocalStore, Record, get_meta, now_ms, parse_op, set_meta};
 use crate::ClientError;
@@ -98,6 +99,45 @@ fn search_clause(table: &TableSchema) -> String {
     } else {
         texts.join(" OR ")
     }
+}
+
+/// The quoted name of the index behind lists of `table` sorted by `column` (`:` cannot
+/// occur in validated names, so two pairs never share a name).
+fn sort_index_name(table: &str, column: &str) -> String {
+    quote(&format!("_roster_sort:{table}:{column}"))
+}
+
+/// Makes sure lists of `table` sorted by `column` read an index in order instead of
+/// sorting every row: `(column COLLATE NOCASE, id)` for text, `(column, id)` otherwise,
+/// matching the `ORDER BY` of [`LocalStore::list`]. The index is only built once a first
+/// sync has completed: built during one, it would slow down every pulled row (SQLite
+/// builds it from a sort afterwards far faster); until then lists sort as before.
+fn ensure_sort_index(
+    conn: &Connection,
+    table: &str,
+    column: &ColumnDef,
+) -> Result<(), ClientError> {
+    let name = sort_index_name(table, &column.name);
+    let exists = conn
+        .prepare_cached("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?1")?
+        .query_row([&name[1..name.len() - 1]], |_| Ok(()))
+        .optional()?
+        .is_some();
+    if exists || get_meta(conn, "last_sync_ms")?.is_none() {
+        return Ok(());
+    }
+    let collate = if column.ty == ColumnType::Text {
+        " COLLATE NOCASE"
+    } else {
+        ""
+    };
+    tracing::info!(table, column = %column.name, "building the index for sorted lists");
+    conn.execute_batch(&format!(
+        "CREATE INDEX IF NOT EXISTS {name} ON {} ({}{collate}, id)",
+        quote(table),
+        quote(&column.name)
+    ))?;
+    Ok(())
 }
 
 fn row_meta(
@@ -205,6 +245,7 @@ impl LocalStore {
             table: table.to_owned(),
             id,
         })?;
+        let before = json_text(&fields)?;
         for (key, value) in patch {
             if schema.column(&key).is_none() {
                 return Err(roster_protocol::SchemaError::UnknownColumn {
@@ -222,8 +263,9 @@ impl LocalStore {
             "INSERT INTO _roster_rows (tbl, id, pending, local_rev, edited_at_ms)
              VALUES (?1, ?2, 'insert', ?3, ?4)
              ON CONFLICT (tbl, id) DO UPDATE SET pending = COALESCE(pending, 'update'),
+               base_data = CASE WHEN pending IS NULL THEN ?5 ELSE base_data END,
                local_rev = excluded.local_rev, edited_at_ms = excluded.edited_at_ms",
-            params![table, id.to_string(), rev, now_ms()],
+            params![table, id.to_string(), rev, now_ms(), before],
         )?;
         let record = Self::record(&tx, schema, id)?;
         tx.commit()?;
@@ -233,23 +275,24 @@ impl LocalStore {
     /// Deletes a live row locally and marks the delete pending. A row the server never
     /// acknowledged is dropped at the next push instead of being sent.
     pub fn delete(&self, table: &str, id: RowId) -> Result<(), ClientError> {
-        self.table_schema(table)?;
+        let schema = self.table_schema(table)?;
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        if !sql::row_exists(&tx, table, id)? {
+        let Some(before) = sql::read_row(&tx, schema, id)? else {
             return Err(ClientError::NotFound {
                 table: table.to_owned(),
                 id,
             });
-        }
+        };
         let rev = next_rev(&tx)?;
         sql::delete_row(&tx, table, id)?;
         tx.execute(
             "INSERT INTO _roster_rows (tbl, id, pending, local_rev, edited_at_ms)
              VALUES (?1, ?2, 'delete', ?3, ?4)
              ON CONFLICT (tbl, id) DO UPDATE SET pending = 'delete',
+               base_data = CASE WHEN pending IS NULL THEN ?5 ELSE base_data END,
                local_rev = excluded.local_rev, edited_at_ms = excluded.edited_at_ms",
-            params![table, id.to_string(), rev, now_ms()],
+            params![table, id.to_string(), rev, now_ms(), json_text(&before)?],
         )?;
         tx.commit()?;
         Ok(())
@@ -270,6 +313,10 @@ impl LocalStore {
                 "limit must be between 1 and {MAX_LIST_LIMIT}"
             )));
         }
+        let sort_column = match query.sort.as_deref() {
+            None | Some("id") => None,
+            Some(name) => schema.column(name),
+        };
         let order = match query.sort.as_deref() {
             None | Some("id") => "id".to_owned(),
             Some(name) => match schema.column(name) {
@@ -299,6 +346,9 @@ impl LocalStore {
             .filter(|s| !s.is_empty())
             .map(like_pattern);
         let conn = self.lock();
+        if let Some(column) = sort_column {
+            ensure_sort_index(&conn, table, column)?;
+        }
         let mut stmt = conn.prepare_cached(&sql)?;
         let offset = i64::try_from(query.offset).unwrap_or(i64::MAX);
         let mut rows = stmt.query(params![pattern, query.limit, offset])?;
@@ -340,6 +390,65 @@ mod tests {
 
     use super::*;
     use crate::local::test_fixtures::{fields, store};
+
+    /// The steps of SQLite's plan for the page `list` reads sorted by `column`.
+    fn sorted_page_plan(store: &LocalStore, column: &str, descending: bool) -> String {
+        let direction = if descending { "DESC" } else { "ASC" };
+        let sql = format!(
+            "EXPLAIN QUERY PLAN SELECT {} FROM person WHERE ?1 IS NULL
+             ORDER BY {} COLLATE NOCASE {direction}, id {direction} LIMIT 50 OFFSET 0",
+            sql::select_list(store.schema().table("person").unwrap()),
+            quote(column),
+        );
+        let conn = store.lock();
+        let mut stmt = conn.prepare(&sql).unwrap();
+        let steps: Vec<String> = stmt
+            .query_map([Option::<String>::None], |r| r.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        steps.join("; ")
+    }
+
+    #[test]
+    fn sorted_lists_read_an_index_built_after_the_first_sync() {
+        let (_dir, store) = store();
+        for name in ["carol", "Alice", "bob", "alice"] {
+            store
+                .insert("person", fields(json!({"name": name})))
+                .unwrap();
+        }
+        let sorted = |descending: bool| -> Vec<String> {
+            let query = ListQuery {
+                sort: Some("name".into()),
+                descending,
+                ..ListQuery::default()
+            };
+            store
+                .list("person", &query)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.fields["name"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let before = sorted(false);
+        assert!(
+            sorted_page_plan(&store, "name", false).contains("TEMP B-TREE"),
+            "no index before a first sync"
+        );
+        store.mark_synced().unwrap();
+        assert_eq!(sorted(false), before, "the index changes no result");
+        assert_eq!(before[..2].join(" ").to_lowercase(), "alice alice");
+        assert_eq!(before[2..], ["bob", "carol"]);
+        for descending in [false, true] {
+            let plan = sorted_page_plan(&store, "name", descending);
+            assert!(plan.contains("_roster_sort:person:name"), "{plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+        }
+        let mut reversed = sorted(true);
+        reversed.reverse();
+        assert_eq!(reversed, before);
+    }
 
     #[test]
     fn search_matches_wildcards_and_quotes_literally() {

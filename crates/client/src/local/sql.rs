@@ -3,8 +3,8 @@
 //! [`roster_protocol::Schema::validate`] has restricted them to `[a-z][a-z0-9_]*`.
 
 use roster_protocol::{ColumnDef, ColumnType, Fields, RowId, Schema, TableSchema};
-use rusqlite::types::{Value as SqlValue, ValueRef};
-use rusqlite::{Connection, OptionalExtension, params_from_iter};
+use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
+use rusqlite::{Connection, OptionalExtension, Statement};
 use serde_json::Value;
 
 use crate::ClientError;
@@ -58,18 +58,21 @@ pub(crate) fn ensure_user_tables(
     Ok(())
 }
 
-/// A validated JSON value as the SQLite value of its column.
-fn to_sql(column: &ColumnDef, value: Option<&Value>) -> SqlValue {
+/// A validated JSON value as the SQLite value of its column, borrowing text.
+fn to_sql<'a>(column: &ColumnDef, value: Option<&'a Value>) -> ToSqlOutput<'a> {
+    let owned = |v: SqlValue| ToSqlOutput::Owned(v);
     match (column.ty, value) {
-        (ColumnType::Text, Some(Value::String(s))) => SqlValue::Text(s.clone()),
+        (ColumnType::Text, Some(Value::String(s))) => {
+            ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes()))
+        }
         (ColumnType::Integer, Some(Value::Number(n))) => {
-            n.as_i64().map_or(SqlValue::Null, SqlValue::Integer)
+            owned(n.as_i64().map_or(SqlValue::Null, SqlValue::Integer))
         }
         (ColumnType::Real, Some(Value::Number(n))) => {
-            n.as_f64().map_or(SqlValue::Null, SqlValue::Real)
+            owned(n.as_f64().map_or(SqlValue::Null, SqlValue::Real))
         }
-        (ColumnType::Boolean, Some(Value::Bool(b))) => SqlValue::Integer(i64::from(*b)),
-        _ => SqlValue::Null,
+        (ColumnType::Boolean, Some(Value::Bool(b))) => owned(SqlValue::Integer(i64::from(*b))),
+        _ => owned(SqlValue::Null),
     }
 }
 
@@ -89,6 +92,37 @@ fn from_sql(column: &ColumnDef, value: ValueRef<'_>) -> Result<Value, ClientErro
     })
 }
 
+/// The statement text that inserts or replaces a whole row of `table`: the id is `?1`,
+/// then the declared columns in schema order (bind with [`execute_write`]).
+pub(crate) fn write_sql(table: &TableSchema) -> String {
+    let names: Vec<String> = table.columns.iter().map(|c| quote(&c.name)).collect();
+    let marks: Vec<String> = (0..=table.columns.len())
+        .map(|i| format!("?{}", i + 1))
+        .collect();
+    format!(
+        "INSERT OR REPLACE INTO {} (id, {}) VALUES ({})",
+        quote(&table.name),
+        names.join(", "),
+        marks.join(", ")
+    )
+}
+
+/// Runs a statement prepared from [`write_sql`] for row `id` with `fields` (absent
+/// columns become NULL).
+pub(crate) fn execute_write(
+    stmt: &mut Statement<'_>,
+    table: &TableSchema,
+    id: &str,
+    fields: &Fields,
+) -> Result<(), ClientError> {
+    stmt.raw_bind_parameter(1, id)?;
+    for (index, column) in table.columns.iter().enumerate() {
+        stmt.raw_bind_parameter(index + 2, to_sql(column, fields.get(&column.name)))?;
+    }
+    stmt.raw_execute()?;
+    Ok(())
+}
+
 /// Inserts or replaces the row `id` of `table` with `fields` (absent columns become NULL).
 pub(crate) fn write_row(
     conn: &Connection,
@@ -96,21 +130,8 @@ pub(crate) fn write_row(
     id: RowId,
     fields: &Fields,
 ) -> Result<(), ClientError> {
-    let names: Vec<String> = table.columns.iter().map(|c| quote(&c.name)).collect();
-    let marks: Vec<String> = (0..=table.columns.len())
-        .map(|i| format!("?{}", i + 1))
-        .collect();
-    let sql = format!(
-        "INSERT OR REPLACE INTO {} (id, {}) VALUES ({})",
-        quote(&table.name),
-        names.join(", "),
-        marks.join(", ")
-    );
-    let values = std::iter::once(SqlValue::Text(id.to_string()))
-        .chain(table.columns.iter().map(|c| to_sql(c, fields.get(&c.name))));
-    conn.prepare_cached(&sql)?
-        .execute(params_from_iter(values))?;
-    Ok(())
+    let mut stmt = conn.prepare_cached(&write_sql(table))?;
+    execute_write(&mut stmt, table, &id.to_string(), fields)
 }
 
 /// Deletes the row `id` of `table`, if present.
@@ -144,23 +165,37 @@ pub(crate) fn decode_row(
     Ok((id, fields))
 }
 
+/// The statement text that reads one row of `table` by id (run with
+/// [`execute_read`]).
+pub(crate) fn read_sql(table: &TableSchema) -> String {
+    format!(
+        "SELECT {} FROM {} WHERE id = ?1",
+        select_list(table),
+        quote(&table.name)
+    )
+}
+
+/// Runs a statement prepared from [`read_sql`]: the current values of row `id`.
+pub(crate) fn execute_read(
+    stmt: &mut Statement<'_>,
+    table: &TableSchema,
+    id: RowId,
+) -> Result<Option<Fields>, ClientError> {
+    let mut rows = stmt.query([id.to_string()])?;
+    match rows.next()? {
+        Some(row) => Ok(Some(decode_row(table, row)?.1)),
+        None => Ok(None),
+    }
+}
+
 /// The current values of row `id` of `table`.
 pub(crate) fn read_row(
     conn: &Connection,
     table: &TableSchema,
     id: RowId,
 ) -> Result<Option<Fields>, ClientError> {
-    let sql = format!(
-        "SELECT {} FROM {} WHERE id = ?1",
-        select_list(table),
-        quote(&table.name)
-    );
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let mut rows = stmt.query([id.to_string()])?;
-    match rows.next()? {
-        Some(row) => Ok(Some(decode_row(table, row)?.1)),
-        None => Ok(None),
-    }
+    let mut stmt = conn.prepare_cached(&read_sql(table))?;
+    execute_read(&mut stmt, table, id)
 }
 
 /// Whether `table` holds row `id`.

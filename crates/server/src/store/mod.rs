@@ -16,14 +16,40 @@ use std::sync::Arc;
 
 use roster_protocol::{ConflictLogEntry, SyncRequest, SyncResponse};
 
+use crate::accounts::AccountStore;
 use crate::resolve::Resolver;
 
+/// The two halves of one database: the rows ([`SyncStore`]) and the accounts
+/// ([`AccountStore`]), sharing one connection pool. Both name the same database, so
+/// every server instance opened on it sees the same rows, users and tokens.
+#[derive(Clone)]
+pub struct Backend {
+    /// Rows, conflicts and rounds.
+    pub sync: Arc<dyn SyncStore>,
+    /// Users, tokens, data sets and grants.
+    pub accounts: Arc<dyn AccountStore>,
+}
+
 /// Opens the backend `db` names: PostgreSQL for a `postgres://` (or `postgresql://`)
-/// URL, else the SQLite file at that path (the embedded default).
-pub fn open(db: &Path) -> Result<Arc<dyn SyncStore>, StoreError> {
+/// URL, else the SQLite file at that path (the embedded default). Runs pending
+/// migrations of rows and accounts. Call it on a blocking thread: the PostgreSQL driver
+/// blocks.
+pub fn open(db: &Path) -> Result<Backend, StoreError> {
     match db.to_str().filter(|text| postgres::is_postgres_url(text)) {
-        Some(url) => Ok(Arc::new(postgres::PostgresStore::open(url)?)),
-        None => Ok(Arc::new(sqlite::SqliteStore::open(db)?)),
+        Some(url) => {
+            let store = Arc::new(postgres::PostgresStore::open(url)?);
+            Ok(Backend {
+                sync: store.clone(),
+                accounts: store,
+            })
+        }
+        None => {
+            let store = Arc::new(sqlite::SqliteStore::open(db)?);
+            Ok(Backend {
+                sync: store.clone(),
+                accounts: store,
+            })
+        }
     }
 }
 
@@ -99,15 +125,19 @@ pub enum StoreError {
 
 /// A server storage backend. Methods block; the HTTP layer calls them on a blocking
 /// thread.
+///
+/// **Data sets.** Every row, conflict log entry, staged batch and remembered answer
+/// belongs to one data set, named by the `dataset` argument (already authorised by the
+/// HTTP layer). A backend must never read, write, replay or report anything of another
+/// data set for a call: two data sets may hold the same `(table, id)` and the same
+/// client or batch ids without meeting. Versions may be drawn from one global counter.
 pub trait SyncStore: Send + Sync + 'static {
-    /// Applies a request already checked by [`crate::validate::validate_request`] in one
-    /// transaction: clean changes are acknowledged with their new version, conflicting
+    /// Applies a request already checked by [`crate::validate::validate_request`] to the
+    /// data set `dataset` in one transaction: clean changes are acknowledged with their new version, conflicting
     /// ones are resolved by `resolver`, logged, and reported, and server changes after
     /// `request.since` (minus the rows this request touched) are returned as one page.
     /// A round rolled back by the handler is answered with `rollback` set and nothing
     /// applied.
-    /// Everything a call reads or writes belongs to `dataset`: data sets never see each
-    /// other's rows, versions, conflicts, staged rounds or remembered answers.
     fn sync(
         &self,
         dataset: &str,
@@ -115,8 +145,8 @@ pub trait SyncStore: Send + Sync + 'static {
         resolver: &Resolver,
     ) -> Result<SyncResponse, StoreError>;
 
-    /// Up to `limit` conflict log entries with `seq < before` (all when `None`), newest
-    /// first.
+    /// Up to `limit` conflict log entries of `dataset` with `seq < before` (all when
+    /// `None`), newest first.
     fn conflict_log(
         &self,
         dataset: &str,

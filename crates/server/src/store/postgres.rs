@@ -35,7 +35,8 @@ use super::{PurgeReport, StoreError, SyncStore};
 use crate::resolve::Resolver;
 
 /// Versioned schema migrations; `roster_migrations` records which versions have run.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE datasets (
         dataset       TEXT   PRIMARY KEY,
         last_seq      BIGINT NOT NULL DEFAULT 0,
@@ -91,13 +92,16 @@ const MIGRATIONS: &[&str] = &[r#"
         PRIMARY KEY (dataset, client_id, batch_id)
     );
     CREATE INDEX applied_batches_by_age ON applied_batches (at_ms);
-"#];
+"#,
+    crate::accounts::postgres::MIGRATION,
+];
 
 /// Key of the advisory lock that serialises migrations of concurrently starting servers.
 const MIGRATION_LOCK: i64 = 0x526f_7374_6572; // "Roster"
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
-type Connection = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
+/// A pooled connection.
+pub(crate) type Connection = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
 
 /// The PostgreSQL store. Cheap to share: it holds a connection pool.
 ///
@@ -202,7 +206,7 @@ impl PostgresStore {
     }
 
     /// A connection from the pool.
-    fn conn(&self) -> Result<Connection, StoreError> {
+    pub(crate) fn conn(&self) -> Result<Connection, StoreError> {
         let pool = self
             .pool
             .as_ref()

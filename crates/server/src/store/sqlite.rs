@@ -84,6 +84,64 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX applied_batches_by_age ON applied_batches(at_ms);
 "#,
+    // Data sets: every row, conflict, staged change and remembered answer belongs to one.
+    // Rows stored before this migration go to the data set `default` (see accounts).
+    r#"
+    CREATE TABLE rows_scoped (
+        dataset       TEXT    NOT NULL,
+        tbl           TEXT    NOT NULL,
+        id            TEXT    NOT NULL,
+        version       INTEGER NOT NULL,
+        deleted       INTEGER NOT NULL DEFAULT 0,
+        data          TEXT,
+        updated_at_ms INTEGER NOT NULL,
+        updated_by    TEXT    NOT NULL,
+        edited_at_ms  INTEGER,
+        PRIMARY KEY (dataset, tbl, id)
+    ) WITHOUT ROWID;
+    INSERT INTO rows_scoped (dataset, tbl, id, version, deleted, data, updated_at_ms,
+        updated_by, edited_at_ms)
+        SELECT 'default', tbl, id, version, deleted, data, updated_at_ms, updated_by,
+               edited_at_ms FROM rows;
+    DROP TABLE rows;
+    ALTER TABLE rows_scoped RENAME TO rows;
+    CREATE UNIQUE INDEX rows_by_version ON rows(version);
+    CREATE INDEX rows_by_dataset_version ON rows(dataset, version);
+    CREATE INDEX tombstones_by_age ON rows(updated_at_ms) WHERE deleted = 1;
+
+    ALTER TABLE conflict_log ADD COLUMN dataset TEXT NOT NULL DEFAULT 'default';
+    CREATE INDEX conflict_log_by_dataset ON conflict_log(dataset, seq);
+
+    CREATE TABLE staged_scoped (
+        dataset       TEXT    NOT NULL,
+        round_id      TEXT    NOT NULL,
+        ord           INTEGER NOT NULL,
+        client_id     TEXT    NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        change        TEXT    NOT NULL,
+        PRIMARY KEY (dataset, round_id, ord)
+    ) WITHOUT ROWID;
+    INSERT INTO staged_scoped SELECT 'default', round_id, ord, client_id, created_at_ms, change
+        FROM staged_changes;
+    DROP TABLE staged_changes;
+    ALTER TABLE staged_scoped RENAME TO staged_changes;
+    CREATE INDEX staged_changes_by_age ON staged_changes(created_at_ms);
+
+    CREATE TABLE applied_scoped (
+        dataset   TEXT    NOT NULL,
+        batch_id  TEXT    NOT NULL,
+        client_id TEXT    NOT NULL,
+        at_ms     INTEGER NOT NULL,
+        response  TEXT    NOT NULL,
+        PRIMARY KEY (dataset, client_id, batch_id)
+    ) WITHOUT ROWID;
+    INSERT INTO applied_scoped SELECT 'default', batch_id, client_id, at_ms, response
+        FROM applied_batches;
+    DROP TABLE applied_batches;
+    ALTER TABLE applied_scoped RENAME TO applied_batches;
+    CREATE INDEX applied_batches_by_age ON applied_batches(at_ms);
+"#,
+    crate::accounts::sqlite::MIGRATION,
 ];
 
 /// How long a connection waits for SQLite's write lock before the request fails.
@@ -91,7 +149,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The SQLite store. Cheap to share: it holds a connection pool.
 pub struct SqliteStore {
-    pool: r2d2::Pool<SqliteConnectionManager>,
+    pub(crate) pool: r2d2::Pool<SqliteConnectionManager>,
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -179,13 +237,18 @@ fn set_meta(tx: &Transaction<'_>, key: &str, value: u64) -> Result<(), StoreErro
     Ok(())
 }
 
-fn load_row(tx: &Transaction<'_>, table: &str, id: RowId) -> Result<Option<StoredRow>, StoreError> {
+fn load_row(
+    tx: &Transaction<'_>,
+    dataset: &str,
+    table: &str,
+    id: RowId,
+) -> Result<Option<StoredRow>, StoreError> {
     let row = tx
         .prepare_cached(
             "SELECT version, deleted, data, edited_at_ms, updated_by FROM rows
-             WHERE tbl = ?1 AND id = ?2",
+             WHERE dataset = ?3 AND tbl = ?1 AND id = ?2",
         )?
-        .query_row(params![table, id.to_string()], |r| {
+        .query_row(params![table, id.to_string(), dataset], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, bool>(1)?,
@@ -209,14 +272,15 @@ fn load_row(tx: &Transaction<'_>, table: &str, id: RowId) -> Result<Option<Store
     .transpose()
 }
 
-fn write_row(tx: &Transaction<'_>, w: &RowWrite<'_>) -> Result<(), StoreError> {
+fn write_row(tx: &Transaction<'_>, dataset: &str, w: &RowWrite<'_>) -> Result<(), StoreError> {
     let data = w.new.fields.as_ref().map(encode).transpose()?;
     let id = w.id.to_string();
     let changed = match w.expected {
         None => tx
             .prepare_cached(
                 "INSERT INTO rows (tbl, id, version, deleted, data, updated_at_ms, updated_by,
-                 edited_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
+                 edited_at_ms, dataset) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT DO NOTHING",
             )?
             .execute(params![
                 w.table,
@@ -226,12 +290,14 @@ fn write_row(tx: &Transaction<'_>, w: &RowWrite<'_>) -> Result<(), StoreError> {
                 data,
                 w.at_ms,
                 w.client,
-                w.edited_at_ms
+                w.edited_at_ms,
+                dataset
             ])?,
         Some(expected) => tx
             .prepare_cached(
                 "UPDATE rows SET version = ?3, deleted = ?4, data = ?5, updated_at_ms = ?6,
-                 updated_by = ?7, edited_at_ms = ?9 WHERE tbl = ?1 AND id = ?2 AND version = ?8",
+                 updated_by = ?7, edited_at_ms = ?9
+                 WHERE dataset = ?10 AND tbl = ?1 AND id = ?2 AND version = ?8",
             )?
             .execute(params![
                 w.table,
@@ -242,7 +308,8 @@ fn write_row(tx: &Transaction<'_>, w: &RowWrite<'_>) -> Result<(), StoreError> {
                 w.at_ms,
                 w.client,
                 to_i64(expected),
-                w.edited_at_ms
+                w.edited_at_ms,
+                dataset
             ])?,
     };
     if changed == 1 {
@@ -257,13 +324,14 @@ fn write_row(tx: &Transaction<'_>, w: &RowWrite<'_>) -> Result<(), StoreError> {
 
 fn log_conflict(
     tx: &Transaction<'_>,
+    dataset: &str,
     context: &LogContext<'_>,
     conflict: &Conflict,
 ) -> Result<(), StoreError> {
     tx.prepare_cached(
         "INSERT INTO conflict_log (at_ms, client_id, tbl, row_id, kind, resolution,
-         client_row, server_row, outcome, server_client_id, base_row, conflicting_fields)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+         client_row, server_row, outcome, server_client_id, base_row, conflicting_fields,
+         dataset) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )?
     .execute(params![
         context.at_ms,
@@ -278,6 +346,7 @@ fn log_conflict(
         context.server_client,
         context.base_row.map(encode).transpose()?,
         encode(&conflict.conflicting_fields)?,
+        dataset,
     ])?;
     Ok(())
 }
@@ -286,6 +355,7 @@ fn log_conflict(
 /// skipping rows in `skip`. Returns the page, the new watermark and whether more wait.
 fn pull_page(
     tx: &Transaction<'_>,
+    dataset: &str,
     since: u64,
     limit: u32,
     newest: u64,
@@ -295,10 +365,10 @@ fn pull_page(
         return Ok(PageBuilder::nothing(since, newest));
     }
     let mut stmt = tx.prepare_cached(
-        "SELECT tbl, id, version, deleted, data FROM rows WHERE version > ?1
+        "SELECT tbl, id, version, deleted, data FROM rows WHERE dataset = ?3 AND version > ?1
          ORDER BY version LIMIT ?2",
     )?;
-    let mut rows = stmt.query(params![to_i64(since), i64::from(limit)])?;
+    let mut rows = stmt.query(params![to_i64(since), i64::from(limit), dataset])?;
     let mut page = PageBuilder::new(since, limit, newest, skip);
     while let Some(r) = rows.next()? {
         let id_text: String = r.get(1)?;
@@ -312,6 +382,7 @@ fn pull_page(
 /// The answer first given to this client's batch with the same id, if any.
 fn replayed(
     tx: &Transaction<'_>,
+    dataset: &str,
     request: &SyncRequest,
 ) -> Result<Option<SyncResponse>, StoreError> {
     let Some(batch_id) = request.batch_id.filter(|_| is_idempotent_write(request)) else {
@@ -319,10 +390,11 @@ fn replayed(
     };
     let text: Option<String> = tx
         .prepare_cached(
-            "SELECT response FROM applied_batches WHERE client_id = ?1 AND batch_id = ?2",
+            "SELECT response FROM applied_batches
+             WHERE dataset = ?3 AND client_id = ?1 AND batch_id = ?2",
         )?
         .query_row(
-            params![request.client_id.to_string(), batch_id.to_string()],
+            params![request.client_id.to_string(), batch_id.to_string(), dataset],
             |r| r.get(0),
         )
         .optional()?;
@@ -334,20 +406,22 @@ fn replayed(
 /// again. Answers that changed nothing are not kept: repeating such a batch is harmless.
 fn remember(
     tx: &Transaction<'_>,
+    dataset: &str,
     request: &SyncRequest,
     response: &SyncResponse,
     wrote: bool,
 ) -> Result<(), StoreError> {
     if let Some(batch_id) = request.batch_id.filter(|_| wrote) {
         tx.prepare_cached(
-            "INSERT OR REPLACE INTO applied_batches (batch_id, client_id, at_ms, response)
-             VALUES (?1, ?2, ?3, ?4)",
+            "INSERT OR REPLACE INTO applied_batches (batch_id, client_id, at_ms, response,
+             dataset) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
         .execute(params![
             batch_id.to_string(),
             request.client_id.to_string(),
             now_ms(),
-            encode(response)?
+            encode(response)?,
+            dataset
         ])?;
     }
     Ok(())
@@ -356,14 +430,17 @@ fn remember(
 /// The changes a final batch applies: the round's staged batches, then its own.
 fn round_changes(
     tx: &Transaction<'_>,
+    dataset: &str,
     request: &SyncRequest,
     round_id: &str,
 ) -> Result<Vec<Change>, StoreError> {
     let mut changes: Vec<Change> = Vec::new();
     {
-        let mut stmt = tx
-            .prepare_cached("SELECT change FROM staged_changes WHERE round_id = ?1 ORDER BY ord")?;
-        let mut rows = stmt.query([round_id])?;
+        let mut stmt = tx.prepare_cached(
+            "SELECT change FROM staged_changes WHERE dataset = ?2 AND round_id = ?1
+                 ORDER BY ord",
+        )?;
+        let mut rows = stmt.query([round_id, dataset])?;
         while let Some(row) = rows.next()? {
             let text: String = row.get(0)?;
             changes
@@ -372,41 +449,57 @@ fn round_changes(
     }
     changes.extend(request.changes.iter().cloned());
     check_round_unique(&changes, round_id)?;
-    tx.execute("DELETE FROM staged_changes WHERE round_id = ?1", [round_id])?;
+    tx.execute(
+        "DELETE FROM staged_changes WHERE dataset = ?2 AND round_id = ?1",
+        [round_id, dataset],
+    )?;
     Ok(changes)
 }
 
 impl SqliteStore {
     /// Stores a non-final batch of an atomic round; nothing is applied yet.
-    fn stage(&self, request: &SyncRequest, round_id: &str) -> Result<SyncResponse, StoreError> {
+    fn stage(
+        &self,
+        dataset: &str,
+        request: &SyncRequest,
+        round_id: &str,
+    ) -> Result<SyncResponse, StoreError> {
         let mut conn = self.pool.get()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        if let Some(answer) = replayed(&tx, request)? {
+        if let Some(answer) = replayed(&tx, dataset, request)? {
             return Ok(answer);
         }
         let newest = meta(&tx, "last_seq")?;
         let first: i64 = tx.query_row(
-            "SELECT COALESCE(MAX(ord), 0) FROM staged_changes WHERE round_id = ?1",
-            [round_id],
+            "SELECT COALESCE(MAX(ord), 0) FROM staged_changes
+             WHERE dataset = ?2 AND round_id = ?1",
+            [round_id, dataset],
             |r| r.get(0),
         )?;
         let client = request.client_id.to_string();
         let at_ms = now_ms();
         for (offset, change) in (1..).zip(&request.changes) {
             tx.prepare_cached(
-                "INSERT INTO staged_changes (round_id, ord, client_id, created_at_ms, change)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO staged_changes (round_id, ord, client_id, created_at_ms, change,
+                 dataset) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
             .execute(params![
                 round_id,
                 first + offset,
                 client,
                 at_ms,
-                encode(change)?
+                encode(change)?,
+                dataset
             ])?;
         }
         let response = staged_response(request, newest);
-        remember(&tx, request, &response, !request.changes.is_empty())?;
+        remember(
+            &tx,
+            dataset,
+            request,
+            &response,
+            !request.changes.is_empty(),
+        )?;
         tx.commit()?;
         Ok(response)
     }
@@ -415,6 +508,7 @@ impl SqliteStore {
     /// forgets its staged batches and logs the conflict that caused it.
     fn roll_back(
         &self,
+        dataset: &str,
         request: &SyncRequest,
         change: &Change,
         current: Option<StoredRow>,
@@ -425,8 +519,8 @@ impl SqliteStore {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if let Some(round) = &request.round {
             tx.execute(
-                "DELETE FROM staged_changes WHERE round_id = ?1",
-                [round.id.to_string()],
+                "DELETE FROM staged_changes WHERE dataset = ?2 AND round_id = ?1",
+                [round.id.to_string(), dataset.to_owned()],
             )?;
         }
         let newest = meta(&tx, "last_seq")?;
@@ -445,25 +539,30 @@ impl SqliteStore {
             server_client: current.as_ref().map(|c| c.updated_by.as_str()),
             base_row: change.base_fields.as_ref(),
         };
-        log_conflict(&tx, &context, &conflict)?;
+        log_conflict(&tx, dataset, &context, &conflict)?;
         tracing::info!(table = %change.table, id = %change.id, kind = %kind, %reason,
             client = %client, "sync round rolled back by the conflict handler");
-        remember(&tx, request, &response, true)?;
+        remember(&tx, dataset, request, &response, true)?;
         tx.commit()?;
         Ok(response)
     }
 }
 
-/// A request's SQLite transaction as the storage half of [`apply_changes`].
-struct SqliteRound<'a, 'conn>(&'a Transaction<'conn>);
+/// A request's SQLite transaction, scoped to one data set, as the storage half of
+/// [`apply_changes`]: every row it reads or writes and every conflict it logs belongs to
+/// `dataset`.
+struct SqliteRound<'a, 'conn> {
+    tx: &'a Transaction<'conn>,
+    dataset: &'a str,
+}
 
 impl RoundTx for SqliteRound<'_, '_> {
     fn load_row(&mut self, table: &str, id: RowId) -> Result<Option<StoredRow>, StoreError> {
-        load_row(self.0, table, id)
+        load_row(self.tx, self.dataset, table, id)
     }
 
     fn write_row(&mut self, w: &RowWrite<'_>) -> Result<(), StoreError> {
-        write_row(self.0, w)
+        write_row(self.tx, self.dataset, w)
     }
 
     fn log_conflict(
@@ -471,20 +570,20 @@ impl RoundTx for SqliteRound<'_, '_> {
         context: &LogContext<'_>,
         conflict: &Conflict,
     ) -> Result<(), StoreError> {
-        log_conflict(self.0, context, conflict)
+        log_conflict(self.tx, self.dataset, context, conflict)
     }
 }
 
 impl SyncStore for SqliteStore {
     fn sync(
         &self,
-        _dataset: &str,
+        dataset: &str,
         request: &SyncRequest,
         resolver: &Resolver,
     ) -> Result<SyncResponse, StoreError> {
         let atomic_round = request.round.filter(|_| resolver.atomic_rounds());
         if let Some(round) = atomic_round.filter(|r| !r.final_batch) {
-            return self.stage(request, &round.id.to_string());
+            return self.stage(dataset, request, &round.id.to_string());
         }
         let mut conn = self.pool.get()?;
         let behavior = if request.changes.is_empty() && atomic_round.is_none() {
@@ -493,7 +592,7 @@ impl SyncStore for SqliteStore {
             TransactionBehavior::Immediate
         };
         let tx = conn.transaction_with_behavior(behavior)?;
-        if let Some(answer) = replayed(&tx, request)? {
+        if let Some(answer) = replayed(&tx, dataset, request)? {
             tracing::info!(batch = ?request.batch_id, "repeated the answer to a retried batch");
             return Ok(answer);
         }
@@ -503,13 +602,14 @@ impl SyncStore for SqliteStore {
         let staged;
         let changes: &[Change] = match &atomic_round {
             Some(round) => {
-                staged = round_changes(&tx, request, &round.id.to_string())?;
+                staged = round_changes(&tx, dataset, request, &round.id.to_string())?;
                 &staged
             }
             None => &request.changes,
         };
+        let mut round_tx = SqliteRound { tx: &tx, dataset };
         let (acks, conflicts, touched, next) =
-            match apply_changes(&mut SqliteRound(&tx), request, changes, resolver, last_seq)? {
+            match apply_changes(&mut round_tx, request, changes, resolver, last_seq)? {
                 Applied::Done {
                     acks,
                     conflicts,
@@ -523,23 +623,30 @@ impl SyncStore for SqliteStore {
                     reason,
                 } => {
                     drop(tx);
-                    return self.roll_back(request, &change, current, kind, reason);
+                    return self.roll_back(dataset, request, &change, current, kind, reason);
                 }
             };
         if next != last_seq {
             set_meta(&tx, "last_seq", next)?;
         }
         let wrote = !changes.is_empty();
-        let page = pull_page(&tx, request.since, request.pull_limit, next, &touched)?;
+        let page = pull_page(
+            &tx,
+            dataset,
+            request.since,
+            request.pull_limit,
+            next,
+            &touched,
+        )?;
         let response = applied_response(acks, conflicts, page, next);
-        remember(&tx, request, &response, wrote)?;
+        remember(&tx, dataset, request, &response, wrote)?;
         tx.commit()?;
         Ok(response)
     }
 
     fn conflict_log(
         &self,
-        _dataset: &str,
+        dataset: &str,
         limit: u32,
         before: Option<u64>,
     ) -> Result<Vec<ConflictLogEntry>, StoreError> {
@@ -547,10 +654,10 @@ impl SyncStore for SqliteStore {
         let mut stmt = conn.prepare_cached(
             "SELECT seq, at_ms, client_id, server_client_id, tbl, row_id, kind, resolution,
                     client_row, server_row, base_row, outcome, conflicting_fields
-             FROM conflict_log WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2",
+             FROM conflict_log WHERE dataset = ?3 AND seq < ?1 ORDER BY seq DESC LIMIT ?2",
         )?;
         let before = before.map_or(i64::MAX, to_i64);
-        let mut rows = stmt.query(params![before, limit])?;
+        let mut rows = stmt.query(params![before, limit, dataset])?;
         let mut out = Vec::new();
         while let Some(r) = rows.next()? {
             let text = |i: usize| r.get::<_, Option<String>>(i);
@@ -623,6 +730,8 @@ mod tests {
 
     use super::*;
 
+    const DS: &str = "alice";
+
     fn insert(name: &str) -> Change {
         Change {
             table: "person".into(),
@@ -658,16 +767,14 @@ mod tests {
         let (_dir, store) = open();
         let policies = Resolver::new(&crate::config::ServerConfig::default());
         let others: Vec<Change> = (0..5).map(|i| insert(&format!("p{i}"))).collect();
-        let first = store
-            .sync("default", &request(0, others, 0), &policies)
-            .unwrap();
+        let first = store.sync(DS, &request(0, others, 0), &policies).unwrap();
         assert_eq!(first.acks.len(), 5);
         assert_eq!((first.watermark, first.has_more), (0, true));
 
         let own = insert("mine");
         let own_id = own.id;
         let answer = store
-            .sync("default", &request(0, vec![own], 2), &policies)
+            .sync(DS, &request(0, vec![own], 2), &policies)
             .unwrap();
         assert_eq!(answer.acks[0].version, 6);
         assert_eq!(answer.changes.len(), 2);
@@ -676,7 +783,7 @@ mod tests {
         let mut seen = answer.changes.len();
         loop {
             let page = store
-                .sync("default", &request(since, vec![], 2), &policies)
+                .sync(DS, &request(since, vec![], 2), &policies)
                 .unwrap();
             assert!(page.changes.iter().all(|c| c.row.version > since));
             seen += page.changes.len();
@@ -690,9 +797,7 @@ mod tests {
             "a later pull also returns the row written by the earlier request"
         );
         assert_eq!(since, 6);
-        let fresh = store
-            .sync("default", &request(0, vec![], 100), &policies)
-            .unwrap();
+        let fresh = store.sync(DS, &request(0, vec![], 100), &policies).unwrap();
         assert!(fresh.changes.iter().any(|c| c.id == own_id));
     }
 
@@ -703,7 +808,7 @@ mod tests {
         let row = insert("gone");
         let id = row.id;
         store
-            .sync("default", &request(0, vec![row], 0), &policies)
+            .sync(DS, &request(0, vec![row], 0), &policies)
             .unwrap();
         let delete = Change {
             table: "person".into(),
@@ -715,7 +820,7 @@ mod tests {
             edited_at_ms: None,
         };
         store
-            .sync("default", &request(1, vec![delete], 0), &policies)
+            .sync(DS, &request(1, vec![delete], 0), &policies)
             .unwrap();
         let report = store.purge_tombstones(i64::MAX).unwrap();
         assert_eq!(
@@ -726,25 +831,17 @@ mod tests {
             }
         );
         assert!(matches!(
-            store.sync("default", &request(1, vec![], 10), &policies),
+            store.sync(DS, &request(1, vec![], 10), &policies),
             Err(StoreError::ResetRequired {
                 since: 1,
                 horizon: 2,
                 ..
             })
         ));
-        assert!(
-            store
-                .sync("default", &request(2, vec![], 10), &policies)
-                .is_ok()
-        );
-        assert!(
-            store
-                .sync("default", &request(0, vec![], 10), &policies)
-                .is_ok()
-        );
+        assert!(store.sync(DS, &request(2, vec![], 10), &policies).is_ok());
+        assert!(store.sync(DS, &request(0, vec![], 10), &policies).is_ok());
         assert!(matches!(
-            store.sync("default", &request(99, vec![], 10), &policies),
+            store.sync(DS, &request(99, vec![], 10), &policies),
             Err(StoreError::ResetRequired { .. })
         ));
     }
@@ -755,12 +852,10 @@ mod tests {
         let resolver = Resolver::new(&crate::config::ServerConfig::default());
         let mut push = request(0, vec![insert("once")], 10);
         push.batch_id = Some(uuid::Uuid::now_v7());
-        let first = store.sync("default", &push, &resolver).unwrap();
-        let again = store.sync("default", &push, &resolver).unwrap();
+        let first = store.sync(DS, &push, &resolver).unwrap();
+        let again = store.sync(DS, &push, &resolver).unwrap();
         assert_eq!(first, again, "the retry gets the first answer");
-        let all = store
-            .sync("default", &request(0, vec![], 10), &resolver)
-            .unwrap();
+        let all = store.sync(DS, &request(0, vec![], 10), &resolver).unwrap();
         assert_eq!(all.changes.len(), 1, "applied once");
 
         let mut idle = request(first.watermark, vec![], 10);
@@ -769,7 +864,7 @@ mod tests {
             id: uuid::Uuid::now_v7(),
             final_batch: true,
         });
-        store.sync("default", &idle, &resolver).unwrap();
+        store.sync(DS, &idle, &resolver).unwrap();
         let conn = rusqlite::Connection::open(dir.path().join("s.db")).unwrap();
         let kept: i64 = conn
             .query_row("SELECT COUNT(*) FROM applied_batches", [], |r| r.get(0))
@@ -784,7 +879,7 @@ mod tests {
         let store = SqliteStore::open(&path).unwrap();
         store
             .sync(
-                "default",
+                DS,
                 &request(0, vec![insert("kept")], 0),
                 &Resolver::new(&crate::config::ServerConfig::default()),
             )
@@ -793,12 +888,96 @@ mod tests {
         let store = SqliteStore::open(&path).unwrap();
         let all = store
             .sync(
-                "default",
+                DS,
                 &request(0, vec![], 10),
                 &Resolver::new(&crate::config::ServerConfig::default()),
             )
             .unwrap();
         assert_eq!(all.changes.len(), 1);
         store.ping().unwrap();
+    }
+
+    #[test]
+    fn data_sets_never_meet_even_with_the_same_ids() {
+        let (_dir, store) = open();
+        let resolver = Resolver::new(&crate::config::ServerConfig::default());
+        let row = insert("alice's");
+        let mut push = request(0, vec![row.clone()], 10);
+        push.batch_id = Some(uuid::Uuid::now_v7());
+        let first = store.sync("alice", &push, &resolver).unwrap();
+        assert_eq!(first.acks.len(), 1);
+
+        // The same client id, batch id and row id in another data set: no replay of
+        // alice's answer, no conflict with her row, nothing of hers pulled.
+        let mut other = push.clone();
+        other.changes[0].fields = json!({"name": "bob's"}).as_object().cloned();
+        let answer = store.sync("bob", &other, &resolver).unwrap();
+        assert_eq!(answer.acks.len(), 1);
+        assert!(answer.conflicts.is_empty());
+        assert!(answer.changes.is_empty());
+        let pulled = store
+            .sync("bob", &request(0, vec![], 100), &resolver)
+            .unwrap();
+        assert_eq!(pulled.changes.len(), 1);
+        assert_eq!(pulled.changes[0].row.fields, other.changes[0].fields);
+
+        // An update over alice's id in bob's data set conflicts only with bob's row.
+        let mut update = row.clone();
+        update.op = ChangeOp::Insert;
+        let clash = store
+            .sync("bob", &request(0, vec![update], 0), &resolver)
+            .unwrap();
+        assert_eq!(clash.conflicts.len(), 1);
+        assert!(store.conflict_log("alice", 100, None).unwrap().is_empty());
+        assert_eq!(store.conflict_log("bob", 100, None).unwrap().len(), 1);
+        let alice = store
+            .sync("alice", &request(0, vec![], 100), &resolver)
+            .unwrap();
+        assert_eq!(alice.changes.len(), 1);
+        assert_eq!(alice.changes[0].row.fields, row.fields);
+        assert!(
+            store
+                .sync("carol", &request(0, vec![], 100), &resolver)
+                .unwrap()
+                .changes
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn rows_stored_before_data_sets_move_to_the_default_data_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..3] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.execute_batch(
+                "PRAGMA user_version = 3;
+                 INSERT INTO rows (tbl, id, version, deleted, data, updated_at_ms, updated_by)
+                 VALUES ('person', '0190b2c4-5d2e-7000-8000-000000000001', 1, 0,
+                         '{\"name\":\"old\"}', 0, 'c');
+                 UPDATE meta SET value = 1 WHERE key = 'last_seq';",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let resolver = Resolver::new(&crate::config::ServerConfig::default());
+        let old = store
+            .sync(
+                crate::accounts::DEFAULT_DATASET,
+                &request(0, vec![], 10),
+                &resolver,
+            )
+            .unwrap();
+        assert_eq!(old.changes.len(), 1);
+        assert!(
+            store
+                .sync("alice", &request(0, vec![], 10), &resolver)
+                .unwrap()
+                .changes
+                .is_empty()
+        );
     }
 }
