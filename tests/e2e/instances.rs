@@ -3,12 +3,15 @@
 //! writers commit through two instances ends with every row (no change that commits
 //! late with a lower version is skipped). Runs on both backends; with PostgreSQL this is
 //! the multi-instance deployment, with SQLite several processes share one WAL file.
+//! Accounts live in the same database, so every instance sees the same users, tokens,
+//! grants and revocations.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use roster_client::Credentials;
 use roster_e2e::{TestClient, TestServer, assert_converged, authed_http};
 use roster_protocol::{Change, ChangeOp, PROTOCOL_VERSION, RowId, SyncRequest, SyncResponse};
 use serde_json::json;
@@ -209,4 +212,62 @@ async fn a_continuous_reader_never_skips_a_late_commit_of_concurrent_writers() {
     let versions: BTreeSet<u64> = seen.values().copied().collect();
     assert_eq!(versions.len(), seen.len(), "every version is unique");
     assert_eq!(first.rows().await, second.rows().await);
+}
+
+/// GETs `/v1/conflicts` on `url` with `token`; returns the status.
+async fn conflicts_status(url: &str, token: &str) -> u16 {
+    authed_http(token, None)
+        .get(format!("{url}/v1/conflicts"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Users, tokens, grants and revocations made with the admin commands while two
+/// instances run reach both at once: a user created on the database syncs through one
+/// instance and is read through the other, a grant is honoured by both, and a revoked
+/// token is refused by both from the next request on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_are_shared_by_every_instance() {
+    let first = TestServer::start();
+    let second = first.another_instance();
+
+    let alice = first.create_user("alice");
+    let writer = TestClient::as_user(&second, &Credentials::token(alice.clone())).await;
+    let id = writer.insert("person", json!({"name": "Alice's"}));
+    writer.client.sync().await.unwrap();
+    let through_first = first.live_as(&alice, None, "person").await;
+    assert_eq!(through_first.len(), 1);
+    assert_eq!(through_first[&id]["name"], json!("Alice's"));
+    assert!(
+        first.live("person").await.is_empty() && second.live("person").await.is_empty(),
+        "the tester's own data set holds nothing of alice's"
+    );
+
+    for server in [&first, &second] {
+        assert_eq!(conflicts_status(&server.url(), first.token()).await, 200);
+        let forbidden = authed_http(first.token(), Some("alice"))
+            .get(format!("{}/v1/conflicts", server.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(forbidden.status().as_u16(), 403, "not shared yet");
+    }
+    first.share("alice", roster_e2e::DEFAULT_USER);
+    for server in [&first, &second] {
+        let shared = server.live_as(first.token(), Some("alice"), "person").await;
+        assert_eq!(shared.keys().collect::<Vec<_>>(), vec![&id]);
+    }
+
+    let (token_id, phone) = second.create_token("alice");
+    for server in [&first, &second] {
+        assert_eq!(conflicts_status(&server.url(), &phone).await, 200);
+    }
+    first.revoke_token(token_id);
+    for server in [&first, &second] {
+        assert_eq!(conflicts_status(&server.url(), &phone).await, 401);
+        assert_eq!(conflicts_status(&server.url(), &alice).await, 200);
+    }
 }
