@@ -77,6 +77,11 @@ struct RunArgs {
     /// reported with its rate and a projected total.
     #[arg(long, default_value_t = 300)]
     max_pull_secs: u64,
+    /// Admin URL of a PostgreSQL cluster on 127.0.0.1 (`cargo xtask bench --postgres`
+    /// starts one): the concurrent scenario then also runs on PostgreSQL with one and
+    /// with two server instances, each on a fresh database.
+    #[arg(long)]
+    postgres_url: Option<String>,
 }
 
 /// Time limit of one scenario.
@@ -163,6 +168,7 @@ async fn run(args: &RunArgs) -> Result<()> {
         Duration::from_secs(args.max_pull_secs),
     );
     ctx.large_baseline = selected.contains(&Scenario::FirstSync);
+    ctx.postgres_url = args.postgres_url.clone();
     let mut failures = Vec::new();
     for scenario in selected {
         tracing::info!(scenario = scenario.name(), "scenario starts");

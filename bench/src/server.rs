@@ -79,16 +79,34 @@ impl ServerProcess {
     /// (the config written from `config` when given) and waits for its address line.
     /// The server runs with its default log level (info), as in production.
     pub fn start(bin: &Path, dir: &Path, config: Option<&str>) -> Result<Self> {
+        Self::start_on(bin, dir, config, None, None)
+    }
+
+    /// [`ServerProcess::start`] on the database `db` (a PostgreSQL URL, or a file) instead
+    /// of `DIR/server.db`; several processes may share one database. [`BENCH_USER`] is
+    /// created in it unless `token` (that user's, from a process on the same database) is
+    /// given.
+    pub fn start_on(
+        bin: &Path,
+        dir: &Path,
+        config: Option<&str>,
+        db: Option<&str>,
+        token: Option<&str>,
+    ) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let log = dir.join("server.log");
         let log_file =
             File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
-        let token = create_user(bin, &dir.join("server.db"))?;
+        let db = db.map_or_else(|| dir.join("server.db"), PathBuf::from);
+        let token = match token {
+            Some(token) => token.to_owned(),
+            None => create_user(bin, &db)?,
+        };
         let mut cmd = Command::new(bin);
         cmd.arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--db")
-            .arg(dir.join("server.db"))
+            .arg(&db)
             .env_remove("ROSTER_LOG")
             .env_remove("ROSTER_SERVER_CONFIG")
             .stdin(Stdio::null())

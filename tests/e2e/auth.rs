@@ -75,25 +75,9 @@ fn error_code(body: &str) -> ErrorCode {
 /// A stored row's (version, deleted, data), keyed by (dataset, table, id).
 type StoredRows = BTreeMap<(String, String, String), (i64, bool, Option<String>)>;
 
-/// Every row in the server's database file, of every data set.
+/// Every row in the server's database, of every data set.
 fn all_stored_rows(server: &TestServer) -> StoredRows {
-    let conn = rusqlite::Connection::open_with_flags(
-        server.db_path(),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    let mut stmt = conn
-        .prepare("SELECT dataset, tbl, id, version, deleted, data FROM rows")
-        .unwrap();
-    stmt.query_map([], |r| {
-        Ok((
-            (r.get(0)?, r.get(1)?, r.get(2)?),
-            (r.get(3)?, r.get(4)?, r.get(5)?),
-        ))
-    })
-    .unwrap()
-    .collect::<Result<_, _>>()
-    .unwrap()
+    server.db().stored_rows().into_iter().collect()
 }
 
 /// No token, a wrong token and a revoked token get 401 `unauthorized` on every /v1 route,
@@ -398,8 +382,10 @@ async fn tokens_are_stored_hashed() {
     client.client.sync().await.unwrap();
 
     let secrets = [server.token().to_owned(), bob.clone(), second.clone()];
-    let dir = server.db_path().parent().unwrap().to_owned();
-    for entry in std::fs::read_dir(&dir).unwrap() {
+    // Every file of the server (its SQLite database, WAL and config) is free of secrets;
+    // on PostgreSQL the database lives elsewhere and its tokens table is checked below.
+    let dir = server.dir();
+    for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         let bytes = std::fs::read(&path).unwrap();
         let text = String::from_utf8_lossy(&bytes);
@@ -416,18 +402,7 @@ async fn tokens_are_stored_hashed() {
             );
         }
     }
-    let conn = rusqlite::Connection::open_with_flags(
-        server.db_path(),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    let hashes: Vec<String> = conn
-        .prepare("SELECT hash FROM tokens ORDER BY id")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let hashes = server.db().token_hashes();
     let expected: Vec<String> = secrets
         .iter()
         .map(|s| {
@@ -440,7 +415,7 @@ async fn tokens_are_stored_hashed() {
 
     let out = Command::new(bin_path("roster-server"))
         .arg("--db")
-        .arg(server.db_path())
+        .arg(server.db().url())
         .args(["list-users", "--json"])
         .output()
         .unwrap();

@@ -1,6 +1,12 @@
 //! Shared machinery of the end-to-end tests: the real `roster-server` binary on a free
-//! port of 127.0.0.1 with its own SQLite file, real clients with their own data dirs, and
+//! port of 127.0.0.1 with its own database, real clients with their own data dirs, and
 //! a probe that reads the server's full state over HTTP.
+//!
+//! The backend comes from the environment: `ROSTER_TEST_BACKEND=postgres` with
+//! `ROSTER_TEST_PG_URL` (an admin connection, e.g. `postgres://postgres@127.0.0.1:5432/postgres`)
+//! gives every [`TestServer`] its own fresh PostgreSQL database, dropped afterwards;
+//! otherwise (the default) each gets its own SQLite file. `cargo xtask test` runs the
+//! suite once per backend.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
 use std::collections::BTreeMap;
@@ -8,6 +14,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use roster_client::{Credentials, SyncClient, SyncOptions};
@@ -57,8 +64,11 @@ pub fn bin_path(name: &str) -> PathBuf {
     path
 }
 
+pub mod backend;
 pub mod proxy;
 pub mod scenario;
+
+pub use backend::{Backend, TestDatabase};
 
 /// Name of the user every [`TestServer`] creates, whose token the harness's clients use.
 pub const DEFAULT_USER: &str = "tester";
@@ -73,7 +83,8 @@ pub const DEFAULT_USER: &str = "tester";
 pub struct TestServer {
     child: Option<Child>,
     embedded: Option<roster_server::embed::EmbeddedServer>,
-    dir: tempfile::TempDir,
+    dir: Arc<tempfile::TempDir>,
+    db: Arc<TestDatabase>,
     addr: SocketAddr,
     token: String,
 }
@@ -88,14 +99,30 @@ impl TestServer {
     pub fn start_with_config(config: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("config.toml"), config).unwrap();
-        let token = admin(dir.path(), &["create-user", DEFAULT_USER]).0;
-        let (child, addr) = spawn_server(dir.path(), "127.0.0.1:0");
+        let db = TestDatabase::create(dir.path());
+        let token = admin(db.url(), &["create-user", DEFAULT_USER]).0;
+        let (child, addr) = spawn_server(dir.path(), db.url(), "127.0.0.1:0");
         Self {
             child: Some(child),
             embedded: None,
-            dir,
+            dir: Arc::new(dir),
+            db: Arc::new(db),
             addr,
             token,
+        }
+    }
+
+    /// Starts another server process on this server's database and config, on a free
+    /// port: several stateless instances of one service.
+    pub fn another_instance(&self) -> Self {
+        let (child, addr) = spawn_server(self.dir.path(), self.db.url(), "127.0.0.1:0");
+        Self {
+            child: Some(child),
+            embedded: None,
+            dir: self.dir.clone(),
+            db: self.db.clone(),
+            addr,
+            token: self.token.clone(),
         }
     }
 
@@ -110,17 +137,11 @@ impl TestServer {
         let mut parsed =
             roster_server::ServerConfig::load(&dir.path().join("config.toml")).unwrap();
         parsed.listen = "127.0.0.1:0".parse().unwrap();
-        let token = {
-            use roster_server::accounts::{AccountStore, issue_token};
-            let store =
-                roster_server::store::sqlite::SqliteStore::open(&dir.path().join("server.db"))
-                    .unwrap();
-            store.create_user(DEFAULT_USER).unwrap();
-            issue_token(&store, DEFAULT_USER, "tests").unwrap().secret
-        };
+        let db = TestDatabase::create(dir.path());
+        let token = admin(db.url(), &["create-user", DEFAULT_USER]).0;
         let server = roster_server::embed::EmbeddedServer::start(
             &parsed,
-            &dir.path().join("server.db"),
+            Path::new(db.url()),
             Some(handler),
         )
         .await
@@ -129,7 +150,8 @@ impl TestServer {
         Self {
             child: None,
             embedded: Some(server),
-            dir,
+            dir: Arc::new(dir),
+            db: Arc::new(db),
             addr,
             token,
         }
@@ -148,13 +170,13 @@ impl TestServer {
     /// Creates another user (and its own data set) with the real
     /// `roster-server create-user` and returns its first token.
     pub fn create_user(&self, name: &str) -> String {
-        admin(self.dir.path(), &["create-user", name]).0
+        admin(self.db.url(), &["create-user", name]).0
     }
 
     /// Issues another token for `user` with `roster-server create-token`; returns the
     /// token's id and secret.
     pub fn create_token(&self, user: &str) -> (i64, String) {
-        let (secret, stderr) = admin(self.dir.path(), &["create-token", "--user", user]);
+        let (secret, stderr) = admin(self.db.url(), &["create-token", "--user", user]);
         let id = stderr
             .split("issued token ")
             .nth(1)
@@ -166,12 +188,12 @@ impl TestServer {
 
     /// Revokes a token with `roster-server revoke-token`.
     pub fn revoke_token(&self, id: i64) {
-        admin(self.dir.path(), &["revoke-token", &id.to_string()]);
+        admin(self.db.url(), &["revoke-token", &id.to_string()]);
     }
 
     /// Lets `user` use `dataset` with `roster-server share`.
     pub fn share(&self, dataset: &str, user: &str) {
-        admin(self.dir.path(), &["share", dataset, "--with", user]);
+        admin(self.db.url(), &["share", dataset, "--with", user]);
     }
 
     /// An HTTP client sending [`DEFAULT_USER`]'s token on every request.
@@ -189,9 +211,14 @@ impl TestServer {
         self.addr
     }
 
-    /// Path of the server's SQLite file.
-    pub fn db_path(&self) -> PathBuf {
-        self.dir.path().join("server.db")
+    /// The server's database: its SQLite file path or PostgreSQL URL (the `--db` value).
+    pub fn db(&self) -> &TestDatabase {
+        &self.db
+    }
+
+    /// The server's own directory: its config, and its SQLite files on SQLite.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// Kills the process (SIGKILL): no graceful shutdown.
@@ -213,7 +240,7 @@ impl TestServer {
         self.kill();
         let mut last = None;
         for _ in 0..50 {
-            match try_spawn_server(self.dir.path(), &self.addr.to_string()) {
+            match try_spawn_server(self.dir.path(), self.db.url(), &self.addr.to_string()) {
                 Ok((child, addr)) => {
                     self.child = Some(child);
                     self.addr = addr;
@@ -233,7 +260,7 @@ impl TestServer {
             .args(["--config"])
             .arg(self.dir.path().join("config.toml"))
             .arg("--db")
-            .arg(self.db_path())
+            .arg(self.db.url())
             .args(["purge-tombstones", "--older-than-secs", "0"])
             .output()
             .unwrap();
@@ -292,6 +319,12 @@ impl TestServer {
         live_of(self.rows().await, table)
     }
 
+    /// The server's conflict log (every data set) as (table, row id, kind, resolution),
+    /// oldest first, read from its database.
+    pub fn conflict_log(&self) -> Vec<(String, String, String, String)> {
+        self.db.conflict_log(None)
+    }
+
     /// Live rows of `table` a pull with `token` (on `dataset`) returns, by id.
     pub async fn live_as(
         &self,
@@ -302,39 +335,9 @@ impl TestServer {
         live_of(self.rows_as(token, dataset).await, table)
     }
 
-    /// The server's conflict log (every data set) as (table, row id, kind, resolution),
-    /// oldest first.
-    pub fn conflict_log(&self) -> Vec<(String, String, String, String)> {
-        self.conflict_log_where("1 = 1", None)
-    }
-
     /// The conflict log entries of one data set, as [`TestServer::conflict_log`].
     pub fn conflict_log_of(&self, dataset: &str) -> Vec<(String, String, String, String)> {
-        self.conflict_log_where("dataset = ?1", Some(dataset))
-    }
-
-    fn conflict_log_where(
-        &self,
-        filter: &str,
-        dataset: Option<&str>,
-    ) -> Vec<(String, String, String, String)> {
-        let conn = rusqlite::Connection::open_with_flags(
-            self.db_path(),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .unwrap();
-        let mut stmt = conn
-            .prepare(&format!(
-                "SELECT tbl, row_id, kind, resolution FROM conflict_log WHERE {filter} ORDER BY seq"
-            ))
-            .unwrap();
-        let params: Vec<&str> = dataset.into_iter().collect();
-        stmt.query_map(rusqlite::params_from_iter(params), |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
+        self.db.conflict_log(Some(dataset))
     }
 }
 
@@ -362,12 +365,13 @@ pub fn authed_http(token: &str, dataset: Option<&str>) -> reqwest::Client {
         .unwrap()
 }
 
-/// Runs `roster-server --db DIR/server.db ARGS...` (an admin command), asserts it
-/// succeeded and returns its stdout's first line and its stderr.
-fn admin(dir: &Path, args: &[&str]) -> (String, String) {
+/// Runs `roster-server --db DB ARGS...` (an admin command on the SQLite file or
+/// PostgreSQL database `db`), asserts it succeeded and returns its stdout's first line
+/// and its stderr.
+fn admin(db: &str, args: &[&str]) -> (String, String) {
     let out = Command::new(bin_path("roster-server"))
         .arg("--db")
-        .arg(dir.join("server.db"))
+        .arg(db)
         .args(args)
         .env("ROSTER_LOG", "warn")
         .output()
@@ -390,16 +394,16 @@ impl Drop for TestServer {
     }
 }
 
-fn spawn_server(dir: &Path, listen: &str) -> (Child, SocketAddr) {
-    try_spawn_server(dir, listen).unwrap()
+fn spawn_server(dir: &Path, db: &str, listen: &str) -> (Child, SocketAddr) {
+    try_spawn_server(dir, db, listen).unwrap()
 }
 
-fn try_spawn_server(dir: &Path, listen: &str) -> Result<(Child, SocketAddr), String> {
+fn try_spawn_server(dir: &Path, db: &str, listen: &str) -> Result<(Child, SocketAddr), String> {
     let mut child = Command::new(bin_path("roster-server"))
         .arg("--listen")
         .arg(listen)
         .arg("--db")
-        .arg(dir.join("server.db"))
+        .arg(db)
         .arg("--config")
         .arg(dir.join("config.toml"))
         .env("ROSTER_LOG", "warn")

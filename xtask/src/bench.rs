@@ -10,6 +10,7 @@ use std::process::Command;
 use anyhow::Result;
 use clap::Args;
 
+use crate::postgres::Postgres;
 use crate::process::{run, step};
 use crate::workspace;
 
@@ -24,6 +25,11 @@ pub struct BenchArgs {
     /// conflicts, concurrent, queries, split. The baseline always runs.
     #[arg(long = "scenario", value_name = "NAME")]
     scenarios: Vec<String>,
+    /// Also run the concurrent scenario on PostgreSQL (one and two server instances):
+    /// installs the `postgresql` package and runs a throwaway cluster (fsync on) on
+    /// 127.0.0.1, stopped afterwards.
+    #[arg(long)]
+    postgres: bool,
     /// More arguments for roster-bench, after `--` (e.g. `-- --max-pull-secs 120`).
     #[arg(last = true)]
     extra: Vec<String>,
@@ -68,8 +74,18 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     for scenario in &args.scenarios {
         cmd.arg("--scenario").arg(scenario);
     }
+    let cluster = if args.postgres {
+        Some(Postgres::start(&root, true)?)
+    } else {
+        None
+    };
+    if let Some(cluster) = &cluster {
+        cmd.arg("--postgres-url").arg(cluster.url());
+    }
     cmd.args(&args.extra);
-    run(&mut cmd)
+    let result = run(&mut cmd);
+    drop(cluster);
+    result
 }
 
 /// `path` relative to `root` when inside it, for shorter command lines.

@@ -9,6 +9,7 @@ mod bench;
 mod demo;
 mod desktop;
 mod fuzz;
+mod postgres;
 mod process;
 mod run;
 mod server;
@@ -41,6 +42,14 @@ enum Task {
     /// Build release binaries and run the sync benchmarks against the local SQLite
     /// limit: prints a table, writes target/bench/results.json (docs/BENCHMARKS.md).
     Bench(bench::BenchArgs),
+    /// Start a throwaway PostgreSQL on 127.0.0.1, run a command with
+    /// ROSTER_TEST_BACKEND=postgres and ROSTER_TEST_PG_URL set, then stop it, e.g.
+    /// `cargo xtask with-postgres -- cargo nextest run -p roster-e2e`.
+    WithPostgres {
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Fuzz the sync request decoder (cargo-fuzz, installed when missing) for a bounded
     /// time; `cargo xtask test` runs it for 30 s.
     Fuzz(fuzz::FuzzArgs),
@@ -52,6 +61,7 @@ fn main() -> ExitCode {
         Task::Test(args) => test::test(args),
         Task::Run(args) => run::run_dev(args),
         Task::Bench(args) => bench::bench(args),
+        Task::WithPostgres { command } => postgres::with_postgres(command),
         Task::Fuzz(args) => fuzz::fuzz(args),
     };
     match result {

@@ -81,7 +81,7 @@ fn needs_sudo() -> Result<bool> {
 }
 
 /// Whether this process runs as uid 0, according to `id -u`.
-fn is_root() -> Result<bool> {
+pub fn is_root() -> Result<bool> {
     let output = Command::new("id")
         .arg("-u")
         .output()

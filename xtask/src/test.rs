@@ -6,6 +6,7 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::Args;
 
+use crate::postgres::{self, Postgres};
 use crate::process::{run, step, succeeds};
 use crate::system::{ensure_cargo_tool, ensure_rust_components, ensure_system_packages};
 use crate::workspace;
@@ -25,6 +26,9 @@ const SYSTEM_PACKAGES: &[&str] = &[
     "xvfb",
     "fonts-dejavu-core",
 ];
+
+/// The end-to-end package, run a second time against PostgreSQL.
+const E2E_PACKAGE: &str = "roster-e2e";
 
 /// The package of the WebDriver UI tests: run on their own, after every other test.
 pub const UI_TEST_PACKAGE: &str = "roster-ui-tests";
@@ -47,6 +51,10 @@ pub struct TestArgs {
     /// Skip the WebDriver UI tests of the desktop app (they need Xvfb and tauri-driver).
     #[arg(long)]
     no_ui: bool,
+    /// Skip the second end-to-end pass against PostgreSQL (which installs the
+    /// `postgresql` package and runs a throwaway cluster on 127.0.0.1).
+    #[arg(long)]
+    no_postgres: bool,
     /// Skip the short fuzzing run of the request decoder.
     #[arg(long)]
     no_fuzz: bool,
@@ -60,7 +68,7 @@ pub struct TestArgs {
 pub fn test(args: &TestArgs) -> Result<()> {
     let root = workspace::root()?;
     if !args.skip_install {
-        install(!args.no_lint, !args.no_ui, !args.no_fuzz)?;
+        install(!args.no_lint, !args.no_ui, !args.no_postgres, !args.no_fuzz)?;
     }
     if !args.no_lint {
         fmt(&root)?;
@@ -73,6 +81,9 @@ pub fn test(args: &TestArgs) -> Result<()> {
     // Doctests first: the main runner's summary must be the run's closing line.
     doctests(&root)?;
     unit_and_integration_tests(&root, &args.runner_args)?;
+    if !args.no_postgres {
+        postgres_e2e_tests(&root, &args.runner_args)?;
+    }
     if !args.no_ui {
         // Last, so its runner's summary closes the output.
         ui_tests(&root, &args.runner_args)?;
@@ -81,11 +92,14 @@ pub fn test(args: &TestArgs) -> Result<()> {
     Ok(())
 }
 
-/// Installs the system packages, cargo-fuzz when `fuzz` is set, the lint components
-/// when `lint` is set, and tauri-driver when `ui` is set.
-fn install(lint: bool, ui: bool, fuzz: bool) -> Result<()> {
+/// Installs the system packages (PostgreSQL's when `pg` is set), cargo-fuzz when `fuzz`
+/// is set, the lint components when `lint` is set, and tauri-driver when `ui` is set.
+fn install(lint: bool, ui: bool, pg: bool, fuzz: bool) -> Result<()> {
     step("system packages");
     ensure_system_packages(SYSTEM_PACKAGES)?;
+    if pg {
+        ensure_system_packages(&[postgres::PACKAGE])?;
+    }
     if fuzz {
         step("cargo-fuzz (short fuzzing run of the request decoder)");
         ensure_cargo_tool("cargo-fuzz", "cargo-fuzz")?;
@@ -139,6 +153,32 @@ fn unit_and_integration_tests(root: &Path, runner_args: &[String]) -> Result<()>
             .args(["--exclude", UI_TEST_PACKAGE]);
     }
     run(cmd.args(runner_args))
+}
+
+/// Runs the end-to-end suite again with every test server on its own database of a
+/// throwaway PostgreSQL cluster, stopped afterwards whether the tests pass or not.
+fn postgres_e2e_tests(root: &Path, runner_args: &[String]) -> Result<()> {
+    let started = Instant::now();
+    let cluster = Postgres::start(root, false)?;
+    let mut cmd = workspace::cargo(root);
+    if succeeds(workspace::cargo(root).args(["nextest", "--version"])) {
+        step("end-to-end tests on PostgreSQL (cargo nextest)");
+        cmd.args(["nextest", "run", "-p", E2E_PACKAGE, "--no-fail-fast"])
+            .env_remove("NEXTEST_TEST_THREADS");
+    } else {
+        step("end-to-end tests on PostgreSQL (cargo test)");
+        cmd.args(["test", "-p", E2E_PACKAGE, "--no-fail-fast"]);
+    }
+    cmd.env("ROSTER_TEST_BACKEND", "postgres")
+        .env("ROSTER_TEST_PG_URL", cluster.url())
+        .args(runner_args);
+    let result = run(&mut cmd);
+    drop(cluster);
+    println!(
+        "end-to-end tests on PostgreSQL took {}s",
+        started.elapsed().as_secs()
+    );
+    result
 }
 
 /// Runs the WebDriver UI tests against the app built by [`build`], one at a time (each

@@ -1,11 +1,13 @@
 //! Many clients, each with its own store and pending changes, syncing at the same time
 //! against one server: throughput, latency of each round, and errors (there must be
-//! none, and the server must hold every change afterwards).
+//! none, and the server must hold every change afterwards). With a PostgreSQL cluster
+//! (`--postgres-url`) the same runs on PostgreSQL with one and with two server
+//! instances on one database, the clients spread evenly over the instances.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use tokio::task::JoinSet;
 
 use super::{Ctx, discard, new_client};
@@ -17,13 +19,91 @@ use crate::stats::{CpuMeter, Latency};
 /// Time limit of the concurrent part.
 const LIMIT: Duration = Duration::from_secs(300);
 
+/// Where the servers of one measurement keep their data.
+enum Backend<'a> {
+    Sqlite,
+    Postgres {
+        admin_url: &'a str,
+        instances: usize,
+    },
+}
+
 pub async fn run(ctx: &mut Ctx) -> Result<()> {
+    measure(ctx, Backend::Sqlite).await?;
+    if let Some(admin_url) = ctx.postgres_url.clone() {
+        for instances in [1, 2] {
+            measure(
+                ctx,
+                Backend::Postgres {
+                    admin_url: &admin_url,
+                    instances,
+                },
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates the database `name` on the cluster at `admin_url` with `psql`; returns its URL.
+fn create_database(admin_url: &str, name: &str) -> Result<String> {
+    let status = std::process::Command::new("psql")
+        .args(["-q", "-v", "ON_ERROR_STOP=1", admin_url, "-c"])
+        .arg(format!("CREATE DATABASE {name}"))
+        .status()
+        .context("cannot run psql (package postgresql-client)")?;
+    if !status.success() {
+        bail!("psql could not create database {name}");
+    }
+    let (base, _) = admin_url
+        .rsplit_once('/')
+        .context("the PostgreSQL URL must end with /DATABASE")?;
+    Ok(format!("{base}/{name}"))
+}
+
+async fn measure(ctx: &mut Ctx, backend: Backend<'_>) -> Result<()> {
     let (clients, changes) = (ctx.sizes.clients, ctx.sizes.changes_per_client);
     let dir = ctx.dir("concurrent")?;
-    let mut server = ServerProcess::start(&ctx.server_bin, &dir.join("server"), None)?;
+    let (mut servers, label) = match backend {
+        Backend::Sqlite => (
+            vec![ServerProcess::start(
+                &ctx.server_bin,
+                &dir.join("server"),
+                None,
+            )?],
+            String::new(),
+        ),
+        Backend::Postgres {
+            admin_url,
+            instances,
+        } => {
+            let name = format!("roster_bench_{}", uuid::Uuid::now_v7().simple());
+            let db = create_database(admin_url, &name)?;
+            let mut servers = Vec::with_capacity(instances);
+            for index in 0..instances {
+                // The first instance creates the bench user; the others share its token.
+                let token = servers
+                    .first()
+                    .map(|s: &ServerProcess| s.token().to_owned());
+                servers.push(ServerProcess::start_on(
+                    &ctx.server_bin,
+                    &dir.join(format!("server-{index}")),
+                    None,
+                    Some(&db),
+                    token.as_deref(),
+                )?);
+            }
+            let plural = if instances == 1 { "" } else { "s" };
+            (
+                servers,
+                format!(", PostgreSQL, {instances} instance{plural}"),
+            )
+        }
+    };
     let mut generator = RowGen::new(500);
     let mut all = Vec::with_capacity(clients);
     for index in 0..clients {
+        let server = &servers[index % servers.len()];
         let client = new_client(
             &dir.join(format!("client-{index:03}")),
             server.url(),
@@ -35,7 +115,8 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
         tokio::task::spawn_blocking(move || store.insert_many("person", rows)).await??;
         all.push(Arc::new(client));
     }
-    let (client_cpu, server_cpu) = (CpuMeter::start("self"), server.cpu());
+    let client_cpu = CpuMeter::start("self");
+    let server_cpus: Vec<CpuMeter> = servers.iter().map(ServerProcess::cpu).collect();
     let started = Instant::now();
     let mut tasks = JoinSet::new();
     for client in &all {
@@ -67,9 +148,14 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
         tasks.abort_all();
     }
     let wall = started.elapsed().as_secs_f64();
-    let (client_cpu, server_cpu) = (client_cpu.secs(), server_cpu.secs());
-    server.check_alive()?;
-    let on_server = Raw::new(server.url(), server.token())?.count_rows().await?;
+    let client_cpu = client_cpu.secs();
+    let server_cpu: f64 = server_cpus.iter().map(CpuMeter::secs).sum();
+    for server in &mut servers {
+        server.check_alive()?;
+    }
+    let on_server = Raw::new(servers[0].url(), servers[0].token())?
+        .count_rows()
+        .await?;
     let expected = (clients * changes) as u64;
     if on_server != expected {
         errors.push(format!(
@@ -79,7 +165,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
     let lat = Latency::of(&latencies);
     let mut entry = Entry::new(
         "concurrent",
-        format!("{clients} clients x {changes} changes at once"),
+        format!("{clients} clients x {changes} changes at once{label}"),
         expected,
     )
     .timed(wall)
@@ -99,14 +185,18 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
             tracing::error!(%error, "concurrent sync failed");
         }
     } else {
-        entry = entry.note(
+        let mut note = String::from(
             "rows/s = pushed changes / wall time; each round also pulls the rows of the \
              clients that finished before it",
         );
+        if !label.is_empty() {
+            note.push_str("; server CPU counts the roster-server processes, not PostgreSQL's");
+        }
+        entry = entry.note(note);
     }
     ctx.record(entry);
     drop(all);
-    drop(server);
+    drop(servers);
     discard(&dir);
     Ok(())
 }

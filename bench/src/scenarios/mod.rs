@@ -130,6 +130,8 @@ pub struct Ctx {
     /// Whether the baseline is also measured at the largest first-sync size.
     pub large_baseline: bool,
     pub entries: Vec<Entry>,
+    /// Admin URL of a PostgreSQL cluster: the concurrent scenario also runs there.
+    pub postgres_url: Option<String>,
     dirs: u32,
 }
 
@@ -151,6 +153,7 @@ impl Ctx {
             baselines: Vec::new(),
             large_baseline: false,
             entries: Vec::new(),
+            postgres_url: None,
             dirs: 0,
         }
     }

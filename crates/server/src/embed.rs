@@ -8,8 +8,7 @@ use std::sync::Arc;
 use crate::config::ServerConfig;
 use crate::http::{AppState, router};
 use crate::resolve::ConflictHandler;
-use crate::store::StoreError;
-use crate::store::sqlite::SqliteStore;
+use crate::store::{self, StoreError};
 
 /// Why an embedded server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -35,17 +34,22 @@ pub struct EmbeddedServer {
 }
 
 impl EmbeddedServer {
-    /// Opens the SQLite database at `db` and serves `config`'s tables on `config.listen`
-    /// (port 0 picks a free port), with `handler` deciding conflicts first when given.
-    /// Accounts are those of the same database file (create them with
-    /// [`crate::accounts::AccountStore`] on a [`SqliteStore`] of that file).
+    /// Opens the database `db` names (an SQLite file, or a `postgres://` URL) and serves
+    /// `config`'s tables on `config.listen` (port 0 picks a free port), with `handler`
+    /// deciding conflicts first when given. Accounts are those of the same database
+    /// (create them with the admin commands, or [`crate::accounts::AccountStore`] on the
+    /// [`store::Backend`] of that database).
     pub async fn start(
         config: &ServerConfig,
         db: &Path,
         handler: Option<Arc<dyn ConflictHandler>>,
     ) -> Result<Self, StartError> {
-        let store = Arc::new(SqliteStore::open(db)?);
-        let mut state = AppState::new(store.clone(), store, config);
+        let db = db.to_path_buf();
+        // On a blocking thread: the PostgreSQL driver blocks.
+        let store = tokio::task::spawn_blocking(move || store::open(&db))
+            .await
+            .map_err(|e| StartError::Store(StoreError::Unavailable(e.to_string())))??;
+        let mut state = AppState::new(store.sync, store.accounts, config);
         if let Some(handler) = handler {
             state = state.with_handler(handler);
         }

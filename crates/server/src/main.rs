@@ -7,11 +7,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use roster_server::accounts::{AccountStore, issue_token};
+use roster_server::accounts::issue_token;
 use roster_server::config::ServerConfig;
 use roster_server::http::{AppState, router};
-use roster_server::store::SyncStore;
-use roster_server::store::sqlite::SqliteStore;
+use roster_server::store::{self, SyncStore};
 use tracing_subscriber::EnvFilter;
 
 /// The Roster sync service.
@@ -21,7 +20,9 @@ struct Cli {
     /// Address to listen on (overrides the config file) [default: 127.0.0.1:8787].
     #[arg(long, global = true)]
     listen: Option<SocketAddr>,
-    /// SQLite database file (overrides the config file) [default: the platform data dir].
+    /// Database: an SQLite file path, or a PostgreSQL URL such as
+    /// `postgres://roster@127.0.0.1:5432/roster` (overrides the config file)
+    /// [default: an SQLite file in the platform data dir].
     #[arg(long, global = true)]
     db: Option<PathBuf>,
     /// TOML config file with settings and table declarations.
@@ -122,10 +123,10 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::PurgeTombstones { older_than_secs } => {
-            let store = SqliteStore::open(&db)
-                .with_context(|| format!("cannot open database {}", db.display()))?;
+            let store = open_store(db.clone()).await?.sync;
+            let cutoff = unix_ms_ago(Duration::from_secs(older_than_secs));
             let report =
-                store.purge_tombstones(unix_ms_ago(Duration::from_secs(older_than_secs)))?;
+                tokio::task::spawn_blocking(move || store.purge_tombstones(cutoff)).await??;
             println!(
                 "purged {} tombstones; purge horizon is now {}",
                 report.purged, report.horizon
@@ -133,21 +134,20 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve => serve(config, db).await,
-        admin => administer(admin, &db),
+        admin => tokio::task::spawn_blocking(move || administer(admin, &db)).await?,
     }
 }
 
-fn open_store(db: &std::path::Path) -> anyhow::Result<SqliteStore> {
-    SqliteStore::open(db).with_context(|| format!("cannot open database {}", db.display()))
-}
-
-/// Runs an account command on the database (also while the server runs).
+/// Runs an account command on the database, SQLite file or PostgreSQL URL (also while
+/// servers run on it). Blocks: call it on a blocking thread.
 fn administer(command: Command, db: &std::path::Path) -> anyhow::Result<()> {
-    let store = open_store(db)?;
+    let backend =
+        store::open(db).with_context(|| format!("cannot open database {}", store::describe(db)))?;
+    let store = backend.accounts.as_ref();
     match command {
         Command::CreateUser { name, label } => {
             let user = store.create_user(&name)?;
-            let token = issue_token(&store, &user.name, &label)?;
+            let token = issue_token(store, &user.name, &label)?;
             eprintln!(
                 "created user {} (data set {:?}) with token {}; the secret below is shown only once",
                 user.name,
@@ -157,7 +157,7 @@ fn administer(command: Command, db: &std::path::Path) -> anyhow::Result<()> {
             println!("{}", token.secret);
         }
         Command::CreateToken { user, label } => {
-            let token = issue_token(&store, &user, &label)?;
+            let token = issue_token(store, &user, &label)?;
             eprintln!(
                 "issued token {} for {user}; the secret below is shown only once",
                 token.id
@@ -200,8 +200,8 @@ fn administer(command: Command, db: &std::path::Path) -> anyhow::Result<()> {
 }
 
 async fn serve(config: ServerConfig, db: PathBuf) -> anyhow::Result<()> {
-    let sqlite = Arc::new(open_store(&db)?);
-    let store: Arc<dyn SyncStore> = sqlite.clone();
+    let backend = open_store(db.clone()).await?;
+    let store = backend.sync.clone();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -210,8 +210,11 @@ async fn serve(config: ServerConfig, db: PathBuf) -> anyhow::Result<()> {
         store.clone(),
         Duration::from_secs(config.tombstone_retention_days.saturating_mul(86_400)),
     ));
-    let app = router(AppState::new(store, sqlite, &config), config.max_body_bytes);
-    tracing::info!(%addr, db = %db.display(), "roster-server started");
+    let app = router(
+        AppState::new(store, backend.accounts, &config),
+        config.max_body_bytes,
+    );
+    tracing::info!(%addr, db = %store::describe(&db), "roster-server started");
     // The first stdout line is the contract tests and scripts read the address from.
     println!("roster-server listening on http://{addr}");
     axum::serve(listener, app)
@@ -219,6 +222,14 @@ async fn serve(config: ServerConfig, db: PathBuf) -> anyhow::Result<()> {
         .await?;
     tracing::info!("roster-server stopped");
     Ok(())
+}
+
+/// Opens the database on a blocking thread (the PostgreSQL driver blocks).
+async fn open_store(db: PathBuf) -> anyhow::Result<store::Backend> {
+    let shown = store::describe(&db);
+    tokio::task::spawn_blocking(move || store::open(&db))
+        .await?
+        .with_context(|| format!("cannot open database {shown}"))
 }
 
 /// Purges tombstones older than `retention` once an hour.

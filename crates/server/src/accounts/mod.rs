@@ -7,8 +7,10 @@
 //! their SHA-256 hash ([`token`]), so a copy of the database does not let anyone in.
 //!
 //! [`AccountStore`] is the small storage trait a backend implements; [`sqlite`] is the
-//! embedded one, in the same file as the sync store.
+//! embedded one, in the same file as the sync store, and [`postgres`] the one in the same
+//! PostgreSQL database as that store (shared by every server instance on it).
 
+pub mod postgres;
 pub mod sqlite;
 pub mod token;
 

@@ -7,11 +7,69 @@
 //! resolver can roll rounds back, the batches of a round are staged and the whole round
 //! is applied in one transaction with its final batch.
 
+pub mod postgres;
+pub(crate) mod round;
 pub mod sqlite;
+
+use std::path::Path;
+use std::sync::Arc;
 
 use roster_protocol::{ConflictLogEntry, SyncRequest, SyncResponse};
 
+use crate::accounts::AccountStore;
 use crate::resolve::Resolver;
+
+/// The two halves of one database: the rows ([`SyncStore`]) and the accounts
+/// ([`AccountStore`]), sharing one connection pool. Both name the same database, so
+/// every server instance opened on it sees the same rows, users and tokens.
+#[derive(Clone)]
+pub struct Backend {
+    /// Rows, conflicts and rounds.
+    pub sync: Arc<dyn SyncStore>,
+    /// Users, tokens, data sets and grants.
+    pub accounts: Arc<dyn AccountStore>,
+}
+
+/// Opens the backend `db` names: PostgreSQL for a `postgres://` (or `postgresql://`)
+/// URL, else the SQLite file at that path (the embedded default). Runs pending
+/// migrations of rows and accounts. Call it on a blocking thread: the PostgreSQL driver
+/// blocks.
+pub fn open(db: &Path) -> Result<Backend, StoreError> {
+    match db.to_str().filter(|text| postgres::is_postgres_url(text)) {
+        Some(url) => {
+            let store = Arc::new(postgres::PostgresStore::open(url)?);
+            Ok(Backend {
+                sync: store.clone(),
+                accounts: store,
+            })
+        }
+        None => {
+            let store = Arc::new(sqlite::SqliteStore::open(db)?);
+            Ok(Backend {
+                sync: store.clone(),
+                accounts: store,
+            })
+        }
+    }
+}
+
+/// `db` fit for logs: a PostgreSQL URL's password is masked.
+pub fn describe(db: &Path) -> String {
+    let text = db.display().to_string();
+    if !postgres::is_postgres_url(&text) {
+        return text;
+    }
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return text;
+    };
+    match rest.split_once('@') {
+        Some((user_info, host)) => match user_info.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+            None => text,
+        },
+        None => text,
+    }
+}
 
 /// What a tombstone purge removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,4 +161,23 @@ pub trait SyncStore: Send + Sync + 'static {
 
     /// Checks the store answers a trivial query.
     fn ping(&self) -> Result<(), StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describe_masks_a_postgres_password_only() {
+        let d = |s: &str| describe(Path::new(s));
+        assert_eq!(
+            d("postgres://roster:secret@db:5432/roster"),
+            "postgres://roster:***@db:5432/roster"
+        );
+        assert_eq!(
+            d("postgres://roster@db/roster"),
+            "postgres://roster@db/roster"
+        );
+        assert_eq!(d("/var/lib/roster/roster.db"), "/var/lib/roster/roster.db");
+    }
 }

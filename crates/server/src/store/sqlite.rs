@@ -9,17 +9,24 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use r2d2_sqlite::SqliteConnectionManager;
 use roster_protocol::{
-    Ack, Change, Conflict, ConflictKind, ConflictLogEntry, Fields, Resolution, RollbackReport,
-    RowId, ServerChange, ServerRow, SyncRequest, SyncResponse,
+    Change, Conflict, ConflictKind, ConflictLogEntry, RowId, ServerChange, ServerRow, SyncRequest,
+    SyncResponse,
 };
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 
+pub use super::round::PULL_PAGE_MAX_BYTES;
+use super::round::{
+    APPLIED_BATCH_LIFETIME_MS, Applied, LogContext, PageBuilder, RoundTx, RowWrite,
+    STAGED_ROUND_LIFETIME_MS, StoredRow, applied_response, apply_changes, check_round_unique,
+    check_watermark, decode_fields, encode, is_idempotent_write, json_column, now_ms,
+    rollback_outcome, staged_response, to_i64, to_u64, word_column,
+};
 use super::{PurgeReport, StoreError, SyncStore};
-use crate::resolve::{Abort, Resolver, Write};
+use crate::resolve::Resolver;
 
 /// Versioned schema migrations; `PRAGMA user_version` records how many have run.
 const MIGRATIONS: &[&str] = &[
@@ -137,16 +144,6 @@ const MIGRATIONS: &[&str] = &[
     crate::accounts::sqlite::MIGRATION,
 ];
 
-/// How long the answer to a batch is kept for retries of it.
-const APPLIED_BATCH_LIFETIME_MS: i64 = 24 * 3600 * 1000;
-
-/// Staged batches of a round not finished within this time are dropped by the purge.
-const STAGED_ROUND_LIFETIME_MS: i64 = 24 * 3600 * 1000;
-
-/// A pull page stops early once its rows' values add up to this many bytes, so a
-/// response stays bounded in size as well as in row count.
-pub const PULL_PAGE_MAX_BYTES: usize = 4 * 1024 * 1024;
-
 /// How long a connection waits for SQLite's write lock before the request fails.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -170,48 +167,6 @@ impl From<r2d2::Error> for StoreError {
     fn from(e: r2d2::Error) -> Self {
         StoreError::Unavailable(e.to_string())
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn to_u64(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
-fn decode_fields(data: Option<String>) -> Result<Option<Fields>, StoreError> {
-    data.map(|text| serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(e.to_string())))
-        .transpose()
-}
-
-/// Decodes an optional JSON column of the conflict log.
-fn json_column<T: serde::de::DeserializeOwned>(
-    what: &str,
-    text: Option<String>,
-) -> Result<Option<T>, StoreError> {
-    text.map(|t| {
-        serde_json::from_str(&t)
-            .map_err(|e| StoreError::Corrupt(format!("conflict log {what}: {e}")))
-    })
-    .transpose()
-}
-
-/// Decodes a snake_case enum name stored as plain text.
-fn word_column<T: serde::de::DeserializeOwned>(what: &str, word: String) -> Result<T, StoreError> {
-    serde_json::from_value(serde_json::Value::String(word))
-        .map_err(|e| StoreError::Corrupt(format!("conflict log {what}: {e}")))
-}
-
-fn encode<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 impl SqliteStore {
@@ -282,13 +237,6 @@ fn set_meta(tx: &Transaction<'_>, key: &str, value: u64) -> Result<(), StoreErro
     Ok(())
 }
 
-/// A stored row with who wrote it last and when its values were edited.
-struct StoredRow {
-    row: ServerRow,
-    edited_at_ms: Option<i64>,
-    updated_by: String,
-}
-
 fn load_row(
     tx: &Transaction<'_>,
     dataset: &str,
@@ -324,20 +272,7 @@ fn load_row(
     .transpose()
 }
 
-/// One write, attributed to a client, made as a compare-and-set against the version
-/// the write was planned on.
-struct RowWrite<'a> {
-    dataset: &'a str,
-    table: &'a str,
-    id: RowId,
-    expected: Option<u64>,
-    new: ServerRow,
-    client: &'a str,
-    at_ms: i64,
-    edited_at_ms: i64,
-}
-
-fn write_row(tx: &Transaction<'_>, w: &RowWrite<'_>) -> Result<(), StoreError> {
+fn write_row(tx: &Transaction<'_>, dataset: &str, w: &RowWrite<'_>) -> Result<(), StoreError> {
     let data = w.new.fields.as_ref().map(encode).transpose()?;
     let id = w.id.to_string();
     let changed = match w.expected {
@@ -356,7 +291,7 @@ fn write_row(tx: &Transaction<'_>, w: &RowWrite<'_>) -> Result<(), StoreError> {
                 w.at_ms,
                 w.client,
                 w.edited_at_ms,
-                w.dataset
+                dataset
             ])?,
         Some(expected) => tx
             .prepare_cached(
@@ -374,7 +309,7 @@ fn write_row(tx: &Transaction<'_>, w: &RowWrite<'_>) -> Result<(), StoreError> {
                 w.client,
                 to_i64(expected),
                 w.edited_at_ms,
-                w.dataset
+                dataset
             ])?,
     };
     if changed == 1 {
@@ -387,17 +322,9 @@ fn write_row(tx: &Transaction<'_>, w: &RowWrite<'_>) -> Result<(), StoreError> {
     }
 }
 
-/// The facts of one conflict beyond the wire [`Conflict`], for the log.
-struct LogContext<'a> {
-    dataset: &'a str,
-    client: &'a str,
-    at_ms: i64,
-    server_client: Option<&'a str>,
-    base_row: Option<&'a Fields>,
-}
-
 fn log_conflict(
     tx: &Transaction<'_>,
+    dataset: &str,
     context: &LogContext<'_>,
     conflict: &Conflict,
 ) -> Result<(), StoreError> {
@@ -419,7 +346,7 @@ fn log_conflict(
         context.server_client,
         context.base_row.map(encode).transpose()?,
         encode(&conflict.conflicting_fields)?,
-        context.dataset,
+        dataset,
     ])?;
     Ok(())
 }
@@ -435,53 +362,21 @@ fn pull_page(
     skip: &HashSet<(String, RowId)>,
 ) -> Result<(Vec<ServerChange>, u64, bool), StoreError> {
     if limit == 0 {
-        return Ok((Vec::new(), since, newest > since));
+        return Ok(PageBuilder::nothing(since, newest));
     }
     let mut stmt = tx.prepare_cached(
         "SELECT tbl, id, version, deleted, data FROM rows WHERE dataset = ?3 AND version > ?1
          ORDER BY version LIMIT ?2",
     )?;
     let mut rows = stmt.query(params![to_i64(since), i64::from(limit), dataset])?;
-    let mut changes = Vec::new();
-    let mut scanned = 0u32;
-    let mut bytes = 0usize;
-    let mut last = since;
+    let mut page = PageBuilder::new(since, limit, newest, skip);
     while let Some(r) = rows.next()? {
-        if bytes >= PULL_PAGE_MAX_BYTES {
-            return Ok((changes, last, true));
-        }
-        scanned += 1;
-        let table: String = r.get(0)?;
         let id_text: String = r.get(1)?;
-        let id = RowId::parse_str(&id_text)
-            .map_err(|e| StoreError::Corrupt(format!("row id {id_text:?}: {e}")))?;
-        last = to_u64(r.get(2)?);
-        if skip.contains(&(table.clone(), id)) {
-            continue;
+        if !page.push(r.get(0)?, &id_text, to_u64(r.get(2)?), r.get(3)?, r.get(4)?)? {
+            break;
         }
-        let data: Option<String> = r.get(4)?;
-        bytes += data.as_ref().map_or(0, String::len) + table.len() + 64;
-        changes.push(ServerChange {
-            table,
-            id,
-            row: ServerRow {
-                version: last,
-                deleted: r.get(3)?,
-                fields: decode_fields(data)?,
-            },
-        });
     }
-    if scanned < limit {
-        Ok((changes, newest, false))
-    } else {
-        Ok((changes, last, last < newest))
-    }
-}
-
-/// Whether a retry of `request` could apply something twice: it carries changes, or it
-/// ends a round whose staged changes it applies.
-fn is_idempotent_write(request: &SyncRequest) -> bool {
-    request.batch_id.is_some() && (!request.changes.is_empty() || request.round.is_some())
+    Ok(page.finish())
 }
 
 /// The answer first given to this client's batch with the same id, if any.
@@ -553,15 +448,7 @@ fn round_changes(
         }
     }
     changes.extend(request.changes.iter().cloned());
-    let mut seen = HashSet::with_capacity(changes.len());
-    for change in &changes {
-        if !seen.insert((change.table.as_str(), change.id)) {
-            return Err(StoreError::Invalid(format!(
-                "row {}/{} is changed twice in round {round_id}",
-                change.table, change.id
-            )));
-        }
-    }
+    check_round_unique(&changes, round_id)?;
     tx.execute(
         "DELETE FROM staged_changes WHERE dataset = ?2 AND round_id = ?1",
         [round_id, dataset],
@@ -605,16 +492,7 @@ impl SqliteStore {
                 dataset
             ])?;
         }
-        let response = SyncResponse {
-            acks: Vec::new(),
-            conflicts: Vec::new(),
-            changes: Vec::new(),
-            watermark: request.since,
-            has_more: newest > request.since,
-            newest,
-            staged: true,
-            rollback: None,
-        };
+        let response = staged_response(request, newest);
         remember(
             &tx,
             dataset,
@@ -646,45 +524,53 @@ impl SqliteStore {
             )?;
         }
         let newest = meta(&tx, "last_seq")?;
-        let conflict = Conflict {
-            table: change.table.clone(),
-            id: change.id,
+        let (conflict, response) = rollback_outcome(
+            request,
+            change,
+            current.as_ref(),
             kind,
-            client_row: change.fields.clone(),
-            server_row: current.as_ref().map(|c| c.row.clone()),
-            resolution: Resolution::Rollback,
-            outcome: current.as_ref().map(|c| c.row.clone()),
-            conflicting_fields: Vec::new(),
-        };
+            reason.clone(),
+            newest,
+        );
         let client = request.client_id.to_string();
         let context = LogContext {
-            dataset,
             client: &client,
             at_ms: now_ms(),
             server_client: current.as_ref().map(|c| c.updated_by.as_str()),
             base_row: change.base_fields.as_ref(),
         };
-        log_conflict(&tx, &context, &conflict)?;
+        log_conflict(&tx, dataset, &context, &conflict)?;
         tracing::info!(table = %change.table, id = %change.id, kind = %kind, %reason,
             client = %client, "sync round rolled back by the conflict handler");
-        let response = SyncResponse {
-            acks: Vec::new(),
-            conflicts: Vec::new(),
-            changes: Vec::new(),
-            watermark: request.since,
-            has_more: newest > request.since,
-            newest,
-            staged: false,
-            rollback: Some(RollbackReport {
-                table: change.table.clone(),
-                id: change.id,
-                kind,
-                reason,
-            }),
-        };
         remember(&tx, dataset, request, &response, true)?;
         tx.commit()?;
         Ok(response)
+    }
+}
+
+/// A request's SQLite transaction, scoped to one data set, as the storage half of
+/// [`apply_changes`]: every row it reads or writes and every conflict it logs belongs to
+/// `dataset`.
+struct SqliteRound<'a, 'conn> {
+    tx: &'a Transaction<'conn>,
+    dataset: &'a str,
+}
+
+impl RoundTx for SqliteRound<'_, '_> {
+    fn load_row(&mut self, table: &str, id: RowId) -> Result<Option<StoredRow>, StoreError> {
+        load_row(self.tx, self.dataset, table, id)
+    }
+
+    fn write_row(&mut self, w: &RowWrite<'_>) -> Result<(), StoreError> {
+        write_row(self.tx, self.dataset, w)
+    }
+
+    fn log_conflict(
+        &mut self,
+        context: &LogContext<'_>,
+        conflict: &Conflict,
+    ) -> Result<(), StoreError> {
+        log_conflict(self.tx, self.dataset, context, conflict)
     }
 }
 
@@ -712,13 +598,7 @@ impl SyncStore for SqliteStore {
         }
         let last_seq = meta(&tx, "last_seq")?;
         let horizon = meta(&tx, "purge_horizon")?;
-        if request.since > last_seq || (request.since > 0 && request.since < horizon) {
-            return Err(StoreError::ResetRequired {
-                since: request.since,
-                horizon,
-                newest: last_seq,
-            });
-        }
+        check_watermark(request.since, last_seq, horizon)?;
         let staged;
         let changes: &[Change] = match &atomic_round {
             Some(round) => {
@@ -727,95 +607,30 @@ impl SyncStore for SqliteStore {
             }
             None => &request.changes,
         };
-        let client = request.client_id.to_string();
-        let at_ms = now_ms();
-        let mut next = last_seq;
-        let mut acks = Vec::new();
-        let mut conflicts = Vec::new();
-        let mut touched = HashSet::with_capacity(changes.len());
-        for change in changes {
-            let current = load_row(&tx, dataset, &change.table, change.id)?;
-            let current_row = current.as_ref().map(|c| &c.row);
-            let edited_at = current.as_ref().and_then(|c| c.edited_at_ms);
-            let decision = match resolver.plan(change, current_row, edited_at, request.client_id) {
-                Ok(decision) => decision,
-                Err(Abort::Rollback { kind, reason }) => {
+        let mut round_tx = SqliteRound { tx: &tx, dataset };
+        let (acks, conflicts, touched, next) =
+            match apply_changes(&mut round_tx, request, changes, resolver, last_seq)? {
+                Applied::Done {
+                    acks,
+                    conflicts,
+                    touched,
+                    next,
+                } => (acks, conflicts, touched, next),
+                Applied::RolledBack {
+                    change,
+                    current,
+                    kind,
+                    reason,
+                } => {
                     drop(tx);
-                    return self.roll_back(dataset, request, change, current, kind, reason);
+                    return self.roll_back(dataset, request, &change, current, kind, reason);
                 }
-                Err(Abort::InvalidMergeRow(message)) => return Err(StoreError::Handler(message)),
             };
-            let new = match decision.write {
-                Write::Upsert(fields) => Some(ServerRow {
-                    version: next + 1,
-                    deleted: false,
-                    fields: Some(fields),
-                }),
-                Write::Tombstone => Some(ServerRow {
-                    version: next + 1,
-                    deleted: true,
-                    fields: None,
-                }),
-                Write::Nothing => None,
-            };
-            let outcome = match new {
-                Some(new) => {
-                    next += 1;
-                    write_row(
-                        &tx,
-                        &RowWrite {
-                            dataset,
-                            table: &change.table,
-                            id: change.id,
-                            expected: current_row.map(|r| r.version),
-                            new: new.clone(),
-                            client: &client,
-                            at_ms,
-                            edited_at_ms: change.edited_at_ms.unwrap_or(at_ms),
-                        },
-                    )?;
-                    Some(new)
-                }
-                None => current_row.cloned(),
-            };
-            match decision.conflict {
-                None => acks.push(Ack {
-                    table: change.table.clone(),
-                    id: change.id,
-                    version: outcome.as_ref().map_or(0, |r| r.version),
-                }),
-                Some(planned) => {
-                    let conflict = Conflict {
-                        table: change.table.clone(),
-                        id: change.id,
-                        kind: planned.kind,
-                        client_row: change.fields.clone(),
-                        server_row: current_row.cloned(),
-                        resolution: planned.resolution,
-                        outcome,
-                        conflicting_fields: planned.conflicting_fields,
-                    };
-                    let context = LogContext {
-                        dataset,
-                        client: &client,
-                        at_ms,
-                        server_client: current.as_ref().map(|c| c.updated_by.as_str()),
-                        base_row: change.base_fields.as_ref(),
-                    };
-                    log_conflict(&tx, &context, &conflict)?;
-                    tracing::info!(table = %conflict.table, id = %conflict.id,
-                        kind = %conflict.kind, resolution = conflict.resolution.as_str(),
-                        client = %client, "conflict resolved");
-                    conflicts.push(conflict);
-                }
-            }
-            touched.insert((change.table.clone(), change.id));
-        }
         if next != last_seq {
             set_meta(&tx, "last_seq", next)?;
         }
         let wrote = !changes.is_empty();
-        let (pulled, watermark, has_more) = pull_page(
+        let page = pull_page(
             &tx,
             dataset,
             request.since,
@@ -823,16 +638,7 @@ impl SyncStore for SqliteStore {
             next,
             &touched,
         )?;
-        let response = SyncResponse {
-            acks,
-            conflicts,
-            changes: pulled,
-            watermark,
-            has_more,
-            newest: next,
-            staged: false,
-            rollback: None,
-        };
+        let response = applied_response(acks, conflicts, page, next);
         remember(&tx, dataset, request, &response, wrote)?;
         tx.commit()?;
         Ok(response)

@@ -1,0 +1,421 @@
+//! The backend-neutral half of a sync request: planning every change with
+//! [`Resolver::plan`], numbering the writes, building acks, conflicts and answers, and
+//! cutting pull pages. A backend supplies the storage operations ([`RoundTx`]) inside its
+//! own transaction; the rules of what gets written live here once for every backend.
+
+use std::collections::HashSet;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use roster_protocol::{
+    Ack, Change, Conflict, ConflictKind, Fields, Resolution, RollbackReport, RowId, ServerChange,
+    ServerRow, SyncRequest, SyncResponse,
+};
+
+use super::StoreError;
+use crate::resolve::{Abort, Resolver, Write};
+
+/// A pull page stops early once its rows' values add up to this many bytes, so a
+/// response stays bounded in size as well as in row count.
+pub const PULL_PAGE_MAX_BYTES: usize = 4 * 1024 * 1024;
+
+/// How long the answer to a batch is kept for retries of it.
+pub(crate) const APPLIED_BATCH_LIFETIME_MS: i64 = 24 * 3600 * 1000;
+
+/// Staged batches of a round not finished within this time are dropped by the purge.
+pub(crate) const STAGED_ROUND_LIFETIME_MS: i64 = 24 * 3600 * 1000;
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+pub(crate) fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+pub(crate) fn decode_fields(data: Option<String>) -> Result<Option<Fields>, StoreError> {
+    data.map(|text| serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(e.to_string())))
+        .transpose()
+}
+
+/// Decodes an optional JSON column of the conflict log.
+pub(crate) fn json_column<T: serde::de::DeserializeOwned>(
+    what: &str,
+    text: Option<String>,
+) -> Result<Option<T>, StoreError> {
+    text.map(|t| {
+        serde_json::from_str(&t)
+            .map_err(|e| StoreError::Corrupt(format!("conflict log {what}: {e}")))
+    })
+    .transpose()
+}
+
+/// Decodes a snake_case enum name stored as plain text.
+pub(crate) fn word_column<T: serde::de::DeserializeOwned>(
+    what: &str,
+    word: String,
+) -> Result<T, StoreError> {
+    serde_json::from_value(serde_json::Value::String(word))
+        .map_err(|e| StoreError::Corrupt(format!("conflict log {what}: {e}")))
+}
+
+pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+pub(crate) fn parse_row_id(text: &str) -> Result<RowId, StoreError> {
+    RowId::parse_str(text).map_err(|e| StoreError::Corrupt(format!("row id {text:?}: {e}")))
+}
+
+/// A stored row with who wrote it last and when its values were edited.
+pub(crate) struct StoredRow {
+    pub row: ServerRow,
+    pub edited_at_ms: Option<i64>,
+    pub updated_by: String,
+}
+
+/// One write, attributed to a client, made as a compare-and-set against the version
+/// the write was planned on.
+pub(crate) struct RowWrite<'a> {
+    pub table: &'a str,
+    pub id: RowId,
+    pub expected: Option<u64>,
+    pub new: ServerRow,
+    pub client: &'a str,
+    pub at_ms: i64,
+    pub edited_at_ms: i64,
+}
+
+/// The facts of one conflict beyond the wire [`Conflict`], for the log.
+pub(crate) struct LogContext<'a> {
+    pub client: &'a str,
+    pub at_ms: i64,
+    pub server_client: Option<&'a str>,
+    pub base_row: Option<&'a Fields>,
+}
+
+/// The storage operations a request's transaction offers to [`apply_changes`].
+pub(crate) trait RoundTx {
+    /// The stored row, if any.
+    fn load_row(&mut self, table: &str, id: RowId) -> Result<Option<StoredRow>, StoreError>;
+    /// Writes `w.new` if the row still has version `w.expected` (absent for `None`);
+    /// otherwise [`StoreError::ConcurrentWrite`].
+    fn write_row(&mut self, w: &RowWrite<'_>) -> Result<(), StoreError>;
+    /// Appends a conflict to the log.
+    fn log_conflict(
+        &mut self,
+        context: &LogContext<'_>,
+        conflict: &Conflict,
+    ) -> Result<(), StoreError>;
+}
+
+/// What applying a request's changes came to.
+pub(crate) enum Applied {
+    /// Every change was applied (or deliberately left alone).
+    Done {
+        acks: Vec<Ack>,
+        conflicts: Vec<Conflict>,
+        touched: HashSet<(String, RowId)>,
+        /// The newest version after the writes (`last_seq` when nothing was written).
+        next: u64,
+    },
+    /// The handler rolled the round back at `change`: the caller must drop the
+    /// transaction and record the rollback.
+    RolledBack {
+        change: Box<Change>,
+        current: Option<StoredRow>,
+        kind: ConflictKind,
+        reason: String,
+    },
+}
+
+/// Plans and writes every change in order, numbering writes from `last_seq + 1`.
+pub(crate) fn apply_changes(
+    tx: &mut impl RoundTx,
+    request: &SyncRequest,
+    changes: &[Change],
+    resolver: &Resolver,
+    last_seq: u64,
+) -> Result<Applied, StoreError> {
+    let client = request.client_id.to_string();
+    let at_ms = now_ms();
+    let mut next = last_seq;
+    let mut acks = Vec::new();
+    let mut conflicts = Vec::new();
+    let mut touched = HashSet::with_capacity(changes.len());
+    for change in changes {
+        let current = tx.load_row(&change.table, change.id)?;
+        let current_row = current.as_ref().map(|c| &c.row);
+        let edited_at = current.as_ref().and_then(|c| c.edited_at_ms);
+        let decision = match resolver.plan(change, current_row, edited_at, request.client_id) {
+            Ok(decision) => decision,
+            Err(Abort::Rollback { kind, reason }) => {
+                return Ok(Applied::RolledBack {
+                    change: Box::new(change.clone()),
+                    current,
+                    kind,
+                    reason,
+                });
+            }
+            Err(Abort::InvalidMergeRow(message)) => return Err(StoreError::Handler(message)),
+        };
+        let new = match decision.write {
+            Write::Upsert(fields) => Some(ServerRow {
+                version: next + 1,
+                deleted: false,
+                fields: Some(fields),
+            }),
+            Write::Tombstone => Some(ServerRow {
+                version: next + 1,
+                deleted: true,
+                fields: None,
+            }),
+            Write::Nothing => None,
+        };
+        let outcome = match new {
+            Some(new) => {
+                next += 1;
+                tx.write_row(&RowWrite {
+                    table: &change.table,
+                    id: change.id,
+                    expected: current_row.map(|r| r.version),
+                    new: new.clone(),
+                    client: &client,
+                    at_ms,
+                    edited_at_ms: change.edited_at_ms.unwrap_or(at_ms),
+                })?;
+                Some(new)
+            }
+            None => current_row.cloned(),
+        };
+        match decision.conflict {
+            None => acks.push(Ack {
+                table: change.table.clone(),
+                id: change.id,
+                version: outcome.as_ref().map_or(0, |r| r.version),
+            }),
+            Some(planned) => {
+                let conflict = Conflict {
+                    table: change.table.clone(),
+                    id: change.id,
+                    kind: planned.kind,
+                    client_row: change.fields.clone(),
+                    server_row: current_row.cloned(),
+                    resolution: planned.resolution,
+                    outcome,
+                    conflicting_fields: planned.conflicting_fields,
+                };
+                let context = LogContext {
+                    client: &client,
+                    at_ms,
+                    server_client: current.as_ref().map(|c| c.updated_by.as_str()),
+                    base_row: change.base_fields.as_ref(),
+                };
+                tx.log_conflict(&context, &conflict)?;
+                tracing::info!(table = %conflict.table, id = %conflict.id,
+                    kind = %conflict.kind, resolution = conflict.resolution.as_str(),
+                    client = %client, "conflict resolved");
+                conflicts.push(conflict);
+            }
+        }
+        touched.insert((change.table.clone(), change.id));
+    }
+    Ok(Applied::Done {
+        acks,
+        conflicts,
+        touched,
+        next,
+    })
+}
+
+/// Refuses a watermark below the purge horizon or above the newest change.
+pub(crate) fn check_watermark(since: u64, newest: u64, horizon: u64) -> Result<(), StoreError> {
+    if since > newest || (since > 0 && since < horizon) {
+        Err(StoreError::ResetRequired {
+            since,
+            horizon,
+            newest,
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// Fails when a round changes one row twice (its staged batches plus the final one).
+pub(crate) fn check_round_unique(changes: &[Change], round_id: &str) -> Result<(), StoreError> {
+    let mut seen = HashSet::with_capacity(changes.len());
+    for change in changes {
+        if !seen.insert((change.table.as_str(), change.id)) {
+            return Err(StoreError::Invalid(format!(
+                "row {}/{} is changed twice in round {round_id}",
+                change.table, change.id
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a retry of `request` could apply something twice: it carries changes, or it
+/// ends a round whose staged changes it applies.
+pub(crate) fn is_idempotent_write(request: &SyncRequest) -> bool {
+    request.batch_id.is_some() && (!request.changes.is_empty() || request.round.is_some())
+}
+
+/// The answer to a staged (non-final) batch of an atomic round.
+pub(crate) fn staged_response(request: &SyncRequest, newest: u64) -> SyncResponse {
+    SyncResponse {
+        acks: Vec::new(),
+        conflicts: Vec::new(),
+        changes: Vec::new(),
+        watermark: request.since,
+        has_more: newest > request.since,
+        newest,
+        staged: true,
+        rollback: None,
+    }
+}
+
+/// The logged conflict and the answer of a round rolled back at `change`.
+pub(crate) fn rollback_outcome(
+    request: &SyncRequest,
+    change: &Change,
+    current: Option<&StoredRow>,
+    kind: ConflictKind,
+    reason: String,
+    newest: u64,
+) -> (Conflict, SyncResponse) {
+    let conflict = Conflict {
+        table: change.table.clone(),
+        id: change.id,
+        kind,
+        client_row: change.fields.clone(),
+        server_row: current.map(|c| c.row.clone()),
+        resolution: Resolution::Rollback,
+        outcome: current.map(|c| c.row.clone()),
+        conflicting_fields: Vec::new(),
+    };
+    let response = SyncResponse {
+        acks: Vec::new(),
+        conflicts: Vec::new(),
+        changes: Vec::new(),
+        watermark: request.since,
+        has_more: newest > request.since,
+        newest,
+        staged: false,
+        rollback: Some(RollbackReport {
+            table: change.table.clone(),
+            id: change.id,
+            kind,
+            reason,
+        }),
+    };
+    (conflict, response)
+}
+
+/// Collects one pull page from rows read in version order (`version > since`, at most
+/// `limit` of them), skipping rows the request touched and stopping at about
+/// [`PULL_PAGE_MAX_BYTES`].
+pub(crate) struct PageBuilder<'a> {
+    limit: u32,
+    newest: u64,
+    skip: &'a HashSet<(String, RowId)>,
+    changes: Vec<ServerChange>,
+    scanned: u32,
+    bytes: usize,
+    last: u64,
+    full: bool,
+}
+
+impl<'a> PageBuilder<'a> {
+    pub(crate) fn new(
+        since: u64,
+        limit: u32,
+        newest: u64,
+        skip: &'a HashSet<(String, RowId)>,
+    ) -> Self {
+        Self {
+            limit,
+            newest,
+            skip,
+            changes: Vec::new(),
+            scanned: 0,
+            bytes: 0,
+            last: since,
+            full: false,
+        }
+    }
+
+    /// Adds the next row; returns `false` once the page is full (stop reading).
+    pub(crate) fn push(
+        &mut self,
+        table: String,
+        id_text: &str,
+        version: u64,
+        deleted: bool,
+        data: Option<String>,
+    ) -> Result<bool, StoreError> {
+        if self.bytes >= PULL_PAGE_MAX_BYTES {
+            self.full = true;
+            return Ok(false);
+        }
+        self.scanned += 1;
+        let id = parse_row_id(id_text)?;
+        self.last = version;
+        if self.skip.contains(&(table.clone(), id)) {
+            return Ok(true);
+        }
+        self.bytes += data.as_ref().map_or(0, String::len) + table.len() + 64;
+        self.changes.push(ServerChange {
+            table,
+            id,
+            row: ServerRow {
+                version,
+                deleted,
+                fields: decode_fields(data)?,
+            },
+        });
+        Ok(true)
+    }
+
+    /// The page, the new watermark and whether more changes wait.
+    pub(crate) fn finish(self) -> (Vec<ServerChange>, u64, bool) {
+        if self.full {
+            (self.changes, self.last, true)
+        } else if self.scanned < self.limit {
+            (self.changes, self.newest, false)
+        } else {
+            (self.changes, self.last, self.last < self.newest)
+        }
+    }
+
+    /// An empty page for `limit == 0`, when no rows need reading.
+    pub(crate) fn nothing(since: u64, newest: u64) -> (Vec<ServerChange>, u64, bool) {
+        (Vec::new(), since, newest > since)
+    }
+}
+
+/// The answer to an applied request.
+pub(crate) fn applied_response(
+    acks: Vec<Ack>,
+    conflicts: Vec<Conflict>,
+    page: (Vec<ServerChange>, u64, bool),
+    next: u64,
+) -> SyncResponse {
+    let (changes, watermark, has_more) = page;
+    SyncResponse {
+        acks,
+        conflicts,
+        changes,
+        watermark,
+        has_more,
+        newest: next,
+        staged: false,
+        rollback: None,
+    }
+}
