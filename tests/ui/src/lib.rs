@@ -44,23 +44,6 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Path of a workspace binary built next to the running test (target/debug/NAME).
-pub fn bin_path(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir of the test executable");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build it first (`cargo build -p roster-app -p roster-server`, which \
-         `cargo xtask test` does)",
-        path.display()
-    );
-    path
-}
-
 /// Finds `program` on `PATH`, or in `$CARGO_HOME/bin` / `~/.cargo/bin` (where
 /// `cargo install` puts tauri-driver).
 pub fn find_program(program: &str) -> Option<PathBuf> {
@@ -250,7 +233,7 @@ impl App {
         let mut caps = serde_json::Map::new();
         caps.insert(
             "tauri:options".into(),
-            json!({ "application": bin_path("roster-app") }),
+            json!({ "application": roster_e2e::bin_path("roster-app") }),
         );
         caps.insert("browserName".into(), json!("wry"));
         let client = ClientBuilder::native()
