@@ -221,6 +221,16 @@ fn pick_by_rule(
 }
 
 /// The write that applies the client's change as sent, over whatever the server holds.
+/// Whether the server's live row already holds exactly the values `change` writes: a
+/// change sent again after its answer was lost (the round that sent it failed), or two
+/// devices making the same edit. Nothing differs, so there is nothing to resolve and
+/// nothing to write; the change is acknowledged with the stored version.
+fn holds_already(change: &Change, current: Option<&ServerRow>) -> bool {
+    change.op != ChangeOp::Delete
+        && change.fields.is_some()
+        && current.is_some_and(|row| !row.deleted && row.fields == change.fields)
+}
+
 fn client_write(change: &Change, current: Option<&ServerRow>) -> Write {
     match (&change.op, &change.fields) {
         (ChangeOp::Delete, _) => match current {
@@ -312,6 +322,12 @@ impl Resolver {
         server_edited_at: Option<i64>,
         client_id: uuid::Uuid,
     ) -> Result<Plan, Abort> {
+        if holds_already(change, current) {
+            return Ok(Plan {
+                conflict: None,
+                write: Write::Nothing,
+            });
+        }
         let Some(kind) = classify(change, current) else {
             return Ok(Plan {
                 conflict: None,
@@ -672,6 +688,49 @@ mod tests {
             .plan(&change, Some(&current), None, uuid::Uuid::nil())
             .unwrap();
         assert_eq!(client.write, Write::Upsert(change.fields.clone().unwrap()));
+    }
+
+    #[test]
+    fn a_change_the_server_already_holds_is_acknowledged_without_a_write() {
+        let held = json!({"name": "Jane", "age": 30, "city": "Lyon"});
+        let current = server(held.clone());
+        let stale_update = update(base(), held.clone());
+        let resent_insert = Change {
+            op: ChangeOp::Insert,
+            base_version: None,
+            base_fields: None,
+            ..stale_update.clone()
+        };
+        let rollback =
+            resolver(ConflictPolicy::ServerWins, true, &[]).with_handler(Arc::new(Fixed(
+                HandlerDecision::Rollback("every conflict rolls back".into()),
+            )));
+        let resolvers = [
+            resolver(ConflictPolicy::ServerWins, false, &[]),
+            resolver(ConflictPolicy::ClientWins, false, &[]),
+            resolver(ConflictPolicy::DeferToClient, true, &[]),
+            rollback,
+        ];
+        for r in &resolvers {
+            for change in [&stale_update, &resent_insert] {
+                let plan = plan(r, change, &current);
+                assert_eq!(plan.conflict, None, "{:?}", change.op);
+                assert_eq!(plan.write, Write::Nothing, "{:?}", change.op);
+            }
+        }
+        // One differing value, or a deleted server row, is still a conflict.
+        let differs = update(base(), json!({"name": "Jane", "age": 31, "city": "Lyon"}));
+        let r = &resolvers[0];
+        assert!(plan(r, &differs, &current).conflict.is_some());
+        let tombstone = ServerRow {
+            version: 2,
+            deleted: true,
+            fields: None,
+        };
+        assert_eq!(
+            plan(r, &resent_insert, &tombstone).conflict.map(|c| c.kind),
+            Some(ConflictKind::ClientInsertedDeleted)
+        );
     }
 
     #[test]

@@ -26,7 +26,7 @@ use roster_protocol::{
 };
 
 use super::round::{
-    APPLIED_BATCH_LIFETIME_MS, Applied, LogContext, PageBuilder, RoundTx, RowWrite,
+    APPLIED_BATCH_LIFETIME_MS, Applied, LogContext, PageBuilder, PullScan, RoundTx, RowWrite,
     STAGED_ROUND_LIFETIME_MS, StoredRow, applied_response, apply_changes, check_round_unique,
     check_watermark, decode_fields, encode, is_idempotent_write, json_column, now_ms, parse_row_id,
     rollback_outcome, staged_response, to_i64, to_u64, word_column,
@@ -269,51 +269,55 @@ impl RoundTx for PgRound<'_, '_> {
         .transpose()
     }
 
+    fn insert_row(&mut self, w: &RowWrite<'_>) -> Result<bool, StoreError> {
+        let inserted = self.tx.execute(
+            "INSERT INTO rows (dataset, tbl, id, version, deleted, data, updated_at_ms,
+             updated_by, edited_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT DO NOTHING",
+            &[
+                &self.dataset,
+                &w.table,
+                &w.id.to_string(),
+                &to_i64(w.version),
+                &w.deleted(),
+                &w.data()?,
+                &w.at_ms,
+                &w.client,
+                &w.edited_at_ms,
+            ],
+        )?;
+        Ok(inserted == 1)
+    }
+
     fn write_row(&mut self, w: &RowWrite<'_>) -> Result<(), StoreError> {
-        let data = w.new.fields.as_ref().map(encode).transpose()?;
-        let id = w.id.to_string();
-        let version = to_i64(w.new.version);
-        let changed = match w.expected {
-            None => self.tx.execute(
-                "INSERT INTO rows (dataset, tbl, id, version, deleted, data, updated_at_ms,
-                 updated_by, edited_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                 ON CONFLICT DO NOTHING",
-                &[
-                    &self.dataset,
-                    &w.table,
-                    &id,
-                    &version,
-                    &w.new.deleted,
-                    &data,
-                    &w.at_ms,
-                    &w.client,
-                    &w.edited_at_ms,
-                ],
-            )?,
-            Some(expected) => self.tx.execute(
-                "UPDATE rows SET version = $4, deleted = $5, data = $6, updated_at_ms = $7,
-                 updated_by = $8, edited_at_ms = $9
-                 WHERE dataset = $1 AND tbl = $2 AND id = $3 AND version = $10",
-                &[
-                    &self.dataset,
-                    &w.table,
-                    &id,
-                    &version,
-                    &w.new.deleted,
-                    &data,
-                    &w.at_ms,
-                    &w.client,
-                    &w.edited_at_ms,
-                    &to_i64(expected),
-                ],
-            )?,
+        let written = match w.expected {
+            None => self.insert_row(w)?,
+            Some(expected) => {
+                self.tx.execute(
+                    "UPDATE rows SET version = $4, deleted = $5, data = $6, updated_at_ms = $7,
+                     updated_by = $8, edited_at_ms = $9
+                     WHERE dataset = $1 AND tbl = $2 AND id = $3 AND version = $10",
+                    &[
+                        &self.dataset,
+                        &w.table,
+                        &w.id.to_string(),
+                        &to_i64(w.version),
+                        &w.deleted(),
+                        &w.data()?,
+                        &w.at_ms,
+                        &w.client,
+                        &w.edited_at_ms,
+                        &to_i64(expected),
+                    ],
+                )? == 1
+            }
         };
-        if changed == 1 {
+        if written {
             Ok(())
         } else {
             Err(StoreError::ConcurrentWrite {
                 table: w.table.to_owned(),
-                id,
+                id: w.id.to_string(),
             })
         }
     }
@@ -352,20 +356,23 @@ impl RoundTx for PgRound<'_, '_> {
 fn pull_page(
     tx: &mut Transaction<'_>,
     dataset: &str,
-    since: u64,
-    limit: u32,
-    newest: u64,
+    scan: PullScan,
     skip: &HashSet<(String, RowId)>,
 ) -> Result<(Vec<ServerChange>, u64, bool), StoreError> {
-    if limit == 0 {
-        return Ok(PageBuilder::nothing(since, newest));
+    if scan.limit == 0 {
+        return Ok(PageBuilder::nothing(scan));
     }
     let rows = tx.query(
         "SELECT tbl, id, version, deleted, data FROM rows
-         WHERE dataset = $1 AND version > $2 ORDER BY version LIMIT $3",
-        &[&dataset, &to_i64(since), &i64::from(limit)],
+         WHERE dataset = $1 AND version > $2 AND version <= $3 ORDER BY version LIMIT $4",
+        &[
+            &dataset,
+            &to_i64(scan.since),
+            &to_i64(scan.upto),
+            &i64::from(scan.limit),
+        ],
     )?;
-    let mut page = PageBuilder::new(since, limit, newest, skip);
+    let mut page = PageBuilder::new(scan, skip);
     for r in rows {
         let id_text: String = r.get(1);
         if !page.push(r.get(0), &id_text, to_u64(r.get(2)), r.get(3), r.get(4))? {
@@ -559,14 +566,8 @@ impl PostgresStore {
         }
         let (last_seq, horizon) = read_dataset(&mut tx, dataset)?;
         check_watermark(request.since, last_seq, horizon)?;
-        let page = pull_page(
-            &mut tx,
-            dataset,
-            request.since,
-            request.pull_limit,
-            last_seq,
-            &HashSet::new(),
-        )?;
+        let scan = PullScan::read(request.since, request.pull_limit, last_seq);
+        let page = pull_page(&mut tx, dataset, scan, &HashSet::new())?;
         tx.commit()?;
         Ok(applied_response(Vec::new(), Vec::new(), page, last_seq))
     }
@@ -606,14 +607,14 @@ impl SyncStore for PostgresStore {
             tx: &mut tx,
             dataset,
         };
-        let (acks, conflicts, touched, next) =
+        let (acks, conflicts, unwritten, next) =
             match apply_changes(&mut round, request, changes, resolver, last_seq)? {
                 Applied::Done {
                     acks,
                     conflicts,
-                    touched,
+                    unwritten,
                     next,
-                } => (acks, conflicts, touched, next),
+                } => (acks, conflicts, unwritten, next),
                 Applied::RolledBack {
                     change,
                     current,
@@ -632,14 +633,13 @@ impl SyncStore for PostgresStore {
             )?;
         }
         let wrote = !changes.is_empty();
-        let page = pull_page(
-            &mut tx,
-            dataset,
-            request.since,
-            request.pull_limit,
-            next,
-            &touched,
-        )?;
+        let scan = PullScan {
+            since: request.since,
+            upto: last_seq,
+            newest: next,
+            limit: request.pull_limit,
+        };
+        let page = pull_page(&mut tx, dataset, scan, &unwritten)?;
         let response = applied_response(acks, conflicts, page, next);
         remember(&mut tx, dataset, request, &response, wrote)?;
         tx.commit()?;

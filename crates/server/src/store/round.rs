@@ -7,8 +7,8 @@ use std::collections::HashSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use roster_protocol::{
-    Ack, Change, Conflict, ConflictKind, Fields, Resolution, RollbackReport, RowId, ServerChange,
-    ServerRow, SyncRequest, SyncResponse,
+    Ack, Change, ChangeOp, Conflict, ConflictKind, Fields, Resolution, RollbackReport, RowId,
+    ServerChange, ServerRow, SyncRequest, SyncResponse,
 };
 
 use super::StoreError;
@@ -85,11 +85,27 @@ pub(crate) struct StoredRow {
 pub(crate) struct RowWrite<'a> {
     pub table: &'a str,
     pub id: RowId,
+    /// The version the row must still have; `None`: the id must be unused.
     pub expected: Option<u64>,
-    pub new: ServerRow,
+    /// The row's new version.
+    pub version: u64,
+    /// The row's new values; `None` writes a tombstone.
+    pub fields: Option<&'a Fields>,
     pub client: &'a str,
     pub at_ms: i64,
     pub edited_at_ms: i64,
+}
+
+impl RowWrite<'_> {
+    /// Whether this write leaves a tombstone.
+    pub fn deleted(&self) -> bool {
+        self.fields.is_none()
+    }
+
+    /// The new values as stored (JSON text), `None` for a tombstone.
+    pub fn data(&self) -> Result<Option<String>, StoreError> {
+        self.fields.map(encode).transpose()
+    }
 }
 
 /// The facts of one conflict beyond the wire [`Conflict`], for the log.
@@ -104,7 +120,10 @@ pub(crate) struct LogContext<'a> {
 pub(crate) trait RoundTx {
     /// The stored row, if any.
     fn load_row(&mut self, table: &str, id: RowId) -> Result<Option<StoredRow>, StoreError>;
-    /// Writes `w.new` if the row still has version `w.expected` (absent for `None`);
+    /// Stores `w` as a new row if its id is unused (no row, no tombstone); returns
+    /// whether it did. Never overwrites.
+    fn insert_row(&mut self, w: &RowWrite<'_>) -> Result<bool, StoreError>;
+    /// Writes `w` if the row still has version `w.expected` (absent for `None`);
     /// otherwise [`StoreError::ConcurrentWrite`].
     fn write_row(&mut self, w: &RowWrite<'_>) -> Result<(), StoreError>;
     /// Appends a conflict to the log.
@@ -121,7 +140,10 @@ pub(crate) enum Applied {
     Done {
         acks: Vec<Ack>,
         conflicts: Vec<Conflict>,
-        touched: HashSet<(String, RowId)>,
+        /// Rows the request answered without writing them: their stored version may
+        /// lie inside the pull scan, and the answer already tells the client about them.
+        /// (Every row it wrote has a version above the scan: see [`PullScan`].)
+        unwritten: HashSet<(String, RowId)>,
         /// The newest version after the writes (`last_seq` when nothing was written).
         next: u64,
     },
@@ -136,6 +158,11 @@ pub(crate) enum Applied {
 }
 
 /// Plans and writes every change in order, numbering writes from `last_seq + 1`.
+///
+/// An insert is tried before anything is read: an insert of an unused id always applies
+/// cleanly ([`crate::classify::classify`] finds no conflict, so the plan would be to
+/// store the client's values), and one statement tells whether the id was free. Only
+/// when it was not is the stored row read and the change planned like any other.
 pub(crate) fn apply_changes(
     tx: &mut impl RoundTx,
     request: &SyncRequest,
@@ -146,10 +173,31 @@ pub(crate) fn apply_changes(
     let client = request.client_id.to_string();
     let at_ms = now_ms();
     let mut next = last_seq;
-    let mut acks = Vec::new();
+    let mut acks = Vec::with_capacity(changes.len());
     let mut conflicts = Vec::new();
-    let mut touched = HashSet::with_capacity(changes.len());
+    let mut unwritten = HashSet::new();
     for change in changes {
+        let write = |expected, version, fields| RowWrite {
+            table: &change.table,
+            id: change.id,
+            expected,
+            version,
+            fields,
+            client: &client,
+            at_ms,
+            edited_at_ms: change.edited_at_ms.unwrap_or(at_ms),
+        };
+        if let (ChangeOp::Insert, Some(fields)) = (change.op, &change.fields)
+            && tx.insert_row(&write(None, next + 1, Some(fields)))?
+        {
+            next += 1;
+            acks.push(Ack {
+                table: change.table.clone(),
+                id: change.id,
+                version: next,
+            });
+            continue;
+        }
         let current = tx.load_row(&change.table, change.id)?;
         let current_row = current.as_ref().map(|c| &c.row);
         let edited_at = current.as_ref().and_then(|c| c.edited_at_ms);
@@ -165,34 +213,30 @@ pub(crate) fn apply_changes(
             }
             Err(Abort::InvalidMergeRow(message)) => return Err(StoreError::Handler(message)),
         };
-        let new = match decision.write {
-            Write::Upsert(fields) => Some(ServerRow {
-                version: next + 1,
-                deleted: false,
-                fields: Some(fields),
-            }),
-            Write::Tombstone => Some(ServerRow {
-                version: next + 1,
-                deleted: true,
-                fields: None,
-            }),
-            Write::Nothing => None,
-        };
-        let outcome = match new {
-            Some(new) => {
+        let expected = current_row.map(|r| r.version);
+        let outcome = match decision.write {
+            Write::Upsert(fields) => {
                 next += 1;
-                tx.write_row(&RowWrite {
-                    table: &change.table,
-                    id: change.id,
-                    expected: current_row.map(|r| r.version),
-                    new: new.clone(),
-                    client: &client,
-                    at_ms,
-                    edited_at_ms: change.edited_at_ms.unwrap_or(at_ms),
-                })?;
-                Some(new)
+                tx.write_row(&write(expected, next, Some(&fields)))?;
+                Some(ServerRow {
+                    version: next,
+                    deleted: false,
+                    fields: Some(fields),
+                })
             }
-            None => current_row.cloned(),
+            Write::Tombstone => {
+                next += 1;
+                tx.write_row(&write(expected, next, None))?;
+                Some(ServerRow {
+                    version: next,
+                    deleted: true,
+                    fields: None,
+                })
+            }
+            Write::Nothing => {
+                unwritten.insert((change.table.clone(), change.id));
+                current_row.cloned()
+            }
         };
         match decision.conflict {
             None => acks.push(Ack {
@@ -224,12 +268,11 @@ pub(crate) fn apply_changes(
                 conflicts.push(conflict);
             }
         }
-        touched.insert((change.table.clone(), change.id));
     }
     Ok(Applied::Done {
         acks,
         conflicts,
-        touched,
+        unwritten,
         next,
     })
 }
@@ -318,12 +361,38 @@ pub(crate) fn rollback_outcome(
     (conflict, response)
 }
 
-/// Collects one pull page from rows read in version order (`version > since`, at most
-/// `limit` of them), skipping rows the request touched and stopping at about
+/// Which changes a pull page reads: versions in `(since, upto]`, at most `limit` of
+/// them, in a data set whose newest version is `newest`.
+///
+/// For a request that wrote, `upto` is the newest version *before* its writes: every
+/// version in `(upto, newest]` was written by this request under the write lock and is
+/// answered as an ack or a conflict, so reading those rows back would only send the
+/// client its own changes again. For a read, `upto == newest`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PullScan {
+    pub since: u64,
+    pub upto: u64,
+    pub newest: u64,
+    pub limit: u32,
+}
+
+impl PullScan {
+    /// The scan of a request that only reads.
+    pub(crate) fn read(since: u64, limit: u32, newest: u64) -> Self {
+        Self {
+            since,
+            upto: newest,
+            newest,
+            limit,
+        }
+    }
+}
+
+/// Collects one pull page from rows read in version order within a [`PullScan`],
+/// skipping rows the request answered without writing and stopping at about
 /// [`PULL_PAGE_MAX_BYTES`].
 pub(crate) struct PageBuilder<'a> {
-    limit: u32,
-    newest: u64,
+    scan: PullScan,
     skip: &'a HashSet<(String, RowId)>,
     changes: Vec<ServerChange>,
     scanned: u32,
@@ -333,20 +402,14 @@ pub(crate) struct PageBuilder<'a> {
 }
 
 impl<'a> PageBuilder<'a> {
-    pub(crate) fn new(
-        since: u64,
-        limit: u32,
-        newest: u64,
-        skip: &'a HashSet<(String, RowId)>,
-    ) -> Self {
+    pub(crate) fn new(scan: PullScan, skip: &'a HashSet<(String, RowId)>) -> Self {
         Self {
-            limit,
-            newest,
+            scan,
             skip,
             changes: Vec::new(),
             scanned: 0,
             bytes: 0,
-            last: since,
+            last: scan.since,
             full: false,
         }
     }
@@ -367,9 +430,11 @@ impl<'a> PageBuilder<'a> {
         self.scanned += 1;
         let id = parse_row_id(id_text)?;
         self.last = version;
-        if self.skip.contains(&(table.clone(), id)) {
+        let key = (table, id);
+        if !self.skip.is_empty() && self.skip.contains(&key) {
             return Ok(true);
         }
+        let (table, id) = key;
         self.bytes += data.as_ref().map_or(0, String::len) + table.len() + 64;
         self.changes.push(ServerChange {
             table,
@@ -385,18 +450,21 @@ impl<'a> PageBuilder<'a> {
 
     /// The page, the new watermark and whether more changes wait.
     pub(crate) fn finish(self) -> (Vec<ServerChange>, u64, bool) {
+        let newest = self.scan.newest;
         if self.full {
             (self.changes, self.last, true)
-        } else if self.scanned < self.limit {
-            (self.changes, self.newest, false)
+        } else if self.scanned < self.scan.limit {
+            // The scan ran out: nothing else in (since, upto], and what lies above
+            // `upto` is this request's own writes.
+            (self.changes, newest, false)
         } else {
-            (self.changes, self.last, self.last < self.newest)
+            (self.changes, self.last, self.last < newest)
         }
     }
 
     /// An empty page for `limit == 0`, when no rows need reading.
-    pub(crate) fn nothing(since: u64, newest: u64) -> (Vec<ServerChange>, u64, bool) {
-        (Vec::new(), since, newest > since)
+    pub(crate) fn nothing(scan: PullScan) -> (Vec<ServerChange>, u64, bool) {
+        (Vec::new(), scan.since, scan.newest > scan.since)
     }
 }
 

@@ -20,7 +20,7 @@ use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 
 pub use super::round::PULL_PAGE_MAX_BYTES;
 use super::round::{
-    APPLIED_BATCH_LIFETIME_MS, Applied, LogContext, PageBuilder, RoundTx, RowWrite,
+    APPLIED_BATCH_LIFETIME_MS, Applied, LogContext, PageBuilder, PullScan, RoundTx, RowWrite,
     STAGED_ROUND_LIFETIME_MS, StoredRow, applied_response, apply_changes, check_round_unique,
     check_watermark, decode_fields, encode, is_idempotent_write, json_column, now_ms,
     rollback_outcome, staged_response, to_i64, to_u64, word_column,
@@ -272,52 +272,56 @@ fn load_row(
     .transpose()
 }
 
+fn insert_row(tx: &Transaction<'_>, dataset: &str, w: &RowWrite<'_>) -> Result<bool, StoreError> {
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO rows (tbl, id, version, deleted, data, updated_at_ms, updated_by,
+             edited_at_ms, dataset) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![
+            w.table,
+            w.id.to_string(),
+            to_i64(w.version),
+            w.deleted(),
+            w.data()?,
+            w.at_ms,
+            w.client,
+            w.edited_at_ms,
+            dataset
+        ])?;
+    Ok(inserted == 1)
+}
+
 fn write_row(tx: &Transaction<'_>, dataset: &str, w: &RowWrite<'_>) -> Result<(), StoreError> {
-    let data = w.new.fields.as_ref().map(encode).transpose()?;
-    let id = w.id.to_string();
-    let changed = match w.expected {
-        None => tx
-            .prepare_cached(
-                "INSERT INTO rows (tbl, id, version, deleted, data, updated_at_ms, updated_by,
-                 edited_at_ms, dataset) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT DO NOTHING",
-            )?
-            .execute(params![
-                w.table,
-                id,
-                to_i64(w.new.version),
-                w.new.deleted,
-                data,
-                w.at_ms,
-                w.client,
-                w.edited_at_ms,
-                dataset
-            ])?,
-        Some(expected) => tx
-            .prepare_cached(
+    let written = match w.expected {
+        None => insert_row(tx, dataset, w)?,
+        Some(expected) => {
+            tx.prepare_cached(
                 "UPDATE rows SET version = ?3, deleted = ?4, data = ?5, updated_at_ms = ?6,
                  updated_by = ?7, edited_at_ms = ?9
                  WHERE dataset = ?10 AND tbl = ?1 AND id = ?2 AND version = ?8",
             )?
             .execute(params![
                 w.table,
-                id,
-                to_i64(w.new.version),
-                w.new.deleted,
-                data,
+                w.id.to_string(),
+                to_i64(w.version),
+                w.deleted(),
+                w.data()?,
                 w.at_ms,
                 w.client,
                 to_i64(expected),
                 w.edited_at_ms,
                 dataset
-            ])?,
+            ])? == 1
+        }
     };
-    if changed == 1 {
+    if written {
         Ok(())
     } else {
         Err(StoreError::ConcurrentWrite {
             table: w.table.to_owned(),
-            id,
+            id: w.id.to_string(),
         })
     }
 }
@@ -351,25 +355,29 @@ fn log_conflict(
     Ok(())
 }
 
-/// Reads up to `limit` changes (and about [`PULL_PAGE_MAX_BYTES`]) after `since`,
-/// skipping rows in `skip`. Returns the page, the new watermark and whether more wait.
+/// Reads one page of the changes in `scan` (at most its limit, and about
+/// [`PULL_PAGE_MAX_BYTES`]), skipping rows in `skip`. Returns the page, the new watermark
+/// and whether more wait.
 fn pull_page(
     tx: &Transaction<'_>,
     dataset: &str,
-    since: u64,
-    limit: u32,
-    newest: u64,
+    scan: PullScan,
     skip: &HashSet<(String, RowId)>,
 ) -> Result<(Vec<ServerChange>, u64, bool), StoreError> {
-    if limit == 0 {
-        return Ok(PageBuilder::nothing(since, newest));
+    if scan.limit == 0 {
+        return Ok(PageBuilder::nothing(scan));
     }
     let mut stmt = tx.prepare_cached(
-        "SELECT tbl, id, version, deleted, data FROM rows WHERE dataset = ?3 AND version > ?1
-         ORDER BY version LIMIT ?2",
+        "SELECT tbl, id, version, deleted, data FROM rows
+         WHERE dataset = ?3 AND version > ?1 AND version <= ?4 ORDER BY version LIMIT ?2",
     )?;
-    let mut rows = stmt.query(params![to_i64(since), i64::from(limit), dataset])?;
-    let mut page = PageBuilder::new(since, limit, newest, skip);
+    let mut rows = stmt.query(params![
+        to_i64(scan.since),
+        i64::from(scan.limit),
+        dataset,
+        to_i64(scan.upto)
+    ])?;
+    let mut page = PageBuilder::new(scan, skip);
     while let Some(r) = rows.next()? {
         let id_text: String = r.get(1)?;
         if !page.push(r.get(0)?, &id_text, to_u64(r.get(2)?), r.get(3)?, r.get(4)?)? {
@@ -561,6 +569,10 @@ impl RoundTx for SqliteRound<'_, '_> {
         load_row(self.tx, self.dataset, table, id)
     }
 
+    fn insert_row(&mut self, w: &RowWrite<'_>) -> Result<bool, StoreError> {
+        insert_row(self.tx, self.dataset, w)
+    }
+
     fn write_row(&mut self, w: &RowWrite<'_>) -> Result<(), StoreError> {
         write_row(self.tx, self.dataset, w)
     }
@@ -608,14 +620,14 @@ impl SyncStore for SqliteStore {
             None => &request.changes,
         };
         let mut round_tx = SqliteRound { tx: &tx, dataset };
-        let (acks, conflicts, touched, next) =
+        let (acks, conflicts, unwritten, next) =
             match apply_changes(&mut round_tx, request, changes, resolver, last_seq)? {
                 Applied::Done {
                     acks,
                     conflicts,
-                    touched,
+                    unwritten,
                     next,
-                } => (acks, conflicts, touched, next),
+                } => (acks, conflicts, unwritten, next),
                 Applied::RolledBack {
                     change,
                     current,
@@ -630,14 +642,13 @@ impl SyncStore for SqliteStore {
             set_meta(&tx, "last_seq", next)?;
         }
         let wrote = !changes.is_empty();
-        let page = pull_page(
-            &tx,
-            dataset,
-            request.since,
-            request.pull_limit,
-            next,
-            &touched,
-        )?;
+        let scan = PullScan {
+            since: request.since,
+            upto: last_seq,
+            newest: next,
+            limit: request.pull_limit,
+        };
+        let page = pull_page(&tx, dataset, scan, &unwritten)?;
         let response = applied_response(acks, conflicts, page, next);
         remember(&tx, dataset, request, &response, wrote)?;
         tx.commit()?;
@@ -799,6 +810,48 @@ mod tests {
         assert_eq!(since, 6);
         let fresh = store.sync(DS, &request(0, vec![], 100), &policies).unwrap();
         assert!(fresh.changes.iter().any(|c| c.id == own_id));
+    }
+
+    #[test]
+    fn a_writing_request_pulls_everything_except_what_it_answers() {
+        let (_dir, store) = open();
+        let policies = Resolver::new(&crate::config::ServerConfig::default());
+        let others: Vec<Change> = (0..5).map(|i| insert(&format!("p{i}"))).collect();
+        let ids: Vec<RowId> = others.iter().map(|c| c.id).collect();
+        store
+            .sync(DS, &request(0, others.clone(), 0), &policies)
+            .unwrap();
+        // One new row, a clean update of p0 (version 1), and p1 sent again unchanged.
+        let mine = insert("mine");
+        let update = Change {
+            op: ChangeOp::Update,
+            base_version: Some(1),
+            ..insert("p0 renamed")
+        };
+        let update = Change {
+            id: ids[0],
+            ..update
+        };
+        let changes = vec![mine.clone(), update, others[1].clone()];
+        let answer = store
+            .sync(DS, &request(0, changes, 100), &policies)
+            .unwrap();
+        let acked: Vec<(RowId, u64)> = answer.acks.iter().map(|a| (a.id, a.version)).collect();
+        assert_eq!(acked, vec![(mine.id, 6), (ids[0], 7), (ids[1], 2)]);
+        assert!(answer.conflicts.is_empty());
+        let pulled: Vec<(RowId, u64)> = answer
+            .changes
+            .iter()
+            .map(|c| (c.id, c.row.version))
+            .collect();
+        assert_eq!(pulled, vec![(ids[2], 3), (ids[3], 4), (ids[4], 5)]);
+        assert_eq!(
+            (answer.watermark, answer.has_more, answer.newest),
+            (7, false, 7)
+        );
+        // Nothing was written for p1: the change log still ends at 7.
+        let after = store.sync(DS, &request(7, vec![], 100), &policies).unwrap();
+        assert_eq!((after.changes.len(), after.newest), (0, 7));
     }
 
     #[test]
