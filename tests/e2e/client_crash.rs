@@ -1,5 +1,6 @@
-//! A client process killed (SIGKILL) while it pulls and applies pages: the local file is
-//! never corrupt or half-applied, no local edit is lost, and the next sync completes.
+//! A client process killed (SIGKILL) while it pulls and applies pages, or while it pushes:
+//! the local file is never corrupt or half-applied, no local edit is lost, and the next
+//! sync completes (after a push, without a single conflict).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -119,5 +120,88 @@ async fn a_client_killed_mid_pull_keeps_a_consistent_store_and_finishes_later() 
     assert!(status.success(), "the sync after the kills completes");
     device.reopen();
     assert_eq!(server.live("person").await[&mine]["age"], json!(41));
+    assert_converged(&server, "person", &[&device]).await;
+}
+
+/// Rows the killed client pushes: new rows, plus edits of rows the server already has.
+const PUSHED_NEW: usize = 20_000;
+const PUSHED_EDITS: usize = 1_000;
+
+/// Two SIGKILLs during a 21k-change push. A batch is at the server while the previous
+/// answer is applied, so a kill can leave batches the server applied but the client never
+/// recorded. After each kill the store is intact and every change is pending or on the
+/// server with the client's values; the next round sends the unrecorded ones again and
+/// the server acknowledges them: zero conflicts, every row once, both sides equal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_killed_mid_push_sends_again_without_conflicts() {
+    let server = TestServer::start();
+    let mut device = TestClient::new(&server).await;
+    let synced = (0..PUSHED_EDITS)
+        .map(|i| obj(json!({"name": format!("Old {i}")})))
+        .collect();
+    let edited = device.client.store().insert_many("person", synced).unwrap();
+    device.client.sync().await.unwrap();
+    for (i, id) in edited.iter().enumerate() {
+        device.update("person", *id, json!({"name": format!("Edited {i}")}));
+    }
+    let fresh = (0..PUSHED_NEW)
+        .map(|i| obj(json!({"name": format!("New {i}"), "email": format!("n{i}@example.org")})))
+        .collect();
+    device.client.store().insert_many("person", fresh).unwrap();
+    let total = PUSHED_EDITS + PUSHED_NEW;
+    assert_eq!(device.pending(), total as u64);
+
+    let mut last_pending = device.pending();
+    for kill in 1..=2 {
+        let mut child = spawn_sync(device.dir());
+        // Wait until this run has recorded at least one more answer, then kill it.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        while device.pending() >= last_pending {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "kill {kill}: the sync ended before it recorded an answer"
+            );
+            assert!(tokio::time::Instant::now() < deadline, "no progress");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        child.kill().unwrap();
+        assert!(!child.wait().unwrap().success(), "kill {kill}: killed");
+
+        integrity_check(device.dir());
+        device.reopen();
+        let pending = device.pending();
+        assert!(pending > 0, "kill {kill} landed after the push finished");
+        let local = device.live("person");
+        assert_eq!(local.len(), total, "kill {kill}: a local row was lost");
+        let on_server = server.live("person").await;
+        let applied = local
+            .iter()
+            .filter(|(id, fields)| on_server.get(*id) == Some(*fields))
+            .count();
+        let recorded = total - usize::try_from(pending).unwrap();
+        assert!(
+            applied >= recorded,
+            "kill {kill}: {recorded} changes recorded as acknowledged, {applied} on the server"
+        );
+        let unrecorded = applied - recorded;
+        eprintln!(
+            "kill {kill}: {pending} changes pending, {unrecorded} of them already applied \
+             by the server"
+        );
+        last_pending = pending;
+    }
+
+    let report = device.client.sync().await.unwrap();
+    assert_eq!(report.uploaded, last_pending, "{report:?}");
+    assert_eq!(report.conflicts_detected, 0, "{report:?}");
+    assert!(
+        server.conflict_log().is_empty(),
+        "{:?}",
+        server.conflict_log()
+    );
+    assert_eq!(device.pending(), 0);
+    let on_server = server.live("person").await;
+    assert_eq!(on_server.len(), total, "every row exactly once");
+    assert_eq!(on_server[&edited[0]]["name"], json!("Edited 0"));
     assert_converged(&server, "person", &[&device]).await;
 }

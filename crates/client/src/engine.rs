@@ -343,13 +343,14 @@ impl SyncClient {
     /// changes not yet acknowledged stay pending.
     ///
     /// The round is pipelined, with one request at the server at a time and every answer
-    /// applied in order, each in its own transaction with its watermark: while a batch of
-    /// changes is at the server the next batch is collected (it holds other rows, which
-    /// applying the answer does not touch), and while a pull page is at the server the
-    /// previous answer is applied (the page's `since` is that answer's watermark, known
-    /// before it is applied). A request that writes (changes or round info) only leaves
-    /// once every earlier answer is applied, so a failed apply can only ever drop the
-    /// answer of a read, which the next round asks for again.
+    /// applied in order, each in its own transaction with its watermark: while a request
+    /// is at the server, the previous answer is applied and the next batch is collected
+    /// (it holds other rows, which applying the answer does not touch; the request's
+    /// `since` is the previous answer's watermark, known before it is applied). If
+    /// applying an answer fails, the round stops with that error after the request in
+    /// flight is answered, and that answer is dropped too: the rows of both batches stay
+    /// pending, and when the next round sends them again the server, which already holds
+    /// their values, acknowledges them without a conflict.
     pub async fn sync_with_progress(
         &self,
         mut progress: impl FnMut(&SyncProgress),
@@ -369,7 +370,7 @@ impl SyncClient {
         let mut push_max_bytes = self.options.push_max_bytes;
         // The next batch, collected while the previous request was at the server.
         let mut ahead: Option<Batch> = None;
-        // An answer not applied yet: only while the next request is a read.
+        // An answer not applied yet: applied while the next request is at the server.
         let mut unapplied: Option<Received> = None;
         loop {
             let batch = match (round.open, ahead.take()) {
@@ -403,12 +404,6 @@ impl SyncClient {
                 }),
                 batch_id: Some(uuid::Uuid::now_v7()),
             };
-            // A read has no effect on the server; anything else must not be sent while
-            // an earlier answer could still fail to apply.
-            let read_only = request.round.is_none() && request.changes.is_empty();
-            if !read_only && let Some(received) = unapplied.take() {
-                self.apply(received, false, &mut report).await?;
-            }
             let collect_ahead = round.open && !final_batch;
             let local = async {
                 if let Some(received) = unapplied.take() {
