@@ -224,8 +224,6 @@ pub struct RawTiming {
     pub decode: Duration,
     /// Answer body size.
     pub bytes: usize,
-    /// The answer's body as received.
-    pub body: std::sync::Arc<[u8]>,
 }
 
 impl Raw {
@@ -238,6 +236,11 @@ impl Raw {
             token: token.to_owned(),
             client_id: uuid::Uuid::now_v7(),
         })
+    }
+
+    /// The client id the raw requests carry.
+    pub fn client_id(&self) -> uuid::Uuid {
+        self.client_id
     }
 
     /// One `POST /v1/sync` with the given changes (JSON values) and pull settings; the
@@ -274,6 +277,13 @@ impl Raw {
         }
         let body = serde_json::to_vec(&request)?;
         let encode = started.elapsed();
+        let (answer, timing) = self.post_body(body).await?;
+        Ok((answer, RawTiming { encode, ..timing }))
+    }
+
+    /// One `POST /v1/sync` of an already encoded request body (the engine's request
+    /// encoded by the caller, to time that encoding separately).
+    pub async fn post_body(&self, body: Vec<u8>) -> Result<(SyncResponse, RawTiming)> {
         let sent = Instant::now();
         let response = self
             .http
@@ -297,11 +307,10 @@ impl Raw {
         Ok((
             answer,
             RawTiming {
-                encode,
+                encode: Duration::ZERO,
                 http,
                 decode: decoding.elapsed(),
                 bytes: bytes.len(),
-                body: bytes.as_ref().into(),
             },
         ))
     }
