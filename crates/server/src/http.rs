@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use roster_protocol::{
     ApiError, CONFLICTS_PATH, ConflictLogEntry, DATASET_HEADER, ErrorCode, HEALTH_PATH,
-    PROTOCOL_VERSION, SCHEMA_PATH, SYNC_PATH, Schema, SyncResponse,
+    PROTOCOL_VERSION, SCHEMA_PATH, SYNC_PATH, Schema,
 };
 use tower_http::trace::TraceLayer;
 
@@ -258,7 +258,7 @@ async fn sync(
     State(state): State<AppState>,
     Extension(scope): Extension<Scope>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<SyncResponse>, HttpError> {
+) -> Result<Response, HttpError> {
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             HttpError::new(
@@ -272,11 +272,15 @@ async fn sync(
     let request = decode_request(&body, &state.schema)?;
     let store = state.store.clone();
     let resolver = state.resolver.clone();
-    let response =
-        tokio::task::spawn_blocking(move || store.sync(&scope.dataset, &request, &resolver))
-            .await
-            .map_err(|e| HttpError::new(ErrorCode::Internal, e.to_string()))??;
-    Ok(Json(response))
+    // Encoded on the blocking thread too: a pull page's rows are copied into the body as
+    // stored, never decoded (see `store::Answer`).
+    let body = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, HttpError> {
+        let answer = store.sync_answer(&scope.dataset, &request, &resolver)?;
+        serde_json::to_vec(&answer).map_err(|e| HttpError::new(ErrorCode::Internal, e.to_string()))
+    })
+    .await
+    .map_err(|e| HttpError::new(ErrorCode::Internal, e.to_string()))??;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// Query of the conflict history endpoint.

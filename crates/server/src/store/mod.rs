@@ -7,6 +7,7 @@
 //! resolver can roll rounds back, the batches of a round are staged and the whole round
 //! is applied in one transaction with its final batch.
 
+pub mod answer;
 pub mod postgres;
 pub(crate) mod round;
 pub mod sqlite;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 
 use roster_protocol::{ConflictLogEntry, SyncRequest, SyncResponse};
 
+pub use self::answer::{Answer, PulledChange};
 use crate::accounts::AccountStore;
 use crate::resolve::Resolver;
 
@@ -135,15 +137,25 @@ pub trait SyncStore: Send + Sync + 'static {
     /// Applies a request already checked by [`crate::validate::validate_request`] to the
     /// data set `dataset` in one transaction: clean changes are acknowledged with their new version, conflicting
     /// ones are resolved by `resolver`, logged, and reported, and server changes after
-    /// `request.since` (minus the rows this request touched) are returned as one page.
+    /// `request.since` (minus the rows this request wrote or answered) are returned as one page.
     /// A round rolled back by the handler is answered with `rollback` set and nothing
-    /// applied.
+    /// applied. Pulled rows keep the JSON text they are stored as (see [`Answer`]).
+    fn sync_answer(
+        &self,
+        dataset: &str,
+        request: &SyncRequest,
+        resolver: &Resolver,
+    ) -> Result<Answer, StoreError>;
+
+    /// [`SyncStore::sync_answer`] with every pulled row decoded.
     fn sync(
         &self,
         dataset: &str,
         request: &SyncRequest,
         resolver: &Resolver,
-    ) -> Result<SyncResponse, StoreError>;
+    ) -> Result<SyncResponse, StoreError> {
+        self.sync_answer(dataset, request, resolver)?.decode()
+    }
 
     /// Up to `limit` conflict log entries of `dataset` with `seq < before` (all when
     /// `None`), newest first.

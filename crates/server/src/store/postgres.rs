@@ -21,8 +21,7 @@ use postgres::types::ToSql;
 use postgres::{IsolationLevel, NoTls, Transaction};
 use r2d2_postgres::PostgresConnectionManager;
 use roster_protocol::{
-    Change, Conflict, ConflictKind, ConflictLogEntry, RowId, ServerChange, ServerRow, SyncRequest,
-    SyncResponse,
+    Change, Conflict, ConflictKind, ConflictLogEntry, RowId, ServerRow, SyncRequest,
 };
 
 use super::round::{
@@ -31,7 +30,7 @@ use super::round::{
     check_watermark, decode_fields, encode, is_idempotent_write, json_column, now_ms, parse_row_id,
     rollback_outcome, staged_response, to_i64, to_u64, word_column,
 };
-use super::{PurgeReport, StoreError, SyncStore};
+use super::{Answer, PulledChange, PurgeReport, StoreError, SyncStore};
 use crate::resolve::Resolver;
 
 /// Versioned schema migrations; `roster_migrations` records which versions have run.
@@ -358,7 +357,7 @@ fn pull_page(
     dataset: &str,
     scan: PullScan,
     skip: &HashSet<(String, RowId)>,
-) -> Result<(Vec<ServerChange>, u64, bool), StoreError> {
+) -> Result<(Vec<PulledChange>, u64, bool), StoreError> {
     if scan.limit == 0 {
         return Ok(PageBuilder::nothing(scan));
     }
@@ -387,7 +386,7 @@ fn replayed(
     tx: &mut Transaction<'_>,
     dataset: &str,
     request: &SyncRequest,
-) -> Result<Option<SyncResponse>, StoreError> {
+) -> Result<Option<Answer>, StoreError> {
     let Some(batch_id) = request.batch_id.filter(|_| is_idempotent_write(request)) else {
         return Ok(None);
     };
@@ -411,7 +410,7 @@ fn remember(
     tx: &mut Transaction<'_>,
     dataset: &str,
     request: &SyncRequest,
-    response: &SyncResponse,
+    response: &Answer,
     wrote: bool,
 ) -> Result<(), StoreError> {
     if let Some(batch_id) = request.batch_id.filter(|_| wrote) {
@@ -463,7 +462,7 @@ impl PostgresStore {
         dataset: &str,
         request: &SyncRequest,
         round_id: &str,
-    ) -> Result<SyncResponse, StoreError> {
+    ) -> Result<Answer, StoreError> {
         let mut conn = self.conn()?;
         let mut tx = conn.transaction()?;
         let (newest, _) = lock_dataset(&mut tx, dataset)?;
@@ -516,7 +515,7 @@ impl PostgresStore {
         current: Option<StoredRow>,
         kind: ConflictKind,
         reason: String,
-    ) -> Result<SyncResponse, StoreError> {
+    ) -> Result<Answer, StoreError> {
         let mut conn = self.conn()?;
         let mut tx = conn.transaction()?;
         let (newest, _) = lock_dataset(&mut tx, dataset)?;
@@ -554,7 +553,7 @@ impl PostgresStore {
     }
 
     /// A request that writes nothing: one consistent snapshot, no lock.
-    fn read_only(&self, dataset: &str, request: &SyncRequest) -> Result<SyncResponse, StoreError> {
+    fn read_only(&self, dataset: &str, request: &SyncRequest) -> Result<Answer, StoreError> {
         let mut conn = self.conn()?;
         let mut tx = conn
             .build_transaction()
@@ -574,12 +573,12 @@ impl PostgresStore {
 }
 
 impl SyncStore for PostgresStore {
-    fn sync(
+    fn sync_answer(
         &self,
         dataset: &str,
         request: &SyncRequest,
         resolver: &Resolver,
-    ) -> Result<SyncResponse, StoreError> {
+    ) -> Result<Answer, StoreError> {
         let atomic_round = request.round.filter(|_| resolver.atomic_rounds());
         if let Some(round) = atomic_round.filter(|r| !r.final_batch) {
             return self.stage(dataset, request, &round.id.to_string());

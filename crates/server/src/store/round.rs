@@ -8,10 +8,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use roster_protocol::{
     Ack, Change, ChangeOp, Conflict, ConflictKind, Fields, Resolution, RollbackReport, RowId,
-    ServerChange, ServerRow, SyncRequest, SyncResponse,
+    ServerRow, SyncRequest,
 };
 
 use super::StoreError;
+use super::answer::{Answer, PulledChange};
 use crate::resolve::{Abort, Resolver, Write};
 
 /// A pull page stops early once its rows' values add up to this many bytes, so a
@@ -311,8 +312,8 @@ pub(crate) fn is_idempotent_write(request: &SyncRequest) -> bool {
 }
 
 /// The answer to a staged (non-final) batch of an atomic round.
-pub(crate) fn staged_response(request: &SyncRequest, newest: u64) -> SyncResponse {
-    SyncResponse {
+pub(crate) fn staged_response(request: &SyncRequest, newest: u64) -> Answer {
+    Answer {
         acks: Vec::new(),
         conflicts: Vec::new(),
         changes: Vec::new(),
@@ -332,7 +333,7 @@ pub(crate) fn rollback_outcome(
     kind: ConflictKind,
     reason: String,
     newest: u64,
-) -> (Conflict, SyncResponse) {
+) -> (Conflict, Answer) {
     let conflict = Conflict {
         table: change.table.clone(),
         id: change.id,
@@ -343,7 +344,7 @@ pub(crate) fn rollback_outcome(
         outcome: current.map(|c| c.row.clone()),
         conflicting_fields: Vec::new(),
     };
-    let response = SyncResponse {
+    let response = Answer {
         acks: Vec::new(),
         conflicts: Vec::new(),
         changes: Vec::new(),
@@ -394,7 +395,7 @@ impl PullScan {
 pub(crate) struct PageBuilder<'a> {
     scan: PullScan,
     skip: &'a HashSet<(String, RowId)>,
-    changes: Vec<ServerChange>,
+    changes: Vec<PulledChange>,
     scanned: u32,
     bytes: usize,
     last: u64,
@@ -436,20 +437,13 @@ impl<'a> PageBuilder<'a> {
         }
         let (table, id) = key;
         self.bytes += data.as_ref().map_or(0, String::len) + table.len() + 64;
-        self.changes.push(ServerChange {
-            table,
-            id,
-            row: ServerRow {
-                version,
-                deleted,
-                fields: decode_fields(data)?,
-            },
-        });
+        self.changes
+            .push(PulledChange::stored(table, id, version, deleted, data)?);
         Ok(true)
     }
 
     /// The page, the new watermark and whether more changes wait.
-    pub(crate) fn finish(self) -> (Vec<ServerChange>, u64, bool) {
+    pub(crate) fn finish(self) -> (Vec<PulledChange>, u64, bool) {
         let newest = self.scan.newest;
         if self.full {
             (self.changes, self.last, true)
@@ -463,7 +457,7 @@ impl<'a> PageBuilder<'a> {
     }
 
     /// An empty page for `limit == 0`, when no rows need reading.
-    pub(crate) fn nothing(scan: PullScan) -> (Vec<ServerChange>, u64, bool) {
+    pub(crate) fn nothing(scan: PullScan) -> (Vec<PulledChange>, u64, bool) {
         (Vec::new(), scan.since, scan.newest > scan.since)
     }
 }
@@ -472,11 +466,11 @@ impl<'a> PageBuilder<'a> {
 pub(crate) fn applied_response(
     acks: Vec<Ack>,
     conflicts: Vec<Conflict>,
-    page: (Vec<ServerChange>, u64, bool),
+    page: (Vec<PulledChange>, u64, bool),
     next: u64,
-) -> SyncResponse {
+) -> Answer {
     let (changes, watermark, has_more) = page;
-    SyncResponse {
+    Answer {
         acks,
         conflicts,
         changes,

@@ -13,8 +13,7 @@ use std::time::Duration;
 
 use r2d2_sqlite::SqliteConnectionManager;
 use roster_protocol::{
-    Change, Conflict, ConflictKind, ConflictLogEntry, RowId, ServerChange, ServerRow, SyncRequest,
-    SyncResponse,
+    Change, Conflict, ConflictKind, ConflictLogEntry, RowId, ServerRow, SyncRequest,
 };
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 
@@ -25,7 +24,7 @@ use super::round::{
     check_watermark, decode_fields, encode, is_idempotent_write, json_column, now_ms,
     rollback_outcome, staged_response, to_i64, to_u64, word_column,
 };
-use super::{PurgeReport, StoreError, SyncStore};
+use super::{Answer, PulledChange, PurgeReport, StoreError, SyncStore};
 use crate::resolve::Resolver;
 
 /// Versioned schema migrations; `PRAGMA user_version` records how many have run.
@@ -371,7 +370,7 @@ fn pull_page(
     dataset: &str,
     scan: PullScan,
     skip: &HashSet<(String, RowId)>,
-) -> Result<(Vec<ServerChange>, u64, bool), StoreError> {
+) -> Result<(Vec<PulledChange>, u64, bool), StoreError> {
     if scan.limit == 0 {
         return Ok(PageBuilder::nothing(scan));
     }
@@ -400,7 +399,7 @@ fn replayed(
     tx: &Transaction<'_>,
     dataset: &str,
     request: &SyncRequest,
-) -> Result<Option<SyncResponse>, StoreError> {
+) -> Result<Option<Answer>, StoreError> {
     let Some(batch_id) = request.batch_id.filter(|_| is_idempotent_write(request)) else {
         return Ok(None);
     };
@@ -424,7 +423,7 @@ fn remember(
     tx: &Transaction<'_>,
     dataset: &str,
     request: &SyncRequest,
-    response: &SyncResponse,
+    response: &Answer,
     wrote: bool,
 ) -> Result<(), StoreError> {
     if let Some(batch_id) = request.batch_id.filter(|_| wrote) {
@@ -479,7 +478,7 @@ impl SqliteStore {
         dataset: &str,
         request: &SyncRequest,
         round_id: &str,
-    ) -> Result<SyncResponse, StoreError> {
+    ) -> Result<Answer, StoreError> {
         let mut conn = self.pool.get()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if let Some(answer) = replayed(&tx, dataset, request)? {
@@ -530,7 +529,7 @@ impl SqliteStore {
         current: Option<StoredRow>,
         kind: ConflictKind,
         reason: String,
-    ) -> Result<SyncResponse, StoreError> {
+    ) -> Result<Answer, StoreError> {
         let mut conn = self.pool.get()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if let Some(round) = &request.round {
@@ -595,12 +594,12 @@ impl RoundTx for SqliteRound<'_, '_> {
 }
 
 impl SyncStore for SqliteStore {
-    fn sync(
+    fn sync_answer(
         &self,
         dataset: &str,
         request: &SyncRequest,
         resolver: &Resolver,
-    ) -> Result<SyncResponse, StoreError> {
+    ) -> Result<Answer, StoreError> {
         let atomic_round = request.round.filter(|_| resolver.atomic_rounds());
         if let Some(round) = atomic_round.filter(|r| !r.final_batch) {
             return self.stage(dataset, request, &round.id.to_string());
