@@ -28,6 +28,22 @@ fn spawn_sync(dir: &Path) -> Child {
         .unwrap()
 }
 
+/// Waits until `progressed()` (polled every 2 ms, for at most 2 minutes, while the child
+/// must still run), then SIGKILLs the child and reaps it.
+async fn kill_after(child: &mut Child, mut progressed: impl FnMut() -> bool, kill: u32) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while !progressed() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "kill {kill}: the sync ended before it made the awaited progress"
+        );
+        assert!(tokio::time::Instant::now() < deadline, "no progress");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    child.kill().unwrap();
+    assert!(!child.wait().unwrap().success(), "kill {kill}: killed");
+}
+
 /// Opens the client's SQLite file on its own connection and checks it is intact.
 fn integrity_check(dir: &Path) {
     let conn = rusqlite::Connection::open(dir.join(roster_client::local::DB_FILE)).unwrap();
@@ -58,24 +74,10 @@ async fn a_client_killed_mid_pull_keeps_a_consistent_store_and_finishes_later() 
 
     let mut last_watermark = 0;
     for kill in 1..=3 {
+        // Kill this run once it has committed at least one more page.
         let mut child = spawn_sync(device.dir());
-        // Wait until this run has committed at least one more page, then kill it.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-        loop {
-            let watermark = device.client.store().watermark().unwrap();
-            if watermark > last_watermark {
-                break;
-            }
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "kill {kill}: the sync ended before it committed a page"
-            );
-            assert!(tokio::time::Instant::now() < deadline, "no progress");
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        child.kill().unwrap();
-        let status = child.wait().unwrap();
-        assert!(!status.success(), "kill {kill}: the process was killed");
+        let committed = || device.client.store().watermark().unwrap() > last_watermark;
+        kill_after(&mut child, committed, kill).await;
 
         integrity_check(device.dir());
         device.reopen();
@@ -153,19 +155,9 @@ async fn a_client_killed_mid_push_sends_again_without_conflicts() {
 
     let mut last_pending = device.pending();
     for kill in 1..=2 {
+        // Kill this run once it has recorded at least one more answer.
         let mut child = spawn_sync(device.dir());
-        // Wait until this run has recorded at least one more answer, then kill it.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-        while device.pending() >= last_pending {
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "kill {kill}: the sync ended before it recorded an answer"
-            );
-            assert!(tokio::time::Instant::now() < deadline, "no progress");
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        child.kill().unwrap();
-        assert!(!child.wait().unwrap().success(), "kill {kill}: killed");
+        kill_after(&mut child, || device.pending() < last_pending, kill).await;
 
         integrity_check(device.dir());
         device.reopen();

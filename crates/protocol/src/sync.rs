@@ -216,16 +216,18 @@ impl From<FlatServerChange> for ServerChange {
 }
 
 /// The answer to a [`SyncRequest`]. Everything in it was committed in one server
-/// transaction.
+/// transaction. `C` is how a pulled change is held: [`ServerChange`] on the wire and in
+/// clients; a server may hold the same JSON differently (for example the stored text of
+/// each row, passed through) as long as it serialises to the same object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SyncResponse {
+pub struct SyncResponse<C = ServerChange> {
     /// Changes applied as sent.
     pub acks: Vec<Ack>,
     /// Changes that collided, with their resolution.
     pub conflicts: Vec<Conflict>,
     /// Server changes after the request's watermark, in sequence order, excluding the
     /// rows this request itself wrote (those are in `acks` and `conflicts`).
-    pub changes: Vec<ServerChange>,
+    pub changes: Vec<C>,
     /// The client's new watermark once it has applied this response.
     pub watermark: u64,
     /// Whether more server changes wait after `watermark`.
@@ -241,6 +243,30 @@ pub struct SyncResponse {
     /// nothing of this answer and keeps its pending changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<crate::conflict::RollbackReport>,
+}
+
+impl<C> SyncResponse<C> {
+    /// The same response with every pulled change converted by `convert`, in order;
+    /// the first error stops it.
+    pub fn try_map_changes<D, E>(
+        self,
+        convert: impl FnMut(C) -> Result<D, E>,
+    ) -> Result<SyncResponse<D>, E> {
+        Ok(SyncResponse {
+            acks: self.acks,
+            conflicts: self.conflicts,
+            changes: self
+                .changes
+                .into_iter()
+                .map(convert)
+                .collect::<Result<_, _>>()?,
+            watermark: self.watermark,
+            has_more: self.has_more,
+            newest: self.newest,
+            staged: self.staged,
+            rollback: self.rollback,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -2,9 +2,7 @@
 //! each pulled row's values kept as the JSON text the database stores, so a pull page is
 //! passed through without decoding and re-encoding every row.
 
-use roster_protocol::{
-    Ack, Conflict, Fields, RollbackReport, RowId, ServerChange, ServerRow, SyncResponse,
-};
+use roster_protocol::{Fields, RowId, ServerChange, ServerRow, SyncResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -69,55 +67,19 @@ impl PulledChange {
     }
 }
 
-/// [`SyncResponse`] with pulled values passed through ([`PulledChange`]). Serialises to
-/// the same JSON, field for field; [`Answer::decode`] gives the typed response.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Answer {
-    /// Changes applied as sent.
-    pub acks: Vec<Ack>,
-    /// Changes that collided, with their resolution.
-    pub conflicts: Vec<Conflict>,
-    /// Server changes after the request's watermark (see [`SyncResponse::changes`]).
-    pub changes: Vec<PulledChange>,
-    /// The client's new watermark once it has applied this answer.
-    pub watermark: u64,
-    /// Whether more server changes wait after `watermark`.
-    pub has_more: bool,
-    /// The newest change-log position on the server.
-    #[serde(default)]
-    pub newest: u64,
-    /// The batch was staged for an atomic round.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub staged: bool,
-    /// The round was rolled back.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rollback: Option<RollbackReport>,
-}
+/// [`SyncResponse`] with pulled values passed through ([`PulledChange`]): the same
+/// type, so the same JSON field for field; [`decode`] gives the typed response.
+pub type Answer = SyncResponse<PulledChange>;
 
-impl Answer {
-    /// The typed wire response, every pulled row decoded.
-    pub fn decode(self) -> Result<SyncResponse, StoreError> {
-        Ok(SyncResponse {
-            acks: self.acks,
-            conflicts: self.conflicts,
-            changes: self
-                .changes
-                .into_iter()
-                .map(PulledChange::decode)
-                .collect::<Result<_, _>>()?,
-            watermark: self.watermark,
-            has_more: self.has_more,
-            newest: self.newest,
-            staged: self.staged,
-            rollback: self.rollback,
-        })
-    }
+/// The typed wire response, every pulled row decoded.
+pub fn decode(answer: Answer) -> Result<SyncResponse, StoreError> {
+    answer.try_map_changes(PulledChange::decode)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use roster_protocol::ConflictKind;
+    use roster_protocol::{Ack, ConflictKind, RollbackReport};
     use serde_json::json;
 
     /// The pass-through answer and the typed response are the same JSON both ways.
@@ -154,7 +116,7 @@ mod tests {
             }),
         };
         let raw = serde_json::to_string(&answer).unwrap();
-        let typed = answer.clone().decode().unwrap();
+        let typed = decode(answer.clone()).unwrap();
         assert_eq!(raw, serde_json::to_string(&typed).unwrap());
         assert_eq!(
             typed.changes[0].row.fields.as_ref().unwrap()["name"],

@@ -154,7 +154,7 @@ pub trait SyncStore: Send + Sync + 'static {
         request: &SyncRequest,
         resolver: &Resolver,
     ) -> Result<SyncResponse, StoreError> {
-        self.sync_answer(dataset, request, resolver)?.decode()
+        answer::decode(self.sync_answer(dataset, request, resolver)?)
     }
 
     /// Up to `limit` conflict log entries of `dataset` with `seq < before` (all when
