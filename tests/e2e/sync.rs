@@ -353,3 +353,63 @@ async fn a_watermark_older_than_the_purge_horizon_reinitialises_the_client() {
     a.client.sync().await.unwrap();
     assert_converged(&server, "person", &[&a, &b]).await;
 }
+
+/// Pull answers are compressed for clients that accept it, zstd first, gzip for those
+/// that only take gzip, and sent as they are to clients that accept neither; the
+/// client itself asks for compression and syncs as before.
+#[tokio::test]
+async fn pull_answers_are_compressed_when_the_client_accepts_it() {
+    let server = TestServer::start();
+    let writer = TestClient::new(&server).await;
+    let rows = (0..2_000)
+        .map(|i| obj(json!({"name": format!("Person {i}"), "email": format!("p{i}@example.org")})))
+        .collect();
+    writer.client.store().insert_many("person", rows).unwrap();
+    writer.client.sync().await.unwrap();
+
+    // A client that does not decompress, to see the bytes on the wire.
+    let raw = reqwest::Client::builder()
+        .no_gzip()
+        .no_zstd()
+        .build()
+        .unwrap();
+    let pull = json!({
+        "protocol": roster_protocol::PROTOCOL_VERSION,
+        "client_id": uuid::Uuid::now_v7(),
+        "since": 0,
+        "changes": [],
+        "pull_limit": 2000,
+    });
+    let fetch = |accept: Option<&'static str>| {
+        let mut request = raw
+            .post(format!("{}{}", server.url(), roster_protocol::SYNC_PATH))
+            .bearer_auth(server.token())
+            .json(&pull);
+        if let Some(accept) = accept {
+            request = request.header(reqwest::header::ACCEPT_ENCODING, accept);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            assert!(response.status().is_success(), "{}", response.status());
+            let encoding = response
+                .headers()
+                .get(reqwest::header::CONTENT_ENCODING)
+                .map(|v| v.to_str().unwrap().to_owned());
+            (encoding, response.bytes().await.unwrap().len())
+        }
+    };
+    let (plain_encoding, plain) = fetch(None).await;
+    assert_eq!(plain_encoding, None);
+    let (zstd_encoding, zstd) = fetch(Some("gzip, zstd")).await;
+    assert_eq!(zstd_encoding.as_deref(), Some("zstd"));
+    let (gzip_encoding, gzip) = fetch(Some("gzip")).await;
+    assert_eq!(gzip_encoding.as_deref(), Some("gzip"));
+    eprintln!("2000-row page: {plain} bytes plain, {zstd} zstd, {gzip} gzip");
+    assert!(zstd * 3 < plain, "zstd {zstd} of {plain} bytes");
+    assert!(gzip * 3 < plain, "gzip {gzip} of {plain} bytes");
+
+    let reader = TestClient::new(&server).await;
+    reader.client.sync().await.unwrap();
+    assert_converged(&server, "person", &[&writer, &reader]).await;
+    assert_eq!(reader.live("person").len(), 2_000);
+}

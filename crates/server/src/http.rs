@@ -15,6 +15,9 @@ use roster_protocol::{
     ApiError, CONFLICTS_PATH, ConflictLogEntry, DATASET_HEADER, ErrorCode, HEALTH_PATH,
     PROTOCOL_VERSION, SCHEMA_PATH, SYNC_PATH, Schema,
 };
+use tower_http::CompressionLevel;
+use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{DefaultPredicate, Predicate, SizeAbove};
 use tower_http::trace::TraceLayer;
 
 use crate::accounts::{AccountError, AccountStore, User, authenticate};
@@ -209,6 +212,15 @@ async fn authorise(
     Ok(next.run(request).await)
 }
 
+/// Compresses answers for clients that accept it (`Accept-Encoding`), preferring zstd,
+/// at the fastest level: a pull page of JSON shrinks several times for a few percent of
+/// the CPU it took to build. Small bodies (under 1 KiB) are sent as they are.
+fn response_compression() -> CompressionLayer<impl Predicate> {
+    CompressionLayer::new()
+        .quality(CompressionLevel::Fastest)
+        .compress_when(DefaultPredicate::new().and(SizeAbove::new(1024)))
+}
+
 /// The service's router, with the body limit from `max_body_bytes`. `/health` is open;
 /// every `/v1/*` route requires a bearer token (see [`Scope`]).
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
@@ -223,6 +235,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(response_compression())
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
