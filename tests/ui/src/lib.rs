@@ -124,9 +124,7 @@ impl Display {
              `cargo xtask test` installs it)",
         );
         for number in 99..200 {
-            if Path::new(&format!("/tmp/.X{number}-lock")).exists()
-                || Path::new(&format!("/tmp/.X11-unix/X{number}")).exists()
-            {
+            if display_in_use(number) {
                 continue;
             }
             let mut child = Command::new(&xvfb)
@@ -163,8 +161,51 @@ impl Display {
 }
 
 impl Drop for Display {
+    /// Stops Xvfb with SIGTERM, so that it removes its lock file and socket (SIGKILL after
+    /// 5 s, and then the files are removed here).
     fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(25));
+            }
+        }
         kill(&mut self.child);
+        let (lock, socket) = display_files(self.number);
+        let _ = std::fs::remove_file(lock);
+        let _ = std::fs::remove_file(socket);
+    }
+}
+
+/// The lock file and the socket of X display `number`.
+fn display_files(number: u32) -> (PathBuf, PathBuf) {
+    (
+        PathBuf::from(format!("/tmp/.X{number}-lock")),
+        PathBuf::from(format!("/tmp/.X11-unix/X{number}")),
+    )
+}
+
+/// Whether X display `number` is taken. A lock file naming a process that no longer runs
+/// (an X server killed before it could clean up) is stale: it and the display's socket
+/// are removed and the number counts as free.
+fn display_in_use(number: u32) -> bool {
+    let (lock, socket) = display_files(number);
+    match std::fs::read_to_string(&lock) {
+        Ok(text) => {
+            let running = text
+                .trim()
+                .parse::<u32>()
+                .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+            if !running {
+                let _ = std::fs::remove_file(&lock);
+                let _ = std::fs::remove_file(&socket);
+            }
+            running
+        }
+        Err(_) => lock.exists() || socket.exists(),
     }
 }
 
