@@ -220,7 +220,6 @@ fn pick_by_rule(
     }
 }
 
-/// The write that applies the client's change as sent, over whatever the server holds.
 /// Whether the server's live row already holds exactly the values `change` writes: a
 /// change sent again after its answer was lost (the round that sent it failed), or two
 /// devices making the same edit. Nothing differs, so there is nothing to resolve and
@@ -231,6 +230,7 @@ fn holds_already(change: &Change, current: Option<&ServerRow>) -> bool {
         && current.is_some_and(|row| !row.deleted && row.fields == change.fields)
 }
 
+/// The write that applies the client's change as sent, over whatever the server holds.
 fn client_write(change: &Change, current: Option<&ServerRow>) -> Write {
     match (&change.op, &change.fields) {
         (ChangeOp::Delete, _) => match current {
