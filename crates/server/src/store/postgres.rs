@@ -247,6 +247,38 @@ struct PgRound<'a, 'conn> {
     dataset: &'a str,
 }
 
+impl PgRound<'_, '_> {
+    /// Runs `sql`, an insert or a compare-and-set update of one row, with the row's
+    /// values as `$1`..`$9` (data set, table, id, version, deleted, data, updated at, by,
+    /// edited at) and, for an update, the expected version as `$10`. Returns whether a row
+    /// was written.
+    fn store_row(
+        &mut self,
+        sql: &str,
+        w: &RowWrite<'_>,
+        expected: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        let (id, version, deleted, data) =
+            (w.id.to_string(), to_i64(w.version), w.deleted(), w.data()?);
+        let mut values: Vec<&(dyn ToSql + Sync)> = vec![
+            &self.dataset,
+            &w.table,
+            &id,
+            &version,
+            &deleted,
+            &data,
+            &w.at_ms,
+            &w.client,
+            &w.edited_at_ms,
+        ];
+        let expected = expected.map(to_i64);
+        if let Some(expected) = &expected {
+            values.push(expected);
+        }
+        Ok(self.tx.execute(sql, &values)? == 1)
+    }
+}
+
 impl RoundTx for PgRound<'_, '_> {
     fn load_row(&mut self, table: &str, id: RowId) -> Result<Option<StoredRow>, StoreError> {
         let row = self.tx.query_opt(
@@ -269,56 +301,17 @@ impl RoundTx for PgRound<'_, '_> {
     }
 
     fn insert_row(&mut self, w: &RowWrite<'_>) -> Result<bool, StoreError> {
-        let inserted = self.tx.execute(
-            "INSERT INTO rows (dataset, tbl, id, version, deleted, data, updated_at_ms,
-             updated_by, edited_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-             ON CONFLICT DO NOTHING",
-            &[
-                &self.dataset,
-                &w.table,
-                &w.id.to_string(),
-                &to_i64(w.version),
-                &w.deleted(),
-                &w.data()?,
-                &w.at_ms,
-                &w.client,
-                &w.edited_at_ms,
-            ],
-        )?;
-        Ok(inserted == 1)
+        let sql = "INSERT INTO rows (dataset, tbl, id, version, deleted, data, updated_at_ms,
+                   updated_by, edited_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                   ON CONFLICT DO NOTHING";
+        self.store_row(sql, w, None)
     }
 
-    fn write_row(&mut self, w: &RowWrite<'_>) -> Result<(), StoreError> {
-        let written = match w.expected {
-            None => self.insert_row(w)?,
-            Some(expected) => {
-                self.tx.execute(
-                    "UPDATE rows SET version = $4, deleted = $5, data = $6, updated_at_ms = $7,
-                     updated_by = $8, edited_at_ms = $9
-                     WHERE dataset = $1 AND tbl = $2 AND id = $3 AND version = $10",
-                    &[
-                        &self.dataset,
-                        &w.table,
-                        &w.id.to_string(),
-                        &to_i64(w.version),
-                        &w.deleted(),
-                        &w.data()?,
-                        &w.at_ms,
-                        &w.client,
-                        &w.edited_at_ms,
-                        &to_i64(expected),
-                    ],
-                )? == 1
-            }
-        };
-        if written {
-            Ok(())
-        } else {
-            Err(StoreError::ConcurrentWrite {
-                table: w.table.to_owned(),
-                id: w.id.to_string(),
-            })
-        }
+    fn update_row(&mut self, w: &RowWrite<'_>, expected: u64) -> Result<bool, StoreError> {
+        let sql = "UPDATE rows SET version = $4, deleted = $5, data = $6, updated_at_ms = $7,
+                   updated_by = $8, edited_at_ms = $9
+                   WHERE dataset = $1 AND tbl = $2 AND id = $3 AND version = $10";
+        self.store_row(sql, w, Some(expected))
     }
 
     fn log_conflict(

@@ -124,9 +124,24 @@ pub(crate) trait RoundTx {
     /// Stores `w` as a new row if its id is unused (no row, no tombstone); returns
     /// whether it did. Never overwrites.
     fn insert_row(&mut self, w: &RowWrite<'_>) -> Result<bool, StoreError>;
+    /// Writes `w` over the row if it still has version `expected`; returns whether it did.
+    fn update_row(&mut self, w: &RowWrite<'_>, expected: u64) -> Result<bool, StoreError>;
     /// Writes `w` if the row still has version `w.expected` (absent for `None`);
     /// otherwise [`StoreError::ConcurrentWrite`].
-    fn write_row(&mut self, w: &RowWrite<'_>) -> Result<(), StoreError>;
+    fn write_row(&mut self, w: &RowWrite<'_>) -> Result<(), StoreError> {
+        let written = match w.expected {
+            None => self.insert_row(w)?,
+            Some(expected) => self.update_row(w, expected)?,
+        };
+        if written {
+            Ok(())
+        } else {
+            Err(StoreError::ConcurrentWrite {
+                table: w.table.to_owned(),
+                id: w.id.to_string(),
+            })
+        }
+    }
     /// Appends a conflict to the log.
     fn log_conflict(
         &mut self,

@@ -279,58 +279,53 @@ fn load_row(
     .transpose()
 }
 
-fn insert_row(tx: &Transaction<'_>, dataset: &str, w: &RowWrite<'_>) -> Result<bool, StoreError> {
-    let inserted = tx
-        .prepare_cached(
-            "INSERT INTO rows (tbl, id, version, deleted, data, updated_at_ms, updated_by,
-             edited_at_ms, dataset) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-             ON CONFLICT DO NOTHING",
-        )?
-        .execute(params![
-            w.table,
-            w.id.to_string(),
-            to_i64(w.version),
-            w.deleted(),
-            w.data()?,
-            w.at_ms,
-            w.client,
-            w.edited_at_ms,
-            dataset
-        ])?;
-    Ok(inserted == 1)
+/// Runs `sql`, an insert or a compare-and-set update of one row, with the row's values
+/// as `?1`..`?9` (table, id, version, deleted, data, updated at, by, edited at, data set)
+/// and, for an update, the expected version as `?10`. Returns whether a row was written.
+fn store_row(
+    tx: &Transaction<'_>,
+    sql: &str,
+    dataset: &str,
+    w: &RowWrite<'_>,
+    expected: Option<u64>,
+) -> Result<bool, StoreError> {
+    let (id, version, deleted, data) =
+        (w.id.to_string(), to_i64(w.version), w.deleted(), w.data()?);
+    let mut values: Vec<&dyn rusqlite::ToSql> = vec![
+        &w.table,
+        &id,
+        &version,
+        &deleted,
+        &data,
+        &w.at_ms,
+        &w.client,
+        &w.edited_at_ms,
+        &dataset,
+    ];
+    let expected = expected.map(to_i64);
+    if let Some(expected) = &expected {
+        values.push(expected);
+    }
+    Ok(tx.prepare_cached(sql)?.execute(values.as_slice())? == 1)
 }
 
-fn write_row(tx: &Transaction<'_>, dataset: &str, w: &RowWrite<'_>) -> Result<(), StoreError> {
-    let written = match w.expected {
-        None => insert_row(tx, dataset, w)?,
-        Some(expected) => {
-            tx.prepare_cached(
-                "UPDATE rows SET version = ?3, deleted = ?4, data = ?5, updated_at_ms = ?6,
-                 updated_by = ?7, edited_at_ms = ?9
-                 WHERE dataset = ?10 AND tbl = ?1 AND id = ?2 AND version = ?8",
-            )?
-            .execute(params![
-                w.table,
-                w.id.to_string(),
-                to_i64(w.version),
-                w.deleted(),
-                w.data()?,
-                w.at_ms,
-                w.client,
-                to_i64(expected),
-                w.edited_at_ms,
-                dataset
-            ])? == 1
-        }
-    };
-    if written {
-        Ok(())
-    } else {
-        Err(StoreError::ConcurrentWrite {
-            table: w.table.to_owned(),
-            id: w.id.to_string(),
-        })
-    }
+fn insert_row(tx: &Transaction<'_>, dataset: &str, w: &RowWrite<'_>) -> Result<bool, StoreError> {
+    let sql = "INSERT INTO rows (tbl, id, version, deleted, data, updated_at_ms, updated_by,
+               edited_at_ms, dataset) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+               ON CONFLICT DO NOTHING";
+    store_row(tx, sql, dataset, w, None)
+}
+
+fn update_row(
+    tx: &Transaction<'_>,
+    dataset: &str,
+    w: &RowWrite<'_>,
+    expected: u64,
+) -> Result<bool, StoreError> {
+    let sql = "UPDATE rows SET version = ?3, deleted = ?4, data = ?5, updated_at_ms = ?6,
+               updated_by = ?7, edited_at_ms = ?8
+               WHERE dataset = ?9 AND tbl = ?1 AND id = ?2 AND version = ?10";
+    store_row(tx, sql, dataset, w, Some(expected))
 }
 
 fn log_conflict(
@@ -580,8 +575,8 @@ impl RoundTx for SqliteRound<'_, '_> {
         insert_row(self.tx, self.dataset, w)
     }
 
-    fn write_row(&mut self, w: &RowWrite<'_>) -> Result<(), StoreError> {
-        write_row(self.tx, self.dataset, w)
+    fn update_row(&mut self, w: &RowWrite<'_>, expected: u64) -> Result<bool, StoreError> {
+        update_row(self.tx, self.dataset, w, expected)
     }
 
     fn log_conflict(
