@@ -92,22 +92,29 @@ fn kill(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// Kills the process group led by `child` (started with `process_group(0)`): tauri-driver
-/// with its WebKitWebDriver and the app it launched, so nothing outlives the test.
-fn kill_group(child: &mut Child) {
+/// Stops `child` (with `group`, the whole process group it leads, started with
+/// `process_group(0)`): SIGTERM, up to 5 s to exit, then SIGKILL for what is left, and
+/// the child is reaped.
+fn terminate(child: &mut Child, group: bool) {
     if matches!(child.try_wait(), Ok(None)) {
-        let _ = Command::new("kill")
-            .args(["-TERM", "--", &format!("-{}", child.id())])
-            .status();
+        let target = match group {
+            true => format!("-{}", child.id()),
+            false => child.id().to_string(),
+        };
+        let _ = Command::new("kill").args(["-TERM", "--", &target]).status();
         let deadline = Instant::now() + Duration::from_secs(5);
         while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(25));
         }
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", child.id())])
-            .status();
+        let _ = Command::new("kill").args(["-KILL", "--", &target]).status();
     }
     kill(child);
+}
+
+/// Kills the process group led by `child`: tauri-driver with its WebKitWebDriver and the
+/// app it launched, so nothing outlives the test.
+fn kill_group(child: &mut Child) {
+    terminate(child, true);
 }
 
 /// A private X display (Xvfb) for the app windows, stopped on drop.
@@ -164,16 +171,7 @@ impl Drop for Display {
     /// Stops Xvfb with SIGTERM, so that it removes its lock file and socket (SIGKILL after
     /// 5 s, and then the files are removed here).
     fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(25));
-            }
-        }
-        kill(&mut self.child);
+        terminate(&mut self.child, false);
         let (lock, socket) = display_files(self.number);
         let _ = std::fs::remove_file(lock);
         let _ = std::fs::remove_file(socket);
