@@ -1,13 +1,21 @@
 //! `cargo xtask test`: install what is needed, lint, build, and run every test.
+//!
+//! invariant: every cargo invocation of a run selects the whole workspace with the same
+//! targets, profile and compiler wrapper ([`Build`]), so the dependency tree, Tauri
+//! included, is compiled once: clippy lints while the one build compiles (clippy-driver
+//! as the workspace wrapper, exactly what `cargo clippy` does for `cargo check`), and
+//! each test pass picks its tests with a nextest filter instead of `-p`, which would
+//! unify features differently and rebuild dependencies.
 
-use std::path::Path;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::postgres::{self, Postgres};
-use crate::process::{run, step, succeeds};
+use crate::process::{run, run_captured, step, succeeds};
 use crate::system::{ensure_cargo_tool, ensure_rust_components, ensure_system_packages};
 use crate::workspace;
 
@@ -27,11 +35,21 @@ const SYSTEM_PACKAGES: &[&str] = &[
     "fonts-dejavu-core",
 ];
 
-/// The end-to-end package, run a second time against PostgreSQL.
-const E2E_PACKAGE: &str = "roster-e2e";
-
 /// The package of the WebDriver UI tests: run on their own, after every other test.
 pub const UI_TEST_PACKAGE: &str = "roster-ui-tests";
+
+/// nextest filter of the main pass: every test but the UI tests.
+const MAIN_TESTS: &str = "not package(roster-ui-tests)";
+
+/// nextest filter of the second pass against PostgreSQL: the end-to-end package.
+const POSTGRES_TESTS: &str = "package(roster-e2e)";
+
+/// nextest filter of the UI pass.
+const UI_TESTS: &str = "package(roster-ui-tests)";
+
+/// What clippy-driver reads its own arguments from (`cargo clippy -- ARGS` sets it the
+/// same way): `-D warnings`, each argument followed by the separator.
+const CLIPPY_ARGS: &str = "-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__";
 
 /// How long `cargo xtask test` fuzzes the request decoder.
 const FUZZ_SECONDS: u32 = 30;
@@ -64,32 +82,196 @@ pub struct TestArgs {
     runner_args: Vec<String>,
 }
 
-/// Runs every step in order, stopping at the first failure.
+/// Runs every step in order, stopping at the first failure, then prints how long each
+/// step took.
 pub fn test(args: &TestArgs) -> Result<()> {
     let root = workspace::root()?;
+    let mut timings = Timings::default();
     if !args.skip_install {
-        install(!args.no_lint, !args.no_ui, !args.no_postgres, !args.no_fuzz)?;
+        timings.time("install", || {
+            install(!args.no_lint, !args.no_ui, !args.no_postgres, !args.no_fuzz)
+        })?;
     }
+    let build = Build::new(&root, !args.no_lint)?;
     if !args.no_lint {
-        fmt(&root)?;
-        clippy(&root)?;
+        timings.time("format check", || fmt(&root))?;
     }
-    build(&root)?;
+    timings.time("lint and build", || build.compile())?;
     if !args.no_fuzz {
-        crate::fuzz::run_target(&root, FUZZ_SECONDS)?;
+        timings.time("fuzz", || crate::fuzz::run_target(&root, FUZZ_SECONDS))?;
     }
     // Doctests first: the main runner's summary must be the run's closing line.
-    doctests(&root)?;
-    unit_and_integration_tests(&root, &args.runner_args)?;
+    timings.time("doctests", || build.doctests())?;
+    timings.time("tests", || {
+        build.tests(MAIN_TESTS, &args.runner_args, None, &[])
+    })?;
     if !args.no_postgres {
-        postgres_e2e_tests(&root, &args.runner_args)?;
+        timings.time("tests on PostgreSQL", || {
+            postgres_e2e_tests(&root, &build, &args.runner_args)
+        })?;
     }
     if !args.no_ui {
         // Last, so its runner's summary closes the output.
-        ui_tests(&root, &args.runner_args)?;
+        timings.time("UI tests", || build.ui_tests(&args.runner_args))?;
     }
+    timings.print();
     step("all tests passed");
     Ok(())
+}
+
+/// How long each step of a run took, printed at its end.
+#[derive(Default)]
+struct Timings {
+    steps: Vec<(&'static str, Duration)>,
+}
+
+impl Timings {
+    /// Runs `f` as the step `name`, recording its duration whether it succeeds or not.
+    fn time(&mut self, name: &'static str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+        let started = Instant::now();
+        let result = f();
+        self.steps.push((name, started.elapsed()));
+        if result.is_err() {
+            self.print();
+        }
+        result
+    }
+
+    fn print(&self) {
+        step("step times");
+        let total: Duration = self.steps.iter().map(|(_, d)| *d).sum();
+        for (name, duration) in &self.steps {
+            println!("{name:>22}: {:>6.1} s", duration.as_secs_f64());
+        }
+        println!("{:>22}: {:>6.1} s", "total", total.as_secs_f64());
+    }
+}
+
+/// The one build configuration of a run: the whole workspace, all targets, the dev
+/// profile, and clippy-driver as the workspace's compiler wrapper when linting.
+struct Build {
+    root: PathBuf,
+    /// clippy-driver, when the run lints.
+    clippy_driver: Option<PathBuf>,
+    /// Whether cargo-nextest is installed (else `cargo test` runs the tests).
+    nextest: bool,
+}
+
+impl Build {
+    fn new(root: &Path, lint: bool) -> Result<Self> {
+        let clippy_driver = if lint {
+            Some(clippy_driver_path(root)?)
+        } else {
+            None
+        };
+        let nextest = succeeds(workspace::cargo(root).args(["nextest", "--version"]));
+        Ok(Self {
+            root: root.to_path_buf(),
+            clippy_driver,
+            nextest,
+        })
+    }
+
+    /// A cargo command with this build's environment.
+    fn cargo(&self) -> Command {
+        let mut cmd = workspace::cargo(&self.root);
+        if let Some(driver) = &self.clippy_driver {
+            cmd.env("RUSTC_WORKSPACE_WRAPPER", driver)
+                .env("CLIPPY_ARGS", CLIPPY_ARGS);
+        }
+        cmd.env_remove("NEXTEST_TEST_THREADS");
+        cmd
+    }
+
+    /// Compiles every target of the workspace once (`--locked` when Cargo.lock exists):
+    /// the binaries the end-to-end and UI tests spawn from target/debug (the desktop app
+    /// included), the test binaries, and, when linting, clippy's verdict on each
+    /// workspace crate, warnings denied.
+    fn compile(&self) -> Result<()> {
+        let mut cmd = self.cargo();
+        cmd.args(["build", "--workspace", "--all-targets"]);
+        if self.root.join("Cargo.lock").exists() {
+            cmd.arg("--locked");
+        }
+        run(&mut cmd)
+    }
+
+    /// Runs the doctests, which cargo-nextest does not run.
+    fn doctests(&self) -> Result<()> {
+        step("doctests");
+        run(self.cargo().args(["test", "--workspace", "--doc"]))
+    }
+
+    /// Runs the tests `filter` selects (a nextest filter expression) with cargo-nextest,
+    /// with `env` set for the test processes and at most `threads` at once. Without
+    /// nextest, `cargo test` runs the same packages (selected with `-p`, so such a run
+    /// may compile some dependencies again).
+    fn tests(
+        &self,
+        filter: &str,
+        runner_args: &[String],
+        threads: Option<u32>,
+        env: &[(&str, &str)],
+    ) -> Result<()> {
+        let mut cmd = self.cargo();
+        cmd.envs(env.iter().copied());
+        if self.nextest {
+            step(&format!("tests: {filter} (cargo nextest)"));
+            cmd.args([
+                "nextest",
+                "run",
+                "--workspace",
+                "--no-fail-fast",
+                "-E",
+                filter,
+            ]);
+            if let Some(threads) = threads {
+                cmd.arg("--test-threads").arg(threads.to_string());
+            }
+            cmd.args(runner_args);
+        } else {
+            step(&format!(
+                "tests: {filter} (cargo test; install cargo-nextest for a faster run)"
+            ));
+            cmd.args(["test", "--no-fail-fast"])
+                .args(cargo_test_selection(filter))
+                .args(runner_args);
+            if let Some(threads) = threads {
+                cmd.args(["--", &format!("--test-threads={threads}")]);
+            }
+        }
+        run(&mut cmd)
+    }
+
+    /// Runs the WebDriver UI tests against the app [`Build::compile`] built, one at a
+    /// time (each starts its own Xvfb, server and app instances). They fail, never skip,
+    /// when Xvfb, tauri-driver or WebKitWebDriver is missing.
+    fn ui_tests(&self, runner_args: &[String]) -> Result<()> {
+        self.tests(UI_TESTS, runner_args, Some(1), &[])
+    }
+}
+
+/// Where clippy-driver is: beside rustc in the active toolchain (`rustc --print
+/// sysroot`), else the rustup proxy on `PATH`.
+fn clippy_driver_path(root: &Path) -> Result<PathBuf> {
+    let mut rustc = Command::new("rustc");
+    rustc.current_dir(root).args(["--print", "sysroot"]);
+    let sysroot = run_captured(&mut rustc)?;
+    let beside_rustc = Path::new(sysroot.trim()).join("bin").join("clippy-driver");
+    if beside_rustc.is_file() {
+        return Ok(beside_rustc);
+    }
+    crate::system::cargo_tool_path("clippy-driver")
+        .context("clippy-driver not found: install clippy (`rustup component add clippy`)")
+}
+
+/// The `cargo test` package selection of a nextest filter of this file.
+fn cargo_test_selection(filter: &str) -> &'static [&'static str] {
+    match filter {
+        UI_TESTS => &["-p", UI_TEST_PACKAGE],
+        POSTGRES_TESTS => &["-p", "roster-e2e"],
+        _ => &["--workspace", "--exclude", UI_TEST_PACKAGE],
+    }
 }
 
 /// Installs the system packages (PostgreSQL's when `pg` is set), cargo-fuzz when `fuzz`
@@ -121,92 +303,20 @@ fn fmt(root: &Path) -> Result<()> {
     run(workspace::cargo(root).args(["fmt", "--all", "--check"]))
 }
 
-/// Runs clippy on every target, warnings denied; `--locked` when Cargo.lock exists.
-fn clippy(root: &Path) -> Result<()> {
-    step("clippy");
-    let mut cmd = workspace::cargo(root);
-    cmd.args(["clippy", "--workspace", "--all-targets"]);
-    if root.join("Cargo.lock").exists() {
-        cmd.arg("--locked");
-    }
-    run(cmd.args(["--", "-D", "warnings"]))
-}
-
-/// Builds the binaries the end-to-end and UI tests spawn from target/debug: the server,
-/// the CLI and the desktop app (built once; every UI test runs this binary).
-fn build(root: &Path) -> Result<()> {
-    step("build binaries");
-    run(workspace::cargo(root).args(["build", "--workspace", "--bins"]))
-}
-
-/// Runs the tests with cargo-nextest when installed, else with `cargo test`.
-fn unit_and_integration_tests(root: &Path, runner_args: &[String]) -> Result<()> {
-    let mut cmd = workspace::cargo(root);
-    if succeeds(workspace::cargo(root).args(["nextest", "--version"])) {
-        step("tests (cargo nextest)");
-        cmd.args(["nextest", "run", "--workspace", "--no-fail-fast"])
-            .args(["--exclude", UI_TEST_PACKAGE])
-            .env_remove("NEXTEST_TEST_THREADS");
-    } else {
-        step("tests (cargo test; install cargo-nextest for a faster run)");
-        cmd.args(["test", "--workspace", "--no-fail-fast"])
-            .args(["--exclude", UI_TEST_PACKAGE]);
-    }
-    run(cmd.args(runner_args))
-}
-
 /// Runs the end-to-end suite again with every test server on its own database of a
 /// throwaway PostgreSQL cluster, stopped afterwards whether the tests pass or not.
-fn postgres_e2e_tests(root: &Path, runner_args: &[String]) -> Result<()> {
-    let started = Instant::now();
+fn postgres_e2e_tests(root: &Path, build: &Build, runner_args: &[String]) -> Result<()> {
     let cluster = Postgres::start(root, false)?;
-    let mut cmd = workspace::cargo(root);
-    if succeeds(workspace::cargo(root).args(["nextest", "--version"])) {
-        step("end-to-end tests on PostgreSQL (cargo nextest)");
-        cmd.args(["nextest", "run", "-p", E2E_PACKAGE, "--no-fail-fast"])
-            .env_remove("NEXTEST_TEST_THREADS");
-    } else {
-        step("end-to-end tests on PostgreSQL (cargo test)");
-        cmd.args(["test", "-p", E2E_PACKAGE, "--no-fail-fast"]);
-    }
-    cmd.env("ROSTER_TEST_BACKEND", "postgres")
-        .env("ROSTER_TEST_PG_URL", cluster.url())
-        .args(runner_args);
-    let result = run(&mut cmd);
-    drop(cluster);
-    println!(
-        "end-to-end tests on PostgreSQL took {}s",
-        started.elapsed().as_secs()
+    // The harness reads the backend from the environment of the test processes.
+    let result = build.tests(
+        POSTGRES_TESTS,
+        runner_args,
+        None,
+        &[
+            ("ROSTER_TEST_BACKEND", "postgres"),
+            ("ROSTER_TEST_PG_URL", cluster.url()),
+        ],
     );
+    drop(cluster);
     result
-}
-
-/// Runs the WebDriver UI tests against the app built by [`build`], one at a time (each
-/// starts its own Xvfb, server and app instances). They fail, never skip, when Xvfb,
-/// tauri-driver or WebKitWebDriver is missing.
-fn ui_tests(root: &Path, runner_args: &[String]) -> Result<()> {
-    let started = Instant::now();
-    let mut cmd = workspace::cargo(root);
-    if succeeds(workspace::cargo(root).args(["nextest", "--version"])) {
-        step("UI tests (cargo nextest, one at a time)");
-        cmd.args(["nextest", "run", "-p", UI_TEST_PACKAGE, "--no-fail-fast"])
-            .args(["--test-threads", "1"])
-            .env_remove("NEXTEST_TEST_THREADS");
-    } else {
-        step("UI tests (cargo test, one at a time)");
-        cmd.args(["test", "-p", UI_TEST_PACKAGE, "--no-fail-fast"]);
-    }
-    cmd.args(runner_args);
-    if !succeeds(workspace::cargo(root).args(["nextest", "--version"])) {
-        cmd.args(["--", "--test-threads=1"]);
-    }
-    let result = run(&mut cmd);
-    println!("UI tests took {}s", started.elapsed().as_secs());
-    result
-}
-
-/// Runs the doctests, which cargo-nextest does not run.
-fn doctests(root: &Path) -> Result<()> {
-    step("doctests");
-    run(workspace::cargo(root).args(["test", "--workspace", "--doc"]))
 }
