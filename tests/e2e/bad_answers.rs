@@ -138,7 +138,7 @@ async fn more_changes_announced_without_a_new_watermark_fail_the_round_at_once()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pulled_row_that_breaks_the_schema_is_refused_naming_it_and_nothing_is_stored() {
     // One case per line: the bad row's values and the column the error must name.
-    let cases: [(fn(&SyncRequest) -> SyncResponse, &str); 4] = [
+    let cases: [(Answer, &str); 4] = [
         (|_| bad_page(json!({"name": "Ok", "shoe": 44})), "shoe"),
         (|_| bad_page(json!({"name": 12345})), "name"),
         (|_| bad_page(json!({"name": "Ok", "age": "old"})), "age"),

@@ -292,7 +292,11 @@ impl SyncClient {
                     }
                     report.duration_ms =
                         u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-                    tracing::info!(server = self.transport.base_url(), ?report, "sync round complete");
+                    tracing::info!(
+                        server = self.transport.base_url(),
+                        ?report,
+                        "sync round complete"
+                    );
                     return Ok(report);
                 }
                 Step::Fail(error) => return Err(error),

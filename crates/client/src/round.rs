@@ -193,6 +193,10 @@ pub enum Step {
 
 /// What happened to the last [`Step`].
 #[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one event per request, moved once; boxing would only add an allocation"
+)]
 pub enum Event {
     /// The batch a [`Step::Collect`] asked for.
     Collected(Result<Batch, ClientError>),
@@ -472,7 +476,7 @@ impl RoundState {
                 reason: rollback.reason,
             });
         }
-        if response.staged && !(self.open && !in_flight.final_batch) {
+        if response.staged && (!self.open || in_flight.final_batch) {
             return Step::Fail(ClientError::Protocol(
                 "the server staged a request that ends the round's changes".into(),
             ));
