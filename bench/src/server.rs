@@ -216,8 +216,6 @@ pub struct Raw {
 /// What one raw call cost, split in phases, and the answer's body.
 #[derive(Debug, Default, Clone)]
 pub struct RawTiming {
-    /// Encoding the request body.
-    pub encode: Duration,
     /// From sending until the whole answer body arrived (server work + loopback).
     pub http: Duration,
     /// Decoding the answer.
@@ -264,7 +262,6 @@ impl Raw {
         pull_limit: u32,
         extras: Option<Value>,
     ) -> Result<(SyncResponse, RawTiming)> {
-        let started = Instant::now();
         let mut request = json!({
             "protocol": PROTOCOL_VERSION,
             "client_id": self.client_id,
@@ -275,10 +272,7 @@ impl Raw {
         if let (Some(Value::Object(extras)), Some(request)) = (extras, request.as_object_mut()) {
             request.extend(extras);
         }
-        let body = serde_json::to_vec(&request)?;
-        let encode = started.elapsed();
-        let (answer, timing) = self.post_body(body).await?;
-        Ok((answer, RawTiming { encode, ..timing }))
+        self.post_body(serde_json::to_vec(&request)?).await
     }
 
     /// One `POST /v1/sync` of an already encoded request body (the engine's request
@@ -307,7 +301,6 @@ impl Raw {
         Ok((
             answer,
             RawTiming {
-                encode: Duration::ZERO,
                 http,
                 decode: decoding.elapsed(),
                 bytes: bytes.len(),

@@ -1,20 +1,17 @@
 //! Background sync, owned by the shell: one tokio task runs every sync round of the app,
 //! so two rounds never overlap.
 //!
-//! A round runs
-//! * at start, then every `sync_interval_secs` after the last completed round;
-//! * [`DEBOUNCE`] after the last local edit (edits in quick succession share one round);
-//! * when someone presses "Sync now" ([`SyncHandle::sync_now`]);
-//! * as soon as the server answers again after being unreachable: while offline, the task
-//!   polls `/health` with exponential backoff and jitter instead of running rounds.
-//!
-//! A round the server refused is retried with exponential backoff and jitter. Every
-//! change of state is emitted to the UI as a [`SyncStatus`] on [`STATUS_EVENT`].
+//! When a round runs (at start, every `sync_interval_secs`, [`DEBOUNCE`] after the last
+//! edit, health polls while offline, backoff after a refused round) is the policy
+//! [`roster_client::schedule::Schedule`], tested there; this task only sleeps until it
+//! says, carries out what is due and reports back. A round also runs when someone presses
+//! "Sync now" ([`SyncHandle::sync_now`]). Every change of state is emitted to the UI as a
+//! [`SyncStatus`] on [`STATUS_EVENT`].
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use roster_client::schedule::{Due, RoundOutcome, Schedule};
 use roster_client::{ClientError, SyncClient, SyncProgress, SyncReport};
 use serde::Serialize;
 use tauri::{AppHandle, Emitter, Runtime};
@@ -29,7 +26,7 @@ pub const STATUS_EVENT: &str = "sync-status";
 /// Event sent after a sync round changed local rows or conflicts, so views reload.
 pub const RECORDS_CHANGED_EVENT: &str = "records-changed";
 /// Quiet time after the last local edit before a round starts.
-pub const DEBOUNCE: Duration = Duration::from_millis(1500);
+pub use roster_client::schedule::DEBOUNCE;
 
 /// The state the status bar shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -140,27 +137,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Backoff for rounds the server refused: 2 s doubling to 5 min, with jitter.
-fn error_backoff() -> ExponentialBackoff {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_secs(2))
-        .with_max_delay(Duration::from_secs(300))
-        .with_jitter()
-        .without_max_times()
-        .build()
-}
-
-/// Backoff for health polls while offline: 1 s doubling to 10 s, with jitter, so the
-/// queue drains within seconds of the server coming back.
-fn offline_backoff() -> ExponentialBackoff {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_secs(1))
-        .with_max_delay(Duration::from_secs(10))
-        .with_jitter()
-        .without_max_times()
-        .build()
-}
-
 /// Starts the sync task on Tauri's async runtime and returns its handle.
 pub fn start<R: Runtime>(
     app: AppHandle<R>,
@@ -183,8 +159,6 @@ pub fn start<R: Runtime>(
         client,
         settings,
         status: status.clone(),
-        error_backoff: error_backoff(),
-        offline_backoff: offline_backoff(),
     };
     tauri::async_runtime::spawn(task.run(rx));
     SyncHandle { tx, status }
@@ -196,31 +170,15 @@ struct SyncTask<R: Runtime> {
     client: Arc<SyncClient>,
     settings: Arc<RwLock<Settings>>,
     status: Arc<Mutex<SyncStatus>>,
-    error_backoff: ExponentialBackoff,
-    offline_backoff: ExponentialBackoff,
-}
-
-/// When the task wakes next, and why.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Due {
-    /// Time for a round.
-    Round,
-    /// Offline: time to ask the server whether it is back.
-    HealthCheck,
 }
 
 impl<R: Runtime> SyncTask<R> {
     /// The task's main loop; ends when every [`SyncHandle`] is gone.
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Trigger>) {
         self.refresh_counts().await;
-        let mut next = (Instant::now(), Due::Round);
-        let mut debounce: Option<Instant> = None;
-        let mut last_round = Instant::now();
+        let mut schedule = Schedule::new(Instant::now());
         loop {
-            let (deadline, due) = match debounce {
-                Some(at) if at < next.0 && next.1 == Due::Round => (at, Due::Round),
-                _ => next,
-            };
+            let (deadline, due) = schedule.wake_at();
             let trigger = tokio::select! {
                 message = rx.recv() => match message {
                     Some(message) => Some(message),
@@ -232,25 +190,18 @@ impl<R: Runtime> SyncTask<R> {
             match trigger {
                 Some(Trigger::Edited) => {
                     self.refresh_counts().await;
-                    if self.state() != SyncState::Offline {
-                        debounce = Some(Instant::now() + DEBOUNCE);
-                    }
+                    schedule.edited(Instant::now());
                     continue;
                 }
                 Some(Trigger::Refresh) => {
                     self.refresh_counts().await;
-                    if self.state() == SyncState::Idle {
-                        next = (last_round + self.interval(), Due::Round);
-                    }
+                    schedule.refreshed(self.interval());
                     continue;
                 }
                 Some(Trigger::Now(reply)) => waiters.push(reply),
                 None if due == Due::HealthCheck => {
                     if self.client.check_server().await.is_err() {
-                        next = (
-                            Instant::now() + self.offline_backoff.next().unwrap_or(DEBOUNCE),
-                            Due::HealthCheck,
-                        );
+                        schedule.still_offline(Instant::now());
                         continue;
                     }
                     tracing::info!("sync server reachable again");
@@ -263,10 +214,12 @@ impl<R: Runtime> SyncTask<R> {
                     waiters.push(reply);
                 }
             }
-            debounce = None;
             let result = self.round().await;
-            last_round = Instant::now();
-            next = self.schedule_after(&result);
+            schedule.round_done(
+                Instant::now(),
+                RoundOutcome::of(result.as_ref().map_err(|error| &**error)),
+                self.interval(),
+            );
             for waiter in waiters {
                 let _ = waiter.send(result.clone().map_err(|error| AppError::from(&*error)));
             }
@@ -279,31 +232,6 @@ impl<R: Runtime> SyncTask<R> {
             .read()
             .map(|s| s.interval())
             .unwrap_or(Duration::from_secs(30))
-    }
-
-    /// The current state.
-    fn state(&self) -> SyncState {
-        lock(&self.status).state
-    }
-
-    /// When to wake next after a round ended with `result`.
-    fn schedule_after(&mut self, result: &Result<SyncReport, Arc<ClientError>>) -> (Instant, Due) {
-        let now = Instant::now();
-        match result {
-            Ok(_) => {
-                self.error_backoff = error_backoff();
-                self.offline_backoff = offline_backoff();
-                (now + self.interval(), Due::Round)
-            }
-            Err(error) if matches!(**error, ClientError::Unreachable { .. }) => {
-                let delay = self.offline_backoff.next().unwrap_or(DEBOUNCE);
-                (now + delay, Due::HealthCheck)
-            }
-            Err(_) => {
-                let delay = self.error_backoff.next().unwrap_or(self.interval());
-                (now + delay, Due::Round)
-            }
-        }
     }
 
     /// Runs one round, keeping the status (and the UI) up to date.

@@ -60,7 +60,9 @@ pub struct Settings {
     /// What to do with conflicts.
     pub conflict_mode: ConflictMode,
     /// Bearer token this device presents to the server (`roster-server create-user` or
-    /// `create-token` prints one); empty for none.
+    /// `create-token` prints one); empty for none. Shown and edited with the settings,
+    /// but owned by the local store (`SyncClient::set_token`): `settings.json` never
+    /// holds it (see [`save`]).
     pub token: String,
 }
 
@@ -100,7 +102,7 @@ impl Settings {
             message,
             field: Some(field.to_owned()),
         };
-        roster_client::transport::normalise_server_url(&self.server_url)
+        roster_client::normalise_server_url(&self.server_url)
             .map_err(|e| invalid("server_url", e.to_string()))?;
         if self.device_name.trim().is_empty() {
             return Err(invalid("device_name", "A device name is required".into()));
@@ -199,15 +201,24 @@ pub fn token_from_env() -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
-/// Stores `settings` and writes the file now.
+/// `settings` as written to `settings.json`: everything but the token, whose one owner
+/// is the local store.
+fn file_value(settings: &Settings) -> Result<serde_json::Value, AppError> {
+    let without_token = Settings {
+        token: String::new(),
+        ..settings.clone()
+    };
+    serde_json::to_value(without_token).map_err(|e| AppError::internal(e.to_string()))
+}
+
+/// Stores `settings` (without the token) and writes the file now.
 pub fn save<R: Runtime>(
     app: &AppHandle<R>,
     data_dir: &std::path::Path,
     settings: &Settings,
 ) -> Result<(), AppError> {
     let store = store(app, data_dir)?;
-    let value = serde_json::to_value(settings).map_err(|e| AppError::internal(e.to_string()))?;
-    store.set(SETTINGS_KEY, value);
+    store.set(SETTINGS_KEY, file_value(settings)?);
     store
         .save()
         .map_err(|e| AppError::new(crate::error::ErrorKind::Storage, e.to_string()))
@@ -226,6 +237,19 @@ mod tests {
         assert_eq!(parsed.sync_interval_secs, 60);
         assert_eq!(parsed.conflict_mode, ConflictMode::MineWins);
         assert_eq!(parsed.server_url, DEFAULT_SERVER_URL);
+    }
+
+    #[test]
+    fn the_settings_file_never_holds_the_token() {
+        let settings = Settings {
+            token: "rst_secret".into(),
+            ..Settings::default()
+        };
+        let value = file_value(&settings).unwrap();
+        assert!(!value.to_string().contains("rst_secret"), "{value}");
+        let back: Settings = serde_json::from_value(value).unwrap();
+        assert_eq!(back.token, "");
+        assert_eq!(back.device_name, settings.device_name);
     }
 
     #[test]

@@ -37,22 +37,23 @@ fn try_start<R: Runtime>(app: &AppHandle<R>) -> Result<Ready, AppError> {
     })?;
     tracing::info!(data_dir = %data_dir.display(), "starting");
     let (mut settings, stored) = settings::load(app, &data_dir)?;
-    let mut changed = false;
-    if let Some(token) = settings::token_from_env().filter(|t| *t != settings.token) {
-        settings.token = token;
-        changed = true;
-    }
-    let credentials = settings.credentials();
+    // The local store owns the token. A token left in settings.json by an older version
+    // moves into the store and then leaves the file (saving drops it).
+    let from_file = std::mem::take(&mut settings.token);
+    let incoming = token_to_store(settings::token_from_env(), &from_file);
+    settings.token = incoming.clone().unwrap_or_default();
     let client = tauri::async_runtime::block_on(open_or_init(
         &data_dir,
         &settings.server_url,
-        &credentials,
+        &settings.credentials(),
     ))?;
-    if client.store().credentials()?.token != credentials.token {
-        client.set_token(credentials.token)?;
+    if incoming.is_some() && client.store().credentials()?.token != incoming {
+        client.set_token(incoming)?;
     }
+    // What the settings view shows: the store's token.
+    settings.token = client.store().credentials()?.token.unwrap_or_default();
     let server_url = client.store().server_url().to_owned();
-    if !stored || changed || settings.server_url != server_url {
+    if !stored || !from_file.is_empty() || settings.server_url != server_url {
         settings.server_url = server_url;
         settings::save(app, &data_dir, &settings)?;
     }
@@ -67,6 +68,12 @@ fn try_start<R: Runtime>(app: &AppHandle<R>) -> Result<Ready, AppError> {
     })
 }
 
+/// The token to put into the store at start, if any: `$ROSTER_TOKEN` first, else one an
+/// older version left in settings.json.
+fn token_to_store(from_env: Option<String>, from_file: &str) -> Option<String> {
+    from_env.or_else(|| Some(from_file.trim().to_owned()).filter(|t| !t.is_empty()))
+}
+
 /// Opens the store in `dir`, or creates it: with the server's schema when the server
 /// answers within [`SCHEMA_TIMEOUT`], else with the shipped person schema, so the app
 /// works offline from its first start.
@@ -75,7 +82,7 @@ async fn open_or_init(
     server_url: &str,
     credentials: &Credentials,
 ) -> Result<SyncClient, AppError> {
-    if dir.join(roster_client::local::DB_FILE).exists() {
+    if dir.join(roster_client::DB_FILE).exists() {
         return Ok(SyncClient::open(dir)?);
     }
     let fetched = tokio::time::timeout(
@@ -111,4 +118,26 @@ fn offline_start_ok(error: &ClientError) -> bool {
                 | ClientError::Unauthorized(_)
                 | ClientError::Forbidden(_)
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::token_to_store;
+
+    #[test]
+    fn the_environment_token_wins_then_a_token_left_in_the_settings_file() {
+        let cases = [
+            (Some("rst_env"), "rst_file", Some("rst_env")),
+            (None, " rst_file ", Some("rst_file")),
+            (None, "", None),
+            (Some("rst_env"), "", Some("rst_env")),
+        ];
+        for (from_env, from_file, expected) in cases {
+            assert_eq!(
+                token_to_store(from_env.map(str::to_owned), from_file).as_deref(),
+                expected,
+                "{from_env:?} / {from_file:?}"
+            );
+        }
+    }
 }

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
+use roster_client::LocalStore;
 use roster_client::SyncClient;
-use roster_client::local::LocalStore;
 
 use crate::background::SyncHandle;
 use crate::error::{AppError, ErrorKind};

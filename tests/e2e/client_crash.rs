@@ -46,7 +46,7 @@ async fn kill_after(child: &mut Child, mut progressed: impl FnMut() -> bool, kil
 
 /// Opens the client's SQLite file on its own connection and checks it is intact.
 fn integrity_check(dir: &Path) {
-    let conn = rusqlite::Connection::open(dir.join(roster_client::local::DB_FILE)).unwrap();
+    let conn = rusqlite::Connection::open(dir.join(roster_client::DB_FILE)).unwrap();
     let verdict: String = conn
         .query_row("PRAGMA integrity_check", [], |row| row.get(0))
         .unwrap();

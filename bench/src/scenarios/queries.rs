@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use roster_client::ListQuery;
-use roster_client::local::LocalStore;
+use roster_client::LocalStore;
 use roster_protocol::{Fields, Schema};
 use serde_json::Value;
 
@@ -83,7 +83,7 @@ pub fn run(ctx: &mut Ctx) -> Result<()> {
     let store = LocalStore::create(&dir, "http://127.0.0.1:9", &Schema::default_person())?;
     let ids = store.insert_many("person", RowGen::new(900).fields(usize::try_from(n)?))?;
     // The state after a first sync: the first sorted page builds the sort column's index.
-    store.mark_synced()?;
+    roster_client::bench_internals::mark_synced(&store)?;
     let first_sorted = ListQuery {
         sort: Some("name".into()),
         limit: 50,

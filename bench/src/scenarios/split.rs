@@ -1,16 +1,19 @@
-//! Where the time of a pull and of a push goes. The engine's loop is replayed step by
-//! step with the same public calls it makes (`LocalStore::pending_batch`,
-//! `LocalStore::apply_response`) and raw HTTP requests shaped like its own, timing each
-//! phase: local collect, JSON encode, server + loopback HTTP, JSON decode, local apply.
-//! Here they run one after another, so each is measured alone; the engine overlaps some of
-//! them (see ARCHITECTURE.md, "One sync round"), so its wall time is below their sum.
+//! Where the time of a pull and of a push goes. The engine's round is driven step by step
+//! through the same state machine the engine drives (`bench_internals::RoundState`), with
+//! the same local steps (`collect_batch`, `apply_answer`) and the machine's own requests
+//! sent as raw HTTP, timing each phase: local collect, JSON encode, server + loopback
+//! HTTP, JSON decode, local apply. Here they run one after another, so each is measured
+//! alone; the engine overlaps some of them (see docs/ROUND.md), so its wall time is below
+//! their sum.
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, ensure};
-use roster_client::SyncOptions;
-use roster_client::local::LocalStore;
-use roster_protocol::{PROTOCOL_VERSION, RoundInfo, Schema, SyncRequest};
+use anyhow::{Result, bail, ensure};
+use roster_client::bench_internals::{
+    self, Event, Received, RoundParams, RoundState, Step, collect_batch,
+};
+use roster_client::{LocalStore, SyncOptions};
+use roster_protocol::Schema;
 
 use super::{Ctx, discard, label};
 use crate::data::RowGen;
@@ -33,11 +36,11 @@ impl Phases {
         let base = ctx.baseline_for(rows);
         let n = label(rows);
         let phases = [
-            ("client: collect pending rows (pending_batch)", self.collect),
+            ("client: collect pending rows (collect_batch)", self.collect),
             ("client: encode request JSON", self.encode),
             ("server + loopback HTTP (incl. server JSON)", self.http),
             ("client: decode answer JSON", self.decode),
-            ("client: apply_response (local SQLite)", self.apply),
+            ("client: apply_answer (local SQLite)", self.apply),
         ];
         let total: Duration = phases.iter().map(|(_, time)| *time).sum();
         for (phase, time) in phases {
@@ -64,6 +67,104 @@ impl Phases {
     }
 }
 
+/// What one driven round moved.
+struct Moved {
+    pulled: u64,
+    pushed: u64,
+}
+
+/// Applies an answer the round handed out, timed, counting its pulled rows.
+fn apply(
+    store: &LocalStore,
+    received: &Received,
+    round_done: bool,
+    phases: &mut Phases,
+    moved: &mut Moved,
+) -> Result<roster_client::bench_internals::ApplyCounts, roster_client::ClientError> {
+    moved.pulled += received.response.changes.len() as u64;
+    let t = Instant::now();
+    let counts = bench_internals::apply_answer(store, received, round_done);
+    phases.apply += t.elapsed();
+    counts
+}
+
+/// Runs one sync round of `store` against `raw`'s server, one step after another, as the
+/// engine's state machine asks for them.
+async fn drive(
+    store: &LocalStore,
+    raw: &Raw,
+    options: &SyncOptions,
+    phases: &mut Phases,
+) -> Result<Moved> {
+    let mut round = RoundState::new(RoundParams {
+        client_id: raw.client_id(),
+        up_to_rev: bench_internals::edit_counter(store)?,
+        start_watermark: store.watermark()?,
+        push_batch: options.push_batch,
+        push_max_bytes: options.push_max_bytes,
+        pull_limit: options.pull_limit,
+    });
+    let mut moved = Moved {
+        pulled: 0,
+        pushed: 0,
+    };
+    let mut step = round.start();
+    loop {
+        step = match step {
+            Step::Collect(spec) => {
+                let t = Instant::now();
+                let batch = collect_batch(store, &spec);
+                phases.collect += t.elapsed();
+                round.on(Event::Collected(batch))
+            }
+            Step::Send {
+                request,
+                apply: answer_to_apply,
+                collect_ahead,
+            } => {
+                // Encoded as the engine's transport does (reqwest's `json`: serde_json::to_vec).
+                let t = Instant::now();
+                let body = serde_json::to_vec(&request)?;
+                phases.encode += t.elapsed();
+                let (answer, timing) = raw.post_body(body).await?;
+                phases.http += timing.http;
+                phases.decode += timing.decode;
+                phases.bytes += timing.bytes;
+                phases.requests += 1;
+                moved.pushed += answer.acks.len() as u64;
+                let applied = match &answer_to_apply {
+                    Some(received) => apply(store, received, false, phases, &mut moved).map(Some),
+                    None => Ok(None),
+                };
+                let ahead = match collect_ahead {
+                    Some(spec) => {
+                        let t = Instant::now();
+                        let batch = collect_batch(store, &spec).ok();
+                        phases.collect += t.elapsed();
+                        batch
+                    }
+                    None => None,
+                };
+                round.on(Event::Answered {
+                    request,
+                    answer: Ok(answer),
+                    applied,
+                    ahead,
+                })
+            }
+            Step::Reset => round.on(Event::ResetDone(bench_internals::reset_for_full_pull(
+                store,
+            ))),
+            Step::ApplyLast(received) => {
+                let counts = apply(store, &received, true, phases, &mut moved);
+                round.on(Event::LastApplied(counts))
+            }
+            Step::Done(_) => return Ok(moved),
+            Step::Fail(error) => bail!("sync round failed: {error}"),
+        };
+    }
+}
+
 pub async fn run(ctx: &mut Ctx) -> Result<()> {
     let n = ctx.sizes.split;
     let dir = ctx.dir("split")?;
@@ -85,24 +186,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
         &Schema::default_person(),
     )?;
     let mut pull = Phases::default();
-    let mut since = 0;
-    let mut rows = 0u64;
-    loop {
-        let (page, timing) = raw.sync(since, &[], options.pull_limit).await?;
-        pull.encode += timing.encode;
-        pull.http += timing.http;
-        pull.decode += timing.decode;
-        pull.bytes += timing.bytes;
-        pull.requests += 1;
-        rows += page.changes.len() as u64;
-        let t = Instant::now();
-        store.apply_response(&[], &page, None)?;
-        pull.apply += t.elapsed();
-        since = page.watermark;
-        if !page.has_more {
-            break;
-        }
-    }
+    let rows = drive(&store, &raw, &options, &mut pull).await?.pulled;
     ensure!(rows == n, "pulled {rows} of {n} rows");
     pull.record(ctx, "pull", n);
     server.check_alive()?;
@@ -118,47 +202,8 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
         &Schema::default_person(),
     )?;
     store.insert_many("person", RowGen::new(2).fields(usize::try_from(n)?))?;
-    let up_to = store.edit_counter()?;
-    let round = uuid::Uuid::now_v7();
     let mut push = Phases::default();
-    let (mut cursor, mut since, mut pushed) = (0i64, 0u64, 0u64);
-    loop {
-        let t = Instant::now();
-        let batch =
-            store.pending_batch(cursor, up_to, options.push_batch, options.push_max_bytes)?;
-        let Some(last) = batch.sent.last() else {
-            break;
-        };
-        cursor = last.local_rev;
-        let final_batch = !store.has_pending_between(cursor, up_to)?;
-        push.collect += t.elapsed();
-        let request = SyncRequest {
-            protocol: PROTOCOL_VERSION,
-            client_id: raw.client_id(),
-            since,
-            changes: batch.changes(),
-            pull_limit: options.pull_limit,
-            round: Some(RoundInfo {
-                id: round,
-                final_batch,
-            }),
-            batch_id: Some(uuid::Uuid::now_v7()),
-        };
-        // Encoded as the engine's transport does (reqwest's `json`: serde_json::to_vec).
-        let t = Instant::now();
-        let body = serde_json::to_vec(&request)?;
-        push.encode += t.elapsed();
-        let (answer, timing) = raw.post_body(body).await?;
-        push.http += timing.http;
-        push.decode += timing.decode;
-        push.bytes += timing.bytes;
-        push.requests += 1;
-        pushed += answer.acks.len() as u64;
-        let t = Instant::now();
-        store.apply_response(&batch.sent, &answer, None)?;
-        push.apply += t.elapsed();
-        since = answer.watermark;
-    }
+    let pushed = drive(&store, &raw, &options, &mut push).await?.pushed;
     ensure!(pushed == n, "pushed {pushed} of {n} rows");
     push.record(ctx, "push", n);
     server.check_alive()?;

@@ -2,8 +2,7 @@
 
 use std::path::Path;
 
-use roster_client::local::{ConflictRecord, Record, Status};
-use roster_client::{OpenConflict, SyncReport};
+use roster_client::{ConflictRecord, OpenConflict, Record, Status, SyncReport};
 use roster_protocol::{ConflictLogEntry, RowId, Schema, TableSchema};
 use serde_json::{Value, json};
 

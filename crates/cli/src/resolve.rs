@@ -1,7 +1,6 @@
 //! Turning `roster resolve` arguments into a [`Choice`].
 
-use roster_client::local::LocalStore;
-use roster_client::{Choice, ClientError};
+use roster_client::{Choice, ClientError, LocalStore};
 use roster_protocol::RowId;
 
 use crate::args::ChoiceArg;

@@ -9,14 +9,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use roster_protocol::{ErrorCode, PROTOCOL_VERSION, RoundInfo, Schema, SyncRequest, SyncResponse};
-use serde::{Deserialize, Serialize};
+use roster_protocol::{Schema, SyncRequest};
 
 use crate::ClientError;
 use crate::local::LocalStore;
-pub use crate::local::apply::ApplyCounts;
-use crate::local::apply::SentChange;
-pub use crate::local::conflicts::ConflictHandler;
+use crate::local::conflicts::ConflictHandler;
+use crate::round::{
+    ApplyCounts, Batch, CollectSpec, Event, Received, RoundParams, RoundState, Step, SyncProgress,
+    SyncReport,
+};
 use crate::transport::{Credentials, HttpTransport, normalise_server_url};
 
 /// Batch and timeout settings of a sync round.
@@ -51,54 +52,6 @@ impl Default for SyncOptions {
     }
 }
 
-/// Progress of a running round, reported after each request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SyncProgress {
-    /// Requests completed so far.
-    pub requests: u32,
-    /// Changes pushed so far.
-    pub uploaded: u64,
-    /// Rows changed locally by the server so far.
-    pub downloaded: u64,
-    /// Watermark reached.
-    pub watermark: u64,
-    /// Watermark when the round started.
-    pub start_watermark: u64,
-    /// Newest change-log position the server reported: the pull is done when the
-    /// watermark gets there.
-    pub pull_target: u64,
-}
-
-/// What a completed round did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct SyncReport {
-    /// Changes pushed (acknowledged or resolved as conflicts).
-    pub uploaded: u64,
-    /// Rows whose local values changed because of the server (pulled, or a conflict the
-    /// server won).
-    pub downloaded: u64,
-    /// Conflicts the server reported.
-    pub conflicts_detected: u64,
-    /// Conflicts the server resolved; a deferred conflict counts, since the server
-    /// resolved it by keeping its row and handing the choice to this client.
-    pub conflicts_resolved: u64,
-    /// Deferred conflicts now waiting for a person.
-    pub conflicts_deferred: u64,
-    /// Deferred conflicts this client's handler chose for during the round; the choice
-    /// is pushed by the next round.
-    pub conflicts_decided_here: u64,
-    /// Concurrent updates of different fields that the server merged on its own.
-    pub auto_merged: u64,
-    /// HTTP requests made.
-    pub requests: u32,
-    /// Wall time of the round, in milliseconds.
-    pub duration_ms: u64,
-    /// Watermark at the end of the round.
-    pub watermark: u64,
-    /// Whether the server required a full re-pull during this round.
-    pub reinitialised: bool,
-}
-
 /// An offline-first client: local CRUD through [`SyncClient::store`], and sync rounds.
 pub struct SyncClient {
     store: Arc<LocalStore>,
@@ -106,43 +59,6 @@ pub struct SyncClient {
     options: SyncOptions,
     handler: Option<Arc<dyn ConflictHandler>>,
     round: tokio::sync::Mutex<()>,
-}
-
-/// Where a round stands: its id, the edit number of the last change sent, whether its
-/// final batch is still to come, and the changes staged on the server so far.
-struct Round {
-    id: uuid::Uuid,
-    cursor: i64,
-    open: bool,
-    staged: Vec<SentChange>,
-}
-
-impl Round {
-    fn new() -> Self {
-        Self {
-            id: uuid::Uuid::now_v7(),
-            cursor: 0,
-            open: true,
-            staged: Vec::new(),
-        }
-    }
-}
-
-/// The next batch of pending changes, collected from the local store.
-#[derive(Default)]
-struct Batch {
-    /// The changes with their edit numbers.
-    sent: Vec<SentChange>,
-    /// The round's cursor after this batch.
-    cursor: i64,
-    /// No pending change of the round is left after this batch.
-    last: bool,
-}
-
-/// An answer received but not yet applied, with the changes it answers.
-struct Received {
-    sent: Vec<SentChange>,
-    response: SyncResponse,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -278,46 +194,23 @@ impl SyncClient {
         self.sync_with_progress(|_| {}).await
     }
 
-    /// Collects the round's next batch after edit number `after` (rows created and
-    /// deleted offline are dropped on the way), and whether it is the round's last.
-    async fn collect(
-        &self,
-        after: i64,
-        up_to_rev: i64,
-        max: usize,
-        max_bytes: usize,
-    ) -> Result<Batch, ClientError> {
+    /// Collects the batch `spec` names (rows created and deleted offline are dropped on
+    /// the way).
+    async fn collect(&self, spec: CollectSpec) -> Result<Batch, ClientError> {
         let store = self.store.clone();
-        blocking(move || {
-            loop {
-                let batch = store.pending_batch(after, up_to_rev, max, max_bytes)?;
-                if batch.sent.is_empty() && batch.dropped_local_only > 0 {
-                    continue;
-                }
-                let cursor = batch.sent.last().map_or(after, |last| last.local_rev);
-                let last = !store.has_pending_between(cursor, up_to_rev)?;
-                return Ok(Batch {
-                    sent: batch.sent,
-                    cursor,
-                    last,
-                });
-            }
-        })
-        .await
+        blocking(move || store.collect_batch(&spec)).await
     }
 
     /// Applies one answer in one local transaction (with its watermark; with the time of
-    /// the last sync when `round_done`), and adds what it did to `report`.
+    /// the last sync when `round_done`).
     async fn apply(
         &self,
         received: Received,
         round_done: bool,
-        report: &mut SyncReport,
-    ) -> Result<(), ClientError> {
+    ) -> Result<ApplyCounts, ClientError> {
         let store = self.store.clone();
         let handler = self.handler.clone();
-        let watermark = received.response.watermark;
-        let counts = blocking(move || {
+        blocking(move || {
             store.apply_answer(
                 &received.sent,
                 &received.response,
@@ -325,15 +218,7 @@ impl SyncClient {
                 round_done,
             )
         })
-        .await?;
-        report.downloaded += counts.downloaded;
-        report.conflicts_detected += counts.conflicts_detected;
-        report.conflicts_resolved += counts.conflicts_resolved;
-        report.conflicts_deferred += counts.conflicts_deferred;
-        report.conflicts_decided_here += counts.conflicts_decided_here;
-        report.auto_merged += counts.auto_merged;
-        report.watermark = watermark;
-        Ok(())
+        .await
     }
 
     /// Runs one sync round, calling `progress` after each request. Waits if another round
@@ -342,166 +227,95 @@ impl SyncClient {
     /// what earlier requests applied stays applied (with its watermark) and pending
     /// changes not yet acknowledged stay pending.
     ///
-    /// The round is pipelined, with one request at the server at a time and every answer
-    /// applied in order, each in its own transaction with its watermark: while a request
-    /// is at the server, the previous answer is applied and the next batch is collected
-    /// (it holds other rows, which applying the answer does not touch; the request's
-    /// `since` is the previous answer's watermark, known before it is applied). If
-    /// applying an answer fails, the round stops with that error after the request in
-    /// flight is answered, and that answer is dropped too: the rows of both batches stay
-    /// pending, and when the next round sends them again the server, which already holds
-    /// their values, acknowledges them without a conflict.
+    /// The decisions are [`RoundState`]'s (crate::round); this function only carries out
+    /// its steps. The round is pipelined, with one request at the server at a time and
+    /// every answer applied in order, each in its own transaction with its watermark:
+    /// while a request is at the server, the previous answer is applied and the next
+    /// batch is collected. If applying an answer fails, the round stops with that error
+    /// after the request in flight is answered, and that answer is dropped too: the rows
+    /// of both batches stay pending, and when the next round sends them again the server,
+    /// which already holds their values, acknowledges them without a conflict.
     pub async fn sync_with_progress(
         &self,
         mut progress: impl FnMut(&SyncProgress),
     ) -> Result<SyncReport, ClientError> {
         let _round_lock = self.round.lock().await;
         let started = Instant::now();
-        let up_to_rev = self.store.edit_counter()?;
-        let start_watermark = self.store.watermark()?;
-        let mut report = SyncReport {
-            watermark: start_watermark,
-            ..SyncReport::default()
-        };
-        let mut round = Round::new();
-        let mut since = start_watermark;
-        // Shrunk for the rest of the round when the server finds a batch too large.
-        let mut push_batch = self.options.push_batch;
-        let mut push_max_bytes = self.options.push_max_bytes;
-        // The next batch, collected while the previous request was at the server.
-        let mut ahead: Option<Batch> = None;
-        // An answer not applied yet: applied while the next request is at the server.
-        let mut unapplied: Option<Received> = None;
+        let mut round = RoundState::new(RoundParams {
+            client_id: self.store.client_id(),
+            up_to_rev: self.store.edit_counter()?,
+            start_watermark: self.store.watermark()?,
+            push_batch: self.options.push_batch,
+            push_max_bytes: self.options.push_max_bytes,
+            pull_limit: self.options.pull_limit,
+        });
+        let mut step = round.start();
         loop {
-            let batch = match (round.open, ahead.take()) {
-                (false, _) => Batch {
-                    cursor: round.cursor,
-                    last: true,
-                    ..Batch::default()
-                },
-                (true, Some(batch)) => batch,
-                (true, None) => {
-                    self.collect(round.cursor, up_to_rev, push_batch, push_max_bytes)
-                        .await?
+            step = match step {
+                Step::Collect(spec) => round.on(Event::Collected(self.collect(spec).await)),
+                Step::Send {
+                    request,
+                    apply,
+                    collect_ahead,
+                } => {
+                    let local = async {
+                        let applied = match apply {
+                            Some(received) => self.apply(received, false).await.map(Some),
+                            None => Ok(None),
+                        };
+                        // A failed apply ends the round: nothing is collected ahead.
+                        let ahead = match applied {
+                            Ok(_) => self.collect_ahead(collect_ahead).await,
+                            Err(_) => None,
+                        };
+                        (applied, ahead)
+                    };
+                    let (answer, (applied, ahead)) = tokio::join!(self.send(&request), local);
+                    round.on(Event::Answered {
+                        request,
+                        answer,
+                        applied,
+                        ahead,
+                    })
                 }
-            };
-            let final_batch = round.open && batch.last;
-            // The changes move into the request (and back out once it is answered).
-            let (changes, revs): (Vec<_>, Vec<_>) = batch
-                .sent
-                .into_iter()
-                .map(|s| (s.change, s.local_rev))
-                .unzip();
-            let mut request = SyncRequest {
-                protocol: PROTOCOL_VERSION,
-                client_id: self.store.client_id(),
-                since,
-                changes,
-                pull_limit: self.options.pull_limit,
-                round: round.open.then_some(RoundInfo {
-                    id: round.id,
-                    final_batch,
-                }),
-                batch_id: Some(uuid::Uuid::now_v7()),
-            };
-            let collect_ahead = round.open && !final_batch;
-            let local = async {
-                if let Some(received) = unapplied.take() {
-                    self.apply(received, false, &mut report).await?;
-                }
-                if collect_ahead {
-                    // A failure here is not final: the batch is collected again, in
-                    // turn, after this request's answer is applied.
-                    let next = self
-                        .collect(batch.cursor, up_to_rev, push_batch, push_max_bytes)
-                        .await;
-                    return Ok(next
-                        .inspect_err(|error| {
-                            tracing::debug!(%error, "collecting ahead failed; collecting again");
-                        })
-                        .ok());
-                }
-                Ok::<_, ClientError>(None)
-            };
-            let (sent, local) = tokio::join!(self.send(&request), local);
-            ahead = local?;
-            let response = match sent {
-                Err(ClientError::Server {
-                    code: ErrorCode::ResetRequired,
-                    ..
-                }) if !report.reinitialised => {
-                    tracing::warn!("server cannot serve our watermark; re-pulling everything");
+                Step::Reset => {
                     let store = self.store.clone();
-                    blocking(move || store.reset_for_full_pull()).await?;
-                    report.reinitialised = true;
-                    round = Round::new();
-                    since = 0;
-                    ahead = None;
-                    continue;
+                    let reset = blocking(move || store.reset_for_full_pull()).await;
+                    round.on(Event::ResetDone(reset))
                 }
-                Err(ClientError::Server {
-                    code: ErrorCode::PayloadTooLarge | ErrorCode::BatchTooLarge,
-                    ..
-                }) if revs.len() > 1 => {
-                    push_batch = revs.len() / 2;
-                    push_max_bytes = (push_max_bytes / 2).max(1);
-                    tracing::warn!(
-                        push_batch,
-                        "the server refused a batch as too large; halving it"
+                Step::ApplyLast(received) => {
+                    round.on(Event::LastApplied(self.apply(received, true).await))
+                }
+                Step::Done(mut report) => {
+                    if let Some(update) = round.take_progress() {
+                        progress(&update);
+                    }
+                    report.duration_ms =
+                        u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    tracing::info!(
+                        server = self.transport.base_url(),
+                        ?report,
+                        "sync round complete"
                     );
-                    ahead = None;
-                    continue;
+                    return Ok(report);
                 }
-                other => other?,
+                Step::Fail(error) => return Err(error),
             };
-            if let Some(rollback) = response.rollback {
-                return Err(ClientError::RolledBack {
-                    table: rollback.table,
-                    id: rollback.id,
-                    kind: rollback.kind,
-                    reason: rollback.reason,
-                });
-            }
-            report.requests += 1;
-            report.uploaded += revs.len() as u64;
-            round.cursor = batch.cursor;
-            round.staged.extend(
-                std::mem::take(&mut request.changes)
-                    .into_iter()
-                    .zip(revs)
-                    .map(|(change, local_rev)| SentChange { change, local_rev }),
-            );
-            if final_batch {
-                round.open = false;
-            }
-            let pull_target = response.newest;
-            if !response.staged {
-                since = response.watermark;
-                let done = !round.open && !response.has_more;
-                let received = Received {
-                    sent: std::mem::take(&mut round.staged),
-                    response,
-                };
-                if done {
-                    self.apply(received, true, &mut report).await?;
-                } else {
-                    unapplied = Some(received);
-                }
-            }
-            progress(&SyncProgress {
-                requests: report.requests,
-                uploaded: report.uploaded,
-                downloaded: report.downloaded,
-                watermark: since,
-                start_watermark,
-                pull_target,
-            });
-            if !round.open && unapplied.is_none() {
-                break;
+            if let Some(update) = round.take_progress() {
+                progress(&update);
             }
         }
-        report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        tracing::info!(?report, "sync round complete");
-        Ok(report)
+    }
+
+    /// Collects the batch after the one being sent, if the round asks for it. A failure
+    /// here is not final: the batch is collected again, in turn, after the answer.
+    async fn collect_ahead(&self, spec: Option<CollectSpec>) -> Option<Batch> {
+        let spec = spec?;
+        self.collect(spec)
+            .await
+            .inspect_err(|error| {
+                tracing::debug!(%error, "collecting ahead failed; collecting again");
+            })
+            .ok()
     }
 }

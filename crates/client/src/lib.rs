@@ -1,19 +1,35 @@
 //! The Roster sync engine: a local SQLite store that works offline, plus the sync round
 //! that exchanges its pending changes with the sync service.
 //!
-//! * [`local`]: the on-disk store: user tables built from the schema, per-row sync
+//! The public surface is small: [`SyncClient`] (open or create a store, sync it),
+//! [`LocalStore`] (the records handle it hands out: CRUD, lists, status, conflicts) and
+//! the types those show. Inside:
+//!
+//! * `local`: the on-disk store: user tables built from the schema, per-row sync
 //!   metadata (base version, base values, pending op), watermark and conflict history.
-//! * [`transport`]: HTTP calls to the service, with typed errors.
-//! * [`engine`]: [`SyncClient`], the public entry point: CRUD and [`SyncClient::sync`].
+//! * `round`: the decisions of a sync round as a state machine without I/O.
+//! * `transport`: HTTP calls to the service, with typed errors.
+//! * `engine`: [`SyncClient`], which carries out a round's steps.
+//! * [`schedule`]: when an app runs rounds in the background (interval, debounce, backoff,
+//!   health polls), as a pure policy.
 //!
 //! No UI framework lives here; the CLI and the desktop shell are thin layers on top.
 
-pub mod engine;
-pub mod error;
-pub mod local;
-pub mod transport;
+mod engine;
+mod error;
+mod local;
+mod round;
+pub mod schedule;
+mod transport;
 
-pub use engine::{ConflictHandler, SyncClient, SyncOptions, SyncProgress, SyncReport};
+#[cfg(feature = "bench-internals")]
+pub mod bench_internals;
+
+pub use engine::{SyncClient, SyncOptions};
 pub use error::ClientError;
-pub use local::{Choice, ConflictRecord, ListQuery, OpenConflict, Record, Status};
-pub use transport::Credentials;
+pub use local::{
+    Choice, ConflictHandler, ConflictRecord, DB_FILE, ListQuery, LocalStore, MAX_LIST_LIMIT,
+    OpenConflict, Record, Status,
+};
+pub use round::{MAX_PULL_REQUESTS, SyncProgress, SyncReport};
+pub use transport::{Credentials, normalise_server_url};

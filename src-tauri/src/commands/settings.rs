@@ -22,7 +22,7 @@ pub fn set_settings(
 ) -> Result<Settings, AppError> {
     let ready = state.get()?;
     settings.validate()?;
-    let current = roster_client::transport::normalise_server_url(&settings.server_url)?;
+    let current = roster_client::normalise_server_url(&settings.server_url)?;
     if current != ready.client.store().server_url() {
         // The store's watermark and row versions belong to one server.
         return Err(AppError {

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
+use roster_client::LocalStore;
 use roster_client::SyncClient;
-use roster_client::local::LocalStore;
 use roster_protocol::{Fields, Schema};
 use roster_ui_tests::{App, Display, free_port, start_server};
 use serde_json::json;

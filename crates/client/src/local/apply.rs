@@ -1,169 +1,33 @@
-//! The two halves of a sync round that touch the local store: collecting a batch of
-//! pending changes, and applying the server's answer (acks, conflicts, pulled changes and
-//! the new watermark) in one transaction.
+//! Applying the server's answer to one request (acks, conflicts, pulled changes and the
+//! new watermark) in one transaction, and the full re-pull a reset asks for.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
 use roster_protocol::{
-    Ack, Change, ChangeOp, Conflict, Fields, Resolution, RowId, ServerChange, ServerRow,
-    SyncResponse, TableSchema,
+    Ack, ChangeOp, Conflict, Fields, Resolution, RowId, ServerChange, ServerRow, SyncResponse,
+    TableSchema,
 };
+use rusqlite::{CachedStatement, Transaction, params};
 
 use super::conflicts::ConflictHandler;
-use rusqlite::{CachedStatement, Connection, OptionalExtension, Transaction, params};
-use serde_json::Value;
-
-use super::sql;
-use super::{LocalStore, get_meta, now_ms, parse_id, parse_op, set_meta};
+use super::rows::{forget_row, json_text, row_state, set_base};
+use super::{LocalStore, now_ms, set_meta, sql};
 use crate::ClientError;
+use crate::round::{ApplyCounts, SentChange};
 
-/// A change as sent, with the edit number the row had when it was read.
-#[derive(Debug, Clone)]
-pub struct SentChange {
-    /// The change on the wire.
-    pub change: Change,
-    /// The row's `local_rev` when the change was collected.
-    pub local_rev: i64,
-}
-
-/// One batch of pending changes ready to send.
-#[derive(Debug, Default)]
-pub struct PendingBatch {
-    /// The changes, oldest edit first.
-    pub sent: Vec<SentChange>,
-    /// Local-only rows (inserted then deleted before any sync) dropped instead of sent.
-    pub dropped_local_only: usize,
-}
-
-impl PendingBatch {
-    /// The changes to put in the request.
-    pub fn changes(&self) -> Vec<Change> {
-        self.sent.iter().map(|s| s.change.clone()).collect()
-    }
-
-    /// Whether there is nothing to send and nothing was dropped.
-    pub fn is_empty(&self) -> bool {
-        self.sent.is_empty() && self.dropped_local_only == 0
-    }
-}
-
-/// A `_roster_rows` entry with a pending change, as read for a batch.
-struct PendingRow {
-    table: String,
-    id: String,
-    op: String,
-    base_version: Option<i64>,
-    base_data: Option<String>,
-    local_rev: i64,
-    edited_at_ms: Option<i64>,
-}
-
-/// What applying one response did locally.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ApplyCounts {
-    /// Rows whose local values changed because of the server (pulls, conflicts whose
-    /// outcome differs from what was sent, and remote rows of deferred conflicts).
-    pub downloaded: u64,
-    /// Conflicts reported (automatic merges of different fields are not conflicts).
-    pub conflicts_detected: u64,
-    /// Conflicts the server resolved; a deferred one counts, since the server resolved
-    /// it by keeping its row and handing the choice over.
-    pub conflicts_resolved: u64,
-    /// Deferred conflicts now waiting for a person.
-    pub conflicts_deferred: u64,
-    /// Deferred conflicts this client's handler chose for at once.
-    pub conflicts_decided_here: u64,
-    /// Concurrent updates of different fields the server merged on its own.
-    pub auto_merged: u64,
-}
-
-pub(super) fn json_text(value: &impl serde::Serialize) -> Result<String, ClientError> {
-    serde_json::to_string(value).map_err(|e| ClientError::Corrupt(e.to_string()))
-}
-
-pub(super) fn parse_fields(text: Option<String>) -> Result<Option<Fields>, ClientError> {
-    text.map(|t| serde_json::from_str(&t).map_err(|e| ClientError::Corrupt(e.to_string())))
-        .transpose()
-}
-
-/// Rough encoded size of a change, used to bound request bodies without encoding twice.
-fn estimated_size(change: &Change) -> usize {
-    let fields = |f: &Option<Fields>| {
-        f.as_ref().map_or(0, |f| {
-            f.iter()
-                .map(|(k, v)| {
-                    k.len()
-                        + 8
-                        + match v {
-                            Value::String(s) => s.len() + s.len() / 8,
-                            _ => 24,
-                        }
-                })
-                .sum()
-        })
-    };
-    160 + change.table.len() + fields(&change.fields) + fields(&change.base_fields)
-}
-
-/// The row's current pending op and edit number.
-fn row_state(
-    tx: &Connection,
-    table: &str,
-    id: RowId,
-) -> Result<Option<(Option<ChangeOp>, i64)>, ClientError> {
-    let state = tx
-        .prepare_cached("SELECT pending, local_rev FROM _roster_rows WHERE tbl = ?1 AND id = ?2")?
-        .query_row(params![table, id.to_string()], |r| {
-            Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)?))
-        })
-        .optional()?;
-    state
-        .map(|(op, rev)| Ok((op.as_deref().map(parse_op).transpose()?, rev)))
-        .transpose()
-}
-
-/// Records that the server holds `fields` at `version` as the row's base. When `clean`,
-/// the row has no pending change any more (and its base values are its current values,
-/// so none are stored); otherwise the base values are stored, a pending insert becomes an
-/// update (the server now has the row) and other pending ops stay.
-pub(super) fn set_base(
-    tx: &Transaction<'_>,
-    table: &str,
-    id: RowId,
-    version: u64,
-    fields: Option<&Fields>,
-    clean: bool,
-) -> Result<(), ClientError> {
-    let data = match clean {
-        true => None,
-        false => fields.map(json_text).transpose()?,
-    };
-    let version = i64::try_from(version).unwrap_or(i64::MAX);
-    if clean {
-        tx.prepare_cached(
-            "INSERT INTO _roster_rows (tbl, id, base_version, base_data, pending, local_rev)
-             VALUES (?1, ?2, ?3, ?4, NULL, 0)
-             ON CONFLICT (tbl, id) DO UPDATE SET base_version = excluded.base_version,
-               base_data = excluded.base_data, pending = NULL",
-        )?
-        .execute(params![table, id.to_string(), version, data])?;
-    } else {
-        tx.prepare_cached(
-            "UPDATE _roster_rows SET base_version = ?3, base_data = ?4,
-               pending = CASE pending WHEN 'insert' THEN 'update' ELSE pending END
-             WHERE tbl = ?1 AND id = ?2",
-        )?
-        .execute(params![table, id.to_string(), version, data])?;
-    }
-    Ok(())
-}
-
-fn forget_row(tx: &Transaction<'_>, table: &str, id: RowId) -> Result<(), ClientError> {
-    sql::delete_row(tx, table, id)?;
-    tx.prepare_cached("DELETE FROM _roster_rows WHERE tbl = ?1 AND id = ?2")?
-        .execute(params![table, id.to_string()])?;
-    Ok(())
+/// Refuses a row from the server that the local schema does not accept (unknown column,
+/// wrong type, missing required value): the answer is not applied at all.
+///
+/// invariant: a row written locally from an answer matches the local schema; a bad one
+/// fails the whole answer's transaction, so nothing of it is stored.
+fn check_server_row(schema: &TableSchema, id: RowId, fields: &Fields) -> Result<(), ClientError> {
+    schema.validate_fields(fields).map_err(|error| {
+        ClientError::Protocol(format!(
+            "the server sent a {} row that does not fit the schema (row {id}): {error}",
+            schema.name
+        ))
+    })
 }
 
 fn log_conflict(tx: &Transaction<'_>, conflict: &Conflict) -> Result<(), ClientError> {
@@ -188,6 +52,9 @@ fn log_conflict(tx: &Transaction<'_>, conflict: &Conflict) -> Result<(), ClientE
 /// the row's base. The row is clean only if its edit number is still the one it had when
 /// sent; otherwise the newer edit stays pending on the new base (a pending insert becomes
 /// an update). An acked delete of an unchanged row forgets the row.
+///
+/// invariant: a local edit is never wrongly marked clean by a sync: only a row whose
+/// `local_rev` is still the one sent becomes clean.
 fn acknowledge(tx: &Transaction<'_>, ack: &Ack, sent: &SentChange) -> Result<(), ClientError> {
     let id = ack.id.to_string();
     if sent.change.op == ChangeOp::Delete {
@@ -220,129 +87,9 @@ fn acknowledge(tx: &Transaction<'_>, ack: &Ack, sent: &SentChange) -> Result<(),
 }
 
 impl LocalStore {
-    /// The current edit number: a sync round pushes only edits up to the number it saw
-    /// when it started, so it always ends even while the user keeps editing.
-    pub fn edit_counter(&self) -> Result<i64, ClientError> {
-        let conn = self.lock();
-        Ok(get_meta(&conn, "edit_counter")?
-            .map(|v| v.parse::<i64>())
-            .transpose()
-            .map_err(|e| ClientError::Corrupt(format!("edit counter: {e}")))?
-            .unwrap_or(0))
-    }
-
-    /// Collects up to `max_changes` pending changes (and about `max_bytes`) with edit
-    /// numbers in `(after_rev, up_to_rev]`, oldest first, skipping rows that wait for a
-    /// conflict choice. Rows inserted and deleted before ever reaching the server are
-    /// dropped here rather than sent.
-    pub fn pending_batch(
-        &self,
-        after_rev: i64,
-        up_to_rev: i64,
-        max_changes: usize,
-        max_bytes: usize,
-    ) -> Result<PendingBatch, ClientError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        let mut batch = PendingBatch::default();
-        let mut bytes = 0usize;
-        {
-            // Each table's read statement, prepared once per batch.
-            let mut readers: HashMap<String, CachedStatement<'_>> = HashMap::new();
-            let mut stmt = tx.prepare_cached(
-                "SELECT tbl, id, pending, base_version, base_data, local_rev, edited_at_ms
-                 FROM _roster_rows r
-                 WHERE pending IS NOT NULL AND local_rev > ?3 AND local_rev <= ?1
-                   AND NOT EXISTS (SELECT 1 FROM _roster_open_conflicts o
-                                   WHERE o.tbl = r.tbl AND o.id = r.id)
-                 ORDER BY local_rev LIMIT ?2",
-            )?;
-            let limit = i64::try_from(max_changes).unwrap_or(i64::MAX);
-            let rows: Vec<PendingRow> = stmt
-                .query_map(params![up_to_rev, limit, after_rev], |r| {
-                    Ok(PendingRow {
-                        table: r.get(0)?,
-                        id: r.get(1)?,
-                        op: r.get(2)?,
-                        base_version: r.get(3)?,
-                        base_data: r.get(4)?,
-                        local_rev: r.get(5)?,
-                        edited_at_ms: r.get(6)?,
-                    })
-                })?
-                .collect::<Result<_, _>>()?;
-            for PendingRow {
-                table,
-                id,
-                op,
-                base_version,
-                base_data,
-                local_rev,
-                edited_at_ms,
-            } in rows
-            {
-                let id = parse_id(&id)?;
-                let op = parse_op(&op)?;
-                let base_version = base_version.map(|v| u64::try_from(v).unwrap_or(0));
-                if op == ChangeOp::Delete && base_version.is_none() {
-                    tx.prepare_cached("DELETE FROM _roster_rows WHERE tbl = ?1 AND id = ?2")?
-                        .execute(params![table, id.to_string()])?;
-                    batch.dropped_local_only += 1;
-                    continue;
-                }
-                let schema = self.schema.table(&table)?;
-                let fields = match op {
-                    ChangeOp::Delete => None,
-                    _ => {
-                        let reader = match readers.entry(table.clone()) {
-                            Entry::Occupied(entry) => entry.into_mut(),
-                            Entry::Vacant(entry) => {
-                                entry.insert(tx.prepare_cached(&sql::read_sql(schema))?)
-                            }
-                        };
-                        Some(sql::execute_read(reader, schema, id)?.ok_or_else(|| {
-                            ClientError::Corrupt(format!("pending {table} row {id} has no values"))
-                        })?)
-                    }
-                };
-                // What the server needs is decided by the base: without one the row is
-                // new to it; with one a non-delete is an update (also after a person
-                // chose to keep a row the server had inserted or deleted).
-                let op = match (op, base_version) {
-                    (ChangeOp::Delete, _) => ChangeOp::Delete,
-                    (_, None) => ChangeOp::Insert,
-                    (_, Some(_)) => ChangeOp::Update,
-                };
-                let change = Change {
-                    table,
-                    id,
-                    op,
-                    base_version,
-                    fields,
-                    base_fields: if op == ChangeOp::Update {
-                        parse_fields(base_data)?
-                    } else {
-                        None
-                    },
-                    edited_at_ms,
-                };
-                bytes += estimated_size(&change);
-                batch.sent.push(SentChange { change, local_rev });
-                if bytes >= max_bytes {
-                    break;
-                }
-            }
-        }
-        tx.commit()?;
-        Ok(batch)
-    }
-
-    /// Applies a server answer to the changes `sent` in one transaction: acknowledged
-    /// rows become clean (unless edited since they were sent), conflicts are logged and
-    /// their outcome adopted (deferred ones are handed to `handler`, or kept open for a
-    /// person), pulled rows are written unless they have a pending local change (the
-    /// server flags those as conflicts when they are pushed), and the watermark advances.
-    pub fn apply_response(
+    /// [`LocalStore::apply_answer`] in the middle of a round.
+    #[cfg(test)]
+    pub(crate) fn apply_response(
         &self,
         sent: &[SentChange],
         response: &SyncResponse,
@@ -351,8 +98,13 @@ impl LocalStore {
         self.apply_answer(sent, response, handler, false)
     }
 
-    /// [`LocalStore::apply_response`], also recording in the same transaction, when
-    /// `round_done`, that a sync round completed now (one commit instead of two).
+    /// Applies a server answer to the changes `sent` in one transaction: acknowledged
+    /// rows become clean (unless edited since they were sent), conflicts are logged and
+    /// their outcome adopted (deferred ones are handed to `handler`, or kept open for a
+    /// person), pulled rows are written unless they have a pending local change (the
+    /// server flags those as conflicts when they are pushed), and the watermark advances.
+    /// When `round_done`, the same transaction records that a sync round completed now
+    /// (one commit instead of two).
     pub(crate) fn apply_answer(
         &self,
         sent: &[SentChange],
@@ -377,6 +129,14 @@ impl LocalStore {
             acknowledge(&tx, ack, change)?;
         }
         for conflict in &response.conflicts {
+            if let Some(fields) = conflict
+                .outcome
+                .as_ref()
+                .filter(|o| !o.deleted)
+                .and_then(|o| o.fields.as_ref())
+            {
+                check_server_row(self.schema.table(&conflict.table)?, conflict.id, fields)?;
+            }
             log_conflict(&tx, conflict)?;
             let Some(change) = sent.get(&(conflict.table.as_str(), conflict.id)) else {
                 return Err(ClientError::Protocol(format!(
@@ -407,6 +167,8 @@ impl LocalStore {
             }
         }
         counts.downloaded += self.apply_pulled(&tx, &response.changes)?;
+        // invariant: an interrupted sync resumes: the watermark is stored in the
+        // transaction that applies its page.
         set_meta(&tx, "watermark", &response.watermark.to_string())?;
         if round_done {
             set_meta(&tx, "last_sync_ms", &now_ms().to_string())?;
@@ -450,6 +212,7 @@ impl LocalStore {
                     continue;
                 }
             };
+            check_server_row(schema, change.id, fields)?;
             let id = change.id.to_string();
             let version = i64::try_from(change.row.version).unwrap_or(i64::MAX);
             if base.execute(params![change.table, id, version])? == 0 {
@@ -525,7 +288,7 @@ impl LocalStore {
     /// Prepares a full re-pull after the server said this client's watermark can no
     /// longer be served: clean rows are dropped (the pull brings back every live one) and
     /// the watermark returns to 0. Pending rows and their base versions are kept.
-    pub fn reset_for_full_pull(&self) -> Result<(), ClientError> {
+    pub(crate) fn reset_for_full_pull(&self) -> Result<(), ClientError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         for table in &self.schema.tables {
@@ -544,26 +307,9 @@ impl LocalStore {
         Ok(())
     }
 
-    /// Whether any row not waiting for a conflict choice has a pending change with an
-    /// edit number in `(after_rev, up_to_rev]`.
-    pub fn has_pending_between(&self, after_rev: i64, up_to_rev: i64) -> Result<bool, ClientError> {
-        let conn = self.lock();
-        Ok(conn
-            .query_row(
-                "SELECT 1 FROM _roster_rows r WHERE pending IS NOT NULL
-                   AND local_rev > ?2 AND local_rev <= ?1
-                   AND NOT EXISTS (SELECT 1 FROM _roster_open_conflicts o
-                                   WHERE o.tbl = r.tbl AND o.id = r.id)
-                 LIMIT 1",
-                params![up_to_rev, after_rev],
-                |_| Ok(()),
-            )
-            .optional()?
-            .is_some())
-    }
-
     /// Records that a sync round completed now.
-    pub fn mark_synced(&self) -> Result<(), ClientError> {
+    #[cfg(feature = "bench-internals")]
+    pub(crate) fn mark_synced(&self) -> Result<(), ClientError> {
         let conn = self.lock();
         set_meta(&conn, "last_sync_ms", &now_ms().to_string())
     }
@@ -575,6 +321,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::local::collect::PendingBatch;
     use crate::local::test_fixtures::{fields, store};
 
     fn answer(
@@ -652,21 +399,6 @@ mod tests {
         assert_eq!(next.sent.len(), 1, "the delete must reach the server");
         assert_eq!(next.sent[0].change.op, ChangeOp::Delete);
         assert_eq!(next.sent[0].change.base_version, Some(3));
-    }
-
-    #[test]
-    fn a_row_created_and_deleted_offline_is_never_sent() {
-        let (_dir, store) = store();
-        let id = store
-            .insert("person", fields(json!({"name": "Tmp"})))
-            .unwrap()
-            .id;
-        store.delete("person", id).unwrap();
-        assert_eq!(store.status().unwrap().pending, 0);
-        let batch = batch_of(&store);
-        assert!(batch.sent.is_empty());
-        assert_eq!(batch.dropped_local_only, 1);
-        assert!(batch_of(&store).is_empty());
     }
 
     #[test]

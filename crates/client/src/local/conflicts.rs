@@ -11,8 +11,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::apply::{json_text, parse_fields, set_base};
-use super::records::next_rev;
+use super::rows::{json_text, next_rev, parse_fields, set_base};
 use super::{LocalStore, now_ms, parse_id, sql};
 use crate::ClientError;
 

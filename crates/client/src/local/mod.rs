@@ -19,9 +19,11 @@
 //!   a person: the remote row and the base, next to the local row in its user table.
 //!   A row with an open conflict keeps its local edit and is not pushed until resolved.
 
-pub mod apply;
-pub mod conflicts;
+mod apply;
+mod collect;
+pub(crate) mod conflicts;
 mod records;
+mod rows;
 mod sql;
 #[cfg(test)]
 mod test_fixtures;
@@ -33,9 +35,8 @@ use roster_protocol::{ChangeOp, Fields, RowId, Schema};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-pub use apply::{PendingBatch, SentChange};
-pub use conflicts::{Choice, OpenConflict};
-pub use records::ListQuery;
+pub use conflicts::{Choice, ConflictHandler, OpenConflict};
+pub use records::{ListQuery, MAX_LIST_LIMIT};
 
 use crate::ClientError;
 
@@ -307,7 +308,10 @@ impl LocalStore {
 
     /// Stores `credentials` for this device (absent parts are removed). The data set
     /// belongs to the store like the server URL: set it only when the store is created.
-    pub fn set_credentials(&self, credentials: &crate::Credentials) -> Result<(), ClientError> {
+    pub(crate) fn set_credentials(
+        &self,
+        credentials: &crate::Credentials,
+    ) -> Result<(), ClientError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         for (key, value) in [
@@ -326,7 +330,7 @@ impl LocalStore {
     }
 
     /// Replaces only the stored token (the data set stays).
-    pub fn set_token(&self, token: Option<&str>) -> Result<(), ClientError> {
+    pub(crate) fn set_token(&self, token: Option<&str>) -> Result<(), ClientError> {
         let dataset = self.credentials()?.dataset;
         self.set_credentials(&crate::Credentials {
             token: token.map(str::to_owned),

@@ -6,9 +6,9 @@ use roster_protocol::{ChangeOp, ColumnDef, ColumnType, Fields, RowId, TableSchem
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 
-use super::apply::json_text;
+use super::rows::{json_text, next_rev};
 use super::sql::{self, quote};
-use super::{LocalStore, Record, get_meta, now_ms, parse_op, set_meta};
+use super::{LocalStore, Record, get_meta, now_ms, parse_op};
 use crate::ClientError;
 
 /// Most rows one [`LocalStore::list`] call returns.
@@ -40,19 +40,6 @@ impl Default for ListQuery {
             offset: 0,
         }
     }
-}
-
-/// Takes the next edit number. Edit numbers order pending changes and detect edits made
-/// while a sync was in flight.
-pub(crate) fn next_rev(tx: &Transaction<'_>) -> Result<i64, ClientError> {
-    let current: i64 = get_meta(tx, "edit_counter")?
-        .map(|v| v.parse::<i64>())
-        .transpose()
-        .map_err(|e| ClientError::Corrupt(format!("edit counter: {e}")))?
-        .unwrap_or(0);
-    let next = current + 1;
-    set_meta(tx, "edit_counter", &next.to_string())?;
-    Ok(next)
 }
 
 /// Writes a new row and marks it as a pending insert with a fresh edit number.
