@@ -490,3 +490,180 @@ async fn the_cli_uses_its_token_and_a_refused_one_exits_5() {
     let rows = server.live("person").await;
     assert_eq!(rows.values().next().unwrap()["age"], json!(5));
 }
+
+/// `delete-user` revokes every token of the user: its old token is refused, and does
+/// not become the token of the next user created (not even one with the same name),
+/// whose data set starts empty when the old one was deleted with its data.
+#[tokio::test]
+async fn a_deleted_users_token_does_not_work_for_the_next_created_user() {
+    let server = TestServer::start();
+    let alice_token = server.create_user("alice");
+    let alice = authed_http(&alice_token, None);
+    let row = RowId::now_v7();
+    let insert = change(
+        ChangeOp::Insert,
+        row,
+        None,
+        Some(json!({"name": "Alice's"})),
+    );
+    let (status, _) = post_sync(&alice, &server, &request(0, vec![insert])).await;
+    assert_eq!(status, 200);
+
+    let summary = server.delete_user("alice", false);
+    assert!(summary.contains("deleted user alice"), "{summary}");
+    let (status, body) = post_sync(&alice, &server, &request(0, vec![])).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(error_code(&body), ErrorCode::Unauthorized);
+
+    let bob_token = server.create_user("bob");
+    let again_token = server.create_user("alice");
+    for (name, token) in [("bob", &bob_token), ("the new alice", &again_token)] {
+        let (status, body) =
+            post_sync(&authed_http(token, None), &server, &request(0, vec![])).await;
+        assert_eq!(status, 200, "{name}: {body}");
+        let answer: SyncResponse = serde_json::from_str(&body).unwrap();
+        assert!(
+            answer.changes.is_empty(),
+            "{name} sees nothing of the old alice"
+        );
+    }
+    let (status, _) = post_sync(&alice, &server, &request(0, vec![])).await;
+    assert_eq!(status, 401, "the old token still works for no one");
+    assert!(
+        !all_stored_rows(&server)
+            .keys()
+            .any(|(_, _, id)| *id == row.to_string()),
+        "--delete-data removed the rows"
+    );
+}
+
+/// `delete-user --keep-data` keeps the data set and the shares others have on it.
+#[tokio::test]
+async fn a_user_deleted_with_keep_data_leaves_its_shared_rows_to_the_grantees() {
+    let server = TestServer::start();
+    let alice_token = server.create_user("alice");
+    let alice = authed_http(&alice_token, None);
+    let row = RowId::now_v7();
+    let insert = change(ChangeOp::Insert, row, None, Some(json!({"name": "Kept"})));
+    assert_eq!(
+        post_sync(&alice, &server, &request(0, vec![insert]))
+            .await
+            .0,
+        200
+    );
+    server.share("alice", DEFAULT_USER);
+
+    server.delete_user("alice", true);
+    assert_eq!(post_sync(&alice, &server, &request(0, vec![])).await.0, 401);
+    let kept = server
+        .live_as(server.token(), Some("alice"), "person")
+        .await;
+    assert_eq!(kept[&row]["name"], json!("Kept"));
+}
+
+/// `unshare` takes a share back: the grantee is refused from its next request on, like
+/// on a data set that was never shared, and the owner keeps everything.
+#[tokio::test]
+async fn unshare_removes_access() {
+    let server = TestServer::start();
+    let bob_token = server.create_user("bob");
+    let bob_on_tester = authed_http(&bob_token, Some(DEFAULT_USER));
+    server.share(DEFAULT_USER, "bob");
+    let row = RowId::now_v7();
+    let insert = change(ChangeOp::Insert, row, None, Some(json!({"name": "Shared"})));
+    assert_eq!(
+        post_sync(&bob_on_tester, &server, &request(0, vec![insert]))
+            .await
+            .0,
+        200
+    );
+
+    server.unshare(DEFAULT_USER, "bob");
+    let (status, body) = post_sync(&bob_on_tester, &server, &request(0, vec![])).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(error_code(&body), ErrorCode::Forbidden);
+    assert!(!body.contains("Shared"));
+    assert!(server.live("person").await.contains_key(&row));
+}
+
+/// The token id `create-token` / `rotate-token` printed on stderr.
+fn issued_id(stderr: &str) -> i64 {
+    stderr
+        .split("issued token ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("no token id in {stderr:?}"))
+}
+
+/// A token created with `--expires-in` works until then; once expired it is refused
+/// with 401 `token_expired` (not `unauthorized`), and nothing is read or stored.
+#[tokio::test]
+async fn expired_token_is_refused_with_token_expired() {
+    let server = TestServer::start();
+    let (day, _) = server.admin(&["create-token", "--user", DEFAULT_USER, "--expires-in", "1d"]);
+    let (gone, _) = server.admin(&["create-token", "--user", DEFAULT_USER, "--expires-in", "0s"]);
+    let ok = authed_http(day.trim(), None);
+    assert_eq!(post_sync(&ok, &server, &request(0, vec![])).await.0, 200);
+
+    let expired = authed_http(gone.trim(), None);
+    let row = RowId::now_v7();
+    let insert = change(ChangeOp::Insert, row, None, Some(json!({"name": "Late"})));
+    let (status, body) = post_sync(&expired, &server, &request(0, vec![insert])).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(error_code(&body), ErrorCode::TokenExpired);
+    assert!(!server.live("person").await.contains_key(&row));
+    let (status, body) = get(&expired, &server, "/v1/conflicts").await;
+    assert_eq!((status, error_code(&body)), (401, ErrorCode::TokenExpired));
+    let (status, body) = post_sync(
+        &authed_http("rst_unknown", None),
+        &server,
+        &request(0, vec![]),
+    )
+    .await;
+    assert_eq!((status, error_code(&body)), (401, ErrorCode::Unauthorized));
+}
+
+/// `rotate-token ID --grace G` issues a new token for the same user; the old one keeps
+/// working for the grace period, then answers `token_expired`. `list-tokens` shows when
+/// each token was last used.
+#[tokio::test]
+async fn a_rotated_token_overlaps_with_the_new_one_for_the_grace_period() {
+    let server = TestServer::start();
+    let (old_secret, stderr) = server.admin(&["create-token", "--user", DEFAULT_USER]);
+    let old_id = issued_id(&stderr);
+    let old = authed_http(old_secret.trim(), None);
+    let (new_secret, _) = server.admin(&["rotate-token", &old_id.to_string(), "--grace", "1d"]);
+    let new = authed_http(new_secret.trim(), None);
+    assert_eq!(post_sync(&old, &server, &request(0, vec![])).await.0, 200);
+    assert_eq!(post_sync(&new, &server, &request(0, vec![])).await.0, 200);
+
+    let (newest_secret, stderr) =
+        server.admin(&["rotate-token", &old_id.to_string(), "--grace", "0s"]);
+    let newest_id = issued_id(&stderr);
+    let (status, body) = post_sync(&old, &server, &request(0, vec![])).await;
+    assert_eq!((status, error_code(&body)), (401, ErrorCode::TokenExpired));
+    assert_eq!(post_sync(&new, &server, &request(0, vec![])).await.0, 200);
+    let newest = authed_http(newest_secret.trim(), None);
+    assert_eq!(
+        post_sync(&newest, &server, &request(0, vec![])).await.0,
+        200
+    );
+
+    let (listing, _) = server.admin(&["list-tokens", "--user", DEFAULT_USER]);
+    let line = |id: i64| {
+        listing
+            .lines()
+            .find(|l| l.starts_with(&format!("{id}\t")))
+            .unwrap_or_else(|| panic!("token {id} missing from {listing}"))
+            .to_owned()
+    };
+    assert!(line(old_id).contains("\texpired\t"), "{listing}");
+    let used = line(newest_id);
+    let last_used = used.rsplit('\t').next().unwrap();
+    assert_ne!(last_used, "-", "the newest token's use is recorded: {used}");
+    assert!(
+        !listing.contains(newest_secret.trim()),
+        "secrets are never listed"
+    );
+}

@@ -675,3 +675,116 @@ async fn sql_metacharacters_are_stored_verbatim_and_searched_literally() {
     assert_converged(&server, "person", &[&a, &b]).await;
     assert_eq!(server.live("person").await.len(), 5);
 }
+
+/// `base_fields` meet the schema like `fields` (columns, types, length limits): a bad
+/// base is refused whole with the same codes, so nothing of it reaches the conflict log
+/// that `/v1/conflicts` serves.
+#[tokio::test]
+async fn base_fields_are_validated_like_fields() {
+    let (server, _client, jane, _) = seeded().await;
+    let snapshot = server.rows().await;
+    let http = server.http();
+    let jane_s = jane.to_string();
+    // A stale base version: were it accepted, this change would be a logged conflict.
+    let stale = |base: Value| {
+        bytes(&request(
+            json!([{"table": "person", "id": jane, "op": "update",
+                               "base_version": 0, "fields": {"name": "Mine"},
+                               "base_fields": base}]),
+        ))
+    };
+    let cases = [
+        case(
+            "unknown base column",
+            stale(json!({"name": "Jane", "shoe": 44})),
+            422,
+            ErrorCode::UnknownColumn,
+            &["base_fields", "shoe", &jane_s],
+        ),
+        case(
+            "base age as text",
+            stale(json!({"name": "Jane", "age": "old"})),
+            422,
+            ErrorCode::InvalidValue,
+            &["base_fields", "person.age"],
+        ),
+        case(
+            "base email above the text limit",
+            stale(json!({"name": "Jane", "email": "e".repeat(10_001)})),
+            422,
+            ErrorCode::InvalidValue,
+            &["base_fields", "person.email"],
+        ),
+        case(
+            "base name above its max_len",
+            stale(json!({"name": "n".repeat(201)})),
+            422,
+            ErrorCode::InvalidValue,
+            &["base_fields", "person.name"],
+        ),
+    ];
+    for case in cases {
+        let (status, body) = post(&http, &server, "/v1/sync", case.body).await;
+        let error = api_error(case.name, &body);
+        assert_eq!(
+            (status, error.error.code),
+            (case.status, case.code),
+            "{}: {}",
+            case.name,
+            error.error.message
+        );
+        for needle in &case.mentions {
+            assert!(
+                error.error.message.contains(needle.as_str()),
+                "{}: message {:?} does not mention {needle:?}",
+                case.name,
+                error.error.message
+            );
+        }
+    }
+    assert_eq!(server.rows().await, snapshot);
+    assert!(server.conflict_log().is_empty(), "nothing was logged");
+    // A valid base still goes through, and its conflict is logged with it.
+    let (status, body) = post(
+        &http,
+        &server,
+        "/v1/sync",
+        stale(json!({"name": "Jane", "age": 25, "city": "Oslo"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(server.conflict_log().len(), 1);
+}
+
+/// Tiny requests do not fill the disk: 1000 no-op changes, each with `since = 0` and a
+/// new batch id, against a data set whose every pull page is large, grow the replay
+/// cache by less than 5 MB (a replay keeps only acks and conflicts, and the cache per
+/// data set is bounded). Before, each kept its whole pull page.
+#[tokio::test]
+async fn a_flood_of_no_op_batches_does_not_grow_the_database() {
+    let server = TestServer::start();
+    let http = server.http();
+    // About 40 KB of rows in every pull page from 0.
+    let seed: Vec<Value> = (0..40)
+        .map(|i| {
+            json!({"table": "person", "id": RowId::now_v7(), "op": "insert",
+                   "fields": {"name": format!("p{i}"), "city": "c".repeat(1_000)}})
+        })
+        .collect();
+    let (status, _) = post(&http, &server, "/v1/sync", bytes(&request(json!(seed)))).await;
+    assert_eq!(status, 200);
+    let same = json!([{"table": "person", "id": seed[0]["id"], "op": "insert",
+                       "fields": seed[0]["fields"]}]);
+    let before = server.db().replay_cache_footprint();
+    for _ in 0..1000 {
+        let mut body = request(same.clone());
+        body["batch_id"] = json!(uuid::Uuid::now_v7());
+        body["pull_limit"] = json!(1000);
+        let (status, answer) = post(&http, &server, "/v1/sync", bytes(&body)).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    }
+    let grown = server.db().replay_cache_footprint().saturating_sub(before);
+    assert!(grown < 5 * 1024 * 1024, "grew by {grown} bytes");
+    // Every answer still pulled the page: the flood was served, not refused.
+    assert_eq!(server.live("person").await.len(), 40);
+}

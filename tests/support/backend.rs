@@ -183,6 +183,29 @@ impl TestDatabase {
             .unwrap()
     }
 
+    /// Bytes the replay cache can occupy: on SQLite the whole database (page count times
+    /// page size, as a reader sees it through the WAL: a strict upper bound), on
+    /// PostgreSQL `pg_total_relation_size` of `applied_batches` (table, TOAST, indexes).
+    pub fn replay_cache_footprint(&self) -> u64 {
+        if self.postgres.is_some() {
+            return with_postgres(&self.url, |client| {
+                let bytes: i64 = client
+                    .query_one("SELECT pg_total_relation_size('applied_batches')", &[])
+                    .unwrap()
+                    .get(0);
+                u64::try_from(bytes).unwrap()
+            });
+        }
+        let conn = self.sqlite();
+        let pages: i64 = conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        let size: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap();
+        u64::try_from(pages * size).unwrap()
+    }
+
     /// A read-only connection to the SQLite file.
     fn sqlite(&self) -> rusqlite::Connection {
         rusqlite::Connection::open_with_flags(&self.url, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)

@@ -196,6 +196,41 @@ impl TestServer {
         admin(self.db.url(), &["share", dataset, "--with", user]);
     }
 
+    /// Runs the admin command `roster-server --db DB ARGS...` on this server's database,
+    /// asserts it succeeded and returns its whole stdout and its stderr.
+    pub fn admin(&self, args: &[&str]) -> (String, String) {
+        let out = Command::new(bin_path("roster-server"))
+            .arg("--db")
+            .arg(self.db.url())
+            .args(args)
+            .env("ROSTER_LOG", "warn")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            out.status.success(),
+            "roster-server {args:?} failed: {stdout} {stderr}"
+        );
+        (stdout, stderr)
+    }
+
+    /// Takes a share back with `roster-server unshare`.
+    pub fn unshare(&self, dataset: &str, user: &str) {
+        admin(self.db.url(), &["unshare", dataset, "--with", user]);
+    }
+
+    /// Deletes a user with `roster-server delete-user`, keeping its data set
+    /// (`--keep-data`) or removing it (`--delete-data`); returns the printed summary.
+    pub fn delete_user(&self, name: &str, keep_data: bool) -> String {
+        let data = if keep_data {
+            "--keep-data"
+        } else {
+            "--delete-data"
+        };
+        admin(self.db.url(), &["delete-user", name, data]).0
+    }
+
     /// An HTTP client sending [`DEFAULT_USER`]'s token on every request.
     pub fn http(&self) -> reqwest::Client {
         authed_http(&self.token, None)

@@ -33,6 +33,9 @@ pub enum ErrorCode {
     /// The request carries no bearer token, or one the server does not know or has
     /// revoked (HTTP 401). Nothing was read or changed.
     Unauthorized,
+    /// The bearer token was valid but has expired (HTTP 401): ask for a new one (an
+    /// administrator issues or rotates tokens). Nothing was read or changed.
+    TokenExpired,
     /// The token is valid but its user may not use the data set the request names
     /// (HTTP 403). Also the answer for a data set that does not exist, so that nobody
     /// learns which data sets exist. Nothing was read or changed.

@@ -20,7 +20,7 @@ use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{DefaultPredicate, Predicate, SizeAbove};
 use tower_http::trace::TraceLayer;
 
-use crate::accounts::{AccountError, AccountStore, User, authenticate};
+use crate::accounts::{AccountError, AccountStore, TokenCheck, User, authenticate};
 use crate::config::ServerConfig;
 use crate::resolve::{ConflictHandler, Resolver};
 use crate::store::{StoreError, SyncStore};
@@ -103,7 +103,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::ResetRequired => StatusCode::GONE,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::Unauthorized | ErrorCode::TokenExpired => StatusCode::UNAUTHORIZED,
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -198,7 +198,16 @@ async fn authorise(
     };
     let accounts = state.accounts.clone();
     let scope = tokio::task::spawn_blocking(move || -> Result<Scope, HttpError> {
-        let user = authenticate(accounts.as_ref(), &secret)?.ok_or_else(unauthorized)?;
+        let user = match authenticate(accounts.as_ref(), &secret)? {
+            TokenCheck::Valid(user) => user,
+            TokenCheck::Expired => {
+                return Err(HttpError::new(
+                    ErrorCode::TokenExpired,
+                    "the bearer token has expired; ask the administrator for a new one",
+                ));
+            }
+            TokenCheck::Refused => return Err(unauthorized()),
+        };
         let dataset = named.unwrap_or_else(|| user.own_dataset().to_owned());
         if !accounts.may_use(&user, &dataset)? {
             tracing::warn!(user = %user.name, %dataset, "refused a data set");

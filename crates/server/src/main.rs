@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use roster_server::accounts::issue_token;
+use roster_server::accounts::{OwnedData, issue_expiring_token, issue_token, now_ms, rotate_token};
 use roster_server::config::ServerConfig;
 use roster_server::http::{AppState, router};
 use roster_server::store::{self, SyncStore};
@@ -61,6 +61,24 @@ enum Command {
         /// Label (e.g. the device it is for).
         #[arg(long, default_value = "")]
         label: String,
+        /// Let it expire after this long (e.g. `30d`, `12h`, `90m`, `45s`); never if absent.
+        #[arg(long, value_parser = parse_duration_ms)]
+        expires_in: Option<i64>,
+    },
+    /// Issue a new token in place of token ID: same user and label; the old one keeps
+    /// working for the grace period, then expires. Prints the new secret (shown once).
+    RotateToken {
+        /// The old token's id.
+        id: i64,
+        /// How long the old token keeps working (e.g. `1d`, `0s`).
+        #[arg(long, value_parser = parse_duration_ms, default_value = "1d")]
+        grace: i64,
+    },
+    /// List tokens (of one user, or all): id, user, label, state, expiry, last use.
+    ListTokens {
+        /// Only this user's tokens.
+        #[arg(long)]
+        user: Option<String>,
     },
     /// Revoke a token by its id (see list-users): it is refused from then on.
     RevokeToken {
@@ -82,6 +100,70 @@ enum Command {
         #[arg(long = "with")]
         with_user: String,
     },
+    /// Take a share back: the user may no longer use the data set.
+    Unshare {
+        /// The data set.
+        dataset: String,
+        /// The user who loses access.
+        #[arg(long = "with")]
+        with_user: String,
+    },
+    /// Delete a user: every token and share of it goes, and its id is never reused.
+    DeleteUser {
+        /// The user.
+        name: String,
+        /// Keep its data set (rows and others' shares), owned by no one.
+        #[arg(
+            long,
+            conflicts_with = "delete_data",
+            required_unless_present = "delete_data"
+        )]
+        keep_data: bool,
+        /// Remove its data set with every row.
+        #[arg(long)]
+        delete_data: bool,
+    },
+}
+
+/// Parses `30d`, `12h`, `90m` or `45s` into milliseconds.
+fn parse_duration_ms(text: &str) -> Result<i64, String> {
+    let split = text.len().saturating_sub(1);
+    let (number, unit) = (
+        text.get(..split).unwrap_or(""),
+        text.get(split..).unwrap_or(""),
+    );
+    let unit_ms: i64 = match unit {
+        "d" => 86_400_000,
+        "h" => 3_600_000,
+        "m" => 60_000,
+        "s" => 1_000,
+        _ => {
+            return Err(format!(
+                "{text:?}: use a number and d, h, m or s (e.g. 30d)"
+            ));
+        }
+    };
+    let count: i64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: use a number and d, h, m or s (e.g. 30d)"))?;
+    if count < 0 {
+        return Err(format!("{text:?}: must not be negative"));
+    }
+    count
+        .checked_mul(unit_ms)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+/// A Unix time in ms as UTC RFC 3339 text, for the admin listings.
+fn show_time(ms: Option<i64>) -> String {
+    ms.and_then(|ms| {
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+    })
+    .and_then(|t| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .ok()
+    })
+    .unwrap_or_else(|| "-".into())
 }
 
 fn default_db() -> PathBuf {
@@ -156,8 +238,12 @@ fn administer(command: Command, db: &std::path::Path) -> anyhow::Result<()> {
             );
             println!("{}", token.secret);
         }
-        Command::CreateToken { user, label } => {
-            let token = issue_token(store, &user, &label)?;
+        Command::CreateToken {
+            user,
+            label,
+            expires_in,
+        } => {
+            let token = issue_expiring_token(store, &user, &label, expires_in)?;
             eprintln!(
                 "issued token {} for {user}; the secret below is shown only once",
                 token.id
@@ -193,6 +279,63 @@ fn administer(command: Command, db: &std::path::Path) -> anyhow::Result<()> {
         Command::Share { dataset, with_user } => {
             store.grant(&dataset, &with_user)?;
             println!("{with_user} may now use data set {dataset}");
+        }
+        Command::RotateToken { id, grace } => {
+            let token = rotate_token(store, id, grace)?;
+            eprintln!(
+                "issued token {} in place of token {id}, which expires {}; the secret below is shown only once",
+                token.id,
+                show_time(Some(now_ms().saturating_add(grace)))
+            );
+            println!("{}", token.secret);
+        }
+        Command::ListTokens { user } => {
+            println!("id\tuser\tlabel\tstate\texpires\tlast used");
+            for summary in store.users()? {
+                if user.as_ref().is_some_and(|u| *u != summary.user.name) {
+                    continue;
+                }
+                for t in &summary.tokens {
+                    let state = if t.revoked {
+                        "revoked"
+                    } else if t.expires_at_ms.is_some_and(|at| at <= now_ms()) {
+                        "expired"
+                    } else {
+                        "active"
+                    };
+                    println!(
+                        "{}\t{}\t{:?}\t{state}\t{}\t{}",
+                        t.id,
+                        summary.user.name,
+                        t.label,
+                        show_time(t.expires_at_ms),
+                        show_time(t.last_used_at_ms)
+                    );
+                }
+            }
+        }
+        Command::Unshare { dataset, with_user } => {
+            store.revoke_grant(&dataset, &with_user)?;
+            println!("{with_user} may no longer use data set {dataset}");
+        }
+        Command::DeleteUser {
+            name, delete_data, ..
+        } => {
+            let data = if delete_data {
+                OwnedData::Delete
+            } else {
+                OwnedData::Keep
+            };
+            let gone = store.delete_user(&name, data)?;
+            let what = if gone.data_deleted {
+                "its data set removed"
+            } else {
+                "its data set kept, owned by no one"
+            };
+            println!(
+                "deleted user {name}: {} tokens and {} shares gone, {what}",
+                gone.tokens, gone.grants
+            );
         }
         Command::Serve | Command::PrintConfig | Command::PurgeTombstones { .. } => {}
     }

@@ -24,7 +24,8 @@ pub fn decode_request(body: &[u8], schema: &Schema) -> Result<SyncRequest, ApiEr
 }
 
 /// Validates protocol version, batch size, pull limit, and every change: shape, table,
-/// columns, value types, non-nil id, and at most one change per row.
+/// columns, value types and lengths (of `fields` and `base_fields` alike), non-nil id,
+/// and at most one change per row.
 pub fn validate_request(request: &SyncRequest, schema: &Schema) -> Result<(), ApiError> {
     if request.protocol != PROTOCOL_VERSION {
         return Err(ApiError::new(
@@ -72,6 +73,13 @@ pub fn validate_request(request: &SyncRequest, schema: &Schema) -> Result<(), Ap
             table
                 .validate_fields(fields)
                 .map_err(|e| schema_error(e, &at))?;
+        }
+        // The base values are stored in the conflict log and served back by
+        // `/v1/conflicts`: they meet the same rules (columns, types, lengths) as the row.
+        if let Some(base) = &change.base_fields {
+            table
+                .validate_fields(base)
+                .map_err(|e| schema_error(e, &|m: String| at(format!("base_fields: {m}"))))?;
         }
         if !seen.insert((change.table.as_str(), change.id)) {
             return Err(ApiError::new(
@@ -166,6 +174,31 @@ mod tests {
         let mut greedy = request(vec![]);
         greedy.pull_limit = MAX_PULL_LIMIT + 1;
         assert_eq!(check(greedy), Some(ErrorCode::BatchTooLarge));
+    }
+
+    #[test]
+    fn base_fields_meet_the_rules_of_fields() {
+        let schema = Schema::default_person();
+        let with_base = |base: serde_json::Value| {
+            let mut change = insert("person", json!({"name": "Jane"}));
+            change.op = ChangeOp::Update;
+            change.base_version = Some(1);
+            change.base_fields = base.as_object().cloned();
+            code(validate_request(&request(vec![change]), &schema))
+        };
+        assert_eq!(with_base(json!({"name": "Jo", "age": 3})), None);
+        assert_eq!(
+            with_base(json!({"name": "Jo", "shoe": 44})),
+            Some(ErrorCode::UnknownColumn)
+        );
+        assert_eq!(
+            with_base(json!({"name": "Jo", "age": "old"})),
+            Some(ErrorCode::InvalidValue)
+        );
+        assert_eq!(
+            with_base(json!({"name": "x".repeat(2_000_000)})),
+            Some(ErrorCode::InvalidValue)
+        );
     }
 }
 

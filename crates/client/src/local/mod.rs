@@ -170,18 +170,15 @@ fn open_connection(path: &Path) -> Result<Connection, ClientError> {
 
 fn migrate(conn: &mut Connection) -> Result<(), ClientError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let done: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    let done = usize::try_from(done).unwrap_or(usize::MAX);
-    if done > MIGRATIONS.len() {
-        return Err(ClientError::Corrupt(format!(
-            "store format {done} is newer than this program ({})",
-            MIGRATIONS.len()
-        )));
-    }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(done) {
-        tx.execute_batch(sql)?;
-        tx.execute_batch(&format!("PRAGMA user_version = {}", index + 1))?;
-    }
+    roster_migrate::run(
+        &mut roster_migrate::SqliteUserVersion(&tx),
+        "store format",
+        MIGRATIONS,
+    )
+    .map_err(|e| match e {
+        roster_migrate::MigrateError::Database(e) => ClientError::from(e),
+        newer => ClientError::Corrupt(newer.to_string()),
+    })?;
     tx.commit()?;
     Ok(())
 }

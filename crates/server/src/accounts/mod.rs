@@ -47,6 +47,37 @@ pub struct TokenRecord {
     pub created_at_ms: i64,
     /// Whether it was revoked; a revoked token is refused.
     pub revoked: bool,
+    /// When it stops working (Unix ms), if ever; from then on it is refused with
+    /// `token_expired`.
+    pub expires_at_ms: Option<i64>,
+    /// When it was last used (Unix ms), to within [`LAST_USED_PRECISION_MS`]; `None`
+    /// when never.
+    pub last_used_at_ms: Option<i64>,
+}
+
+/// The time a token was last used is written at most this often per token (not on every
+/// request): `list-tokens` is accurate to within it.
+pub const LAST_USED_PRECISION_MS: i64 = 5 * 60 * 1000;
+
+/// What a presented token is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenCheck {
+    /// A valid token of this user.
+    Valid(User),
+    /// A known token past its expiry (401 `token_expired`).
+    Expired,
+    /// Unknown or revoked (401 `unauthorized`).
+    Refused,
+}
+
+impl TokenCheck {
+    /// The user of a valid token.
+    pub fn user(self) -> Option<User> {
+        match self {
+            TokenCheck::Valid(user) => Some(user),
+            TokenCheck::Expired | TokenCheck::Refused => None,
+        }
+    }
 }
 
 /// A user with its tokens and the data sets shared with it.
@@ -58,6 +89,30 @@ pub struct UserSummary {
     pub shared_with: Vec<String>,
     /// Its tokens, revoked ones included.
     pub tokens: Vec<TokenRecord>,
+}
+
+/// What `delete-user` does with the data set the user owned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnedData {
+    /// Keep it, with its rows and the grants others have on it, owned by no one (like
+    /// `default`): an administrator may still share it. Its name stays taken.
+    Keep,
+    /// Remove it: its rows, conflict log, staged and remembered batches, and every grant
+    /// on it.
+    Delete,
+}
+
+/// What a user's deletion removed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeletedUser {
+    /// The user that is gone.
+    pub user: User,
+    /// Its tokens (revoked ones included), all gone with it.
+    pub tokens: u64,
+    /// The grants it had on other data sets, all gone with it.
+    pub grants: u64,
+    /// Whether its own data set was removed (`false`: kept, owned by no one).
+    pub data_deleted: bool,
 }
 
 /// Why an account operation failed.
@@ -78,6 +133,14 @@ pub enum AccountError {
     /// No data set has this name.
     #[error("no data set named {0:?}")]
     NoSuchDataset(String),
+    /// The data set is not shared with this user (owners are not grantees).
+    #[error("data set {dataset:?} is not shared with {user:?}")]
+    NotShared {
+        /// The data set.
+        dataset: String,
+        /// The user.
+        user: String,
+    },
     /// No token has this id.
     #[error("no token with id {0}")]
     NoSuchToken(i64),
@@ -113,20 +176,44 @@ pub trait AccountStore: Send + Sync + 'static {
     /// [`AccountError::NameTaken`] if a user or data set has that name.
     fn create_user(&self, name: &str) -> Result<User, AccountError>;
 
-    /// Stores a token of `user` by its hash; returns the token's id.
-    fn add_token(&self, user: &str, hash: &TokenHash, label: &str) -> Result<i64, AccountError>;
+    /// Stores a token of `user` by its hash, valid until `expires_at_ms` (Unix ms; for
+    /// ever when `None`); returns the token's id.
+    fn add_token(
+        &self,
+        user: &str,
+        hash: &TokenHash,
+        label: &str,
+        expires_at_ms: Option<i64>,
+    ) -> Result<i64, AccountError>;
+
+    /// The user and label of a token, and when it expires, for a rotation.
+    fn token_owner(&self, token_id: i64) -> Result<(String, String), AccountError>;
+
+    /// Makes a token expire at `at_ms` unless it expires earlier already.
+    fn expire_token(&self, token_id: i64, at_ms: i64) -> Result<(), AccountError>;
 
     /// Revokes a token: from then on it is refused. Revoking twice is not an error.
     fn revoke_token(&self, token_id: i64) -> Result<(), AccountError>;
 
-    /// The user a token belongs to, or `None` when the hash is unknown or revoked.
-    fn user_by_token(&self, hash: &TokenHash) -> Result<Option<User>, AccountError>;
+    /// What the token with this hash is at `now_ms`: valid (and whose), expired, or
+    /// unknown/revoked. Records the use of a valid token, writing at most once per
+    /// [`LAST_USED_PRECISION_MS`] per token.
+    fn user_by_token(&self, hash: &TokenHash, now_ms: i64) -> Result<TokenCheck, AccountError>;
 
     /// Every user, by name, with tokens and grants.
     fn users(&self) -> Result<Vec<UserSummary>, AccountError>;
 
     /// Lets `user` use `dataset` (read and write, like its owner).
     fn grant(&self, dataset: &str, user: &str) -> Result<(), AccountError>;
+
+    /// Takes back a grant: `user` may no longer use `dataset` from its next request on.
+    /// Fails with [`AccountError::NotShared`] when there was no such grant.
+    fn revoke_grant(&self, dataset: &str, user: &str) -> Result<(), AccountError>;
+
+    /// Deletes a user in one transaction: its tokens and grants go with it (the schema
+    /// cascades the delete), and its own data set is kept or removed as `data` says. A
+    /// user id is never given to another user afterwards.
+    fn delete_user(&self, name: &str, data: OwnedData) -> Result<DeletedUser, AccountError>;
 
     /// Whether `user` owns `dataset` or was granted it. `false` for a data set that
     /// does not exist.
@@ -140,17 +227,45 @@ pub fn issue_token(
     user: &str,
     label: &str,
 ) -> Result<IssuedToken, AccountError> {
+    issue_expiring_token(accounts, user, label, None)
+}
+
+/// [`issue_token`] for a token that stops working `expires_in_ms` from now (never when
+/// `None`).
+pub fn issue_expiring_token(
+    accounts: &dyn AccountStore,
+    user: &str,
+    label: &str,
+    expires_in_ms: Option<i64>,
+) -> Result<IssuedToken, AccountError> {
     let secret = token::generate()?;
-    let id = accounts.add_token(user, &TokenHash::of(&secret), label)?;
+    let expires_at_ms = expires_in_ms.map(|ms| now_ms().saturating_add(ms));
+    let id = accounts.add_token(user, &TokenHash::of(&secret), label, expires_at_ms)?;
     Ok(IssuedToken { id, secret })
 }
 
-/// The user a presented token secret belongs to, if it is known and not revoked.
-pub fn authenticate(
+/// Rotates a token: issues a new one for the same user and label, and lets the old one
+/// work for `grace_ms` more (or less, if it expires sooner already), so devices can
+/// switch over without a gap.
+pub fn rotate_token(
     accounts: &dyn AccountStore,
-    secret: &str,
-) -> Result<Option<User>, AccountError> {
-    accounts.user_by_token(&TokenHash::of(secret))
+    token_id: i64,
+    grace_ms: i64,
+) -> Result<IssuedToken, AccountError> {
+    let (user, label) = accounts.token_owner(token_id)?;
+    let issued = issue_token(accounts, &user, &label)?;
+    accounts.expire_token(token_id, now_ms().saturating_add(grace_ms))?;
+    Ok(issued)
+}
+
+/// What a presented token secret is (see [`AccountStore::user_by_token`]).
+pub fn authenticate(accounts: &dyn AccountStore, secret: &str) -> Result<TokenCheck, AccountError> {
+    accounts.user_by_token(&TokenHash::of(secret), now_ms())
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    crate::store::round::now_ms()
 }
 
 #[cfg(test)]

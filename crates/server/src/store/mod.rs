@@ -6,8 +6,15 @@
 //! the same transaction. Either the whole request commits or nothing does. When the
 //! resolver can roll rounds back, the batches of a round are staged and the whole round
 //! is applied in one transaction with its final batch.
+//!
+//! Layout: [`flow`] is the request flow (replay, watermark, staging, applying, rollback,
+//! counter, pull page, remember, commit), written once over the small [`flow::FlowTx`]
+//! operations; [`round`] the backend-neutral rules it uses (planning and writing each
+//! change, cutting pull pages); [`sqlite`] and [`postgres`] hold only SQL, one module per
+//! table.
 
 pub mod answer;
+pub(crate) mod flow;
 pub mod postgres;
 pub(crate) mod round;
 pub mod sqlite;

@@ -1,7 +1,7 @@
 //! The backend-neutral half of a sync request: planning every change with
 //! [`Resolver::plan`], numbering the writes, building acks, conflicts and answers, and
-//! cutting pull pages. A backend supplies the storage operations ([`RoundTx`]) inside its
-//! own transaction; the rules of what gets written live here once for every backend.
+//! cutting pull pages. A backend supplies the storage operations ([`RowsTx`],
+//! [`ConflictLogTx`]) inside its own transaction; the rules of what gets written live here once for every backend.
 
 use std::collections::HashSet;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -117,8 +117,9 @@ pub(crate) struct LogContext<'a> {
     pub base_row: Option<&'a Fields>,
 }
 
-/// The storage operations a request's transaction offers to [`apply_changes`].
-pub(crate) trait RoundTx {
+/// The `rows` table and its counter, inside a request's transaction on one data set
+/// (each backend implements it in its `rows` module).
+pub(crate) trait RowsTx {
     /// The stored row, if any.
     fn load_row(&mut self, table: &str, id: RowId) -> Result<Option<StoredRow>, StoreError>;
     /// Stores `w` as a new row if its id is unused (no row, no tombstone); returns
@@ -126,28 +127,41 @@ pub(crate) trait RoundTx {
     fn insert_row(&mut self, w: &RowWrite<'_>) -> Result<bool, StoreError>;
     /// Writes `w` over the row if it still has version `expected`; returns whether it did.
     fn update_row(&mut self, w: &RowWrite<'_>, expected: u64) -> Result<bool, StoreError>;
-    /// Writes `w` if the row still has version `w.expected` (absent for `None`);
-    /// otherwise [`StoreError::ConcurrentWrite`].
-    fn write_row(&mut self, w: &RowWrite<'_>) -> Result<(), StoreError> {
-        let written = match w.expected {
-            None => self.insert_row(w)?,
-            Some(expected) => self.update_row(w, expected)?,
-        };
-        if written {
-            Ok(())
-        } else {
-            Err(StoreError::ConcurrentWrite {
-                table: w.table.to_owned(),
-                id: w.id.to_string(),
-            })
-        }
-    }
+    /// `(newest version, purge horizon)`. In a writing transaction the data set is
+    /// already locked, so no other writer can move them until commit.
+    fn counter(&mut self) -> Result<(u64, u64), StoreError>;
+    /// Sets the newest version after this request's writes.
+    fn bump_counter(&mut self, newest: u64) -> Result<(), StoreError>;
+    /// Feeds the rows of `scan` in version order to `page` until it is full.
+    fn pull_rows(&mut self, scan: PullScan, page: &mut PageBuilder<'_>) -> Result<(), StoreError>;
+}
+
+/// The `conflict_log` table, inside a request's transaction on one data set (each
+/// backend implements it in its `conflict_log` module).
+pub(crate) trait ConflictLogTx {
     /// Appends a conflict to the log.
     fn log_conflict(
         &mut self,
         context: &LogContext<'_>,
         conflict: &Conflict,
     ) -> Result<(), StoreError>;
+}
+
+/// Writes `w` if the row still has version `w.expected` (absent for `None`); otherwise
+/// [`StoreError::ConcurrentWrite`].
+fn write_row(tx: &mut (impl RowsTx + ?Sized), w: &RowWrite<'_>) -> Result<(), StoreError> {
+    let written = match w.expected {
+        None => tx.insert_row(w)?,
+        Some(expected) => tx.update_row(w, expected)?,
+    };
+    if written {
+        Ok(())
+    } else {
+        Err(StoreError::ConcurrentWrite {
+            table: w.table.to_owned(),
+            id: w.id.to_string(),
+        })
+    }
 }
 
 /// What applying a request's changes came to.
@@ -180,7 +194,7 @@ pub(crate) enum Applied {
 /// store the client's values), and one statement tells whether the id was free. Only
 /// when it was not is the stored row read and the change planned like any other.
 pub(crate) fn apply_changes(
-    tx: &mut impl RoundTx,
+    tx: &mut (impl RowsTx + ConflictLogTx + ?Sized),
     request: &SyncRequest,
     changes: &[Change],
     resolver: &Resolver,
@@ -233,7 +247,7 @@ pub(crate) fn apply_changes(
         let outcome = match decision.write {
             Write::Upsert(fields) => {
                 next += 1;
-                tx.write_row(&write(expected, next, Some(&fields)))?;
+                write_row(tx, &write(expected, next, Some(&fields)))?;
                 Some(ServerRow {
                     version: next,
                     deleted: false,
@@ -242,7 +256,7 @@ pub(crate) fn apply_changes(
             }
             Write::Tombstone => {
                 next += 1;
-                tx.write_row(&write(expected, next, None))?;
+                write_row(tx, &write(expected, next, None))?;
                 Some(ServerRow {
                     version: next,
                     deleted: true,

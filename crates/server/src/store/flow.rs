@@ -1,0 +1,748 @@
+//! The request flow, written once for every backend.
+//!
+//! A backend implements [`FlowStore`] (open a transaction on one data set, commit or
+//! drop it) and, on its transaction type, the small SQL operations of a request, one
+//! trait per table: [`RowsTx`] (rows, counter, pull scan), [`ConflictLogTx`] and
+//! [`BatchesTx`] (replay cache, staged changes); together they are [`FlowTx`]. [`sync_answer`] runs a request
+//! through them in the one order that is right for both backends:
+//!
+//! 1. begin and lock ([`Mode::Write`]: SQLite `BEGIN IMMEDIATE`, PostgreSQL
+//!    `SELECT ... FOR UPDATE` on the data set's counter row, taken before anything is
+//!    read), then read the counter;
+//! 2. the replay check, **under that lock**: two deliveries of one batch are serialised
+//!    by it, so the second always finds the first one's remembered answer (and on
+//!    PostgreSQL, where deliveries may reach two instances, a unique-key race between
+//!    them is impossible for the same reason);
+//! 3. the watermark check (410 `reset_required`);
+//! 4. the staged changes of an atomic round (a non-final batch is only staged);
+//! 5. [`apply_changes`]; a handler's rollback drops the transaction and records the
+//!    rollback in a new one;
+//! 6. the counter bump, the pull page, remember, commit.
+//!
+//! A request that writes nothing (no changes, no atomic round) runs in [`Mode::Read`]:
+//! one snapshot, no lock, no replay check (nothing to repeat).
+//!
+//! **Replay cache.** Only what a replay needs is remembered ([`Remembered`]): the acks,
+//! the conflicts, the rollback report and the versions that bound the pull scan. A
+//! replay rebuilds the pull page from the rows as they are now (every row of the scan
+//! range that changed since moved above it and is pulled next time), so a remembered
+//! answer costs a few hundred bytes per change, not a whole page. Per data set the cache
+//! keeps at most [`REPLAY_CACHE_MAX_ENTRIES`] answers and [`REPLAY_CACHE_MAX_BYTES`],
+//! the oldest evicted first, and every answer for [`APPLIED_BATCH_LIFETIME_MS`].
+//!
+//! [`APPLIED_BATCH_LIFETIME_MS`]: super::round::APPLIED_BATCH_LIFETIME_MS
+
+use std::collections::HashSet;
+
+use roster_protocol::{Ack, Change, Conflict, ConflictKind, RollbackReport, RowId, SyncRequest};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::round::{
+    Applied, ConflictLogTx, LogContext, PageBuilder, PullScan, RowsTx, StoredRow, applied_response,
+    apply_changes, check_round_unique, check_watermark, encode, is_idempotent_write, now_ms,
+    rollback_outcome, staged_response,
+};
+use super::{Answer, PulledChange, StoreError};
+use crate::resolve::Resolver;
+
+/// At most this many remembered answers are kept per data set; the oldest go first.
+pub const REPLAY_CACHE_MAX_ENTRIES: u32 = 256;
+
+/// At most about this many bytes of remembered answers are kept per data set; the
+/// oldest go first (the newest is always kept).
+pub const REPLAY_CACHE_MAX_BYTES: u64 = 8 * 1024 * 1024;
+
+/// How a transaction starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Writers of the data set are serialised from the start: SQLite `BEGIN IMMEDIATE`,
+    /// PostgreSQL `READ COMMITTED` after locking the data set's counter row.
+    Write,
+    /// One consistent snapshot, no lock (SQLite deferred, PostgreSQL `REPEATABLE READ`
+    /// read-only).
+    Read,
+}
+
+/// What a transaction's body decided.
+pub(crate) enum Finish<R> {
+    /// Commit, then return the value.
+    Commit(R),
+    /// Drop the transaction (nothing it did stays), then return the value.
+    Discard(R),
+}
+
+/// A backend: opens transactions scoped to one data set.
+pub(crate) trait FlowStore {
+    /// Runs `body` in a new transaction on `dataset` begun in `mode`, then commits or
+    /// drops it as the body decided. An error drops it.
+    fn transact<R>(
+        &self,
+        dataset: &str,
+        mode: Mode,
+        body: impl FnOnce(&mut dyn FlowTx) -> Result<Finish<R>, StoreError>,
+    ) -> Result<R, StoreError>;
+}
+
+/// The batch tables (`applied_batches`, `staged_changes`), inside a request's
+/// transaction on one data set (each backend implements it in its `batches` module).
+pub(crate) trait BatchesTx {
+    /// The remembered answer text for this client's batch, if any.
+    fn replayed(&mut self, client: &str, batch: &str) -> Result<Option<String>, StoreError>;
+    /// Remembers `answer` for this client's batch (replacing an older one), then evicts
+    /// the data set's oldest answers beyond [`REPLAY_CACHE_MAX_ENTRIES`] and
+    /// [`REPLAY_CACHE_MAX_BYTES`].
+    fn remember(&mut self, client: &str, batch: &str, answer: &str) -> Result<(), StoreError>;
+    /// The staged changes of a round (encoded), in order.
+    fn staged(&mut self, round: &str) -> Result<Vec<String>, StoreError>;
+    /// Appends changes (encoded) to a round's staged changes.
+    fn stage(&mut self, round: &str, client: &str, changes: &[String]) -> Result<(), StoreError>;
+    /// Forgets a round's staged changes.
+    fn drop_staged(&mut self, round: &str) -> Result<(), StoreError>;
+}
+
+/// Everything a request needs, inside one transaction on one data set: a backend's
+/// transaction type implements the three table traits, each in its table's module, and
+/// gets this one. Every statement is scoped to that data set (except SQLite's counter,
+/// which is global).
+pub(crate) trait FlowTx: RowsTx + ConflictLogTx + BatchesTx {}
+
+impl<T: RowsTx + ConflictLogTx + BatchesTx> FlowTx for T {}
+
+/// What a replay needs to answer a retried batch again: the pull page is rebuilt.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Remembered {
+    acks: Vec<Ack>,
+    conflicts: Vec<Conflict>,
+    /// The pull scan's upper bound: the newest version before the batch's writes.
+    upto: u64,
+    /// The newest version after them.
+    newest: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    staged: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rollback: Option<RollbackReport>,
+}
+
+/// Applies `request` to `dataset` (see [`super::SyncStore::sync_answer`]).
+pub(crate) fn sync_answer(
+    store: &impl FlowStore,
+    dataset: &str,
+    request: &SyncRequest,
+    resolver: &Resolver,
+) -> Result<Answer, StoreError> {
+    let atomic_round = request.round.filter(|_| resolver.atomic_rounds());
+    if let Some(round) = atomic_round.filter(|r| !r.final_batch) {
+        return stage(store, dataset, request, &round.id.to_string());
+    }
+    if request.changes.is_empty() && atomic_round.is_none() {
+        return read_only(store, dataset, request);
+    }
+    let round_id = atomic_round.map(|r| r.id.to_string());
+    let outcome = store.transact(dataset, Mode::Write, |tx| {
+        let (last_seq, horizon) = tx.counter()?;
+        if let Some(answer) = replay(tx, request, horizon)? {
+            tracing::info!(batch = ?request.batch_id, "repeated the answer to a retried batch");
+            return Ok(Finish::Commit(Ok(answer)));
+        }
+        check_watermark(request.since, last_seq, horizon)?;
+        let staged;
+        let changes: &[Change] = match &round_id {
+            Some(round_id) => {
+                staged = round_changes(tx, request, round_id)?;
+                &staged
+            }
+            None => &request.changes,
+        };
+        let (acks, conflicts, unwritten, next) =
+            match apply_changes(tx, request, changes, resolver, last_seq)? {
+                Applied::Done {
+                    acks,
+                    conflicts,
+                    unwritten,
+                    next,
+                } => (acks, conflicts, unwritten, next),
+                Applied::RolledBack {
+                    change,
+                    current,
+                    kind,
+                    reason,
+                } => return Ok(Finish::Discard(Err((change, current, kind, reason)))),
+            };
+        if next != last_seq {
+            tx.bump_counter(next)?;
+        }
+        let scan = PullScan {
+            since: request.since,
+            upto: last_seq,
+            newest: next,
+            limit: request.pull_limit,
+        };
+        let page = pull_page(tx, scan, &unwritten)?;
+        let remembered = Remembered {
+            acks,
+            conflicts,
+            upto: last_seq,
+            newest: next,
+            staged: false,
+            rollback: None,
+        };
+        remember(tx, request, &remembered, !changes.is_empty())?;
+        let Remembered {
+            acks, conflicts, ..
+        } = remembered;
+        Ok(Finish::Commit(Ok(applied_response(
+            acks, conflicts, page, next,
+        ))))
+    })?;
+    match outcome {
+        Ok(answer) => Ok(answer),
+        Err((change, current, kind, reason)) => {
+            roll_back(store, dataset, request, &change, current, kind, reason)
+        }
+    }
+}
+
+/// A request that writes nothing: one snapshot, no lock.
+fn read_only(
+    store: &impl FlowStore,
+    dataset: &str,
+    request: &SyncRequest,
+) -> Result<Answer, StoreError> {
+    store.transact(dataset, Mode::Read, |tx| {
+        let (last_seq, horizon) = tx.counter()?;
+        check_watermark(request.since, last_seq, horizon)?;
+        let scan = PullScan::read(request.since, request.pull_limit, last_seq);
+        let page = pull_page(tx, scan, &HashSet::new())?;
+        Ok(Finish::Commit(applied_response(
+            Vec::new(),
+            Vec::new(),
+            page,
+            last_seq,
+        )))
+    })
+}
+
+/// Stores a non-final batch of an atomic round; nothing is applied yet.
+fn stage(
+    store: &impl FlowStore,
+    dataset: &str,
+    request: &SyncRequest,
+    round_id: &str,
+) -> Result<Answer, StoreError> {
+    store.transact(dataset, Mode::Write, |tx| {
+        let (newest, horizon) = tx.counter()?;
+        if let Some(answer) = replay(tx, request, horizon)? {
+            return Ok(Finish::Commit(answer));
+        }
+        let encoded = request
+            .changes
+            .iter()
+            .map(encode)
+            .collect::<Result<Vec<_>, _>>()?;
+        tx.stage(round_id, &request.client_id.to_string(), &encoded)?;
+        let remembered = Remembered {
+            acks: Vec::new(),
+            conflicts: Vec::new(),
+            upto: newest,
+            newest,
+            staged: true,
+            rollback: None,
+        };
+        remember(tx, request, &remembered, !request.changes.is_empty())?;
+        Ok(Finish::Commit(staged_response(request, newest)))
+    })
+}
+
+/// Undoes a round: the transaction that applied it was dropped; this forgets its
+/// staged batches and logs the conflict that caused it, in a transaction of its own.
+fn roll_back(
+    store: &impl FlowStore,
+    dataset: &str,
+    request: &SyncRequest,
+    change: &Change,
+    current: Option<StoredRow>,
+    kind: ConflictKind,
+    reason: String,
+) -> Result<Answer, StoreError> {
+    store.transact(dataset, Mode::Write, |tx| {
+        let (newest, _) = tx.counter()?;
+        if let Some(round) = &request.round {
+            tx.drop_staged(&round.id.to_string())?;
+        }
+        let (conflict, response) = rollback_outcome(
+            request,
+            change,
+            current.as_ref(),
+            kind,
+            reason.clone(),
+            newest,
+        );
+        let client = request.client_id.to_string();
+        let context = LogContext {
+            client: &client,
+            at_ms: now_ms(),
+            server_client: current.as_ref().map(|c| c.updated_by.as_str()),
+            base_row: change.base_fields.as_ref(),
+        };
+        tx.log_conflict(&context, &conflict)?;
+        tracing::info!(table = %change.table, id = %change.id, kind = %kind, %reason,
+            client = %client, "sync round rolled back by the conflict handler");
+        let remembered = Remembered {
+            acks: Vec::new(),
+            conflicts: Vec::new(),
+            upto: newest,
+            newest,
+            staged: false,
+            rollback: response.rollback.clone(),
+        };
+        remember(tx, request, &remembered, true)?;
+        Ok(Finish::Commit(response))
+    })
+}
+
+/// The changes a final batch applies: the round's staged batches, then its own. The
+/// staged ones are forgotten (in this transaction).
+fn round_changes(
+    tx: &mut dyn FlowTx,
+    request: &SyncRequest,
+    round_id: &str,
+) -> Result<Vec<Change>, StoreError> {
+    let mut changes = tx
+        .staged(round_id)?
+        .iter()
+        .map(|text| serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string())))
+        .collect::<Result<Vec<Change>, _>>()?;
+    changes.extend(request.changes.iter().cloned());
+    check_round_unique(&changes, round_id)?;
+    tx.drop_staged(round_id)?;
+    Ok(changes)
+}
+
+/// One pull page of `scan`, skipping `skip` (see [`PageBuilder`]).
+fn pull_page(
+    tx: &mut dyn FlowTx,
+    scan: PullScan,
+    skip: &HashSet<(String, RowId)>,
+) -> Result<(Vec<PulledChange>, u64, bool), StoreError> {
+    if scan.limit == 0 {
+        return Ok(PageBuilder::nothing(scan));
+    }
+    let mut page = PageBuilder::new(scan, skip);
+    tx.pull_rows(scan, &mut page)?;
+    Ok(page.finish())
+}
+
+/// The batch id under which `request`'s answer is remembered, when a retry of it could
+/// apply something twice.
+fn replay_key(request: &SyncRequest) -> Option<(String, Uuid)> {
+    request
+        .batch_id
+        .filter(|_| is_idempotent_write(request))
+        .map(|batch| (request.client_id.to_string(), batch))
+}
+
+/// Keeps what a replay of `request` needs when it wrote something (`wrote`); an answer
+/// that changed nothing is not kept: repeating such a batch is harmless.
+fn remember(
+    tx: &mut dyn FlowTx,
+    request: &SyncRequest,
+    remembered: &Remembered,
+    wrote: bool,
+) -> Result<(), StoreError> {
+    match request.batch_id.filter(|_| wrote) {
+        Some(batch) => tx.remember(
+            &request.client_id.to_string(),
+            &batch.to_string(),
+            &encode(remembered)?,
+        ),
+        None => Ok(()),
+    }
+}
+
+/// The answer first given to this client's batch with the same id, if any, its pull
+/// page rebuilt from the rows as they are now. `horizon` is the purge horizon: a page
+/// that may have lost purged tombstones is refused (410) rather than rebuilt.
+fn replay(
+    tx: &mut dyn FlowTx,
+    request: &SyncRequest,
+    horizon: u64,
+) -> Result<Option<Answer>, StoreError> {
+    let Some((client, batch)) = replay_key(request) else {
+        return Ok(None);
+    };
+    let Some(text) = tx.replayed(&client, &batch.to_string())? else {
+        return Ok(None);
+    };
+    let remembered: Remembered = match serde_json::from_str(&text) {
+        Ok(remembered) => remembered,
+        // Kept by a server from before the replay cache was trimmed: the whole answer.
+        Err(_) => {
+            return serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(format!("remembered answer: {e}")));
+        }
+    };
+    if remembered.staged {
+        return Ok(Some(staged_response(request, remembered.newest)));
+    }
+    if let Some(report) = remembered.rollback {
+        return Ok(Some(Answer {
+            acks: Vec::new(),
+            conflicts: Vec::new(),
+            changes: Vec::new(),
+            watermark: request.since,
+            has_more: remembered.newest > request.since,
+            newest: remembered.newest,
+            staged: false,
+            rollback: Some(report),
+        }));
+    }
+    check_watermark(request.since, remembered.newest, horizon)?;
+    // Rows the batch wrote have versions above `upto`, outside the scan; rows it answered
+    // without writing are skipped as in the first answer.
+    let skip: HashSet<(String, RowId)> = remembered
+        .acks
+        .iter()
+        .map(|a| (a.table.clone(), a.id))
+        .chain(remembered.conflicts.iter().map(|c| (c.table.clone(), c.id)))
+        .collect();
+    let scan = PullScan {
+        since: request.since,
+        upto: remembered.upto,
+        newest: remembered.newest,
+        limit: request.pull_limit,
+    };
+    let page = pull_page(tx, scan, &skip)?;
+    Ok(Some(applied_response(
+        remembered.acks,
+        remembered.conflicts,
+        page,
+        remembered.newest,
+    )))
+}
+
+/// The request flow over SQLite in memory: no network, no disk.
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use roster_protocol::{ChangeOp, PROTOCOL_VERSION, Resolution, RoundInfo};
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::ServerConfig;
+    use crate::resolve::{ConflictContext, ConflictHandler, HandlerDecision};
+    use crate::store::SyncStore;
+    use crate::store::round::PULL_PAGE_MAX_BYTES;
+    use crate::store::sqlite::SqliteStore;
+
+    const DS: &str = "alice";
+
+    fn store() -> SqliteStore {
+        SqliteStore::open_in_memory().unwrap()
+    }
+
+    fn plain() -> Resolver {
+        Resolver::new(&ServerConfig::default())
+    }
+
+    struct Decide(HandlerDecision);
+
+    impl ConflictHandler for Decide {
+        fn resolve(&self, _: &ConflictContext<'_>) -> Option<HandlerDecision> {
+            Some(self.0.clone())
+        }
+    }
+
+    fn with_handler(decision: HandlerDecision) -> Resolver {
+        plain().with_handler(Arc::new(Decide(decision)))
+    }
+
+    fn insert(name: &str) -> Change {
+        Change {
+            table: "person".into(),
+            id: RowId::now_v7(),
+            op: ChangeOp::Insert,
+            base_version: None,
+            fields: json!({"name": name}).as_object().cloned(),
+            base_fields: None,
+            edited_at_ms: None,
+        }
+    }
+
+    fn update(id: RowId, base_version: u64, name: &str) -> Change {
+        Change {
+            id,
+            op: ChangeOp::Update,
+            base_version: Some(base_version),
+            base_fields: json!({"name": "base"}).as_object().cloned(),
+            ..insert(name)
+        }
+    }
+
+    fn request(since: u64, changes: Vec<Change>, pull_limit: u32) -> SyncRequest {
+        SyncRequest {
+            protocol: PROTOCOL_VERSION,
+            client_id: Uuid::now_v7(),
+            since,
+            changes,
+            pull_limit,
+            round: None,
+            batch_id: Some(Uuid::now_v7()),
+        }
+    }
+
+    fn count(store: &SqliteStore, sql: &str) -> i64 {
+        store
+            .pool
+            .get()
+            .unwrap()
+            .query_row(sql, [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_replayed_batch_gets_its_first_answer_and_is_applied_once() {
+        let store = store();
+        let first_rows: Vec<Change> = (0..3).map(|i| insert(&format!("p{i}"))).collect();
+        store
+            .sync(DS, &request(0, first_rows, 0), &plain())
+            .unwrap();
+        let push = request(0, vec![insert("mine")], 100);
+        let first = store.sync(DS, &push, &plain()).unwrap();
+        assert_eq!(first.acks[0].version, 4);
+        assert_eq!(first.changes.len(), 3, "pulls the other rows");
+        let again = store.sync(DS, &push, &plain()).unwrap();
+        assert_eq!(again, first, "the retry is answered as the first time");
+        assert_eq!(
+            count(&store, "SELECT value FROM meta WHERE key = 'last_seq'"),
+            4
+        );
+        // Only the acks and the scan bounds are kept, not the pulled rows.
+        let kept: String = store
+            .pool
+            .get()
+            .unwrap()
+            .query_row("SELECT response FROM applied_batches", [], |r| r.get(0))
+            .unwrap();
+        assert!(!kept.contains("p0"), "{kept}");
+    }
+
+    #[test]
+    fn a_replay_rebuilds_the_page_from_the_rows_as_they_are_now() {
+        let store = store();
+        let row = insert("old");
+        store
+            .sync(DS, &request(0, vec![row.clone()], 0), &plain())
+            .unwrap();
+        let push = request(0, vec![insert("mine")], 100);
+        let first = store.sync(DS, &push, &plain()).unwrap();
+        assert_eq!(first.changes[0].row.version, 1);
+        // Someone updates the pulled row: it moves above the scan and is pulled later.
+        store
+            .sync(DS, &request(2, vec![update(row.id, 1, "new")], 0), &plain())
+            .unwrap();
+        let again = store.sync(DS, &push, &plain()).unwrap();
+        assert_eq!(again.acks, first.acks);
+        assert!(again.changes.is_empty());
+        assert_eq!((again.watermark, again.has_more), (2, false));
+        let next = store.sync(DS, &request(2, vec![], 100), &plain()).unwrap();
+        assert_eq!(next.changes.len(), 1);
+        assert_eq!(next.changes[0].row.version, 3);
+    }
+
+    #[test]
+    fn a_watermark_ahead_of_the_log_or_below_the_horizon_must_reset() {
+        let store = store();
+        let row = insert("gone");
+        store
+            .sync(DS, &request(0, vec![row.clone()], 0), &plain())
+            .unwrap();
+        let ahead = store.sync(DS, &request(5, vec![], 10), &plain());
+        assert!(matches!(
+            ahead,
+            Err(StoreError::ResetRequired { since: 5, .. })
+        ));
+        let delete = Change {
+            op: ChangeOp::Delete,
+            base_version: Some(1),
+            fields: None,
+            ..row
+        };
+        store
+            .sync(DS, &request(1, vec![delete], 0), &plain())
+            .unwrap();
+        store.purge_tombstones(i64::MAX).unwrap();
+        let stale = store.sync(DS, &request(1, vec![insert("x")], 10), &plain());
+        assert!(matches!(
+            stale,
+            Err(StoreError::ResetRequired { horizon: 2, .. })
+        ));
+        assert_eq!(
+            count(&store, "SELECT COUNT(*) FROM rows"),
+            0,
+            "nothing applied"
+        );
+    }
+
+    #[test]
+    fn staged_batches_apply_with_the_final_one_in_order() {
+        let store = store();
+        let resolver = with_handler(HandlerDecision::ServerWins);
+        let round = Uuid::now_v7();
+        let batch = |changes: Vec<Change>, final_batch: bool| SyncRequest {
+            round: Some(RoundInfo {
+                id: round,
+                final_batch,
+            }),
+            ..request(0, changes, 100)
+        };
+        let (a, b, c) = (insert("a"), insert("b"), insert("c"));
+        let staged = store
+            .sync(DS, &batch(vec![a.clone()], false), &resolver)
+            .unwrap();
+        assert!(staged.staged && staged.acks.is_empty());
+        let staged_request = batch(vec![b.clone()], false);
+        store.sync(DS, &staged_request, &resolver).unwrap();
+        // A retried staged batch is not staged twice.
+        let retried = store.sync(DS, &staged_request, &resolver).unwrap();
+        assert!(retried.staged);
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM staged_changes"), 2);
+        assert_eq!(
+            count(&store, "SELECT COUNT(*) FROM rows"),
+            0,
+            "nothing applied yet"
+        );
+        let done = store
+            .sync(DS, &batch(vec![c.clone()], true), &resolver)
+            .unwrap();
+        let acked: Vec<(RowId, u64)> = done.acks.iter().map(|a| (a.id, a.version)).collect();
+        assert_eq!(acked, vec![(a.id, 1), (b.id, 2), (c.id, 3)]);
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM staged_changes"), 0);
+    }
+
+    #[test]
+    fn a_rollback_undoes_the_round_and_logs_its_conflict() {
+        let store = store();
+        let existing = insert("server");
+        store
+            .sync(DS, &request(0, vec![existing.clone()], 0), &plain())
+            .unwrap();
+        let resolver = with_handler(HandlerDecision::Rollback("no".into()));
+        let round = Uuid::now_v7();
+        let staged = SyncRequest {
+            round: Some(RoundInfo {
+                id: round,
+                final_batch: false,
+            }),
+            ..request(1, vec![insert("staged")], 100)
+        };
+        store.sync(DS, &staged, &resolver).unwrap();
+        let last = SyncRequest {
+            round: Some(RoundInfo {
+                id: round,
+                final_batch: true,
+            }),
+            ..request(1, vec![insert("new"), update(existing.id, 0, "mine")], 100)
+        };
+        let answer = store.sync(DS, &last, &resolver).unwrap();
+        let report = answer.rollback.clone().expect("rolled back");
+        assert_eq!((report.id, report.reason.as_str()), (existing.id, "no"));
+        assert_eq!(
+            count(&store, "SELECT COUNT(*) FROM rows"),
+            1,
+            "nothing applied"
+        );
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM staged_changes"), 0);
+        let log = store.conflict_log(DS, 10, None).unwrap();
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0].resolution, Resolution::Rollback);
+        // The retry gets the same rollback, and nothing is logged twice.
+        assert_eq!(store.sync(DS, &last, &resolver).unwrap(), answer);
+        assert_eq!(store.conflict_log(DS, 10, None).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn conflicts_are_logged_with_their_base_values() {
+        let store = store();
+        let row = insert("v1");
+        store
+            .sync(DS, &request(0, vec![row.clone()], 0), &plain())
+            .unwrap();
+        store
+            .sync(DS, &request(1, vec![update(row.id, 1, "v2")], 0), &plain())
+            .unwrap();
+        // A second client still on version 1.
+        let answer = store
+            .sync(DS, &request(1, vec![update(row.id, 1, "v3")], 0), &plain())
+            .unwrap();
+        assert_eq!(answer.conflicts.len(), 1);
+        let log = store.conflict_log(DS, 10, None).unwrap();
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0].id, row.id);
+        assert_eq!(
+            log[0].base_row,
+            json!({"name": "base"}).as_object().cloned()
+        );
+        assert_eq!(log[0].server_row.as_ref().map(|r| r.version), Some(2));
+    }
+
+    #[test]
+    fn a_pull_page_is_cut_by_row_count_and_by_bytes() {
+        let store = store();
+        let rows: Vec<Change> = (0..5).map(|i| insert(&format!("p{i}"))).collect();
+        store.sync(DS, &request(0, rows, 0), &plain()).unwrap();
+        let page = store.sync(DS, &request(0, vec![], 2), &plain()).unwrap();
+        assert_eq!(
+            (page.changes.len(), page.watermark, page.has_more),
+            (2, 2, true)
+        );
+        let rest = store.sync(DS, &request(2, vec![], 10), &plain()).unwrap();
+        assert_eq!(
+            (rest.changes.len(), rest.watermark, rest.has_more),
+            (3, 5, false)
+        );
+
+        let big = "x".repeat(PULL_PAGE_MAX_BYTES / 3);
+        let bulky: Vec<Change> = (0..4).map(|_| insert(&big)).collect();
+        store.sync(DS, &request(5, bulky, 0), &plain()).unwrap();
+        let cut = store.sync(DS, &request(5, vec![], 100), &plain()).unwrap();
+        assert!(cut.changes.len() < 4, "{} rows", cut.changes.len());
+        assert!(cut.has_more);
+        assert_eq!(cut.watermark, cut.changes.last().unwrap().row.version);
+    }
+
+    #[test]
+    fn the_replay_cache_keeps_a_bounded_number_of_answers_per_data_set() {
+        let store = store();
+        let row = insert("same");
+        store
+            .sync(DS, &request(0, vec![row.clone()], 0), &plain())
+            .unwrap();
+        let total = REPLAY_CACHE_MAX_ENTRIES + 20;
+        for _ in 0..total {
+            // A no-op change (the row already holds it) with a new batch id.
+            store
+                .sync(DS, &request(0, vec![row.clone()], 100), &plain())
+                .unwrap();
+        }
+        store
+            .sync("bob", &request(0, vec![insert("bob's")], 0), &plain())
+            .unwrap();
+        let kept = |ds: &str| {
+            store
+                .pool
+                .get()
+                .unwrap()
+                .query_row(
+                    "SELECT COUNT(*) FROM applied_batches WHERE dataset = ?1",
+                    [ds],
+                    |r| r.get::<_, i64>(0),
+                )
+                .unwrap()
+        };
+        assert_eq!(kept(DS), i64::from(REPLAY_CACHE_MAX_ENTRIES));
+        assert_eq!(kept("bob"), 1, "another data set's answers are not evicted");
+    }
+}

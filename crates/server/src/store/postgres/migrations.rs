@@ -1,0 +1,102 @@
+//! The PostgreSQL store's schema migrations, recorded in `roster_migrations` by the
+//! shared runner ([`roster_migrate`]) under an advisory lock, so instances starting
+//! together migrate once; databases made by the older hand-written runner, which kept
+//! the same table, open unchanged.
+
+use postgres::Client;
+
+use crate::store::StoreError;
+use crate::store::round::now_ms;
+
+/// Versioned schema migrations; `roster_migrations` records which versions have run.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    r#"
+    CREATE TABLE datasets (
+        dataset       TEXT   PRIMARY KEY,
+        last_seq      BIGINT NOT NULL DEFAULT 0,
+        purge_horizon BIGINT NOT NULL DEFAULT 0
+    );
+    CREATE TABLE rows (
+        dataset       TEXT    NOT NULL,
+        tbl           TEXT    NOT NULL,
+        id            TEXT    NOT NULL,
+        version       BIGINT  NOT NULL,
+        deleted       BOOLEAN NOT NULL DEFAULT FALSE,
+        data          TEXT,
+        updated_at_ms BIGINT  NOT NULL,
+        updated_by    TEXT    NOT NULL,
+        edited_at_ms  BIGINT,
+        PRIMARY KEY (dataset, tbl, id)
+    );
+    CREATE UNIQUE INDEX rows_by_version ON rows (dataset, version);
+    CREATE INDEX tombstones_by_age ON rows (dataset, updated_at_ms) WHERE deleted;
+    CREATE TABLE conflict_log (
+        seq                BIGSERIAL PRIMARY KEY,
+        dataset            TEXT   NOT NULL,
+        at_ms              BIGINT NOT NULL,
+        client_id          TEXT   NOT NULL,
+        server_client_id   TEXT,
+        tbl                TEXT   NOT NULL,
+        row_id             TEXT   NOT NULL,
+        kind               TEXT   NOT NULL,
+        resolution         TEXT   NOT NULL,
+        client_row         TEXT,
+        server_row         TEXT,
+        base_row           TEXT,
+        outcome            TEXT,
+        conflicting_fields TEXT
+    );
+    CREATE INDEX conflict_log_by_dataset ON conflict_log (dataset, seq);
+    CREATE TABLE staged_changes (
+        dataset       TEXT   NOT NULL,
+        round_id      TEXT   NOT NULL,
+        ord           BIGINT NOT NULL,
+        client_id     TEXT   NOT NULL,
+        created_at_ms BIGINT NOT NULL,
+        change        TEXT   NOT NULL,
+        PRIMARY KEY (dataset, round_id, ord)
+    );
+    CREATE INDEX staged_changes_by_age ON staged_changes (created_at_ms);
+    CREATE TABLE applied_batches (
+        dataset   TEXT   NOT NULL,
+        client_id TEXT   NOT NULL,
+        batch_id  TEXT   NOT NULL,
+        at_ms     BIGINT NOT NULL,
+        response  TEXT   NOT NULL,
+        PRIMARY KEY (dataset, client_id, batch_id)
+    );
+    CREATE INDEX applied_batches_by_age ON applied_batches (at_ms);
+"#,
+    crate::accounts::postgres::MIGRATION,
+    // The replay cache is bounded per data set by count and bytes, oldest first.
+    r#"
+    ALTER TABLE applied_batches ADD COLUMN bytes BIGINT NOT NULL DEFAULT 0;
+    UPDATE applied_batches SET bytes = OCTET_LENGTH(response);
+    CREATE INDEX applied_batches_by_dataset_age ON applied_batches (dataset, at_ms);
+"#,
+    crate::accounts::postgres::MIGRATION_CASCADE,
+    crate::accounts::postgres::MIGRATION_TOKENS,
+];
+
+/// Key of the advisory lock that serialises migrations of concurrently starting servers.
+const MIGRATION_LOCK: i64 = 0x526f_7374_6572; // "Roster"
+
+/// Runs pending migrations in one transaction.
+pub(crate) fn migrate(conn: &mut Client) -> Result<(), StoreError> {
+    let mut tx = conn.transaction()?;
+    roster_migrate::run(
+        &mut roster_migrate::PostgresTable {
+            tx: &mut tx,
+            lock_key: MIGRATION_LOCK,
+            now_ms: now_ms(),
+        },
+        "database schema",
+        MIGRATIONS,
+    )
+    .map_err(|e| match e {
+        roster_migrate::MigrateError::Database(e) => StoreError::from(e),
+        newer => StoreError::Corrupt(newer.to_string()),
+    })?;
+    tx.commit()?;
+    Ok(())
+}

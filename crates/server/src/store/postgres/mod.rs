@@ -1,0 +1,225 @@
+//! The PostgreSQL backend, for several stateless server instances on one database.
+//!
+//! Same model as the SQLite store, every table keyed by data set: rows live in `rows`
+//! keyed by `(dataset, tbl, id)`, and a row's `version` is its position in its data
+//! set's change log, drawn from `datasets.last_seq`.
+//!
+//! **Version ordering.** Every writing transaction first locks its data set's row in
+//! `datasets` (`SELECT ... FOR UPDATE`) and holds the lock until it commits, so writers of
+//! one data set run one at a time, and versions are handed out in commit order: when a
+//! change with version `v` is visible, every change of that data set with a lower
+//! version is visible too. A pull reads the counter and the rows from one snapshot
+//! (`REPEATABLE READ`), so "changes after S" never skips a change that commits later with
+//! a lower number. Writers run at `READ COMMITTED`: once they hold the lock, each
+//! statement sees every earlier writer's commit, so the compare-and-set reads are current.
+//!
+//! This module holds only SQL, one module per table: [`rows`] (rows and the data sets'
+//! counters), [`conflict_log`], [`batches`] (`applied_batches`, `staged_changes`),
+//! [`migrations`]; the accounts tables are in [`crate::accounts::postgres`]. The request
+//! flow is [`crate::store::flow`].
+
+mod batches;
+mod conflict_log;
+pub(crate) mod migrations;
+mod rows;
+
+use std::time::Duration;
+
+use postgres::error::SqlState;
+use postgres::{IsolationLevel, NoTls, Transaction};
+use r2d2_postgres::PostgresConnectionManager;
+use roster_protocol::{ConflictLogEntry, SyncRequest};
+
+use super::flow::{self, Finish, FlowStore, FlowTx, Mode};
+use super::{Answer, PurgeReport, StoreError, SyncStore};
+use crate::resolve::Resolver;
+
+type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+/// A pooled connection.
+pub(crate) type Connection = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
+
+/// The PostgreSQL store. Cheap to share: it holds a connection pool.
+///
+/// The synchronous driver runs its own small runtime per connection, so open, use and
+/// drop the store on blocking threads, never on an async task (dropping is safe
+/// anywhere: the pool is closed on a thread of its own).
+pub struct PostgresStore {
+    /// Always `Some` until dropped.
+    pool: Option<Pool>,
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            // Closing a connection blocks on the driver's runtime, which panics on a
+            // thread that drives async tasks: close them on a plain thread.
+            let _ = std::thread::spawn(move || drop(pool)).join();
+        }
+    }
+}
+
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> Self {
+        let retryable = e.is_closed()
+            || e.code().is_some_and(|code| {
+                [
+                    SqlState::T_R_SERIALIZATION_FAILURE,
+                    SqlState::T_R_DEADLOCK_DETECTED,
+                    // Two deliveries of one batch racing to remember their answer: the
+                    // retry finds the first answer.
+                    SqlState::UNIQUE_VIOLATION,
+                    SqlState::ADMIN_SHUTDOWN,
+                    SqlState::CANNOT_CONNECT_NOW,
+                    SqlState::TOO_MANY_CONNECTIONS,
+                ]
+                .contains(code)
+            });
+        if retryable || e.code().is_none() {
+            StoreError::Unavailable(e.to_string())
+        } else {
+            StoreError::Database(e.to_string())
+        }
+    }
+}
+
+/// Whether `db` names a PostgreSQL database (`postgres://` or `postgresql://` URL).
+pub fn is_postgres_url(db: &str) -> bool {
+    db.starts_with("postgres://") || db.starts_with("postgresql://")
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://user@host:port/db`) and runs
+    /// pending migrations. Several servers may open the same database at once.
+    pub fn open(url: &str) -> Result<Self, StoreError> {
+        let config: postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Unavailable(format!("invalid PostgreSQL URL: {e}")))?;
+        let manager = PostgresConnectionManager::new(config, NoTls);
+        let pool = r2d2::Pool::builder()
+            .max_size(8)
+            .connection_timeout(Duration::from_secs(30))
+            .build(manager)?;
+        let store = Self { pool: Some(pool) };
+        migrations::migrate(&mut *store.conn()?)?;
+        Ok(store)
+    }
+
+    /// A connection from the pool.
+    pub(crate) fn conn(&self) -> Result<Connection, StoreError> {
+        let pool = self
+            .pool
+            .as_ref()
+            .ok_or_else(|| StoreError::Unavailable("the store is closed".into()))?;
+        Ok(pool.get()?)
+    }
+}
+
+/// A request's transaction on one data set, with the data set's counter as it read it
+/// when the transaction began (locked in [`Mode::Write`]). Its [`FlowTx`] operations are
+/// in the table modules ([`rows`], [`conflict_log`], [`batches`]).
+struct PgTx<'a, 'conn> {
+    tx: &'a mut Transaction<'conn>,
+    dataset: &'a str,
+    counter: (u64, u64),
+}
+
+impl FlowStore for PostgresStore {
+    fn transact<R>(
+        &self,
+        dataset: &str,
+        mode: Mode,
+        body: impl FnOnce(&mut dyn FlowTx) -> Result<Finish<R>, StoreError>,
+    ) -> Result<R, StoreError> {
+        let mut conn = self.conn()?;
+        let (mut tx, counter) = match mode {
+            // The data set's counter row is locked before anything else is read: writers
+            // of one data set (on any instance) then run one at a time, and commit in
+            // version order.
+            Mode::Write => {
+                let mut tx = conn.transaction()?;
+                let counter = rows::lock_dataset(&mut tx, dataset)?;
+                (tx, counter)
+            }
+            Mode::Read => {
+                let mut tx = conn
+                    .build_transaction()
+                    .isolation_level(IsolationLevel::RepeatableRead)
+                    .read_only(true)
+                    .start()?;
+                let counter = rows::read_dataset(&mut tx, dataset)?;
+                (tx, counter)
+            }
+        };
+        let finish = body(&mut PgTx {
+            tx: &mut tx,
+            dataset,
+            counter,
+        })?;
+        match finish {
+            Finish::Commit(value) => {
+                tx.commit()?;
+                Ok(value)
+            }
+            Finish::Discard(value) => Ok(value),
+        }
+    }
+}
+
+impl SyncStore for PostgresStore {
+    fn sync_answer(
+        &self,
+        dataset: &str,
+        request: &SyncRequest,
+        resolver: &Resolver,
+    ) -> Result<Answer, StoreError> {
+        flow::sync_answer(self, dataset, request, resolver)
+    }
+
+    fn conflict_log(
+        &self,
+        dataset: &str,
+        limit: u32,
+        before: Option<u64>,
+    ) -> Result<Vec<ConflictLogEntry>, StoreError> {
+        conflict_log::entries(&mut *self.conn()?, dataset, limit, before)
+    }
+
+    fn purge_tombstones(&self, older_than_unix_ms: i64) -> Result<PurgeReport, StoreError> {
+        let mut conn = self.conn()?;
+        let datasets: Vec<String> = conn
+            .query("SELECT dataset FROM datasets ORDER BY dataset", &[])?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut report = PurgeReport {
+            purged: 0,
+            horizon: 0,
+        };
+        for dataset in &datasets {
+            let mut tx = conn.transaction()?;
+            let (purged, horizon) = rows::purge_tombstones(&mut tx, dataset, older_than_unix_ms)?;
+            tx.commit()?;
+            report.purged += purged;
+            report.horizon = report.horizon.max(horizon);
+        }
+        let mut tx = conn.transaction()?;
+        batches::purge_expired(&mut tx)?;
+        tx.commit()?;
+        Ok(report)
+    }
+
+    fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        conn.query_one("SELECT 1", &[])?;
+        Ok(())
+    }
+}
+/// Removes everything stored for `dataset` (rows, counter, conflict log, staged and
+/// remembered batches) in the caller's transaction; returns how many rows went. Used
+/// when a user is deleted with its data.
+pub(crate) fn delete_dataset(tx: &mut Transaction<'_>, dataset: &str) -> Result<u64, StoreError> {
+    let removed = rows::delete_dataset(tx, dataset)?;
+    conflict_log::delete_dataset(tx, dataset)?;
+    batches::delete_dataset(tx, dataset)?;
+    Ok(removed)
+}

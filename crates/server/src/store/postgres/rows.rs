@@ -1,0 +1,184 @@
+//! PostgreSQL: the `rows` table and the per-data-set counters in `datasets`
+//! (`last_seq`, `purge_horizon`, and the row lock that serialises a data set's writers).
+
+use postgres::Transaction;
+use postgres::types::ToSql;
+
+use roster_protocol::{RowId, ServerRow};
+
+use super::PgTx;
+use crate::store::StoreError;
+use crate::store::round::{
+    PageBuilder, PullScan, RowWrite, RowsTx, StoredRow, decode_fields, to_i64, to_u64,
+};
+
+/// `(last_seq, purge_horizon)` of a data set, locked for this transaction so that its
+/// writers commit one at a time and in version order. Creates the data set if new.
+pub(super) fn lock_dataset(
+    tx: &mut Transaction<'_>,
+    dataset: &str,
+) -> Result<(u64, u64), StoreError> {
+    const LOCK: &str = "SELECT last_seq, purge_horizon FROM datasets WHERE dataset = $1 FOR UPDATE";
+    let row = match tx.query_opt(LOCK, &[&dataset])? {
+        Some(row) => row,
+        None => {
+            tx.execute(
+                "INSERT INTO datasets (dataset) VALUES ($1) ON CONFLICT DO NOTHING",
+                &[&dataset],
+            )?;
+            tx.query_one(LOCK, &[&dataset])?
+        }
+    };
+    Ok((to_u64(row.get(0)), to_u64(row.get(1))))
+}
+
+/// `(last_seq, purge_horizon)` of a data set as this transaction's snapshot sees it.
+pub(super) fn read_dataset(
+    tx: &mut Transaction<'_>,
+    dataset: &str,
+) -> Result<(u64, u64), StoreError> {
+    Ok(tx
+        .query_opt(
+            "SELECT last_seq, purge_horizon FROM datasets WHERE dataset = $1",
+            &[&dataset],
+        )?
+        .map_or((0, 0), |row| (to_u64(row.get(0)), to_u64(row.get(1)))))
+}
+
+impl RowsTx for PgTx<'_, '_> {
+    fn load_row(&mut self, table: &str, id: RowId) -> Result<Option<StoredRow>, StoreError> {
+        let row = self.tx.query_opt(
+            "SELECT version, deleted, data, edited_at_ms, updated_by FROM rows
+             WHERE dataset = $1 AND tbl = $2 AND id = $3",
+            &[&self.dataset, &table, &id.to_string()],
+        )?;
+        row.map(|r| {
+            Ok(StoredRow {
+                row: ServerRow {
+                    version: to_u64(r.get(0)),
+                    deleted: r.get(1),
+                    fields: decode_fields(r.get(2))?,
+                },
+                edited_at_ms: r.get(3),
+                updated_by: r.get(4),
+            })
+        })
+        .transpose()
+    }
+
+    fn insert_row(&mut self, w: &RowWrite<'_>) -> Result<bool, StoreError> {
+        let sql = "INSERT INTO rows (dataset, tbl, id, version, deleted, data, updated_at_ms,
+                   updated_by, edited_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                   ON CONFLICT DO NOTHING";
+        store_row(self.tx, sql, self.dataset, w, None)
+    }
+
+    fn update_row(&mut self, w: &RowWrite<'_>, expected: u64) -> Result<bool, StoreError> {
+        let sql = "UPDATE rows SET version = $4, deleted = $5, data = $6, updated_at_ms = $7,
+                   updated_by = $8, edited_at_ms = $9
+                   WHERE dataset = $1 AND tbl = $2 AND id = $3 AND version = $10";
+        store_row(self.tx, sql, self.dataset, w, Some(expected))
+    }
+
+    /// The data set's counter as read when the transaction began (locked by a writer).
+    fn counter(&mut self) -> Result<(u64, u64), StoreError> {
+        Ok(self.counter)
+    }
+
+    fn bump_counter(&mut self, newest: u64) -> Result<(), StoreError> {
+        self.tx.execute(
+            "UPDATE datasets SET last_seq = $2 WHERE dataset = $1",
+            &[&self.dataset, &to_i64(newest)],
+        )?;
+        self.counter.0 = newest;
+        Ok(())
+    }
+
+    fn pull_rows(&mut self, scan: PullScan, page: &mut PageBuilder<'_>) -> Result<(), StoreError> {
+        let rows = self.tx.query(
+            "SELECT tbl, id, version, deleted, data FROM rows
+             WHERE dataset = $1 AND version > $2 AND version <= $3 ORDER BY version LIMIT $4",
+            &[
+                &self.dataset,
+                &to_i64(scan.since),
+                &to_i64(scan.upto),
+                &i64::from(scan.limit),
+            ],
+        )?;
+        for r in rows {
+            let id_text: String = r.get(1);
+            if !page.push(r.get(0), &id_text, to_u64(r.get(2)), r.get(3), r.get(4))? {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs `sql`, an insert or a compare-and-set update of one row, with the row's values
+/// as `$1`..`$9` (data set, table, id, version, deleted, data, updated at, by, edited at)
+/// and, for an update, the expected version as `$10`. Returns whether a row was written.
+fn store_row(
+    tx: &mut Transaction<'_>,
+    sql: &str,
+    dataset: &str,
+    w: &RowWrite<'_>,
+    expected: Option<u64>,
+) -> Result<bool, StoreError> {
+    let (id, version, deleted, data) =
+        (w.id.to_string(), to_i64(w.version), w.deleted(), w.data()?);
+    let mut values: Vec<&(dyn ToSql + Sync)> = vec![
+        &dataset,
+        &w.table,
+        &id,
+        &version,
+        &deleted,
+        &data,
+        &w.at_ms,
+        &w.client,
+        &w.edited_at_ms,
+    ];
+    let expected = expected.map(to_i64);
+    if let Some(expected) = &expected {
+        values.push(expected);
+    }
+    Ok(tx.execute(sql, &values)? == 1)
+}
+
+/// Removes the data set's tombstones last written before `older_than_unix_ms` (its
+/// counter row locked) and raises its purge horizon; returns how many and the horizon.
+pub(super) fn purge_tombstones(
+    tx: &mut Transaction<'_>,
+    dataset: &str,
+    older_than_unix_ms: i64,
+) -> Result<(u64, u64), StoreError> {
+    let (_, mut horizon) = lock_dataset(tx, dataset)?;
+    let newest_purged: Option<i64> = tx
+        .query_one(
+            "SELECT MAX(version) FROM rows
+             WHERE dataset = $1 AND deleted AND updated_at_ms < $2",
+            &[&dataset, &older_than_unix_ms],
+        )?
+        .get(0);
+    let purged = tx.execute(
+        "DELETE FROM rows WHERE dataset = $1 AND deleted AND updated_at_ms < $2",
+        &[&dataset, &older_than_unix_ms],
+    )?;
+    if let Some(v) = newest_purged.map(to_u64).filter(|v| *v > horizon) {
+        horizon = v;
+        tx.execute(
+            "UPDATE datasets SET purge_horizon = $2 WHERE dataset = $1",
+            &[&dataset, &to_i64(horizon)],
+        )?;
+    }
+    Ok((purged, horizon))
+}
+
+/// Removes every row of `dataset` and its counter (a deleted user's data set). Locks the
+/// counter first, so no writer of the data set is half-way through.
+pub(super) fn delete_dataset(tx: &mut Transaction<'_>, dataset: &str) -> Result<u64, StoreError> {
+    lock_dataset(tx, dataset)?;
+    let rows = tx.execute("DELETE FROM rows WHERE dataset = $1", &[&dataset])?;
+    tx.execute("DELETE FROM datasets WHERE dataset = $1", &[&dataset])?;
+    Ok(rows)
+}

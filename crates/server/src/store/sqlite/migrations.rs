@@ -1,0 +1,155 @@
+//! The SQLite store's schema migrations, counted in `PRAGMA user_version` by the
+//! shared runner ([`roster_migrate`]); files made by the older hand-written runner,
+//! which counted the same way, open unchanged.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::store::StoreError;
+
+/// Versioned schema migrations; `PRAGMA user_version` records how many have run.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    r#"
+    CREATE TABLE rows (
+        tbl           TEXT    NOT NULL,
+        id            TEXT    NOT NULL,
+        version       INTEGER NOT NULL,
+        deleted       INTEGER NOT NULL DEFAULT 0,
+        data          TEXT,
+        updated_at_ms INTEGER NOT NULL,
+        updated_by    TEXT    NOT NULL,
+        PRIMARY KEY (tbl, id)
+    ) WITHOUT ROWID;
+    CREATE UNIQUE INDEX rows_by_version ON rows(version);
+    CREATE INDEX tombstones_by_age ON rows(updated_at_ms) WHERE deleted = 1;
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO meta (key, value) VALUES ('last_seq', 0), ('purge_horizon', 0);
+    CREATE TABLE conflict_log (
+        seq         INTEGER PRIMARY KEY,
+        at_ms       INTEGER NOT NULL,
+        client_id   TEXT    NOT NULL,
+        tbl         TEXT    NOT NULL,
+        row_id      TEXT    NOT NULL,
+        kind        TEXT    NOT NULL,
+        resolution  TEXT    NOT NULL,
+        client_row  TEXT,
+        server_row  TEXT,
+        outcome     TEXT
+    );
+    CREATE INDEX conflict_log_by_row ON conflict_log(tbl, row_id);
+"#,
+    r#"
+    ALTER TABLE rows ADD COLUMN edited_at_ms INTEGER;
+    ALTER TABLE conflict_log ADD COLUMN server_client_id TEXT;
+    ALTER TABLE conflict_log ADD COLUMN base_row TEXT;
+    ALTER TABLE conflict_log ADD COLUMN conflicting_fields TEXT;
+    CREATE TABLE staged_changes (
+        round_id      TEXT    NOT NULL,
+        ord           INTEGER NOT NULL,
+        client_id     TEXT    NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        change        TEXT    NOT NULL,
+        PRIMARY KEY (round_id, ord)
+    ) WITHOUT ROWID;
+    CREATE INDEX staged_changes_by_age ON staged_changes(created_at_ms);
+"#,
+    r#"
+    CREATE TABLE applied_batches (
+        batch_id  TEXT    NOT NULL,
+        client_id TEXT    NOT NULL,
+        at_ms     INTEGER NOT NULL,
+        response  TEXT    NOT NULL,
+        PRIMARY KEY (client_id, batch_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX applied_batches_by_age ON applied_batches(at_ms);
+"#,
+    // Data sets: every row, conflict, staged change and remembered answer belongs to one.
+    // Rows stored before this migration go to the data set `default` (see accounts).
+    r#"
+    CREATE TABLE rows_scoped (
+        dataset       TEXT    NOT NULL,
+        tbl           TEXT    NOT NULL,
+        id            TEXT    NOT NULL,
+        version       INTEGER NOT NULL,
+        deleted       INTEGER NOT NULL DEFAULT 0,
+        data          TEXT,
+        updated_at_ms INTEGER NOT NULL,
+        updated_by    TEXT    NOT NULL,
+        edited_at_ms  INTEGER,
+        PRIMARY KEY (dataset, tbl, id)
+    ) WITHOUT ROWID;
+    INSERT INTO rows_scoped (dataset, tbl, id, version, deleted, data, updated_at_ms,
+        updated_by, edited_at_ms)
+        SELECT 'default', tbl, id, version, deleted, data, updated_at_ms, updated_by,
+               edited_at_ms FROM rows;
+    DROP TABLE rows;
+    ALTER TABLE rows_scoped RENAME TO rows;
+    CREATE UNIQUE INDEX rows_by_version ON rows(version);
+    CREATE INDEX rows_by_dataset_version ON rows(dataset, version);
+    CREATE INDEX tombstones_by_age ON rows(updated_at_ms) WHERE deleted = 1;
+
+    ALTER TABLE conflict_log ADD COLUMN dataset TEXT NOT NULL DEFAULT 'default';
+    CREATE INDEX conflict_log_by_dataset ON conflict_log(dataset, seq);
+
+    CREATE TABLE staged_scoped (
+        dataset       TEXT    NOT NULL,
+        round_id      TEXT    NOT NULL,
+        ord           INTEGER NOT NULL,
+        client_id     TEXT    NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        change        TEXT    NOT NULL,
+        PRIMARY KEY (dataset, round_id, ord)
+    ) WITHOUT ROWID;
+    INSERT INTO staged_scoped SELECT 'default', round_id, ord, client_id, created_at_ms, change
+        FROM staged_changes;
+    DROP TABLE staged_changes;
+    ALTER TABLE staged_scoped RENAME TO staged_changes;
+    CREATE INDEX staged_changes_by_age ON staged_changes(created_at_ms);
+
+    CREATE TABLE applied_scoped (
+        dataset   TEXT    NOT NULL,
+        batch_id  TEXT    NOT NULL,
+        client_id TEXT    NOT NULL,
+        at_ms     INTEGER NOT NULL,
+        response  TEXT    NOT NULL,
+        PRIMARY KEY (dataset, client_id, batch_id)
+    ) WITHOUT ROWID;
+    INSERT INTO applied_scoped SELECT 'default', batch_id, client_id, at_ms, response
+        FROM applied_batches;
+    DROP TABLE applied_batches;
+    ALTER TABLE applied_scoped RENAME TO applied_batches;
+    CREATE INDEX applied_batches_by_age ON applied_batches(at_ms);
+"#,
+    crate::accounts::sqlite::MIGRATION,
+    // One version index instead of two: pulls read by (dataset, version), and versions,
+    // drawn from one counter under the write lock, stay unique per data set by index.
+    // The global unique index cost every write a third B-tree insert.
+    r#"
+    DROP INDEX rows_by_version;
+    DROP INDEX rows_by_dataset_version;
+    CREATE UNIQUE INDEX rows_by_dataset_version ON rows(dataset, version);
+"#,
+    // The replay cache is bounded per data set by count and bytes, oldest first.
+    r#"
+    ALTER TABLE applied_batches ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
+    UPDATE applied_batches SET bytes = LENGTH(CAST(response AS BLOB));
+    CREATE INDEX applied_batches_by_dataset_age ON applied_batches(dataset, at_ms);
+"#,
+    crate::accounts::sqlite::MIGRATION_CASCADE,
+    crate::accounts::sqlite::MIGRATION_TOKENS,
+];
+
+/// Runs pending migrations in one `BEGIN IMMEDIATE` transaction.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    roster_migrate::run(
+        &mut roster_migrate::SqliteUserVersion(&tx),
+        "database schema",
+        MIGRATIONS,
+    )
+    .map_err(|e| match e {
+        roster_migrate::MigrateError::Database(e) => StoreError::from(e),
+        newer => StoreError::Corrupt(newer.to_string()),
+    })?;
+    tx.commit()?;
+    Ok(())
+}

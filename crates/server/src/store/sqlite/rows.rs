@@ -1,0 +1,157 @@
+//! SQLite: the `rows` table (every table's rows as JSON, keyed by data set) and the
+//! `meta` counters (`last_seq`, `purge_horizon`, global to the file).
+
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use roster_protocol::{RowId, ServerRow};
+
+use super::SqliteTx;
+use crate::store::StoreError;
+use crate::store::round::{
+    PageBuilder, PullScan, RowWrite, RowsTx, StoredRow, decode_fields, to_i64, to_u64,
+};
+
+/// A value of the `meta` table.
+pub(super) fn meta(tx: &Transaction<'_>, key: &str) -> Result<u64, StoreError> {
+    let value: i64 = tx
+        .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))?;
+    Ok(to_u64(value))
+}
+
+/// Sets a value of the `meta` table.
+pub(super) fn set_meta(tx: &Transaction<'_>, key: &str, value: u64) -> Result<(), StoreError> {
+    tx.prepare_cached("UPDATE meta SET value = ?2 WHERE key = ?1")?
+        .execute(params![key, to_i64(value)])?;
+    Ok(())
+}
+
+impl RowsTx for SqliteTx<'_, '_> {
+    fn load_row(&mut self, table: &str, id: RowId) -> Result<Option<StoredRow>, StoreError> {
+        let row = self
+            .tx
+            .prepare_cached(
+                "SELECT version, deleted, data, edited_at_ms, updated_by FROM rows
+                 WHERE dataset = ?3 AND tbl = ?1 AND id = ?2",
+            )?
+            .query_row(params![table, id.to_string(), self.dataset], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, bool>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            })
+            .optional()?;
+        row.map(|(version, deleted, data, edited_at_ms, updated_by)| {
+            Ok(StoredRow {
+                row: ServerRow {
+                    version: to_u64(version),
+                    deleted,
+                    fields: decode_fields(data)?,
+                },
+                edited_at_ms,
+                updated_by,
+            })
+        })
+        .transpose()
+    }
+
+    fn insert_row(&mut self, w: &RowWrite<'_>) -> Result<bool, StoreError> {
+        let sql = "INSERT INTO rows (tbl, id, version, deleted, data, updated_at_ms, updated_by,
+                   edited_at_ms, dataset) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                   ON CONFLICT DO NOTHING";
+        store_row(self.tx, sql, self.dataset, w, None)
+    }
+
+    fn update_row(&mut self, w: &RowWrite<'_>, expected: u64) -> Result<bool, StoreError> {
+        let sql = "UPDATE rows SET version = ?3, deleted = ?4, data = ?5, updated_at_ms = ?6,
+                   updated_by = ?7, edited_at_ms = ?8
+                   WHERE dataset = ?9 AND tbl = ?1 AND id = ?2 AND version = ?10";
+        store_row(self.tx, sql, self.dataset, w, Some(expected))
+    }
+
+    /// `meta.last_seq` and `meta.purge_horizon`: one counter for the whole file, read
+    /// under SQLite's write lock in a writing transaction.
+    fn counter(&mut self) -> Result<(u64, u64), StoreError> {
+        Ok((meta(self.tx, "last_seq")?, meta(self.tx, "purge_horizon")?))
+    }
+
+    fn bump_counter(&mut self, newest: u64) -> Result<(), StoreError> {
+        set_meta(self.tx, "last_seq", newest)
+    }
+
+    fn pull_rows(&mut self, scan: PullScan, page: &mut PageBuilder<'_>) -> Result<(), StoreError> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT tbl, id, version, deleted, data FROM rows
+             WHERE dataset = ?3 AND version > ?1 AND version <= ?4 ORDER BY version LIMIT ?2",
+        )?;
+        let mut rows = stmt.query(params![
+            to_i64(scan.since),
+            i64::from(scan.limit),
+            self.dataset,
+            to_i64(scan.upto)
+        ])?;
+        while let Some(r) = rows.next()? {
+            let id_text: String = r.get(1)?;
+            if !page.push(r.get(0)?, &id_text, to_u64(r.get(2)?), r.get(3)?, r.get(4)?)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs `sql`, an insert or a compare-and-set update of one row, with the row's values
+/// as `?1`..`?9` (table, id, version, deleted, data, updated at, by, edited at, data set)
+/// and, for an update, the expected version as `?10`. Returns whether a row was written.
+fn store_row(
+    tx: &Transaction<'_>,
+    sql: &str,
+    dataset: &str,
+    w: &RowWrite<'_>,
+    expected: Option<u64>,
+) -> Result<bool, StoreError> {
+    let (id, version, deleted, data) =
+        (w.id.to_string(), to_i64(w.version), w.deleted(), w.data()?);
+    let mut values: Vec<&dyn rusqlite::ToSql> = vec![
+        &w.table,
+        &id,
+        &version,
+        &deleted,
+        &data,
+        &w.at_ms,
+        &w.client,
+        &w.edited_at_ms,
+        &dataset,
+    ];
+    let expected = expected.map(to_i64);
+    if let Some(expected) = &expected {
+        values.push(expected);
+    }
+    Ok(tx.prepare_cached(sql)?.execute(values.as_slice())? == 1)
+}
+
+/// Removes tombstones last written before `older_than_unix_ms`; returns how many and
+/// the newest version removed.
+pub(super) fn purge_tombstones(
+    tx: &Transaction<'_>,
+    older_than_unix_ms: i64,
+) -> Result<(u64, Option<u64>), StoreError> {
+    let newest_purged: Option<i64> = tx.query_row(
+        "SELECT MAX(version) FROM rows WHERE deleted = 1 AND updated_at_ms < ?1",
+        [older_than_unix_ms],
+        |r| r.get(0),
+    )?;
+    let purged = tx.execute(
+        "DELETE FROM rows WHERE deleted = 1 AND updated_at_ms < ?1",
+        [older_than_unix_ms],
+    )?;
+    Ok((purged as u64, newest_purged.map(to_u64)))
+}
+
+/// Removes every row of `dataset` (a deleted user's data set).
+pub(super) fn delete_dataset(tx: &Transaction<'_>, dataset: &str) -> Result<u64, StoreError> {
+    Ok(tx.execute("DELETE FROM rows WHERE dataset = ?1", [dataset])? as u64)
+}
