@@ -16,4 +16,6 @@ pub mod transport;
 pub use engine::{ConflictHandler, SyncClient, SyncOptions, SyncProgress, SyncReport};
 pub use error::ClientError;
 pub use local::{Choice, ConflictRecord, ListQuery, OpenConflict, Record, Status};
-pub use transport::Credentials;
+pub use transport::{
+    ConnectionSecurity, Credentials, TransportOptions, check_cleartext, install_tls_provider,
+};
