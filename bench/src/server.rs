@@ -226,6 +226,7 @@ pub struct RawTiming {
 
 impl Raw {
     pub fn new(url: &str, token: &str) -> Result<Self> {
+        roster_client::install_tls_provider();
         Ok(Self {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(120))

@@ -97,6 +97,9 @@ impl TestServer {
 
     /// Starts the server with the given TOML config on a free port.
     pub fn start_with_config(config: &str) -> Self {
+        // reqwest is built without a crypto provider: install the client's before any
+        // test builds an HTTP client.
+        roster_client::install_tls_provider();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("config.toml"), config).unwrap();
         let db = TestDatabase::create(dir.path());
@@ -132,6 +135,7 @@ impl TestServer {
         config: &str,
         handler: std::sync::Arc<dyn roster_server::resolve::ConflictHandler>,
     ) -> Self {
+        roster_client::install_tls_provider();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("config.toml"), config).unwrap();
         let mut parsed =
@@ -386,6 +390,7 @@ fn live_of(rows: BTreeMap<(String, RowId), ServerRow>, table: &str) -> BTreeMap<
 
 /// An HTTP client sending `token` (and the `dataset` header when given) on every request.
 pub fn authed_http(token: &str, dataset: Option<&str>) -> reqwest::Client {
+    roster_client::install_tls_provider();
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(
         reqwest::header::AUTHORIZATION,

@@ -1,6 +1,7 @@
 //! Command-line arguments.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -18,6 +19,21 @@ pub struct Cli {
     /// Print results (and errors, on stderr) as JSON.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Seconds an answer may send no byte before the request fails
+    /// [env: ROSTER_READ_TIMEOUT; default: 30].
+    #[arg(long, global = true, env = "ROSTER_READ_TIMEOUT", value_parser = parse_seconds)]
+    pub read_timeout: Option<Duration>,
+    /// Seconds one request may take in total [env: ROSTER_REQUEST_TIMEOUT; default: 60].
+    #[arg(long, global = true, env = "ROSTER_REQUEST_TIMEOUT", value_parser = parse_seconds)]
+    pub request_timeout: Option<Duration>,
+    /// Seconds a whole `sync` may take, retries included
+    /// [env: ROSTER_SYNC_DEADLINE; default: 600].
+    #[arg(long, global = true, env = "ROSTER_SYNC_DEADLINE", value_parser = parse_seconds)]
+    pub sync_deadline: Option<Duration>,
+    /// Largest answer accepted from the server, in bytes
+    /// [env: ROSTER_MAX_RESPONSE_BYTES; default: 67108864 (64 MiB)].
+    #[arg(long, global = true, env = "ROSTER_MAX_RESPONSE_BYTES")]
+    pub max_response_bytes: Option<u64>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -36,6 +52,15 @@ pub enum Command {
         /// own. Fixed for the data dir.
         #[arg(long)]
         dataset: Option<String>,
+        /// PEM file of a CA certificate to trust besides the system's roots (for a
+        /// self-hosted server). Its text is stored in the data dir's store and used by
+        /// every later command.
+        #[arg(long, value_name = "FILE")]
+        ca_cert: Option<PathBuf>,
+        /// Allow `http://` to a server that is not on this machine. Without it, cleartext
+        /// is refused except to loopback addresses (127.0.0.0/8, ::1, localhost).
+        #[arg(long)]
+        allow_insecure_http: bool,
     },
     /// Create a record: `roster add name=Jane age=25`.
     Add {
@@ -138,4 +163,16 @@ pub enum ChoiceArg {
     KeepTheirs,
     /// Field by field: mine unless named in --theirs or --set.
     Merge,
+}
+
+/// Parses a positive number of seconds (fractions allowed).
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .trim()
+        .parse()
+        .map_err(|e| format!("{text:?} is not a number of seconds: {e}"))?;
+    if seconds <= 0.0 {
+        return Err(format!("{text:?}: the time must be more than 0 seconds"));
+    }
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
 }

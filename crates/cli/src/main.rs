@@ -1,9 +1,12 @@
 //! `roster`: the Roster client from a shell. Every command works on a data dir (one local
 //! store); only `init` (without `--schema`) and `sync` need the server.
 //!
-//! Exit codes: 0 success, 1 other failure, 2 bad input, 3 server unreachable, 4 no such
-//! row, 5 the server refused the request (including a missing, unknown or revoked token
-//! and a data set the token may not use).
+//! Exit codes: 0 success, 1 other failure, 2 bad input (including a cleartext `http://`
+//! server URL to another machine without `--allow-insecure-http`), 3 server unreachable
+//! (including a read-idle timeout and a sync past its deadline), 4 no such row, 5 the
+//! server refused the request (including a missing, unknown or revoked token, a data set
+//! the token may not use, and a redirect, which is never followed), 6 the server's TLS
+//! certificate cannot be trusted (unknown CA, wrong host name, expired).
 
 mod args;
 mod fields;
@@ -15,7 +18,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use roster_client::{ClientError, Credentials, ListQuery, SyncClient};
+use roster_client::{
+    ClientError, ConnectionSecurity, Credentials, ListQuery, SyncClient, SyncOptions,
+};
 use roster_protocol::{RowId, Schema};
 
 use args::{Cli, Command};
@@ -36,8 +41,11 @@ pub enum FailureKind {
     Unreachable,
     /// No such row (exit 4).
     NotFound,
-    /// The server refused the request (or the token) or rolled the sync back (exit 5).
+    /// The server refused the request (or the token), redirected it, or rolled the sync
+    /// back (exit 5).
     Server,
+    /// The server's certificate could not be trusted (exit 6).
+    Tls,
     /// Anything else (exit 1).
     Other,
 }
@@ -49,19 +57,24 @@ impl FailureKind {
             return Self::Invalid;
         }
         match error.downcast_ref::<ClientError>() {
-            Some(ClientError::Unreachable { .. }) => Self::Unreachable,
+            Some(ClientError::Unreachable { .. } | ClientError::DeadlineExceeded { .. }) => {
+                Self::Unreachable
+            }
+            Some(ClientError::Tls { .. }) => Self::Tls,
             Some(ClientError::NotFound { .. }) => Self::NotFound,
             Some(
                 ClientError::Server { .. }
                 | ClientError::RolledBack { .. }
                 | ClientError::Unauthorized(_)
-                | ClientError::Forbidden(_),
+                | ClientError::Forbidden(_)
+                | ClientError::Redirected { .. },
             ) => Self::Server,
             Some(
                 ClientError::Invalid(_)
                 | ClientError::BadInput(_)
                 | ClientError::NotInitialised(_)
-                | ClientError::AlreadyInitialised(_),
+                | ClientError::AlreadyInitialised(_)
+                | ClientError::CleartextRefused { .. },
             ) => Self::Invalid,
             _ => Self::Other,
         }
@@ -75,6 +88,7 @@ impl FailureKind {
             Self::Unreachable => 3,
             Self::NotFound => 4,
             Self::Server => 5,
+            Self::Tls => 6,
         }
     }
 
@@ -85,6 +99,7 @@ impl FailureKind {
             Self::Unreachable => "unreachable",
             Self::NotFound => "not_found",
             Self::Server => "server",
+            Self::Tls => "tls",
             Self::Other => "error",
         }
     }
@@ -92,11 +107,16 @@ impl FailureKind {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // rustls-platform-verifier logs every refused certificate at error level; the
+    // `ClientError::Tls` printed below already says it (and a log line would break
+    // `--json` error output).
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("ROSTER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    if let Ok(quiet) = "rustls_platform_verifier=off".parse() {
+        filter = filter.add_directive(quiet);
+    }
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ROSTER_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     let out = Output { json: cli.json };
@@ -120,6 +140,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// The sync options the command line changes from the defaults.
+fn sync_options(cli: &Cli) -> SyncOptions {
+    let defaults = SyncOptions::default();
+    SyncOptions {
+        read_idle_timeout: cli.read_timeout.unwrap_or(defaults.read_idle_timeout),
+        request_timeout: cli.request_timeout.unwrap_or(defaults.request_timeout),
+        round_deadline: cli.sync_deadline.unwrap_or(defaults.round_deadline),
+        max_response_bytes: cli
+            .max_response_bytes
+            .unwrap_or(defaults.max_response_bytes),
+        ..defaults
+    }
+}
+
 fn parse_id(text: &str) -> anyhow::Result<RowId> {
     RowId::parse_str(text)
         .map_err(|e| ClientError::BadInput(format!("{text:?} is not a row id: {e}")).into())
@@ -133,10 +167,13 @@ async fn run(mut cli: Cli, out: &Output) -> anyhow::Result<()> {
         .take()
         .map(|t| t.trim().to_owned())
         .filter(|t| !t.is_empty());
+    let options = sync_options(&cli);
     if let Command::Init {
         server,
         schema,
         dataset,
+        ca_cert,
+        allow_insecure_http,
     } = &cli.command
     {
         let schema = match schema {
@@ -154,10 +191,24 @@ async fn run(mut cli: Cli, out: &Output) -> anyhow::Result<()> {
             token: cli.token.clone(),
             dataset: dataset.clone(),
         };
-        let client = SyncClient::init(&dir, server, &credentials, schema).await?;
+        let ca_cert_pem = match ca_cert {
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                ClientError::BadInput(format!("cannot read CA file {}: {e}", path.display()))
+            })?),
+            None => None,
+        };
+        let security = ConnectionSecurity {
+            ca_cert_pem,
+            allow_cleartext: *allow_insecure_http,
+        };
+        let client =
+            SyncClient::init_with_security(&dir, server, &credentials, &security, schema).await?;
         return out.initialised(&dir, &client.store().status()?, client.store().schema());
     }
     let mut client = SyncClient::open(&dir)?;
+    if options != SyncOptions::default() {
+        client = client.with_options(options)?;
+    }
     if let Some(token) = cli.token.clone() {
         client = client.with_token(token);
     }

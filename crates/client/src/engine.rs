@@ -18,7 +18,10 @@ use crate::round::{
     ApplyCounts, Batch, CollectSpec, Event, Received, RoundParams, RoundState, Step, SyncProgress,
     SyncReport,
 };
-use crate::transport::{Credentials, HttpTransport, normalise_server_url};
+use crate::transport::{
+    ConnectionSecurity, Credentials, HttpTransport, TransportOptions, check_ca_pem,
+    check_cleartext, normalise_server_url,
+};
 
 /// Batch and timeout settings of a sync round.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +40,26 @@ pub struct SyncOptions {
     pub retries: usize,
     /// Delay before the first retry; later ones back off exponentially, with jitter.
     pub retry_delay: Duration,
+    /// An answer that sends no byte for this long fails (and is retried like a lost one).
+    pub read_idle_timeout: Duration,
+    /// Total time limit of one sync round, retries included.
+    pub round_deadline: Duration,
+    /// Largest answer body accepted (declared or streamed); larger fails the round with
+    /// a protocol error.
+    pub max_response_bytes: u64,
+}
+
+impl SyncOptions {
+    /// The transport settings of these options with `security`.
+    fn transport(&self, security: ConnectionSecurity) -> TransportOptions {
+        TransportOptions {
+            security,
+            request_timeout: self.request_timeout,
+            read_idle_timeout: self.read_idle_timeout,
+            max_response_bytes: self.max_response_bytes,
+            ..TransportOptions::default()
+        }
+    }
 }
 
 impl Default for SyncOptions {
@@ -48,6 +71,9 @@ impl Default for SyncOptions {
             request_timeout: Duration::from_secs(60),
             retries: 3,
             retry_delay: Duration::from_millis(100),
+            read_idle_timeout: crate::transport::DEFAULT_READ_IDLE_TIMEOUT,
+            round_deadline: Duration::from_secs(600),
+            max_response_bytes: crate::transport::DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 }
@@ -72,26 +98,56 @@ async fn blocking<T: Send + 'static>(
 impl SyncClient {
     /// Creates a store in `dir` for the service at `server_url`, presenting `credentials`
     /// (stored with the store). The schema is fetched from the service unless given.
+    /// Trusts only the platform's roots and refuses cleartext to a remote host; see
+    /// [`SyncClient::init_with_security`].
     pub async fn init(
         dir: &Path,
         server_url: &str,
         credentials: &Credentials,
         schema: Option<Schema>,
     ) -> Result<Self, ClientError> {
+        Self::init_with_security(
+            dir,
+            server_url,
+            credentials,
+            &ConnectionSecurity::default(),
+            schema,
+        )
+        .await
+    }
+
+    /// [`SyncClient::init`] with a trusted CA and cleartext policy, stored with the store
+    /// and used by every later [`SyncClient::open`]. A cleartext URL to a remote host
+    /// without `allow_cleartext`, or a CA that is not PEM, fails before anything is
+    /// created or sent.
+    pub async fn init_with_security(
+        dir: &Path,
+        server_url: &str,
+        credentials: &Credentials,
+        security: &ConnectionSecurity,
+        schema: Option<Schema>,
+    ) -> Result<Self, ClientError> {
         let url = normalise_server_url(server_url)?;
+        check_cleartext(&url, security.allow_cleartext)?;
+        if let Some(pem) = &security.ca_cert_pem {
+            check_ca_pem(pem)?;
+        }
         if dir.join(crate::local::DB_FILE).exists() {
             return Err(ClientError::AlreadyInitialised(dir.display().to_string()));
         }
         let schema = match schema {
             Some(schema) => schema,
             None => {
-                HttpTransport::new(&url, SyncOptions::default().request_timeout)?
+                let options = SyncOptions::default().transport(security.clone());
+                HttpTransport::with_options(&url, &options)?
                     .with_credentials(credentials)
                     .schema()
                     .await?
             }
         };
-        LocalStore::create(dir, &url, &schema)?.set_credentials(credentials)?;
+        let store = LocalStore::create(dir, &url, &schema)?;
+        store.set_credentials(credentials)?;
+        store.set_connection_security(security)?;
         Self::open(dir)
     }
 
@@ -99,8 +155,11 @@ impl SyncClient {
     pub fn open(dir: &Path) -> Result<Self, ClientError> {
         let store = LocalStore::open(dir)?;
         let options = SyncOptions::default();
-        let transport = HttpTransport::new(store.server_url(), options.request_timeout)?
-            .with_credentials(&store.credentials()?);
+        let transport = HttpTransport::with_options(
+            store.server_url(),
+            &options.transport(store.connection_security()?),
+        )?
+        .with_credentials(&store.credentials()?);
         Ok(Self {
             store: Arc::new(store),
             transport,
@@ -124,10 +183,28 @@ impl SyncClient {
                 "push_batch and pull_limit must be at least 1".into(),
             ));
         }
-        self.transport = HttpTransport::new(self.store.server_url(), options.request_timeout)?
-            .with_credentials(&self.transport.credentials());
+        self.transport = HttpTransport::with_options(
+            self.store.server_url(),
+            &options.transport(self.store.connection_security()?),
+        )?
+        .with_credentials(&self.transport.credentials());
         self.options = options;
         Ok(self)
+    }
+
+    /// Trusts `security.ca_cert_pem` (besides the platform's roots) and applies its
+    /// cleartext policy from now on; both are saved with the store, so the next
+    /// [`SyncClient::open`] uses them too. A CA that is not PEM changes nothing.
+    pub fn with_connection_security(
+        self,
+        security: &ConnectionSecurity,
+    ) -> Result<Self, ClientError> {
+        if let Some(pem) = &security.ca_cert_pem {
+            check_ca_pem(pem)?;
+        }
+        self.store.set_connection_security(security)?;
+        let options = self.options.clone();
+        self.with_options(options)
     }
 
     /// Uses `token` from now on, for this client and its store (it is saved, so the
@@ -235,7 +312,23 @@ impl SyncClient {
     /// after the request in flight is answered, and that answer is dropped too: the rows
     /// of both batches stay pending, and when the next round sends them again the server,
     /// which already holds their values, acknowledges them without a conflict.
+    ///
+    /// The round stops with [`ClientError::DeadlineExceeded`] once it has run for
+    /// [`SyncOptions::round_deadline`]; what it applied so far stays applied.
     pub async fn sync_with_progress(
+        &self,
+        progress: impl FnMut(&SyncProgress),
+    ) -> Result<SyncReport, ClientError> {
+        let deadline = self.options.round_deadline;
+        tokio::time::timeout(deadline, self.run_round(progress))
+            .await
+            .unwrap_or(Err(ClientError::DeadlineExceeded {
+                seconds: deadline.as_secs_f64(),
+            }))
+    }
+
+    /// The round of [`SyncClient::sync_with_progress`], without its deadline.
+    async fn run_round(
         &self,
         mut progress: impl FnMut(&SyncProgress),
     ) -> Result<SyncReport, ClientError> {

@@ -35,6 +35,48 @@ pub enum ClientError {
         /// What the network layer said.
         reason: String,
     },
+    /// The server's TLS certificate could not be trusted (unknown CA, wrong host name,
+    /// expired) or the TLS handshake failed. Never retried, never retried over HTTP.
+    #[error("cannot trust the sync server at {url}: {reason}")]
+    Tls {
+        /// Server base URL.
+        url: String,
+        /// What was wrong with the certificate or handshake.
+        reason: String,
+    },
+    /// The server URL is cleartext `http://` to a host that is not this machine, and
+    /// cleartext was not allowed. Nothing was sent.
+    #[error(
+        "refusing to sync in cleartext with {url}: use https://, or allow cleartext HTTP \
+         explicitly (`roster init --allow-insecure-http`, or the app's settings) on a \
+         network you trust"
+    )]
+    CleartextRefused {
+        /// The refused server URL.
+        url: String,
+    },
+    /// The server answered with a redirect; redirects are not followed (the request and
+    /// its records would go to another address).
+    #[error(
+        "the sync server answered with a redirect ({status}) to {location}; redirects are \
+         not followed: set the server URL to the right address"
+    )]
+    Redirected {
+        /// HTTP status (3xx).
+        status: u16,
+        /// The `Location` the server named.
+        location: String,
+    },
+    /// A sync round did not finish within its deadline. What was applied before stays
+    /// applied; the pending edits not yet acknowledged stay pending.
+    #[error(
+        "the sync round did not finish within {seconds:.0} s and was stopped; pending \
+         edits are kept for the next sync"
+    )]
+    DeadlineExceeded {
+        /// The deadline, in seconds.
+        seconds: f64,
+    },
     /// The server answered with an error body.
     #[error("the sync server refused the request ({status}, {code:?}): {message}")]
     Server {

@@ -32,4 +32,7 @@ pub use local::{
     OpenConflict, Record, Status,
 };
 pub use round::{MAX_PULL_REQUESTS, SyncProgress, SyncReport};
-pub use transport::{Credentials, normalise_server_url};
+pub use transport::{
+    ConnectionSecurity, Credentials, TransportOptions, check_cleartext, install_tls_provider,
+    normalise_server_url,
+};

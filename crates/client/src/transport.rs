@@ -1,7 +1,15 @@
-//! HTTP calls to the sync service. Network failures become
-//! [`ClientError::Unreachable`]; a refused token [`ClientError::Unauthorized`], a refused
-//! data set [`ClientError::Forbidden`]; other error answers become
-//! [`ClientError::Server`] with the server's code and message.
+//! HTTP(S) calls to the sync service. Network failures become
+//! [`ClientError::Unreachable`]; a certificate the client cannot trust
+//! [`ClientError::Tls`] (never retried, never retried over HTTP); a refused token
+//! [`ClientError::Unauthorized`], a refused data set [`ClientError::Forbidden`]; a
+//! redirect [`ClientError::Redirected`] (redirects are not followed); other error answers
+//! become [`ClientError::Server`] with the server's code and message.
+//!
+//! TLS is rustls with the `ring` provider and the platform's roots (through
+//! rustls-platform-verifier), plus an optional custom CA given as PEM. Cleartext
+//! `http://` is refused except to loopback addresses unless
+//! [`ConnectionSecurity::allow_cleartext`] is set. Every answer body is read with a size
+//! cap ([`TransportOptions::max_response_bytes`]) and a read-idle timeout.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -13,6 +21,67 @@ use roster_protocol::{
 use serde::de::DeserializeOwned;
 
 use crate::ClientError;
+
+/// Default cap on the size of one answer body: far above the largest answer the protocol
+/// allows (a pull page stops at about 4 MiB of row values and 5,000 rows; a push answer
+/// holds at most 5,000 acks or conflicts).
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Default read-idle timeout: an answer that sends no byte for this long fails.
+pub const DEFAULT_READ_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Default time limit for opening a connection (TCP and TLS handshake).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Installs rustls's `ring` crypto provider as the process default, once. Every process
+/// that builds a `reqwest::Client` must call it first (reqwest is built without a
+/// provider of its own); [`HttpTransport`] does so itself.
+pub fn install_tls_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Fails only when another thread installed one in between: that one is used.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
+/// Whom the device trusts and what it sends in cleartext. Stored with the local store
+/// (see [`crate::local::LocalStore::connection_security`]) so every later command and
+/// the app use it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectionSecurity {
+    /// PEM text of extra CA certificates trusted besides the platform's roots (for a
+    /// self-hosted server).
+    pub ca_cert_pem: Option<String>,
+    /// Allows `http://` to hosts other than loopback addresses. Off by default: data and
+    /// the token would cross the network readable by anyone on the path.
+    pub allow_cleartext: bool,
+}
+
+/// Settings of one transport: trust, time limits and the answer size cap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportOptions {
+    /// Trusted CA and cleartext policy.
+    pub security: ConnectionSecurity,
+    /// Time limit of one whole request, answer included.
+    pub request_timeout: Duration,
+    /// Time limit for connecting (TCP and TLS handshake).
+    pub connect_timeout: Duration,
+    /// An answer that sends no byte for this long fails.
+    pub read_idle_timeout: Duration,
+    /// Largest answer body accepted, whether declared by `Content-Length` or streamed.
+    pub max_response_bytes: u64,
+}
+
+impl Default for TransportOptions {
+    fn default() -> Self {
+        Self {
+            security: ConnectionSecurity::default(),
+            request_timeout: Duration::from_secs(60),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            read_idle_timeout: DEFAULT_READ_IDLE_TIMEOUT,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+        }
+    }
+}
 
 /// What a device presents to the service: its bearer token and the data set it works on
 /// (`None`: the token's user's own data set). `Debug` never prints the token.
@@ -57,6 +126,9 @@ pub struct HttpTransport {
     base: String,
     token: Arc<RwLock<Option<String>>>,
     dataset: Option<String>,
+    /// The URL, when the cleartext rule refuses it: requests then fail before sending.
+    refused: Option<String>,
+    max_response_bytes: u64,
 }
 
 impl std::fmt::Debug for HttpTransport {
@@ -80,13 +152,83 @@ pub fn normalise_server_url(url: &str) -> Result<String, ClientError> {
     Ok(parsed.as_str().trim_end_matches('/').to_owned())
 }
 
+/// Whether `url` names this machine: `localhost`, 127.0.0.0/8 or `::1`.
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => {
+            let host = host.to_ascii_lowercase();
+            host == "localhost" || host.ends_with(".localhost")
+        }
+    }
+}
+
+/// The cleartext rule shared by the CLI and the app: `http://` is allowed only to a
+/// loopback address, or when `allow_cleartext` is set. `https://` is always allowed.
+pub fn check_cleartext(url: &str, allow_cleartext: bool) -> Result<(), ClientError> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| ClientError::BadInput(format!("invalid server URL {url:?}: {e}")))?;
+    if parsed.scheme() == "http" && !allow_cleartext && !is_loopback(&parsed) {
+        return Err(ClientError::CleartextRefused {
+            url: url.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// The extra CA certificates in `pem`; an error when it holds none or cannot be read.
+fn parse_ca_pem(pem: &str) -> Result<Vec<reqwest::Certificate>, ClientError> {
+    let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+        .map_err(|e| ClientError::BadInput(format!("invalid CA certificate: {e}")))?;
+    if certs.is_empty() {
+        return Err(ClientError::BadInput(
+            "invalid CA certificate: no PEM `CERTIFICATE` block found".into(),
+        ));
+    }
+    Ok(certs)
+}
+
+/// Checks that `pem` holds at least one usable CA certificate.
+pub fn check_ca_pem(pem: &str) -> Result<(), ClientError> {
+    parse_ca_pem(pem).map(|_| ())
+}
+
 impl HttpTransport {
-    /// A transport for `base_url` whose requests give up after `timeout`.
+    /// A transport for `base_url` whose requests give up after `timeout` (other settings:
+    /// [`TransportOptions::default`]).
+    #[cfg(test)]
     pub fn new(base_url: &str, timeout: Duration) -> Result<Self, ClientError> {
+        Self::with_options(
+            base_url,
+            &TransportOptions {
+                request_timeout: timeout,
+                ..TransportOptions::default()
+            },
+        )
+    }
+
+    /// A transport for `base_url` with `options`. A cleartext URL the policy refuses
+    /// does not fail here (the local store stays usable offline): every request fails
+    /// with [`ClientError::CleartextRefused`] before anything is sent.
+    pub fn with_options(base_url: &str, options: &TransportOptions) -> Result<Self, ClientError> {
+        install_tls_provider();
         let base = normalise_server_url(base_url)?;
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(Duration::from_secs(10))
+        let refused = check_cleartext(&base, options.security.allow_cleartext)
+            .is_err()
+            .then(|| base.clone());
+        let mut builder = reqwest::Client::builder()
+            .timeout(options.request_timeout)
+            .connect_timeout(options.connect_timeout)
+            .read_timeout(options.read_idle_timeout)
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(pem) = &options.security.ca_cert_pem {
+            builder = builder.tls_certs_merge(parse_ca_pem(pem)?);
+        }
+        let http = builder
             .build()
             .map_err(|e| ClientError::BadInput(format!("cannot build HTTP client: {e}")))?;
         Ok(Self {
@@ -94,6 +236,8 @@ impl HttpTransport {
             base,
             token: Arc::new(RwLock::new(None)),
             dataset: None,
+            refused,
+            max_response_bytes: options.max_response_bytes,
         })
     }
 
@@ -146,11 +290,67 @@ impl HttpTransport {
         &self.base
     }
 
+    /// Maps a failure in transit: a certificate problem is [`ClientError::Tls`], anything
+    /// else [`ClientError::Unreachable`].
     fn unreachable(&self, error: &reqwest::Error) -> ClientError {
+        if let Some(reason) = tls_failure(error) {
+            return ClientError::Tls {
+                url: self.base.clone(),
+                reason,
+            };
+        }
+        let reason = if error.is_timeout() {
+            format!("no answer in time ({error})")
+        } else {
+            error_chain(error)
+        };
         ClientError::Unreachable {
             url: self.base.clone(),
-            reason: error.to_string(),
+            reason,
         }
+    }
+
+    /// Sends `request`, unless the cleartext policy refuses this server.
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
+        if let Some(refused) = &self.refused {
+            return Err(ClientError::CleartextRefused {
+                url: refused.clone(),
+            });
+        }
+        request.send().await.map_err(|e| self.unreachable(&e))
+    }
+
+    /// Reads the whole body, failing once it passes the size cap (declared or streamed).
+    async fn read_body(&self, mut response: reqwest::Response) -> Result<Vec<u8>, ClientError> {
+        let max = self.max_response_bytes;
+        // The header itself: a compressed body's size hint is unknown, but a compressed
+        // body larger than the cap decompresses to more still.
+        let declared = response
+            .headers()
+            .get(reqwest::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .or_else(|| response.content_length());
+        if let Some(declared) = declared
+            && declared > max
+        {
+            return Err(ClientError::Protocol(format!(
+                "the answer declares {declared} bytes, more than the {max}-byte limit"
+            )));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.unreachable(&e))? {
+            if body.len() as u64 + chunk.len() as u64 > max {
+                return Err(ClientError::Protocol(format!(
+                    "the answer is larger than the {max}-byte limit"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 
     async fn decode<T: DeserializeOwned>(
@@ -158,36 +358,46 @@ impl HttpTransport {
         response: reqwest::Response,
     ) -> Result<T, ClientError> {
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| self.unreachable(&e))?;
+        if status.is_redirection() {
+            let location = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+            return Err(ClientError::Redirected {
+                status: status.as_u16(),
+                location: location.unwrap_or_else(|| "(no Location header)".into()),
+            });
+        }
+        let body = self.read_body(response).await?;
         if status.is_success() {
             return serde_json::from_slice(&body)
                 .map_err(|e| ClientError::Protocol(format!("cannot decode answer: {e}")));
         }
-        match serde_json::from_slice::<ApiError>(&body) {
-            Ok(api) if status == reqwest::StatusCode::UNAUTHORIZED => {
-                Err(ClientError::Unauthorized(api.error.message))
+        let api = serde_json::from_slice::<ApiError>(&body).ok();
+        // 401 and 403 mean the same whoever answered (the server or a proxy in front).
+        let message = |api: Option<ApiError>| match api {
+            Some(api) => api.error.message,
+            None => format!("HTTP {status}: {}", body_excerpt(&body)),
+        };
+        match (status, api) {
+            (reqwest::StatusCode::UNAUTHORIZED, api) => {
+                Err(ClientError::Unauthorized(message(api)))
             }
-            Ok(api) if status == reqwest::StatusCode::FORBIDDEN => {
-                Err(ClientError::Forbidden(api.error.message))
-            }
-            Ok(api) => Err(ClientError::Server {
+            (reqwest::StatusCode::FORBIDDEN, api) => Err(ClientError::Forbidden(message(api))),
+            (_, Some(api)) => Err(ClientError::Server {
                 status: status.as_u16(),
                 code: api.error.code,
                 message: api.error.message,
             }),
-            Err(_) => Err(ClientError::Protocol(format!(
+            (_, None) => Err(ClientError::Protocol(format!(
                 "status {status} with body {:?}",
-                String::from_utf8_lossy(&body[..body.len().min(200)])
+                body_excerpt(&body)
             ))),
         }
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        let response = self
-            .request(reqwest::Method::GET, path)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(&e))?;
+        let response = self.send(self.request(reqwest::Method::GET, path)).await?;
         self.decode(response).await
     }
 
@@ -217,13 +427,81 @@ impl HttpTransport {
     /// `POST /v1/sync`: one batch.
     pub async fn sync(&self, request: &SyncRequest) -> Result<SyncResponse, ClientError> {
         let response = self
-            .request(reqwest::Method::POST, SYNC_PATH)
-            .json(request)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(&e))?;
+            .send(self.request(reqwest::Method::POST, SYNC_PATH).json(request))
+            .await?;
         self.decode(response).await
     }
+}
+
+/// The first 200 bytes of a body, as text.
+fn body_excerpt(body: &[u8]) -> String {
+    String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()
+}
+
+/// The error and its sources, joined with `: `.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// The rustls error somewhere in `error`'s sources, looking inside `io::Error`s too
+/// (their `source()` skips the error they wrap).
+fn find_rustls_error<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a rustls::Error> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(err) = current {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+        {
+            if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
+                return Some(tls);
+            }
+            if let Some(found) = find_rustls_error(inner) {
+                return Some(found);
+            }
+        }
+        current = err.source();
+    }
+    None
+}
+
+/// Why the TLS handshake failed, in words, when `error` is a TLS failure.
+fn tls_failure(error: &reqwest::Error) -> Option<String> {
+    use rustls::CertificateError as Cert;
+    let tls = find_rustls_error(error)?;
+    let reason = match tls {
+        rustls::Error::InvalidCertificate(cert) => match cert {
+            Cert::UnknownIssuer => "the server's certificate is signed by an unknown \
+                certificate authority (trust its CA with `--ca-cert`)"
+                .to_owned(),
+            Cert::NotValidForName | Cert::NotValidForNameContext { .. } => {
+                format!("the server's certificate is not valid for this host name ({cert})")
+            }
+            Cert::Expired | Cert::ExpiredContext { .. } => {
+                format!("the server's certificate has expired ({cert})")
+            }
+            Cert::NotValidYet | Cert::NotValidYetContext { .. } => {
+                format!("the server's certificate is not valid yet ({cert})")
+            }
+            Cert::Revoked => "the server's certificate is revoked".to_owned(),
+            other => format!("invalid server certificate: {other}"),
+        },
+        other => format!("TLS handshake failed: {other}"),
+    };
+    Some(reason)
 }
 
 #[cfg(test)]
@@ -239,6 +517,79 @@ mod tests {
         assert!(normalise_server_url("127.0.0.1:8787").is_err());
         assert!(normalise_server_url("ftp://x").is_err());
         assert!(normalise_server_url("").is_err());
+    }
+
+    #[test]
+    fn cleartext_is_allowed_only_to_loopback_unless_allowed() {
+        for url in [
+            "http://127.0.0.1:8787",
+            "http://127.8.9.10",
+            "http://[::1]:8787",
+            "http://localhost:8787",
+            "http://LOCALHOST",
+            "http://app.localhost",
+            "https://example.com",
+            "https://192.0.2.1",
+        ] {
+            assert!(check_cleartext(url, false).is_ok(), "{url} is allowed");
+        }
+        for url in [
+            "http://192.0.2.1:8787",
+            "http://example.com",
+            "http://localhost.example.com",
+            "http://[2001:db8::1]",
+            "http://10.0.0.1",
+        ] {
+            assert!(
+                matches!(
+                    check_cleartext(url, false),
+                    Err(ClientError::CleartextRefused { .. })
+                ),
+                "{url} is refused"
+            );
+            assert!(check_cleartext(url, true).is_ok(), "{url} when allowed");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_cleartext_server_gets_no_request() {
+        // Nothing listens on this documentation address: a request sent would fail as
+        // unreachable, not as refused.
+        let transport = HttpTransport::new("http://192.0.2.1:9", Duration::from_secs(5)).unwrap();
+        let error = transport.health().await.unwrap_err();
+        assert!(
+            matches!(error, ClientError::CleartextRefused { .. }),
+            "{error:?}"
+        );
+        assert!(!error.is_transient());
+    }
+
+    #[test]
+    fn a_ca_file_must_hold_a_pem_certificate() {
+        assert!(matches!(check_ca_pem(""), Err(ClientError::BadInput(_))));
+        assert!(matches!(
+            check_ca_pem("not a certificate"),
+            Err(ClientError::BadInput(_))
+        ));
+        let options = TransportOptions {
+            security: ConnectionSecurity {
+                ca_cert_pem: Some(
+                    "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".into(),
+                ),
+                allow_cleartext: false,
+            },
+            ..TransportOptions::default()
+        };
+        assert!(HttpTransport::with_options("https://127.0.0.1:1", &options).is_err());
+    }
+
+    #[test]
+    fn tls_errors_are_not_transient() {
+        let error = ClientError::Tls {
+            url: "https://x".into(),
+            reason: "unknown issuer".into(),
+        };
+        assert!(!error.is_transient());
     }
 
     #[test]

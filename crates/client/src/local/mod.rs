@@ -4,7 +4,8 @@
 //! Metadata tables (their `_roster_` prefix cannot clash with schema names, which start
 //! with a letter):
 //! * `_roster_meta`: client id, server URL, schema, watermark, edit counter, and the
-//!   device's credentials (bearer token, data set).
+//!   device's credentials (bearer token, data set) and connection security (trusted CA
+//!   PEM `ca_cert_pem`, `allow_cleartext`).
 //! * `_roster_rows`: per synced or pending row: the base version last seen from the
 //!   server, the pending op (`insert`/`update`/`delete`, or NULL when clean) and
 //!   `local_rev`, the edit counter at the row's last local edit. Base values
@@ -333,6 +334,39 @@ impl LocalStore {
             token: token.map(str::to_owned),
             dataset,
         })
+    }
+
+    /// The trusted CA and cleartext policy stored for this device (meta keys
+    /// `ca_cert_pem` and `allow_cleartext`).
+    pub fn connection_security(&self) -> Result<crate::ConnectionSecurity, ClientError> {
+        let conn = self.lock();
+        Ok(crate::ConnectionSecurity {
+            ca_cert_pem: get_meta(&conn, "ca_cert_pem")?,
+            allow_cleartext: get_meta(&conn, "allow_cleartext")?.as_deref() == Some("true"),
+        })
+    }
+
+    /// Stores the trusted CA (removed when `None`) and the cleartext policy.
+    pub fn set_connection_security(
+        &self,
+        security: &crate::ConnectionSecurity,
+    ) -> Result<(), ClientError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        match &security.ca_cert_pem {
+            Some(pem) => set_meta(&tx, "ca_cert_pem", pem)?,
+            None => {
+                tx.execute("DELETE FROM _roster_meta WHERE key = 'ca_cert_pem'", [])?;
+            }
+        }
+        let allow = if security.allow_cleartext {
+            "true"
+        } else {
+            "false"
+        };
+        set_meta(&tx, "allow_cleartext", allow)?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// The change-log position pulled up to.
