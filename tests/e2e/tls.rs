@@ -247,10 +247,9 @@ async fn a_client_that_does_not_trust_the_ca_is_refused() {
     let (tls, _) = TlsServer::start(&ca, 3600);
     let server = &tls.server;
     let stranger = TestCa::new("Some other CA");
-    let error = connect(&stranger.connector(), server)
-        .await
-        .err()
-        .expect("a handshake with an untrusted certificate must fail");
+    let Err(error) = connect(&stranger.connector(), server).await else {
+        panic!("a handshake with an untrusted certificate must fail");
+    };
     assert!(
         error.to_string().to_lowercase().contains("unknownissuer")
             || error.to_string().to_lowercase().contains("unknown issuer"),
