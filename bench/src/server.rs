@@ -2,10 +2,8 @@
 //! raw protocol calls to it (seeding, request splits) that bypass the client engine.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -110,7 +108,6 @@ impl ServerProcess {
             .env_remove("ROSTER_LOG")
             .env_remove("ROSTER_SERVER_CONFIG")
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
             .stderr(log_file);
         if let Some(config) = config {
             let path = dir.join("config.toml");
@@ -118,42 +115,10 @@ impl ServerProcess {
                 .with_context(|| format!("cannot write {}", path.display()))?;
             cmd.arg("--config").arg(path);
         }
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start {}", bin.display()))?;
-        let stdout = child.stdout.take().context("server stdout not captured")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let first = reader.read_line(&mut line).map(|_| line);
-            let _ = tx.send(first);
-            // Keep draining so the server never writes into a closed pipe.
-            let _ = std::io::copy(&mut reader.take(u64::MAX), &mut std::io::sink());
-        });
-        let line = match rx.recv_timeout(STARTUP_TIMEOUT) {
-            Ok(Ok(line)) => line,
-            Ok(Err(e)) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("cannot read the server's address line: {e}");
-            }
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("the server printed no address line within {STARTUP_TIMEOUT:?}");
-            }
-        };
-        let url = match line.trim().rsplit_once("listening on ") {
-            Some((_, url)) if url.starts_with("http://127.0.0.1:") => url.to_owned(),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!(
-                    "the server did not start: first line {line:?}; see {}",
-                    log.display()
-                );
-            }
+        let started = roster_testkit::start_server_process(&mut cmd, STARTUP_TIMEOUT, |_| {});
+        let (child, url) = match started {
+            Ok(started) => (started.child, started.url),
+            Err(error) => bail!("{error}; see {}", log.display()),
         };
         tracing::info!(pid = child.id(), %url, dir = %dir.display(), "roster-server started");
         Ok(Self {

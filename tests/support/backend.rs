@@ -44,6 +44,8 @@ pub type StoredRow = ((String, String, String), (i64, bool, Option<String>));
 pub struct TestDatabase {
     url: String,
     postgres: Option<(String, String)>,
+    /// A tablespace made for this database alone, dropped after it.
+    tablespace: Option<String>,
 }
 
 /// Runs `work` with a fresh synchronous PostgreSQL connection on its own thread (the
@@ -69,6 +71,7 @@ impl TestDatabase {
             Backend::Sqlite => Self {
                 url: dir.join("server.db").to_str().unwrap().to_owned(),
                 postgres: None,
+                tablespace: None,
             },
             Backend::Postgres { admin_url } => {
                 let name = format!("roster_test_{}", uuid::Uuid::now_v7().simple());
@@ -81,9 +84,33 @@ impl TestDatabase {
                 Self {
                     url,
                     postgres: Some((admin_url, name)),
+                    tablespace: None,
                 }
             }
         }
+    }
+
+    /// A fresh database whose data lives in the directory `dir`: the SQLite file there,
+    /// or on PostgreSQL a database moved to a new tablespace at `dir` (which the
+    /// cluster's user must be able to reach and own).
+    pub fn create_in(dir: &Path) -> Self {
+        let mut db = Self::create(dir);
+        if let Some((admin_url, name)) = db.postgres.clone() {
+            let tablespace = format!("{name}_space");
+            // Separate statements: neither may run inside a transaction block.
+            let create = format!(
+                "CREATE TABLESPACE {tablespace} LOCATION '{}'",
+                dir.display()
+            );
+            let alter = format!("ALTER DATABASE {name} SET TABLESPACE {tablespace}");
+            with_postgres(&admin_url, move |client| {
+                client.batch_execute(&create)?;
+                client.batch_execute(&alter)
+            })
+            .unwrap();
+            db.tablespace = Some(tablespace);
+        }
+        db
     }
 
     /// What the server's `--db` takes: the SQLite file path or the PostgreSQL URL.
@@ -228,9 +255,16 @@ impl Drop for TestDatabase {
     fn drop(&mut self) {
         if let Some((admin_url, name)) = self.postgres.take() {
             let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+            let drop_tablespace = self
+                .tablespace
+                .take()
+                .map(|tablespace| format!("DROP TABLESPACE IF EXISTS {tablespace}"));
             let _ = std::thread::spawn(move || {
                 if let Ok(mut client) = postgres::Client::connect(&admin_url, postgres::NoTls) {
                     let _ = client.batch_execute(&drop);
+                    if let Some(drop_tablespace) = drop_tablespace {
+                        let _ = client.batch_execute(&drop_tablespace);
+                    }
                 }
             })
             .join();

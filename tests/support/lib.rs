@@ -10,7 +10,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -86,6 +85,8 @@ pub struct TestServer {
     dir: Arc<tempfile::TempDir>,
     db: Arc<TestDatabase>,
     addr: SocketAddr,
+    /// `http`, or `https` for a server configured with a TLS certificate.
+    scheme: String,
     token: String,
 }
 
@@ -101,16 +102,27 @@ impl TestServer {
         // test builds an HTTP client.
         roster_client::install_tls_provider();
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("config.toml"), config).unwrap();
         let db = TestDatabase::create(dir.path());
+        Self::start_in(dir, config, db)
+    }
+
+    /// Starts the server with the given TOML config on the database `db` (made by the
+    /// caller, e.g. on a small disk).
+    pub fn start_with_database(config: &str, db: TestDatabase) -> Self {
+        Self::start_in(tempfile::tempdir().unwrap(), config, db)
+    }
+
+    fn start_in(dir: tempfile::TempDir, config: &str, db: TestDatabase) -> Self {
+        std::fs::write(dir.path().join("config.toml"), config).unwrap();
         let token = admin(db.url(), &["create-user", DEFAULT_USER]).0;
-        let (child, addr) = spawn_server(dir.path(), db.url(), "127.0.0.1:0");
+        let (child, scheme, addr) = spawn_server(dir.path(), db.url(), "127.0.0.1:0");
         Self {
             child: Some(child),
             embedded: None,
             dir: Arc::new(dir),
             db: Arc::new(db),
             addr,
+            scheme,
             token,
         }
     }
@@ -118,13 +130,14 @@ impl TestServer {
     /// Starts another server process on this server's database and config, on a free
     /// port: several stateless instances of one service.
     pub fn another_instance(&self) -> Self {
-        let (child, addr) = spawn_server(self.dir.path(), self.db.url(), "127.0.0.1:0");
+        let (child, scheme, addr) = spawn_server(self.dir.path(), self.db.url(), "127.0.0.1:0");
         Self {
             child: Some(child),
             embedded: None,
             dir: self.dir.clone(),
             db: self.db.clone(),
             addr,
+            scheme,
             token: self.token.clone(),
         }
     }
@@ -135,6 +148,16 @@ impl TestServer {
         config: &str,
         handler: std::sync::Arc<dyn roster_server::resolve::ConflictHandler>,
     ) -> Self {
+        Self::start_embedded_with(config, Some(handler)).await
+    }
+
+    /// Runs the service in this process with `config`, through
+    /// `roster_server::embed::EmbeddedServer::start` (as a program embedding it does),
+    /// with `handler` deciding conflicts first when given.
+    pub async fn start_embedded_with(
+        config: &str,
+        handler: Option<std::sync::Arc<dyn roster_server::resolve::ConflictHandler>>,
+    ) -> Self {
         roster_client::install_tls_provider();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("config.toml"), config).unwrap();
@@ -143,20 +166,18 @@ impl TestServer {
         parsed.listen = "127.0.0.1:0".parse().unwrap();
         let db = TestDatabase::create(dir.path());
         let token = admin(db.url(), &["create-user", DEFAULT_USER]).0;
-        let server = roster_server::embed::EmbeddedServer::start(
-            &parsed,
-            Path::new(db.url()),
-            Some(handler),
-        )
-        .await
-        .unwrap();
-        let addr = server.url().trim_start_matches("http://").parse().unwrap();
+        let server =
+            roster_server::embed::EmbeddedServer::start(&parsed, Path::new(db.url()), handler)
+                .await
+                .unwrap();
+        let (scheme, addr) = split_url(&server.url()).unwrap();
         Self {
             child: None,
             embedded: Some(server),
             dir: Arc::new(dir),
             db: Arc::new(db),
             addr,
+            scheme,
             token,
         }
     }
@@ -240,9 +261,15 @@ impl TestServer {
         authed_http(&self.token, None)
     }
 
-    /// Base URL, e.g. `http://127.0.0.1:41234`.
+    /// Base URL, e.g. `http://127.0.0.1:41234` (`https://` when the config sets a TLS
+    /// certificate).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
+    }
+
+    /// The server process's id (`None` for an embedded server).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Socket address.
@@ -280,8 +307,9 @@ impl TestServer {
         let mut last = None;
         for _ in 0..50 {
             match try_spawn_server(self.dir.path(), self.db.url(), &self.addr.to_string()) {
-                Ok((child, addr)) => {
+                Ok((child, scheme, addr)) => {
                     self.child = Some(child);
+                    self.scheme = scheme;
                     self.addr = addr;
                     return;
                 }
@@ -434,12 +462,25 @@ impl Drop for TestServer {
     }
 }
 
-fn spawn_server(dir: &Path, db: &str, listen: &str) -> (Child, SocketAddr) {
+fn spawn_server(dir: &Path, db: &str, listen: &str) -> (Child, String, SocketAddr) {
     try_spawn_server(dir, db, listen).unwrap()
 }
 
-fn try_spawn_server(dir: &Path, db: &str, listen: &str) -> Result<(Child, SocketAddr), String> {
-    let mut child = Command::new(bin_path("roster-server"))
+/// The scheme and address of a base URL such as `https://127.0.0.1:41234`.
+fn split_url(url: &str) -> Option<(String, SocketAddr)> {
+    let (scheme, addr) = url.split_once("://")?;
+    Some((scheme.to_owned(), addr.parse().ok()?))
+}
+
+/// Starts the server process and reads its address line (see `roster_testkit`):
+/// returns the process, the URL's scheme and the address.
+fn try_spawn_server(
+    dir: &Path,
+    db: &str,
+    listen: &str,
+) -> Result<(Child, String, SocketAddr), String> {
+    let mut command = Command::new(bin_path("roster-server"));
+    command
         .arg("--listen")
         .arg(listen)
         .arg("--db")
@@ -447,29 +488,25 @@ fn try_spawn_server(dir: &Path, db: &str, listen: &str) -> Result<(Child, Socket
         .arg("--config")
         .arg(dir.join("config.toml"))
         .env("ROSTER_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
+        .stderr(Stdio::inherit());
+    let started = roster_testkit::start_server_process(&mut command, SERVER_START_LIMIT, |_| {})
         .map_err(|e| e.to_string())?;
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .map_err(|e| e.to_string())?;
-    let addr = line
-        .trim()
-        .rsplit("http://")
-        .next()
-        .and_then(|a| a.parse().ok());
-    match addr {
-        Some(addr) if line.contains("listening on") => Ok((child, addr)),
-        _ => {
+    let mut child = started.child;
+    match split_url(&started.url) {
+        Some((scheme, addr)) => Ok((child, scheme, addr)),
+        None => {
             let _ = child.kill();
             let _ = child.wait();
-            Err(format!("server did not start: first line {line:?}"))
+            Err(format!(
+                "server listens on an unexpected URL {}",
+                started.url
+            ))
         }
     }
 }
+
+/// How long a server process may take to print its address line.
+const SERVER_START_LIMIT: Duration = Duration::from_secs(30);
 
 /// A client with its own data dir.
 pub struct TestClient {

@@ -1,15 +1,13 @@
 //! The dev `roster-server` child of `cargo xtask run`.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, RecvTimeoutError, Sender};
-use std::thread;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use roster_testkit::{StartError, StartedServer, start_server_process};
 
 use crate::process::display;
 use crate::workspace;
@@ -46,27 +44,22 @@ impl DevServer {
         if let Some(config) = config {
             cmd.arg("--config").arg(config);
         }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log_file);
+        cmd.stdin(Stdio::null()).stderr(log_file);
         let line = display(&cmd);
         println!("$ {line} 2>{data_dir}/server.log");
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start `{line}`"))?;
-        let stdout = child
-            .stdout
-            .take()
-            .context("roster-server stdout not captured")?;
-        let (first_line, rx) = mpsc::channel();
-        thread::spawn(move || forward_stdout(stdout, &first_line));
-        let mut server = Self {
-            child,
-            url: String::new(),
-            log,
-        };
-        server.url = server.await_url(rx.recv_timeout(STARTUP_TIMEOUT))?;
-        Ok(server)
+        let started = start_server_process(&mut cmd, STARTUP_TIMEOUT, |line| {
+            println!("[roster-server] {line}");
+        });
+        match started {
+            Ok(StartedServer { child, url }) => Ok(Self { child, url, log }),
+            Err(StartError::Spawn(error)) => {
+                Err(anyhow::Error::new(error).context(format!("cannot start `{line}`")))
+            }
+            Err(error) => bail!(
+                "roster-server did not start: {error}; its stderr:\n{}",
+                log_text(&log)
+            ),
+        }
     }
 
     /// The base URL the server listens on, e.g. `http://127.0.0.1:8787`.
@@ -84,40 +77,9 @@ impl DevServer {
         }
     }
 
-    /// Turns the outcome of waiting for the first stdout line into the URL.
-    fn await_url(&mut self, first: Result<String, RecvTimeoutError>) -> Result<String> {
-        match first {
-            Ok(line) => match parse_url(&line) {
-                Some(url) => Ok(url.to_owned()),
-                None => {
-                    self.stop();
-                    bail!("unexpected first line from roster-server: {line:?}")
-                }
-            },
-            Err(RecvTimeoutError::Timeout) => {
-                self.stop();
-                bail!(
-                    "roster-server printed no address within {}s; its stderr:\n{}",
-                    STARTUP_TIMEOUT.as_secs(),
-                    self.log_text()
-                )
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                let status = self.child.wait().context("cannot wait for roster-server")?;
-                bail!(self.failure(status, "roster-server exited before printing its address"))
-            }
-        }
-    }
-
     /// An error message with the exit status and the server's stderr.
     fn failure(&self, status: ExitStatus, what: &str) -> String {
-        format!("{what} ({status}); its stderr:\n{}", self.log_text())
-    }
-
-    /// The server's stderr so far, read back from its log file.
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_else(|error| format!("(cannot read {}: {error})", self.log.display()))
+        format!("{what} ({status}); its stderr:\n{}", log_text(&self.log))
     }
 
     /// Kills the server if it is still running, and reaps it.
@@ -135,37 +97,15 @@ impl Drop for DevServer {
     }
 }
 
-/// Sends the first stdout line to `first_line`, then echoes the rest.
-fn forward_stdout(stdout: ChildStdout, first_line: &Sender<String>) {
-    let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
-    if let Some(line) = lines.next() {
-        let _ = first_line.send(line);
-    }
-    for line in lines {
-        println!("[roster-server] {line}");
-    }
-}
-
-/// The URL in `roster-server listening on http://127.0.0.1:PORT`.
-fn parse_url(line: &str) -> Option<&str> {
-    line.split_whitespace()
-        .last()
-        .filter(|word| word.starts_with("http://") || word.starts_with("https://"))
+/// The server's stderr so far, read back from its log file.
+fn log_text(log: &Path) -> String {
+    std::fs::read_to_string(log)
+        .unwrap_or_else(|error| format!("(cannot read {}: {error})", log.display()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_the_address_line() {
-        assert_eq!(
-            parse_url("roster-server listening on http://127.0.0.1:8787\n"),
-            Some("http://127.0.0.1:8787")
-        );
-        assert_eq!(parse_url("starting"), None);
-        assert_eq!(parse_url(""), None);
-    }
 
     /// Starts the real `roster-server` (built by `cargo xtask test` before the tests).
     #[test]

@@ -40,6 +40,11 @@ pub enum ErrorCode {
     /// (HTTP 403). Also the answer for a data set that does not exist, so that nobody
     /// learns which data sets exist. Nothing was read or changed.
     Forbidden,
+    /// Too many failed authentications from this address (HTTP 429 with
+    /// `Retry-After`). Nothing was read or changed.
+    TooManyRequests,
+    /// The server's storage is full (HTTP 507). Nothing was changed; retry later.
+    StorageFull,
     /// The server failed; nothing was changed by this request.
     Internal,
 }

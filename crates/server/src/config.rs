@@ -13,6 +13,28 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// How long tombstones are kept by default before they are purged (days).
 pub const DEFAULT_TOMBSTONE_RETENTION_DAYS: u64 = 30;
+/// How often the running service purges old tombstones by default (seconds).
+pub const DEFAULT_PURGE_INTERVAL_SECS: u64 = 3600;
+/// How long a client may take to send a request's headers by default (seconds).
+pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 15;
+/// How long a connection may stay open with no request in flight by default (seconds).
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
+/// How long a client may take to send a request's body by default (seconds).
+pub const DEFAULT_BODY_READ_TIMEOUT_SECS: u64 = 60;
+/// Most connections served at once by default (also bounded by the open-file limit).
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 4096;
+/// How often the TLS certificate files are checked for changes by default (seconds).
+pub const DEFAULT_TLS_RELOAD_POLL_SECS: u64 = 5;
+/// Failed authentications from one address answered without delay, by default.
+pub const DEFAULT_AUTH_FAILURES_BEFORE_DELAY: u32 = 5;
+/// Failed authentications from one address after which it is refused (429), by default.
+pub const DEFAULT_AUTH_FAILURES_BEFORE_BLOCK: u32 = 20;
+/// Delay of each failed authentication past the first threshold by default (ms).
+pub const DEFAULT_AUTH_FAILURE_DELAY_MS: u64 = 1000;
+/// How long failed authentications are counted by default (seconds).
+pub const DEFAULT_AUTH_FAILURE_WINDOW_SECS: u64 = 300;
+/// Most addresses (and recently valid tokens) the limiter keeps by default.
+pub const DEFAULT_AUTH_LIMITER_MAX_ENTRIES: usize = 10_000;
 
 /// How the `merge` policy picks a field both sides changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +93,49 @@ pub struct ServerConfig {
     /// Days a tombstone is kept before the periodic purge removes it.
     #[serde(default = "default_retention")]
     pub tombstone_retention_days: u64,
+    /// Seconds between two runs of the periodic tombstone purge (the first runs at start).
+    #[serde(default = "default_purge_interval")]
+    pub purge_interval_secs: u64,
+    /// Seconds a client may take to send a request's headers (slowloris); the
+    /// connection is closed after that.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_secs: u64,
+    /// Seconds a connection may stay open with no request in flight (keep-alive).
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: u64,
+    /// Seconds a client may take to send a request's whole body (408 after that).
+    #[serde(default = "default_body_read_timeout")]
+    pub body_read_timeout_secs: u64,
+    /// Most connections served at once; more wait in the listen backlog. Also kept
+    /// below the process's open-file limit, which the server raises at start.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// PEM certificate chain to serve HTTPS with (with `tls_key`); plain HTTP without.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// Seconds between two checks of the TLS files for a change (they are also
+    /// reloaded on SIGHUP).
+    #[serde(default = "default_tls_reload_poll")]
+    pub tls_reload_poll_secs: u64,
+    /// Failed authentications from one address (in a window) answered without delay.
+    #[serde(default = "default_auth_failures_before_delay")]
+    pub auth_failures_before_delay: u32,
+    /// Failed authentications from one address (in a window) after which its requests
+    /// are refused with 429 until the window ends.
+    #[serde(default = "default_auth_failures_before_block")]
+    pub auth_failures_before_block: u32,
+    /// Milliseconds each failed authentication past `auth_failures_before_delay` waits.
+    #[serde(default = "default_auth_failure_delay")]
+    pub auth_failure_delay_ms: u64,
+    /// Seconds failed authentications are counted, from an address's first failure.
+    #[serde(default = "default_auth_failure_window")]
+    pub auth_failure_window_secs: u64,
+    /// Most addresses, and most recently valid tokens, the limiter keeps in memory.
+    #[serde(default = "default_auth_limiter_max_entries")]
+    pub auth_limiter_max_entries: usize,
     /// Synced tables. Empty means the shipped `person` table with server-wins.
     #[serde(default)]
     pub tables: Vec<TableConfig>,
@@ -85,6 +150,39 @@ fn default_max_body_bytes() -> usize {
 fn default_retention() -> u64 {
     DEFAULT_TOMBSTONE_RETENTION_DAYS
 }
+fn default_purge_interval() -> u64 {
+    DEFAULT_PURGE_INTERVAL_SECS
+}
+fn default_header_read_timeout() -> u64 {
+    DEFAULT_HEADER_READ_TIMEOUT_SECS
+}
+fn default_idle_timeout() -> u64 {
+    DEFAULT_IDLE_TIMEOUT_SECS
+}
+fn default_body_read_timeout() -> u64 {
+    DEFAULT_BODY_READ_TIMEOUT_SECS
+}
+fn default_max_connections() -> u32 {
+    DEFAULT_MAX_CONNECTIONS
+}
+fn default_tls_reload_poll() -> u64 {
+    DEFAULT_TLS_RELOAD_POLL_SECS
+}
+fn default_auth_failures_before_delay() -> u32 {
+    DEFAULT_AUTH_FAILURES_BEFORE_DELAY
+}
+fn default_auth_failures_before_block() -> u32 {
+    DEFAULT_AUTH_FAILURES_BEFORE_BLOCK
+}
+fn default_auth_failure_delay() -> u64 {
+    DEFAULT_AUTH_FAILURE_DELAY_MS
+}
+fn default_auth_failure_window() -> u64 {
+    DEFAULT_AUTH_FAILURE_WINDOW_SECS
+}
+fn default_auth_limiter_max_entries() -> usize {
+    DEFAULT_AUTH_LIMITER_MAX_ENTRIES
+}
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -93,6 +191,19 @@ impl Default for ServerConfig {
             db: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             tombstone_retention_days: DEFAULT_TOMBSTONE_RETENTION_DAYS,
+            purge_interval_secs: DEFAULT_PURGE_INTERVAL_SECS,
+            header_read_timeout_secs: DEFAULT_HEADER_READ_TIMEOUT_SECS,
+            idle_timeout_secs: DEFAULT_IDLE_TIMEOUT_SECS,
+            body_read_timeout_secs: DEFAULT_BODY_READ_TIMEOUT_SECS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            tls_cert: None,
+            tls_key: None,
+            tls_reload_poll_secs: DEFAULT_TLS_RELOAD_POLL_SECS,
+            auth_failures_before_delay: DEFAULT_AUTH_FAILURES_BEFORE_DELAY,
+            auth_failures_before_block: DEFAULT_AUTH_FAILURES_BEFORE_BLOCK,
+            auth_failure_delay_ms: DEFAULT_AUTH_FAILURE_DELAY_MS,
+            auth_failure_window_secs: DEFAULT_AUTH_FAILURE_WINDOW_SECS,
+            auth_limiter_max_entries: DEFAULT_AUTH_LIMITER_MAX_ENTRIES,
             tables: Vec::new(),
         }
     }
@@ -159,7 +270,41 @@ impl ServerConfig {
                 "max_body_bytes must be at least 1024".into(),
             ));
         }
+        for (name, value) in [
+            ("purge_interval_secs", self.purge_interval_secs),
+            ("header_read_timeout_secs", self.header_read_timeout_secs),
+            ("idle_timeout_secs", self.idle_timeout_secs),
+            ("body_read_timeout_secs", self.body_read_timeout_secs),
+            ("max_connections", u64::from(self.max_connections)),
+            ("tls_reload_poll_secs", self.tls_reload_poll_secs),
+            (
+                "auth_failures_before_block",
+                u64::from(self.auth_failures_before_block),
+            ),
+            ("auth_failure_window_secs", self.auth_failure_window_secs),
+            (
+                "auth_limiter_max_entries",
+                u64::try_from(self.auth_limiter_max_entries).unwrap_or(u64::MAX),
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Setting(format!("{name} must be at least 1")));
+            }
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::Setting(
+                "tls_cert and tls_key go together: set both for HTTPS, or neither".into(),
+            ));
+        }
         Ok(())
+    }
+
+    /// The certificate and key files to serve HTTPS with, when both are set.
+    pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
+        Some(crate::tls::TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+        })
     }
 
     /// The tables, with the shipped `person` table standing in for an empty list.
@@ -262,6 +407,25 @@ mod tests {
         )
         .unwrap();
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn limits_have_defaults_and_refuse_zero() {
+        let config: ServerConfig = toml::from_str("").unwrap();
+        assert_eq!(config.purge_interval_secs, DEFAULT_PURGE_INTERVAL_SECS);
+        assert_eq!(
+            config.header_read_timeout_secs,
+            DEFAULT_HEADER_READ_TIMEOUT_SECS
+        );
+        assert_eq!(config.max_connections, DEFAULT_MAX_CONNECTIONS);
+        let set: ServerConfig =
+            toml::from_str("idle_timeout_secs = 2\npurge_interval_secs = 1").unwrap();
+        set.validate().unwrap();
+        assert_eq!(set.idle_timeout_secs, 2);
+        let zero: ServerConfig = toml::from_str("max_connections = 0").unwrap();
+        assert!(zero.validate().is_err());
+        let half_tls: ServerConfig = toml::from_str("tls_cert = \"c.pem\"").unwrap();
+        assert!(half_tls.validate().is_err());
     }
 
     #[test]

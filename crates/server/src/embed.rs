@@ -1,34 +1,20 @@
 //! Running the service inside another Rust program, which is how a server owner plugs in
-//! a [`ConflictHandler`]: open the store, build the router, serve on a listener.
+//! a [`ConflictHandler`]: a thin wrapper that builds an [`Application`] (the same start
+//! as `roster-server serve`, background purge included) and serves it on a task.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::app::Application;
+pub use crate::app::StartError;
 use crate::config::ServerConfig;
-use crate::http::{AppState, router};
 use crate::resolve::ConflictHandler;
-use crate::store::{self, StoreError};
-
-/// Why an embedded server could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// The database could not be opened.
-    #[error("cannot open the database: {0}")]
-    Store(#[from] StoreError),
-    /// The address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The socket error.
-        source: std::io::Error,
-    },
-}
 
 /// A service running on the current tokio runtime. Dropping it stops the server.
 pub struct EmbeddedServer {
     addr: SocketAddr,
+    url: String,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -38,51 +24,36 @@ impl EmbeddedServer {
     /// `config`'s tables on `config.listen` (port 0 picks a free port), with `handler`
     /// deciding conflicts first when given. Accounts are those of the same database
     /// (create them with the admin commands, or [`crate::accounts::AccountStore`] on the
-    /// [`store::Backend`] of that database).
+    /// [`crate::store::Backend`] of that database). Tombstones are purged periodically as
+    /// by `roster-server serve`.
     pub async fn start(
         config: &ServerConfig,
         db: &Path,
         handler: Option<Arc<dyn ConflictHandler>>,
     ) -> Result<Self, StartError> {
-        let db = db.to_path_buf();
-        // On a blocking thread: the PostgreSQL driver blocks.
-        let store = tokio::task::spawn_blocking(move || store::open(&db))
-            .await
-            .map_err(|e| StartError::Store(StoreError::Unavailable(e.to_string())))??;
-        let mut state = AppState::new(store.sync, store.accounts, config);
-        if let Some(handler) = handler {
-            state = state.with_handler(handler);
-        }
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: config.listen,
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+        let app = Application::build(config, db, handler).await?;
+        let addr = app.addr();
+        let url = app.url();
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
-        let app = router(state, config.max_body_bytes);
-        let task = tokio::spawn(async move {
-            let serving = axum::serve(listener, app).with_graceful_shutdown(async {
-                let _ = stopped.await;
-            });
-            if let Err(error) = serving.await {
-                tracing::error!(%error, "embedded server failed");
-            }
-        });
+        let task = tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
         Ok(Self {
             addr,
+            url,
             shutdown: Some(shutdown),
             task,
         })
     }
 
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// Base URL, e.g. `http://127.0.0.1:41234`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.url.clone()
     }
 
     /// Stops accepting requests and waits for the server task to end.

@@ -2,10 +2,11 @@
 //! to a status code plus an [`ApiError`] JSON body.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Extension, Query, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Extension, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -21,6 +22,7 @@ use tower_http::compression::predicate::{DefaultPredicate, Predicate, SizeAbove}
 use tower_http::trace::TraceLayer;
 
 use crate::accounts::{AccountError, AccountStore, TokenCheck, User, authenticate};
+use crate::auth_limit::{Admission, AuthLimiter, AuthLimits};
 use crate::config::ServerConfig;
 use crate::resolve::{ConflictHandler, Resolver};
 use crate::store::{StoreError, SyncStore};
@@ -28,14 +30,15 @@ use crate::validate::decode_request;
 
 /// Shared state of the router.
 #[derive(Clone)]
-pub struct AppState {
+pub struct ServerState {
     store: Arc<dyn SyncStore>,
     accounts: Arc<dyn AccountStore>,
     schema: Arc<Schema>,
     resolver: Arc<Resolver>,
+    auth_limiter: Arc<AuthLimiter>,
 }
 
-impl AppState {
+impl ServerState {
     /// State for `config`'s tables over `store`, resolving conflicts by the config;
     /// every `/v1/*` request is authenticated and authorised against `accounts`.
     pub fn new(
@@ -48,6 +51,7 @@ impl AppState {
             accounts,
             schema: Arc::new(config.schema()),
             resolver: Arc::new(Resolver::new(config)),
+            auth_limiter: Arc::new(AuthLimiter::new(AuthLimits::from_config(config))),
         }
     }
 
@@ -76,8 +80,22 @@ impl From<ApiError> for HttpError {
     }
 }
 
+/// Seconds a client is asked to wait after a 507 (storage full).
+const STORAGE_FULL_RETRY_AFTER_SECS: u32 = 60;
+
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
+        if self.0 == StatusCode::INSUFFICIENT_STORAGE {
+            return (
+                self.0,
+                [(
+                    header::RETRY_AFTER,
+                    STORAGE_FULL_RETRY_AFTER_SECS.to_string(),
+                )],
+                Json(self.1),
+            )
+                .into_response();
+        }
         if self.0 == StatusCode::UNAUTHORIZED {
             return (
                 self.0,
@@ -104,6 +122,8 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         ErrorCode::Unauthorized | ErrorCode::TokenExpired => StatusCode::UNAUTHORIZED,
+        ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -128,6 +148,13 @@ impl From<StoreError> for HttpError {
             StoreError::Handler(_) => {
                 tracing::error!(%error, "conflict handler failed");
                 HttpError::new(ErrorCode::Internal, format!("{error}; nothing was changed"))
+            }
+            StoreError::StorageFull(_) => {
+                tracing::error!(%error, "sync request refused: storage full");
+                HttpError::new(
+                    ErrorCode::StorageFull,
+                    "the server's storage is full; nothing was changed; retry later",
+                )
             }
             StoreError::Corrupt(_) | StoreError::Database(_) => {
                 tracing::error!(%error, "sync request failed");
@@ -183,21 +210,48 @@ fn forbidden() -> HttpError {
     )
 }
 
+/// The 429 of an address refused by the brute-force limit.
+fn too_many_failures(retry_after: Duration) -> Response {
+    let secs = retry_after.as_secs().max(1);
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, secs.to_string())],
+        Json(ApiError::new(
+            ErrorCode::TooManyRequests,
+            format!("too many failed authentications from this address; retry in {secs} s"),
+        )),
+    )
+        .into_response()
+}
+
 /// Authenticates the bearer token and authorises the named data set (the user's own one
 /// when no `x-roster-dataset` header is sent) before any `/v1/*` handler runs. Unknown
 /// and foreign data sets get the same 403, so no one learns which data sets exist.
+/// Failed authentications count against the client's address (see
+/// [`crate::auth_limit`]): slowed, then refused with 429.
 async fn authorise(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     mut request: Request,
     next: Next,
 ) -> Result<Response, HttpError> {
     let secret = bearer(request.headers()).ok_or_else(unauthorized)?;
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip());
+    if let Some(peer) = peer {
+        if let Admission::Refuse(retry_after) = state.auth_limiter.admit(peer, &secret) {
+            tracing::warn!(%peer, "refused: too many failed authentications");
+            return Ok(too_many_failures(retry_after));
+        }
+    }
     let named = match request.headers().get(DATASET_HEADER) {
         None => None,
         Some(value) => Some(value.to_str().map_err(|_| forbidden())?.to_owned()),
     };
     let accounts = state.accounts.clone();
-    let scope = tokio::task::spawn_blocking(move || -> Result<Scope, HttpError> {
+    let limiter = state.auth_limiter.clone();
+    let checked = tokio::task::spawn_blocking(move || -> Result<Scope, HttpError> {
         let user = match authenticate(accounts.as_ref(), &secret)? {
             TokenCheck::Valid(user) => user,
             TokenCheck::Expired => {
@@ -208,6 +262,7 @@ async fn authorise(
             }
             TokenCheck::Refused => return Err(unauthorized()),
         };
+        limiter.succeeded(&secret);
         let dataset = named.unwrap_or_else(|| user.own_dataset().to_owned());
         if !accounts.may_use(&user, &dataset)? {
             tracing::warn!(user = %user.name, %dataset, "refused a data set");
@@ -216,7 +271,16 @@ async fn authorise(
         Ok(Scope { user, dataset })
     })
     .await
-    .map_err(|e| HttpError::new(ErrorCode::Internal, e.to_string()))??;
+    .map_err(|e| HttpError::new(ErrorCode::Internal, e.to_string()))?;
+    let scope = match (checked, peer) {
+        (Err(error), Some(peer)) if error.0 == StatusCode::UNAUTHORIZED => {
+            let delay = state.auth_limiter.failed(peer);
+            tracing::warn!(%peer, "failed authentication");
+            tokio::time::sleep(delay).await;
+            return Err(error);
+        }
+        (checked, _) => checked?,
+    };
     request.extensions_mut().insert(scope);
     Ok(next.run(request).await)
 }
@@ -230,26 +294,126 @@ fn response_compression() -> CompressionLayer<impl Predicate> {
         .compress_when(DefaultPredicate::new().and(SizeAbove::new(1024)))
 }
 
-/// The service's router, with the body limit from `max_body_bytes`. `/health` is open;
-/// every `/v1/*` route requires a bearer token (see [`Scope`]).
-pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+/// How much of a request body the service reads, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimits {
+    /// Largest accepted body, in bytes: a larger `Content-Length` is refused with 413
+    /// before anything is read, and a body that grows past it while read too.
+    pub max_bytes: usize,
+    /// How long the whole body may take to arrive (408 after that).
+    pub read_timeout: Duration,
+}
+
+impl BodyLimits {
+    /// The limits `config` sets.
+    pub fn from_config(config: &ServerConfig) -> Self {
+        Self {
+            max_bytes: config.max_body_bytes,
+            read_timeout: Duration::from_secs(config.body_read_timeout_secs),
+        }
+    }
+}
+
+fn payload_too_large() -> HttpError {
+    HttpError::new(
+        ErrorCode::PayloadTooLarge,
+        "request body is larger than this server accepts; send smaller batches",
+    )
+}
+
+/// Refuses a declared `Content-Length` above the limit before reading anything.
+async fn refuse_oversized(
+    State(limits): State<BodyLimits>,
+    request: Request,
+    next: Next,
+) -> Result<Response, HttpError> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limits.max_bytes as u64) {
+        return Err(payload_too_large());
+    }
+    Ok(next.run(request).await)
+}
+
+/// Reads the whole body (at most the limit) within the body-read timeout, so that a
+/// client that declares a body and sends it slowly, or not at all, is answered 408 and
+/// its connection freed; handlers then get the body already read. Runs after the
+/// authorisation check: an unauthenticated body is never read.
+async fn read_body_in_time(
+    State(limits): State<BodyLimits>,
+    request: Request,
+    next: Next,
+) -> Result<Response, HttpError> {
+    let (parts, body) = request.into_parts();
+    let read = tokio::time::timeout(
+        limits.read_timeout,
+        axum::body::to_bytes(body, limits.max_bytes),
+    )
+    .await;
+    let bytes = match read {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(error)) if is_length_limit(&error) => return Err(payload_too_large()),
+        Ok(Err(error)) => {
+            return Err(HttpError::new(
+                ErrorCode::MalformedRequest,
+                format!("cannot read the request body: {error}"),
+            ));
+        }
+        Err(_) => {
+            return Err(HttpError(
+                StatusCode::REQUEST_TIMEOUT,
+                ApiError::new(
+                    ErrorCode::MalformedRequest,
+                    format!(
+                        "the request body did not arrive within {} s",
+                        limits.read_timeout.as_secs()
+                    ),
+                ),
+            ));
+        }
+    };
+    Ok(next
+        .run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await)
+}
+
+/// Whether a body read failed on the length limit.
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = source {
+        if current.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = current.source();
+    }
+    false
+}
+
+/// The service's router, with the body `limits`. `/health` is open; every `/v1/*` route
+/// requires a bearer token (see [`Scope`]).
+pub fn router(state: ServerState, limits: BodyLimits) -> Router {
     let v1 = Router::new()
         .route(SCHEMA_PATH, get(schema))
         .route(SYNC_PATH, post(sync))
         .route(CONFLICTS_PATH, get(conflicts))
+        .route_layer(middleware::from_fn_with_state(limits, read_body_in_time))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorise));
     Router::new()
         .route(HEALTH_PATH, get(health))
         .merge(v1)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(DefaultBodyLimit::max(limits.max_bytes))
+        .layer(middleware::from_fn_with_state(limits, refuse_oversized))
         .layer(response_compression())
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
 
-async fn health(State(state): State<AppState>) -> Result<Json<serde_json::Value>, HttpError> {
+async fn health(State(state): State<ServerState>) -> Result<Json<serde_json::Value>, HttpError> {
     let store = state.store.clone();
     tokio::task::spawn_blocking(move || store.ping())
         .await
@@ -261,7 +425,7 @@ async fn health(State(state): State<AppState>) -> Result<Json<serde_json::Value>
     })))
 }
 
-async fn schema(State(state): State<AppState>) -> Json<Schema> {
+async fn schema(State(state): State<ServerState>) -> Json<Schema> {
     Json(state.schema.as_ref().clone())
 }
 
@@ -277,16 +441,13 @@ async fn method_not_allowed() -> HttpError {
 }
 
 async fn sync(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     Extension(scope): Extension<Scope>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HttpError> {
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            HttpError::new(
-                ErrorCode::PayloadTooLarge,
-                "request body is larger than this server accepts; send smaller batches",
-            )
+            payload_too_large()
         } else {
             HttpError::new(ErrorCode::MalformedRequest, rejection.body_text())
         }
@@ -315,7 +476,7 @@ pub struct ConflictQuery {
 }
 
 async fn conflicts(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     Extension(scope): Extension<Scope>,
     query: Result<Query<ConflictQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<ConflictLogEntry>>, HttpError> {

@@ -2,21 +2,30 @@
 //!
 //! * [`accounts`]: users, hashed bearer tokens, data sets and grants.
 //! * [`config`]: the server's settings and table declarations (TOML file plus flags).
+//! * [`auth_limit`]: the brute-force limit on failed authentications, per address.
 //! * [`classify`]: which conflict kind a change runs into.
 //! * [`resolve`]: how it is resolved: automatic three-way merge, the owner's
 //!   [`resolve::ConflictHandler`], then the table's policy and field rules.
 //! * [`store`]: the storage trait every backend implements, and [`store::sqlite`], the
 //!   embedded default.
 //! * [`http`]: the axum router: request decoding, validation and error bodies.
+//! * [`app`]: the one way to start the service (store, state, router, listener and the
+//!   background purge), used by the binary, [`embed`] and the tests.
+//! * [`listener`]: the network edge: connection cap, header and idle timeouts.
+//! * [`tls`]: HTTPS with rustls, the certificate reloaded on SIGHUP or a file change.
 //! * [`embed`]: running the service inside another program, with a conflict handler.
 
 pub mod accounts;
+pub mod app;
+pub mod auth_limit;
 pub mod classify;
 pub mod config;
 pub mod embed;
 pub mod http;
+pub mod listener;
 pub mod resolve;
 pub mod store;
+pub mod tls;
 pub mod validate;
 
 pub use config::ServerConfig;

@@ -2,15 +2,14 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use roster_server::accounts::{OwnedData, issue_expiring_token, issue_token, now_ms, rotate_token};
+use roster_server::app::{Application, unix_ms_ago};
 use roster_server::config::ServerConfig;
-use roster_server::http::{AppState, router};
-use roster_server::store::{self, SyncStore};
+use roster_server::store;
 use tracing_subscriber::EnvFilter;
 
 /// The Roster sync service.
@@ -28,6 +27,13 @@ struct Cli {
     /// TOML config file with settings and table declarations.
     #[arg(long, global = true, env = "ROSTER_SERVER_CONFIG")]
     config: Option<PathBuf>,
+    /// PEM certificate chain: serve HTTPS (with --tls-key; overrides the config file).
+    /// Reloaded on SIGHUP and when the file changes.
+    #[arg(long, global = true, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, global = true, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -172,13 +178,6 @@ fn default_db() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("roster-server.db"))
 }
 
-fn unix_ms_ago(age: Duration) -> i64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(now.saturating_sub(age).as_millis()).unwrap_or(i64::MAX)
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -197,6 +196,10 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(db) = cli.db {
         config.db = Some(db);
+    }
+    if let (Some(cert), Some(key)) = (cli.tls_cert, cli.tls_key) {
+        config.tls_cert = Some(cert);
+        config.tls_key = Some(key);
     }
     let db = config.db.clone().unwrap_or_else(default_db);
     match cli.command.unwrap_or(Command::Serve) {
@@ -343,26 +346,13 @@ fn administer(command: Command, db: &std::path::Path) -> anyhow::Result<()> {
 }
 
 async fn serve(config: ServerConfig, db: PathBuf) -> anyhow::Result<()> {
-    let backend = open_store(db.clone()).await?;
-    let store = backend.sync.clone();
-    let listener = tokio::net::TcpListener::bind(config.listen)
+    let app = Application::build(&config, &db, None)
         .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(purge_periodically(
-        store.clone(),
-        Duration::from_secs(config.tombstone_retention_days.saturating_mul(86_400)),
-    ));
-    let app = router(
-        AppState::new(store, backend.accounts, &config),
-        config.max_body_bytes,
-    );
-    tracing::info!(%addr, db = %store::describe(&db), "roster-server started");
+        .with_context(|| format!("cannot start on {}", store::describe(&db)))?;
+    tracing::info!(addr = %app.addr(), db = %store::describe(&db), "roster-server started");
     // The first stdout line is the contract tests and scripts read the address from.
-    println!("roster-server listening on http://{addr}");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    println!("{}", app.listening_line());
+    app.run_until(shutdown_signal()).await;
     tracing::info!("roster-server stopped");
     Ok(())
 }
@@ -373,28 +363,6 @@ async fn open_store(db: PathBuf) -> anyhow::Result<store::Backend> {
     tokio::task::spawn_blocking(move || store::open(&db))
         .await?
         .with_context(|| format!("cannot open database {shown}"))
-}
-
-/// Purges tombstones older than `retention` once an hour.
-async fn purge_periodically(store: Arc<dyn SyncStore>, retention: Duration) {
-    let mut tick = tokio::time::interval(Duration::from_secs(3600));
-    loop {
-        tick.tick().await;
-        let store = store.clone();
-        let cutoff = unix_ms_ago(retention);
-        match tokio::task::spawn_blocking(move || store.purge_tombstones(cutoff)).await {
-            Ok(Ok(report)) if report.purged > 0 => {
-                tracing::info!(
-                    purged = report.purged,
-                    horizon = report.horizon,
-                    "purged tombstones"
-                );
-            }
-            Ok(Ok(_)) => {}
-            Ok(Err(error)) => tracing::warn!(%error, "tombstone purge failed"),
-            Err(error) => tracing::warn!(%error, "tombstone purge task failed"),
-        }
-    }
 }
 
 async fn shutdown_signal() {

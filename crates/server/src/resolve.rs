@@ -60,7 +60,7 @@ pub enum HandlerDecision {
 }
 
 /// Server-side conflict handler, supplied by whoever embeds the server
-/// (see [`crate::http::AppState::with_handler`]). Called inside the write transaction:
+/// (see [`crate::http::ServerState::with_handler`]). Called inside the write transaction:
 /// keep it fast and free of I/O.
 pub trait ConflictHandler: Send + Sync + 'static {
     /// Decides one conflict, or returns `None` to leave it to the table's rules.

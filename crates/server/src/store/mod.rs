@@ -127,6 +127,10 @@ pub enum StoreError {
     /// The server owner's conflict handler returned a row that does not fit the table.
     #[error("the conflict handler returned an invalid row: {0}")]
     Handler(String),
+    /// The database's disk is full (SQLITE_FULL, PostgreSQL's 53100). Nothing was
+    /// written; the request may be retried once space is freed.
+    #[error("storage full: {0}")]
+    StorageFull(String),
     /// Any other database error.
     #[error("database error: {0}")]
     Database(String),

@@ -74,7 +74,9 @@ impl From<postgres::Error> for StoreError {
                 ]
                 .contains(code)
             });
-        if retryable || e.code().is_none() {
+        if e.code() == Some(&SqlState::DISK_FULL) {
+            StoreError::StorageFull(e.to_string())
+        } else if retryable || e.code().is_none() {
             StoreError::Unavailable(e.to_string())
         } else {
             StoreError::Database(e.to_string())

@@ -44,6 +44,7 @@ impl From<rusqlite::Error> for StoreError {
             Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
                 StoreError::Unavailable(e.to_string())
             }
+            Some(rusqlite::ErrorCode::DiskFull) => StoreError::StorageFull(e.to_string()),
             _ => StoreError::Database(e.to_string()),
         }
     }

@@ -1,0 +1,207 @@
+//! The process contract of `roster-server`, written once: the line it prints first on
+//! stdout when it listens ([`listening_line`]), the parser of that line
+//! ([`parse_listening_line`]), and the harness that starts a server process and waits for
+//! it ([`start_server_process`]).
+//!
+//! The server prints the line; the end-to-end tests, the benchmarks and `xtask` start
+//! the binary through this harness. Standard library only, so that `cargo xtask` (built
+//! on its own) stays fast to compile.
+
+use std::fmt;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::Duration;
+
+/// What the first stdout line of a listening `roster-server` starts with; the base URL
+/// (`http://ADDR` or `https://ADDR`) follows.
+pub const LISTENING_ON: &str = "roster-server listening on ";
+
+/// The line a server that listens on `url` prints first on stdout.
+pub fn listening_line(url: &str) -> String {
+    format!("{LISTENING_ON}{url}")
+}
+
+/// The base URL in a [`listening_line`], or `None` when `line` is not one.
+pub fn parse_listening_line(line: &str) -> Option<&str> {
+    let url = line.trim().strip_prefix(LISTENING_ON)?.trim();
+    let address = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))?;
+    (!address.is_empty() && !address.contains(char::is_whitespace)).then_some(url)
+}
+
+/// Why a server process did not come up.
+#[derive(Debug)]
+pub enum StartError {
+    /// The program could not be started.
+    Spawn(std::io::Error),
+    /// It closed stdout (exited) before printing its address line.
+    Exited(Option<ExitStatus>),
+    /// Its first line is not a [`listening_line`]; the process was killed.
+    UnexpectedLine(String),
+    /// No line within the time limit; the process was killed.
+    Timeout(Duration),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Spawn(error) => write!(f, "cannot start the server: {error}"),
+            StartError::Exited(Some(status)) => {
+                write!(
+                    f,
+                    "the server exited before printing its address ({status})"
+                )
+            }
+            StartError::Exited(None) => write!(f, "the server exited before printing its address"),
+            StartError::UnexpectedLine(line) => {
+                write!(f, "unexpected first line from the server: {line:?}")
+            }
+            StartError::Timeout(limit) => {
+                write!(
+                    f,
+                    "the server printed no address within {}s",
+                    limit.as_secs()
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// A server process that printed its address line.
+#[derive(Debug)]
+pub struct StartedServer {
+    /// The process (the caller kills and reaps it).
+    pub child: Child,
+    /// Its base URL, e.g. `http://127.0.0.1:41234`.
+    pub url: String,
+}
+
+/// Starts `command` with stdout piped, waits up to `limit` for its first line and
+/// returns the URL that line names. Every later stdout line goes to `rest` on a thread
+/// that keeps draining, so the server never writes into a closed pipe. On any failure
+/// the process is killed and reaped.
+pub fn start_server_process(
+    command: &mut Command,
+    limit: Duration,
+    mut rest: impl FnMut(String) + Send + 'static,
+) -> Result<StartedServer, StartError> {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(StartError::Spawn)?;
+    let Some(stdout) = child.stdout.take() else {
+        stop(&mut child);
+        return Err(StartError::Spawn(std::io::Error::other(
+            "stdout not captured",
+        )));
+    };
+    let (first_line, first) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+        if let Some(line) = lines.next() {
+            let _ = first_line.send(line);
+        }
+        for line in lines {
+            rest(line);
+        }
+    });
+    match first.recv_timeout(limit) {
+        Ok(line) => match parse_listening_line(&line) {
+            Some(url) => Ok(StartedServer {
+                url: url.to_owned(),
+                child,
+            }),
+            None => {
+                stop(&mut child);
+                Err(StartError::UnexpectedLine(line))
+            }
+        },
+        Err(RecvTimeoutError::Timeout) => {
+            stop(&mut child);
+            Err(StartError::Timeout(limit))
+        }
+        Err(RecvTimeoutError::Disconnected) => Err(StartError::Exited(child.wait().ok())),
+    }
+}
+
+/// Kills `child` if it still runs, and reaps it.
+fn stop(child: &mut Child) {
+    if matches!(child.try_wait(), Ok(None)) {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_listening_line_round_trips() {
+        let line = listening_line("http://127.0.0.1:8787");
+        assert_eq!(line, "roster-server listening on http://127.0.0.1:8787");
+        assert_eq!(
+            parse_listening_line(&format!("{line}\n")),
+            Some("http://127.0.0.1:8787")
+        );
+        assert_eq!(
+            parse_listening_line(&listening_line("https://[::1]:443")),
+            Some("https://[::1]:443")
+        );
+    }
+
+    #[test]
+    fn other_lines_are_not_an_address() {
+        assert_eq!(parse_listening_line("starting"), None);
+        assert_eq!(parse_listening_line(""), None);
+        assert_eq!(parse_listening_line("roster-server listening on "), None);
+        assert_eq!(
+            parse_listening_line("roster-server listening on ftp://x"),
+            None
+        );
+        assert_eq!(parse_listening_line("error: listening on http://x"), None);
+    }
+
+    #[test]
+    fn a_process_that_prints_the_line_is_started() {
+        let mut command = Command::new("sh");
+        command.args([
+            "-c",
+            "echo 'roster-server listening on http://127.0.0.1:1'; echo more; sleep 5",
+        ]);
+        let (tx, rx) = mpsc::channel();
+        let mut started = start_server_process(&mut command, Duration::from_secs(10), move |l| {
+            let _ = tx.send(l);
+        })
+        .unwrap();
+        assert_eq!(started.url, "http://127.0.0.1:1");
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), "more");
+        stop(&mut started.child);
+    }
+
+    #[test]
+    fn failures_are_told_apart() {
+        let exited = start_server_process(
+            Command::new("sh").args(["-c", "exit 3"]),
+            Duration::from_secs(10),
+            |_| {},
+        );
+        assert!(matches!(exited, Err(StartError::Exited(Some(s))) if s.code() == Some(3)));
+        let wrong = start_server_process(
+            Command::new("echo").arg("hello"),
+            Duration::from_secs(10),
+            |_| {},
+        );
+        assert!(matches!(wrong, Err(StartError::UnexpectedLine(l)) if l == "hello"));
+        let silent = start_server_process(
+            Command::new("sleep").arg("10"),
+            Duration::from_millis(200),
+            |_| {},
+        );
+        assert!(matches!(silent, Err(StartError::Timeout(_))));
+    }
+}
