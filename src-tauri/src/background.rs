@@ -43,6 +43,8 @@ pub enum SyncState {
     Offline,
     /// The last round failed for another reason (see `message`).
     Error,
+    /// No server chosen yet (first start, or "work offline for now"): nothing syncs.
+    NotConnected,
 }
 
 /// Progress of the running round.
@@ -84,6 +86,8 @@ pub struct SyncStatus {
     pub last_report: Option<SyncReport>,
     /// The sync server's URL.
     pub server_url: String,
+    /// The last round failed in a way only Settings can fix (the token was refused).
+    pub needs_settings: bool,
 }
 
 /// What wakes the sync task.
@@ -177,6 +181,7 @@ pub fn start<R: Runtime>(
         last_sync_ms: None,
         last_report: None,
         server_url: client.store().server_url().to_owned(),
+        needs_settings: false,
     }));
     let task = SyncTask {
         app,
@@ -264,6 +269,20 @@ impl<R: Runtime> SyncTask<R> {
                 }
             }
             debounce = None;
+            if !self.syncs() {
+                self.update(|status| {
+                    status.state = SyncState::NotConnected;
+                    status.message = None;
+                });
+                for waiter in waiters {
+                    let _ = waiter.send(Err(AppError::new(
+                        crate::error::ErrorKind::Offline,
+                        "Not connected to a server yet: choose one in Settings.",
+                    )));
+                }
+                next = (Instant::now() + self.interval(), Due::Round);
+                continue;
+            }
             let result = self.round().await;
             last_round = Instant::now();
             next = self.schedule_after(&result);
@@ -281,6 +300,11 @@ impl<R: Runtime> SyncTask<R> {
             .unwrap_or(Duration::from_secs(30))
     }
 
+    /// Whether a server was chosen (else no round runs).
+    fn syncs(&self) -> bool {
+        self.settings.read().map(|s| s.syncs()).unwrap_or(true)
+    }
+
     /// The current state.
     fn state(&self) -> SyncState {
         lock(&self.status).state
@@ -290,10 +314,15 @@ impl<R: Runtime> SyncTask<R> {
     fn schedule_after(&mut self, result: &Result<SyncReport, Arc<ClientError>>) -> (Instant, Due) {
         let now = Instant::now();
         match result {
-            Ok(_) => {
+            Ok(report) => {
                 self.error_backoff = error_backoff();
                 self.offline_backoff = offline_backoff();
-                (now + self.interval(), Due::Round)
+                if report.conflicts_decided_here > 0 {
+                    // This device's rule decided conflicts: push the outcome now.
+                    (now, Due::Round)
+                } else {
+                    (now + self.interval(), Due::Round)
+                }
             }
             Err(error) if matches!(**error, ClientError::Unreachable { .. }) => {
                 let delay = self.offline_backoff.next().unwrap_or(DEBOUNCE);
@@ -349,9 +378,14 @@ impl<R: Runtime> SyncTask<R> {
                 self.update(|status| {
                     status.state = SyncState::Idle;
                     status.message = None;
+                    status.needs_settings = false;
                     status.last_report = Some(report);
                 });
-                if report.downloaded > 0 || report.conflicts_detected > 0 || report.auto_merged > 0
+                // Pushed rows are no longer "not synced": every view showing them reloads.
+                if report.uploaded > 0
+                    || report.downloaded > 0
+                    || report.conflicts_detected > 0
+                    || report.auto_merged > 0
                 {
                     let _ = self.app.emit(RECORDS_CHANGED_EVENT, report);
                 }
@@ -363,10 +397,12 @@ impl<R: Runtime> SyncTask<R> {
                 } else {
                     SyncState::Error
                 };
-                let message = error.to_string();
+                let shown = AppError::from(&**error);
+                let needs_settings = shown.kind == crate::error::ErrorKind::Unauthorized;
                 self.update(|status| {
                     status.state = state;
-                    status.message = Some(message);
+                    status.message = Some(shown.message);
+                    status.needs_settings = needs_settings;
                 });
                 // Earlier requests of the round may have applied rows.
                 let _ = self.app.emit(RECORDS_CHANGED_EVENT, ());

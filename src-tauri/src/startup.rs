@@ -1,5 +1,6 @@
 //! Starting the app: the data dir, the settings, the local store (created on first start,
-//! offline if need be) and the background sync task.
+//! offline if need be) and the background sync task; and starting them again on another
+//! store when the person connects, switches server or resets the local data.
 
 use std::path::Path;
 use std::sync::{Arc, RwLock};
@@ -10,7 +11,7 @@ use roster_protocol::Schema;
 use tauri::{AppHandle, Runtime};
 
 use crate::error::{AppError, ErrorKind};
-use crate::settings;
+use crate::settings::{self, Connection, Settings};
 use crate::state::{AppState, Ready};
 
 /// How long the first start waits for the server's schema before going on offline.
@@ -37,17 +38,35 @@ fn try_start<R: Runtime>(app: &AppHandle<R>) -> Result<Ready, AppError> {
     })?;
     tracing::info!(data_dir = %data_dir.display(), "starting");
     let (mut settings, stored) = settings::load(app, &data_dir)?;
+    let store_dir = settings.store_path(&data_dir);
+    let has_store = store_dir.join(roster_client::local::DB_FILE).exists();
     let mut changed = false;
+    if !stored && !has_store && !settings::server_url_from_env() {
+        // Installed app, first start: a person names the server on the connect screen.
+        settings.connection = Connection::Unset;
+    }
     if let Some(token) = settings::token_from_env().filter(|t| *t != settings.token) {
         settings.token = token;
         changed = true;
     }
     let credentials = settings.credentials();
-    let client = tauri::async_runtime::block_on(open_or_init(
-        &data_dir,
-        &settings.server_url,
-        &credentials,
-    ))?;
+    let client = if settings.syncs() {
+        tauri::async_runtime::block_on(open_or_init(
+            &store_dir,
+            &settings.server_url,
+            &credentials,
+        ))?
+    } else if has_store {
+        SyncClient::open(&store_dir)?
+    } else {
+        tracing::info!("no server chosen yet: creating the local store with the built-in schema");
+        tauri::async_runtime::block_on(SyncClient::init(
+            &store_dir,
+            &settings.server_url,
+            &credentials,
+            Some(Schema::default_person()),
+        ))?
+    };
     if client.store().credentials()?.token != credentials.token {
         client.set_token(credentials.token)?;
     }
@@ -56,15 +75,27 @@ fn try_start<R: Runtime>(app: &AppHandle<R>) -> Result<Ready, AppError> {
         settings.server_url = server_url;
         settings::save(app, &data_dir, &settings)?;
     }
+    Ok(launch(app, data_dir, client, settings))
+}
+
+/// Starts the sync task over `client` and returns the running app.
+pub fn launch<R: Runtime>(
+    app: &AppHandle<R>,
+    data_dir: std::path::PathBuf,
+    client: SyncClient,
+    settings: Settings,
+) -> Ready {
+    // Each start gets its own settings cell: a replaced sync task keeps reading the old
+    // one, so it never starts a round against the new server with the old store.
     let settings = Arc::new(RwLock::new(settings));
-    let client = Arc::new(crate::conflicts::attach_handler(client, settings.clone()));
+    let client = Arc::new(crate::conflicts::attach_handler(client, settings.clone(), &data_dir));
     let sync = crate::background::start(app.clone(), client.clone(), settings.clone());
-    Ok(Ready {
+    Ready {
         data_dir,
         client,
         settings,
         sync,
-    })
+    }
 }
 
 /// Opens the store in `dir`, or creates it: with the server's schema when the server

@@ -393,8 +393,22 @@ impl LocalStore {
             }
             if conflict.resolution == Resolution::Deferred {
                 counts.downloaded += 1;
-                let open =
-                    self.store_open_conflict(&tx, conflict, change.change.base_fields.as_ref())?;
+                // A delete carries no base on the wire; the row's last known values are
+                // kept locally, and the person needs them to see what changed there.
+                let delete_base = match change.change.op {
+                    roster_protocol::ChangeOp::Delete => parse_fields(
+                        tx.query_row(
+                            "SELECT base_data FROM _roster_rows WHERE tbl = ?1 AND id = ?2",
+                            params![conflict.table, conflict.id.to_string()],
+                            |r| r.get::<_, Option<String>>(0),
+                        )
+                        .optional()?
+                        .flatten(),
+                    )?,
+                    _ => None,
+                };
+                let base = change.change.base_fields.as_ref().or(delete_base.as_ref());
+                let open = self.store_open_conflict(&tx, conflict, base)?;
                 match handler.and_then(|h| h.decide(&open)) {
                     Some(choice) => {
                         self.apply_choice(&tx, &open.table, open.id, &choice)?;
