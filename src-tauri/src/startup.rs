@@ -88,7 +88,11 @@ pub fn launch<R: Runtime>(
     // Each start gets its own settings cell: a replaced sync task keeps reading the old
     // one, so it never starts a round against the new server with the old store.
     let settings = Arc::new(RwLock::new(settings));
-    let client = Arc::new(crate::conflicts::attach_handler(client, settings.clone(), &data_dir));
+    let client = Arc::new(crate::conflicts::attach_handler(
+        client,
+        settings.clone(),
+        &data_dir,
+    ));
     let sync = crate::background::start(app.clone(), client.clone(), settings.clone());
     Ready {
         data_dir,

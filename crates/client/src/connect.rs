@@ -79,8 +79,11 @@ pub async fn check_connection(
     }) else {
         return fail(check, ConnectionProblem::BadUrl, format!("{url}: no host"));
     };
-    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host.as_str(), port)))
-        .await
+    match tokio::time::timeout(
+        timeout,
+        tokio::net::TcpStream::connect((host.as_str(), port)),
+    )
+    .await
     {
         Ok(Ok(_)) => {}
         Ok(Err(error)) => return fail(check, ConnectionProblem::Unreachable, error.to_string()),
@@ -295,8 +298,8 @@ mod tests {
         )
         .await;
         assert_eq!(check.problem, Some(ConnectionProblem::Unreachable));
-        let check = check_connection("nowhere", &Credentials::default(), Duration::from_secs(2))
-            .await;
+        let check =
+            check_connection("nowhere", &Credentials::default(), Duration::from_secs(2)).await;
         assert_eq!(check.problem, Some(ConnectionProblem::BadUrl));
     }
 
@@ -304,15 +307,26 @@ mod tests {
     async fn an_offline_store_moves_to_a_server_and_a_synced_one_does_not() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let schema = Schema::default_person();
-        let client = SyncClient::init(dir.path(), "http://127.0.0.1:9", &Credentials::default(), Some(schema.clone()))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let client = SyncClient::init(
+            dir.path(),
+            "http://127.0.0.1:9",
+            &Credentials::default(),
+            Some(schema.clone()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
         let mut row = roster_protocol::Fields::new();
         row.insert("name".into(), "Ada".into());
-        client.store().insert("person", row).unwrap_or_else(|e| panic!("{e}"));
+        client
+            .store()
+            .insert("person", row)
+            .unwrap_or_else(|e| panic!("{e}"));
         drop(client);
         let summary = SyncClient::store_summary(dir.path()).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((summary.synced_before, summary.rows, summary.pending), (false, 1, 1));
+        assert_eq!(
+            (summary.synced_before, summary.rows, summary.pending),
+            (false, 1, 1)
+        );
         let moved = SyncClient::point_at_server(
             dir.path(),
             "http://127.0.0.1:10/",
@@ -321,23 +335,44 @@ mod tests {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(moved.store().server_url(), "http://127.0.0.1:10");
-        assert_eq!(moved.store().credentials().ok().and_then(|c| c.token).as_deref(), Some("rst_x"));
+        assert_eq!(
+            moved
+                .store()
+                .credentials()
+                .ok()
+                .and_then(|c| c.token)
+                .as_deref(),
+            Some("rst_x")
+        );
         assert_eq!(moved.store().status().map(|s| s.pending).ok(), Some(1));
         let mut other = schema.clone();
         other.tables[0].columns[5].max_len = None;
         assert!(same_shape(&schema, &other), "limits may differ");
         other.tables[0].columns.pop();
         assert!(matches!(
-            SyncClient::point_at_server(dir.path(), "http://127.0.0.1:11", &Credentials::default(), &other),
+            SyncClient::point_at_server(
+                dir.path(),
+                "http://127.0.0.1:11",
+                &Credentials::default(),
+                &other
+            ),
             Err(ClientError::BadInput(_))
         ));
         drop(moved);
         let conn = connection(dir.path()).unwrap_or_else(|e| panic!("{e}"));
-        conn.execute("UPDATE _roster_meta SET value = '5' WHERE key = 'watermark'", [])
-            .unwrap_or_else(|e| panic!("{e}"));
+        conn.execute(
+            "UPDATE _roster_meta SET value = '5' WHERE key = 'watermark'",
+            [],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         drop(conn);
         assert!(matches!(
-            SyncClient::point_at_server(dir.path(), "http://127.0.0.1:12", &Credentials::default(), &schema),
+            SyncClient::point_at_server(
+                dir.path(),
+                "http://127.0.0.1:12",
+                &Credentials::default(),
+                &schema
+            ),
             Err(ClientError::BadInput(_))
         ));
     }

@@ -412,10 +412,13 @@ mod tests {
             (json!({"name": "J", "phone": "call me"}), "phone"),
             (json!({"name": "J", "age": -1}), "age"),
         ] {
-            assert!(matches!(
-                checked.validate_fields(&fields(bad.clone())),
-                Err(SchemaError::InvalidValue { column: c, .. }) if c == column
-            ), "{bad}");
+            assert!(
+                matches!(
+                    checked.validate_fields(&fields(bad.clone())),
+                    Err(SchemaError::InvalidValue { column: c, .. }) if c == column
+                ),
+                "{bad}"
+            );
         }
         assert_eq!(
             checked.validate_fields(&fields(

@@ -8,7 +8,9 @@
 
 use std::time::Duration;
 
-use roster_client::{ConnectionCheck, ConnectionProblem, Credentials, SyncClient, check_connection};
+use roster_client::{
+    ConnectionCheck, ConnectionProblem, Credentials, SyncClient, check_connection,
+};
 use roster_protocol::Schema;
 use serde::Serialize;
 use tauri::{AppHandle, Manager, State};
@@ -84,7 +86,10 @@ fn credentials(token: &str) -> Credentials {
 
 /// Checks `server_url` with `token` and says what is wrong, in words.
 #[tauri::command(rename_all = "snake_case")]
-pub async fn test_connection(server_url: String, token: String) -> Result<ConnectionReport, AppError> {
+pub async fn test_connection(
+    server_url: String,
+    token: String,
+) -> Result<ConnectionReport, AppError> {
     Ok(describe(
         &check_connection(&server_url, &credentials(&token), CHECK_TIMEOUT).await,
     ))
@@ -180,7 +185,12 @@ pub async fn connect_server(
         let dir = settings.store_path(&ready.data_dir);
         let url = settings.server_url.clone();
         let client = super::blocking(move || {
-            Ok(SyncClient::point_at_server(&dir, &url, &credentials, &schema)?)
+            Ok(SyncClient::point_at_server(
+                &dir,
+                &url,
+                &credentials,
+                &schema,
+            )?)
         })
         .await?;
         restart(&app, &state, &ready, client, &settings)?;
@@ -235,7 +245,10 @@ pub async fn reset_local_data(
     if data.pending > 0 && !confirmed {
         return Err(AppError::new(
             ErrorKind::NeedsConfirm,
-            format!("{} would be lost.", count(data.pending, "change", "changes")),
+            format!(
+                "{} would be lost.",
+                count(data.pending, "change", "changes")
+            ),
         ));
     }
     let mut settings = ready.settings()?;

@@ -64,7 +64,10 @@ pub async fn set_settings(
                 ));
             }
             Some(problem) => {
-                tracing::info!(?problem, "token saved without a check: server not usable now");
+                tracing::info!(
+                    ?problem,
+                    "token saved without a check: server not usable now"
+                );
             }
             None => {}
         }

@@ -55,7 +55,8 @@ async fn first_run_without_environment_connects_through_the_connect_screen() {
     )
     .await;
     app.click("test-connection").await;
-    app.wait_contains("connect-result", "Can't reach a server").await;
+    app.wait_contains("connect-result", "Can't reach a server")
+        .await;
     app.fill("connect-server_url", &not_roster_server()).await;
     app.click("test-connection").await;
     app.wait_contains("connect-result", "not a Roster server")
@@ -96,7 +97,8 @@ async fn first_run_without_environment_connects_through_the_connect_screen() {
     app.wait_contains("sync-state", "Synced").await;
     let live = server.live("person").await;
     assert!(
-        live.values().any(|row| row["name"] == json!("Offline Olga")),
+        live.values()
+            .any(|row| row["name"] == json!("Offline Olga")),
         "{live:?}"
     );
 

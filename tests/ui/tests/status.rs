@@ -74,7 +74,8 @@ async fn status_conflicts_and_edits_tell_the_truth() {
         .await;
     app.fill("field-age", "-3").await;
     app.click("save").await;
-    app.wait_contains("error-age", "Age must be 0 or more").await;
+    app.wait_contains("error-age", "Age must be 0 or more")
+        .await;
     app.fill_and_save(&[
         ("name", "Jane"),
         ("age", "25"),
