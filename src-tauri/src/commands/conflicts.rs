@@ -85,8 +85,8 @@ pub async fn resolve_all_conflicts(
 }
 
 /// How far apart a history entry and a device-rule decision about the same row may be
-/// to be the same event (both are written during one sync round).
-const SAME_ROUND_MS: i64 = 60_000;
+/// to be the same event (both are written while one sync answer is applied).
+const SAME_ROUND_MS: i64 = 5_000;
 
 /// The most recent `limit` conflicts (resolved ones included), newest first. A choice
 /// this device's rule made (not a person) reads `rule_kept_theirs` / `rule_kept_mine`.
@@ -102,13 +102,19 @@ pub async fn conflict_history(
     blocking(move || {
         let decisions = crate::conflicts::rule_decisions(&data_dir);
         let mut history = store.conflict_history(limit)?;
-        for entry in &mut history {
-            let by_rule = decisions.iter().any(|d| {
+        // Both are written while one answer is applied, milliseconds apart.
+        let decided = |entry: &ConflictRecord, resolution: Option<&str>| {
+            decisions.iter().any(|d| {
                 d.id == entry.id
-                    && d.resolution == entry.resolution
                     && (d.at_ms - entry.at_ms).abs() < SAME_ROUND_MS
-            });
-            if by_rule {
+                    && resolution.is_none_or(|r| r == d.resolution)
+            })
+        };
+        // A conflict the rule decided in the round that brought it was never left for a
+        // person: its "deferred" entry is dropped, its choice reads as the rule's.
+        history.retain(|entry| entry.resolution != "deferred" || !decided(entry, None));
+        for entry in &mut history {
+            if decided(entry, Some(&entry.resolution)) {
                 entry.resolution = format!("rule_{}", entry.resolution);
             }
         }
