@@ -40,6 +40,8 @@ pub enum SyncState {
     Offline,
     /// The last round failed for another reason (see `message`).
     Error,
+    /// No server chosen yet (first start, or "work offline for now"): nothing syncs.
+    NotConnected,
 }
 
 /// Progress of the running round.
@@ -81,6 +83,8 @@ pub struct SyncStatus {
     pub last_report: Option<SyncReport>,
     /// The sync server's URL.
     pub server_url: String,
+    /// The last round failed in a way only Settings can fix (the token was refused).
+    pub needs_settings: bool,
 }
 
 /// What wakes the sync task.
@@ -153,6 +157,7 @@ pub fn start<R: Runtime>(
         last_sync_ms: None,
         last_report: None,
         server_url: client.store().server_url().to_owned(),
+        needs_settings: false,
     }));
     let task = SyncTask {
         app,
@@ -214,6 +219,21 @@ impl<R: Runtime> SyncTask<R> {
                     waiters.push(reply);
                 }
             }
+            if !self.syncs() {
+                self.update(|status| {
+                    status.state = SyncState::NotConnected;
+                    status.message = None;
+                });
+                for waiter in waiters {
+                    let _ = waiter.send(Err(AppError::new(
+                        crate::error::ErrorKind::Offline,
+                        "Not connected to a server yet: choose one in Settings.",
+                    )));
+                }
+                // Nothing to sync with: wake again after an interval.
+                schedule.round_done(Instant::now(), RoundOutcome::Synced, self.interval());
+                continue;
+            }
             let result = self.round().await;
             schedule.round_done(
                 Instant::now(),
@@ -232,6 +252,11 @@ impl<R: Runtime> SyncTask<R> {
             .read()
             .map(|s| s.interval())
             .unwrap_or(Duration::from_secs(30))
+    }
+
+    /// Whether a server was chosen (else no round runs).
+    fn syncs(&self) -> bool {
+        self.settings.read().map(|s| s.syncs()).unwrap_or(true)
     }
 
     /// Runs one round, keeping the status (and the UI) up to date.
@@ -277,9 +302,14 @@ impl<R: Runtime> SyncTask<R> {
                 self.update(|status| {
                     status.state = SyncState::Idle;
                     status.message = None;
+                    status.needs_settings = false;
                     status.last_report = Some(report);
                 });
-                if report.downloaded > 0 || report.conflicts_detected > 0 || report.auto_merged > 0
+                // Pushed rows are no longer "not synced": every view showing them reloads.
+                if report.uploaded > 0
+                    || report.downloaded > 0
+                    || report.conflicts_detected > 0
+                    || report.auto_merged > 0
                 {
                     let _ = self.app.emit(RECORDS_CHANGED_EVENT, report);
                 }
@@ -291,10 +321,12 @@ impl<R: Runtime> SyncTask<R> {
                 } else {
                     SyncState::Error
                 };
-                let message = error.to_string();
+                let shown = AppError::from(&**error);
+                let needs_settings = shown.kind == crate::error::ErrorKind::Unauthorized;
                 self.update(|status| {
                     status.state = state;
-                    status.message = Some(message);
+                    status.message = Some(shown.message);
+                    status.needs_settings = needs_settings;
                 });
                 // Earlier requests of the round may have applied rows.
                 let _ = self.app.emit(RECORDS_CHANGED_EVENT, ());

@@ -19,6 +19,10 @@ pub enum ErrorKind {
     Offline,
     /// The sync server refused the request.
     Server,
+    /// The sync server did not accept this device's token (fix it in Settings).
+    Unauthorized,
+    /// The action would set local data aside: ask the person, then repeat it confirmed.
+    NeedsConfirm,
     /// The local store failed or is damaged.
     Storage,
     /// The app is still starting, or failed to start.
@@ -38,6 +42,18 @@ pub struct AppError {
     /// The column a validation error is about, for an inline message next to it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// Every invalid field of a form at once (the first is also in `field`/`message`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+/// One invalid field of a form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// The column or setting.
+    pub field: String,
+    /// What is wrong, in words.
+    pub message: String,
 }
 
 impl AppError {
@@ -47,7 +63,26 @@ impl AppError {
             kind,
             message: message.into(),
             field: None,
+            errors: Vec::new(),
         }
+    }
+
+    /// An [`ErrorKind::Invalid`] error about `field`.
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        Self {
+            field: Some(field.to_owned()),
+            ..Self::new(ErrorKind::Invalid, message)
+        }
+    }
+
+    /// One [`ErrorKind::Invalid`] error listing every field error of a form; `None` when
+    /// `errors` is empty.
+    pub fn invalid_fields(errors: Vec<FieldError>) -> Option<Self> {
+        let first = errors.first()?.clone();
+        Some(Self {
+            errors,
+            ..Self::invalid(&first.field, first.message)
+        })
     }
 
     /// A [`ErrorKind::BadInput`] error.
@@ -63,21 +98,36 @@ impl AppError {
 
 impl From<SchemaError> for AppError {
     fn from(error: SchemaError) -> Self {
-        let field = match &error {
-            SchemaError::InvalidValue { column, .. }
-            | SchemaError::UnknownColumn { column, .. } => Some(column.clone()),
-            _ => None,
-        };
-        let message = match &error {
-            // The field is shown next to its input, so the reason alone reads better.
-            SchemaError::InvalidValue { reason, .. } => capitalise(reason),
-            other => other.to_string(),
-        };
-        Self {
-            kind: ErrorKind::Invalid,
-            message,
-            field,
+        match &error {
+            SchemaError::InvalidValue { column, reason, .. } => {
+                Self::invalid(column, value_message(column, reason))
+            }
+            SchemaError::UnknownColumn { column, .. } => Self::invalid(column, error.to_string()),
+            other => Self::new(ErrorKind::Invalid, other.to_string()),
         }
+    }
+}
+
+/// A validation reason from the schema as a sentence about the field, e.g. "expected an
+/// integer, got text" on `age` -> "Age must be a whole number".
+pub fn value_message(column: &str, reason: &str) -> String {
+    let label = capitalise(&column.replace('_', " "));
+    if reason.starts_with("expected an integer") {
+        format!("{label} must be a whole number")
+    } else if reason.starts_with("expected a number") {
+        format!("{label} must be a number")
+    } else if reason.starts_with("expected true or false") {
+        format!("{label} must be yes or no")
+    } else if reason.starts_with("must ") || reason.starts_with("may ") {
+        format!("{label} {reason}")
+    } else if reason.starts_with("a value is required") {
+        format!("{label} is required")
+    } else if let Some(rest) = reason.strip_prefix("text is ") {
+        // "text is N characters long, at most M allowed"
+        let max = rest.rsplit("at most ").next().unwrap_or(rest);
+        format!("{label} is too long: at most {max}")
+    } else {
+        format!("{label}: {reason}")
     }
 }
 
@@ -93,10 +143,58 @@ impl From<&ClientError> for AppError {
             ClientError::Invalid(schema) => return schema.clone().into(),
             ClientError::BadInput(_) => ErrorKind::BadInput,
             ClientError::NotFound { .. } => ErrorKind::NotFound,
-            ClientError::Unreachable { .. } => ErrorKind::Offline,
+            ClientError::Unreachable { url, .. } => {
+                return Self::new(
+                    ErrorKind::Offline,
+                    format!("Can't reach the server at {url}. Changes stay on this device."),
+                );
+            }
+            ClientError::Unauthorized(_) => {
+                return Self::new(
+                    ErrorKind::Unauthorized,
+                    "The server did not accept this device's access token. Check it in Settings.",
+                );
+            }
+            ClientError::TokenExpired(_) => {
+                return Self::new(
+                    ErrorKind::Unauthorized,
+                    "This device's access token has expired. Ask the server's administrator \
+                     for a new one and enter it in Settings; your changes stay on this device.",
+                );
+            }
+            ClientError::Forbidden(_) => {
+                return Self::new(
+                    ErrorKind::Unauthorized,
+                    "This access token may not use this data. Ask the server's administrator.",
+                );
+            }
+            ClientError::Tls { url, reason } => {
+                return Self::new(
+                    ErrorKind::Server,
+                    format!(
+                        "The secure connection to {url} failed: {reason}. Nothing was sent; \
+                         changes stay on this device."
+                    ),
+                );
+            }
+            ClientError::CleartextRefused { url } => {
+                return Self::new(
+                    ErrorKind::Invalid,
+                    format!(
+                        "{url} is not encrypted (http://). Use an https:// address; plain \
+                         http is only used for this computer."
+                    ),
+                );
+            }
+            ClientError::DeadlineExceeded { .. } => {
+                return Self::new(
+                    ErrorKind::Server,
+                    "The server took too long to finish the sync. Changes stay on this \
+                     device; the next sync tries again.",
+                );
+            }
             ClientError::Server { .. }
-            | ClientError::Unauthorized(_)
-            | ClientError::Forbidden(_)
+            | ClientError::Redirected { .. }
             | ClientError::Protocol(_)
             | ClientError::SchemaMismatch(_) => ErrorKind::Server,
             ClientError::NotInitialised(_)
@@ -145,7 +243,7 @@ mod tests {
         .into();
         assert_eq!(error.kind, ErrorKind::Invalid);
         assert_eq!(error.field.as_deref(), Some("age"));
-        assert_eq!(error.message, "Expected an integer, got text");
+        assert_eq!(error.message, "Age must be a whole number");
         let json = serde_json::to_value(&error).unwrap_or_default();
         assert_eq!(json["kind"], "invalid");
     }
@@ -158,7 +256,10 @@ mod tests {
         }
         .into();
         assert_eq!(error.kind, ErrorKind::Offline);
-        assert!(error.message.contains("connection refused"));
+        assert_eq!(
+            error.message,
+            "Can't reach the server at http://127.0.0.1:1. Changes stay on this device."
+        );
         let json = serde_json::to_value(&error).unwrap_or_default();
         assert!(json.get("field").is_none());
     }

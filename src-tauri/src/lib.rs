@@ -81,9 +81,15 @@ pub fn run() {
             commands::conflicts::resolve_conflict,
             commands::conflicts::resolve_all_conflicts,
             commands::conflicts::conflict_history,
+            commands::conflicts::rule_decisions,
             commands::sync::sync_status,
             commands::settings::get_settings,
             commands::settings::set_settings,
+            commands::connect::test_connection,
+            commands::connect::connect_server,
+            commands::connect::work_offline,
+            commands::connect::local_data,
+            commands::connect::reset_local_data,
         ])
         .setup(|app| {
             let state = startup::start(app.handle());

@@ -47,6 +47,21 @@ pub enum ConflictMode {
     MineWins,
 }
 
+/// Whether this device works with a server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Connection {
+    /// First start without a server named anywhere: the connect screen is shown, and
+    /// nothing syncs until a server is chosen.
+    Unset,
+    /// The person chose "work offline for now": nothing syncs; the local data moves to
+    /// the server chosen later.
+    Offline,
+    /// Syncs with `server_url` (settings stored before this field existed say so too).
+    #[default]
+    Server,
+}
+
 /// Everything the Settings view edits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -64,6 +79,13 @@ pub struct Settings {
     /// but owned by the local store (`SyncClient::set_token`): `settings.json` never
     /// holds it (see [`save`]).
     pub token: String,
+    /// Whether a server was chosen (see [`Connection`]).
+    pub connection: Connection,
+    /// Folder of the local store inside the data dir (`None`: the data dir itself). A
+    /// reset or a move to another server starts a new store in a new folder, so the old
+    /// one stays on disk untouched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_dir: Option<String>,
 }
 
 impl Default for Settings {
@@ -74,6 +96,8 @@ impl Default for Settings {
             sync_interval_secs: 30,
             conflict_mode: ConflictMode::Ask,
             token: String::new(),
+            connection: Connection::Server,
+            store_dir: None,
         }
     }
 }
@@ -87,6 +111,19 @@ impl Settings {
         )
     }
 
+    /// Where the local store lives inside `data_dir`.
+    pub fn store_path(&self, data_dir: &std::path::Path) -> PathBuf {
+        match &self.store_dir {
+            Some(dir) => data_dir.join(dir),
+            None => data_dir.to_path_buf(),
+        }
+    }
+
+    /// Whether background sync may run.
+    pub fn syncs(&self) -> bool {
+        self.connection == Connection::Server
+    }
+
     /// The credentials the client presents (no token when the field is empty).
     pub fn credentials(&self) -> roster_client::Credentials {
         roster_client::Credentials {
@@ -97,11 +134,7 @@ impl Settings {
 
     /// Checks the values a person typed; the error names the field at fault.
     pub fn validate(&self) -> Result<(), AppError> {
-        let invalid = |field: &str, message: String| AppError {
-            kind: crate::error::ErrorKind::Invalid,
-            message,
-            field: Some(field.to_owned()),
-        };
+        let invalid = |field: &str, message: String| AppError::invalid(field, message);
         roster_client::normalise_server_url(&self.server_url)
             .map_err(|e| invalid("server_url", e.to_string()))?;
         if self.device_name.trim().is_empty() {
@@ -191,6 +224,11 @@ pub fn load<R: Runtime>(
         settings.device_name = name.trim().to_owned();
     }
     Ok((settings, false))
+}
+
+/// Whether `$ROSTER_SERVER_URL` names a server (a launcher or a test chose it).
+pub fn server_url_from_env() -> bool {
+    std::env::var(SERVER_URL_ENV).is_ok_and(|url| !url.trim().is_empty())
 }
 
 /// The token from `$ROSTER_TOKEN`, if set and not empty.

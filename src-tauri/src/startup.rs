@@ -1,5 +1,6 @@
 //! Starting the app: the data dir, the settings, the local store (created on first start,
-//! offline if need be) and the background sync task.
+//! offline if need be) and the background sync task; and starting them again on another
+//! store when the person connects, switches server or resets the local data.
 
 use std::path::Path;
 use std::sync::{Arc, RwLock};
@@ -10,7 +11,7 @@ use roster_protocol::Schema;
 use tauri::{AppHandle, Runtime};
 
 use crate::error::{AppError, ErrorKind};
-use crate::settings;
+use crate::settings::{self, Connection, Settings};
 use crate::state::{AppState, Ready};
 
 /// How long the first start waits for the server's schema before going on offline.
@@ -37,16 +38,35 @@ fn try_start<R: Runtime>(app: &AppHandle<R>) -> Result<Ready, AppError> {
     })?;
     tracing::info!(data_dir = %data_dir.display(), "starting");
     let (mut settings, stored) = settings::load(app, &data_dir)?;
+    let store_dir = settings.store_path(&data_dir);
+    let has_store = store_dir.join(roster_client::DB_FILE).exists();
+    if !stored && !has_store && !settings::server_url_from_env() {
+        // Installed app, first start: a person names the server on the connect screen.
+        settings.connection = Connection::Unset;
+    }
     // The local store owns the token. A token left in settings.json by an older version
     // moves into the store and then leaves the file (saving drops it).
     let from_file = std::mem::take(&mut settings.token);
     let incoming = token_to_store(settings::token_from_env(), &from_file);
     settings.token = incoming.clone().unwrap_or_default();
-    let client = tauri::async_runtime::block_on(open_or_init(
-        &data_dir,
-        &settings.server_url,
-        &settings.credentials(),
-    ))?;
+    let credentials = settings.credentials();
+    let client = if settings.syncs() {
+        tauri::async_runtime::block_on(open_or_init(
+            &store_dir,
+            &settings.server_url,
+            &credentials,
+        ))?
+    } else if has_store {
+        SyncClient::open(&store_dir)?
+    } else {
+        tracing::info!("no server chosen yet: creating the local store with the built-in schema");
+        tauri::async_runtime::block_on(SyncClient::init(
+            &store_dir,
+            &settings.server_url,
+            &credentials,
+            Some(Schema::default_person()),
+        ))?
+    };
     if incoming.is_some() && client.store().credentials()?.token != incoming {
         client.set_token(incoming)?;
     }
@@ -57,15 +77,31 @@ fn try_start<R: Runtime>(app: &AppHandle<R>) -> Result<Ready, AppError> {
         settings.server_url = server_url;
         settings::save(app, &data_dir, &settings)?;
     }
+    Ok(launch(app, data_dir, client, settings))
+}
+
+/// Starts the sync task over `client` and returns the running app.
+pub fn launch<R: Runtime>(
+    app: &AppHandle<R>,
+    data_dir: std::path::PathBuf,
+    client: SyncClient,
+    settings: Settings,
+) -> Ready {
+    // Each start gets its own settings cell: a replaced sync task keeps reading the old
+    // one, so it never starts a round against the new server with the old store.
     let settings = Arc::new(RwLock::new(settings));
-    let client = Arc::new(crate::conflicts::attach_handler(client, settings.clone()));
+    let client = Arc::new(crate::conflicts::attach_handler(
+        client,
+        settings.clone(),
+        &data_dir,
+    ));
     let sync = crate::background::start(app.clone(), client.clone(), settings.clone());
-    Ok(Ready {
+    Ready {
         data_dir,
         client,
         settings,
         sync,
-    })
+    }
 }
 
 /// The token to put into the store at start, if any: `$ROSTER_TOKEN` first, else one an
@@ -116,6 +152,7 @@ fn offline_start_ok(error: &ClientError) -> bool {
             ClientError::Protocol(_)
                 | ClientError::Server { .. }
                 | ClientError::Unauthorized(_)
+                | ClientError::TokenExpired(_)
                 | ClientError::Forbidden(_)
         )
 }

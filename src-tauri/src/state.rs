@@ -1,4 +1,9 @@
 //! The state every command reaches through `tauri::State<AppState>`.
+//!
+//! The running part ([`Ready`]) can be replaced as a whole: connecting a store made
+//! offline to a server, switching server or resetting the local data opens another
+//! client and starts another sync task. Commands take an `Arc<Ready>` snapshot, so one
+//! in flight finishes on the client it started with.
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -12,7 +17,7 @@ use crate::settings::Settings;
 
 /// What a running app holds.
 pub struct Ready {
-    /// Where the store and the settings live.
+    /// Where the store(s), the settings and the web view's storage live.
     pub data_dir: PathBuf,
     /// The sync engine over the local store.
     pub client: Arc<SyncClient>,
@@ -23,26 +28,40 @@ pub struct Ready {
 }
 
 /// The app state: ready, or the reason it could not start (shown by the UI).
-pub struct AppState(Result<Ready, AppError>);
+pub struct AppState(RwLock<Result<Arc<Ready>, AppError>>);
 
 impl AppState {
     /// A started app.
     pub fn ready(ready: Ready) -> Self {
-        Self(Ok(ready))
+        Self(RwLock::new(Ok(Arc::new(ready))))
     }
 
     /// An app whose start failed with `error`.
     pub fn failed(error: AppError) -> Self {
-        Self(Err(error))
+        Self(RwLock::new(Err(error)))
     }
 
     /// The running app, or why it is not running.
-    pub fn get(&self) -> Result<&Ready, AppError> {
-        self.0.as_ref().map_err(|error| AppError {
+    pub fn get(&self) -> Result<Arc<Ready>, AppError> {
+        let guard = self
+            .0
+            .read()
+            .map_err(|_| AppError::internal("app state lock poisoned"))?;
+        guard.as_ref().map(Arc::clone).map_err(|error| AppError {
             kind: ErrorKind::NotReady,
             message: format!("Roster could not start: {}", error.message),
             field: None,
+            errors: Vec::new(),
         })
+    }
+
+    /// Replaces the running app (its old sync task stops once nothing holds it).
+    pub fn replace(&self, ready: Ready) -> Result<(), AppError> {
+        *self
+            .0
+            .write()
+            .map_err(|_| AppError::internal("app state lock poisoned"))? = Ok(Arc::new(ready));
+        Ok(())
     }
 
     /// A shared handle on the local store.
@@ -52,9 +71,14 @@ impl AppState {
 
     /// A copy of the current settings.
     pub fn settings(&self) -> Result<Settings, AppError> {
-        let ready = self.get()?;
-        ready
-            .settings
+        self.get()?.settings()
+    }
+}
+
+impl Ready {
+    /// A copy of the current settings.
+    pub fn settings(&self) -> Result<Settings, AppError> {
+        self.settings
             .read()
             .map(|settings| settings.clone())
             .map_err(|_| AppError::internal("settings lock poisoned"))

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use roster_e2e::{TestServer, bin_path};
+use roster_e2e::{DEFAULT_USER, TestServer, bin_path};
 use roster_protocol::RowId;
 use serde_json::{Value, json};
 
@@ -380,6 +380,24 @@ async fn refused_request_gives_exit_code_5_and_keeps_pending_edits() {
     );
     assert_eq!(pending(&dir), 1);
     assert_eq!(list(&dir)["total"], json!(1));
+    assert!(server.rows().await.is_empty());
+}
+
+/// A device whose token expired is told so in plain words, exits 5 like any refusal, and
+/// keeps its pending edit for when a new token is set.
+#[tokio::test]
+async fn an_expired_token_says_so_and_keeps_pending_edits() {
+    let server = TestServer::start();
+    let (expired, _) =
+        server.admin(&["create-token", "--user", DEFAULT_USER, "--expires-in", "0s"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    init(&dir, &server);
+    ok(&dir, &["add", "name=Rex"]);
+    let run = fails(&dir, &["sync", "--json", "--token", expired.trim()], 5);
+    let message = run.error_json()["error"]["message"].to_string();
+    assert!(message.contains("expired"), "stderr: {}", run.stderr);
+    assert_eq!(pending(&dir), 1);
     assert!(server.rows().await.is_empty());
 }
 

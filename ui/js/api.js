@@ -38,4 +38,10 @@ export const api = {
   history: (limit) => call("conflict_history", { limit }),
   settings: () => call("get_settings"),
   saveSettings: (settings) => call("set_settings", { settings }),
+  testConnection: (server_url, token) => call("test_connection", { server_url, token }),
+  connect: (server_url, token, replace_local) => call("connect_server", { server_url, token, replace_local }),
+  workOffline: () => call("work_offline"),
+  localData: () => call("local_data"),
+  resetLocal: (confirmed) => call("reset_local_data", { confirmed }),
+  ruleDecisions: (sinceMs) => call("rule_decisions", { sinceMs }),
 };

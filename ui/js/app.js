@@ -2,16 +2,18 @@
 
 import { api, on } from "./api.js";
 import { $ } from "./util.js";
-import { initRecords, onRecordsChanged, tableColumns } from "./records.js";
+import { initRecords, leaveEditor, onRecordsChanged, tableColumns } from "./records.js";
 import { initConflicts, loadConflicts } from "./conflicts.js";
 import { initHistory, loadHistory } from "./history.js";
 import { initSettings, loadSettings } from "./settings.js";
 import { initStatus, showStatus } from "./status.js";
+import { initConnect } from "./connect.js";
 
 const VIEWS = ["records", "conflicts", "history", "settings"];
 let currentView = "records";
 
-function showView(view) {
+async function showView(view) {
+  if (view !== currentView && currentView === "records" && !(await leaveEditor())) return;
   currentView = view;
   for (const name of VIEWS) {
     $(`view-${name}`).hidden = name !== view;
@@ -40,6 +42,16 @@ async function start() {
     return;
   }
   showDevice(info.device_name);
+  if (info.connection === "unset") {
+    // First start of an installed app: name the server, or choose to work offline.
+    $("view-records").hidden = true;
+    $("view-connect").hidden = false;
+    document.querySelector(".tabs").hidden = true;
+    $("status-bar").hidden = true;
+    initConnect();
+    document.body.dataset.ready = "true";
+    return;
+  }
   for (const tab of document.querySelectorAll(".tab")) {
     tab.addEventListener("click", () => showView(tab.dataset.view));
   }
@@ -47,7 +59,7 @@ async function start() {
   initConflicts(tableColumns);
   initHistory(tableColumns);
   initSettings((settings) => showDevice(settings.device_name));
-  initStatus(() => showView("conflicts"));
+  initStatus(() => showView("conflicts"), () => showView("settings"));
 
   await on("sync-status", (status) => {
     const previous = showStatus(status);

@@ -45,15 +45,27 @@ function nameOf(conflict) {
   return conflict.id;
 }
 
-function cell(side, column, testid, extraClass = "") {
-  if (!side) return el("td", { class: `absent ${extraClass}`, "data-testid": testid }, "(deleted)");
+function cell(side, column, testid, label, extraClass = "", absentText = "(deleted)") {
+  if (!side) return el("td", { class: `absent ${extraClass}`, "data-testid": testid, "data-label": label }, absentText);
   const value = side[column];
-  return el("td", { "data-testid": testid, class: extraClass },
+  return el("td", { "data-testid": testid, class: extraClass, "data-label": label },
     value === null || value === undefined ? el("span", { class: "absent" }, "(empty)") : show(value));
+}
+
+/** Fields where `a` and `b` (two versions of a row) hold different values. */
+function changedBetween(a, b) {
+  if (!a || !b) return new Set();
+  return new Set(schemaColumns().map((c) => c.name)
+    .filter((name) => JSON.stringify(a[name] ?? null) !== JSON.stringify(b[name] ?? null)));
 }
 
 function card(conflict) {
   const differing = new Set(conflict.differing_fields ?? []);
+  // One side deleted the row: what matters is what the other side changed since the
+  // last version both knew (the base).
+  const changedThere = conflict.local ? new Set() : changedBetween(conflict.base, conflict.remote);
+  const changedHere = conflict.remote ? new Set() : changedBetween(conflict.base, conflict.local);
+  for (const name of [...changedThere, ...changedHere]) differing.add(name);
   const canMerge = conflict.local && conflict.remote && differing.size > 0;
   const groupBase = `pick-${conflict.id}`;
   const rows = schemaColumns().map((c) => {
@@ -68,11 +80,13 @@ function card(conflict) {
           el("input", { type: "radio", name: `${groupBase}-${c.name}`, value: "theirs",
             "data-testid": `pick-${c.name}-theirs`, "aria-label": `${labelFor(c.name)}: use theirs` }), "Theirs"));
     }
+    const note = changedThere.has(c.name) ? el("span", { class: "changed-note", "data-testid": `changed-there-${c.name}` }, " changed there")
+      : changedHere.has(c.name) ? el("span", { class: "changed-note" }, " changed here") : null;
     return el("tr", { class: differs ? "differs" : "", "data-field": c.name },
-      el("th", { scope: "row" }, labelFor(c.name)),
-      cell(conflict.base, c.name, `base-${c.name}`, "base-col"),
-      cell(conflict.local, c.name, `mine-${c.name}`),
-      cell(conflict.remote, c.name, `theirs-${c.name}`),
+      el("th", { scope: "row" }, labelFor(c.name), note),
+      cell(conflict.base, c.name, `base-${c.name}`, "Base", "base-col", "(unknown)"),
+      cell(conflict.local, c.name, `mine-${c.name}`, "Mine"),
+      cell(conflict.remote, c.name, `theirs-${c.name}`, "Theirs"),
       pick);
   });
   const title = nameOf(conflict);
@@ -84,6 +98,8 @@ function card(conflict) {
   },
   el("h3", {}, title),
   el("p", { class: "kind", "data-testid": "conflict-kind" }, KIND_TEXT[conflict.kind] ?? labelFor(conflict.kind)),
+  conflict.base && (!conflict.local || !conflict.remote) ? el("p", { class: "hint" },
+    `Base shows the last version both devices knew; highlighted fields were changed ${conflict.local ? "here" : "on the other device"} since.`) : null,
   el("table", { class: "compare" },
     el("thead", {}, el("tr", {},
       el("th", { scope: "col" }, "Field"),

@@ -1,7 +1,7 @@
 // The conflict history: every conflict this device was told about, newest first.
 
 import { api } from "./api.js";
-import { $, el, fmtTime, labelFor, show, toast } from "./util.js";
+import { $, el, fmtDateTime, labelFor, show, toast } from "./util.js";
 import { KIND_TEXT } from "./conflicts.js";
 
 const RESOLUTION_TEXT = {
@@ -14,6 +14,8 @@ const RESOLUTION_TEXT = {
   auto_merged: "Different fields changed; merged automatically",
   rollback: "The whole sync was undone",
   merged: "You merged both versions",
+  rule_kept_theirs: "The server's version won by this device's rule",
+  rule_kept_mine: "This device's version won by this device's rule",
 };
 
 let firstColumn = () => "name";
@@ -30,7 +32,27 @@ function nameOf(entry) {
     const fields = side.fields ?? side.data ?? side;
     if (fields && fields[key]) return show(fields[key]);
   }
-  return entry.id;
+  return null;
+}
+
+/** Names for every entry: from the entry, another entry about the same row, or the
+ *  live row; "(deleted person)" when none is known. */
+async function namesOf(entries) {
+  const byId = new Map();
+  for (const entry of entries) {
+    const name = nameOf(entry);
+    if (name && !byId.has(entry.id)) byId.set(entry.id, name);
+  }
+  for (const entry of entries) {
+    if (byId.has(entry.id)) continue;
+    try {
+      const record = await api.get(entry.table, entry.id);
+      byId.set(entry.id, show(record.fields[firstColumn()]));
+    } catch {
+      byId.set(entry.id, "(deleted person)");
+    }
+  }
+  return byId;
 }
 
 export async function loadHistory() {
@@ -43,9 +65,10 @@ export async function loadHistory() {
   }
   $("no-history").hidden = entries.length > 0;
   $("history-table").hidden = entries.length === 0;
+  const names = await namesOf(entries);
   $("history-body").replaceChildren(...entries.map((entry) => el("tr", { "data-testid": "history-row" },
-    el("td", {}, fmtTime(entry.at_ms)),
-    el("td", {}, nameOf(entry)),
+    el("td", { "data-testid": "history-when" }, fmtDateTime(entry.at_ms)),
+    el("td", { "data-testid": "history-person" }, names.get(entry.id)),
     el("td", {}, KIND_TEXT[entry.kind] ?? labelFor(entry.kind)),
-    el("td", {}, RESOLUTION_TEXT[entry.resolution] ?? labelFor(entry.resolution)))));
+    el("td", { "data-testid": "history-outcome" }, RESOLUTION_TEXT[entry.resolution] ?? labelFor(entry.resolution)))));
 }

@@ -2,7 +2,7 @@
 // as you type, sortable columns, and the detail editor with inline validation errors.
 
 import { api } from "./api.js";
-import { $, el, debounce, fmtNumber, labelFor, plural, show, toast, confirmDialog } from "./util.js";
+import { $, el, askDialog, debounce, fmtNumber, labelFor, plural, show, toast, confirmDialog } from "./util.js";
 
 const ROW_H = 44;       // must match --row-h in styles.css
 const PAGE = 100;       // rows per list_records call
@@ -24,7 +24,10 @@ const state = {
   generation: 0,        // bumped by every reload; stale answers are dropped
   active: -1,           // keyboard-selected row index
   openId: null,         // record in the editor (null: new record)
+  openedAt: 0,          // when the editor was opened (ms), for the device-rule notice
+  shown: null,          // the record's fields as last filled into the form
   dirty: false,
+  conflictIds: new Set(), // rows held by an open conflict
 };
 
 /** Builds the view for `schema` and loads the first page. */
@@ -56,15 +59,15 @@ export function initRecords(schema) {
   $("search").addEventListener("keydown", (e) => {
     if (e.key === "ArrowDown") { e.preventDefault(); body.focus(); moveActive(0); }
   });
-  $("new-record").addEventListener("click", () => openEditor(null));
-  $("close-editor").addEventListener("click", closeEditor);
+  $("new-record").addEventListener("click", () => openAsked(null));
+  $("close-editor").addEventListener("click", () => closeAsked());
   $("editor-form").addEventListener("submit", (e) => { e.preventDefault(); save(); });
   $("editor-form").addEventListener("input", () => { state.dirty = true; $("saved").hidden = true; });
   $("delete").addEventListener("click", remove);
-  $("editor").addEventListener("keydown", (e) => { if (e.key === "Escape") closeEditor(); });
+  $("editor").addEventListener("keydown", (e) => { if (e.key === "Escape") { e.preventDefault(); closeAsked(); } });
   document.addEventListener("keydown", (e) => {
     if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "f") { e.preventDefault(); $("search").focus(); }
-    if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "n") { e.preventDefault(); openEditor(null); }
+    if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "n") { e.preventDefault(); openAsked(null); }
   });
   reload();
 }
@@ -110,6 +113,7 @@ function sortBy(column) {
 /** Refetches what is on screen. After a sync or a save the old rows stay until the new
  *  ones arrive (no flicker); a new search or sort (`fresh`) drops them at once. */
 export function reload(fresh = false) {
+  loadConflictIds();
   state.generation += 1;
   state.stale = fresh ? new Map() : new Map([...state.stale, ...state.pages]);
   state.pages = new Map();
@@ -145,8 +149,23 @@ async function ensurePage(index) {
   }
 }
 
+/** Reads which rows an open conflict holds, to mark them in the list and the editor. */
+async function loadConflictIds() {
+  try {
+    const open = await api.conflicts();
+    const ids = new Set(open.filter((c) => c.table === state.table).map((c) => c.id));
+    const changed = ids.size !== state.conflictIds.size || [...ids].some((id) => !state.conflictIds.has(id));
+    state.conflictIds = ids;
+    if (changed) render();
+    $("editor-conflict").hidden = !(state.openId && ids.has(state.openId));
+  } catch (error) {
+    console.error(error);
+  }
+}
+
 function showCount() {
   const n = state.total;
+  $("empty-state").hidden = !(n === 0 && !state.search);
   const text = state.search
     ? `${plural(n, "person matches", "people match")} “${state.search}”`
     : plural(n, "person", "people");
@@ -188,7 +207,7 @@ function rowElement(record, index) {
     class: `cell ${i === 0 ? "name" : ""} ${optionalClass(i)}`,
     role: "gridcell",
     "data-col": c.name,
-  }, i === 0 && record.pending ? el("span", { class: "pending-dot", title: "Not synced yet", "aria-label": "not synced yet" }) : null,
+  }, i === 0 ? statusMark(record) : null,
   show(record.fields[c.name])));
   const classes = ["grid-row"];
   if (index === state.active) classes.push("active");
@@ -200,8 +219,21 @@ function rowElement(record, index) {
     "data-id": record.id,
     "aria-selected": index === state.active ? "true" : "false",
     style: `top:${index * ROW_H}px`,
-    onclick: () => { state.active = index; openEditor(record.id); render(); },
+    onclick: async () => {
+      if (!(await leaveEditor())) return;
+      state.active = index; openEditor(record.id); render();
+    },
   }, cells);
+}
+
+/** The dot before a row's name: in conflict (red), or not synced yet (orange). */
+function statusMark(record) {
+  if (state.conflictIds.has(record.id)) {
+    return el("span", { class: "pending-dot conflict-dot", "data-testid": "conflict-dot",
+      title: "In conflict: see Conflicts", "aria-label": "in conflict" });
+  }
+  if (!record.pending) return null;
+  return el("span", { class: "pending-dot", "data-testid": "pending-dot", title: "Not synced yet", "aria-label": "not synced yet" });
 }
 
 function onListKey(e) {
@@ -218,7 +250,7 @@ function onListKey(e) {
     e.preventDefault();
     const page = state.pages.get(Math.floor(state.active / PAGE));
     const record = page?.[state.active % PAGE];
-    if (record) openEditor(record.id);
+    if (record) openAsked(record.id);
   }
 }
 
@@ -265,11 +297,34 @@ function buildForm() {
   $("editor-fields").replaceChildren(...fields);
 }
 
+/** When the editor holds unsaved typing, asks what to do with it: save, discard or keep
+ *  editing. Resolves true when the editor may be left. */
+export async function leaveEditor() {
+  if ($("editor").hidden || !state.dirty) return true;
+  const name = $("editor-title").textContent;
+  const answer = await askDialog("Unsaved changes",
+    `You changed ${name} but did not save. Save the changes?`, "Save", "Discard changes", "Keep editing");
+  if (answer === "alt") { state.dirty = false; return true; }
+  if (answer === "ok") return save();
+  $("editor-fields").querySelector("input, textarea")?.focus();
+  return false;
+}
+
+async function openAsked(id) {
+  if (await leaveEditor()) openEditor(id);
+}
+
+async function closeAsked() {
+  if (await leaveEditor()) closeEditor();
+}
+
 /** Opens the editor on record `id`, or on a new record when `id` is null. */
 export async function openEditor(id) {
   clearErrors();
   $("saved").hidden = true;
+  $("editor-notice").hidden = true;
   state.openId = id;
+  state.openedAt = Date.now();
   state.dirty = false;
   let record = null;
   if (id) {
@@ -293,9 +348,11 @@ function fillForm(record) {
     if (c.type === "boolean") input.checked = value === true;
     else input.value = value === null || value === undefined ? "" : String(value);
   }
+  state.shown = record ? { ...record.fields } : null;
   const name = record ? show(record.fields[state.columns[0].name]) : "";
   $("editor-title").textContent = record ? name || "(no name)" : `New ${state.table}`;
   $("editor-pending").hidden = !record?.pending;
+  $("editor-conflict").hidden = !(record && state.conflictIds.has(record.id));
   $("delete").hidden = !record;
   $("editor-meta").textContent = record
     ? `id ${record.id}${record.base_version ? ` · server version ${record.base_version}` : " · not on the server yet"}`
@@ -305,6 +362,7 @@ function fillForm(record) {
 export function closeEditor() {
   $("editor").hidden = true;
   state.openId = null;
+  state.dirty = false;
   $("record-list").focus();
 }
 
@@ -335,6 +393,12 @@ function clearErrors() {
 }
 
 function showError(error) {
+  if (error.errors?.length) {
+    // Every invalid field at once; the focus goes to the first.
+    for (const item of error.errors) showError({ field: item.field, message: item.message });
+    $(`field-${error.errors[0].field}`)?.focus();
+    return;
+  }
   if (error.field && $(`error-${error.field}`)) {
     const node = $(`error-${error.field}`);
     node.textContent = error.message;
@@ -348,6 +412,7 @@ function showError(error) {
   }
 }
 
+/** Saves the form; resolves true when saved. */
 async function save() {
   clearErrors();
   const fields = formFields();
@@ -361,9 +426,12 @@ async function save() {
     state.dirty = false;
     fillForm(record);
     $("saved").hidden = false;
+    $("editor-notice").hidden = true;
     reload();
+    return true;
   } catch (error) {
     showError(error);
+    return false;
   } finally {
     button.disabled = false;
   }
@@ -375,23 +443,73 @@ async function remove() {
   const ok = await confirmDialog(`Delete ${name}?`,
     "The person is removed from this device now and from the other devices at the next sync.");
   if (!ok) return;
+  const fields = formFieldsOf(state.shown);
   try {
     await api.remove(state.table, state.openId);
     closeEditor();
     reload();
-    toast(`Deleted ${name}`);
+    toast(`Deleted ${name}`, fields && {
+      label: "Undo",
+      run: async () => {
+        try {
+          const record = await api.create(state.table, fields);
+          reload();
+          toast(`Restored ${name}`);
+          if ($("editor").hidden) openEditor(record.id);
+        } catch (error) {
+          toast(`Cannot restore ${name}: ${error.message}`);
+        }
+      },
+    });
   } catch (error) {
     showError(error);
   }
 }
 
+/** The declared columns of `fields` (a record's values), for re-creating it. */
+function formFieldsOf(fields) {
+  if (!fields) return null;
+  const out = {};
+  for (const c of state.columns) out[c.name] = fields[c.name] ?? null;
+  return out;
+}
+
+/** Whether two records' values differ in a declared column. */
+function differs(a, b) {
+  return state.columns.some((c) => JSON.stringify(a?.[c.name] ?? null) !== JSON.stringify(b?.[c.name] ?? null));
+}
+
 /** Called when a sync changed local rows: reload the list and, unless the person is
- *  typing, the open record. */
+ *  typing, the open record; says so when the sync replaced values on screen. */
 export async function onRecordsChanged() {
   reload();
-  if ($("editor").hidden || !state.openId || state.dirty) return;
+  if ($("editor").hidden || !state.openId) return;
+  const id = state.openId;
   try {
-    fillForm(await api.get(state.table, state.openId));
+    const record = await api.get(state.table, id);
+    if (id !== state.openId) return;
+    const changed = differs(state.shown, record.fields);
+    if (!changed) {
+      if (!state.dirty) fillForm(record);
+      return;
+    }
+    let byRule = false;
+    try {
+      const decisions = await api.ruleDecisions(state.openedAt - 1000);
+      byRule = decisions.some((d) => d.id === id && d.resolution === "kept_theirs");
+    } catch (error) {
+      console.error(error);
+    }
+    const notice = $("editor-notice");
+    if (state.dirty) {
+      notice.textContent = "Another device changed this person while you were typing. Saving keeps what you typed.";
+    } else {
+      fillForm(record);
+      notice.textContent = byRule
+        ? "Another device changed this person too. The server's version won by this device's rule (Settings), and is shown now."
+        : "Updated from another device.";
+    }
+    notice.hidden = false;
   } catch (error) {
     if (error.kind === "not_found") {
       closeEditor();

@@ -2,6 +2,7 @@
 
 import { api } from "./api.js";
 import { $, el } from "./util.js";
+import { connectTo, resetLocalData } from "./connect.js";
 
 const FIELDS = ["server_url", "token", "device_name", "sync_interval_secs", "conflict_mode"];
 let onSaved = () => {};
@@ -10,12 +11,26 @@ export function initSettings(savedCallback) {
   onSaved = savedCallback;
   $("settings-form").addEventListener("submit", (e) => { e.preventDefault(); save(); });
   $("settings-form").addEventListener("input", () => { $("settings-saved").hidden = true; });
+  $("switch-server").addEventListener("click", async () => {
+    clearErrors();
+    $("switch-server").disabled = true;
+    await connectTo($("setting-server_url").value.trim(), $("setting-token").value.trim(),
+      (field, message) => showError({ field, message }));
+    $("switch-server").disabled = false;
+  });
+  $("reset-local").addEventListener("click", () => resetLocalData());
 }
 
 export async function loadSettings() {
   clearErrors();
+  $("settings-saved").hidden = true;
   const [settings, info] = await Promise.all([api.settings(), api.appInfo()]);
   for (const name of FIELDS) $(`setting-${name}`).value = String(settings[name]);
+  const connected = settings.connection === "server";
+  $("switch-server").textContent = connected ? "Switch server" : "Connect";
+  $("server-hint").textContent = connected
+    ? "To use another server, enter its address and token and press Switch server."
+    : "Not connected yet: enter your server's address and access token, then press Connect. The people on this device move to that server.";
   $("about").replaceChildren(
     el("dt", {}, "Version"), el("dd", {}, info.version),
     el("dt", {}, "Data folder"), el("dd", { "data-testid": "about-data-dir" }, info.data_dir),
@@ -57,6 +72,7 @@ async function save() {
     sync_interval_secs: Number(interval),
     conflict_mode: $("setting-conflict_mode").value,
     token: $("setting-token").value.trim(),
+    connection: "server",
   };
   try {
     const saved = await api.saveSettings(settings);

@@ -8,12 +8,14 @@ const STATE_TEXT = {
   syncing: "Syncing…",
   offline: "Offline – changes stay on this device",
   error: "Sync failed",
+  not_connected: "Not connected to a server – changes stay on this device",
 };
 
 let current = null;
 
-export function initStatus(goToConflicts) {
+export function initStatus(goToConflicts, goToSettings) {
   $("status-conflicts").addEventListener("click", goToConflicts);
+  $("status-settings").addEventListener("click", goToSettings);
   $("sync-now").addEventListener("click", async () => {
     $("sync-now").disabled = true;
     try {
@@ -59,11 +61,18 @@ export function showStatus(status) {
     progressText.textContent = parts.join(" · ");
   }
 
+  // Rows held back by an open conflict are waiting too, until someone resolves them.
   const pending = $("pending-count");
-  pending.textContent = status.pending === 0
+  const held = status.open_conflicts;
+  let waitingText = status.pending === 0 && held === 0
     ? "No changes waiting"
-    : `${plural(status.pending, "change", "changes")} waiting`;
-  pending.classList.toggle("clear", status.pending === 0);
+    : `${plural(status.pending + held, "change", "changes")} waiting`;
+  if (held > 0) waitingText += ` (${fmtNumber(held)} held by ${held === 1 ? "a conflict" : "conflicts"})`;
+  pending.textContent = waitingText;
+  pending.classList.toggle("clear", status.pending + held === 0);
+  const settingsLink = $("status-settings");
+  settingsLink.hidden = !(status.needs_settings || status.state === "not_connected");
+  settingsLink.textContent = status.state === "not_connected" ? "Connect…" : "Open Settings";
 
   const conflicts = $("status-conflicts");
   conflicts.hidden = status.open_conflicts === 0;

@@ -64,24 +64,49 @@ export function show(value) {
 }
 
 let toastTimer;
-/** Shows a short message at the bottom of the window. */
-export function toast(message) {
+/** Shows a short message at the bottom of the window; with `action` ({label, run}), a
+ *  button (e.g. Undo) that runs it once. */
+export function toast(message, action = null) {
   const node = $("toast");
-  node.textContent = message;
+  $("toast-text").textContent = message;
+  const button = $("toast-action");
+  button.hidden = !action;
+  button.onclick = null;
+  if (action) {
+    button.textContent = action.label;
+    button.onclick = () => { node.hidden = true; action.run(); };
+  }
   node.hidden = false;
   clearTimeout(toastTimer);
-  toastTimer = setTimeout(() => { node.hidden = true; }, 5000);
+  toastTimer = setTimeout(() => { node.hidden = true; }, action ? 8000 : 5000);
 }
 
-/** Asks for confirmation in the app's dialog; resolves true when confirmed. */
-export function confirmDialog(title, text, okLabel = "Delete") {
+/** Asks in the app's dialog; resolves "ok", "alt" (the optional third button) or
+ *  "cancel". */
+export function askDialog(title, text, okLabel, altLabel = null, cancelLabel = "Cancel") {
   const dialog = $("confirm-dialog");
   $("confirm-title").textContent = title;
   $("confirm-text").textContent = text;
   $("confirm-ok").textContent = okLabel;
+  $("confirm-cancel").textContent = cancelLabel;
+  $("confirm-alt").hidden = !altLabel;
+  if (altLabel) $("confirm-alt").textContent = altLabel;
   return new Promise((resolve) => {
-    dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
+    dialog.addEventListener("close", () => resolve(dialog.returnValue || "cancel"), { once: true });
     dialog.returnValue = "";
     dialog.showModal();
+  });
+}
+
+/** Asks for confirmation in the app's dialog; resolves true when confirmed. */
+export async function confirmDialog(title, text, okLabel = "Delete") {
+  return (await askDialog(title, text, okLabel)) === "ok";
+}
+
+/** A date and time, always with the date ("27 Nov 2026, 14:03"). */
+export function fmtDateTime(ms) {
+  if (ms === null || ms === undefined) return "";
+  return new Date(ms).toLocaleString(undefined, {
+    year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit",
   });
 }

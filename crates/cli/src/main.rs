@@ -66,6 +66,7 @@ impl FailureKind {
                 ClientError::Server { .. }
                 | ClientError::RolledBack { .. }
                 | ClientError::Unauthorized(_)
+                | ClientError::TokenExpired(_)
                 | ClientError::Forbidden(_)
                 | ClientError::Redirected { .. },
             ) => Self::Server,

@@ -91,6 +91,10 @@ pub enum ClientError {
     /// HTTP 401). Retrying with the same token cannot succeed.
     #[error("the sync server refused this device's credentials: {0}")]
     Unauthorized(String),
+    /// The device's token has expired (HTTP 401 `token_expired`): a new token from the
+    /// server's administrator is needed. Pending edits stay pending.
+    #[error("this device's access token has expired: {0}")]
+    TokenExpired(String),
     /// The token's user may not use the data set this device works on (HTTP 403).
     /// Retrying cannot succeed.
     #[error("the sync server refused access to this data set: {0}")]

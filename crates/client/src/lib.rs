@@ -10,11 +10,14 @@
 //! * `round`: the decisions of a sync round as a state machine without I/O.
 //! * `transport`: HTTP calls to the service, with typed errors.
 //! * `engine`: [`SyncClient`], which carries out a round's steps.
+//! * `connect`: checking a server before use ([`check_connection`]); moving a never-synced
+//!   store to a server ([`SyncClient::point_at_server`]).
 //! * [`schedule`]: when an app runs rounds in the background (interval, debounce, backoff,
 //!   health polls), as a pure policy.
 //!
 //! No UI framework lives here; the CLI and the desktop shell are thin layers on top.
 
+mod connect;
 mod engine;
 mod error;
 mod local;
@@ -25,6 +28,7 @@ mod transport;
 #[cfg(feature = "bench-internals")]
 pub mod bench_internals;
 
+pub use connect::{ConnectionCheck, ConnectionProblem, StoreSummary, check_connection};
 pub use engine::{SyncClient, SyncOptions};
 pub use error::ClientError;
 pub use local::{

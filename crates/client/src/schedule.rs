@@ -20,7 +20,7 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use tokio::time::Instant;
 
-use crate::ClientError;
+use crate::{ClientError, SyncReport};
 
 /// Quiet time after the last local edit before a round starts.
 pub const DEBOUNCE: Duration = Duration::from_millis(1500);
@@ -39,6 +39,9 @@ pub enum Due {
 pub enum RoundOutcome {
     /// The round completed.
     Synced,
+    /// The round completed, and this device's rule decided conflicts whose outcome is
+    /// still to be pushed: the next round follows at once.
+    SyncedWithChoicesToPush,
     /// The server could not be reached.
     Unreachable,
     /// The round failed for another reason.
@@ -47,8 +50,11 @@ pub enum RoundOutcome {
 
 impl RoundOutcome {
     /// The outcome of a round that ended with `result`.
-    pub fn of<T>(result: Result<T, &ClientError>) -> Self {
+    pub fn of(result: Result<&SyncReport, &ClientError>) -> Self {
         match result {
+            Ok(report) if report.conflicts_decided_here > 0 => {
+                RoundOutcome::SyncedWithChoicesToPush
+            }
             Ok(_) => RoundOutcome::Synced,
             Err(ClientError::Unreachable { .. }) => RoundOutcome::Unreachable,
             Err(_) => RoundOutcome::Failed,
@@ -119,7 +125,10 @@ impl Schedule {
 
     /// Whether no round has failed since the last successful one.
     fn is_idle(&self) -> bool {
-        matches!(self.last_outcome, None | Some(RoundOutcome::Synced))
+        matches!(
+            self.last_outcome,
+            None | Some(RoundOutcome::Synced | RoundOutcome::SyncedWithChoicesToPush)
+        )
     }
 
     /// A local edit happened at `now`: a round follows [`DEBOUNCE`] after the last edit,
@@ -152,10 +161,15 @@ impl Schedule {
         self.last_round = now;
         self.last_outcome = Some(outcome);
         let (delay, due) = match outcome {
-            RoundOutcome::Synced => {
+            RoundOutcome::Synced | RoundOutcome::SyncedWithChoicesToPush => {
                 self.error_backoff = error_backoff();
                 self.offline_backoff = offline_backoff();
-                (interval, Due::Round)
+                let delay = if outcome == RoundOutcome::SyncedWithChoicesToPush {
+                    Duration::ZERO
+                } else {
+                    interval
+                };
+                (delay, Due::Round)
             }
             RoundOutcome::Unreachable => (
                 self.offline_backoff.next().unwrap_or(DEBOUNCE),
@@ -285,13 +299,29 @@ mod tests {
     }
 
     #[test]
-    fn the_outcome_of_a_round_is_read_from_its_error() {
+    fn a_round_whose_rule_decided_conflicts_is_followed_by_another_at_once() {
+        let t0 = Instant::now();
+        let mut schedule = Schedule::new(t0);
+        schedule.round_done(t0, RoundOutcome::SyncedWithChoicesToPush, INTERVAL);
+        assert_eq!(schedule.wake_at(), (t0, Due::Round));
+        schedule.round_done(t0 + secs(1.0), RoundOutcome::Synced, INTERVAL);
+        assert_eq!(schedule.wake_at(), (t0 + secs(1.0) + INTERVAL, Due::Round));
+    }
+
+    #[test]
+    fn the_outcome_of_a_round_is_read_from_its_report_or_error() {
         let unreachable = ClientError::Unreachable {
             url: "http://127.0.0.1:9".into(),
             reason: "refused".into(),
         };
-        let cases: [(Result<(), &ClientError>, RoundOutcome); 3] = [
-            (Ok(()), RoundOutcome::Synced),
+        let synced = SyncReport::default();
+        let decided_here = SyncReport {
+            conflicts_decided_here: 1,
+            ..SyncReport::default()
+        };
+        let cases: [(Result<&SyncReport, &ClientError>, RoundOutcome); 4] = [
+            (Ok(&synced), RoundOutcome::Synced),
+            (Ok(&decided_here), RoundOutcome::SyncedWithChoicesToPush),
             (Err(&unreachable), RoundOutcome::Unreachable),
             (
                 Err(&ClientError::Protocol("bad".into())),

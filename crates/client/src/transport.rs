@@ -15,8 +15,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use roster_protocol::{
-    ApiError, CONFLICTS_PATH, ConflictLogEntry, DATASET_HEADER, HEALTH_PATH, SCHEMA_PATH,
-    SYNC_PATH, Schema, SyncRequest, SyncResponse,
+    ApiError, CONFLICTS_PATH, ConflictLogEntry, DATASET_HEADER, ErrorCode, HEALTH_PATH,
+    SCHEMA_PATH, SYNC_PATH, Schema, SyncRequest, SyncResponse,
 };
 use serde::de::DeserializeOwned;
 
@@ -380,6 +380,11 @@ impl HttpTransport {
             None => format!("HTTP {status}: {}", body_excerpt(&body)),
         };
         match (status, api) {
+            (reqwest::StatusCode::UNAUTHORIZED, Some(api))
+                if api.error.code == ErrorCode::TokenExpired =>
+            {
+                Err(ClientError::TokenExpired(api.error.message))
+            }
             (reqwest::StatusCode::UNAUTHORIZED, api) => {
                 Err(ClientError::Unauthorized(message(api)))
             }

@@ -18,7 +18,7 @@ pub use conflict::{
     Conflict, ConflictKind, ConflictLogEntry, ConflictPolicy, Resolution, RollbackReport,
 };
 pub use error::{ApiError, ErrorCode};
-pub use schema::{ColumnDef, ColumnType, Fields, Schema, SchemaError, TableSchema};
+pub use schema::{ColumnDef, ColumnType, Fields, Schema, SchemaError, TableSchema, ValueFormat};
 pub use sync::{
     Ack, Change, ChangeOp, ChangeShapeError, RoundInfo, ServerChange, ServerRow, SyncRequest,
     SyncResponse,

@@ -27,6 +27,50 @@ pub enum ColumnType {
     Boolean,
 }
 
+/// A format a column's non-null values must have, beyond their type (checked by
+/// [`TableSchema::validate_fields`] on both sides, so the server enforces what the app
+/// shows). Absent in schemas from before it existed: no check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueFormat {
+    /// Text like `name@example.org`: one `@`, something before it, a dot in the domain,
+    /// no spaces.
+    Email,
+    /// Text of digits, spaces and `+ - ( ) .`, with at least 3 digits.
+    Phone,
+    /// A number of 0 or more.
+    NonNegative,
+}
+
+impl ValueFormat {
+    /// Why `value` breaks the format, if it does.
+    fn problem(self, value: &Value) -> Option<&'static str> {
+        let ok = match (self, value) {
+            (ValueFormat::Email, Value::String(text)) => {
+                let (user, domain) = text.split_once('@').unwrap_or(("", ""));
+                !user.is_empty()
+                    && !domain.contains('@')
+                    && domain.contains('.')
+                    && !domain.starts_with('.')
+                    && !domain.ends_with('.')
+                    && !text.contains(char::is_whitespace)
+            }
+            (ValueFormat::Phone, Value::String(text)) => {
+                text.chars()
+                    .all(|c| c.is_ascii_digit() || " +-().".contains(c))
+                    && text.chars().filter(char::is_ascii_digit).count() >= 3
+            }
+            (ValueFormat::NonNegative, Value::Number(n)) => n.as_f64().is_some_and(|n| n >= 0.0),
+            _ => true,
+        };
+        (!ok).then_some(match self {
+            ValueFormat::Email => "must look like name@example.org",
+            ValueFormat::Phone => "may hold only digits, spaces and + - ( ), at least 3 digits",
+            ValueFormat::NonNegative => "must be 0 or more",
+        })
+    }
+}
+
 /// One typed column of a table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ColumnDef {
@@ -41,6 +85,9 @@ pub struct ColumnDef {
     /// Longest accepted text, in characters (text columns only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_len: Option<usize>,
+    /// A format its non-null values must have (email, phone, non-negative).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<ValueFormat>,
 }
 
 /// A synced table: a name and its typed columns. Every table also has an implicit `id`
@@ -113,27 +160,29 @@ pub fn is_valid_name(name: &str) -> bool {
 impl Schema {
     /// The schema the app ships: one `person` table.
     pub fn default_person() -> Self {
-        let text = |name: &str, required: bool, max_len: usize| ColumnDef {
+        let text = |name: &str, required: bool, max_len: usize, format| ColumnDef {
             name: name.to_owned(),
             ty: ColumnType::Text,
             required,
             max_len: Some(max_len),
+            format,
         };
         Self {
             tables: vec![TableSchema {
                 name: "person".to_owned(),
                 columns: vec![
-                    text("name", true, 200),
-                    text("email", false, 320),
-                    text("phone", false, 50),
+                    text("name", true, 200, None),
+                    text("email", false, 320, None),
+                    text("phone", false, 50, None),
                     ColumnDef {
                         name: "age".to_owned(),
                         ty: ColumnType::Integer,
                         required: false,
                         max_len: None,
+                        format: None,
                     },
-                    text("city", false, 200),
-                    text("notes", false, DEFAULT_TEXT_MAX_LEN),
+                    text("city", false, 200, None),
+                    text("notes", false, DEFAULT_TEXT_MAX_LEN, None),
                 ],
             }],
         }
@@ -235,6 +284,9 @@ impl TableSchema {
                         describe_json(other)
                     )));
                 }
+            }
+            if let Some(problem) = column.format.and_then(|format| format.problem(value)) {
+                return Err(invalid(problem.to_owned()));
             }
         }
         Ok(())
@@ -339,6 +391,41 @@ mod tests {
             person.validate_fields(&fields(json!({"name": "Jane", "shoe": 9}))),
             Err(SchemaError::UnknownColumn { column, .. }) if column == "shoe"
         ));
+        let mut checked = person.clone();
+        for (column, format) in [
+            ("email", ValueFormat::Email),
+            ("phone", ValueFormat::Phone),
+            ("age", ValueFormat::NonNegative),
+        ] {
+            if let Some(c) = checked.columns.iter_mut().find(|c| c.name == column) {
+                c.format = Some(format);
+            }
+        }
+        assert_eq!(
+            person.validate_fields(&fields(json!({"name": "J", "email": "x", "age": -1}))),
+            Ok(()),
+            "no format, no check"
+        );
+        for (bad, column) in [
+            (json!({"name": "J", "email": "jane-at-home"}), "email"),
+            (json!({"name": "J", "email": "a@b"}), "email"),
+            (json!({"name": "J", "phone": "call me"}), "phone"),
+            (json!({"name": "J", "age": -1}), "age"),
+        ] {
+            assert!(
+                matches!(
+                    checked.validate_fields(&fields(bad.clone())),
+                    Err(SchemaError::InvalidValue { column: c, .. }) if c == column
+                ),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            checked.validate_fields(&fields(
+                json!({"name": "J", "email": "j@example.org", "phone": "+33 (1) 23-45", "age": 0})
+            )),
+            Ok(())
+        );
         let long = "x".repeat(201);
         assert!(matches!(
             person.validate_fields(&fields(json!({"name": long}))),

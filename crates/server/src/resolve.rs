@@ -495,6 +495,7 @@ mod tests {
             ty,
             required: false,
             max_len: None,
+            format: None,
         };
         let config = ServerConfig {
             tables: vec![TableConfig {

@@ -20,6 +20,8 @@ pub struct AppInfo {
     pub server_url: String,
     /// The device name from the settings.
     pub device_name: String,
+    /// Whether a server was chosen: `unset` shows the connect screen.
+    pub connection: crate::settings::Connection,
 }
 
 /// The synced tables and their typed columns; the UI builds its list and forms from it.
@@ -38,6 +40,7 @@ pub fn app_info(state: State<'_, AppState>) -> Result<AppInfo, AppError> {
         data_dir: ready.data_dir.display().to_string(),
         client_id: store.client_id().to_string(),
         server_url: store.server_url().to_owned(),
-        device_name: state.settings()?.device_name,
+        device_name: ready.settings()?.device_name,
+        connection: ready.settings()?.connection,
     })
 }

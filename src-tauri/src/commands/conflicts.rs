@@ -84,13 +84,54 @@ pub async fn resolve_all_conflicts(
     Ok(resolved)
 }
 
-/// The most recent `limit` conflicts (resolved ones included), newest first.
+/// How far apart a history entry and a device-rule decision about the same row may be
+/// to be the same event (both are written while one sync answer is applied).
+const SAME_ROUND_MS: i64 = 5_000;
+
+/// The most recent `limit` conflicts (resolved ones included), newest first. A choice
+/// this device's rule made (not a person) reads `rule_kept_theirs` / `rule_kept_mine`.
 #[tauri::command]
 pub async fn conflict_history(
     state: State<'_, AppState>,
     limit: Option<u32>,
 ) -> Result<Vec<ConflictRecord>, AppError> {
-    let store = state.store()?;
+    let ready = state.get()?;
+    let store = ready.client.store_handle();
+    let data_dir = ready.data_dir.clone();
     let limit = limit.unwrap_or(200).clamp(1, 10_000);
-    blocking(move || Ok(store.conflict_history(limit)?)).await
+    blocking(move || {
+        let decisions = crate::conflicts::rule_decisions(&data_dir);
+        let mut history = store.conflict_history(limit)?;
+        // Both are written while one answer is applied, milliseconds apart.
+        let decided = |entry: &ConflictRecord, resolution: Option<&str>| {
+            decisions.iter().any(|d| {
+                d.id == entry.id
+                    && (d.at_ms - entry.at_ms).abs() < SAME_ROUND_MS
+                    && resolution.is_none_or(|r| r == d.resolution)
+            })
+        };
+        // A conflict the rule decided in the round that brought it was never left for a
+        // person: its "deferred" entry is dropped, its choice reads as the rule's.
+        history.retain(|entry| entry.resolution != "deferred" || !decided(entry, None));
+        for entry in &mut history {
+            if decided(entry, Some(&entry.resolution)) {
+                entry.resolution = format!("rule_{}", entry.resolution);
+            }
+        }
+        Ok(history)
+    })
+    .await
+}
+
+/// The conflicts this device's rule decided since `since_ms` (for the editor's notice).
+#[tauri::command]
+pub fn rule_decisions(
+    state: State<'_, AppState>,
+    since_ms: i64,
+) -> Result<Vec<crate::conflicts::RuleDecision>, AppError> {
+    let ready = state.get()?;
+    Ok(crate::conflicts::rule_decisions(&ready.data_dir)
+        .into_iter()
+        .filter(|d| d.at_ms >= since_ms)
+        .collect())
 }

@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod conflicts;
+pub mod connect;
 pub mod records;
 pub mod settings;
 pub mod sync;

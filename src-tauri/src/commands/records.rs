@@ -1,12 +1,13 @@
 //! Records: list (search, sort, paging), get, create, update, delete.
 
+use roster_client::LocalStore;
 use roster_client::{ListQuery, Record};
-use roster_protocol::{Fields, RowId};
+use roster_protocol::{Fields, RowId, SchemaError, TableSchema};
 use serde::{Deserialize, Serialize};
 use tauri::State;
 
 use super::blocking;
-use crate::error::AppError;
+use crate::error::{AppError, FieldError, value_message};
 use crate::state::AppState;
 
 /// One page of a list request.
@@ -70,6 +71,38 @@ pub async fn list_records(
     .await
 }
 
+/// Checks every field of the row `row` of `table` at once against the schema's rules
+/// (type, required, length, format), so the form shows every problem together; the
+/// store and the server check the same rules again.
+fn check_fields(store: &LocalStore, table: &str, row: &Fields) -> Result<(), AppError> {
+    let schema = store.schema().table(table)?;
+    let mut errors = Vec::new();
+    for column in &schema.columns {
+        let single = TableSchema {
+            name: schema.name.clone(),
+            columns: vec![column.clone()],
+        };
+        let mut one = Fields::new();
+        if let Some(value) = row.get(&column.name) {
+            one.insert(column.name.clone(), value.clone());
+        }
+        let message = match single.validate_fields(&one) {
+            Err(SchemaError::InvalidValue { reason, .. }) => {
+                Some(value_message(&column.name, &reason))
+            }
+            Err(other) => Some(other.to_string()),
+            Ok(()) => None,
+        };
+        if let Some(message) = message {
+            errors.push(FieldError {
+                field: column.name.clone(),
+                message,
+            });
+        }
+    }
+    AppError::invalid_fields(errors).map_or(Ok(()), Err)
+}
+
 /// Parses a row id the UI sent.
 fn parse_id(id: &str) -> Result<RowId, AppError> {
     RowId::parse_str(id.trim()).map_err(|e| AppError::bad_input(format!("invalid id {id:?}: {e}")))
@@ -96,7 +129,11 @@ pub async fn create_record(
 ) -> Result<Record, AppError> {
     let ready = state.get()?;
     let store = ready.client.store_handle();
-    let record = blocking(move || Ok(store.insert(&table, fields)?)).await?;
+    let record = blocking(move || {
+        check_fields(&store, &table, &fields)?;
+        Ok(store.insert(&table, fields)?)
+    })
+    .await?;
     ready.sync.edited();
     Ok(record)
 }
@@ -112,7 +149,13 @@ pub async fn update_record(
     let ready = state.get()?;
     let store = ready.client.store_handle();
     let id = parse_id(&id)?;
-    let record = blocking(move || Ok(store.update(&table, id, fields)?)).await?;
+    let record = blocking(move || {
+        let mut row = store.get(&table, id)?.fields;
+        row.extend(fields.clone());
+        check_fields(&store, &table, &row)?;
+        Ok(store.update(&table, id, fields)?)
+    })
+    .await?;
     ready.sync.edited();
     Ok(record)
 }

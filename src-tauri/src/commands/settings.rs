@@ -1,9 +1,10 @@
 //! Reading and changing the device's settings.
 
-use tauri::{AppHandle, Manager, State};
+use roster_client::{ConnectionProblem, check_connection};
+use tauri::{AppHandle, State};
 
-use crate::error::{AppError, ErrorKind};
-use crate::settings::{self, Settings};
+use crate::error::AppError;
+use crate::settings::{Connection, Settings};
 use crate::state::AppState;
 
 /// The current settings.
@@ -13,42 +14,65 @@ pub fn get_settings(state: State<'_, AppState>) -> Result<Settings, AppError> {
 }
 
 /// Validates and stores new settings; they take effect at once (a new token is used by
-/// the next sync round, which this starts).
+/// the next sync round, which this starts). A changed token is first tried on the server:
+/// one it refuses is not saved. The server itself changes through `connect_server`.
 #[tauri::command]
-pub fn set_settings(
+pub async fn set_settings(
     app: AppHandle,
     state: State<'_, AppState>,
     settings: Settings,
 ) -> Result<Settings, AppError> {
     let ready = state.get()?;
     settings.validate()?;
-    let current = roster_client::normalise_server_url(&settings.server_url)?;
-    if current != ready.client.store().server_url() {
-        // The store's watermark and row versions belong to one server.
-        return Err(AppError {
-            kind: ErrorKind::Invalid,
-            message: format!(
-                "This data dir syncs with {}; to use another server, start Roster with another data dir",
-                ready.client.store().server_url()
-            ),
-            field: Some("server_url".to_owned()),
-        });
+    let current = ready.settings()?;
+    let url = roster_client::normalise_server_url(&settings.server_url)?;
+    if url != ready.client.store().server_url() && current.connection == Connection::Server {
+        return Err(AppError::invalid(
+            "server_url",
+            "To use another server, press \"Switch server\"",
+        ));
     }
-    let mut settings = settings;
-    settings.server_url = current;
-    settings.token = settings.token.trim().to_owned();
+    let mut settings = Settings {
+        server_url: url,
+        token: settings.token.trim().to_owned(),
+        connection: current.connection,
+        store_dir: current.store_dir.clone(),
+        ..settings
+    };
+    if settings.connection != Connection::Server {
+        // Not connected: the server and token are chosen through `connect_server`.
+        settings.server_url = current.server_url.clone();
+        settings.token = current.token.clone();
+    }
     let token = settings.credentials().token;
-    if ready.client.store().credentials()?.token != token {
+    if token != current.credentials().token {
+        let check = check_connection(
+            &settings.server_url,
+            &settings.credentials(),
+            std::time::Duration::from_secs(5),
+        )
+        .await;
+        match check.problem {
+            Some(ConnectionProblem::Unauthorized) | Some(ConnectionProblem::Forbidden) => {
+                return Err(AppError::invalid(
+                    "token",
+                    if settings.token.is_empty() {
+                        "The server needs an access token. Ask its administrator for one."
+                    } else {
+                        "The server does not accept this access token. Check it, or ask the server's administrator for a new one."
+                    },
+                ));
+            }
+            Some(problem) => {
+                tracing::info!(
+                    ?problem,
+                    "token saved without a check: server not usable now"
+                );
+            }
+            None => {}
+        }
         ready.client.set_token(token)?;
     }
-    settings::save(&app, &ready.data_dir, &settings)?;
-    if let Some(window) = app.get_webview_window(crate::MAIN_WINDOW) {
-        let _ = window.set_title(&crate::window_title(&settings.device_name));
-    }
-    *ready
-        .settings
-        .write()
-        .map_err(|_| AppError::internal("settings lock poisoned"))? = settings.clone();
-    ready.sync.refresh();
+    super::connect::save(&app, &ready, settings.clone())?;
     Ok(settings)
 }

@@ -33,6 +33,9 @@ pub const DOC_SCREENSHOTS: &[&str] = &[
     "history",
     "status-syncing",
     "status-offline",
+    "connect",
+    "conflicts-phone",
+    "history-phone",
 ];
 
 /// The workspace root (two levels above this package).
@@ -221,8 +224,8 @@ pub struct App {
     pub client: Client,
     driver: Child,
     data_dir: PathBuf,
-    server_url: String,
-    token: String,
+    /// `ROSTER_SERVER_URL` and `ROSTER_TOKEN` for the app, or none (an installed app).
+    env: Option<(String, String)>,
     display: String,
     /// A label for screenshots and messages, e.g. "first".
     pub label: String,
@@ -239,6 +242,41 @@ impl App {
         token: &str,
         label: &str,
     ) -> Self {
+        let env = Some((server_url.to_owned(), token.to_owned()));
+        let app = Self::start(display, data_dir, env, label).await;
+        app.wait_for("view-records").await;
+        app.wait_ready().await;
+        app
+    }
+
+    /// Starts `roster-app` like the desktop menu does: no `ROSTER_SERVER_URL`, no
+    /// `ROSTER_TOKEN` (only the data dir, so the test owns it). Waits until the UI has
+    /// started, on whatever view it shows first.
+    pub async fn launch_installed(display: &str, data_dir: &Path, label: &str) -> Self {
+        let app = Self::start(display, data_dir, None, label).await;
+        app.wait_ready().await;
+        app
+    }
+
+    /// Waits until the UI says it has started (`body[data-ready]`).
+    pub async fn wait_ready(&self) {
+        self.eventually("the UI has started", || async {
+            let ready = self
+                .client
+                .execute("return document.body.dataset.ready === 'true';", vec![])
+                .await
+                .ok()?;
+            (ready == Value::Bool(true)).then_some(())
+        })
+        .await;
+    }
+
+    async fn start(
+        display: &str,
+        data_dir: &Path,
+        env: Option<(String, String)>,
+        label: &str,
+    ) -> Self {
         let driver_path = find_program("tauri-driver").expect(
             "tauri-driver is not installed: `cargo install tauri-driver --locked` \
              (`cargo xtask test` does it)",
@@ -250,13 +288,20 @@ impl App {
         );
         let port = free_port();
         let native_port = free_port();
-        let mut driver = Command::new(driver_path)
+        let mut command = Command::new(driver_path);
+        command
             .args(["--port", &port.to_string()])
             .args(["--native-port", &native_port.to_string()])
             .env("DISPLAY", display)
             .env("ROSTER_DATA_DIR", data_dir)
-            .env("ROSTER_SERVER_URL", server_url)
-            .env("ROSTER_TOKEN", token)
+            .env_remove("ROSTER_SERVER_URL")
+            .env_remove("ROSTER_TOKEN");
+        if let Some((server_url, token)) = &env {
+            command
+                .env("ROSTER_SERVER_URL", server_url)
+                .env("ROSTER_TOKEN", token);
+        }
+        let mut driver = command
             .env("RUST_LOG", "info")
             // Software rendering: Xvfb has no GPU.
             .env("WEBKIT_DISABLE_COMPOSITING_MODE", "1")
@@ -286,26 +331,14 @@ impl App {
                 panic!("cannot open a WebDriver session on the app: {error}");
             }
         };
-        let app = Self {
+        Self {
             client,
             driver,
             data_dir: data_dir.to_path_buf(),
-            server_url: server_url.to_owned(),
-            token: token.to_owned(),
+            env,
             display: display.to_owned(),
             label: label.to_owned(),
-        };
-        app.wait_for("view-records").await;
-        app.eventually("the UI has started", || async {
-            let ready = app
-                .client
-                .execute("return document.body.dataset.ready === 'true';", vec![])
-                .await
-                .ok()?;
-            (ready == Value::Bool(true)).then_some(())
-        })
-        .await;
-        app
+        }
     }
 
     /// Opens the editor on a new person, fills `fields` (`data-testid` suffix, text) and
@@ -353,15 +386,41 @@ impl App {
 
     /// Closes the app and starts it again on the same data dir.
     pub async fn restart(self) -> Self {
-        let (data_dir, server_url, token, display, label) = (
+        let (data_dir, env, display, label) = (
             self.data_dir.clone(),
-            self.server_url.clone(),
-            self.token.clone(),
+            self.env.clone(),
             self.display.clone(),
             self.label.clone(),
         );
         self.quit().await;
-        Self::launch(&display, &data_dir, &server_url, &token, &label).await
+        match env {
+            Some((server_url, token)) => {
+                Self::launch(&display, &data_dir, &server_url, &token, &label).await
+            }
+            None => Self::launch_installed(&display, &data_dir, &label).await,
+        }
+    }
+
+    /// Runs `script` (a function body) in the page and returns its result.
+    pub async fn js(&self, script: &str) -> Value {
+        self.client
+            .execute(script, vec![])
+            .await
+            .unwrap_or(Value::Null)
+    }
+
+    /// Waits until the page has no element whose content is wider than it (nothing scrolls
+    /// sideways) inside the element with `data-testid="ID"`.
+    pub async fn wait_no_sideways_scroll(&self, testid: &str) {
+        let script = format!(
+            "const v = document.querySelector('[data-testid=\"{testid}\"]'); \
+             return !!v && v.scrollWidth <= v.clientWidth + 1 && \
+               document.documentElement.scrollWidth <= document.documentElement.clientWidth + 1;"
+        );
+        self.eventually(&format!("{testid} does not scroll sideways"), || async {
+            (self.js(&script).await == Value::Bool(true)).then_some(())
+        })
+        .await;
     }
 
     /// Ends the WebDriver session (which closes the app) and stops tauri-driver.
@@ -417,6 +476,14 @@ impl App {
     pub async fn click(&self, testid: &str) {
         self.log(&format!("click {testid}"));
         let element = self.wait_for(testid).await;
+        // Inside a scrolled pane WebKitWebDriver does not always bring it into view.
+        let _ = self
+            .client
+            .execute(
+                "arguments[0].scrollIntoView({block: 'center'});",
+                vec![serde_json::to_value(&element).unwrap_or(Value::Null)],
+            )
+            .await;
         element
             .click()
             .await

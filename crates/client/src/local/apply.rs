@@ -8,10 +8,10 @@ use roster_protocol::{
     Ack, ChangeOp, Conflict, Fields, Resolution, RowId, ServerChange, ServerRow, SyncResponse,
     TableSchema,
 };
-use rusqlite::{CachedStatement, Transaction, params};
+use rusqlite::{CachedStatement, OptionalExtension, Transaction, params};
 
 use super::conflicts::ConflictHandler;
-use super::rows::{forget_row, json_text, row_state, set_base};
+use super::rows::{forget_row, json_text, parse_fields, row_state, set_base};
 use super::{LocalStore, now_ms, set_meta, sql};
 use crate::ClientError;
 use crate::round::{ApplyCounts, SentChange};
@@ -153,8 +153,22 @@ impl LocalStore {
             }
             if conflict.resolution == Resolution::Deferred {
                 counts.downloaded += 1;
-                let open =
-                    self.store_open_conflict(&tx, conflict, change.change.base_fields.as_ref())?;
+                // A delete carries no base on the wire; the row's last known values are
+                // kept locally, and the person needs them to see what changed there.
+                let delete_base = match change.change.op {
+                    roster_protocol::ChangeOp::Delete => parse_fields(
+                        tx.query_row(
+                            "SELECT base_data FROM _roster_rows WHERE tbl = ?1 AND id = ?2",
+                            params![conflict.table, conflict.id.to_string()],
+                            |r| r.get::<_, Option<String>>(0),
+                        )
+                        .optional()?
+                        .flatten(),
+                    )?,
+                    _ => None,
+                };
+                let base = change.change.base_fields.as_ref().or(delete_base.as_ref());
+                let open = self.store_open_conflict(&tx, conflict, base)?;
                 match handler.and_then(|h| h.decide(&open)) {
                     Some(choice) => {
                         self.apply_choice(&tx, &open.table, open.id, &choice)?;

@@ -1,0 +1,389 @@
+//! Before a device uses a server: [`check_connection`] says in one word what stands in the
+//! way (nothing listens, TLS, a refused token, not a Roster server), and
+//! [`SyncClient::point_at_server`] moves a store that has never synced (made offline, or
+//! against a server that never answered) to another server, keeping its rows as pending
+//! inserts so the next round pushes them there.
+
+use std::path::Path;
+use std::time::Duration;
+
+use roster_protocol::{PROTOCOL_VERSION, Schema};
+use rusqlite::{Connection, OptionalExtension};
+use serde::Serialize;
+
+use crate::transport::{Credentials, HttpTransport, TransportOptions, normalise_server_url};
+use crate::{ClientError, SyncClient};
+
+/// What stands between this device and a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionProblem {
+    /// The URL is not an http(s) URL with a host.
+    BadUrl,
+    /// Nothing answers at that address (refused, unknown host, timed out).
+    Unreachable,
+    /// Something answers, but the secure (TLS) connection failed.
+    Tls,
+    /// The server does not accept the token (missing, unknown or revoked).
+    Unauthorized,
+    /// The token is valid but may not use this data set.
+    Forbidden,
+    /// Something answers over HTTP, but it is not a Roster sync server (or speaks another
+    /// protocol version).
+    NotRoster,
+}
+
+/// The outcome of [`check_connection`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConnectionCheck {
+    /// The normalised URL that was tried (as typed when it was not a URL).
+    pub server_url: String,
+    /// `None` when the server is a Roster server that accepts the token.
+    pub problem: Option<ConnectionProblem>,
+    /// What the network or the server said, for a details line.
+    pub detail: String,
+    /// The server's schema, when the check passed.
+    pub schema: Option<Schema>,
+}
+
+/// Checks `server_url` step by step: a TCP connection, `/health` answering like a Roster
+/// server of this protocol version, then `/v1/schema` with `credentials`. Each step gives
+/// up after `timeout`. Never fails: every problem is in the answer.
+pub async fn check_connection(
+    server_url: &str,
+    credentials: &Credentials,
+    timeout: Duration,
+) -> ConnectionCheck {
+    let mut check = ConnectionCheck {
+        server_url: server_url.trim().to_owned(),
+        problem: None,
+        detail: String::new(),
+        schema: None,
+    };
+    let fail = |mut check: ConnectionCheck, problem, detail: String| {
+        check.problem = Some(problem);
+        check.detail = detail;
+        check
+    };
+    let url = match normalise_server_url(server_url) {
+        Ok(url) => url,
+        Err(error) => return fail(check, ConnectionProblem::BadUrl, error.to_string()),
+    };
+    check.server_url = url.clone();
+    let Some((host, port, https)) = reqwest::Url::parse(&url).ok().and_then(|parsed| {
+        Some((
+            parsed.host_str()?.trim_matches(['[', ']']).to_owned(),
+            parsed.port_or_known_default()?,
+            parsed.scheme() == "https",
+        ))
+    }) else {
+        return fail(check, ConnectionProblem::BadUrl, format!("{url}: no host"));
+    };
+    match tokio::time::timeout(
+        timeout,
+        tokio::net::TcpStream::connect((host.as_str(), port)),
+    )
+    .await
+    {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => return fail(check, ConnectionProblem::Unreachable, error.to_string()),
+        Err(_) => {
+            return fail(
+                check,
+                ConnectionProblem::Unreachable,
+                format!("no answer within {timeout:?}"),
+            );
+        }
+    }
+    let options = TransportOptions {
+        request_timeout: timeout,
+        ..TransportOptions::default()
+    };
+    let transport = match HttpTransport::with_options(&url, &options) {
+        Ok(transport) => transport.with_credentials(credentials),
+        Err(error) => return fail(check, ConnectionProblem::BadUrl, error.to_string()),
+    };
+    match transport.health().await {
+        Ok(health) => {
+            let is_roster = health.get("status").and_then(|s| s.as_str()) == Some("ok");
+            let protocol = health.get("protocol").and_then(serde_json::Value::as_u64);
+            if !is_roster || protocol.is_none() {
+                return fail(
+                    check,
+                    ConnectionProblem::NotRoster,
+                    format!("/health answered {health}"),
+                );
+            }
+            if protocol != Some(u64::from(PROTOCOL_VERSION)) {
+                return fail(
+                    check,
+                    ConnectionProblem::NotRoster,
+                    format!(
+                        "the server speaks protocol {}, this app {PROTOCOL_VERSION}",
+                        protocol.unwrap_or_default()
+                    ),
+                );
+            }
+        }
+        Err(ClientError::Tls { reason, .. }) => {
+            return fail(check, ConnectionProblem::Tls, reason);
+        }
+        Err(error @ ClientError::CleartextRefused { .. }) => {
+            return fail(check, ConnectionProblem::BadUrl, error.to_string());
+        }
+        // The port accepted a connection, so a failure to get an answer is the secure
+        // handshake (https) or something that does not speak HTTP.
+        Err(ClientError::Unreachable { reason, .. }) if https => {
+            return fail(check, ConnectionProblem::Tls, reason);
+        }
+        Err(error) => return fail(check, ConnectionProblem::NotRoster, error.to_string()),
+    }
+    match transport.schema().await {
+        Ok(schema) => match schema.validate() {
+            Ok(()) => check.schema = Some(schema),
+            Err(error) => {
+                return fail(check, ConnectionProblem::NotRoster, error.to_string());
+            }
+        },
+        Err(ClientError::Unauthorized(message) | ClientError::TokenExpired(message)) => {
+            return fail(check, ConnectionProblem::Unauthorized, message);
+        }
+        Err(ClientError::Forbidden(message)) => {
+            return fail(check, ConnectionProblem::Forbidden, message);
+        }
+        Err(ClientError::Unreachable { reason, .. }) => {
+            return fail(check, ConnectionProblem::Unreachable, reason);
+        }
+        Err(error) => return fail(check, ConnectionProblem::NotRoster, error.to_string()),
+    }
+    check
+}
+
+/// What a store in a data dir holds, read without opening a [`SyncClient`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct StoreSummary {
+    /// Whether any round ever reached a server (a watermark, or a row with a server
+    /// version): such a store's versions belong to that server.
+    pub synced_before: bool,
+    /// Rows of the user tables with any local state (pending or synced).
+    pub rows: u64,
+    /// Rows with a change waiting to be pushed.
+    pub pending: u64,
+}
+
+/// Opens the store file in `dir` directly (for the checks below).
+fn connection(dir: &Path) -> Result<Connection, ClientError> {
+    let path = dir.join(crate::local::DB_FILE);
+    if !path.exists() {
+        return Err(ClientError::NotInitialised(dir.display().to_string()));
+    }
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    Ok(conn)
+}
+
+fn summary(conn: &Connection) -> Result<StoreSummary, ClientError> {
+    let watermark: Option<String> = conn
+        .query_row(
+            "SELECT value FROM _roster_meta WHERE key = 'watermark'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let (rows, synced_rows, pending): (i64, i64, i64) = conn.query_row(
+        "SELECT COUNT(*), COUNT(base_version), COUNT(pending) FROM _roster_rows",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    let conflicts: i64 =
+        conn.query_row("SELECT COUNT(*) FROM _roster_open_conflicts", [], |r| {
+            r.get(0)
+        })?;
+    Ok(StoreSummary {
+        synced_before: watermark.as_deref().unwrap_or("0") != "0"
+            || synced_rows > 0
+            || conflicts > 0,
+        rows: u64::try_from(rows).unwrap_or(0),
+        pending: u64::try_from(pending).unwrap_or(0),
+    })
+}
+
+/// Whether `a` and `b` declare the same tables with the same column names and types (in
+/// any order): rows of one fit the SQL tables of the other.
+fn same_shape(a: &Schema, b: &Schema) -> bool {
+    let shape = |schema: &Schema| {
+        let mut tables: Vec<(String, Vec<(String, String)>)> = schema
+            .tables
+            .iter()
+            .map(|t| {
+                let mut columns: Vec<_> = t
+                    .columns
+                    .iter()
+                    .map(|c| (c.name.clone(), format!("{:?}", c.ty)))
+                    .collect();
+                columns.sort();
+                (t.name.clone(), columns)
+            })
+            .collect();
+        tables.sort();
+        tables
+    };
+    shape(a) == shape(b)
+}
+
+impl SyncClient {
+    /// What the store in `dir` holds: whether it ever synced, its rows, its pending rows.
+    pub fn store_summary(dir: &Path) -> Result<StoreSummary, ClientError> {
+        summary(&connection(dir)?)
+    }
+
+    /// Points the store in `dir`, which must never have synced, at `server_url` with
+    /// `credentials`, and opens it. Its rows stay pending inserts, so the next round
+    /// pushes them to that server. `server_schema` (from [`check_connection`]) must declare
+    /// the same tables with the same column names and types as the store's schema; it
+    /// replaces it (so limits such as lengths are the server's from now on, and a row
+    /// the server refuses stays pending with its error). Any other
+    /// [`SyncClient`] open on `dir` must not be used afterwards (it still names the old
+    /// server).
+    pub fn point_at_server(
+        dir: &Path,
+        server_url: &str,
+        credentials: &Credentials,
+        server_schema: &Schema,
+    ) -> Result<SyncClient, ClientError> {
+        let url = normalise_server_url(server_url)?;
+        let mut conn = connection(dir)?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let state = summary(&tx)?;
+        if state.synced_before {
+            return Err(ClientError::BadInput(
+                "this device's data has been synced with another server; it cannot move to a new one"
+                    .into(),
+            ));
+        }
+        let stored: String = tx.query_row(
+            "SELECT value FROM _roster_meta WHERE key = 'schema'",
+            [],
+            |r| r.get(0),
+        )?;
+        let stored: Schema = serde_json::from_str(&stored)
+            .map_err(|e| ClientError::Corrupt(format!("stored schema: {e}")))?;
+        if !same_shape(&stored, server_schema) {
+            return Err(ClientError::BadInput(format!(
+                "the server at {url} declares other tables or columns than this device's data"
+            )));
+        }
+        tx.execute(
+            "UPDATE _roster_meta SET value = ?1 WHERE key = 'server_url'",
+            [&url],
+        )?;
+        let schema_json = serde_json::to_string(server_schema)
+            .map_err(|e| ClientError::Corrupt(e.to_string()))?;
+        tx.execute(
+            "UPDATE _roster_meta SET value = ?1 WHERE key = 'schema'",
+            [&schema_json],
+        )?;
+        tx.commit()?;
+        drop(conn);
+        let client = SyncClient::open(dir)?;
+        client.store().set_credentials(credentials)?;
+        SyncClient::open(dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_closed_port_is_unreachable_and_a_bad_url_is_named() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or(9);
+        let check = check_connection(
+            &format!("http://127.0.0.1:{port}"),
+            &Credentials::default(),
+            Duration::from_secs(2),
+        )
+        .await;
+        assert_eq!(check.problem, Some(ConnectionProblem::Unreachable));
+        let check =
+            check_connection("nowhere", &Credentials::default(), Duration::from_secs(2)).await;
+        assert_eq!(check.problem, Some(ConnectionProblem::BadUrl));
+    }
+
+    #[tokio::test]
+    async fn an_offline_store_moves_to_a_server_and_a_synced_one_does_not() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let schema = Schema::default_person();
+        let client = SyncClient::init(
+            dir.path(),
+            "http://127.0.0.1:9",
+            &Credentials::default(),
+            Some(schema.clone()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut row = roster_protocol::Fields::new();
+        row.insert("name".into(), "Ada".into());
+        client
+            .store()
+            .insert("person", row)
+            .unwrap_or_else(|e| panic!("{e}"));
+        drop(client);
+        let summary = SyncClient::store_summary(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (summary.synced_before, summary.rows, summary.pending),
+            (false, 1, 1)
+        );
+        let moved = SyncClient::point_at_server(
+            dir.path(),
+            "http://127.0.0.1:10/",
+            &Credentials::token("rst_x"),
+            &schema,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(moved.store().server_url(), "http://127.0.0.1:10");
+        assert_eq!(
+            moved
+                .store()
+                .credentials()
+                .ok()
+                .and_then(|c| c.token)
+                .as_deref(),
+            Some("rst_x")
+        );
+        assert_eq!(moved.store().status().map(|s| s.pending).ok(), Some(1));
+        let mut other = schema.clone();
+        other.tables[0].columns[5].max_len = None;
+        assert!(same_shape(&schema, &other), "limits may differ");
+        other.tables[0].columns.pop();
+        assert!(matches!(
+            SyncClient::point_at_server(
+                dir.path(),
+                "http://127.0.0.1:11",
+                &Credentials::default(),
+                &other
+            ),
+            Err(ClientError::BadInput(_))
+        ));
+        drop(moved);
+        let conn = connection(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        conn.execute(
+            "UPDATE _roster_meta SET value = '5' WHERE key = 'watermark'",
+            [],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        drop(conn);
+        assert!(matches!(
+            SyncClient::point_at_server(
+                dir.path(),
+                "http://127.0.0.1:12",
+                &Credentials::default(),
+                &schema
+            ),
+            Err(ClientError::BadInput(_))
+        ));
+    }
+}

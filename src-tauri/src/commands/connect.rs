@@ -1,0 +1,319 @@
+//! Choosing the server: test a connection, connect (the first time, or to another
+//! server), work offline for now, and reset the local data.
+//!
+//! A store that never synced moves to the chosen server with its rows, which the next
+//! round pushes. A store that synced with another server cannot (its versions belong to
+//! that server): after the person confirms, a new store is started in a new folder of the
+//! data dir, and the old one stays on disk untouched.
+
+use std::time::Duration;
+
+use roster_client::{
+    ConnectionCheck, ConnectionProblem, Credentials, SyncClient, check_connection,
+};
+use roster_protocol::Schema;
+use serde::Serialize;
+use tauri::{AppHandle, Manager, State};
+
+use crate::error::{AppError, ErrorKind};
+use crate::settings::{self, Connection, Settings};
+use crate::state::{AppState, Ready};
+
+/// How long each step of a connection test may take.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connection test in words.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectionReport {
+    /// Whether the server is a Roster server that accepts the token.
+    pub ok: bool,
+    /// What is wrong, if anything.
+    pub problem: Option<ConnectionProblem>,
+    /// One sentence for a person.
+    pub message: String,
+    /// What the network or the server said, for the curious.
+    pub detail: String,
+    /// The form field to fix (`server_url` or `token`).
+    pub field: Option<String>,
+}
+
+/// `check` in plain words.
+fn describe(check: &ConnectionCheck) -> ConnectionReport {
+    let url = &check.server_url;
+    let (message, field) = match check.problem {
+        None => ("Connected: this is a Roster server and it accepts the token.".to_owned(), None),
+        Some(ConnectionProblem::BadUrl) => (
+            "Enter the server's address, like https://roster.example.org or http://192.168.1.5:8787.".to_owned(),
+            Some("server_url"),
+        ),
+        Some(ConnectionProblem::Unreachable) => (
+            format!("Can't reach a server at {url}: nothing answers there. Check the address and that the server is running."),
+            Some("server_url"),
+        ),
+        Some(ConnectionProblem::Tls) => (
+            format!("The secure (TLS) connection to {url} failed: its certificate is not trusted, or it does not speak HTTPS."),
+            Some("server_url"),
+        ),
+        Some(ConnectionProblem::Unauthorized) => (
+            "The server does not accept this access token. Check it, or ask the server's administrator for a new one.".to_owned(),
+            Some("token"),
+        ),
+        Some(ConnectionProblem::Forbidden) => (
+            "This access token may not use this data. Ask the server's administrator.".to_owned(),
+            Some("token"),
+        ),
+        Some(ConnectionProblem::NotRoster) => (
+            format!("Something answers at {url}, but it is not a Roster server."),
+            Some("server_url"),
+        ),
+    };
+    ConnectionReport {
+        ok: check.problem.is_none(),
+        problem: check.problem,
+        message,
+        detail: check.detail.clone(),
+        field: field.map(str::to_owned),
+    }
+}
+
+/// `token` as the client presents it.
+fn credentials(token: &str) -> Credentials {
+    Credentials {
+        token: Some(token.trim().to_owned()).filter(|t| !t.is_empty()),
+        dataset: None,
+    }
+}
+
+/// Checks `server_url` with `token` and says what is wrong, in words.
+#[tauri::command(rename_all = "snake_case")]
+pub async fn test_connection(
+    server_url: String,
+    token: String,
+) -> Result<ConnectionReport, AppError> {
+    Ok(describe(
+        &check_connection(&server_url, &credentials(&token), CHECK_TIMEOUT).await,
+    ))
+}
+
+/// The local data a change of server or a reset concerns.
+#[derive(Debug, Clone, Serialize)]
+pub struct LocalData {
+    /// The server the store belongs to.
+    pub server_url: String,
+    /// Whether a server was chosen.
+    pub connection: Connection,
+    /// Changes not on the server yet (those held by open conflicts too).
+    pub pending: u64,
+    /// Open conflicts.
+    pub open_conflicts: u64,
+    /// Whether the store ever synced (then it cannot move to another server).
+    pub synced_before: bool,
+    /// Rows in the store.
+    pub rows: u64,
+}
+
+fn local_data_of(ready: &Ready) -> Result<LocalData, AppError> {
+    let status = ready.client.store().status()?;
+    let summary = SyncClient::store_summary(&ready.settings()?.store_path(&ready.data_dir))?;
+    Ok(LocalData {
+        server_url: status.server_url,
+        connection: ready.settings()?.connection,
+        pending: summary.pending,
+        open_conflicts: status.open_conflicts,
+        synced_before: summary.synced_before,
+        rows: summary.rows,
+    })
+}
+
+/// What a switch of server or a reset would concern.
+#[tauri::command]
+pub async fn local_data(state: State<'_, AppState>) -> Result<LocalData, AppError> {
+    let ready = state.get()?;
+    super::blocking(move || local_data_of(&ready)).await
+}
+
+/// What [`connect_server`] did.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectOutcome {
+    /// Same server, new token.
+    TokenChanged,
+    /// The local data moved to the server and is pushed by the next round.
+    Moved,
+    /// A new store was started from the server (the old one is kept on disk).
+    NewStore,
+}
+
+/// Connects to `server_url` with `token` after testing it: the first time, after working
+/// offline, or to another server. Moving a store that synced with another server sets it
+/// aside; that happens only with `replace_local`, else the answer is a
+/// [`ErrorKind::NeedsConfirm`] error saying how many changes would stay behind.
+#[tauri::command(rename_all = "snake_case")]
+pub async fn connect_server(
+    app: AppHandle,
+    state: State<'_, AppState>,
+    server_url: String,
+    token: String,
+    replace_local: bool,
+) -> Result<ConnectOutcome, AppError> {
+    let ready = state.get()?;
+    let mut settings = ready.settings()?;
+    settings.server_url = server_url.trim().to_owned();
+    settings.token = token.trim().to_owned();
+    settings.connection = Connection::Server;
+    settings.validate()?;
+    let credentials = settings.credentials();
+    let check = check_connection(&settings.server_url, &credentials, CHECK_TIMEOUT).await;
+    let report = describe(&check);
+    let Some(schema) = check.schema.filter(|_| report.ok) else {
+        return Err(AppError {
+            field: report.field.clone(),
+            ..AppError::new(ErrorKind::Server, report.message)
+        });
+    };
+    settings.server_url = check.server_url;
+    let data = {
+        let ready = ready.clone();
+        super::blocking(move || local_data_of(&ready)).await?
+    };
+    let same_server = data.server_url == settings.server_url;
+    let outcome = if data.synced_before && same_server {
+        ready.client.set_token(credentials.token.clone())?;
+        ConnectOutcome::TokenChanged
+    } else if !data.synced_before && data.rows > 0 {
+        // Made offline: the rows move to the server (when its tables fit them).
+        let dir = settings.store_path(&ready.data_dir);
+        let url = settings.server_url.clone();
+        let client = super::blocking(move || {
+            Ok(SyncClient::point_at_server(
+                &dir,
+                &url,
+                &credentials,
+                &schema,
+            )?)
+        })
+        .await?;
+        restart(&app, &state, &ready, client, &settings)?;
+        return Ok(ConnectOutcome::Moved);
+    } else {
+        if data.pending > 0 && !replace_local {
+            return Err(AppError::new(
+                ErrorKind::NeedsConfirm,
+                format!(
+                    "{} on this device {} not reached {} and would stay behind.",
+                    count(data.pending, "change", "changes"),
+                    if data.pending == 1 { "has" } else { "have" },
+                    data.server_url
+                ),
+            ));
+        }
+        let client = new_store(&ready, &mut settings, Some(schema)).await?;
+        restart(&app, &state, &ready, client, &settings)?;
+        return Ok(ConnectOutcome::NewStore);
+    };
+    save(&app, &ready, settings)?;
+    Ok(outcome)
+}
+
+/// "Work offline for now": hides the connect screen; nothing syncs until a server is set.
+#[tauri::command]
+pub fn work_offline(app: AppHandle, state: State<'_, AppState>) -> Result<(), AppError> {
+    let ready = state.get()?;
+    let mut settings = ready.settings()?;
+    if settings.connection == Connection::Unset {
+        settings.connection = Connection::Offline;
+    }
+    save(&app, &ready, settings)?;
+    ready.sync.refresh();
+    Ok(())
+}
+
+/// Starts a new, empty store (from the server's schema when it answers) and keeps the old
+/// one on disk. Refused with [`ErrorKind::NeedsConfirm`] while changes are waiting,
+/// unless `confirmed`.
+#[tauri::command]
+pub async fn reset_local_data(
+    app: AppHandle,
+    state: State<'_, AppState>,
+    confirmed: bool,
+) -> Result<(), AppError> {
+    let ready = state.get()?;
+    let data = {
+        let ready = ready.clone();
+        super::blocking(move || local_data_of(&ready)).await?
+    };
+    if data.pending > 0 && !confirmed {
+        return Err(AppError::new(
+            ErrorKind::NeedsConfirm,
+            format!(
+                "{} would be lost.",
+                count(data.pending, "change", "changes")
+            ),
+        ));
+    }
+    let mut settings = ready.settings()?;
+    let schema = match settings.connection {
+        Connection::Server => {
+            check_connection(&settings.server_url, &settings.credentials(), CHECK_TIMEOUT)
+                .await
+                .schema
+        }
+        _ => None,
+    };
+    let client = new_store(&ready, &mut settings, schema).await?;
+    restart(&app, &state, &ready, client, &settings)
+}
+
+fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// A new store in a new folder of the data dir for `settings`' server, with `schema`
+/// (the built-in one when `None`); `settings.store_dir` names the folder afterwards.
+async fn new_store(
+    ready: &Ready,
+    settings: &mut Settings,
+    schema: Option<Schema>,
+) -> Result<SyncClient, AppError> {
+    let folder = format!("store-{}", uuid::Uuid::now_v7().simple());
+    let dir = ready.data_dir.join(&folder);
+    let client = SyncClient::init(
+        &dir,
+        &settings.server_url,
+        &settings.credentials(),
+        Some(schema.unwrap_or_else(Schema::default_person)),
+    )
+    .await?;
+    tracing::info!(store = %dir.display(), old = ?settings.store_dir, "started a new local store");
+    settings.store_dir = Some(folder);
+    Ok(client)
+}
+
+/// Saves `settings` and runs the app on `client` from now on.
+fn restart(
+    app: &AppHandle,
+    state: &AppState,
+    ready: &Ready,
+    client: SyncClient,
+    settings: &Settings,
+) -> Result<(), AppError> {
+    settings::save(app, &ready.data_dir, settings)?;
+    let next = crate::startup::launch(app, ready.data_dir.clone(), client, settings.clone());
+    state.replace(next)?;
+    Ok(())
+}
+
+/// Stores `settings` for the running app (file, memory, window title) and wakes the sync
+/// task.
+pub(crate) fn save(app: &AppHandle, ready: &Ready, settings: Settings) -> Result<(), AppError> {
+    settings::save(app, &ready.data_dir, &settings)?;
+    if let Some(window) = app.get_webview_window(crate::MAIN_WINDOW) {
+        let _ = window.set_title(&crate::window_title(&settings.device_name));
+    }
+    *ready
+        .settings
+        .write()
+        .map_err(|_| AppError::internal("settings lock poisoned"))? = settings;
+    ready.sync.refresh();
+    Ok(())
+}

@@ -1,0 +1,128 @@
+// Choosing the server: the first-run connect screen ("Test connection", "Connect",
+// "Work offline for now") and the same flow from Settings (switch server, reset).
+
+import { api } from "./api.js";
+import { $, askDialog, plural, toast } from "./util.js";
+
+const FIELDS = ["server_url", "token"];
+
+function clearErrors(prefix) {
+  for (const name of FIELDS) {
+    const node = $(`error-${prefix}-${name}`);
+    if (node) { node.hidden = true; node.textContent = ""; }
+    $(`${prefix}-${name}`)?.removeAttribute("aria-invalid");
+  }
+}
+
+/** Shows `message` next to field `field` of the form whose ids start with `prefix`. */
+export function fieldError(prefix, field, message) {
+  const node = field && $(`error-${prefix}-${field}`);
+  if (!node) return false;
+  node.textContent = message;
+  node.hidden = false;
+  $(`${prefix}-${field}`).setAttribute("aria-invalid", "true");
+  return true;
+}
+
+/** Connects to `url` with `token`; asks before leaving changes behind. Resolves true
+ *  when connected (the page reloads on the new data), false otherwise; errors go to
+ *  `showError(field, message)`. */
+export async function connectTo(url, token, showError) {
+  try {
+    await api.connect(url, token, false);
+  } catch (error) {
+    if (error.kind !== "needs_confirm") { showError(error.field, error.message); return false; }
+    const answer = await askDialog("Switch server?",
+      `${error.message} The data of this device stays on disk, but the app starts over from the new server.`,
+      "Switch and start over", "Sync them first");
+    if (answer === "alt") {
+      try { await api.syncNow(); } catch (e) { showError(null, e.message); return false; }
+      const data = await api.localData();
+      if (data.pending > 0) {
+        showError(null, `${plural(data.pending, "change is", "changes are")} still waiting; try again when the old server answers.`);
+        return false;
+      }
+    } else if (answer !== "ok") {
+      return false;
+    }
+    try {
+      await api.connect(url, token, true);
+    } catch (e) {
+      showError(e.field, e.message);
+      return false;
+    }
+  }
+  location.reload();
+  return true;
+}
+
+/** Sets up the connect screen. */
+export function initConnect() {
+  const result = $("connect-result");
+  const show = (field, message, ok = false) => {
+    if (!fieldError("connect", field, message)) {
+      result.textContent = message;
+      result.hidden = false;
+    }
+    result.classList.toggle("ok", ok);
+  };
+  $("test-connection").addEventListener("click", async () => {
+    clearErrors("connect");
+    result.hidden = true;
+    $("test-connection").disabled = true;
+    try {
+      const report = await api.testConnection($("connect-server_url").value.trim(), $("connect-token").value.trim());
+      result.textContent = report.message;
+      result.title = report.detail;
+      result.hidden = false;
+      result.classList.toggle("ok", report.ok);
+      if (report.field) $(`connect-${report.field}`).setAttribute("aria-invalid", "true");
+    } catch (error) {
+      show(null, error.message);
+    } finally {
+      $("test-connection").disabled = false;
+    }
+  });
+  $("connect-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    clearErrors("connect");
+    result.hidden = true;
+    $("connect").disabled = true;
+    result.textContent = "Connecting…";
+    result.hidden = false;
+    const ok = await connectTo($("connect-server_url").value.trim(), $("connect-token").value.trim(),
+      (field, message) => { result.hidden = true; show(field, message); });
+    $("connect").disabled = false;
+    if (!ok && result.textContent === "Connecting…") result.hidden = true;
+  });
+  $("work-offline").addEventListener("click", async () => {
+    try {
+      await api.workOffline();
+      location.reload();
+    } catch (error) {
+      toast(error.message);
+    }
+  });
+}
+
+/** Settings → "Reset local data…": warns with the count of waiting changes. */
+export async function resetLocalData() {
+  const data = await api.localData();
+  const waiting = data.pending > 0
+    ? `${plural(data.pending, "change has", "changes have")} not reached the server yet and would be lost. `
+    : "";
+  const answer = await askDialog("Reset local data?",
+    `${waiting}Roster starts over with an empty list${data.connection === "server" ? " and downloads everything from the server again" : ""}. The old data stays on disk in the data folder.`,
+    "Reset", data.pending > 0 && data.connection === "server" ? "Sync first" : null);
+  if (answer === "alt") {
+    try { await api.syncNow(); toast("Synced. Press Reset again to start over."); } catch (e) { toast(e.message); }
+    return;
+  }
+  if (answer !== "ok") return;
+  try {
+    await api.resetLocal(true);
+    location.reload();
+  } catch (error) {
+    toast(error.message);
+  }
+}
