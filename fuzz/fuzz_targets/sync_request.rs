@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use roster_protocol::{ErrorCode, Schema};
-use roster_server::validate::decode_request;
+use roster_protocol::validate::decode_request;
 
 fuzz_target!(|body: &[u8]| {
     let schema = Schema::default_person();

@@ -8,11 +8,15 @@
 //! * [`conflict`]: conflict kinds (named from the client's point of view), policies and
 //!   resolutions.
 //! * [`error`]: the JSON error body every non-2xx response carries.
+//! * [`validate`]: the one gate of every sync request body: decode, then check it
+//!   against the schema (the server runs it before touching its store; the fuzz target
+//!   runs it alone).
 
 pub mod conflict;
 pub mod error;
 pub mod schema;
 pub mod sync;
+pub mod validate;
 
 pub use conflict::{
     Conflict, ConflictKind, ConflictLogEntry, ConflictPolicy, Resolution, RollbackReport,

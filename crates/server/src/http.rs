@@ -26,7 +26,7 @@ use crate::auth_limit::{Admission, AuthLimiter, AuthLimits};
 use crate::config::ServerConfig;
 use crate::resolve::{ConflictHandler, Resolver};
 use crate::store::{StoreError, SyncStore};
-use crate::validate::decode_request;
+use roster_protocol::validate::decode_request;
 
 /// Shared state of the router.
 #[derive(Clone)]

@@ -26,7 +26,6 @@ pub mod listener;
 pub mod resolve;
 pub mod store;
 pub mod tls;
-pub mod validate;
 
 pub use config::ServerConfig;
 pub use store::{StoreError, SyncStore};

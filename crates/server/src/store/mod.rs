@@ -145,7 +145,7 @@ pub enum StoreError {
 /// data set for a call: two data sets may hold the same `(table, id)` and the same
 /// client or batch ids without meeting. Versions may be drawn from one global counter.
 pub trait SyncStore: Send + Sync + 'static {
-    /// Applies a request already checked by [`crate::validate::validate_request`] to the
+    /// Applies a request already checked by [`roster_protocol::validate::validate_request`] to the
     /// data set `dataset` in one transaction: clean changes are acknowledged with their new version, conflicting
     /// ones are resolved by `resolver`, logged, and reported, and server changes after
     /// `request.since` (minus the rows this request wrote or answered) are returned as one page.

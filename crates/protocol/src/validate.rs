@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use roster_protocol::{
+use crate::{
     ApiError, ErrorCode, MAX_CHANGES_PER_REQUEST, MAX_PULL_LIMIT, PROTOCOL_VERSION, Schema,
     SchemaError, SyncRequest,
 };
@@ -103,7 +103,7 @@ fn schema_error(error: SchemaError, at: &dyn Fn(String) -> String) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use roster_protocol::{Change, ChangeOp, Fields, RowId};
+    use crate::{Change, ChangeOp, Fields, RowId};
     use serde_json::json;
 
     fn request(changes: Vec<Change>) -> SyncRequest {
