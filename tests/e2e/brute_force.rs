@@ -95,3 +95,27 @@ async fn a_burst_of_bad_tokens_is_slowed_then_refused_while_a_valid_client_keeps
     assert_eq!(status, 200, "{body}");
     assert_eq!(pull(&other, &server, "rst_bad").await.0, 401);
 }
+
+/// A user that sends more requests than its quota allows is refused with 429 and
+/// `Retry-After` before anything runs; another user on the same address goes on.
+#[tokio::test]
+async fn a_user_past_its_request_quota_waits_while_another_user_goes_on() {
+    let server =
+        TestServer::start_with_config(&format!("user_requests_per_minute = 5\n{TWO_TABLE_CONFIG}"));
+    let (bob, _) = server.admin(&["create-user", "bob"]);
+    let http = http_from("127.0.0.1");
+    for _ in 0..5 {
+        let (status, _, body, _) = pull(&http, &server, server.token()).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, retry_after, body, _) = pull(&http, &server, server.token()).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], json!("too_many_requests"));
+    let retry_after = retry_after.expect("a Retry-After header");
+    assert!(
+        (1..=12).contains(&retry_after),
+        "Retry-After: {retry_after}"
+    );
+    let (status, _, body, _) = pull(&http, &server, bob.trim()).await;
+    assert_eq!(status, 200, "{body}");
+}

@@ -44,7 +44,7 @@ enum Task {
     Bench(bench::BenchArgs),
     /// Start a throwaway PostgreSQL on 127.0.0.1, run a command with
     /// ROSTER_TEST_BACKEND=postgres and ROSTER_TEST_PG_URL set, then stop it, e.g.
-    /// `cargo xtask with-postgres -- cargo nextest run -p roster-e2e`.
+    /// `cargo xtask with-postgres -- cargo nextest run --workspace -E 'package(roster-e2e)'`.
     WithPostgres {
         /// The command and its arguments.
         #[arg(last = true, required = true)]

@@ -140,9 +140,10 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// Whether retrying later may succeed (network or server availability problems).
+    /// Whether retrying later may succeed (network or server availability problems, or
+    /// a server that asked to be called again later with 429).
     pub fn is_transient(&self) -> bool {
         matches!(self, ClientError::Unreachable { .. })
-            || matches!(self, ClientError::Server { status, .. } if *status >= 500)
+            || matches!(self, ClientError::Server { status, .. } if *status >= 500 || *status == 429)
     }
 }

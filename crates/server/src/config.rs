@@ -35,6 +35,8 @@ pub const DEFAULT_AUTH_FAILURE_DELAY_MS: u64 = 1000;
 pub const DEFAULT_AUTH_FAILURE_WINDOW_SECS: u64 = 300;
 /// Most addresses (and recently valid tokens) the limiter keeps by default.
 pub const DEFAULT_AUTH_LIMITER_MAX_ENTRIES: usize = 10_000;
+/// Default per-user request quota: 6000 a minute (a sustained 100 a second).
+pub const DEFAULT_USER_REQUESTS_PER_MINUTE: u32 = 6000;
 
 /// How the `merge` policy picks a field both sides changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,6 +138,10 @@ pub struct ServerConfig {
     /// Most addresses, and most recently valid tokens, the limiter keeps in memory.
     #[serde(default = "default_auth_limiter_max_entries")]
     pub auth_limiter_max_entries: usize,
+    /// Requests a minute each user may send to `/v1/*` (a burst of that many, refilled
+    /// evenly); past it, 429 with `Retry-After`. 0 turns the quota off.
+    #[serde(default = "default_user_requests_per_minute")]
+    pub user_requests_per_minute: u32,
     /// Synced tables. Empty means the shipped `person` table with server-wins.
     #[serde(default)]
     pub tables: Vec<TableConfig>,
@@ -183,6 +189,9 @@ fn default_auth_failure_window() -> u64 {
 fn default_auth_limiter_max_entries() -> usize {
     DEFAULT_AUTH_LIMITER_MAX_ENTRIES
 }
+fn default_user_requests_per_minute() -> u32 {
+    DEFAULT_USER_REQUESTS_PER_MINUTE
+}
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -204,6 +213,7 @@ impl Default for ServerConfig {
             auth_failure_delay_ms: DEFAULT_AUTH_FAILURE_DELAY_MS,
             auth_failure_window_secs: DEFAULT_AUTH_FAILURE_WINDOW_SECS,
             auth_limiter_max_entries: DEFAULT_AUTH_LIMITER_MAX_ENTRIES,
+            user_requests_per_minute: DEFAULT_USER_REQUESTS_PER_MINUTE,
             tables: Vec::new(),
         }
     }

@@ -24,6 +24,7 @@ use tower_http::trace::TraceLayer;
 use crate::accounts::{AccountError, AccountStore, TokenCheck, User, authenticate};
 use crate::auth_limit::{Admission, AuthLimiter, AuthLimits};
 use crate::config::ServerConfig;
+use crate::quota::UserQuota;
 use crate::resolve::{ConflictHandler, Resolver};
 use crate::store::{StoreError, SyncStore};
 use roster_protocol::validate::decode_request;
@@ -36,6 +37,7 @@ pub struct ServerState {
     schema: Arc<Schema>,
     resolver: Arc<Resolver>,
     auth_limiter: Arc<AuthLimiter>,
+    user_quota: Arc<UserQuota>,
 }
 
 impl ServerState {
@@ -52,6 +54,7 @@ impl ServerState {
             schema: Arc::new(config.schema()),
             resolver: Arc::new(Resolver::new(config)),
             auth_limiter: Arc::new(AuthLimiter::new(AuthLimits::from_config(config))),
+            user_quota: Arc::new(UserQuota::new(config.user_requests_per_minute)),
         }
     }
 
@@ -212,13 +215,22 @@ fn forbidden() -> HttpError {
 
 /// The 429 of an address refused by the brute-force limit.
 fn too_many_failures(retry_after: Duration) -> Response {
-    let secs = retry_after.as_secs().max(1);
+    too_many_requests(
+        retry_after,
+        "too many failed authentications from this address",
+    )
+}
+
+/// A 429 `too_many_requests` saying `why`, with `Retry-After` in whole seconds (at
+/// least 1).
+fn too_many_requests(retry_after: Duration, why: &str) -> Response {
+    let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
     (
         StatusCode::TOO_MANY_REQUESTS,
         [(header::RETRY_AFTER, secs.to_string())],
         Json(ApiError::new(
             ErrorCode::TooManyRequests,
-            format!("too many failed authentications from this address; retry in {secs} s"),
+            format!("{why}; retry in {secs} s"),
         )),
     )
         .into_response()
@@ -281,6 +293,13 @@ async fn authorise(
         }
         (checked, _) => checked?,
     };
+    if let Err(wait) = state.user_quota.check(&scope.user.name) {
+        tracing::warn!(user = %scope.user.name, "refused: request quota used up");
+        return Ok(too_many_requests(
+            wait,
+            "this user sent more requests than its quota allows",
+        ));
+    }
     request.extensions_mut().insert(scope);
     Ok(next.run(request).await)
 }

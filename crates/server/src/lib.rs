@@ -3,11 +3,13 @@
 //! * [`accounts`]: users, hashed bearer tokens, data sets and grants.
 //! * [`config`]: the server's settings and table declarations (TOML file plus flags).
 //! * [`auth_limit`]: the brute-force limit on failed authentications, per address.
+//! * [`quota`]: the per-user request quota (429 with `Retry-After`).
 //! * [`classify`]: which conflict kind a change runs into.
 //! * [`resolve`]: how it is resolved: automatic three-way merge, the owner's
 //!   [`resolve::ConflictHandler`], then the table's policy and field rules.
-//! * [`store`]: the storage trait every backend implements, and [`store::sqlite`], the
-//!   embedded default.
+//! * [`store`]: the storage trait, the request flow written once over it
+//!   (`store::flow`), and its two backends, [`store::sqlite`] (the embedded default)
+//!   and [`store::postgres`].
 //! * [`http`]: the axum router: request decoding, validation and error bodies.
 //! * [`app`]: the one way to start the service (store, state, router, listener and the
 //!   background purge), used by the binary, [`embed`] and the tests.
@@ -23,6 +25,7 @@ pub mod config;
 pub mod embed;
 pub mod http;
 pub mod listener;
+pub mod quota;
 pub mod resolve;
 pub mod store;
 pub mod tls;
