@@ -51,10 +51,11 @@ pub fn run_dev(args: &RunArgs) -> Result<()> {
         step("build roster-server and roster");
         build.args(["build", "-p", "roster-server", "-p", "roster-cli"]);
     } else {
-        // The same selection as `cargo xtask test` builds, so its cache serves both
-        // (a different package set unifies features differently and rebuilds Tauri).
+        // The same selection as `cargo xtask test` builds (every target of the
+        // workspace), so its dependency cache serves both: another selection unifies
+        // features differently and compiles Tauri again.
         step("build roster-server, roster and the desktop app");
-        build.args(["build", "--workspace", "--bins"]);
+        build.args(["build", "--workspace", "--all-targets"]);
     }
     run(&mut build)?;
     let data_dir = root.join(DATA_DIR);
