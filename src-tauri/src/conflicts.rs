@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use roster_client::{Choice, ConflictHandler, OpenConflict, SyncClient};
+use roster_client::{Choice, DeviceConflictHandler, OpenConflict, SyncClient};
 use roster_protocol::RowId;
 use serde::{Deserialize, Serialize};
 
@@ -69,7 +69,7 @@ impl DeviceHandler {
     }
 }
 
-impl ConflictHandler for DeviceHandler {
+impl DeviceConflictHandler for DeviceHandler {
     fn decide(&self, conflict: &OpenConflict) -> Option<Choice> {
         let mode = self
             .settings

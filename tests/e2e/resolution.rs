@@ -8,13 +8,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use roster_client::{
-    Choice, ClientError, ConflictHandler as ClientHandler, OpenConflict, SyncOptions,
-};
+use roster_client::{Choice, ClientError, DeviceConflictHandler, OpenConflict, SyncOptions};
 use roster_e2e::scenario::{A_VALUE, B_VALUE, a_state, b_state, columns, provoke};
 use roster_e2e::{TestClient, TestServer, assert_converged, obj};
 use roster_protocol::{ConflictKind, Fields};
-use roster_server::resolve::{ConflictContext, ConflictHandler, HandlerDecision};
+use roster_server::resolve::{ConflictContext, HandlerDecision, ServerConflictHandler};
 use serde_json::{Value, json};
 
 /// A one-table server config with the given policy; the merge policy's age rule is min.
@@ -46,7 +44,7 @@ struct FixedHandler {
     seen: Mutex<Vec<(ConflictKind, bool, bool, bool)>>,
 }
 
-impl ConflictHandler for FixedHandler {
+impl ServerConflictHandler for FixedHandler {
     fn resolve(&self, conflict: &ConflictContext<'_>) -> Option<HandlerDecision> {
         self.seen.lock().unwrap().push((
             conflict.kind,
@@ -343,7 +341,7 @@ async fn decide_as_a_person(case: &str, b: &TestClient, kind: ConflictKind, way:
 #[tokio::test]
 async fn two_sync_client_side_resolution_counts_match_the_document() {
     struct DecideName;
-    impl ClientHandler for DecideName {
+    impl DeviceConflictHandler for DecideName {
         fn decide(&self, conflict: &OpenConflict) -> Option<Choice> {
             let mut row = conflict.remote.clone()?;
             row.insert("name".into(), json!("BLA BLA BLA"));
@@ -512,7 +510,7 @@ async fn edits_of_different_fields_merge_automatically() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollback_undoes_every_batch_of_the_round() {
     struct RollbackUpdates;
-    impl ConflictHandler for RollbackUpdates {
+    impl ServerConflictHandler for RollbackUpdates {
         fn resolve(&self, conflict: &ConflictContext<'_>) -> Option<HandlerDecision> {
             (conflict.kind == ConflictKind::BothUpdated)
                 .then(|| HandlerDecision::Rollback(format!("{} is disputed", conflict.table)))

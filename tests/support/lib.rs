@@ -146,7 +146,7 @@ impl TestServer {
     /// first (a Rust handler cannot be loaded into the binary).
     pub async fn start_embedded(
         config: &str,
-        handler: std::sync::Arc<dyn roster_server::resolve::ConflictHandler>,
+        handler: std::sync::Arc<dyn roster_server::resolve::ServerConflictHandler>,
     ) -> Self {
         Self::start_embedded_with(config, Some(handler)).await
     }
@@ -156,7 +156,7 @@ impl TestServer {
     /// with `handler` deciding conflicts first when given.
     pub async fn start_embedded_with(
         config: &str,
-        handler: Option<std::sync::Arc<dyn roster_server::resolve::ConflictHandler>>,
+        handler: Option<std::sync::Arc<dyn roster_server::resolve::ServerConflictHandler>>,
     ) -> Self {
         roster_client::install_tls_provider();
         let dir = tempfile::tempdir().unwrap();

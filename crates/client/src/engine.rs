@@ -13,7 +13,7 @@ use roster_protocol::{Schema, SyncRequest};
 
 use crate::ClientError;
 use crate::local::LocalStore;
-use crate::local::conflicts::ConflictHandler;
+use crate::local::conflicts::DeviceConflictHandler;
 use crate::round::{
     ApplyCounts, Batch, CollectSpec, Event, Received, RoundParams, RoundState, Step, SyncProgress,
     SyncReport,
@@ -83,7 +83,7 @@ pub struct SyncClient {
     store: Arc<LocalStore>,
     transport: HttpTransport,
     options: SyncOptions,
-    handler: Option<Arc<dyn ConflictHandler>>,
+    handler: Option<Arc<dyn DeviceConflictHandler>>,
     round: tokio::sync::Mutex<()>,
 }
 
@@ -171,7 +171,7 @@ impl SyncClient {
 
     /// Lets `handler` choose for conflicts the server defers to this client, during the
     /// round that receives them; those it returns `None` for wait for a person.
-    pub fn with_handler(mut self, handler: Arc<dyn ConflictHandler>) -> Self {
+    pub fn with_handler(mut self, handler: Arc<dyn DeviceConflictHandler>) -> Self {
         self.handler = Some(handler);
         self
     }

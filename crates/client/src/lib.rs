@@ -32,7 +32,7 @@ pub use connect::{ConnectionCheck, ConnectionProblem, StoreSummary, check_connec
 pub use engine::{SyncClient, SyncOptions};
 pub use error::ClientError;
 pub use local::{
-    Choice, ConflictHandler, ConflictRecord, DB_FILE, ListQuery, LocalStore, MAX_LIST_LIMIT,
+    Choice, ConflictRecord, DB_FILE, DeviceConflictHandler, ListQuery, LocalStore, MAX_LIST_LIMIT,
     OpenConflict, Record, Status,
 };
 pub use round::{MAX_PULL_REQUESTS, SyncProgress, SyncReport};

@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::config::ServerConfig;
 use crate::http::{BodyLimits, ServerState, router};
 use crate::listener::{self, ConnectionLimits};
-use crate::resolve::ConflictHandler;
+use crate::resolve::ServerConflictHandler;
 use crate::store::{self, StoreError, SyncStore};
 use crate::tls::{self, Tls, TlsError};
 
@@ -56,7 +56,7 @@ impl Application {
     pub async fn build(
         config: &ServerConfig,
         db: &Path,
-        handler: Option<Arc<dyn ConflictHandler>>,
+        handler: Option<Arc<dyn ServerConflictHandler>>,
     ) -> Result<Self, StartError> {
         let db = db.to_path_buf();
         // On a blocking thread: the PostgreSQL driver blocks.

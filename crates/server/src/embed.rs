@@ -1,5 +1,5 @@
 //! Running the service inside another Rust program, which is how a server owner plugs in
-//! a [`ConflictHandler`]: a thin wrapper that builds an [`Application`] (the same start
+//! a [`ServerConflictHandler`]: a thin wrapper that builds an [`Application`] (the same start
 //! as `roster-server serve`, background purge included) and serves it on a task.
 
 use std::net::SocketAddr;
@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::app::Application;
 pub use crate::app::StartError;
 use crate::config::ServerConfig;
-use crate::resolve::ConflictHandler;
+use crate::resolve::ServerConflictHandler;
 
 /// A service running on the current tokio runtime. Dropping it stops the server.
 pub struct EmbeddedServer {
@@ -29,7 +29,7 @@ impl EmbeddedServer {
     pub async fn start(
         config: &ServerConfig,
         db: &Path,
-        handler: Option<Arc<dyn ConflictHandler>>,
+        handler: Option<Arc<dyn ServerConflictHandler>>,
     ) -> Result<Self, StartError> {
         let app = Application::build(config, db, handler).await?;
         let addr = app.addr();

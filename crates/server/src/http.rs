@@ -25,7 +25,7 @@ use crate::accounts::{AccountError, AccountStore, TokenCheck, User, authenticate
 use crate::auth_limit::{Admission, AuthLimiter, AuthLimits};
 use crate::config::ServerConfig;
 use crate::quota::UserQuota;
-use crate::resolve::{ConflictHandler, Resolver};
+use crate::resolve::{Resolver, ServerConflictHandler};
 use crate::store::{StoreError, SyncStore};
 use roster_protocol::validate::decode_request;
 
@@ -60,7 +60,7 @@ impl ServerState {
 
     /// The same state with `handler` deciding conflicts before the config's rules. With a
     /// handler, sync rounds become atomic so that it can roll one back.
-    pub fn with_handler(mut self, handler: Arc<dyn ConflictHandler>) -> Self {
+    pub fn with_handler(mut self, handler: Arc<dyn ServerConflictHandler>) -> Self {
         let resolver = self.resolver.as_ref().clone().with_handler(handler);
         self.resolver = Arc::new(resolver);
         self

@@ -6,7 +6,7 @@
 //! * [`quota`]: the per-user request quota (429 with `Retry-After`).
 //! * [`classify`]: which conflict kind a change runs into.
 //! * [`resolve`]: how it is resolved: automatic three-way merge, the owner's
-//!   [`resolve::ConflictHandler`], then the table's policy and field rules.
+//!   [`resolve::ServerConflictHandler`], then the table's policy and field rules.
 //! * [`store`]: the storage trait, the request flow written once over it
 //!   (`store::flow`), and its two backends, [`store::sqlite`] (the embedded default)
 //!   and [`store::postgres`].

@@ -3,7 +3,7 @@
 //! 1. **Automatic three-way merge.** When both sides updated a row but changed different
 //!    fields since the client's base, the server merges them; nobody is asked (table
 //!    setting `auto_merge`, on by default).
-//! 2. **The server owner's [`ConflictHandler`]**, called once per remaining conflict with
+//! 2. **The server owner's [`ServerConflictHandler`]**, called once per remaining conflict with
 //!    both rows and the base. It returns server-wins, client-wins, a merged row, defer to
 //!    the client, or rollback of the whole round; `None` leaves the choice to the rules.
 //! 3. **The table's rules** from the config: a [`ConflictPolicy`] and, for `merge`,
@@ -62,7 +62,7 @@ pub enum HandlerDecision {
 /// Server-side conflict handler, supplied by whoever embeds the server
 /// (see [`crate::http::ServerState::with_handler`]). Called inside the write transaction:
 /// keep it fast and free of I/O.
-pub trait ConflictHandler: Send + Sync + 'static {
+pub trait ServerConflictHandler: Send + Sync + 'static {
     /// Decides one conflict, or returns `None` to leave it to the table's rules.
     fn resolve(&self, conflict: &ConflictContext<'_>) -> Option<HandlerDecision>;
 }
@@ -268,7 +268,7 @@ fn resolved(kind: ConflictKind, resolution: Resolution, fields: &[String], write
 #[derive(Clone, Default)]
 pub struct Resolver {
     tables: HashMap<String, TableRules>,
-    handler: Option<Arc<dyn ConflictHandler>>,
+    handler: Option<Arc<dyn ServerConflictHandler>>,
 }
 
 impl std::fmt::Debug for Resolver {
@@ -303,7 +303,7 @@ impl Resolver {
     }
 
     /// The same rules with `handler` consulted first.
-    pub fn with_handler(mut self, handler: Arc<dyn ConflictHandler>) -> Self {
+    pub fn with_handler(mut self, handler: Arc<dyn ServerConflictHandler>) -> Self {
         self.handler = Some(handler);
         self
     }
@@ -647,7 +647,7 @@ mod tests {
 
     struct Fixed(HandlerDecision);
 
-    impl ConflictHandler for Fixed {
+    impl ServerConflictHandler for Fixed {
         fn resolve(&self, _: &ConflictContext<'_>) -> Option<HandlerDecision> {
             Some(self.0.clone())
         }

@@ -10,7 +10,7 @@ use roster_protocol::{
 };
 use rusqlite::{CachedStatement, OptionalExtension, Transaction, params};
 
-use super::conflicts::ConflictHandler;
+use super::conflicts::DeviceConflictHandler;
 use super::rows::{forget_row, json_text, parse_fields, row_state, set_base};
 use super::{LocalStore, now_ms, set_meta, sql};
 use crate::ClientError;
@@ -93,7 +93,7 @@ impl LocalStore {
         &self,
         sent: &[SentChange],
         response: &SyncResponse,
-        handler: Option<&dyn ConflictHandler>,
+        handler: Option<&dyn DeviceConflictHandler>,
     ) -> Result<ApplyCounts, ClientError> {
         self.apply_answer(sent, response, handler, false)
     }
@@ -109,7 +109,7 @@ impl LocalStore {
         &self,
         sent: &[SentChange],
         response: &SyncResponse,
-        handler: Option<&dyn ConflictHandler>,
+        handler: Option<&dyn DeviceConflictHandler>,
         round_done: bool,
     ) -> Result<ApplyCounts, ClientError> {
         let sent: HashMap<(&str, RowId), &SentChange> = sent

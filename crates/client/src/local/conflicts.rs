@@ -64,7 +64,7 @@ impl Choice {
 
 /// Decides deferred conflicts in code: the programmatic counterpart of the UI. Return
 /// `None` to leave a conflict for a person.
-pub trait ConflictHandler: Send + Sync {
+pub trait DeviceConflictHandler: Send + Sync {
     /// Chooses for one conflict, or defers it to a person.
     fn decide(&self, conflict: &OpenConflict) -> Option<Choice>;
 }

@@ -36,7 +36,7 @@ use roster_protocol::{ChangeOp, Fields, RowId, Schema};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-pub use conflicts::{Choice, ConflictHandler, OpenConflict};
+pub use conflicts::{Choice, DeviceConflictHandler, OpenConflict};
 pub use records::{ListQuery, MAX_LIST_LIMIT};
 
 use crate::ClientError;

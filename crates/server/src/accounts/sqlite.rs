@@ -131,7 +131,7 @@ impl AccountStore for SqliteStore {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let taken: bool = tx.query_row(
             "SELECT EXISTS (SELECT 1 FROM users WHERE name = ?1)
-                 OR EXISTS (SELECT 1 FROM datasets WHERE name = ?1)",
+                 OR EXISTS (SELECT 1 FROM account_datasets WHERE name = ?1)",
             [name],
             |r| r.get(0),
         )?;
@@ -145,7 +145,7 @@ impl AccountStore for SqliteStore {
         )?;
         let id = tx.last_insert_rowid();
         tx.execute(
-            "INSERT INTO datasets (name, owner_id, created_at_ms) VALUES (?1, ?2, ?3)",
+            "INSERT INTO account_datasets (name, owner_id, created_at_ms) VALUES (?1, ?2, ?3)",
             params![name, id, at],
         )?;
         tx.commit()?;
@@ -291,7 +291,7 @@ impl AccountStore for SqliteStore {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let user_id = user_id(&tx, user)?;
         let exists: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM datasets WHERE name = ?1)",
+            "SELECT EXISTS (SELECT 1 FROM account_datasets WHERE name = ?1)",
             [dataset],
             |r| r.get(0),
         )?;
@@ -335,14 +335,14 @@ impl AccountStore for SqliteStore {
         let tokens = count("SELECT COUNT(*) FROM tokens WHERE user_id = ?1")?;
         let grants = count("SELECT COUNT(*) FROM grants WHERE user_id = ?1")?;
         let owned: Vec<String> = tx
-            .prepare("SELECT name FROM datasets WHERE owner_id = ?1")?
+            .prepare("SELECT name FROM account_datasets WHERE owner_id = ?1")?
             .query_map([id], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         if data == OwnedData::Delete {
             for dataset in &owned {
                 crate::store::sqlite::delete_dataset(&tx, dataset)
                     .map_err(|e| AccountError::Database(e.to_string()))?;
-                tx.execute("DELETE FROM datasets WHERE name = ?1", [dataset])?;
+                tx.execute("DELETE FROM account_datasets WHERE name = ?1", [dataset])?;
             }
         }
         // Tokens and grants go with the user (ON DELETE CASCADE); a kept data set's
@@ -365,7 +365,7 @@ impl AccountStore for SqliteStore {
         let conn = self.pool.get()?;
         let allowed = conn
             .prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM datasets WHERE name = ?1 AND owner_id = ?2)
+                "SELECT EXISTS (SELECT 1 FROM account_datasets WHERE name = ?1 AND owner_id = ?2)
                      OR EXISTS (SELECT 1 FROM grants WHERE dataset = ?1 AND user_id = ?2)",
             )?
             .query_row(params![dataset, user.id], |r| r.get(0))?;

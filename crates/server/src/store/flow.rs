@@ -427,17 +427,16 @@ fn replay(
 mod tests {
     use std::sync::Arc;
 
-    use roster_protocol::{ChangeOp, PROTOCOL_VERSION, Resolution, RoundInfo};
+    use roster_protocol::{ChangeOp, Resolution, RoundInfo};
     use serde_json::json;
 
     use super::*;
     use crate::config::ServerConfig;
-    use crate::resolve::{ConflictContext, ConflictHandler, HandlerDecision};
+    use crate::resolve::{ConflictContext, HandlerDecision, ServerConflictHandler};
     use crate::store::SyncStore;
+    use crate::store::fixtures::{DS, insert, request, update};
     use crate::store::round::PULL_PAGE_MAX_BYTES;
     use crate::store::sqlite::SqliteStore;
-
-    const DS: &str = "alice";
 
     fn store() -> SqliteStore {
         SqliteStore::open_in_memory().unwrap()
@@ -449,7 +448,7 @@ mod tests {
 
     struct Decide(HandlerDecision);
 
-    impl ConflictHandler for Decide {
+    impl ServerConflictHandler for Decide {
         fn resolve(&self, _: &ConflictContext<'_>) -> Option<HandlerDecision> {
             Some(self.0.clone())
         }
@@ -457,40 +456,6 @@ mod tests {
 
     fn with_handler(decision: HandlerDecision) -> Resolver {
         plain().with_handler(Arc::new(Decide(decision)))
-    }
-
-    fn insert(name: &str) -> Change {
-        Change {
-            table: "person".into(),
-            id: RowId::now_v7(),
-            op: ChangeOp::Insert,
-            base_version: None,
-            fields: json!({"name": name}).as_object().cloned(),
-            base_fields: None,
-            edited_at_ms: None,
-        }
-    }
-
-    fn update(id: RowId, base_version: u64, name: &str) -> Change {
-        Change {
-            id,
-            op: ChangeOp::Update,
-            base_version: Some(base_version),
-            base_fields: json!({"name": "base"}).as_object().cloned(),
-            ..insert(name)
-        }
-    }
-
-    fn request(since: u64, changes: Vec<Change>, pull_limit: u32) -> SyncRequest {
-        SyncRequest {
-            protocol: PROTOCOL_VERSION,
-            client_id: Uuid::now_v7(),
-            since,
-            changes,
-            pull_limit,
-            round: None,
-            batch_id: Some(Uuid::now_v7()),
-        }
     }
 
     fn count(store: &SqliteStore, sql: &str) -> i64 {

@@ -14,6 +14,8 @@
 //! table.
 
 pub mod answer;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub(crate) mod flow;
 pub mod postgres;
 pub(crate) mod round;
@@ -134,6 +136,23 @@ pub enum StoreError {
     /// Any other database error.
     #[error("database error: {0}")]
     Database(String),
+}
+
+/// A failed migration: a driver error maps as that driver's errors do, and a database
+/// written by a newer Roster is reported as not readable by this one.
+impl<E> From<roster_migrate::MigrateError<E>> for StoreError
+where
+    E: std::error::Error + 'static,
+    StoreError: From<E>,
+{
+    fn from(e: roster_migrate::MigrateError<E>) -> Self {
+        match e {
+            roster_migrate::MigrateError::Database(e) => StoreError::from(e),
+            newer @ roster_migrate::MigrateError::Newer { .. } => {
+                StoreError::Corrupt(newer.to_string())
+            }
+        }
+    }
 }
 
 /// A server storage backend. Methods block; the HTTP layer calls them on a blocking

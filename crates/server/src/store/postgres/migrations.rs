@@ -76,6 +76,9 @@ pub(crate) const MIGRATIONS: &[&str] = &[
 "#,
     crate::accounts::postgres::MIGRATION_CASCADE,
     crate::accounts::postgres::MIGRATION_TOKENS,
+    // `datasets` held only the per-data-set counters; the name now says so, and no longer
+    // clashes with the accounts' table of data sets (`account_datasets` on both backends).
+    "ALTER TABLE datasets RENAME TO dataset_counters;",
 ];
 
 /// Key of the advisory lock that serialises migrations of concurrently starting servers.
@@ -92,11 +95,7 @@ pub(crate) fn migrate(conn: &mut Client) -> Result<(), StoreError> {
         },
         "database schema",
         MIGRATIONS,
-    )
-    .map_err(|e| match e {
-        roster_migrate::MigrateError::Database(e) => StoreError::from(e),
-        newer => StoreError::Corrupt(newer.to_string()),
-    })?;
+    )?;
     tx.commit()?;
     Ok(())
 }

@@ -2,10 +2,10 @@
 //!
 //! Same model as the SQLite store, every table keyed by data set: rows live in `rows`
 //! keyed by `(dataset, tbl, id)`, and a row's `version` is its position in its data
-//! set's change log, drawn from `datasets.last_seq`.
+//! set's change log, drawn from `dataset_counters.last_seq`.
 //!
 //! **Version ordering.** Every writing transaction first locks its data set's row in
-//! `datasets` (`SELECT ... FOR UPDATE`) and holds the lock until it commits, so writers of
+//! `dataset_counters` (`SELECT ... FOR UPDATE`) and holds the lock until it commits, so writers of
 //! one data set run one at a time, and versions are handed out in commit order: when a
 //! change with version `v` is visible, every change of that data set with a lower
 //! version is visible too. A pull reads the counter and the rows from one snapshot
@@ -189,7 +189,7 @@ impl SyncStore for PostgresStore {
     fn purge_tombstones(&self, older_than_unix_ms: i64) -> Result<PurgeReport, StoreError> {
         let mut conn = self.conn()?;
         let datasets: Vec<String> = conn
-            .query("SELECT dataset FROM datasets ORDER BY dataset", &[])?
+            .query("SELECT dataset FROM dataset_counters ORDER BY dataset", &[])?
             .into_iter()
             .map(|r| r.get(0))
             .collect();

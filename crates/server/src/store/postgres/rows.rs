@@ -1,4 +1,4 @@
-//! PostgreSQL: the `rows` table and the per-data-set counters in `datasets`
+//! PostgreSQL: the `rows` table and the per-data-set counters in `dataset_counters`
 //! (`last_seq`, `purge_horizon`, and the row lock that serialises a data set's writers).
 
 use postgres::Transaction;
@@ -18,12 +18,13 @@ pub(super) fn lock_dataset(
     tx: &mut Transaction<'_>,
     dataset: &str,
 ) -> Result<(u64, u64), StoreError> {
-    const LOCK: &str = "SELECT last_seq, purge_horizon FROM datasets WHERE dataset = $1 FOR UPDATE";
+    const LOCK: &str =
+        "SELECT last_seq, purge_horizon FROM dataset_counters WHERE dataset = $1 FOR UPDATE";
     let row = match tx.query_opt(LOCK, &[&dataset])? {
         Some(row) => row,
         None => {
             tx.execute(
-                "INSERT INTO datasets (dataset) VALUES ($1) ON CONFLICT DO NOTHING",
+                "INSERT INTO dataset_counters (dataset) VALUES ($1) ON CONFLICT DO NOTHING",
                 &[&dataset],
             )?;
             tx.query_one(LOCK, &[&dataset])?
@@ -39,7 +40,7 @@ pub(super) fn read_dataset(
 ) -> Result<(u64, u64), StoreError> {
     Ok(tx
         .query_opt(
-            "SELECT last_seq, purge_horizon FROM datasets WHERE dataset = $1",
+            "SELECT last_seq, purge_horizon FROM dataset_counters WHERE dataset = $1",
             &[&dataset],
         )?
         .map_or((0, 0), |row| (to_u64(row.get(0)), to_u64(row.get(1)))))
@@ -87,7 +88,7 @@ impl RowsTx for PgTx<'_, '_> {
 
     fn bump_counter(&mut self, newest: u64) -> Result<(), StoreError> {
         self.tx.execute(
-            "UPDATE datasets SET last_seq = $2 WHERE dataset = $1",
+            "UPDATE dataset_counters SET last_seq = $2 WHERE dataset = $1",
             &[&self.dataset, &to_i64(newest)],
         )?;
         self.counter.0 = newest;
@@ -167,7 +168,7 @@ pub(super) fn purge_tombstones(
     if let Some(v) = newest_purged.map(to_u64).filter(|v| *v > horizon) {
         horizon = v;
         tx.execute(
-            "UPDATE datasets SET purge_horizon = $2 WHERE dataset = $1",
+            "UPDATE dataset_counters SET purge_horizon = $2 WHERE dataset = $1",
             &[&dataset, &to_i64(horizon)],
         )?;
     }
@@ -179,6 +180,9 @@ pub(super) fn purge_tombstones(
 pub(super) fn delete_dataset(tx: &mut Transaction<'_>, dataset: &str) -> Result<u64, StoreError> {
     lock_dataset(tx, dataset)?;
     let rows = tx.execute("DELETE FROM rows WHERE dataset = $1", &[&dataset])?;
-    tx.execute("DELETE FROM datasets WHERE dataset = $1", &[&dataset])?;
+    tx.execute(
+        "DELETE FROM dataset_counters WHERE dataset = $1",
+        &[&dataset],
+    )?;
     Ok(rows)
 }

@@ -136,6 +136,9 @@ pub(crate) const MIGRATIONS: &[&str] = &[
 "#,
     crate::accounts::sqlite::MIGRATION_CASCADE,
     crate::accounts::sqlite::MIGRATION_TOKENS,
+    // The same name for the accounts' table of data sets on both backends; SQLite rewrites
+    // the foreign keys that point at it.
+    "ALTER TABLE datasets RENAME TO account_datasets;",
 ];
 
 /// Runs pending migrations in one `BEGIN IMMEDIATE` transaction.
@@ -145,11 +148,7 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         &mut roster_migrate::SqliteUserVersion(&tx),
         "database schema",
         MIGRATIONS,
-    )
-    .map_err(|e| match e {
-        roster_migrate::MigrateError::Database(e) => StoreError::from(e),
-        newer => StoreError::Corrupt(newer.to_string()),
-    })?;
+    )?;
     tx.commit()?;
     Ok(())
 }

@@ -188,36 +188,11 @@ pub(crate) fn delete_dataset(tx: &Transaction<'_>, dataset: &str) -> Result<u64,
 
 #[cfg(test)]
 mod tests {
-    use roster_protocol::{Change, ChangeOp, PROTOCOL_VERSION, RowId};
+    use roster_protocol::{Change, ChangeOp, RowId};
     use serde_json::json;
 
     use super::*;
-
-    const DS: &str = "alice";
-
-    fn insert(name: &str) -> Change {
-        Change {
-            table: "person".into(),
-            id: RowId::now_v7(),
-            op: ChangeOp::Insert,
-            base_version: None,
-            fields: json!({"name": name}).as_object().cloned(),
-            base_fields: None,
-            edited_at_ms: None,
-        }
-    }
-
-    fn request(since: u64, changes: Vec<Change>, pull_limit: u32) -> SyncRequest {
-        SyncRequest {
-            protocol: PROTOCOL_VERSION,
-            client_id: uuid::Uuid::now_v7(),
-            since,
-            changes,
-            pull_limit,
-            round: None,
-            batch_id: None,
-        }
-    }
+    use crate::store::fixtures::{DS, insert, request};
 
     fn open() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
