@@ -17,6 +17,8 @@
 //!
 //! No UI framework lives here; the CLI and the desktop shell are thin layers on top.
 
+#![warn(missing_docs)]
+
 mod connect;
 mod engine;
 mod error;

@@ -14,6 +14,8 @@
 //! existing server and device store. This runner is the one loop the three stores
 //! shared, written once.
 
+#![warn(missing_docs)]
+
 /// Why running migrations failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError<E: std::error::Error + 'static> {

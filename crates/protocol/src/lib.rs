@@ -12,6 +12,8 @@
 //!   against the schema (the server runs it before touching its store; the fuzz target
 //!   runs it alone).
 
+#![warn(missing_docs)]
+
 pub mod conflict;
 pub mod error;
 pub mod schema;

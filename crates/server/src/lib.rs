@@ -17,6 +17,8 @@
 //! * [`tls`]: HTTPS with rustls, the certificate reloaded on SIGHUP or a file change.
 //! * [`embed`]: running the service inside another program, with a conflict handler.
 
+#![warn(missing_docs)]
+
 pub mod accounts;
 pub mod app;
 pub mod auth_limit;

@@ -7,6 +7,8 @@
 //! the binary through this harness. Standard library only, so that `cargo xtask` (built
 //! on its own) stays fast to compile.
 
+#![warn(missing_docs)]
+
 use std::fmt;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
