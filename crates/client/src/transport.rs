@@ -10,8 +10,12 @@
 //! `http://` is refused except to loopback addresses unless
 //! [`ConnectionSecurity::allow_cleartext`] is set. Every answer body is read with a size
 //! cap ([`TransportOptions::max_response_bytes`]) and a read-idle timeout.
+//!
+//! The platform verifier is built once per process ([`platform_tls`]): on Linux it parses
+//! the whole system CA bundle, which took most of the CPU of test runs that make many
+//! transports, and costs every CLI command that syncs.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use roster_protocol::{
@@ -41,6 +45,30 @@ pub fn install_tls_provider() {
         // Fails only when another thread installed one in between: that one is used.
         let _ = rustls::crypto::ring::default_provider().install_default();
     }
+}
+
+/// The TLS configuration that trusts the platform's roots, as reqwest would build it
+/// (rustls-platform-verifier, the process's crypto provider, HTTP/1.1 by ALPN), built on
+/// first use and shared by every later transport of the process.
+fn platform_tls() -> Result<rustls::ClientConfig, String> {
+    static CONFIG: OnceLock<Result<rustls::ClientConfig, String>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let provider = rustls::crypto::CryptoProvider::get_default()
+                .cloned()
+                .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
+            let verifier = rustls_platform_verifier::Verifier::new(provider.clone())
+                .map_err(|e| format!("cannot load the platform's certificate roots: {e}"))?;
+            let mut config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| format!("cannot configure TLS: {e}"))?
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
+                .with_no_client_auth();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Ok(config)
+        })
+        .clone()
 }
 
 /// Whom the device trusts and what it sends in cleartext. Stored with the local store
@@ -225,9 +253,15 @@ impl HttpTransport {
             .connect_timeout(options.connect_timeout)
             .read_timeout(options.read_idle_timeout)
             .redirect(reqwest::redirect::Policy::none());
-        if let Some(pem) = &options.security.ca_cert_pem {
-            builder = builder.tls_certs_merge(parse_ca_pem(pem)?);
-        }
+        builder = match &options.security.ca_cert_pem {
+            Some(pem) => builder.tls_certs_merge(parse_ca_pem(pem)?),
+            None => builder.use_preconfigured_tls(platform_tls().map_err(|reason| {
+                ClientError::Tls {
+                    url: base.to_string(),
+                    reason,
+                }
+            })?),
+        };
         let http = builder
             .build()
             .map_err(|e| ClientError::BadInput(format!("cannot build HTTP client: {e}")))?;
