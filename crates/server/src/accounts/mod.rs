@@ -57,6 +57,17 @@ pub struct TokenRecord {
     pub last_used_at_ms: Option<i64>,
 }
 
+/// A token to store: never its secret, only the secret's hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewToken<'a> {
+    /// The hash of the secret.
+    pub hash: &'a TokenHash,
+    /// Free text (e.g. the device).
+    pub label: &'a str,
+    /// When it stops working (Unix ms); never when `None`.
+    pub expires_at_ms: Option<i64>,
+}
+
 /// The time a token was last used is written at most this often per token (not on every
 /// request): `list-tokens` is accurate to within it.
 pub const LAST_USED_PRECISION_MS: i64 = 5 * 60 * 1000;
@@ -178,15 +189,8 @@ pub trait AccountStore: Send + Sync + 'static {
     /// [`AccountError::NameTaken`] if a user or data set has that name.
     fn create_user(&self, name: &str) -> Result<User, AccountError>;
 
-    /// Stores a token of `user` by its hash, valid until `expires_at_ms` (Unix ms; for
-    /// ever when `None`); returns the token's id.
-    fn add_token(
-        &self,
-        user: &str,
-        hash: &TokenHash,
-        label: &str,
-        expires_at_ms: Option<i64>,
-    ) -> Result<i64, AccountError>;
+    /// Stores a token of `user` (by its hash); returns the token's id.
+    fn add_token(&self, user: &str, token: &NewToken<'_>) -> Result<i64, AccountError>;
 
     /// The user and label of a token, and when it expires, for a rotation.
     fn token_owner(&self, token_id: i64) -> Result<(String, String), AccountError>;
@@ -242,7 +246,13 @@ pub fn issue_expiring_token(
 ) -> Result<IssuedToken, AccountError> {
     let secret = token::generate()?;
     let expires_at_ms = expires_in_ms.map(|ms| now_ms().saturating_add(ms));
-    let id = accounts.add_token(user, &TokenHash::of(&secret), label, expires_at_ms)?;
+    let hash = TokenHash::of(&secret);
+    let token = NewToken {
+        hash: &hash,
+        label,
+        expires_at_ms,
+    };
+    let id = accounts.add_token(user, &token)?;
     Ok(IssuedToken { id, secret })
 }
 

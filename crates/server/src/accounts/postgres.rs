@@ -7,8 +7,8 @@
 
 use postgres::{GenericClient, Transaction};
 
-use super::rules::{AccountBackend, AccountSql, AccountTxSql, ActiveToken};
-use super::{AccountError, TokenHash, TokenRecord, User};
+use super::rules::{AccountBackend, AccountSql, AccountTxSql, ActiveToken, SqlResult};
+use super::{AccountError, NewToken, TokenHash, TokenRecord, User};
 use crate::store::postgres::PostgresStore;
 
 /// The accounts tables; run by the store's migration runner as one versioned migration.
@@ -83,24 +83,25 @@ impl PostgresStore {
 }
 
 impl AccountBackend for PostgresStore {
+    // Autocommit: each statement is a transaction of its own.
+    fn on_connection<R>(
+        &self,
+        body: impl FnOnce(&mut dyn AccountSql) -> SqlResult<R>,
+    ) -> SqlResult<R> {
+        let mut conn = self.account_conn()?;
+        body(&mut PgSql(&mut *conn))
+    }
+
     fn in_transaction<R>(
         &self,
-        body: impl FnOnce(&mut dyn AccountTxSql) -> Result<R, AccountError>,
-    ) -> Result<R, AccountError> {
+        body: impl FnOnce(&mut dyn AccountTxSql) -> SqlResult<R>,
+    ) -> SqlResult<R> {
         let mut conn = self.account_conn()?;
         let mut tx = conn.transaction()?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ACCOUNTS_LOCK])?;
         let value = body(&mut PgSql(&mut tx))?;
         tx.commit()?;
         Ok(value)
-    }
-
-    fn on_connection<R>(
-        &self,
-        body: impl FnOnce(&mut dyn AccountSql) -> Result<R, AccountError>,
-    ) -> Result<R, AccountError> {
-        let mut conn = self.account_conn()?;
-        body(&mut PgSql(&mut *conn))
     }
 }
 
@@ -109,14 +110,14 @@ impl AccountBackend for PostgresStore {
 struct PgSql<'a, C>(&'a mut C);
 
 impl<C: GenericClient> AccountSql for PgSql<'_, C> {
-    fn user_id(&mut self, name: &str) -> Result<Option<i64>, AccountError> {
+    fn user_id(&mut self, name: &str) -> SqlResult<Option<i64>> {
         Ok(self
             .0
             .query_opt("SELECT id FROM users WHERE name = $1", &[&name])?
             .map(|r| r.get(0)))
     }
 
-    fn name_taken(&mut self, name: &str) -> Result<bool, AccountError> {
+    fn name_taken(&mut self, name: &str) -> SqlResult<bool> {
         Ok(self
             .0
             .query_one(
@@ -127,7 +128,7 @@ impl<C: GenericClient> AccountSql for PgSql<'_, C> {
             .get(0))
     }
 
-    fn insert_user(&mut self, name: &str, at_ms: i64) -> Result<i64, AccountError> {
+    fn insert_user(&mut self, name: &str, at_ms: i64) -> SqlResult<i64> {
         Ok(self
             .0
             .query_one(
@@ -137,12 +138,7 @@ impl<C: GenericClient> AccountSql for PgSql<'_, C> {
             .get(0))
     }
 
-    fn insert_owned_dataset(
-        &mut self,
-        name: &str,
-        owner_id: i64,
-        at_ms: i64,
-    ) -> Result<(), AccountError> {
+    fn insert_owned_dataset(&mut self, name: &str, owner_id: i64, at_ms: i64) -> SqlResult<()> {
         self.0.execute(
             "INSERT INTO account_datasets (name, owner_id, created_at_ms) VALUES ($1, $2, $3)",
             &[&name, &owner_id, &at_ms],
@@ -150,25 +146,24 @@ impl<C: GenericClient> AccountSql for PgSql<'_, C> {
         Ok(())
     }
 
-    fn insert_token(
-        &mut self,
-        user_id: i64,
-        hash: &TokenHash,
-        label: &str,
-        at_ms: i64,
-        expires_at_ms: Option<i64>,
-    ) -> Result<i64, AccountError> {
+    fn insert_token(&mut self, user_id: i64, token: &NewToken<'_>, at_ms: i64) -> SqlResult<i64> {
         Ok(self
             .0
             .query_one(
                 "INSERT INTO tokens (user_id, hash, label, created_at_ms, expires_at_ms)
                  VALUES ($1, $2, $3, $4, $5) RETURNING id",
-                &[&user_id, &hash.as_str(), &label, &at_ms, &expires_at_ms],
+                &[
+                    &user_id,
+                    &token.hash.as_str(),
+                    &token.label,
+                    &at_ms,
+                    &token.expires_at_ms,
+                ],
             )?
             .get(0))
     }
 
-    fn token_owner(&mut self, token_id: i64) -> Result<Option<(String, String)>, AccountError> {
+    fn token_owner(&mut self, token_id: i64) -> SqlResult<Option<(String, String)>> {
         Ok(self
             .0
             .query_opt(
@@ -179,7 +174,7 @@ impl<C: GenericClient> AccountSql for PgSql<'_, C> {
             .map(|r| (r.get(0), r.get(1))))
     }
 
-    fn expire_token(&mut self, token_id: i64, at_ms: i64) -> Result<u64, AccountError> {
+    fn expire_token(&mut self, token_id: i64, at_ms: i64) -> SqlResult<u64> {
         Ok(self.0.execute(
             "UPDATE tokens SET expires_at_ms = LEAST(COALESCE(expires_at_ms, $2), $2)
              WHERE id = $1",
@@ -187,14 +182,14 @@ impl<C: GenericClient> AccountSql for PgSql<'_, C> {
         )?)
     }
 
-    fn revoke_token(&mut self, token_id: i64, at_ms: i64) -> Result<u64, AccountError> {
+    fn revoke_token(&mut self, token_id: i64, at_ms: i64) -> SqlResult<u64> {
         Ok(self.0.execute(
             "UPDATE tokens SET revoked_at_ms = COALESCE(revoked_at_ms, $2) WHERE id = $1",
             &[&token_id, &at_ms],
         )?)
     }
 
-    fn token_by_hash(&mut self, hash: &TokenHash) -> Result<Option<ActiveToken>, AccountError> {
+    fn token_by_hash(&mut self, hash: &TokenHash) -> SqlResult<Option<ActiveToken>> {
         Ok(self
             .0
             .query_opt(
@@ -215,7 +210,7 @@ impl<C: GenericClient> AccountSql for PgSql<'_, C> {
             }))
     }
 
-    fn set_token_last_used(&mut self, token_id: i64, at_ms: i64) -> Result<(), AccountError> {
+    fn set_token_last_used(&mut self, token_id: i64, at_ms: i64) -> SqlResult<()> {
         self.0.execute(
             "UPDATE tokens SET last_used_at_ms = $2 WHERE id = $1",
             &[&token_id, &at_ms],
@@ -223,7 +218,7 @@ impl<C: GenericClient> AccountSql for PgSql<'_, C> {
         Ok(())
     }
 
-    fn users(&mut self) -> Result<Vec<User>, AccountError> {
+    fn users(&mut self) -> SqlResult<Vec<User>> {
         Ok(self
             .0
             .query("SELECT id, name FROM users ORDER BY name", &[])?
@@ -235,7 +230,7 @@ impl<C: GenericClient> AccountSql for PgSql<'_, C> {
             .collect())
     }
 
-    fn grants_of(&mut self, user_id: i64) -> Result<Vec<String>, AccountError> {
+    fn grants_of(&mut self, user_id: i64) -> SqlResult<Vec<String>> {
         Ok(self
             .0
             .query(
@@ -247,7 +242,7 @@ impl<C: GenericClient> AccountSql for PgSql<'_, C> {
             .collect())
     }
 
-    fn tokens_of(&mut self, user_id: i64) -> Result<Vec<TokenRecord>, AccountError> {
+    fn tokens_of(&mut self, user_id: i64) -> SqlResult<Vec<TokenRecord>> {
         Ok(self
             .0
             .query(
@@ -268,7 +263,7 @@ impl<C: GenericClient> AccountSql for PgSql<'_, C> {
             .collect())
     }
 
-    fn dataset_exists(&mut self, name: &str) -> Result<bool, AccountError> {
+    fn dataset_exists(&mut self, name: &str) -> SqlResult<bool> {
         Ok(self
             .0
             .query_one(
@@ -278,12 +273,7 @@ impl<C: GenericClient> AccountSql for PgSql<'_, C> {
             .get(0))
     }
 
-    fn insert_grant(
-        &mut self,
-        dataset: &str,
-        user_id: i64,
-        at_ms: i64,
-    ) -> Result<(), AccountError> {
+    fn insert_grant(&mut self, dataset: &str, user_id: i64, at_ms: i64) -> SqlResult<()> {
         self.0.execute(
             "INSERT INTO grants (dataset, user_id, created_at_ms) VALUES ($1, $2, $3)
              ON CONFLICT DO NOTHING",
@@ -292,34 +282,23 @@ impl<C: GenericClient> AccountSql for PgSql<'_, C> {
         Ok(())
     }
 
-    fn delete_grant(&mut self, dataset: &str, user_id: i64) -> Result<u64, AccountError> {
+    fn delete_grant(&mut self, dataset: &str, user_id: i64) -> SqlResult<u64> {
         Ok(self.0.execute(
             "DELETE FROM grants WHERE dataset = $1 AND user_id = $2",
             &[&dataset, &user_id],
         )?)
     }
 
-    fn count_tokens(&mut self, user_id: i64) -> Result<i64, AccountError> {
-        Ok(self
-            .0
-            .query_one(
-                "SELECT COUNT(*) FROM tokens WHERE user_id = $1",
-                &[&user_id],
-            )?
-            .get(0))
+    fn count_tokens_and_grants(&mut self, user_id: i64) -> SqlResult<(i64, i64)> {
+        let row = self.0.query_one(
+            "SELECT (SELECT COUNT(*) FROM tokens WHERE user_id = $1),
+                    (SELECT COUNT(*) FROM grants WHERE user_id = $1)",
+            &[&user_id],
+        )?;
+        Ok((row.get(0), row.get(1)))
     }
 
-    fn count_grants(&mut self, user_id: i64) -> Result<i64, AccountError> {
-        Ok(self
-            .0
-            .query_one(
-                "SELECT COUNT(*) FROM grants WHERE user_id = $1",
-                &[&user_id],
-            )?
-            .get(0))
-    }
-
-    fn owned_datasets(&mut self, user_id: i64) -> Result<Vec<String>, AccountError> {
+    fn owned_datasets(&mut self, user_id: i64) -> SqlResult<Vec<String>> {
         Ok(self
             .0
             .query(
@@ -331,13 +310,13 @@ impl<C: GenericClient> AccountSql for PgSql<'_, C> {
             .collect())
     }
 
-    fn delete_user(&mut self, user_id: i64) -> Result<(), AccountError> {
+    fn delete_user(&mut self, user_id: i64) -> SqlResult<()> {
         self.0
             .execute("DELETE FROM users WHERE id = $1", &[&user_id])?;
         Ok(())
     }
 
-    fn may_use(&mut self, user_id: i64, dataset: &str) -> Result<bool, AccountError> {
+    fn may_use(&mut self, user_id: i64, dataset: &str) -> SqlResult<bool> {
         Ok(self
             .0
             .query_one(
@@ -350,7 +329,7 @@ impl<C: GenericClient> AccountSql for PgSql<'_, C> {
 }
 
 impl AccountTxSql for PgSql<'_, Transaction<'_>> {
-    fn delete_dataset(&mut self, name: &str) -> Result<(), AccountError> {
+    fn delete_dataset(&mut self, name: &str) -> SqlResult<()> {
         crate::store::postgres::delete_dataset(self.0, name)
             .map_err(|e| AccountError::Database(e.to_string()))?;
         self.0

@@ -14,9 +14,12 @@
 //! so a check cannot go stale before its write.
 
 use super::{
-    AccountError, AccountStore, DEFAULT_DATASET, DeletedUser, LAST_USED_PRECISION_MS, OwnedData,
-    TokenCheck, TokenHash, TokenRecord, User, UserSummary, check_name, now_ms,
+    AccountError, AccountStore, DEFAULT_DATASET, DeletedUser, LAST_USED_PRECISION_MS, NewToken,
+    OwnedData, TokenCheck, TokenHash, TokenRecord, User, UserSummary, check_name, now_ms,
 };
+
+/// What an SQL operation returns.
+pub(crate) type SqlResult<T> = Result<T, AccountError>;
 
 /// A token that is not revoked, as [`AccountSql::token_by_hash`] finds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,67 +38,52 @@ pub(crate) struct ActiveToken {
 /// Row counts are what the statement changed.
 pub(crate) trait AccountSql {
     /// The id of the user with this name.
-    fn user_id(&mut self, name: &str) -> Result<Option<i64>, AccountError>;
+    fn user_id(&mut self, name: &str) -> SqlResult<Option<i64>>;
     /// Whether a user or a data set has this name.
-    fn name_taken(&mut self, name: &str) -> Result<bool, AccountError>;
+    fn name_taken(&mut self, name: &str) -> SqlResult<bool>;
     /// Inserts a user; returns its new id.
-    fn insert_user(&mut self, name: &str, at_ms: i64) -> Result<i64, AccountError>;
+    fn insert_user(&mut self, name: &str, at_ms: i64) -> SqlResult<i64>;
     /// Inserts a data set owned by `owner_id`.
-    fn insert_owned_dataset(
-        &mut self,
-        name: &str,
-        owner_id: i64,
-        at_ms: i64,
-    ) -> Result<(), AccountError>;
-    /// Inserts a token of `user_id`; returns its new id.
-    fn insert_token(
-        &mut self,
-        user_id: i64,
-        hash: &TokenHash,
-        label: &str,
-        at_ms: i64,
-        expires_at_ms: Option<i64>,
-    ) -> Result<i64, AccountError>;
+    fn insert_owned_dataset(&mut self, name: &str, owner_id: i64, at_ms: i64) -> SqlResult<()>;
+    /// Inserts a token of `user_id`, issued at `at_ms`; returns its new id.
+    fn insert_token(&mut self, user_id: i64, token: &NewToken<'_>, at_ms: i64) -> SqlResult<i64>;
     /// The user name and label of a token.
-    fn token_owner(&mut self, token_id: i64) -> Result<Option<(String, String)>, AccountError>;
+    fn token_owner(&mut self, token_id: i64) -> SqlResult<Option<(String, String)>>;
     /// Sets a token's expiry to `at_ms` unless it is earlier already.
-    fn expire_token(&mut self, token_id: i64, at_ms: i64) -> Result<u64, AccountError>;
+    fn expire_token(&mut self, token_id: i64, at_ms: i64) -> SqlResult<u64>;
     /// Marks a token revoked at `at_ms` unless it was revoked already.
-    fn revoke_token(&mut self, token_id: i64, at_ms: i64) -> Result<u64, AccountError>;
+    fn revoke_token(&mut self, token_id: i64, at_ms: i64) -> SqlResult<u64>;
     /// The token with this hash, unless unknown or revoked.
-    fn token_by_hash(&mut self, hash: &TokenHash) -> Result<Option<ActiveToken>, AccountError>;
+    fn token_by_hash(&mut self, hash: &TokenHash) -> SqlResult<Option<ActiveToken>>;
     /// Writes when a token was last used.
-    fn set_token_last_used(&mut self, token_id: i64, at_ms: i64) -> Result<(), AccountError>;
+    fn set_token_last_used(&mut self, token_id: i64, at_ms: i64) -> SqlResult<()>;
     /// Every user, by name.
-    fn users(&mut self) -> Result<Vec<User>, AccountError>;
+    fn users(&mut self) -> SqlResult<Vec<User>>;
     /// The data sets granted to a user, by name.
-    fn grants_of(&mut self, user_id: i64) -> Result<Vec<String>, AccountError>;
+    fn grants_of(&mut self, user_id: i64) -> SqlResult<Vec<String>>;
     /// A user's tokens, revoked ones included, by id.
-    fn tokens_of(&mut self, user_id: i64) -> Result<Vec<TokenRecord>, AccountError>;
+    fn tokens_of(&mut self, user_id: i64) -> SqlResult<Vec<TokenRecord>>;
     /// Whether a data set has this name.
-    fn dataset_exists(&mut self, name: &str) -> Result<bool, AccountError>;
+    fn dataset_exists(&mut self, name: &str) -> SqlResult<bool>;
     /// Grants a data set to a user (nothing if it is granted already).
-    fn insert_grant(&mut self, dataset: &str, user_id: i64, at_ms: i64)
-    -> Result<(), AccountError>;
+    fn insert_grant(&mut self, dataset: &str, user_id: i64, at_ms: i64) -> SqlResult<()>;
     /// Takes a grant back.
-    fn delete_grant(&mut self, dataset: &str, user_id: i64) -> Result<u64, AccountError>;
-    /// How many tokens a user has, revoked ones included.
-    fn count_tokens(&mut self, user_id: i64) -> Result<i64, AccountError>;
-    /// How many grants a user has.
-    fn count_grants(&mut self, user_id: i64) -> Result<i64, AccountError>;
+    fn delete_grant(&mut self, dataset: &str, user_id: i64) -> SqlResult<u64>;
+    /// How many tokens (revoked ones included) and grants a user has.
+    fn count_tokens_and_grants(&mut self, user_id: i64) -> SqlResult<(i64, i64)>;
     /// The data sets a user owns.
-    fn owned_datasets(&mut self, user_id: i64) -> Result<Vec<String>, AccountError>;
+    fn owned_datasets(&mut self, user_id: i64) -> SqlResult<Vec<String>>;
     /// Deletes a user; its tokens and grants cascade, its data sets lose their owner.
-    fn delete_user(&mut self, user_id: i64) -> Result<(), AccountError>;
+    fn delete_user(&mut self, user_id: i64) -> SqlResult<()>;
     /// Whether a user owns or was granted a data set.
-    fn may_use(&mut self, user_id: i64, dataset: &str) -> Result<bool, AccountError>;
+    fn may_use(&mut self, user_id: i64, dataset: &str) -> SqlResult<bool>;
 }
 
 /// The statements only a write transaction may run.
 pub(crate) trait AccountTxSql: AccountSql {
     /// Removes a data set: everything the store holds for it (rows, conflict log,
     /// batches) and its accounts row (grants on it cascade).
-    fn delete_dataset(&mut self, name: &str) -> Result<(), AccountError>;
+    fn delete_dataset(&mut self, name: &str) -> SqlResult<()>;
 }
 
 /// A backend of the accounts: where [`AccountSql`] runs.
@@ -104,24 +92,24 @@ pub(crate) trait AccountBackend {
     /// anything is read), committing it when `body` returns `Ok`; an error drops it.
     fn in_transaction<R>(
         &self,
-        body: impl FnOnce(&mut dyn AccountTxSql) -> Result<R, AccountError>,
-    ) -> Result<R, AccountError>;
+        body: impl FnOnce(&mut dyn AccountTxSql) -> SqlResult<R>,
+    ) -> SqlResult<R>;
 
     /// Runs `body` on a plain connection (each statement commits on its own).
     fn on_connection<R>(
         &self,
-        body: impl FnOnce(&mut dyn AccountSql) -> Result<R, AccountError>,
-    ) -> Result<R, AccountError>;
+        body: impl FnOnce(&mut dyn AccountSql) -> SqlResult<R>,
+    ) -> SqlResult<R>;
 }
 
 /// The id of user `name`, or [`AccountError::NoSuchUser`].
-fn existing_user_id(sql: &mut (impl AccountSql + ?Sized), name: &str) -> Result<i64, AccountError> {
+fn existing_user_id(sql: &mut (impl AccountSql + ?Sized), name: &str) -> SqlResult<i64> {
     sql.user_id(name)?
         .ok_or_else(|| AccountError::NoSuchUser(name.to_owned()))
 }
 
 /// `Ok` if a statement changed a token, else [`AccountError::NoSuchToken`].
-fn token_found(changed: u64, token_id: i64) -> Result<(), AccountError> {
+fn token_found(changed: u64, token_id: i64) -> SqlResult<()> {
     if changed == 0 {
         Err(AccountError::NoSuchToken(token_id))
     } else {
@@ -148,16 +136,10 @@ impl<B: AccountBackend + Send + Sync + 'static> AccountStore for B {
         })
     }
 
-    fn add_token(
-        &self,
-        user: &str,
-        hash: &TokenHash,
-        label: &str,
-        expires_at_ms: Option<i64>,
-    ) -> Result<i64, AccountError> {
+    fn add_token(&self, user: &str, token: &NewToken<'_>) -> Result<i64, AccountError> {
         self.on_connection(|sql| {
             let user_id = existing_user_id(sql, user)?;
-            sql.insert_token(user_id, hash, label, now_ms(), expires_at_ms)
+            sql.insert_token(user_id, token, now_ms())
         })
     }
 
@@ -240,8 +222,7 @@ impl<B: AccountBackend + Send + Sync + 'static> AccountStore for B {
     fn delete_user(&self, name: &str, data: OwnedData) -> Result<DeletedUser, AccountError> {
         let (id, tokens, grants, owned) = self.in_transaction(|sql| {
             let id = existing_user_id(sql, name)?;
-            let tokens = sql.count_tokens(id)?;
-            let grants = sql.count_grants(id)?;
+            let (tokens, grants) = sql.count_tokens_and_grants(id)?;
             let owned = sql.owned_datasets(id)?;
             if data == OwnedData::Delete {
                 for dataset in &owned {

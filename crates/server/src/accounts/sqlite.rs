@@ -6,8 +6,8 @@ use std::ops::Deref;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use super::rules::{AccountBackend, AccountSql, AccountTxSql, ActiveToken};
-use super::{AccountError, TokenHash, TokenRecord, User};
+use super::rules::{AccountBackend, AccountSql, AccountTxSql, ActiveToken, SqlResult};
+use super::{AccountError, NewToken, TokenHash, TokenRecord, User};
 use crate::store::sqlite::SqliteStore;
 
 /// The accounts tables; run by the store's migration runner (`PRAGMA user_version`).
@@ -121,23 +121,24 @@ impl From<r2d2::Error> for AccountError {
 }
 
 impl AccountBackend for SqliteStore {
+    // Hot paths (`token_by_hash`, `may_use`) cache their statements per pooled connection.
+    fn on_connection<R>(
+        &self,
+        body: impl FnOnce(&mut dyn AccountSql) -> SqlResult<R>,
+    ) -> SqlResult<R> {
+        let conn = self.pool.get()?;
+        body(&mut SqliteSql(&conn))
+    }
+
     fn in_transaction<R>(
         &self,
-        body: impl FnOnce(&mut dyn AccountTxSql) -> Result<R, AccountError>,
-    ) -> Result<R, AccountError> {
+        body: impl FnOnce(&mut dyn AccountTxSql) -> SqlResult<R>,
+    ) -> SqlResult<R> {
         let mut conn = self.pool.get()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let value = body(&mut SqliteSql(&tx))?;
         tx.commit()?;
         Ok(value)
-    }
-
-    fn on_connection<R>(
-        &self,
-        body: impl FnOnce(&mut dyn AccountSql) -> Result<R, AccountError>,
-    ) -> Result<R, AccountError> {
-        let conn = self.pool.get()?;
-        body(&mut SqliteSql(&conn))
     }
 }
 
@@ -146,14 +147,14 @@ impl AccountBackend for SqliteStore {
 struct SqliteSql<'a, C>(&'a C);
 
 impl<C: Deref<Target = Connection>> AccountSql for SqliteSql<'_, C> {
-    fn user_id(&mut self, name: &str) -> Result<Option<i64>, AccountError> {
+    fn user_id(&mut self, name: &str) -> SqlResult<Option<i64>> {
         Ok(self
             .0
             .query_row("SELECT id FROM users WHERE name = ?1", [name], |r| r.get(0))
             .optional()?)
     }
 
-    fn name_taken(&mut self, name: &str) -> Result<bool, AccountError> {
+    fn name_taken(&mut self, name: &str) -> SqlResult<bool> {
         Ok(self.0.query_row(
             "SELECT EXISTS (SELECT 1 FROM users WHERE name = ?1)
                  OR EXISTS (SELECT 1 FROM account_datasets WHERE name = ?1)",
@@ -162,7 +163,7 @@ impl<C: Deref<Target = Connection>> AccountSql for SqliteSql<'_, C> {
         )?)
     }
 
-    fn insert_user(&mut self, name: &str, at_ms: i64) -> Result<i64, AccountError> {
+    fn insert_user(&mut self, name: &str, at_ms: i64) -> SqlResult<i64> {
         self.0.execute(
             "INSERT INTO users (name, created_at_ms) VALUES (?1, ?2)",
             params![name, at_ms],
@@ -170,12 +171,7 @@ impl<C: Deref<Target = Connection>> AccountSql for SqliteSql<'_, C> {
         Ok(self.0.last_insert_rowid())
     }
 
-    fn insert_owned_dataset(
-        &mut self,
-        name: &str,
-        owner_id: i64,
-        at_ms: i64,
-    ) -> Result<(), AccountError> {
+    fn insert_owned_dataset(&mut self, name: &str, owner_id: i64, at_ms: i64) -> SqlResult<()> {
         self.0.execute(
             "INSERT INTO account_datasets (name, owner_id, created_at_ms) VALUES (?1, ?2, ?3)",
             params![name, owner_id, at_ms],
@@ -183,23 +179,22 @@ impl<C: Deref<Target = Connection>> AccountSql for SqliteSql<'_, C> {
         Ok(())
     }
 
-    fn insert_token(
-        &mut self,
-        user_id: i64,
-        hash: &TokenHash,
-        label: &str,
-        at_ms: i64,
-        expires_at_ms: Option<i64>,
-    ) -> Result<i64, AccountError> {
+    fn insert_token(&mut self, user_id: i64, token: &NewToken<'_>, at_ms: i64) -> SqlResult<i64> {
         self.0.execute(
             "INSERT INTO tokens (user_id, hash, label, created_at_ms, expires_at_ms)
              VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![user_id, hash.as_str(), label, at_ms, expires_at_ms],
+            params![
+                user_id,
+                token.hash.as_str(),
+                token.label,
+                at_ms,
+                token.expires_at_ms
+            ],
         )?;
         Ok(self.0.last_insert_rowid())
     }
 
-    fn token_owner(&mut self, token_id: i64) -> Result<Option<(String, String)>, AccountError> {
+    fn token_owner(&mut self, token_id: i64) -> SqlResult<Option<(String, String)>> {
         Ok(self
             .0
             .query_row(
@@ -211,21 +206,21 @@ impl<C: Deref<Target = Connection>> AccountSql for SqliteSql<'_, C> {
             .optional()?)
     }
 
-    fn expire_token(&mut self, token_id: i64, at_ms: i64) -> Result<u64, AccountError> {
+    fn expire_token(&mut self, token_id: i64, at_ms: i64) -> SqlResult<u64> {
         Ok(self.0.execute(
             "UPDATE tokens SET expires_at_ms = MIN(COALESCE(expires_at_ms, ?2), ?2) WHERE id = ?1",
             params![token_id, at_ms],
         )? as u64)
     }
 
-    fn revoke_token(&mut self, token_id: i64, at_ms: i64) -> Result<u64, AccountError> {
+    fn revoke_token(&mut self, token_id: i64, at_ms: i64) -> SqlResult<u64> {
         Ok(self.0.execute(
             "UPDATE tokens SET revoked_at_ms = COALESCE(revoked_at_ms, ?2) WHERE id = ?1",
             params![token_id, at_ms],
         )? as u64)
     }
 
-    fn token_by_hash(&mut self, hash: &TokenHash) -> Result<Option<ActiveToken>, AccountError> {
+    fn token_by_hash(&mut self, hash: &TokenHash) -> SqlResult<Option<ActiveToken>> {
         // Runs on every request: the statement is cached.
         Ok(self
             .0
@@ -249,14 +244,14 @@ impl<C: Deref<Target = Connection>> AccountSql for SqliteSql<'_, C> {
             .optional()?)
     }
 
-    fn set_token_last_used(&mut self, token_id: i64, at_ms: i64) -> Result<(), AccountError> {
+    fn set_token_last_used(&mut self, token_id: i64, at_ms: i64) -> SqlResult<()> {
         self.0
             .prepare_cached("UPDATE tokens SET last_used_at_ms = ?2 WHERE id = ?1")?
             .execute(params![token_id, at_ms])?;
         Ok(())
     }
 
-    fn users(&mut self) -> Result<Vec<User>, AccountError> {
+    fn users(&mut self) -> SqlResult<Vec<User>> {
         Ok(self
             .0
             .prepare("SELECT id, name FROM users ORDER BY name")?
@@ -269,7 +264,7 @@ impl<C: Deref<Target = Connection>> AccountSql for SqliteSql<'_, C> {
             .collect::<Result<_, _>>()?)
     }
 
-    fn grants_of(&mut self, user_id: i64) -> Result<Vec<String>, AccountError> {
+    fn grants_of(&mut self, user_id: i64) -> SqlResult<Vec<String>> {
         Ok(self
             .0
             .prepare("SELECT dataset FROM grants WHERE user_id = ?1 ORDER BY dataset")?
@@ -277,7 +272,7 @@ impl<C: Deref<Target = Connection>> AccountSql for SqliteSql<'_, C> {
             .collect::<Result<_, _>>()?)
     }
 
-    fn tokens_of(&mut self, user_id: i64) -> Result<Vec<TokenRecord>, AccountError> {
+    fn tokens_of(&mut self, user_id: i64) -> SqlResult<Vec<TokenRecord>> {
         Ok(self
             .0
             .prepare(
@@ -298,7 +293,7 @@ impl<C: Deref<Target = Connection>> AccountSql for SqliteSql<'_, C> {
             .collect::<Result<_, _>>()?)
     }
 
-    fn dataset_exists(&mut self, name: &str) -> Result<bool, AccountError> {
+    fn dataset_exists(&mut self, name: &str) -> SqlResult<bool> {
         Ok(self.0.query_row(
             "SELECT EXISTS (SELECT 1 FROM account_datasets WHERE name = ?1)",
             [name],
@@ -306,12 +301,7 @@ impl<C: Deref<Target = Connection>> AccountSql for SqliteSql<'_, C> {
         )?)
     }
 
-    fn insert_grant(
-        &mut self,
-        dataset: &str,
-        user_id: i64,
-        at_ms: i64,
-    ) -> Result<(), AccountError> {
+    fn insert_grant(&mut self, dataset: &str, user_id: i64, at_ms: i64) -> SqlResult<()> {
         self.0.execute(
             "INSERT INTO grants (dataset, user_id, created_at_ms) VALUES (?1, ?2, ?3)
              ON CONFLICT DO NOTHING",
@@ -320,30 +310,23 @@ impl<C: Deref<Target = Connection>> AccountSql for SqliteSql<'_, C> {
         Ok(())
     }
 
-    fn delete_grant(&mut self, dataset: &str, user_id: i64) -> Result<u64, AccountError> {
+    fn delete_grant(&mut self, dataset: &str, user_id: i64) -> SqlResult<u64> {
         Ok(self.0.execute(
             "DELETE FROM grants WHERE dataset = ?1 AND user_id = ?2",
             params![dataset, user_id],
         )? as u64)
     }
 
-    fn count_tokens(&mut self, user_id: i64) -> Result<i64, AccountError> {
+    fn count_tokens_and_grants(&mut self, user_id: i64) -> SqlResult<(i64, i64)> {
         Ok(self.0.query_row(
-            "SELECT COUNT(*) FROM tokens WHERE user_id = ?1",
+            "SELECT (SELECT COUNT(*) FROM tokens WHERE user_id = ?1),
+                    (SELECT COUNT(*) FROM grants WHERE user_id = ?1)",
             [user_id],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?)
     }
 
-    fn count_grants(&mut self, user_id: i64) -> Result<i64, AccountError> {
-        Ok(self.0.query_row(
-            "SELECT COUNT(*) FROM grants WHERE user_id = ?1",
-            [user_id],
-            |r| r.get(0),
-        )?)
-    }
-
-    fn owned_datasets(&mut self, user_id: i64) -> Result<Vec<String>, AccountError> {
+    fn owned_datasets(&mut self, user_id: i64) -> SqlResult<Vec<String>> {
         Ok(self
             .0
             .prepare("SELECT name FROM account_datasets WHERE owner_id = ?1")?
@@ -351,13 +334,13 @@ impl<C: Deref<Target = Connection>> AccountSql for SqliteSql<'_, C> {
             .collect::<Result<_, _>>()?)
     }
 
-    fn delete_user(&mut self, user_id: i64) -> Result<(), AccountError> {
+    fn delete_user(&mut self, user_id: i64) -> SqlResult<()> {
         self.0
             .execute("DELETE FROM users WHERE id = ?1", [user_id])?;
         Ok(())
     }
 
-    fn may_use(&mut self, user_id: i64, dataset: &str) -> Result<bool, AccountError> {
+    fn may_use(&mut self, user_id: i64, dataset: &str) -> SqlResult<bool> {
         // Runs on every request: the statement is cached.
         Ok(self
             .0
@@ -370,7 +353,7 @@ impl<C: Deref<Target = Connection>> AccountSql for SqliteSql<'_, C> {
 }
 
 impl AccountTxSql for SqliteSql<'_, Transaction<'_>> {
-    fn delete_dataset(&mut self, name: &str) -> Result<(), AccountError> {
+    fn delete_dataset(&mut self, name: &str) -> SqlResult<()> {
         crate::store::sqlite::delete_dataset(self.0, name)
             .map_err(|e| AccountError::Database(e.to_string()))?;
         self.0
@@ -384,15 +367,10 @@ mod tests {
     use super::*;
     use crate::accounts::{AccountStore, OwnedData, TokenCheck, authenticate, issue_token};
 
-    fn open() -> (tempfile::TempDir, SqliteStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
-        (dir, store)
-    }
-
     #[test]
     fn tokens_authenticate_until_revoked_and_only_hashes_are_stored() {
-        let (dir, store) = open();
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
         store.create_user("alice").unwrap();
         let token = issue_token(&store, "alice", "laptop").unwrap();
         let user = authenticate(&store, &token.secret).unwrap().user().unwrap();
