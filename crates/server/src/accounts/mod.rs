@@ -7,7 +7,7 @@
 //! their SHA-256 hash ([`token`]), so a copy of the database does not let anyone in.
 //!
 //! [`AccountStore`] is the storage trait the server uses. Its rules are written once, in
-//! [`rules`], over the small SQL operations a backend implements: [`sqlite`] is the
+//! `rules`, over the small SQL operations a backend implements: [`sqlite`] is the
 //! embedded one, in the same file as the sync store, and [`postgres`] the one in the same
 //! PostgreSQL database as that store (shared by every server instance on it).
 

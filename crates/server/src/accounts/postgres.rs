@@ -1,9 +1,9 @@
 //! The accounts of the PostgreSQL store, in the same database as the rows, so every
 //! server instance on that database sees the same users, tokens and grants: its tables'
-//! migrations and SQL ([`AccountBackend`]); the rules are in [`super::rules`]. The
-//! account tables come with the store's
-//! migrations (`roster_migrations`); data sets known to accounts live in
-//! `account_datasets`, apart from the store's per-data-set change counters (`datasets`).
+//! migrations and SQL (`AccountBackend`); the rules are in `super::rules`. The account
+//! tables come with the store's migrations (`roster_migrations`); data sets known to
+//! accounts live in `account_datasets`, apart from the store's per-data-set change
+//! counters (`dataset_counters`).
 
 use postgres::{GenericClient, Transaction};
 

@@ -1,6 +1,5 @@
 //! The accounts of the embedded SQLite store, in the same database file as the rows:
-//! its tables' migrations and SQL ([`AccountBackend`]); the rules are in
-//! [`super::rules`].
+//! its tables' migrations and SQL (`AccountBackend`); the rules are in `super::rules`.
 
 use std::ops::Deref;
 
