@@ -6,11 +6,13 @@
 //! grants. Tokens are random 256-bit secrets shown once, when issued; the store keeps only
 //! their SHA-256 hash ([`token`]), so a copy of the database does not let anyone in.
 //!
-//! [`AccountStore`] is the small storage trait a backend implements; [`sqlite`] is the
+//! [`AccountStore`] is the storage trait the server uses. Its rules are written once, in
+//! `rules`, over the small SQL operations a backend implements: [`sqlite`] is the
 //! embedded one, in the same file as the sync store, and [`postgres`] the one in the same
 //! PostgreSQL database as that store (shared by every server instance on it).
 
 pub mod postgres;
+pub(crate) mod rules;
 pub mod sqlite;
 pub mod token;
 
@@ -53,6 +55,17 @@ pub struct TokenRecord {
     /// When it was last used (Unix ms), to within [`LAST_USED_PRECISION_MS`]; `None`
     /// when never.
     pub last_used_at_ms: Option<i64>,
+}
+
+/// A token to store: never its secret, only the secret's hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewToken<'a> {
+    /// The hash of the secret.
+    pub hash: &'a TokenHash,
+    /// Free text (e.g. the device).
+    pub label: &'a str,
+    /// When it stops working (Unix ms); never when `None`.
+    pub expires_at_ms: Option<i64>,
 }
 
 /// The time a token was last used is written at most this often per token (not on every
@@ -176,15 +189,8 @@ pub trait AccountStore: Send + Sync + 'static {
     /// [`AccountError::NameTaken`] if a user or data set has that name.
     fn create_user(&self, name: &str) -> Result<User, AccountError>;
 
-    /// Stores a token of `user` by its hash, valid until `expires_at_ms` (Unix ms; for
-    /// ever when `None`); returns the token's id.
-    fn add_token(
-        &self,
-        user: &str,
-        hash: &TokenHash,
-        label: &str,
-        expires_at_ms: Option<i64>,
-    ) -> Result<i64, AccountError>;
+    /// Stores a token of `user` (by its hash); returns the token's id.
+    fn add_token(&self, user: &str, token: &NewToken<'_>) -> Result<i64, AccountError>;
 
     /// The user and label of a token, and when it expires, for a rotation.
     fn token_owner(&self, token_id: i64) -> Result<(String, String), AccountError>;
@@ -240,7 +246,13 @@ pub fn issue_expiring_token(
 ) -> Result<IssuedToken, AccountError> {
     let secret = token::generate()?;
     let expires_at_ms = expires_in_ms.map(|ms| now_ms().saturating_add(ms));
-    let id = accounts.add_token(user, &TokenHash::of(&secret), label, expires_at_ms)?;
+    let hash = TokenHash::of(&secret);
+    let token = NewToken {
+        hash: &hash,
+        label,
+        expires_at_ms,
+    };
+    let id = accounts.add_token(user, &token)?;
     Ok(IssuedToken { id, secret })
 }
 

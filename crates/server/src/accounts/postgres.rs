@@ -1,16 +1,14 @@
-//! [`AccountStore`] for the PostgreSQL store, in the same database as the rows, so every
-//! server instance on that database sees the same users, tokens and grants.
-//!
-//! Same semantics as [`super::sqlite`]. The account tables come with the store's
-//! migrations (`roster_migrations`); data sets known to accounts live in
-//! `account_datasets`, apart from the store's per-data-set change counters (`datasets`).
+//! The accounts of the PostgreSQL store, in the same database as the rows, so every
+//! server instance on that database sees the same users, tokens and grants: its tables'
+//! migrations and SQL (`AccountBackend`); the rules are in `super::rules`. The account
+//! tables come with the store's migrations (`roster_migrations`); data sets known to
+//! accounts live in `account_datasets`, apart from the store's per-data-set change
+//! counters (`dataset_counters`).
 
-use postgres::GenericClient;
+use postgres::{GenericClient, Transaction};
 
-use super::{
-    AccountError, AccountStore, DEFAULT_DATASET, DeletedUser, LAST_USED_PRECISION_MS, OwnedData,
-    TokenCheck, TokenHash, TokenRecord, User, UserSummary, check_name, now_ms,
-};
+use super::rules::{AccountBackend, AccountSql, AccountTxSql, ActiveToken, SqlResult};
+use super::{AccountError, NewToken, TokenHash, TokenRecord, User};
 use crate::store::postgres::PostgresStore;
 
 /// The accounts tables; run by the store's migration runner as one versioned migration.
@@ -77,13 +75,6 @@ impl From<postgres::Error> for AccountError {
     }
 }
 
-fn user_id(client: &mut impl GenericClient, name: &str) -> Result<i64, AccountError> {
-    client
-        .query_opt("SELECT id FROM users WHERE name = $1", &[&name])?
-        .map(|r| r.get(0))
-        .ok_or_else(|| AccountError::NoSuchUser(name.to_owned()))
-}
-
 impl PostgresStore {
     fn account_conn(&self) -> Result<crate::store::postgres::Connection, AccountError> {
         self.conn()
@@ -91,266 +82,258 @@ impl PostgresStore {
     }
 }
 
-impl AccountStore for PostgresStore {
-    fn create_user(&self, name: &str) -> Result<User, AccountError> {
-        check_name(name)?;
+impl AccountBackend for PostgresStore {
+    // Autocommit: each statement is a transaction of its own.
+    fn on_connection<R>(
+        &self,
+        body: impl FnOnce(&mut dyn AccountSql) -> SqlResult<R>,
+    ) -> SqlResult<R> {
+        let mut conn = self.account_conn()?;
+        body(&mut PgSql(&mut *conn))
+    }
+
+    fn in_transaction<R>(
+        &self,
+        body: impl FnOnce(&mut dyn AccountTxSql) -> SqlResult<R>,
+    ) -> SqlResult<R> {
         let mut conn = self.account_conn()?;
         let mut tx = conn.transaction()?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ACCOUNTS_LOCK])?;
-        let taken: bool = tx
+        let value = body(&mut PgSql(&mut tx))?;
+        tx.commit()?;
+        Ok(value)
+    }
+}
+
+/// The accounts SQL on a PostgreSQL connection, or (`C` = `Transaction`) in a
+/// transaction.
+struct PgSql<'a, C>(&'a mut C);
+
+impl<C: GenericClient> AccountSql for PgSql<'_, C> {
+    fn user_id(&mut self, name: &str) -> SqlResult<Option<i64>> {
+        Ok(self
+            .0
+            .query_opt("SELECT id FROM users WHERE name = $1", &[&name])?
+            .map(|r| r.get(0)))
+    }
+
+    fn name_taken(&mut self, name: &str) -> SqlResult<bool> {
+        Ok(self
+            .0
             .query_one(
                 "SELECT EXISTS (SELECT 1 FROM users WHERE name = $1)
                      OR EXISTS (SELECT 1 FROM account_datasets WHERE name = $1)",
                 &[&name],
             )?
-            .get(0);
-        if taken || name == DEFAULT_DATASET {
-            return Err(AccountError::NameTaken(name.to_owned()));
-        }
-        let at = now_ms();
-        let id: i64 = tx
-            .query_one(
-                "INSERT INTO users (name, created_at_ms) VALUES ($1, $2) RETURNING id",
-                &[&name, &at],
-            )?
-            .get(0);
-        tx.execute(
-            "INSERT INTO account_datasets (name, owner_id, created_at_ms) VALUES ($1, $2, $3)",
-            &[&name, &id, &at],
-        )?;
-        tx.commit()?;
-        tracing::info!(user = name, "created user");
-        Ok(User {
-            id,
-            name: name.to_owned(),
-        })
+            .get(0))
     }
 
-    fn add_token(
-        &self,
-        user: &str,
-        hash: &TokenHash,
-        label: &str,
-        expires_at_ms: Option<i64>,
-    ) -> Result<i64, AccountError> {
-        let mut conn = self.account_conn()?;
-        let user_id = user_id(&mut *conn, user)?;
-        let id: i64 = conn
+    fn insert_user(&mut self, name: &str, at_ms: i64) -> SqlResult<i64> {
+        Ok(self
+            .0
+            .query_one(
+                "INSERT INTO users (name, created_at_ms) VALUES ($1, $2) RETURNING id",
+                &[&name, &at_ms],
+            )?
+            .get(0))
+    }
+
+    fn insert_owned_dataset(&mut self, name: &str, owner_id: i64, at_ms: i64) -> SqlResult<()> {
+        self.0.execute(
+            "INSERT INTO account_datasets (name, owner_id, created_at_ms) VALUES ($1, $2, $3)",
+            &[&name, &owner_id, &at_ms],
+        )?;
+        Ok(())
+    }
+
+    fn insert_token(&mut self, user_id: i64, token: &NewToken<'_>, at_ms: i64) -> SqlResult<i64> {
+        Ok(self
+            .0
             .query_one(
                 "INSERT INTO tokens (user_id, hash, label, created_at_ms, expires_at_ms)
                  VALUES ($1, $2, $3, $4, $5) RETURNING id",
-                &[&user_id, &hash.as_str(), &label, &now_ms(), &expires_at_ms],
+                &[
+                    &user_id,
+                    &token.hash.as_str(),
+                    &token.label,
+                    &at_ms,
+                    &token.expires_at_ms,
+                ],
             )?
-            .get(0);
-        Ok(id)
+            .get(0))
     }
 
-    fn token_owner(&self, token_id: i64) -> Result<(String, String), AccountError> {
-        let mut conn = self.account_conn()?;
-        conn.query_opt(
-            "SELECT users.name, tokens.label FROM tokens JOIN users ON users.id = tokens.user_id
-             WHERE tokens.id = $1",
-            &[&token_id],
-        )?
-        .map(|r| (r.get(0), r.get(1)))
-        .ok_or(AccountError::NoSuchToken(token_id))
+    fn token_owner(&mut self, token_id: i64) -> SqlResult<Option<(String, String)>> {
+        Ok(self
+            .0
+            .query_opt(
+                "SELECT users.name, tokens.label FROM tokens JOIN users ON users.id = tokens.user_id
+                 WHERE tokens.id = $1",
+                &[&token_id],
+            )?
+            .map(|r| (r.get(0), r.get(1))))
     }
 
-    fn expire_token(&self, token_id: i64, at_ms: i64) -> Result<(), AccountError> {
-        let mut conn = self.account_conn()?;
-        let found = conn.execute(
+    fn expire_token(&mut self, token_id: i64, at_ms: i64) -> SqlResult<u64> {
+        Ok(self.0.execute(
             "UPDATE tokens SET expires_at_ms = LEAST(COALESCE(expires_at_ms, $2), $2)
              WHERE id = $1",
             &[&token_id, &at_ms],
-        )?;
-        if found == 0 {
-            return Err(AccountError::NoSuchToken(token_id));
-        }
-        Ok(())
+        )?)
     }
 
-    fn revoke_token(&self, token_id: i64) -> Result<(), AccountError> {
-        let mut conn = self.account_conn()?;
-        let found = conn.execute(
+    fn revoke_token(&mut self, token_id: i64, at_ms: i64) -> SqlResult<u64> {
+        Ok(self.0.execute(
             "UPDATE tokens SET revoked_at_ms = COALESCE(revoked_at_ms, $2) WHERE id = $1",
-            &[&token_id, &now_ms()],
+            &[&token_id, &at_ms],
+        )?)
+    }
+
+    fn token_by_hash(&mut self, hash: &TokenHash) -> SqlResult<Option<ActiveToken>> {
+        Ok(self
+            .0
+            .query_opt(
+                "SELECT users.id, users.name, tokens.id, tokens.expires_at_ms,
+                        tokens.last_used_at_ms
+                 FROM tokens JOIN users ON users.id = tokens.user_id
+                 WHERE tokens.hash = $1 AND tokens.revoked_at_ms IS NULL",
+                &[&hash.as_str()],
+            )?
+            .map(|r| ActiveToken {
+                user: User {
+                    id: r.get(0),
+                    name: r.get(1),
+                },
+                id: r.get(2),
+                expires_at_ms: r.get(3),
+                last_used_at_ms: r.get(4),
+            }))
+    }
+
+    fn set_token_last_used(&mut self, token_id: i64, at_ms: i64) -> SqlResult<()> {
+        self.0.execute(
+            "UPDATE tokens SET last_used_at_ms = $2 WHERE id = $1",
+            &[&token_id, &at_ms],
         )?;
-        if found == 0 {
-            return Err(AccountError::NoSuchToken(token_id));
-        }
         Ok(())
     }
 
-    fn user_by_token(&self, hash: &TokenHash, now_ms: i64) -> Result<TokenCheck, AccountError> {
-        let mut conn = self.account_conn()?;
-        let Some(row) = conn.query_opt(
-            "SELECT users.id, users.name, tokens.id, tokens.expires_at_ms,
-                    tokens.last_used_at_ms
-             FROM tokens JOIN users ON users.id = tokens.user_id
-             WHERE tokens.hash = $1 AND tokens.revoked_at_ms IS NULL",
-            &[&hash.as_str()],
-        )?
-        else {
-            return Ok(TokenCheck::Refused);
-        };
-        let (token_id, expires_at_ms, last_used_at_ms): (i64, Option<i64>, Option<i64>) =
-            (row.get(2), row.get(3), row.get(4));
-        if expires_at_ms.is_some_and(|at| at <= now_ms) {
-            return Ok(TokenCheck::Expired);
-        }
-        if last_used_at_ms.is_none_or(|at| at <= now_ms - LAST_USED_PRECISION_MS) {
-            conn.execute(
-                "UPDATE tokens SET last_used_at_ms = $2 WHERE id = $1",
-                &[&token_id, &now_ms],
-            )?;
-        }
-        Ok(TokenCheck::Valid(User {
-            id: row.get(0),
-            name: row.get(1),
-        }))
-    }
-
-    fn users(&self) -> Result<Vec<UserSummary>, AccountError> {
-        let mut conn = self.account_conn()?;
-        let users: Vec<User> = conn
+    fn users(&mut self) -> SqlResult<Vec<User>> {
+        Ok(self
+            .0
             .query("SELECT id, name FROM users ORDER BY name", &[])?
             .into_iter()
             .map(|r| User {
                 id: r.get(0),
                 name: r.get(1),
             })
-            .collect();
-        let mut out = Vec::with_capacity(users.len());
-        for user in users {
-            let shared_with = conn
-                .query(
-                    "SELECT dataset FROM grants WHERE user_id = $1 ORDER BY dataset",
-                    &[&user.id],
-                )?
-                .into_iter()
-                .map(|r| r.get(0))
-                .collect();
-            let tokens = conn
-                .query(
-                    "SELECT id, label, created_at_ms, revoked_at_ms IS NOT NULL, expires_at_ms,
-                            last_used_at_ms
-                     FROM tokens WHERE user_id = $1 ORDER BY id",
-                    &[&user.id],
-                )?
-                .into_iter()
-                .map(|r| TokenRecord {
-                    id: r.get(0),
-                    label: r.get(1),
-                    created_at_ms: r.get(2),
-                    revoked: r.get(3),
-                    expires_at_ms: r.get(4),
-                    last_used_at_ms: r.get(5),
-                })
-                .collect();
-            out.push(UserSummary {
-                user,
-                shared_with,
-                tokens,
-            });
-        }
-        Ok(out)
+            .collect())
     }
 
-    fn grant(&self, dataset: &str, user: &str) -> Result<(), AccountError> {
-        let mut conn = self.account_conn()?;
-        let mut tx = conn.transaction()?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ACCOUNTS_LOCK])?;
-        let user_id = user_id(&mut tx, user)?;
-        let exists: bool = tx
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM account_datasets WHERE name = $1)",
-                &[&dataset],
-            )?
-            .get(0);
-        if !exists {
-            return Err(AccountError::NoSuchDataset(dataset.to_owned()));
-        }
-        tx.execute(
-            "INSERT INTO grants (dataset, user_id, created_at_ms) VALUES ($1, $2, $3)
-             ON CONFLICT DO NOTHING",
-            &[&dataset, &user_id, &now_ms()],
-        )?;
-        tx.commit()?;
-        tracing::info!(dataset, user, "shared data set");
-        Ok(())
-    }
-
-    fn revoke_grant(&self, dataset: &str, user: &str) -> Result<(), AccountError> {
-        let mut conn = self.account_conn()?;
-        let mut tx = conn.transaction()?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ACCOUNTS_LOCK])?;
-        let user_id = user_id(&mut tx, user)?;
-        let removed = tx.execute(
-            "DELETE FROM grants WHERE dataset = $1 AND user_id = $2",
-            &[&dataset, &user_id],
-        )?;
-        if removed == 0 {
-            return Err(AccountError::NotShared {
-                dataset: dataset.to_owned(),
-                user: user.to_owned(),
-            });
-        }
-        tx.commit()?;
-        tracing::info!(dataset, user, "unshared data set");
-        Ok(())
-    }
-
-    fn delete_user(&self, name: &str, data: OwnedData) -> Result<DeletedUser, AccountError> {
-        let mut conn = self.account_conn()?;
-        let mut tx = conn.transaction()?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ACCOUNTS_LOCK])?;
-        let id = user_id(&mut tx, name)?;
-        let tokens: i64 = tx
-            .query_one("SELECT COUNT(*) FROM tokens WHERE user_id = $1", &[&id])?
-            .get(0);
-        let grants: i64 = tx
-            .query_one("SELECT COUNT(*) FROM grants WHERE user_id = $1", &[&id])?
-            .get(0);
-        let owned: Vec<String> = tx
+    fn grants_of(&mut self, user_id: i64) -> SqlResult<Vec<String>> {
+        Ok(self
+            .0
             .query(
-                "SELECT name FROM account_datasets WHERE owner_id = $1",
-                &[&id],
+                "SELECT dataset FROM grants WHERE user_id = $1 ORDER BY dataset",
+                &[&user_id],
             )?
             .into_iter()
             .map(|r| r.get(0))
-            .collect();
-        if data == OwnedData::Delete {
-            for dataset in &owned {
-                crate::store::postgres::delete_dataset(&mut tx, dataset)
-                    .map_err(|e| AccountError::Database(e.to_string()))?;
-                tx.execute("DELETE FROM account_datasets WHERE name = $1", &[dataset])?;
-            }
-        }
-        // Tokens and grants go with the user (ON DELETE CASCADE); a kept data set's
-        // owner becomes NULL (ON DELETE SET NULL).
-        tx.execute("DELETE FROM users WHERE id = $1", &[&id])?;
-        tx.commit()?;
-        tracing::info!(user = name, tokens, grants, ?data, "deleted user");
-        Ok(DeletedUser {
-            user: User {
-                id,
-                name: name.to_owned(),
-            },
-            tokens: u64::try_from(tokens).unwrap_or(0),
-            grants: u64::try_from(grants).unwrap_or(0),
-            data_deleted: data == OwnedData::Delete && !owned.is_empty(),
-        })
+            .collect())
     }
 
-    fn may_use(&self, user: &User, dataset: &str) -> Result<bool, AccountError> {
-        let mut conn = self.account_conn()?;
-        let allowed: bool = conn
+    fn tokens_of(&mut self, user_id: i64) -> SqlResult<Vec<TokenRecord>> {
+        Ok(self
+            .0
+            .query(
+                "SELECT id, label, created_at_ms, revoked_at_ms IS NOT NULL, expires_at_ms,
+                        last_used_at_ms
+                 FROM tokens WHERE user_id = $1 ORDER BY id",
+                &[&user_id],
+            )?
+            .into_iter()
+            .map(|r| TokenRecord {
+                id: r.get(0),
+                label: r.get(1),
+                created_at_ms: r.get(2),
+                revoked: r.get(3),
+                expires_at_ms: r.get(4),
+                last_used_at_ms: r.get(5),
+            })
+            .collect())
+    }
+
+    fn dataset_exists(&mut self, name: &str) -> SqlResult<bool> {
+        Ok(self
+            .0
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM account_datasets WHERE name = $1)",
+                &[&name],
+            )?
+            .get(0))
+    }
+
+    fn insert_grant(&mut self, dataset: &str, user_id: i64, at_ms: i64) -> SqlResult<()> {
+        self.0.execute(
+            "INSERT INTO grants (dataset, user_id, created_at_ms) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+            &[&dataset, &user_id, &at_ms],
+        )?;
+        Ok(())
+    }
+
+    fn delete_grant(&mut self, dataset: &str, user_id: i64) -> SqlResult<u64> {
+        Ok(self.0.execute(
+            "DELETE FROM grants WHERE dataset = $1 AND user_id = $2",
+            &[&dataset, &user_id],
+        )?)
+    }
+
+    fn count_tokens_and_grants(&mut self, user_id: i64) -> SqlResult<(i64, i64)> {
+        let row = self.0.query_one(
+            "SELECT (SELECT COUNT(*) FROM tokens WHERE user_id = $1),
+                    (SELECT COUNT(*) FROM grants WHERE user_id = $1)",
+            &[&user_id],
+        )?;
+        Ok((row.get(0), row.get(1)))
+    }
+
+    fn owned_datasets(&mut self, user_id: i64) -> SqlResult<Vec<String>> {
+        Ok(self
+            .0
+            .query(
+                "SELECT name FROM account_datasets WHERE owner_id = $1",
+                &[&user_id],
+            )?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
+    fn delete_user(&mut self, user_id: i64) -> SqlResult<()> {
+        self.0
+            .execute("DELETE FROM users WHERE id = $1", &[&user_id])?;
+        Ok(())
+    }
+
+    fn may_use(&mut self, user_id: i64, dataset: &str) -> SqlResult<bool> {
+        Ok(self
+            .0
             .query_one(
                 "SELECT EXISTS (SELECT 1 FROM account_datasets WHERE name = $1 AND owner_id = $2)
                      OR EXISTS (SELECT 1 FROM grants WHERE dataset = $1 AND user_id = $2)",
-                &[&dataset, &user.id],
+                &[&dataset, &user_id],
             )?
-            .get(0);
-        Ok(allowed)
+            .get(0))
+    }
+}
+
+impl AccountTxSql for PgSql<'_, Transaction<'_>> {
+    fn delete_dataset(&mut self, name: &str) -> SqlResult<()> {
+        crate::store::postgres::delete_dataset(self.0, name)
+            .map_err(|e| AccountError::Database(e.to_string()))?;
+        self.0
+            .execute("DELETE FROM account_datasets WHERE name = $1", &[&name])?;
+        Ok(())
     }
 }
