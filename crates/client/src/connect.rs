@@ -12,7 +12,7 @@ use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 
 use crate::transport::{Credentials, HttpTransport, TransportOptions, normalise_server_url};
-use crate::{ClientError, SyncClient};
+use crate::{ClientError, StoreKey, SyncClient};
 
 /// What stands between this device and a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -171,13 +171,17 @@ pub struct StoreSummary {
     pub pending: u64,
 }
 
-/// Opens the store file in `dir` directly (for the checks below).
-fn connection(dir: &Path) -> Result<Connection, ClientError> {
+/// Opens the store file in `dir` directly (for the checks below), keyed with `key` when
+/// the store is encrypted.
+fn connection(dir: &Path, key: Option<&StoreKey>) -> Result<Connection, ClientError> {
     let path = dir.join(crate::local::DB_FILE);
     if !path.exists() {
         return Err(ClientError::NotInitialised(dir.display().to_string()));
     }
     let conn = Connection::open(path)?;
+    if let Some(key) = key {
+        key.apply(&conn)?;
+    }
     conn.busy_timeout(Duration::from_secs(10))?;
     Ok(conn)
 }
@@ -234,7 +238,15 @@ fn same_shape(a: &Schema, b: &Schema) -> bool {
 impl SyncClient {
     /// What the store in `dir` holds: whether it ever synced, its rows, its pending rows.
     pub fn store_summary(dir: &Path) -> Result<StoreSummary, ClientError> {
-        summary(&connection(dir)?)
+        Self::store_summary_with_key(dir, None)
+    }
+
+    /// [`SyncClient::store_summary`] of a store encrypted with `key`.
+    pub fn store_summary_with_key(
+        dir: &Path,
+        key: Option<&StoreKey>,
+    ) -> Result<StoreSummary, ClientError> {
+        summary(&connection(dir, key)?)
     }
 
     /// Points the store in `dir`, which must never have synced, at `server_url` with
@@ -251,8 +263,19 @@ impl SyncClient {
         credentials: &Credentials,
         server_schema: &Schema,
     ) -> Result<SyncClient, ClientError> {
+        Self::point_at_server_with_key(dir, server_url, credentials, server_schema, None)
+    }
+
+    /// [`SyncClient::point_at_server`] for a store encrypted with `key`.
+    pub fn point_at_server_with_key(
+        dir: &Path,
+        server_url: &str,
+        credentials: &Credentials,
+        server_schema: &Schema,
+        key: Option<&StoreKey>,
+    ) -> Result<SyncClient, ClientError> {
         let url = normalise_server_url(server_url)?;
-        let mut conn = connection(dir)?;
+        let mut conn = connection(dir, key)?;
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let state = summary(&tx)?;
         if state.synced_before {
@@ -285,9 +308,9 @@ impl SyncClient {
         )?;
         tx.commit()?;
         drop(conn);
-        let client = SyncClient::open(dir)?;
+        let client = SyncClient::open_with_key(dir, key)?;
         client.store().set_credentials(credentials)?;
-        SyncClient::open(dir)
+        SyncClient::open_with_key(dir, key)
     }
 }
 
@@ -369,7 +392,7 @@ mod tests {
             Err(ClientError::BadInput(_))
         ));
         drop(moved);
-        let conn = connection(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let conn = connection(dir.path(), None).unwrap_or_else(|e| panic!("{e}"));
         conn.execute(
             "UPDATE _roster_meta SET value = '5' WHERE key = 'watermark'",
             [],
