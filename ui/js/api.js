@@ -44,4 +44,5 @@ export const api = {
   localData: () => call("local_data"),
   resetLocal: (confirmed) => call("reset_local_data", { confirmed }),
   ruleDecisions: (sinceMs) => call("rule_decisions", { sinceMs }),
+  unlock: (passphrase) => call("unlock_store", { passphrase }),
 };

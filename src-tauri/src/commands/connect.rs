@@ -114,7 +114,10 @@ pub struct LocalData {
 
 fn local_data_of(ready: &Ready) -> Result<LocalData, AppError> {
     let status = ready.client.store().status()?;
-    let summary = SyncClient::store_summary(&ready.settings()?.store_path(&ready.data_dir))?;
+    let summary = SyncClient::store_summary_with_key(
+        &ready.settings()?.store_path(&ready.data_dir),
+        ready.store_key.as_ref(),
+    )?;
     Ok(LocalData {
         server_url: status.server_url,
         connection: ready.settings()?.connection,
@@ -184,12 +187,14 @@ pub async fn connect_server(
         // Made offline: the rows move to the server (when its tables fit them).
         let dir = settings.store_path(&ready.data_dir);
         let url = settings.server_url.clone();
+        let key = ready.store_key.clone();
         let client = super::blocking(move || {
-            Ok(SyncClient::point_at_server(
+            Ok(SyncClient::point_at_server_with_key(
                 &dir,
                 &url,
                 &credentials,
                 &schema,
+                key.as_ref(),
             )?)
         })
         .await?;
@@ -277,10 +282,11 @@ async fn new_store(
 ) -> Result<SyncClient, AppError> {
     let folder = format!("store-{}", uuid::Uuid::now_v7().simple());
     let dir = ready.data_dir.join(&folder);
-    let client = SyncClient::init(
+    let client = crate::startup::init_store(
         &dir,
         &settings.server_url,
         &settings.credentials(),
+        ready.store_key.as_ref(),
         Some(schema.unwrap_or_else(Schema::default_person)),
     )
     .await?;
@@ -298,7 +304,13 @@ fn restart(
     settings: &Settings,
 ) -> Result<(), AppError> {
     settings::save(app, &ready.data_dir, settings)?;
-    let next = crate::startup::launch(app, ready.data_dir.clone(), client, settings.clone());
+    let next = crate::startup::launch(
+        app,
+        ready.data_dir.clone(),
+        client,
+        settings.clone(),
+        ready.store_key.clone(),
+    );
     state.replace(next)?;
     Ok(())
 }

@@ -286,6 +286,11 @@ impl App {
             "WebKitWebDriver is not installed: apt-get install webkit2gtk-driver \
              (`cargo xtask test` does it)"
         );
+        // No keyring under Xvfb: the store's passphrase comes from a file, as in a
+        // scripted run (the unlock screen is not what these tests are about).
+        std::fs::create_dir_all(data_dir).unwrap();
+        let passphrase = data_dir.join("test-passphrase");
+        std::fs::write(&passphrase, "ui test passphrase\n").unwrap();
         let port = free_port();
         let native_port = free_port();
         let mut command = Command::new(driver_path);
@@ -294,6 +299,7 @@ impl App {
             .args(["--native-port", &native_port.to_string()])
             .env("DISPLAY", display)
             .env("ROSTER_DATA_DIR", data_dir)
+            .env("ROSTER_PASSPHRASE_FILE", &passphrase)
             .env_remove("ROSTER_SERVER_URL")
             .env_remove("ROSTER_TOKEN");
         if let Some((server_url, token)) = &env {
