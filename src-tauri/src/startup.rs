@@ -84,6 +84,7 @@ pub fn try_start<R: Runtime>(
             &store_dir,
             &settings.server_url,
             &credentials,
+            &ConnectionSecurity::default(),
             key,
             Some(Schema::default_person()),
         ))?
@@ -127,16 +128,17 @@ pub fn launch<R: Runtime>(
     }
 }
 
-/// Creates the store in `dir` (encrypted with `key`), trusting the platform's roots.
+/// Creates the store in `dir` (encrypted with `key`) with `security` (a trusted CA, the
+/// cleartext policy).
 pub async fn init_store(
     dir: &Path,
     server_url: &str,
     credentials: &Credentials,
+    security: &ConnectionSecurity,
     key: Option<&StoreKey>,
     schema: Option<Schema>,
 ) -> Result<SyncClient, ClientError> {
-    let security = ConnectionSecurity::default();
-    SyncClient::init_with_key(dir, server_url, credentials, &security, key, schema).await
+    SyncClient::init_with_key(dir, server_url, credentials, security, key, schema).await
 }
 
 /// The token to put into the store at start, if any: `$ROSTER_TOKEN` first, else one an
@@ -157,9 +159,10 @@ async fn open_or_init(
     if dir.join(roster_client::DB_FILE).exists() {
         return Ok(SyncClient::open_with_key(dir, key)?);
     }
+    let default_security = ConnectionSecurity::default();
     let fetched = tokio::time::timeout(
         SCHEMA_TIMEOUT,
-        init_store(dir, server_url, credentials, key, None),
+        init_store(dir, server_url, credentials, &default_security, key, None),
     )
     .await;
     match fetched {
@@ -179,6 +182,7 @@ async fn open_or_init(
         dir,
         server_url,
         credentials,
+        &default_security,
         key,
         Some(Schema::default_person()),
     )

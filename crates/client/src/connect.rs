@@ -11,7 +11,10 @@ use roster_protocol::{PROTOCOL_VERSION, Schema};
 use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 
-use crate::transport::{Credentials, HttpTransport, TransportOptions, normalise_server_url};
+use crate::transport::{
+    ConnectionSecurity, Credentials, HttpTransport, TransportOptions, check_ca_pem,
+    normalise_server_url,
+};
 use crate::{ClientError, StoreKey, SyncClient};
 
 /// What stands between this device and a server.
@@ -31,6 +34,9 @@ pub enum ConnectionProblem {
     /// Something answers over HTTP, but it is not a Roster sync server (or speaks another
     /// protocol version).
     NotRoster,
+    /// The URL is cleartext `http://` to another machine, and cleartext was not allowed;
+    /// nothing was sent.
+    Cleartext,
 }
 
 /// The outcome of [`check_connection`].
@@ -52,6 +58,23 @@ pub struct ConnectionCheck {
 pub async fn check_connection(
     server_url: &str,
     credentials: &Credentials,
+    timeout: Duration,
+) -> ConnectionCheck {
+    check_connection_with(
+        server_url,
+        credentials,
+        &ConnectionSecurity::default(),
+        timeout,
+    )
+    .await
+}
+
+/// [`check_connection`] trusting `security.ca_cert_pem` besides the platform's roots and
+/// applying its cleartext policy (a CA that is not PEM is a [`ConnectionProblem::Tls`]).
+pub async fn check_connection_with(
+    server_url: &str,
+    credentials: &Credentials,
+    security: &ConnectionSecurity,
     timeout: Duration,
 ) -> ConnectionCheck {
     let mut check = ConnectionCheck {
@@ -95,7 +118,13 @@ pub async fn check_connection(
             );
         }
     }
+    if let Some(pem) = &security.ca_cert_pem
+        && let Err(error) = check_ca_pem(pem)
+    {
+        return fail(check, ConnectionProblem::Tls, error.to_string());
+    }
     let options = TransportOptions {
+        security: security.clone(),
         request_timeout: timeout,
         ..TransportOptions::default()
     };
@@ -129,7 +158,7 @@ pub async fn check_connection(
             return fail(check, ConnectionProblem::Tls, reason);
         }
         Err(error @ ClientError::CleartextRefused { .. }) => {
-            return fail(check, ConnectionProblem::BadUrl, error.to_string());
+            return fail(check, ConnectionProblem::Cleartext, error.to_string());
         }
         // The port accepted a connection, so a failure to get an answer is the secure
         // handshake (https) or something that does not speak HTTP.

@@ -31,7 +31,9 @@ mod transport;
 #[cfg(feature = "bench-internals")]
 pub mod bench_internals;
 
-pub use connect::{ConnectionCheck, ConnectionProblem, StoreSummary, check_connection};
+pub use connect::{
+    ConnectionCheck, ConnectionProblem, StoreSummary, check_connection, check_connection_with,
+};
 pub use engine::{SyncClient, SyncOptions};
 pub use error::ClientError;
 pub use local::{
