@@ -127,13 +127,20 @@ pub(super) fn encrypt_in_place(path: &Path, key: &StoreKey) -> Result<(), Client
         }
     }
 
+    // Windows cannot rename over an open file: there the lock ends just before the
+    // rename; elsewhere it is held across it.
+    #[cfg(windows)]
+    drop(plain);
     std::fs::rename(&temporary, path).map_err(|source| ClientError::Io {
         path: shown.clone(),
         source,
     })?;
+    // The rename itself made durable (directories are synced this way on Unix only).
+    #[cfg(unix)]
     if let Some(dir) = path.parent() {
         sync_path(dir)?;
     }
+    #[cfg(not(windows))]
     drop(plain);
     tracing::info!(store = %shown, "encrypted the plain store in place");
     Ok(())
