@@ -205,8 +205,13 @@ async fn a_wrong_passphrase_is_refused_clearly_and_loses_nothing() {
         &["--passphrase-file", missing.to_str().unwrap(), "list"],
         &[],
     );
-    run.assert_exit(1);
-    assert!(run.stderr.contains("no-such-file"), "{}", run.stderr);
+    run.assert_exit(2);
+    assert!(
+        run.stderr.contains("cannot read the passphrase file")
+            && run.stderr.contains("no-such-file"),
+        "{}",
+        run.stderr
+    );
 
     // The file is byte for byte what it was, and the right passphrase still opens it.
     assert_eq!(std::fs::read(d.store_file()).unwrap(), before);

@@ -53,15 +53,14 @@ impl StoreKey {
 
     /// The passphrase held in `path`: the file's text, without one trailing line end
     /// (`\n` or `\r\n`), so `echo secret > file` works. An empty or unreadable file is
-    /// refused with its path.
+    /// refused with its path ([`ClientError::BadInput`]).
     pub fn from_passphrase_file(path: &Path) -> Result<Self, ClientError> {
-        let text =
-            Zeroizing::new(
-                std::fs::read_to_string(path).map_err(|source| ClientError::Io {
-                    path: path.display().to_string(),
-                    source,
-                })?,
-            );
+        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+            ClientError::BadInput(format!(
+                "cannot read the passphrase file {}: {e}",
+                path.display()
+            ))
+        })?);
         let line = text
             .strip_suffix('\n')
             .map(|t| t.strip_suffix('\r').unwrap_or(t))
