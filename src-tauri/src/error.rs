@@ -27,6 +27,10 @@ pub enum ErrorKind {
     Storage,
     /// The app is still starting, or failed to start.
     NotReady,
+    /// This device's data is encrypted and waits for its passphrase (`field` is
+    /// `passphrase`, or `new_passphrase` when the store is yet to be created), or the
+    /// passphrase given does not open it.
+    Locked,
     /// Anything else.
     Internal,
 }
@@ -88,6 +92,14 @@ impl AppError {
     /// A [`ErrorKind::BadInput`] error.
     pub fn bad_input(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::BadInput, message)
+    }
+
+    /// A [`ErrorKind::Locked`] error asking for the passphrase in `field`.
+    pub fn locked(field: &str, message: impl Into<String>) -> Self {
+        Self {
+            field: Some(field.to_owned()),
+            ..Self::new(ErrorKind::Locked, message)
+        }
     }
 
     /// A [`ErrorKind::Internal`] error.
@@ -184,6 +196,27 @@ impl From<&ClientError> for AppError {
                         "{url} is not encrypted (http://). Use an https:// address; plain \
                          http is only used for this computer."
                     ),
+                );
+            }
+            ClientError::StoreLocked(_) => {
+                return Self::locked(
+                    "passphrase",
+                    "This device's data is encrypted. Enter its passphrase to open it.",
+                );
+            }
+            ClientError::WrongStoreKey(_) => {
+                return Self::locked(
+                    "passphrase",
+                    "That passphrase does not open this device's data; nothing was changed. \
+                     (If the key was kept in the system keyring, unlock the keyring and \
+                     restart Roster.)",
+                );
+            }
+            ClientError::StoreInUse(_) => {
+                return Self::new(
+                    ErrorKind::Storage,
+                    "This device's data is open in another program (another Roster window \
+                     or the roster command). Close it and restart Roster.",
                 );
             }
             ClientError::DeadlineExceeded { .. } => {

@@ -5,6 +5,7 @@
 //! * [`background`]: the sync task (interval, debounced after edits, on reconnect, backoff).
 //! * [`settings`]: settings persisted with tauri-plugin-store.
 //! * [`conflicts`]: this device's conflict handling.
+//! * [`store_key`]: the encrypted store's key (OS keyring, or a passphrase).
 //!
 //! The UI is plain HTML/CSS/JS in `ui/`, loaded without a build step.
 
@@ -15,6 +16,7 @@ pub mod error;
 pub mod settings;
 pub mod startup;
 pub mod state;
+pub mod store_key;
 
 use tauri::{Manager, WebviewUrl, WebviewWindowBuilder};
 
@@ -90,6 +92,7 @@ pub fn run() {
             commands::connect::work_offline,
             commands::connect::local_data,
             commands::connect::reset_local_data,
+            commands::unlock::unlock_store,
         ])
         .setup(|app| {
             let state = startup::start(app.handle());

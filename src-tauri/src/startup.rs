@@ -6,21 +6,26 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use roster_client::{ClientError, Credentials, SyncClient};
+use roster_client::{ClientError, ConnectionSecurity, Credentials, StoreKey, SyncClient};
 use roster_protocol::Schema;
 use tauri::{AppHandle, Runtime};
 
 use crate::error::{AppError, ErrorKind};
 use crate::settings::{self, Connection, Settings};
 use crate::state::{AppState, Ready};
+use crate::store_key::{DeviceKey, device_key};
 
 /// How long the first start waits for the server's schema before going on offline.
 const SCHEMA_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Starts everything; a failure becomes an [`AppState`] the UI reports.
 pub fn start<R: Runtime>(app: &AppHandle<R>) -> AppState {
-    match try_start(app) {
+    match try_start(app, None) {
         Ok(ready) => AppState::ready(ready),
+        Err(error) if error.kind == ErrorKind::Locked => {
+            tracing::info!("waiting for the store's passphrase");
+            AppState::failed(error)
+        }
         Err(error) => {
             tracing::error!(message = %error.message, "roster-app could not start");
             AppState::failed(error)
@@ -28,7 +33,13 @@ pub fn start<R: Runtime>(app: &AppHandle<R>) -> AppState {
     }
 }
 
-fn try_start<R: Runtime>(app: &AppHandle<R>) -> Result<Ready, AppError> {
+/// Starts everything with the store key `passphrase_key` (typed on the unlock screen), or
+/// when `None` the key from [`device_key`]; a [`ErrorKind::Locked`] error when the key
+/// is missing or wrong.
+pub fn try_start<R: Runtime>(
+    app: &AppHandle<R>,
+    passphrase_key: Option<StoreKey>,
+) -> Result<Ready, AppError> {
     let data_dir = settings::data_dir(app)?;
     std::fs::create_dir_all(&data_dir).map_err(|e| {
         AppError::new(
@@ -40,6 +51,14 @@ fn try_start<R: Runtime>(app: &AppHandle<R>) -> Result<Ready, AppError> {
     let (mut settings, stored) = settings::load(app, &data_dir)?;
     let store_dir = settings.store_path(&data_dir);
     let has_store = store_dir.join(roster_client::DB_FILE).exists();
+    let key = match passphrase_key {
+        Some(key) => key,
+        None => match device_key(&data_dir, &store_dir)? {
+            DeviceKey::Ready(key) => key,
+            DeviceKey::NeedsPassphrase(error) => return Err(error),
+        },
+    };
+    let key = Some(&key);
     if !stored && !has_store && !settings::server_url_from_env() {
         // Installed app, first start: a person names the server on the connect screen.
         settings.connection = Connection::Unset;
@@ -55,15 +74,18 @@ fn try_start<R: Runtime>(app: &AppHandle<R>) -> Result<Ready, AppError> {
             &store_dir,
             &settings.server_url,
             &credentials,
+            key,
         ))?
     } else if has_store {
-        SyncClient::open(&store_dir)?
+        SyncClient::open_with_key(&store_dir, key)?
     } else {
         tracing::info!("no server chosen yet: creating the local store with the built-in schema");
-        tauri::async_runtime::block_on(SyncClient::init(
+        tauri::async_runtime::block_on(init_store(
             &store_dir,
             &settings.server_url,
             &credentials,
+            &ConnectionSecurity::default(),
+            key,
             Some(Schema::default_person()),
         ))?
     };
@@ -77,7 +99,7 @@ fn try_start<R: Runtime>(app: &AppHandle<R>) -> Result<Ready, AppError> {
         settings.server_url = server_url;
         settings::save(app, &data_dir, &settings)?;
     }
-    Ok(launch(app, data_dir, client, settings))
+    Ok(launch(app, data_dir, client, settings, key.cloned()))
 }
 
 /// Starts the sync task over `client` and returns the running app.
@@ -86,6 +108,7 @@ pub fn launch<R: Runtime>(
     data_dir: std::path::PathBuf,
     client: SyncClient,
     settings: Settings,
+    store_key: Option<StoreKey>,
 ) -> Ready {
     // Each start gets its own settings cell: a replaced sync task keeps reading the old
     // one, so it never starts a round against the new server with the old store.
@@ -101,7 +124,21 @@ pub fn launch<R: Runtime>(
         client,
         settings,
         sync,
+        store_key,
     }
+}
+
+/// Creates the store in `dir` (encrypted with `key`) with `security` (a trusted CA, the
+/// cleartext policy).
+pub async fn init_store(
+    dir: &Path,
+    server_url: &str,
+    credentials: &Credentials,
+    security: &ConnectionSecurity,
+    key: Option<&StoreKey>,
+    schema: Option<Schema>,
+) -> Result<SyncClient, ClientError> {
+    SyncClient::init_with_key(dir, server_url, credentials, security, key, schema).await
 }
 
 /// The token to put into the store at start, if any: `$ROSTER_TOKEN` first, else one an
@@ -117,13 +154,15 @@ async fn open_or_init(
     dir: &Path,
     server_url: &str,
     credentials: &Credentials,
+    key: Option<&StoreKey>,
 ) -> Result<SyncClient, AppError> {
     if dir.join(roster_client::DB_FILE).exists() {
-        return Ok(SyncClient::open(dir)?);
+        return Ok(SyncClient::open_with_key(dir, key)?);
     }
+    let default_security = ConnectionSecurity::default();
     let fetched = tokio::time::timeout(
         SCHEMA_TIMEOUT,
-        SyncClient::init(dir, server_url, credentials, None),
+        init_store(dir, server_url, credentials, &default_security, key, None),
     )
     .await;
     match fetched {
@@ -139,7 +178,15 @@ async fn open_or_init(
         Err(_) => tracing::warn!("server did not answer within {SCHEMA_TIMEOUT:?} at first start"),
     }
     tracing::info!("creating the local store with the built-in person schema");
-    Ok(SyncClient::init(dir, server_url, credentials, Some(Schema::default_person())).await?)
+    Ok(init_store(
+        dir,
+        server_url,
+        credentials,
+        &default_security,
+        key,
+        Some(Schema::default_person()),
+    )
+    .await?)
 }
 
 /// Whether a failed schema fetch should fall back to the built-in schema. A refused

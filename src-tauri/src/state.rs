@@ -8,8 +8,8 @@
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use roster_client::LocalStore;
 use roster_client::SyncClient;
+use roster_client::{LocalStore, StoreKey};
 
 use crate::background::SyncHandle;
 use crate::error::{AppError, ErrorKind};
@@ -25,9 +25,12 @@ pub struct Ready {
     pub settings: Arc<RwLock<Settings>>,
     /// The background sync task.
     pub sync: SyncHandle,
+    /// The key of the data dir's stores (held in memory only), if they are encrypted.
+    pub store_key: Option<StoreKey>,
 }
 
-/// The app state: ready, or the reason it could not start (shown by the UI).
+/// The app state: ready, or the reason it could not start (shown by the UI; a
+/// [`ErrorKind::Locked`] one waits for the passphrase).
 pub struct AppState(RwLock<Result<Arc<Ready>, AppError>>);
 
 impl AppState {
@@ -47,12 +50,18 @@ impl AppState {
             .0
             .read()
             .map_err(|_| AppError::internal("app state lock poisoned"))?;
-        guard.as_ref().map(Arc::clone).map_err(|error| AppError {
-            kind: ErrorKind::NotReady,
-            message: format!("Roster could not start: {}", error.message),
-            field: None,
-            errors: Vec::new(),
-        })
+        guard
+            .as_ref()
+            .map(Arc::clone)
+            .map_err(|error| match error.kind {
+                ErrorKind::Locked => error.clone(),
+                _ => AppError {
+                    kind: ErrorKind::NotReady,
+                    message: format!("Roster could not start: {}", error.message),
+                    field: None,
+                    errors: Vec::new(),
+                },
+            })
     }
 
     /// Replaces the running app (its old sync task stops once nothing holds it).
@@ -62,6 +71,14 @@ impl AppState {
             .write()
             .map_err(|_| AppError::internal("app state lock poisoned"))? = Ok(Arc::new(ready));
         Ok(())
+    }
+
+    /// Whether the app waits for the store's passphrase.
+    pub fn is_locked(&self) -> bool {
+        self.0
+            .read()
+            .map(|g| matches!(&*g, Err(e) if e.kind == ErrorKind::Locked))
+            .unwrap_or(false)
     }
 
     /// A shared handle on the local store.

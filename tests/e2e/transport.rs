@@ -152,12 +152,25 @@ impl TestCa {
 
     /// A server certificate for `names` (DNS names or IP addresses) signed by this CA.
     fn server_config(&self, names: &[&str]) -> Arc<rustls::ServerConfig> {
-        let key = KeyPair::generate().unwrap();
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-        let cert = CertificateParams::new(names)
-            .unwrap()
-            .signed_by(&key, &self.issuer)
-            .unwrap();
+        self.server_config_with(CertificateParams::new(names).unwrap())
+    }
+
+    /// A server certificate for `names` signed by this CA that expired yesterday (valid
+    /// for the 30 days before).
+    fn expired_server_config(&self, names: &[&str]) -> Arc<rustls::ServerConfig> {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let mut params = CertificateParams::new(names).unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::days(31);
+        params.not_after = now - time::Duration::days(1);
+        self.server_config_with(params)
+    }
+
+    /// The certificate of `params` signed by this CA, served with its chain.
+    fn server_config_with(&self, params: CertificateParams) -> Arc<rustls::ServerConfig> {
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
         let chain = vec![cert.der().clone(), self.issuer.der().clone()];
         let key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
         let config = rustls::ServerConfig::builder_with_provider(Arc::new(
@@ -382,6 +395,37 @@ async fn a_certificate_for_another_host_name_fails_once_with_a_tls_error_and_no_
     let ca = TestCa::new("Roster test CA");
     let front = TlsFront::start(ca.server_config(&["roster.example"]), server.addr()).await;
     assert_sync_refused_for_tls(&front, &ca.pem(), "not valid for this host name").await;
+}
+
+#[tokio::test]
+async fn an_expired_certificate_fails_once_with_a_tls_error_saying_it_expired() {
+    let server = TestServer::start();
+    let ca = TestCa::new("Roster test CA");
+    let front = TlsFront::start(ca.expired_server_config(&["127.0.0.1"]), server.addr()).await;
+    assert_sync_refused_for_tls(&front, &ca.pem(), "certificate has expired").await;
+
+    // The engine too: a TLS error naming the expiry, not a transient one to retry.
+    let dir = tempfile::tempdir().unwrap();
+    let security = ConnectionSecurity {
+        ca_cert_pem: Some(ca.pem()),
+        allow_cleartext: false,
+    };
+    let error = SyncClient::init_with_security(
+        dir.path(),
+        &front.url(),
+        &server.credentials(),
+        &security,
+        None,
+    )
+    .await
+    .err()
+    .expect("init against an expired certificate must fail");
+    assert!(
+        matches!(&error, ClientError::Tls { reason, .. } if reason.contains("expired"))
+            && !error.is_transient(),
+        "{error:?}"
+    );
+    assert_eq!(front.forwarded(), 0);
 }
 
 #[tokio::test]

@@ -64,6 +64,7 @@ pub fn bin_path(name: &str) -> PathBuf {
 }
 
 pub mod backend;
+pub mod cli;
 pub mod proxy;
 pub mod scenario;
 

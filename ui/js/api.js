@@ -22,6 +22,11 @@ export function on(event, handler) {
   return tauri.event.listen(event, (e) => handler(e.payload));
 }
 
+/** The connection security arguments of a command ({ca_cert_path, allow_http}). */
+function securityArgs(security) {
+  return { ca_cert_path: security.ca_cert_path || null, allow_http: Boolean(security.allow_http) };
+}
+
 export const api = {
   schema: () => call("get_schema"),
   appInfo: () => call("app_info"),
@@ -38,10 +43,13 @@ export const api = {
   history: (limit) => call("conflict_history", { limit }),
   settings: () => call("get_settings"),
   saveSettings: (settings) => call("set_settings", { settings }),
-  testConnection: (server_url, token) => call("test_connection", { server_url, token }),
-  connect: (server_url, token, replace_local) => call("connect_server", { server_url, token, replace_local }),
+  testConnection: (server_url, token, security = {}) =>
+    call("test_connection", { server_url, token, ...securityArgs(security) }),
+  connect: (server_url, token, replace_local, security = {}) =>
+    call("connect_server", { server_url, token, replace_local, ...securityArgs(security) }),
   workOffline: () => call("work_offline"),
   localData: () => call("local_data"),
   resetLocal: (confirmed) => call("reset_local_data", { confirmed }),
   ruleDecisions: (sinceMs) => call("rule_decisions", { sinceMs }),
+  unlock: (passphrase) => call("unlock_store", { passphrase }),
 };

@@ -8,6 +8,7 @@ import { initHistory, loadHistory } from "./history.js";
 import { initSettings, loadSettings } from "./settings.js";
 import { initStatus, showStatus } from "./status.js";
 import { initConnect } from "./connect.js";
+import { showUnlock } from "./unlock.js";
 
 const VIEWS = ["records", "conflicts", "history", "settings"];
 let currentView = "records";
@@ -36,6 +37,10 @@ async function start() {
   try {
     [info, schema] = await Promise.all([api.appInfo(), api.schema()]);
   } catch (error) {
+    if (error.kind === "locked") {
+      showUnlock(error);
+      return;
+    }
     $("startup-error").textContent = error.message;
     $("startup-error").hidden = false;
     $("view-records").hidden = true;

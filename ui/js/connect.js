@@ -4,7 +4,7 @@
 import { api } from "./api.js";
 import { $, askDialog, plural, toast } from "./util.js";
 
-const FIELDS = ["server_url", "token"];
+const FIELDS = ["server_url", "token", "ca_cert"];
 
 function clearErrors(prefix) {
   for (const name of FIELDS) {
@@ -24,12 +24,30 @@ export function fieldError(prefix, field, message) {
   return true;
 }
 
-/** Connects to `url` with `token`; asks before leaving changes behind. Resolves true
- *  when connected (the page reloads on the new data), false otherwise; errors go to
- *  `showError(field, message)`. */
-export async function connectTo(url, token, showError) {
+/** The connection security the form whose ids start with `prefix` asks for:
+ *  {ca_cert_path, allow_http}. */
+export function readSecurity(prefix) {
+  return {
+    ca_cert_path: $(`${prefix}-ca_cert`).value.trim(),
+    allow_http: $(`${prefix}-allow_http`).checked,
+  };
+}
+
+/** Shows the cleartext warning of form `prefix` while its box is ticked. */
+export function wireSecurity(prefix) {
+  const box = $(`${prefix}-allow_http`);
+  const sync = () => { $(`warning-${prefix}-allow_http`).hidden = !box.checked; };
+  box.addEventListener("change", sync);
+  sync();
+  return sync;
+}
+
+/** Connects to `url` with `token` and `security` (see readSecurity); asks before leaving
+ *  changes behind. Resolves true when connected (the page reloads on the new data), false
+ *  otherwise; errors go to `showError(field, message)`. */
+export async function connectTo(url, token, showError, security = {}) {
   try {
-    await api.connect(url, token, false);
+    await api.connect(url, token, false, security);
   } catch (error) {
     if (error.kind !== "needs_confirm") { showError(error.field, error.message); return false; }
     const answer = await askDialog("Switch server?",
@@ -46,7 +64,7 @@ export async function connectTo(url, token, showError) {
       return false;
     }
     try {
-      await api.connect(url, token, true);
+      await api.connect(url, token, true, security);
     } catch (e) {
       showError(e.field, e.message);
       return false;
@@ -58,6 +76,7 @@ export async function connectTo(url, token, showError) {
 
 /** Sets up the connect screen. */
 export function initConnect() {
+  wireSecurity("connect");
   const result = $("connect-result");
   const show = (field, message, ok = false) => {
     if (!fieldError("connect", field, message)) {
@@ -71,14 +90,15 @@ export function initConnect() {
     result.hidden = true;
     $("test-connection").disabled = true;
     try {
-      const report = await api.testConnection($("connect-server_url").value.trim(), $("connect-token").value.trim());
+      const report = await api.testConnection($("connect-server_url").value.trim(),
+        $("connect-token").value.trim(), readSecurity("connect"));
       result.textContent = report.message;
       result.title = report.detail;
       result.hidden = false;
       result.classList.toggle("ok", report.ok);
       if (report.field) $(`connect-${report.field}`).setAttribute("aria-invalid", "true");
     } catch (error) {
-      show(null, error.message);
+      show(error.field, error.message);
     } finally {
       $("test-connection").disabled = false;
     }
@@ -91,7 +111,7 @@ export function initConnect() {
     result.textContent = "Connecting…";
     result.hidden = false;
     const ok = await connectTo($("connect-server_url").value.trim(), $("connect-token").value.trim(),
-      (field, message) => { result.hidden = true; show(field, message); });
+      (field, message) => { result.hidden = true; show(field, message); }, readSecurity("connect"));
     $("connect").disabled = false;
     if (!ok && result.textContent === "Connecting…") result.hidden = true;
   });

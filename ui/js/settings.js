@@ -2,10 +2,11 @@
 
 import { api } from "./api.js";
 import { $, el } from "./util.js";
-import { connectTo, resetLocalData } from "./connect.js";
+import { connectTo, readSecurity, resetLocalData, wireSecurity } from "./connect.js";
 
 const FIELDS = ["server_url", "token", "device_name", "sync_interval_secs", "conflict_mode"];
 let onSaved = () => {};
+let showSecurityWarning = () => {};
 
 export function initSettings(savedCallback) {
   onSaved = savedCallback;
@@ -15,16 +16,24 @@ export function initSettings(savedCallback) {
     clearErrors();
     $("switch-server").disabled = true;
     await connectTo($("setting-server_url").value.trim(), $("setting-token").value.trim(),
-      (field, message) => showError({ field, message }));
+      (field, message) => showError({ field, message }), readSecurity("setting"));
     $("switch-server").disabled = false;
   });
   $("reset-local").addEventListener("click", () => resetLocalData());
+  showSecurityWarning = wireSecurity("setting");
 }
 
 export async function loadSettings() {
   clearErrors();
   $("settings-saved").hidden = true;
   const [settings, info] = await Promise.all([api.settings(), api.appInfo()]);
+  api.localData().then((data) => {
+    $("setting-allow_http").checked = data.allow_http;
+    $("setting-ca_cert").placeholder = data.custom_ca
+      ? "A CA of its own is trusted (leave empty to keep it)"
+      : "/path/to/ca.pem";
+    showSecurityWarning();
+  }).catch((e) => console.error(e));
   for (const name of FIELDS) $(`setting-${name}`).value = String(settings[name]);
   const connected = settings.connection === "server";
   $("switch-server").textContent = connected ? "Switch server" : "Connect";

@@ -33,6 +33,8 @@ const SYSTEM_PACKAGES: &[&str] = &[
     "webkit2gtk-driver",
     "xvfb",
     "fonts-dejavu-core",
+    // The encryption e2e test shows the `sqlite3` CLI cannot read an encrypted store.
+    "sqlite3",
 ];
 
 /// The package of the WebDriver UI tests: run on their own, after every other test.

@@ -3,6 +3,7 @@
 pub mod baseline;
 pub mod concurrent;
 pub mod conflicts;
+pub mod encryption;
 pub mod queries;
 pub mod split;
 pub mod sync;
@@ -36,6 +37,8 @@ pub enum Scenario {
     Queries,
     /// Where the time of a pull and of a push goes: server + HTTP, JSON, local SQLite.
     Split,
+    /// First sync into an encrypted (SQLCipher) store against a plain one, A/B.
+    Encryption,
 }
 
 impl Scenario {
@@ -49,10 +52,11 @@ impl Scenario {
             Scenario::Concurrent => "concurrent",
             Scenario::Queries => "queries",
             Scenario::Split => "split",
+            Scenario::Encryption => "encryption",
         }
     }
 
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Baseline,
         Scenario::FirstSync,
         Scenario::Push,
@@ -61,6 +65,7 @@ impl Scenario {
         Scenario::Concurrent,
         Scenario::Queries,
         Scenario::Split,
+        Scenario::Encryption,
     ];
 }
 

@@ -16,6 +16,18 @@ pub struct Cli {
     /// the data dir; with other commands it is used instead of the stored one.
     #[arg(long, global = true, env = "ROSTER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// File holding the passphrase of an encrypted store (its text, one trailing line end
+    /// ignored) [env: ROSTER_PASSPHRASE_FILE]. With `init` the new store is encrypted
+    /// with it; with other commands it opens the encrypted store, and a plain store is
+    /// first encrypted in place (a crash during that leaves the plain store usable).
+    /// Without it an encrypted store is refused (exit 7). The passphrase is never stored.
+    #[arg(
+        long,
+        global = true,
+        env = "ROSTER_PASSPHRASE_FILE",
+        value_name = "FILE"
+    )]
+    pub passphrase_file: Option<PathBuf>,
     /// Print results (and errors, on stderr) as JSON.
     #[arg(long, global = true)]
     pub json: bool,

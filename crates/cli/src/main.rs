@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use roster_client::{
-    ClientError, ConnectionSecurity, Credentials, ListQuery, SyncClient, SyncOptions,
+    ClientError, ConnectionSecurity, Credentials, ListQuery, StoreKey, SyncClient, SyncOptions,
 };
 use roster_protocol::{RowId, Schema};
 
@@ -46,6 +46,8 @@ pub enum FailureKind {
     Server,
     /// The server's certificate could not be trusted (exit 6).
     Tls,
+    /// The store is encrypted and no key, or a wrong one, was given (exit 7).
+    Locked,
     /// Anything else (exit 1).
     Other,
 }
@@ -61,6 +63,7 @@ impl FailureKind {
                 Self::Unreachable
             }
             Some(ClientError::Tls { .. }) => Self::Tls,
+            Some(ClientError::StoreLocked(_) | ClientError::WrongStoreKey(_)) => Self::Locked,
             Some(ClientError::NotFound { .. }) => Self::NotFound,
             Some(
                 ClientError::Server { .. }
@@ -90,6 +93,7 @@ impl FailureKind {
             Self::NotFound => 4,
             Self::Server => 5,
             Self::Tls => 6,
+            Self::Locked => 7,
         }
     }
 
@@ -101,6 +105,7 @@ impl FailureKind {
             Self::NotFound => "not_found",
             Self::Server => "server",
             Self::Tls => "tls",
+            Self::Locked => "locked",
             Self::Other => "error",
         }
     }
@@ -169,6 +174,11 @@ async fn run(mut cli: Cli, out: &Output) -> anyhow::Result<()> {
         .map(|t| t.trim().to_owned())
         .filter(|t| !t.is_empty());
     let options = sync_options(&cli);
+    let key = cli
+        .passphrase_file
+        .as_deref()
+        .map(StoreKey::from_passphrase_file)
+        .transpose()?;
     if let Command::Init {
         server,
         schema,
@@ -203,10 +213,11 @@ async fn run(mut cli: Cli, out: &Output) -> anyhow::Result<()> {
             allow_cleartext: *allow_insecure_http,
         };
         let client =
-            SyncClient::init_with_security(&dir, server, &credentials, &security, schema).await?;
+            SyncClient::init_with_key(&dir, server, &credentials, &security, key.as_ref(), schema)
+                .await?;
         return out.initialised(&dir, &client.store().status()?, client.store().schema());
     }
-    let mut client = SyncClient::open(&dir)?;
+    let mut client = SyncClient::open_with_key(&dir, key.as_ref())?;
     if options != SyncOptions::default() {
         client = client.with_options(options)?;
     }

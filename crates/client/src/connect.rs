@@ -11,8 +11,11 @@ use roster_protocol::{PROTOCOL_VERSION, Schema};
 use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 
-use crate::transport::{Credentials, HttpTransport, TransportOptions, normalise_server_url};
-use crate::{ClientError, SyncClient};
+use crate::transport::{
+    ConnectionSecurity, Credentials, HttpTransport, TransportOptions, check_ca_pem,
+    normalise_server_url,
+};
+use crate::{ClientError, StoreKey, SyncClient};
 
 /// What stands between this device and a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -31,6 +34,9 @@ pub enum ConnectionProblem {
     /// Something answers over HTTP, but it is not a Roster sync server (or speaks another
     /// protocol version).
     NotRoster,
+    /// The URL is cleartext `http://` to another machine, and cleartext was not allowed;
+    /// nothing was sent.
+    Cleartext,
 }
 
 /// The outcome of [`check_connection`].
@@ -52,6 +58,23 @@ pub struct ConnectionCheck {
 pub async fn check_connection(
     server_url: &str,
     credentials: &Credentials,
+    timeout: Duration,
+) -> ConnectionCheck {
+    check_connection_with(
+        server_url,
+        credentials,
+        &ConnectionSecurity::default(),
+        timeout,
+    )
+    .await
+}
+
+/// [`check_connection`] trusting `security.ca_cert_pem` besides the platform's roots and
+/// applying its cleartext policy (a CA that is not PEM is a [`ConnectionProblem::Tls`]).
+pub async fn check_connection_with(
+    server_url: &str,
+    credentials: &Credentials,
+    security: &ConnectionSecurity,
     timeout: Duration,
 ) -> ConnectionCheck {
     let mut check = ConnectionCheck {
@@ -95,7 +118,13 @@ pub async fn check_connection(
             );
         }
     }
+    if let Some(pem) = &security.ca_cert_pem
+        && let Err(error) = check_ca_pem(pem)
+    {
+        return fail(check, ConnectionProblem::Tls, error.to_string());
+    }
     let options = TransportOptions {
+        security: security.clone(),
         request_timeout: timeout,
         ..TransportOptions::default()
     };
@@ -129,7 +158,7 @@ pub async fn check_connection(
             return fail(check, ConnectionProblem::Tls, reason);
         }
         Err(error @ ClientError::CleartextRefused { .. }) => {
-            return fail(check, ConnectionProblem::BadUrl, error.to_string());
+            return fail(check, ConnectionProblem::Cleartext, error.to_string());
         }
         // The port accepted a connection, so a failure to get an answer is the secure
         // handshake (https) or something that does not speak HTTP.
@@ -171,13 +200,17 @@ pub struct StoreSummary {
     pub pending: u64,
 }
 
-/// Opens the store file in `dir` directly (for the checks below).
-fn connection(dir: &Path) -> Result<Connection, ClientError> {
+/// Opens the store file in `dir` directly (for the checks below), keyed with `key` when
+/// the store is encrypted.
+fn connection(dir: &Path, key: Option<&StoreKey>) -> Result<Connection, ClientError> {
     let path = dir.join(crate::local::DB_FILE);
     if !path.exists() {
         return Err(ClientError::NotInitialised(dir.display().to_string()));
     }
     let conn = Connection::open(path)?;
+    if let Some(key) = key {
+        key.apply(&conn)?;
+    }
     conn.busy_timeout(Duration::from_secs(10))?;
     Ok(conn)
 }
@@ -234,7 +267,15 @@ fn same_shape(a: &Schema, b: &Schema) -> bool {
 impl SyncClient {
     /// What the store in `dir` holds: whether it ever synced, its rows, its pending rows.
     pub fn store_summary(dir: &Path) -> Result<StoreSummary, ClientError> {
-        summary(&connection(dir)?)
+        Self::store_summary_with_key(dir, None)
+    }
+
+    /// [`SyncClient::store_summary`] of a store encrypted with `key`.
+    pub fn store_summary_with_key(
+        dir: &Path,
+        key: Option<&StoreKey>,
+    ) -> Result<StoreSummary, ClientError> {
+        summary(&connection(dir, key)?)
     }
 
     /// Points the store in `dir`, which must never have synced, at `server_url` with
@@ -251,8 +292,19 @@ impl SyncClient {
         credentials: &Credentials,
         server_schema: &Schema,
     ) -> Result<SyncClient, ClientError> {
+        Self::point_at_server_with_key(dir, server_url, credentials, server_schema, None)
+    }
+
+    /// [`SyncClient::point_at_server`] for a store encrypted with `key`.
+    pub fn point_at_server_with_key(
+        dir: &Path,
+        server_url: &str,
+        credentials: &Credentials,
+        server_schema: &Schema,
+        key: Option<&StoreKey>,
+    ) -> Result<SyncClient, ClientError> {
         let url = normalise_server_url(server_url)?;
-        let mut conn = connection(dir)?;
+        let mut conn = connection(dir, key)?;
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let state = summary(&tx)?;
         if state.synced_before {
@@ -285,9 +337,9 @@ impl SyncClient {
         )?;
         tx.commit()?;
         drop(conn);
-        let client = SyncClient::open(dir)?;
+        let client = SyncClient::open_with_key(dir, key)?;
         client.store().set_credentials(credentials)?;
-        SyncClient::open(dir)
+        SyncClient::open_with_key(dir, key)
     }
 }
 
@@ -369,7 +421,7 @@ mod tests {
             Err(ClientError::BadInput(_))
         ));
         drop(moved);
-        let conn = connection(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let conn = connection(dir.path(), None).unwrap_or_else(|e| panic!("{e}"));
         conn.execute(
             "UPDATE _roster_meta SET value = '5' WHERE key = 'watermark'",
             [],

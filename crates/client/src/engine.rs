@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use roster_protocol::{Schema, SyncRequest};
 
-use crate::ClientError;
 use crate::local::LocalStore;
 use crate::local::conflicts::DeviceConflictHandler;
 use crate::round::{
@@ -22,6 +21,7 @@ use crate::transport::{
     ConnectionSecurity, Credentials, HttpTransport, TransportOptions, check_ca_pem,
     check_cleartext, normalise_server_url,
 };
+use crate::{ClientError, StoreKey};
 
 /// Batch and timeout settings of a sync round.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,6 +127,19 @@ impl SyncClient {
         security: &ConnectionSecurity,
         schema: Option<Schema>,
     ) -> Result<Self, ClientError> {
+        Self::init_with_key(dir, server_url, credentials, security, None, schema).await
+    }
+
+    /// [`SyncClient::init_with_security`] with the store encrypted by `key` when given
+    /// (a random key from the OS keyring, or a passphrase). The key is not stored.
+    pub async fn init_with_key(
+        dir: &Path,
+        server_url: &str,
+        credentials: &Credentials,
+        security: &ConnectionSecurity,
+        key: Option<&StoreKey>,
+        schema: Option<Schema>,
+    ) -> Result<Self, ClientError> {
         let url = normalise_server_url(server_url)?;
         check_cleartext(&url, security.allow_cleartext)?;
         if let Some(pem) = &security.ca_cert_pem {
@@ -145,15 +158,23 @@ impl SyncClient {
                     .await?
             }
         };
-        let store = LocalStore::create(dir, &url, &schema)?;
+        let store = LocalStore::create_with_key(dir, &url, &schema, key)?;
         store.set_credentials(credentials)?;
         store.set_connection_security(security)?;
-        Self::open(dir)
+        drop(store);
+        Self::open_with_key(dir, key)
     }
 
-    /// Opens the store in `dir` with the credentials stored in it; works offline.
+    /// Opens the plain store in `dir` with the credentials stored in it; works offline.
+    /// An encrypted store gives [`ClientError::StoreLocked`].
     pub fn open(dir: &Path) -> Result<Self, ClientError> {
-        let store = LocalStore::open(dir)?;
+        Self::open_with_key(dir, None)
+    }
+
+    /// [`SyncClient::open`] with the store's key; with a key, a plain store is first
+    /// encrypted in place (see [`LocalStore::open_with_key`]).
+    pub fn open_with_key(dir: &Path, key: Option<&StoreKey>) -> Result<Self, ClientError> {
+        let store = LocalStore::open_with_key(dir, key)?;
         let options = SyncOptions::default();
         let transport = HttpTransport::with_options(
             store.server_url(),

@@ -13,6 +13,25 @@ pub enum ClientError {
     /// The data dir already holds a store.
     #[error("a Roster store already exists at {0}")]
     AlreadyInitialised(String),
+    /// The store is encrypted and no key was given. Nothing was read or changed.
+    #[error(
+        "the Roster store at {0} is encrypted: give its passphrase (`--passphrase-file FILE`) \
+         or unlock it in the app"
+    )]
+    StoreLocked(String),
+    /// The key or passphrase given does not open the store. Nothing was read or changed.
+    #[error(
+        "the passphrase or key does not open the Roster store at {0} (wrong passphrase?); \
+         nothing was changed"
+    )]
+    WrongStoreKey(String),
+    /// Another process has the store open, so it cannot be encrypted in place now.
+    /// Nothing was changed.
+    #[error(
+        "the Roster store at {0} is in use by another process (the app or another \
+         command): close it and try again; nothing was changed"
+    )]
+    StoreInUse(String),
     /// A value or row failed schema validation.
     #[error("{0}")]
     Invalid(#[from] SchemaError),

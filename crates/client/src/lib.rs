@@ -8,6 +8,8 @@
 //! * `local`: the on-disk store: user tables built from the schema, per-row sync
 //!   metadata (base version, base values, pending op), watermark and conflict history.
 //! * `round`: the decisions of a sync round as a state machine without I/O.
+//! * `store_key`: [`StoreKey`], the key or passphrase of an encrypted (SQLCipher) store;
+//!   `local::encrypt` encrypts a plain store in place.
 //! * `transport`: HTTP calls to the service, with typed errors.
 //! * `engine`: [`SyncClient`], which carries out a round's steps.
 //! * `connect`: checking a server before use ([`check_connection`]); moving a never-synced
@@ -25,12 +27,15 @@ mod error;
 mod local;
 mod round;
 pub mod schedule;
+mod store_key;
 mod transport;
 
 #[cfg(feature = "bench-internals")]
 pub mod bench_internals;
 
-pub use connect::{ConnectionCheck, ConnectionProblem, StoreSummary, check_connection};
+pub use connect::{
+    ConnectionCheck, ConnectionProblem, StoreSummary, check_connection, check_connection_with,
+};
 pub use engine::{SyncClient, SyncOptions};
 pub use error::ClientError;
 pub use local::{
@@ -38,6 +43,7 @@ pub use local::{
     OpenConflict, Record, Status,
 };
 pub use round::{MAX_PULL_REQUESTS, SyncProgress, SyncReport};
+pub use store_key::{RAW_KEY_LEN, StoreKey};
 pub use transport::{
     ConnectionSecurity, Credentials, TransportOptions, check_cleartext, install_tls_provider,
     normalise_server_url,

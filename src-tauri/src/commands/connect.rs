@@ -9,7 +9,8 @@
 use std::time::Duration;
 
 use roster_client::{
-    ConnectionCheck, ConnectionProblem, Credentials, SyncClient, check_connection,
+    ConnectionCheck, ConnectionProblem, ConnectionSecurity, Credentials, SyncClient,
+    check_connection_with,
 };
 use roster_protocol::Schema;
 use serde::Serialize;
@@ -62,6 +63,10 @@ fn describe(check: &ConnectionCheck) -> ConnectionReport {
             "This access token may not use this data. Ask the server's administrator.".to_owned(),
             Some("token"),
         ),
+        Some(ConnectionProblem::Cleartext) => (
+            format!("{url} is not encrypted (http://). Use an https:// address, or allow unencrypted HTTP to this server if you trust the network between you."),
+            Some("server_url"),
+        ),
         Some(ConnectionProblem::NotRoster) => (
             format!("Something answers at {url}, but it is not a Roster server."),
             Some("server_url"),
@@ -84,14 +89,44 @@ fn credentials(token: &str) -> Credentials {
     }
 }
 
-/// Checks `server_url` with `token` and says what is wrong, in words.
+/// The connection security a form asks for: the CA in the PEM file at `ca_cert_path`
+/// (none when empty) and whether cleartext `http://` to another machine is allowed. An
+/// unreadable file is an error on the `ca_cert` field.
+fn security(
+    ca_cert_path: Option<String>,
+    allow_http: Option<bool>,
+) -> Result<ConnectionSecurity, AppError> {
+    let path = ca_cert_path
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty());
+    let ca_cert_pem = match path {
+        Some(path) => Some(std::fs::read_to_string(&path).map_err(|e| {
+            AppError::invalid(
+                "ca_cert",
+                format!("Can't read the CA certificate file {path}: {e}"),
+            )
+        })?),
+        None => None,
+    };
+    Ok(ConnectionSecurity {
+        ca_cert_pem,
+        allow_cleartext: allow_http.unwrap_or(false),
+    })
+}
+
+/// Checks `server_url` with `token` (trusting the CA in `ca_cert_path` besides the
+/// system's, allowing cleartext to another machine only with `allow_http`) and says what
+/// is wrong, in words.
 #[tauri::command(rename_all = "snake_case")]
 pub async fn test_connection(
     server_url: String,
     token: String,
+    ca_cert_path: Option<String>,
+    allow_http: Option<bool>,
 ) -> Result<ConnectionReport, AppError> {
+    let security = security(ca_cert_path, allow_http)?;
     Ok(describe(
-        &check_connection(&server_url, &credentials(&token), CHECK_TIMEOUT).await,
+        &check_connection_with(&server_url, &credentials(&token), &security, CHECK_TIMEOUT).await,
     ))
 }
 
@@ -110,11 +145,19 @@ pub struct LocalData {
     pub synced_before: bool,
     /// Rows in the store.
     pub rows: u64,
+    /// Whether the store trusts a CA of its own besides the system's.
+    pub custom_ca: bool,
+    /// Whether cleartext `http://` to another machine is allowed.
+    pub allow_http: bool,
 }
 
 fn local_data_of(ready: &Ready) -> Result<LocalData, AppError> {
     let status = ready.client.store().status()?;
-    let summary = SyncClient::store_summary(&ready.settings()?.store_path(&ready.data_dir))?;
+    let security = ready.client.store().connection_security()?;
+    let summary = SyncClient::store_summary_with_key(
+        &ready.settings()?.store_path(&ready.data_dir),
+        ready.store_key.as_ref(),
+    )?;
     Ok(LocalData {
         server_url: status.server_url,
         connection: ready.settings()?.connection,
@@ -122,6 +165,8 @@ fn local_data_of(ready: &Ready) -> Result<LocalData, AppError> {
         open_conflicts: status.open_conflicts,
         synced_before: summary.synced_before,
         rows: summary.rows,
+        custom_ca: security.ca_cert_pem.is_some(),
+        allow_http: security.allow_cleartext,
     })
 }
 
@@ -155,15 +200,26 @@ pub async fn connect_server(
     server_url: String,
     token: String,
     replace_local: bool,
+    ca_cert_path: Option<String>,
+    allow_http: Option<bool>,
 ) -> Result<ConnectOutcome, AppError> {
+    let mut security = security(ca_cert_path, allow_http)?;
     let ready = state.get()?;
+    // No CA file named for the server this store belongs to: keep the CA it trusts.
+    let current = ready.client.store().connection_security()?;
+    let same_url = roster_client::normalise_server_url(&server_url)
+        .is_ok_and(|url| url == ready.client.store().server_url());
+    if security.ca_cert_pem.is_none() && same_url {
+        security.ca_cert_pem = current.ca_cert_pem;
+    }
     let mut settings = ready.settings()?;
     settings.server_url = server_url.trim().to_owned();
     settings.token = token.trim().to_owned();
     settings.connection = Connection::Server;
     settings.validate()?;
     let credentials = settings.credentials();
-    let check = check_connection(&settings.server_url, &credentials, CHECK_TIMEOUT).await;
+    let check =
+        check_connection_with(&settings.server_url, &credentials, &security, CHECK_TIMEOUT).await;
     let report = describe(&check);
     let Some(schema) = check.schema.filter(|_| report.ok) else {
         return Err(AppError {
@@ -179,18 +235,31 @@ pub async fn connect_server(
     let same_server = data.server_url == settings.server_url;
     let outcome = if data.synced_before && same_server {
         ready.client.set_token(credentials.token.clone())?;
+        if ready.client.store().connection_security()? != security {
+            // The transport is built from the stored security: reopen with the new one.
+            ready.client.store().set_connection_security(&security)?;
+            let dir = settings.store_path(&ready.data_dir);
+            let key = ready.store_key.clone();
+            let client =
+                super::blocking(move || Ok(SyncClient::open_with_key(&dir, key.as_ref())?)).await?;
+            restart(&app, &state, &ready, client, &settings)?;
+            return Ok(ConnectOutcome::TokenChanged);
+        }
         ConnectOutcome::TokenChanged
     } else if !data.synced_before && data.rows > 0 {
         // Made offline: the rows move to the server (when its tables fit them).
         let dir = settings.store_path(&ready.data_dir);
         let url = settings.server_url.clone();
+        let key = ready.store_key.clone();
         let client = super::blocking(move || {
-            Ok(SyncClient::point_at_server(
+            Ok(SyncClient::point_at_server_with_key(
                 &dir,
                 &url,
                 &credentials,
                 &schema,
-            )?)
+                key.as_ref(),
+            )?
+            .with_connection_security(&security)?)
         })
         .await?;
         restart(&app, &state, &ready, client, &settings)?;
@@ -207,7 +276,7 @@ pub async fn connect_server(
                 ),
             ));
         }
-        let client = new_store(&ready, &mut settings, Some(schema)).await?;
+        let client = new_store(&ready, &mut settings, Some(schema), &security).await?;
         restart(&app, &state, &ready, client, &settings)?;
         return Ok(ConnectOutcome::NewStore);
     };
@@ -252,15 +321,22 @@ pub async fn reset_local_data(
         ));
     }
     let mut settings = ready.settings()?;
+    // The new store keeps trusting what the old one did.
+    let security = ready.client.store().connection_security()?;
     let schema = match settings.connection {
         Connection::Server => {
-            check_connection(&settings.server_url, &settings.credentials(), CHECK_TIMEOUT)
-                .await
-                .schema
+            check_connection_with(
+                &settings.server_url,
+                &settings.credentials(),
+                &security,
+                CHECK_TIMEOUT,
+            )
+            .await
+            .schema
         }
         _ => None,
     };
-    let client = new_store(&ready, &mut settings, schema).await?;
+    let client = new_store(&ready, &mut settings, schema, &security).await?;
     restart(&app, &state, &ready, client, &settings)
 }
 
@@ -274,13 +350,16 @@ async fn new_store(
     ready: &Ready,
     settings: &mut Settings,
     schema: Option<Schema>,
+    security: &ConnectionSecurity,
 ) -> Result<SyncClient, AppError> {
     let folder = format!("store-{}", uuid::Uuid::now_v7().simple());
     let dir = ready.data_dir.join(&folder);
-    let client = SyncClient::init(
+    let client = crate::startup::init_store(
         &dir,
         &settings.server_url,
         &settings.credentials(),
+        security,
+        ready.store_key.as_ref(),
         Some(schema.unwrap_or_else(Schema::default_person)),
     )
     .await?;
@@ -298,7 +377,13 @@ fn restart(
     settings: &Settings,
 ) -> Result<(), AppError> {
     settings::save(app, &ready.data_dir, settings)?;
-    let next = crate::startup::launch(app, ready.data_dir.clone(), client, settings.clone());
+    let next = crate::startup::launch(
+        app,
+        ready.data_dir.clone(),
+        client,
+        settings.clone(),
+        ready.store_key.clone(),
+    );
     state.replace(next)?;
     Ok(())
 }

@@ -8,6 +8,7 @@ pub mod connect;
 pub mod records;
 pub mod settings;
 pub mod sync;
+pub mod unlock;
 
 use crate::error::AppError;
 

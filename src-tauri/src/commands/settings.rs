@@ -1,6 +1,6 @@
 //! Reading and changing the device's settings.
 
-use roster_client::{ConnectionProblem, check_connection};
+use roster_client::{ConnectionProblem, check_connection_with};
 use tauri::{AppHandle, State};
 
 use crate::error::AppError;
@@ -46,9 +46,10 @@ pub async fn set_settings(
     }
     let token = settings.credentials().token;
     if token != current.credentials().token {
-        let check = check_connection(
+        let check = check_connection_with(
             &settings.server_url,
             &settings.credentials(),
+            &ready.client.store().connection_security()?,
             std::time::Duration::from_secs(5),
         )
         .await;

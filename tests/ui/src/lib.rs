@@ -258,6 +258,15 @@ impl App {
         app
     }
 
+    /// Starts `roster-app` like [`App::launch_installed`], but with no key at hand: no
+    /// passphrase file and no keyring (its D-Bus session address leads nowhere), so the
+    /// app asks for a passphrase on its unlock screen. Waits until the UI has started.
+    pub async fn launch_without_key(display: &str, data_dir: &Path, label: &str) -> Self {
+        let app = Self::start_with(display, data_dir, None, label, false).await;
+        app.wait_ready().await;
+        app
+    }
+
     /// Waits until the UI says it has started (`body[data-ready]`).
     pub async fn wait_ready(&self) {
         self.eventually("the UI has started", || async {
@@ -277,6 +286,18 @@ impl App {
         env: Option<(String, String)>,
         label: &str,
     ) -> Self {
+        Self::start_with(display, data_dir, env, label, true).await
+    }
+
+    /// [`App::start`]; with `passphrase_file`, the store's passphrase comes from a file
+    /// (`ROSTER_PASSPHRASE_FILE`), else no key is at hand at all.
+    async fn start_with(
+        display: &str,
+        data_dir: &Path,
+        env: Option<(String, String)>,
+        label: &str,
+        passphrase_file: bool,
+    ) -> Self {
         let driver_path = find_program("tauri-driver").expect(
             "tauri-driver is not installed: `cargo install tauri-driver --locked` \
              (`cargo xtask test` does it)",
@@ -286,6 +307,11 @@ impl App {
             "WebKitWebDriver is not installed: apt-get install webkit2gtk-driver \
              (`cargo xtask test` does it)"
         );
+        // No keyring under Xvfb: the store's passphrase comes from a file, as in a
+        // scripted run (the unlock screen is not what these tests are about).
+        std::fs::create_dir_all(data_dir).unwrap();
+        let passphrase = data_dir.join("test-passphrase");
+        std::fs::write(&passphrase, "ui test passphrase\n").unwrap();
         let port = free_port();
         let native_port = free_port();
         let mut command = Command::new(driver_path);
@@ -296,6 +322,14 @@ impl App {
             .env("ROSTER_DATA_DIR", data_dir)
             .env_remove("ROSTER_SERVER_URL")
             .env_remove("ROSTER_TOKEN");
+        if passphrase_file {
+            command.env("ROSTER_PASSPHRASE_FILE", &passphrase);
+        } else {
+            command.env_remove("ROSTER_PASSPHRASE_FILE").env(
+                "DBUS_SESSION_BUS_ADDRESS",
+                "unix:path=/nonexistent/roster-test-bus",
+            );
+        }
         if let Some((server_url, token)) = &env {
             command
                 .env("ROSTER_SERVER_URL", server_url)
