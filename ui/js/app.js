@@ -8,8 +8,10 @@ import { initHistory, loadHistory } from "./history.js";
 import { initSettings, loadSettings } from "./settings.js";
 import { initStatus, showStatus } from "./status.js";
 import { initConnect } from "./connect.js";
+import { initExchange } from "./exchange.js";
+import { initTrash, loadTrash } from "./trash.js";
 
-const VIEWS = ["records", "conflicts", "history", "settings"];
+const VIEWS = ["records", "conflicts", "history", "trash", "exchange", "settings", "help"];
 let currentView = "records";
 
 async function showView(view) {
@@ -23,6 +25,7 @@ async function showView(view) {
   }
   if (view === "conflicts") loadConflicts();
   if (view === "history") loadHistory();
+  if (view === "trash") loadTrash();
   if (view === "settings") loadSettings().catch((e) => console.error(e));
 }
 
@@ -58,6 +61,9 @@ async function start() {
   initRecords(schema);
   initConflicts(tableColumns);
   initHistory(tableColumns);
+  const mainTable = schema.tables.find((t) => t.name === "person") ?? schema.tables[0];
+  initExchange(mainTable.name);
+  initTrash(mainTable.name, mainTable.columns);
   initSettings((settings) => showDevice(settings.device_name));
   initStatus(() => showView("conflicts"), () => showView("settings"));
 
@@ -71,6 +77,7 @@ async function start() {
     onRecordsChanged();
     if (currentView === "conflicts") loadConflicts();
     if (currentView === "history") loadHistory();
+    if (currentView === "trash") loadTrash();
   });
   showStatus(await api.syncStatus());
   document.body.dataset.ready = "true";

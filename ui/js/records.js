@@ -418,6 +418,8 @@ async function save() {
   const fields = formFields();
   const button = $("save");
   button.disabled = true;
+  // What an Undo of this edit puts back (nothing for a new person: Delete undoes that).
+  const previous = state.openId ? formFieldsOf(state.shown) : null;
   try {
     const record = state.openId
       ? await api.update(state.table, state.openId, fields)
@@ -428,6 +430,7 @@ async function save() {
     $("saved").hidden = false;
     $("editor-notice").hidden = true;
     reload();
+    if (previous && differs(previous, record.fields)) offerUndoEdit(record.id, previous);
     return true;
   } catch (error) {
     showError(error);
@@ -437,22 +440,41 @@ async function save() {
   }
 }
 
+/** The toast after an edit, whose Undo writes the values from before it back (an edit
+ *  like any other, synced the same way). */
+function offerUndoEdit(id, previous) {
+  const name = $("editor-title").textContent;
+  toast(`Saved ${name}`, {
+    label: "Undo",
+    run: async () => {
+      try {
+        const record = await api.update(state.table, id, previous);
+        reload();
+        if (state.openId === id && !$("editor").hidden && !state.dirty) fillForm(record);
+        toast(`Undid the change to ${name}`);
+      } catch (error) {
+        toast(`Cannot undo: ${error.message}`);
+      }
+    },
+  });
+}
+
 async function remove() {
   if (!state.openId) return;
   const name = $("editor-title").textContent;
   const ok = await confirmDialog(`Delete ${name}?`,
     "The person is removed from this device now and from the other devices at the next sync.");
   if (!ok) return;
-  const fields = formFieldsOf(state.shown);
+  const id = state.openId;
   try {
-    await api.remove(state.table, state.openId);
+    await api.remove(state.table, id);
     closeEditor();
     reload();
-    toast(`Deleted ${name}`, fields && {
+    toast(`Deleted ${name}`, {
       label: "Undo",
       run: async () => {
         try {
-          const record = await api.create(state.table, fields);
+          const record = await api.restore(state.table, id);
           reload();
           toast(`Restored ${name}`);
           if ($("editor").hidden) openEditor(record.id);

@@ -3,6 +3,7 @@
 pub mod baseline;
 pub mod concurrent;
 pub mod conflicts;
+pub mod import;
 pub mod queries;
 pub mod split;
 pub mod sync;
@@ -36,6 +37,8 @@ pub enum Scenario {
     Queries,
     /// Where the time of a pull and of a push goes: server + HTTP, JSON, local SQLite.
     Split,
+    /// Export to CSV and import from CSV of 100k people through the client API.
+    Import,
 }
 
 impl Scenario {
@@ -49,10 +52,11 @@ impl Scenario {
             Scenario::Concurrent => "concurrent",
             Scenario::Queries => "queries",
             Scenario::Split => "split",
+            Scenario::Import => "import",
         }
     }
 
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Baseline,
         Scenario::FirstSync,
         Scenario::Push,
@@ -61,6 +65,7 @@ impl Scenario {
         Scenario::Concurrent,
         Scenario::Queries,
         Scenario::Split,
+        Scenario::Import,
     ];
 }
 
@@ -79,6 +84,7 @@ pub struct Sizes {
     pub query_rows: u64,
     pub query_reps: usize,
     pub split: u64,
+    pub import: u64,
 }
 
 impl Sizes {
@@ -95,6 +101,7 @@ impl Sizes {
             query_rows: 100_000,
             query_reps: 30,
             split: 100_000,
+            import: 100_000,
         }
     }
 
@@ -111,6 +118,7 @@ impl Sizes {
             query_rows: 20_000,
             query_reps: 10,
             split: 20_000,
+            import: 20_000,
         }
     }
 }

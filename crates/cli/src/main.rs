@@ -304,5 +304,19 @@ async fn run(mut cli: Cli, out: &Output) -> anyhow::Result<()> {
             out.resolved(&table, id)
         }
         Command::Status => out.status(&store.status()?),
+        Command::Import { table, file } => {
+            let table = table_name(&table)?;
+            let report = store.import_file(&table, &file, &mut |_| {})?;
+            out.imported(&file, &report)
+        }
+        Command::Export { table, file, ids } => {
+            let table = table_name(&table)?;
+            let ids = ids
+                .iter()
+                .map(|id| parse_id(id))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let ids = (!ids.is_empty()).then_some(ids.as_slice());
+            out.exported(&file, store.export_file(&table, &file, ids)?)
+        }
     }
 }

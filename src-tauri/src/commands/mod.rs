@@ -5,9 +5,11 @@
 pub mod app;
 pub mod conflicts;
 pub mod connect;
+pub mod exchange;
 pub mod records;
 pub mod settings;
 pub mod sync;
+pub mod trash;
 
 use crate::error::AppError;
 

@@ -1,0 +1,84 @@
+//! Import and export of people as CSV or vCard files (the logic is
+//! `roster_client::LocalStore::import_file` / `export_file`). The UI names the file by
+//! its path; an import emits [`IMPORT_PROGRESS_EVENT`] after each chunk.
+
+use std::path::PathBuf;
+
+use roster_client::{ImportProgress, ImportReport};
+use tauri::{AppHandle, Emitter, State};
+
+use super::blocking;
+use super::records::parse_id;
+use crate::background::RECORDS_CHANGED_EVENT;
+use crate::error::AppError;
+use crate::state::AppState;
+
+/// Event emitted after each chunk of an import, with an [`ImportProgress`].
+pub const IMPORT_PROGRESS_EVENT: &str = "import-progress";
+
+/// A path the UI sent: trimmed, `~/` expanded, never empty.
+fn file_path(path: &str) -> Result<PathBuf, AppError> {
+    let path = path.trim();
+    if path.is_empty() {
+        return Err(AppError::invalid(
+            "path",
+            "Name the file, e.g. ~/people.csv",
+        ));
+    }
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => Ok(PathBuf::from(home).join(rest)),
+        _ => Ok(PathBuf::from(path)),
+    }
+}
+
+/// Imports the CSV or vCard file at `path` into `table`: valid rows are added (and synced
+/// shortly), the others are listed in the report with their reasons.
+#[tauri::command(rename_all = "snake_case")]
+pub async fn import_file(
+    app: AppHandle,
+    state: State<'_, AppState>,
+    table: String,
+    path: String,
+) -> Result<ImportReport, AppError> {
+    let ready = state.get()?;
+    let store = ready.client.store_handle();
+    let path = file_path(&path)?;
+    let progress_app = app.clone();
+    let report = blocking(move || {
+        let mut progress = |progress: ImportProgress| {
+            if let Err(error) = progress_app.emit(IMPORT_PROGRESS_EVENT, progress) {
+                tracing::warn!(%error, "cannot emit import progress");
+            }
+        };
+        Ok(store.import_file(&table, &path, &mut progress)?)
+    })
+    .await?;
+    if report.imported > 0 {
+        ready.sync.edited();
+        if let Err(error) = app.emit(RECORDS_CHANGED_EVENT, ()) {
+            tracing::warn!(%error, "cannot emit records-changed");
+        }
+    }
+    Ok(report)
+}
+
+/// Writes the live rows of `table` (all, or those of `ids`) to the CSV or vCard file at
+/// `path`; returns how many people it holds.
+#[tauri::command(rename_all = "snake_case")]
+pub async fn export_file(
+    state: State<'_, AppState>,
+    table: String,
+    path: String,
+    ids: Option<Vec<String>>,
+) -> Result<u64, AppError> {
+    let store = state.store()?;
+    let path = file_path(&path)?;
+    let ids = ids
+        .map(|ids| {
+            ids.iter()
+                .map(|id| parse_id(id))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    blocking(move || Ok(store.export_file(&table, &path, ids.as_deref())?)).await
+}

@@ -1,0 +1,82 @@
+// Import and export: CSV or vCard files named by their path (the format comes from the
+// extension). An import shows a progress bar fed by "import-progress" events and, after
+// it, how many people were added and every refused row with its reasons.
+
+import { api, on } from "./api.js";
+import { $, el, fmtNumber, plural } from "./util.js";
+
+let table = null;
+
+function showProgress({ done, total }) {
+  const bar = $("import-progress");
+  bar.hidden = false;
+  bar.max = Math.max(total, 1);
+  bar.value = done;
+  $("import-progress-text").hidden = false;
+  $("import-progress-text").textContent = `${fmtNumber(done)} of ${fmtNumber(total)} rows`;
+}
+
+function showReport(report) {
+  const lines = [`Imported ${plural(report.imported, "person", "people")} of ${fmtNumber(report.rows)} rows.`];
+  if (report.refused.length) lines.push(`${plural(report.refused.length, "row was", "rows were")} refused (below).`);
+  if (report.ignored_columns.length) lines.push(`Skipped columns: ${report.ignored_columns.join(", ")}.`);
+  $("import-result").textContent = lines.join(" ");
+  $("import-result").hidden = false;
+  const body = $("import-refused-body");
+  body.replaceChildren(...report.refused.map((row) =>
+    el("tr", { "data-testid": "import-refused-row" },
+      el("td", { text: String(row.row) }),
+      el("td", { text: row.label || "(empty)" }),
+      el("td", {}, el("ul", {}, row.reasons.map((reason) => el("li", { text: reason })))))));
+  $("import-refused").hidden = report.refused.length === 0;
+}
+
+function showError(node, error) {
+  node.textContent = error.message;
+  node.hidden = false;
+}
+
+async function runImport(event) {
+  event.preventDefault();
+  const button = $("import-run");
+  $("import-error").hidden = true;
+  $("import-result").hidden = true;
+  $("import-refused").hidden = true;
+  button.disabled = true;
+  showProgress({ done: 0, total: 0 });
+  try {
+    showReport(await api.importFile(table, $("import-path").value));
+  } catch (error) {
+    showError($("import-error"), error);
+  } finally {
+    button.disabled = false;
+    $("import-progress").hidden = true;
+    $("import-progress-text").hidden = true;
+  }
+}
+
+async function runExport(event) {
+  event.preventDefault();
+  const button = $("export-run");
+  $("export-error").hidden = true;
+  $("export-result").hidden = true;
+  button.disabled = true;
+  try {
+    const path = $("export-path").value;
+    const count = await api.exportFile(table, path, null);
+    $("export-result").textContent = `Exported ${plural(count, "person", "people")} to ${path.trim()}.`;
+    $("export-result").hidden = false;
+  } catch (error) {
+    showError($("export-error"), error);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+/** Wires the Import/Export view for `tableName`. */
+export function initExchange(tableName) {
+  table = tableName;
+  $("import-form").addEventListener("submit", runImport);
+  $("export-form").addEventListener("submit", runExport);
+  on("import-progress", showProgress);
+}
