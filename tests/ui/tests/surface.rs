@@ -65,6 +65,9 @@ async fn markup_shows_as_text_and_an_expired_token_asks_for_a_new_one() {
     assert_eq!(injected(&app, "#view-conflicts").await, json!(0));
     app.click("keep-mine").await;
     app.wait_for("no-conflicts").await;
+    app.click("sync-now").await;
+    app.wait_contains("pending-count", "No changes waiting")
+        .await;
 
     // History names the person by the markup, as text.
     app.click("nav-history").await;
