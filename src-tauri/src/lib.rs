@@ -81,6 +81,7 @@ pub fn run() {
             commands::trash::list_trash,
             commands::trash::restore_from_trash,
             commands::trash::empty_trash,
+            commands::links::open_contact,
             commands::sync::sync_now,
             commands::conflicts::list_conflicts,
             commands::conflicts::resolve_conflict,

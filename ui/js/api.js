@@ -33,6 +33,7 @@ export const api = {
   trash: (table) => call("list_trash", { table }),
   restore: (table, id) => call("restore_from_trash", { table, id }),
   emptyTrash: (table) => call("empty_trash", { table }),
+  openContact: (action, value) => call("open_contact", { action, value }),
   importFile: (table, path) => call("import_file", { table, path }),
   exportFile: (table, path, ids) => call("export_file", { table, path, ids }),
   syncNow: () => call("sync_now"),

@@ -266,6 +266,14 @@ function moveActive(index) {
 
 // ---- editor ----
 
+/** "mail" or "call" for a column holding email addresses or phone numbers, else null. */
+function contactAction(column) {
+  if (column.type !== "text") return null;
+  if (column.format === "email" || column.name === "email") return "mail";
+  if (column.format === "phone" || column.name === "phone") return "call";
+  return null;
+}
+
 function buildForm() {
   const fields = state.columns.map((c) => {
     const id = `field-${c.name}`;
@@ -289,8 +297,15 @@ function buildForm() {
         autocomplete: "off",
       });
     }
+    const action = contactAction(c);
+    const link = action && el("button", {
+      type: "button", class: "link field-link", id: `open-${c.name}`, "data-testid": `open-${c.name}`, hidden: true,
+      text: action === "mail" ? "Write" : "Call",
+      "aria-label": action === "mail" ? `Write to this ${labelFor(c.name).toLowerCase()}` : `Call this ${labelFor(c.name).toLowerCase()}`,
+      onclick: () => api.openContact(action, input.value).catch((error) => toast(error.message)),
+    });
     return el("div", { class: "field" },
-      el("label", { for: id }, labelFor(c.name), c.required ? el("span", { class: "required", "aria-hidden": "true" }, " *") : null),
+      el("label", { for: id }, labelFor(c.name), c.required ? el("span", { class: "required", "aria-hidden": "true" }, " *") : null, link),
       input,
       el("span", { class: "field-error", id: `error-${c.name}`, "data-testid": `error-${c.name}`, hidden: true }));
   });
@@ -347,6 +362,9 @@ function fillForm(record) {
     const value = record ? record.fields[c.name] : null;
     if (c.type === "boolean") input.checked = value === true;
     else input.value = value === null || value === undefined ? "" : String(value);
+    // The Write / Call link shows for a saved value (not while it is being typed).
+    const link = $(`open-${c.name}`);
+    if (link) link.hidden = value === null || value === undefined || value === "";
   }
   state.shown = record ? { ...record.fields } : null;
   const name = record ? show(record.fields[state.columns[0].name]) : "";

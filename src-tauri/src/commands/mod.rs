@@ -6,6 +6,7 @@ pub mod app;
 pub mod conflicts;
 pub mod connect;
 pub mod exchange;
+pub mod links;
 pub mod records;
 pub mod settings;
 pub mod sync;

@@ -1,7 +1,7 @@
 //! UI tests of moving data in and out and taking changes back: a CSV and a vCard file
 //! imported through the Import/Export view (with the per-row report of refused rows),
 //! everyone exported back to CSV and vCard, the Undo of an edit, and a delete restored
-//! from the Trash, each checked on the server after a sync.
+//! from the Trash, each checked on the server after a sync; the email's Write link.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use roster_ui_tests::{App, Display, start_server};
@@ -123,6 +123,9 @@ async fn import_export_undo_and_trash() {
     // Undo of an edit puts the values from before it back, on the server too.
     app.click("nav-records").await;
     app.open_row("Ada").await;
+    // A saved email gets a Write link (mailto:); an empty phone no Call link.
+    app.wait_contains("open-email", "Write").await;
+    app.wait_gone("open-phone").await;
     app.fill_and_save(&[("city", "Paris")]).await;
     app.wait_contains("toast-action", "Undo").await;
     app.click("toast-action").await;
