@@ -481,7 +481,7 @@ async function remove() {
   if (!state.openId) return;
   const name = $("editor-title").textContent;
   const ok = await confirmDialog(`Delete ${name}?`,
-    "The person is removed from this device now and from the other devices at the next sync.");
+    "The person is removed from this device now and from the other devices at the next sync. The Trash keeps them for 30 days.");
   if (!ok) return;
   const id = state.openId;
   try {

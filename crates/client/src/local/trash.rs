@@ -62,10 +62,14 @@ impl LocalStore {
     pub fn trash(&self, table: &str, limit: u32) -> Result<Vec<TrashedRecord>, ClientError> {
         self.schema.table(table)?;
         let conn = self.lock();
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, data, deleted_at_ms FROM _roster_trash WHERE tbl = ?1
-             ORDER BY deleted_at_ms DESC, id DESC LIMIT ?2",
-        )?;
+        // A row brought back since (a conflict choice kept the other side's edit) is
+        // not listed: it is not deleted any more.
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT t.id, t.data, t.deleted_at_ms FROM _roster_trash t WHERE t.tbl = ?1
+               AND NOT EXISTS (SELECT 1 FROM {} u WHERE u.id = t.id)
+             ORDER BY t.deleted_at_ms DESC, t.id DESC LIMIT ?2",
+            sql::quote(table)
+        ))?;
         let rows = stmt.query_map(params![table, limit], |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -182,6 +186,23 @@ mod tests {
         assert!(matches!(
             store.restore_from_trash("person", id),
             Err(ClientError::NotFound { .. })
+        ));
+        // A row that is live again (as a conflict choice can make it) is neither listed
+        // nor restored twice.
+        store.delete("person", id).unwrap();
+        let conn = store.lock();
+        sql::write_row(
+            &conn,
+            store.schema.table("person").unwrap(),
+            id,
+            &fields(json!({"name": "Ann"})),
+        )
+        .unwrap();
+        drop(conn);
+        assert!(store.trash("person", 10).unwrap().is_empty());
+        assert!(matches!(
+            store.restore_from_trash("person", id),
+            Err(ClientError::BadInput(_))
         ));
     }
 
