@@ -77,6 +77,7 @@ pub fn run() {
             commands::records::update_record,
             commands::records::delete_record,
             commands::exchange::import_file,
+            commands::exchange::import_text,
             commands::exchange::export_file,
             commands::trash::list_trash,
             commands::trash::restore_from_trash,

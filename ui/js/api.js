@@ -35,6 +35,7 @@ export const api = {
   emptyTrash: (table) => call("empty_trash", { table }),
   openContact: (action, value) => call("open_contact", { action, value }),
   importFile: (table, path) => call("import_file", { table, path }),
+  importText: (table, name, text) => call("import_text", { table, name, text }),
   exportFile: (table, path, ids) => call("export_file", { table, path, ids }),
   syncNow: () => call("sync_now"),
   syncStatus: () => call("sync_status"),

@@ -1,5 +1,5 @@
-// Import and export: CSV or vCard files named by their path (the format comes from the
-// extension). An import shows a progress bar fed by "import-progress" events and, after
+// Import and export: CSV or vCard files picked with the system's file picker or named by
+// their path (the format comes from the extension). An import shows a progress bar fed by "import-progress" events and, after
 // it, how many people were added and every refused row with its reasons.
 
 import { api, on } from "./api.js";
@@ -36,6 +36,16 @@ function showError(node, error) {
   node.hidden = false;
 }
 
+/** The import to run: the picked file's text (read here), else the typed path. */
+async function importRequest() {
+  const picked = $("import-picker").files?.[0];
+  if (picked && !$("import-path").value.trim()) {
+    const text = await picked.text();
+    return api.importText(table, picked.name, text);
+  }
+  return api.importFile(table, $("import-path").value);
+}
+
 async function runImport(event) {
   event.preventDefault();
   const button = $("import-run");
@@ -45,7 +55,7 @@ async function runImport(event) {
   button.disabled = true;
   showProgress({ done: 0, total: 0 });
   try {
-    showReport(await api.importFile(table, $("import-path").value));
+    showReport(await importRequest());
   } catch (error) {
     showError($("import-error"), error);
   } finally {
@@ -77,6 +87,9 @@ async function runExport(event) {
 export function initExchange(tableName) {
   table = tableName;
   $("import-form").addEventListener("submit", runImport);
+  // Picking a file clears a typed path, and typing a path clears the pick.
+  $("import-picker").addEventListener("change", () => { $("import-path").value = ""; });
+  $("import-path").addEventListener("input", () => { $("import-picker").value = ""; });
   $("export-form").addEventListener("submit", runExport);
   on("import-progress", showProgress);
 }

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use roster_client::{ImportProgress, ImportReport};
+use roster_client::{Format, ImportProgress, ImportReport};
 use tauri::{AppHandle, Emitter, State};
 
 use super::blocking;
@@ -31,6 +31,15 @@ fn file_path(path: &str) -> Result<PathBuf, AppError> {
     }
 }
 
+/// Where an import reads from.
+enum Source {
+    /// A file on disk, by path.
+    Path(PathBuf),
+    /// A file's whole text, as the UI read it from a file picker, with its name (for the
+    /// format).
+    Text { name: String, text: String },
+}
+
 /// Imports the CSV or vCard file at `path` into `table`: valid rows are added (and synced
 /// shortly), the others are listed in the report with their reasons.
 #[tauri::command(rename_all = "snake_case")]
@@ -40,9 +49,31 @@ pub async fn import_file(
     table: String,
     path: String,
 ) -> Result<ImportReport, AppError> {
+    import(app, &state, table, Source::Path(file_path(&path)?)).await
+}
+
+/// Imports `text`, the content of the file called `name` (the format comes from its
+/// extension) that the person picked in the UI's file picker.
+#[tauri::command(rename_all = "snake_case")]
+pub async fn import_text(
+    app: AppHandle,
+    state: State<'_, AppState>,
+    table: String,
+    name: String,
+    text: String,
+) -> Result<ImportReport, AppError> {
+    import(app, &state, table, Source::Text { name, text }).await
+}
+
+/// The import both commands run, with progress events; announces new rows.
+async fn import(
+    app: AppHandle,
+    state: &AppState,
+    table: String,
+    source: Source,
+) -> Result<ImportReport, AppError> {
     let ready = state.get()?;
     let store = ready.client.store_handle();
-    let path = file_path(&path)?;
     let progress_app = app.clone();
     let report = blocking(move || {
         let mut progress = |progress: ImportProgress| {
@@ -50,7 +81,13 @@ pub async fn import_file(
                 tracing::warn!(%error, "cannot emit import progress");
             }
         };
-        Ok(store.import_file(&table, &path, &mut progress)?)
+        Ok(match source {
+            Source::Path(path) => store.import_file(&table, &path, &mut progress)?,
+            Source::Text { name, text } => {
+                let format = Format::from_path(std::path::Path::new(&name))?;
+                store.import(&table, format, text.as_bytes(), &mut progress)?
+            }
+        })
     })
     .await?;
     if report.imported > 0 {
