@@ -8,7 +8,7 @@ import { initHistory, loadHistory } from "./history.js";
 import { initSettings, loadSettings } from "./settings.js";
 import { initStatus, showStatus } from "./status.js";
 import { initConnect } from "./connect.js";
-import { initExchange } from "./exchange.js";
+import { initExchange, showExchange } from "./exchange.js";
 import { initTrash, loadTrash } from "./trash.js";
 
 const VIEWS = ["records", "conflicts", "history", "trash", "exchange", "settings", "help"];
@@ -26,6 +26,7 @@ async function showView(view) {
   if (view === "conflicts") loadConflicts();
   if (view === "history") loadHistory();
   if (view === "trash") loadTrash();
+  if (view === "exchange") showExchange();
   if (view === "settings") loadSettings().catch((e) => console.error(e));
 }
 

@@ -4,6 +4,7 @@
 
 import { api, on } from "./api.js";
 import { $, el, fmtNumber, plural } from "./util.js";
+import { currentSearch } from "./records.js";
 
 let table = null;
 
@@ -73,7 +74,8 @@ async function runExport(event) {
   button.disabled = true;
   try {
     const path = $("export-path").value;
-    const count = await api.exportFile(table, path, null);
+    const search = $("export-matching").checked ? currentSearch() : null;
+    const count = await api.exportFile(table, path, null, search || null);
     $("export-result").textContent = `Exported ${plural(count, "person", "people")} to ${path.trim()}.`;
     $("export-result").hidden = false;
   } catch (error) {
@@ -81,6 +83,15 @@ async function runExport(event) {
   } finally {
     button.disabled = false;
   }
+}
+
+/** Called when the view is shown: offers to export only the people the People view's
+ *  search finds, when it has one. */
+export function showExchange() {
+  const search = currentSearch();
+  $("export-matching-label").hidden = !search;
+  if (!search) $("export-matching").checked = false;
+  $("export-matching-text").textContent = search ? `Only the people found by the search “${search}”` : "";
 }
 
 /** Wires the Import/Export view for `tableName`. */

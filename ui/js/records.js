@@ -560,5 +560,7 @@ export async function onRecordsChanged() {
 
 /** The table the view shows. */
 export const currentTable = () => state.table;
+/** The text the list is searched for ("" when it shows everyone). */
+export const currentSearch = () => state.search;
 export const tableColumns = () => state.columns;
 export { fmtNumber };

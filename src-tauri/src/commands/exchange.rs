@@ -4,7 +4,8 @@
 
 use std::path::PathBuf;
 
-use roster_client::{Format, ImportProgress, ImportReport};
+use roster_client::{Format, ImportProgress, ImportReport, ListQuery, LocalStore, MAX_LIST_LIMIT};
+use roster_protocol::RowId;
 use tauri::{AppHandle, Emitter, State};
 
 use super::blocking;
@@ -99,14 +100,35 @@ async fn import(
     Ok(report)
 }
 
-/// Writes the live rows of `table` (all, or those of `ids`) to the CSV or vCard file at
-/// `path`; returns how many people it holds.
+/// The ids of every live row of `table` matching `search`, in list order.
+fn matching_ids(store: &LocalStore, table: &str, search: &str) -> Result<Vec<RowId>, AppError> {
+    let mut ids = Vec::new();
+    loop {
+        let query = ListQuery {
+            search: Some(search.to_owned()),
+            limit: MAX_LIST_LIMIT,
+            offset: ids.len() as u64,
+            ..ListQuery::default()
+        };
+        let page = store.list(table, &query)?;
+        let last = page.len() < MAX_LIST_LIMIT as usize;
+        ids.extend(page.into_iter().map(|record| record.id));
+        if last {
+            return Ok(ids);
+        }
+    }
+}
+
+/// Writes the live rows of `table` to the CSV or vCard file at `path`: those of `ids`,
+/// else those matching `search` (the People view's search), else all. Returns how many
+/// people it holds.
 #[tauri::command(rename_all = "snake_case")]
 pub async fn export_file(
     state: State<'_, AppState>,
     table: String,
     path: String,
     ids: Option<Vec<String>>,
+    search: Option<String>,
 ) -> Result<u64, AppError> {
     let store = state.store()?;
     let path = file_path(&path)?;
@@ -117,5 +139,16 @@ pub async fn export_file(
                 .collect::<Result<Vec<_>, _>>()
         })
         .transpose()?;
-    blocking(move || Ok(store.export_file(&table, &path, ids.as_deref())?)).await
+    let search = search
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty());
+    blocking(move || {
+        let ids = match (ids, search) {
+            (Some(ids), _) => Some(ids),
+            (None, Some(search)) => Some(matching_ids(&store, &table, &search)?),
+            (None, None) => None,
+        };
+        Ok(store.export_file(&table, &path, ids.as_deref())?)
+    })
+    .await
 }

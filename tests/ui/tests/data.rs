@@ -114,6 +114,23 @@ async fn import_export_undo_and_trash() {
     assert_eq!(cards.matches("BEGIN:VCARD").count(), 5, "{cards}");
     assert!(cards.contains("FN:Flo\r\n"), "{cards}");
 
+    // Only the people the People view's search finds.
+    app.search("Eve").await;
+    app.wait_contains("result-count", "1 person matches").await;
+    app.click("nav-exchange").await;
+    app.wait_contains("export-matching-label", "\u{201c}Eve\u{201d}")
+        .await;
+    app.click("export-matching").await;
+    let some = files.path().join("some.csv");
+    app.fill("export-path", some.to_str().unwrap()).await;
+    app.click("export-run").await;
+    app.wait_contains("export-result", "Exported 1 person")
+        .await;
+    let exported = std::fs::read_to_string(&some).unwrap();
+    assert_eq!(exported.lines().count(), 2, "{exported}");
+    assert!(exported.contains("Ed Eve"), "{exported}");
+    app.search("").await;
+
     // The imported people reach the server.
     app.click("sync-now").await;
     app.wait_contains("pending-count", "No changes waiting")
