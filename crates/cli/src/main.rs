@@ -306,7 +306,18 @@ async fn run(mut cli: Cli, out: &Output) -> anyhow::Result<()> {
         Command::Status => out.status(&store.status()?),
         Command::Import { table, file } => {
             let table = table_name(&table)?;
-            let report = store.import_file(&table, &file, &mut |_| {})?;
+            // On a terminal, a line that counts the rows as the chunks are written.
+            let live = !cli.json && std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let mut progress = |p: roster_client::ImportProgress| {
+                if live && p.total > 0 {
+                    eprint!("\rimporting: {} of {} rows", p.done, p.total);
+                }
+            };
+            let report = store.import_file(&table, &file, &mut progress);
+            if live {
+                eprintln!();
+            }
+            let report = report?;
             out.imported(&file, &report)
         }
         Command::Export { table, file, ids } => {
