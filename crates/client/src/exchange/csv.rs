@@ -6,7 +6,7 @@
 
 use roster_protocol::{Fields, TableSchema};
 
-use super::{Parsed, SourceRow, convert, row_label, text_of};
+use super::{Parsed, SourceRow, row_label, text_of};
 use crate::ClientError;
 
 /// A header or column name reduced to lowercase letters and digits, for matching.
@@ -65,8 +65,7 @@ pub(super) fn parse(table: &TableSchema, text: &str) -> Result<Parsed, ClientErr
         let record = record.map_err(|e| bad_file(&e))?;
         let mut row = SourceRow {
             label: row_label(record.iter()),
-            fields: Fields::new(),
-            problems: Vec::new(),
+            ..SourceRow::default()
         };
         if record.len() > headers.len() {
             row.problems.push(format!(
@@ -76,12 +75,8 @@ pub(super) fn parse(table: &TableSchema, text: &str) -> Result<Parsed, ClientErr
             ));
         }
         for (column, text) in columns.iter().zip(record.iter()) {
-            let Some(column) = column else { continue };
-            match convert(column, text) {
-                Ok(value) => {
-                    row.fields.insert(column.name.clone(), value);
-                }
-                Err(problem) => row.problems.push(problem),
+            if let Some(column) = column {
+                row.set(column, text);
             }
         }
         rows.push(row);

@@ -103,12 +103,29 @@ pub struct FieldProblem {
     pub message: String,
 }
 
-/// A row as read from a file, before it is checked: the values by column, or the
-/// problems met while converting its text.
+/// A row as read from a file, before it is checked: the values by column, and the
+/// problems met while converting its text (with the columns they were met in).
+#[derive(Default)]
 struct SourceRow {
     label: String,
     fields: Fields,
     problems: Vec<String>,
+    unconverted: Vec<String>,
+}
+
+impl SourceRow {
+    /// Converts `text` for `column` into the row, or notes why it cannot be.
+    fn set(&mut self, column: &ColumnDef, text: &str) {
+        match convert(column, text) {
+            Ok(value) => {
+                self.fields.insert(column.name.clone(), value);
+            }
+            Err(problem) => {
+                self.problems.push(problem);
+                self.unconverted.push(column.name.clone());
+            }
+        }
+    }
 }
 
 /// A parsed file: its rows, and the file columns matching no declared column.
@@ -291,14 +308,11 @@ impl LocalStore {
             for row in chunk {
                 number += 1;
                 let mut reasons = row.problems.clone();
+                // A value that could not be converted is reported once, not again as missing.
                 reasons.extend(
                     field_problems(&schema, &row.fields)
                         .into_iter()
-                        .filter(|p| {
-                            !row.problems
-                                .iter()
-                                .any(|r| r.starts_with(&label_of(&p.field)))
-                        })
+                        .filter(|p| !row.unconverted.contains(&p.field))
                         .map(|p| p.message),
                 );
                 if reasons.is_empty() {

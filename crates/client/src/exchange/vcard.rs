@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 
 use roster_protocol::{Fields, TableSchema};
 
-use super::{Parsed, SourceRow, convert, row_label, text_of};
+use super::{Parsed, SourceRow, row_label, text_of};
 use crate::ClientError;
 
 /// Where a column's value lives in a card.
@@ -307,11 +307,7 @@ pub(super) fn parse(table: &TableSchema, text: &str) -> Result<Parsed, ClientErr
 
 /// The row of `table` that one card holds.
 fn card_row(table: &TableSchema, card: &[ContentLine]) -> SourceRow {
-    let mut row = SourceRow {
-        label: String::new(),
-        fields: Fields::new(),
-        problems: Vec::new(),
-    };
+    let mut row = SourceRow::default();
     let mut texts = Vec::new();
     for column in &table.columns {
         let mut text = slot_value(card, &slot_of(&column.name));
@@ -319,12 +315,7 @@ fn card_row(table: &TableSchema, card: &[ContentLine]) -> SourceRow {
             text = name_from_n(card).or(text);
         }
         let text = text.unwrap_or_default();
-        match convert(column, &text) {
-            Ok(value) => {
-                row.fields.insert(column.name.clone(), value);
-            }
-            Err(problem) => row.problems.push(problem),
-        }
+        row.set(column, &text);
         texts.push(text);
     }
     row.label = row_label(texts.iter().map(String::as_str));
