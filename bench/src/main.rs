@@ -272,5 +272,6 @@ async fn run_scenario(ctx: &mut Ctx, scenario: Scenario) -> Result<()> {
         Scenario::Queries => scenarios::queries::run(ctx),
         Scenario::Split => scenarios::split::run(ctx).await,
         Scenario::Encryption => scenarios::encryption::run(ctx).await,
+        Scenario::Import => scenarios::import::run(ctx),
     }
 }

@@ -123,24 +123,7 @@ impl From<SchemaError> for AppError {
 /// A validation reason from the schema as a sentence about the field, e.g. "expected an
 /// integer, got text" on `age` -> "Age must be a whole number".
 pub fn value_message(column: &str, reason: &str) -> String {
-    let label = capitalise(&column.replace('_', " "));
-    if reason.starts_with("expected an integer") {
-        format!("{label} must be a whole number")
-    } else if reason.starts_with("expected a number") {
-        format!("{label} must be a number")
-    } else if reason.starts_with("expected true or false") {
-        format!("{label} must be yes or no")
-    } else if reason.starts_with("must ") || reason.starts_with("may ") {
-        format!("{label} {reason}")
-    } else if reason.starts_with("a value is required") {
-        format!("{label} is required")
-    } else if let Some(rest) = reason.strip_prefix("text is ") {
-        // "text is N characters long, at most M allowed"
-        let max = rest.rsplit("at most ").next().unwrap_or(rest);
-        format!("{label} is too long: at most {max}")
-    } else {
-        format!("{label}: {reason}")
-    }
+    roster_client::value_message(column, reason)
 }
 
 impl From<ClientError> for AppError {
@@ -250,15 +233,6 @@ impl From<tauri::Error> for AppError {
 impl From<tokio::task::JoinError> for AppError {
     fn from(error: tokio::task::JoinError) -> Self {
         Self::internal(format!("background task failed: {error}"))
-    }
-}
-
-/// `text` with its first letter in upper case.
-fn capitalise(text: &str) -> String {
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => String::new(),
     }
 }
 

@@ -615,3 +615,82 @@ async fn deferred_conflict_resolved_field_by_field_through_the_cli() {
     assert_eq!(history[0]["resolution"], json!("merged"));
     assert_eq!(history[1]["resolution"], json!("deferred"));
 }
+
+#[tokio::test]
+async fn import_reports_refused_rows_and_export_round_trips_through_the_server() {
+    let server = TestServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    init(&a, &server);
+    init(&b, &server);
+    let csv = tmp.path().join("in.csv");
+    std::fs::write(
+        &csv,
+        "name,age,city\nJane,25,Lyon\n,3,Nowhere\nKen,x,Rome\n\"Lee, Jr.\",40,\"Nice\nFrance\"\n",
+    )
+    .unwrap();
+    let report = ok(&a, &["import", csv.to_str().unwrap(), "--json"]).json();
+    assert_eq!(report["rows"], json!(4));
+    assert_eq!(report["imported"], json!(2));
+    let refused = report["refused"].as_array().unwrap();
+    assert_eq!(refused.len(), 2);
+    assert_eq!(refused[0]["row"], json!(2));
+    assert_eq!(refused[0]["reasons"], json!(["Name is required"]));
+    assert_eq!(refused[1]["row"], json!(3));
+    assert_eq!(refused[1]["reasons"], json!(["Age must be a whole number"]));
+    // A second import adds the same people again (an import never overwrites); its text
+    // output names each refused row.
+    let text = ok(&a, &["import", csv.to_str().unwrap()]);
+    assert!(
+        text.stdout
+            .contains("row 3 (Ken): Age must be a whole number"),
+        "{}",
+        text.stdout
+    );
+    ok(
+        &a,
+        &[
+            "delete",
+            "--json",
+            list(&a)["records"][3]["id"].as_str().unwrap(),
+        ],
+    );
+    sync(&a);
+
+    // The other data dir exports what it pulled; a fresh one imports that file back.
+    sync(&b);
+    let exported = tmp.path().join("out.vcf");
+    let run = ok(&b, &["export", exported.to_str().unwrap(), "--json"]).json();
+    assert_eq!(run["exported"], json!(3));
+    let fresh = tmp.path().join("fresh");
+    init(&fresh, &server);
+    let report = ok(&fresh, &["import", exported.to_str().unwrap(), "--json"]).json();
+    assert_eq!(report["imported"], json!(3));
+    let values = |dir: &Path| -> Vec<Value> {
+        let mut rows: Vec<Value> = list(dir)["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["fields"].clone())
+            .collect();
+        rows.sort_by_key(|r| r.to_string());
+        rows
+    };
+    assert_eq!(values(&fresh), values(&b));
+    assert!(
+        values(&b)
+            .iter()
+            .any(|r| r["city"] == json!("Nice\nFrance"))
+    );
+
+    // Bad files and unknown formats change nothing and exit with 2.
+    let bad = tmp.path().join("bad.txt");
+    std::fs::write(&bad, "name\nX\n").unwrap();
+    fails(&fresh, &["import", bad.to_str().unwrap()], 2);
+    fails(
+        &fresh,
+        &["import", tmp.path().join("missing.csv").to_str().unwrap()],
+        2,
+    );
+    assert_eq!(list(&fresh)["total"], json!(3));
+}

@@ -9,8 +9,10 @@ import { initSettings, loadSettings } from "./settings.js";
 import { initStatus, showStatus } from "./status.js";
 import { initConnect } from "./connect.js";
 import { showUnlock } from "./unlock.js";
+import { initExchange, showExchange } from "./exchange.js";
+import { initTrash, loadTrash } from "./trash.js";
 
-const VIEWS = ["records", "conflicts", "history", "settings"];
+const VIEWS = ["records", "conflicts", "history", "trash", "exchange", "settings", "help"];
 let currentView = "records";
 
 async function showView(view) {
@@ -24,6 +26,8 @@ async function showView(view) {
   }
   if (view === "conflicts") loadConflicts();
   if (view === "history") loadHistory();
+  if (view === "trash") loadTrash();
+  if (view === "exchange") showExchange();
   if (view === "settings") loadSettings().catch((e) => console.error(e));
 }
 
@@ -63,6 +67,9 @@ async function start() {
   initRecords(schema);
   initConflicts(tableColumns);
   initHistory(tableColumns);
+  const mainTable = schema.tables.find((t) => t.name === "person") ?? schema.tables[0];
+  initExchange(mainTable.name);
+  initTrash(mainTable.name, mainTable.columns);
   initSettings((settings) => showDevice(settings.device_name));
   initStatus(() => showView("conflicts"), () => showView("settings"));
 
@@ -76,6 +83,7 @@ async function start() {
     onRecordsChanged();
     if (currentView === "conflicts") loadConflicts();
     if (currentView === "history") loadHistory();
+    if (currentView === "trash") loadTrash();
   });
   showStatus(await api.syncStatus());
   document.body.dataset.ready = "true";

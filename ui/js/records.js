@@ -266,6 +266,14 @@ function moveActive(index) {
 
 // ---- editor ----
 
+/** "mail" or "call" for a column holding email addresses or phone numbers, else null. */
+function contactAction(column) {
+  if (column.type !== "text") return null;
+  if (column.format === "email" || column.name === "email") return "mail";
+  if (column.format === "phone" || column.name === "phone") return "call";
+  return null;
+}
+
 function buildForm() {
   const fields = state.columns.map((c) => {
     const id = `field-${c.name}`;
@@ -289,8 +297,15 @@ function buildForm() {
         autocomplete: "off",
       });
     }
+    const action = contactAction(c);
+    const link = action && el("button", {
+      type: "button", class: "link field-link", id: `open-${c.name}`, "data-testid": `open-${c.name}`, hidden: true,
+      text: action === "mail" ? "Write" : "Call",
+      "aria-label": action === "mail" ? `Write to this ${labelFor(c.name).toLowerCase()}` : `Call this ${labelFor(c.name).toLowerCase()}`,
+      onclick: () => api.openContact(action, input.value).catch((error) => toast(error.message)),
+    });
     return el("div", { class: "field" },
-      el("label", { for: id }, labelFor(c.name), c.required ? el("span", { class: "required", "aria-hidden": "true" }, " *") : null),
+      el("label", { for: id }, labelFor(c.name), c.required ? el("span", { class: "required", "aria-hidden": "true" }, " *") : null, link),
       input,
       el("span", { class: "field-error", id: `error-${c.name}`, "data-testid": `error-${c.name}`, hidden: true }));
   });
@@ -347,6 +362,9 @@ function fillForm(record) {
     const value = record ? record.fields[c.name] : null;
     if (c.type === "boolean") input.checked = value === true;
     else input.value = value === null || value === undefined ? "" : String(value);
+    // The Write / Call link shows for a saved value (not while it is being typed).
+    const link = $(`open-${c.name}`);
+    if (link) link.hidden = value === null || value === undefined || value === "";
   }
   state.shown = record ? { ...record.fields } : null;
   const name = record ? show(record.fields[state.columns[0].name]) : "";
@@ -418,6 +436,8 @@ async function save() {
   const fields = formFields();
   const button = $("save");
   button.disabled = true;
+  // What an Undo of this edit puts back (nothing for a new person: Delete undoes that).
+  const previous = state.openId ? formFieldsOf(state.shown) : null;
   try {
     const record = state.openId
       ? await api.update(state.table, state.openId, fields)
@@ -428,6 +448,7 @@ async function save() {
     $("saved").hidden = false;
     $("editor-notice").hidden = true;
     reload();
+    if (previous && differs(previous, record.fields)) offerUndoEdit(record.id, previous);
     return true;
   } catch (error) {
     showError(error);
@@ -437,22 +458,41 @@ async function save() {
   }
 }
 
+/** The toast after an edit, whose Undo writes the values from before it back (an edit
+ *  like any other, synced the same way). */
+function offerUndoEdit(id, previous) {
+  const name = $("editor-title").textContent;
+  toast(`Saved ${name}`, {
+    label: "Undo",
+    run: async () => {
+      try {
+        const record = await api.update(state.table, id, previous);
+        reload();
+        if (state.openId === id && !$("editor").hidden && !state.dirty) fillForm(record);
+        toast(`Undid the change to ${name}`);
+      } catch (error) {
+        toast(`Cannot undo: ${error.message}`);
+      }
+    },
+  });
+}
+
 async function remove() {
   if (!state.openId) return;
   const name = $("editor-title").textContent;
   const ok = await confirmDialog(`Delete ${name}?`,
-    "The person is removed from this device now and from the other devices at the next sync.");
+    "The person is removed from this device now and from the other devices at the next sync. The Trash keeps them for 30 days.");
   if (!ok) return;
-  const fields = formFieldsOf(state.shown);
+  const id = state.openId;
   try {
-    await api.remove(state.table, state.openId);
+    await api.remove(state.table, id);
     closeEditor();
     reload();
-    toast(`Deleted ${name}`, fields && {
+    toast(`Deleted ${name}`, {
       label: "Undo",
       run: async () => {
         try {
-          const record = await api.create(state.table, fields);
+          const record = await api.restore(state.table, id);
           reload();
           toast(`Restored ${name}`);
           if ($("editor").hidden) openEditor(record.id);
@@ -520,5 +560,7 @@ export async function onRecordsChanged() {
 
 /** The table the view shows. */
 export const currentTable = () => state.table;
+/** The text the list is searched for ("" when it shows everyone). */
+export const currentSearch = () => state.search;
 export const tableColumns = () => state.columns;
 export { fmtNumber };

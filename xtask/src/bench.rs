@@ -22,7 +22,7 @@ pub struct BenchArgs {
     #[arg(long)]
     quick: bool,
     /// Run only this scenario (repeatable): baseline, first-sync, push, noop,
-    /// conflicts, concurrent, queries, split. The baseline always runs.
+    /// conflicts, concurrent, queries, split, import. The baseline always runs.
     #[arg(long = "scenario", value_name = "NAME")]
     scenarios: Vec<String>,
     /// Also run the concurrent scenario on PostgreSQL (one and two server instances):

@@ -4,6 +4,7 @@ pub mod baseline;
 pub mod concurrent;
 pub mod conflicts;
 pub mod encryption;
+pub mod import;
 pub mod queries;
 pub mod split;
 pub mod sync;
@@ -39,6 +40,8 @@ pub enum Scenario {
     Split,
     /// First sync into an encrypted (SQLCipher) store against a plain one, A/B.
     Encryption,
+    /// Export to CSV and import from CSV of 100k people through the client API.
+    Import,
 }
 
 impl Scenario {
@@ -53,10 +56,11 @@ impl Scenario {
             Scenario::Queries => "queries",
             Scenario::Split => "split",
             Scenario::Encryption => "encryption",
+            Scenario::Import => "import",
         }
     }
 
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::Baseline,
         Scenario::FirstSync,
         Scenario::Push,
@@ -66,6 +70,7 @@ impl Scenario {
         Scenario::Queries,
         Scenario::Split,
         Scenario::Encryption,
+        Scenario::Import,
     ];
 }
 
@@ -84,6 +89,7 @@ pub struct Sizes {
     pub query_rows: u64,
     pub query_reps: usize,
     pub split: u64,
+    pub import: u64,
 }
 
 impl Sizes {
@@ -100,6 +106,7 @@ impl Sizes {
             query_rows: 100_000,
             query_reps: 30,
             split: 100_000,
+            import: 100_000,
         }
     }
 
@@ -116,6 +123,7 @@ impl Sizes {
             query_rows: 20_000,
             query_reps: 10,
             split: 20_000,
+            import: 20_000,
         }
     }
 }

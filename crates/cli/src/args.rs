@@ -164,6 +164,27 @@ pub enum Command {
     },
     /// Show pending changes, watermark and last sync.
     Status,
+    /// Import people from a CSV (header row naming the fields) or vCard file, the format
+    /// from the extension (.csv, .vcf). Invalid rows are refused and listed with their
+    /// reasons; the others are added and pushed at the next sync.
+    Import {
+        /// Table [default: the first table of the schema].
+        #[arg(long)]
+        table: Option<String>,
+        /// The file (.csv, .vcf or .vcard).
+        file: PathBuf,
+    },
+    /// Export people to a CSV or vCard file, the format from the extension (.csv, .vcf).
+    Export {
+        /// Table [default: the first table of the schema].
+        #[arg(long)]
+        table: Option<String>,
+        /// The file to write (replaced if it exists).
+        file: PathBuf,
+        /// Only these row ids (all live rows when none is given).
+        #[arg(long = "id")]
+        ids: Vec<String>,
+    },
 }
 
 /// The choices of `roster resolve`.

@@ -315,5 +315,30 @@ async fn run(mut cli: Cli, out: &Output) -> anyhow::Result<()> {
             out.resolved(&table, id)
         }
         Command::Status => out.status(&store.status()?),
+        Command::Import { table, file } => {
+            let table = table_name(&table)?;
+            // On a terminal, a line that counts the rows as the chunks are written.
+            let live = !cli.json && std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let mut progress = |p: roster_client::ImportProgress| {
+                if live && p.total > 0 {
+                    eprint!("\rimporting: {} of {} rows", p.done, p.total);
+                }
+            };
+            let report = store.import_file(&table, &file, &mut progress);
+            if live {
+                eprintln!();
+            }
+            let report = report?;
+            out.imported(&file, &report)
+        }
+        Command::Export { table, file, ids } => {
+            let table = table_name(&table)?;
+            let ids = ids
+                .iter()
+                .map(|id| parse_id(id))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let ids = (!ids.is_empty()).then_some(ids.as_slice());
+            out.exported(&file, store.export_file(&table, &file, ids)?)
+        }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use roster_client::{ConflictRecord, OpenConflict, Record, Status, SyncReport};
+use roster_client::{ConflictRecord, ImportReport, OpenConflict, Record, Status, SyncReport};
 use roster_protocol::{ConflictLogEntry, RowId, Schema, TableSchema};
 use serde_json::{Value, json};
 
@@ -96,6 +96,41 @@ impl Output {
             println!("{:>10}  {}", column.name, cell(value));
         }
         println!("{:>10}  {}", "sync", pending_label(record));
+        Ok(())
+    }
+
+    /// After import: counts, then each refused row with its reasons.
+    pub fn imported(&self, file: &Path, report: &ImportReport) -> anyhow::Result<()> {
+        if self.json {
+            return print_json(report);
+        }
+        println!(
+            "Imported {} of {} rows from {} ({} refused; pushed at the next sync)",
+            report.imported,
+            report.rows,
+            file.display(),
+            report.refused.len()
+        );
+        if !report.ignored_columns.is_empty() {
+            println!("Skipped columns: {}", report.ignored_columns.join(", "));
+        }
+        for refused in &report.refused {
+            println!(
+                "row {} ({}): {}",
+                refused.row,
+                refused.label,
+                refused.reasons.join("; ")
+            );
+        }
+        Ok(())
+    }
+
+    /// After export.
+    pub fn exported(&self, file: &Path, count: u64) -> anyhow::Result<()> {
+        if self.json {
+            return print_json(&json!({"exported": count, "file": file}));
+        }
+        println!("Exported {count} people to {}", file.display());
         Ok(())
     }
 

@@ -14,6 +14,8 @@
 //! * `engine`: [`SyncClient`], which carries out a round's steps.
 //! * `connect`: checking a server before use ([`check_connection`]); moving a never-synced
 //!   store to a server ([`SyncClient::point_at_server`]).
+//! * `exchange`: import and export of CSV and vCard files ([`LocalStore::import_file`],
+//!   [`LocalStore::export_file`]), every row checked like an edit, refusals reported per row.
 //! * [`schedule`]: when an app runs rounds in the background (interval, debounce, backoff,
 //!   health polls), as a pure policy.
 //!
@@ -24,6 +26,7 @@
 mod connect;
 mod engine;
 mod error;
+mod exchange;
 mod local;
 mod round;
 pub mod schedule;
@@ -38,9 +41,13 @@ pub use connect::{
 };
 pub use engine::{SyncClient, SyncOptions};
 pub use error::ClientError;
+pub use exchange::{
+    FieldProblem, Format, IMPORT_CHUNK_ROWS, ImportProgress, ImportReport, MAX_IMPORT_BYTES,
+    RefusedRow, field_problems, value_message,
+};
 pub use local::{
     Choice, ConflictRecord, DB_FILE, DeviceConflictHandler, ListQuery, LocalStore, MAX_LIST_LIMIT,
-    OpenConflict, Record, Status,
+    OpenConflict, Record, Status, TRASH_KEEP_DAYS, TrashedRecord,
 };
 pub use round::{MAX_PULL_REQUESTS, SyncProgress, SyncReport};
 pub use store_key::{RAW_KEY_LEN, StoreKey};

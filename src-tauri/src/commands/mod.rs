@@ -5,10 +5,13 @@
 pub mod app;
 pub mod conflicts;
 pub mod connect;
+pub mod exchange;
+pub mod links;
 pub mod records;
 pub mod settings;
 pub mod sync;
 pub mod unlock;
+pub mod trash;
 
 use crate::error::AppError;
 

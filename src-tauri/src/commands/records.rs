@@ -2,12 +2,12 @@
 
 use roster_client::LocalStore;
 use roster_client::{ListQuery, Record};
-use roster_protocol::{Fields, RowId, SchemaError, TableSchema};
+use roster_protocol::{Fields, RowId};
 use serde::{Deserialize, Serialize};
 use tauri::State;
 
 use super::blocking;
-use crate::error::{AppError, FieldError, value_message};
+use crate::error::{AppError, FieldError};
 use crate::state::AppState;
 
 /// One page of a list request.
@@ -76,35 +76,18 @@ pub async fn list_records(
 /// store and the server check the same rules again.
 fn check_fields(store: &LocalStore, table: &str, row: &Fields) -> Result<(), AppError> {
     let schema = store.schema().table(table)?;
-    let mut errors = Vec::new();
-    for column in &schema.columns {
-        let single = TableSchema {
-            name: schema.name.clone(),
-            columns: vec![column.clone()],
-        };
-        let mut one = Fields::new();
-        if let Some(value) = row.get(&column.name) {
-            one.insert(column.name.clone(), value.clone());
-        }
-        let message = match single.validate_fields(&one) {
-            Err(SchemaError::InvalidValue { reason, .. }) => {
-                Some(value_message(&column.name, &reason))
-            }
-            Err(other) => Some(other.to_string()),
-            Ok(()) => None,
-        };
-        if let Some(message) = message {
-            errors.push(FieldError {
-                field: column.name.clone(),
-                message,
-            });
-        }
-    }
+    let errors = roster_client::field_problems(schema, row)
+        .into_iter()
+        .map(|problem| FieldError {
+            field: problem.field,
+            message: problem.message,
+        })
+        .collect();
     AppError::invalid_fields(errors).map_or(Ok(()), Err)
 }
 
 /// Parses a row id the UI sent.
-fn parse_id(id: &str) -> Result<RowId, AppError> {
+pub(crate) fn parse_id(id: &str) -> Result<RowId, AppError> {
     RowId::parse_str(id.trim()).map_err(|e| AppError::bad_input(format!("invalid id {id:?}: {e}")))
 }
 

@@ -36,6 +36,8 @@ pub const DOC_SCREENSHOTS: &[&str] = &[
     "connect",
     "conflicts-phone",
     "history-phone",
+    "import",
+    "trash",
 ];
 
 /// The workspace root (two levels above this package).

@@ -19,6 +19,7 @@
 //! * `_roster_open_conflicts`: conflicts the server deferred to this client, waiting for
 //!   a person: the remote row and the base, next to the local row in its user table.
 //!   A row with an open conflict keeps its local edit and is not pushed until resolved.
+//! * `_roster_trash`: the values of rows deleted here, restorable for a while (`trash`).
 //!
 //! The file may be encrypted (SQLCipher, every page and the WAL): it is then opened with
 //! its [`crate::StoreKey`]. A plain file opened with a key is first encrypted in place
@@ -33,6 +34,7 @@ mod rows;
 mod sql;
 #[cfg(test)]
 mod test_fixtures;
+mod trash;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -43,6 +45,7 @@ use serde::{Deserialize, Serialize};
 
 pub use conflicts::{Choice, DeviceConflictHandler, OpenConflict};
 pub use records::{ListQuery, MAX_LIST_LIMIT};
+pub use trash::{TRASH_KEEP_DAYS, TrashedRecord};
 
 use crate::{ClientError, StoreKey};
 
@@ -90,6 +93,16 @@ const MIGRATIONS: &[&str] = &[
     // A clean row's base values are its current values: keep them only for pending rows.
     r#"
     UPDATE _roster_rows SET base_data = NULL WHERE pending IS NULL;
+"#,
+    // The trash: values of rows deleted here, restorable (local/trash.rs).
+    r#"
+    CREATE TABLE IF NOT EXISTS _roster_trash (
+        tbl           TEXT    NOT NULL,
+        id            TEXT    NOT NULL,
+        data          TEXT    NOT NULL,
+        deleted_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (tbl, id)
+    ) WITHOUT ROWID;
 "#,
 ];
 

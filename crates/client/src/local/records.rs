@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::rows::{json_text, next_rev};
 use super::sql::{self, quote};
+use super::trash::put_in_trash;
 use super::{LocalStore, Record, get_meta, now_ms, parse_op};
 use crate::ClientError;
 
@@ -43,7 +44,7 @@ impl Default for ListQuery {
 }
 
 /// Writes a new row and marks it as a pending insert with a fresh edit number.
-fn write_new_row(
+pub(super) fn write_new_row(
     tx: &Transaction<'_>,
     table: &TableSchema,
     id: RowId,
@@ -152,7 +153,11 @@ impl LocalStore {
         Ok(self.schema.table(table)?)
     }
 
-    fn record(conn: &Connection, table: &TableSchema, id: RowId) -> Result<Record, ClientError> {
+    pub(super) fn record(
+        conn: &Connection,
+        table: &TableSchema,
+        id: RowId,
+    ) -> Result<Record, ClientError> {
         let fields = sql::read_row(conn, table, id)?.ok_or_else(|| ClientError::NotFound {
             table: table.name.clone(),
             id,
@@ -259,8 +264,9 @@ impl LocalStore {
         Ok(record)
     }
 
-    /// Deletes a live row locally and marks the delete pending. A row the server never
-    /// acknowledged is dropped at the next push instead of being sent.
+    /// Deletes a live row locally and marks the delete pending; its values go to the
+    /// trash ([`LocalStore::trash`]). A row the server never acknowledged is dropped at
+    /// the next push instead of being sent.
     pub fn delete(&self, table: &str, id: RowId) -> Result<(), ClientError> {
         let schema = self.table_schema(table)?;
         let mut conn = self.lock();
@@ -281,6 +287,7 @@ impl LocalStore {
                local_rev = excluded.local_rev, edited_at_ms = excluded.edited_at_ms",
             params![table, id.to_string(), rev, now_ms(), json_text(&before)?],
         )?;
+        put_in_trash(&tx, table, id, &before)?;
         tx.commit()?;
         Ok(())
     }
