@@ -10,8 +10,8 @@ pub mod links;
 pub mod records;
 pub mod settings;
 pub mod sync;
-pub mod unlock;
 pub mod trash;
+pub mod unlock;
 
 use crate::error::AppError;
 
