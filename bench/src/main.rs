@@ -271,5 +271,6 @@ async fn run_scenario(ctx: &mut Ctx, scenario: Scenario) -> Result<()> {
         Scenario::Concurrent => scenarios::concurrent::run(ctx).await,
         Scenario::Queries => scenarios::queries::run(ctx),
         Scenario::Split => scenarios::split::run(ctx).await,
+        Scenario::Live => scenarios::live::run(ctx).await,
     }
 }

@@ -3,6 +3,7 @@
 pub mod baseline;
 pub mod concurrent;
 pub mod conflicts;
+pub mod live;
 pub mod queries;
 pub mod split;
 pub mod sync;
@@ -36,6 +37,9 @@ pub enum Scenario {
     Queries,
     /// Where the time of a pull and of a push goes: server + HTTP, JSON, local SQLite.
     Split,
+    /// Live sync: edit-to-visible latency through the change feed (also across two
+    /// PostgreSQL instances), and the server's cost of idle streams.
+    Live,
 }
 
 impl Scenario {
@@ -49,10 +53,11 @@ impl Scenario {
             Scenario::Concurrent => "concurrent",
             Scenario::Queries => "queries",
             Scenario::Split => "split",
+            Scenario::Live => "live",
         }
     }
 
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Baseline,
         Scenario::FirstSync,
         Scenario::Push,
@@ -61,6 +66,7 @@ impl Scenario {
         Scenario::Concurrent,
         Scenario::Queries,
         Scenario::Split,
+        Scenario::Live,
     ];
 }
 

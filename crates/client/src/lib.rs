@@ -12,6 +12,8 @@
 //! * `engine`: [`SyncClient`], which carries out a round's steps.
 //! * `connect`: checking a server before use ([`check_connection`]); moving a never-synced
 //!   store to a server ([`SyncClient::point_at_server`]).
+//! * `watch`: live sync: the server's change feed ([`SyncClient::watch`],
+//!   [`SyncClient::live`]) saying when a round is due.
 //! * [`schedule`]: when an app runs rounds in the background (interval, debounce, backoff,
 //!   health polls), as a pure policy.
 //!
@@ -24,6 +26,7 @@ mod local;
 mod round;
 pub mod schedule;
 mod transport;
+mod watch;
 
 #[cfg(feature = "bench-internals")]
 pub mod bench_internals;
@@ -40,3 +43,4 @@ pub use transport::{
     ConnectionSecurity, Credentials, TransportOptions, check_cleartext, install_tls_provider,
     normalise_server_url,
 };
+pub use watch::{ChangeStream, EventParser, LiveEvent, LiveFeed, SseEvent};

@@ -341,6 +341,18 @@ impl App {
         }
     }
 
+    /// Names the device and sets a 10-minute sync interval in Settings, so only edits,
+    /// the change feed and "Sync now" trigger rounds; back on the People view after.
+    pub async fn slow_interval(&self, device: &str) {
+        self.click("nav-settings").await;
+        self.fill("setting-device_name", device).await;
+        self.fill("setting-sync_interval_secs", "600").await;
+        self.click("save-settings").await;
+        self.wait_for("settings-saved").await;
+        self.wait_contains("device-name", device).await;
+        self.click("nav-records").await;
+    }
+
     /// Opens the editor on a new person, fills `fields` (`data-testid` suffix, text) and
     /// saves; waits for "Saved".
     pub async fn create_person(&self, fields: &[(&str, &str)]) {

@@ -158,17 +158,6 @@ async fn jane_on_both(first: &App, second: &App) {
         .await;
 }
 
-/// Sets a long sync interval, so only edits and "Sync now" trigger rounds.
-async fn slow_interval(app: &App, device: &str) {
-    app.click("nav-settings").await;
-    app.fill("setting-device_name", device).await;
-    app.fill("setting-sync_interval_secs", "600").await;
-    app.click("save-settings").await;
-    app.wait_for("settings-saved").await;
-    app.wait_contains("device-name", device).await;
-    app.click("nav-records").await;
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn both_devices_edit_jane_and_the_second_keeps_its_value() {
     // One display per window: WebKit's screenshots hang for a window another one covers.
@@ -191,8 +180,8 @@ async fn both_devices_edit_jane_and_the_second_keeps_its_value() {
         "second",
     )
     .await;
-    slow_interval(&first, "Laptop").await;
-    slow_interval(&second, "Phone").await;
+    first.slow_interval("Laptop").await;
+    second.slow_interval("Phone").await;
     jane_on_both(&first, &second).await;
 
     first.open_row("Jane").await;
@@ -246,7 +235,7 @@ async fn field_by_field_merge_through_the_ui() {
         "merge",
     )
     .await;
-    slow_interval(&app, "Desk").await;
+    app.slow_interval("Desk").await;
 
     // The other device is a library client: only this app's UI is under test here.
     let other_dir = tempfile::tempdir().unwrap();
