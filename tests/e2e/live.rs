@@ -270,3 +270,20 @@ async fn a_device_that_never_reads_its_stream_does_not_stall_the_others() {
     drop(stuck);
     follower.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_feed_off_a_stream_is_refused_and_the_device_still_syncs() {
+    let server = TestServer::start_with_config(&format!(
+        "max_streams = 0\n{}",
+        roster_e2e::TWO_TABLE_CONFIG
+    ));
+    let a = TestClient::new(&server).await;
+    let refused = a.client.watch().await;
+    assert!(
+        matches!(&refused, Err(error @ ClientError::Server { status: 503, .. }) if error.is_transient()),
+        "{refused:?}"
+    );
+    a.insert("person", json!({"name": "Ada"}));
+    a.client.sync().await.unwrap();
+    assert_eq!(server.live("person").await.len(), 1);
+}

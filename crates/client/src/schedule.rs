@@ -32,7 +32,7 @@ pub const DEBOUNCE: Duration = Duration::from_millis(1500);
 /// The same quiet time while the change feed is open ([`Schedule::set_live`]): other
 /// devices show an edit as soon as it reaches the server, so it is pushed sooner (still
 /// one round for a burst of keystrokes' saves).
-pub const LIVE_DEBOUNCE: Duration = Duration::from_millis(250);
+pub const LIVE_DEBOUNCE: Duration = Duration::from_millis(500);
 
 /// What is due when the schedule wakes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

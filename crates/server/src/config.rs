@@ -149,7 +149,8 @@ pub struct ServerConfig {
     /// evenly); past it, 429 with `Retry-After`. 0 turns the quota off.
     #[serde(default = "default_user_requests_per_minute")]
     pub user_requests_per_minute: u32,
-    /// Most change streams (`GET /v1/changes`) open at once; more are answered 503.
+    /// Most change streams (`GET /v1/changes`) open at once; more are answered 503. 0
+    /// turns the change feed off: devices keep polling on their interval.
     #[serde(default = "default_max_streams")]
     pub max_streams: u32,
     /// Seconds without an event after which a change stream sends a keep-alive comment.
@@ -321,7 +322,6 @@ impl ServerConfig {
                 u64::from(self.auth_failures_before_block),
             ),
             ("auth_failure_window_secs", self.auth_failure_window_secs),
-            ("max_streams", u64::from(self.max_streams)),
             ("stream_keepalive_secs", self.stream_keepalive_secs),
             ("stream_recheck_secs", self.stream_recheck_secs),
             (

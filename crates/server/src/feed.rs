@@ -92,7 +92,8 @@ impl ChangeHub {
 /// `stream_recheck_secs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FeedLimits {
-    /// Most streams open at once; more are answered 503 with `Retry-After`.
+    /// Most streams open at once; more are answered 503 with `Retry-After` (0: the feed
+    /// is off, every stream is refused so).
     pub max_streams: u32,
     /// A comment line is sent after this long without an event.
     pub keepalive: Duration,

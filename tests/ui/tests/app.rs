@@ -8,7 +8,7 @@ use std::time::Duration;
 use roster_client::LocalStore;
 use roster_client::SyncClient;
 use roster_protocol::{Fields, Schema};
-use roster_ui_tests::{App, Display, free_port, start_server};
+use roster_ui_tests::{App, Display, free_port, start_server, start_server_without_feed};
 use serde_json::json;
 
 /// A server URL where nothing listens: the app starts offline.
@@ -162,7 +162,8 @@ async fn jane_on_both(first: &App, second: &App) {
 async fn both_devices_edit_jane_and_the_second_keeps_its_value() {
     // One display per window: WebKit's screenshots hang for a window another one covers.
     let (display_a, display_b) = (Display::start(), Display::start());
-    let server = start_server();
+    // Feed off: the devices' edits meet at the server before either hears of the other's.
+    let server = start_server_without_feed();
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let first = App::launch(
         &display_a.name(),
@@ -225,7 +226,8 @@ async fn both_devices_edit_jane_and_the_second_keeps_its_value() {
 #[tokio::test(flavor = "multi_thread")]
 async fn field_by_field_merge_through_the_ui() {
     let display = Display::start();
-    let server = start_server();
+    // Feed off: the devices' edits meet at the server before either hears of the other's.
+    let server = start_server_without_feed();
     let dir = tempfile::tempdir().unwrap();
     let app = App::launch(
         &display.name(),
