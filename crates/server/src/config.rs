@@ -43,7 +43,7 @@ pub const DEFAULT_MAX_STREAMS: u32 = 3072;
 /// Default seconds between keep-alive comments on an idle change stream.
 pub const DEFAULT_STREAM_KEEPALIVE_SECS: u64 = 15;
 /// Default seconds between two checks of an open change stream's token and data set.
-pub const DEFAULT_STREAM_RECHECK_SECS: u64 = 30;
+pub const DEFAULT_STREAM_RECHECK_SECS: u64 = 60;
 
 /// How the `merge` policy picks a field both sides changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
