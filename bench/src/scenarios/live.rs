@@ -41,10 +41,16 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
 }
 
 /// Follows `client`'s feed, runs a round when one is due and reports the person's name
-/// in B's store after each round, with when that round ended.
-fn follow(client: Arc<SyncClient>, id: RowId) -> mpsc::UnboundedReceiver<(String, Instant)> {
+/// in B's store after each round, with when that round ended. Abort the task when done.
+fn follow(
+    client: Arc<SyncClient>,
+    id: RowId,
+) -> (
+    tokio::task::JoinHandle<()>,
+    mpsc::UnboundedReceiver<(String, Instant)>,
+) {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let mut feed = client.live();
         loop {
             let due = match feed.next().await {
@@ -76,7 +82,7 @@ fn follow(client: Arc<SyncClient>, id: RowId) -> mpsc::UnboundedReceiver<(String
             }
         }
     });
-    rx
+    (task, rx)
 }
 
 fn named(name: &str) -> Fields {
@@ -114,7 +120,7 @@ async fn latency(ctx: &mut Ctx, postgres: Option<&str>) -> Result<()> {
     let b = Arc::new(new_client(&dir.join("b"), server_b.url(), server_b.token()).await?);
     let id = a.store().insert("person", named("start"))?.id;
     a.sync().await?;
-    let mut seen = follow(b.clone(), id);
+    let (follower, mut seen) = follow(b.clone(), id);
     // Warm up: B is live and holds the row.
     wait_for(&mut seen, "start").await?;
     let mut samples = Vec::with_capacity(EDITS);
@@ -142,6 +148,7 @@ async fn latency(ctx: &mut Ctx, postgres: Option<&str>) -> Result<()> {
             )
             .note("from the start of A's round (edit committed locally) to B's round committed"),
     );
+    follower.abort();
     drop(b);
     drop(servers);
     discard(&dir);
