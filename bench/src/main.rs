@@ -273,5 +273,6 @@ async fn run_scenario(ctx: &mut Ctx, scenario: Scenario) -> Result<()> {
         Scenario::Split => scenarios::split::run(ctx).await,
         Scenario::Encryption => scenarios::encryption::run(ctx).await,
         Scenario::Import => scenarios::import::run(ctx),
+        Scenario::Live => scenarios::live::run(ctx).await,
     }
 }

@@ -140,6 +140,11 @@ impl ServerProcess {
         &self.token
     }
 
+    /// The server's process id, as `/proc` names it.
+    pub fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
     /// Measures the server process's CPU time from now on.
     pub fn cpu(&self) -> crate::stats::CpuMeter {
         crate::stats::CpuMeter::start(&self.child.id().to_string())

@@ -5,14 +5,18 @@
 //! edit, health polls while offline, backoff after a refused round) is the policy
 //! [`roster_client::schedule::Schedule`], tested there; this task only sleeps until it
 //! says, carries out what is due and reports back. A round also runs when someone presses
-//! "Sync now" ([`SyncHandle::sync_now`]). Every change of state is emitted to the UI as a
-//! [`SyncStatus`] on [`STATUS_EVENT`].
+//! "Sync now" ([`SyncHandle::sync_now`]), and at once when the server's change feed
+//! announces a version this device has not pulled: a second task keeps the feed open
+//! ([`roster_client::LiveFeed`], reconnecting with backoff) and only tells this one
+//! ([`Schedule::notified`]); while it cannot be held, the interval rounds go on as the
+//! fallback. The status bar shows "Live" while a stream is open. Every change of state is
+//! emitted to the UI as a [`SyncStatus`] on [`STATUS_EVENT`].
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use roster_client::schedule::{Due, RoundOutcome, Schedule};
-use roster_client::{ClientError, SyncClient, SyncProgress, SyncReport};
+use roster_client::{ClientError, LiveEvent, LiveFeed, SyncClient, SyncProgress, SyncReport};
 use serde::Serialize;
 use tauri::{AppHandle, Emitter, Runtime};
 use tokio::sync::{mpsc, oneshot};
@@ -85,6 +89,8 @@ pub struct SyncStatus {
     pub server_url: String,
     /// The last round failed in a way only Settings can fix (the token was refused).
     pub needs_settings: bool,
+    /// The change feed is open: other devices' changes arrive as they are made.
+    pub live: bool,
 }
 
 /// What wakes the sync task.
@@ -96,6 +102,10 @@ enum Trigger {
     Refresh,
     /// Run a round now and report how it went.
     Now(oneshot::Sender<Result<SyncReport, AppError>>),
+    /// The change feed says the server has a version this device has not pulled.
+    Notified,
+    /// The change feed was opened (`true`) or lost (`false`).
+    Live(bool),
 }
 
 /// The app's handle on the sync task.
@@ -158,7 +168,9 @@ pub fn start<R: Runtime>(
         last_report: None,
         server_url: client.store().server_url().to_owned(),
         needs_settings: false,
+        live: false,
     }));
+    tauri::async_runtime::spawn(follow_changes(client.live(), settings.clone(), tx.clone()));
     let task = SyncTask {
         app,
         client,
@@ -167,6 +179,47 @@ pub fn start<R: Runtime>(
     };
     tauri::async_runtime::spawn(task.run(rx));
     SyncHandle { tx, status }
+}
+
+/// How often the feed task looks again whether a server was chosen.
+const NOT_CONNECTED_POLL: Duration = Duration::from_secs(2);
+
+/// Keeps the change feed open and tells the sync task when a round is due and whether
+/// the app is live; ends with the sync task (when the client is replaced or the app
+/// quits).
+async fn follow_changes(
+    mut feed: LiveFeed,
+    settings: Arc<RwLock<Settings>>,
+    tx: mpsc::UnboundedSender<Trigger>,
+) {
+    loop {
+        let syncs = settings.read().map(|s| s.syncs()).unwrap_or(true);
+        let event = tokio::select! {
+            () = tx.closed() => return,
+            () = tokio::time::sleep(NOT_CONNECTED_POLL), if !syncs => continue,
+            event = feed.next(), if syncs => event,
+        };
+        let triggers = match event {
+            LiveEvent::Connected { version, behind } => {
+                tracing::info!(version, "live: the change feed is open");
+                if behind {
+                    vec![Trigger::Live(true), Trigger::Notified]
+                } else {
+                    vec![Trigger::Live(true)]
+                }
+            }
+            LiveEvent::Changed { .. } => vec![Trigger::Notified],
+            LiveEvent::Lost { error, retry_in } => {
+                tracing::info!(%error, ?retry_in, "change feed lost; polling until it is back");
+                vec![Trigger::Live(false)]
+            }
+        };
+        for trigger in triggers {
+            if tx.send(trigger).is_err() {
+                return;
+            }
+        }
+    }
 }
 
 /// The state of the sync task.
@@ -203,6 +256,15 @@ impl<R: Runtime> SyncTask<R> {
                     schedule.refreshed(self.interval());
                     continue;
                 }
+                Some(Trigger::Notified) => {
+                    schedule.notified(Instant::now());
+                    continue;
+                }
+                Some(Trigger::Live(live)) => {
+                    schedule.set_live(live);
+                    self.update(|status| status.live = live);
+                    continue;
+                }
                 Some(Trigger::Now(reply)) => waiters.push(reply),
                 None if due == Due::HealthCheck => {
                     if self.client.check_server().await.is_err() {
@@ -215,8 +277,14 @@ impl<R: Runtime> SyncTask<R> {
             }
             // Requests that arrived meanwhile share this round.
             while let Ok(message) = rx.try_recv() {
-                if let Trigger::Now(reply) = message {
-                    waiters.push(reply);
+                match message {
+                    Trigger::Now(reply) => waiters.push(reply),
+                    Trigger::Live(live) => {
+                        schedule.set_live(live);
+                        self.update(|status| status.live = live);
+                    }
+                    // This round pulls what was announced, and pushes the edit.
+                    Trigger::Notified | Trigger::Edited | Trigger::Refresh => {}
                 }
             }
             if !self.syncs() {

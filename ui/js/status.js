@@ -42,6 +42,9 @@ export function showStatus(status) {
     $("sync-state-text").textContent = `${text}: ${status.message}`;
   }
 
+  // The change feed is open: other devices' edits arrive as they are made.
+  $("sync-live").hidden = !status.live;
+
   const progress = $("sync-progress");
   const progressText = $("progress-text");
   const p = status.state === "syncing" ? status.progress : null;

@@ -46,7 +46,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
 }
 
 /// Creates the database `name` on the cluster at `admin_url` with `psql`; returns its URL.
-fn create_database(admin_url: &str, name: &str) -> Result<String> {
+pub fn create_database(admin_url: &str, name: &str) -> Result<String> {
     let status = std::process::Command::new("psql")
         .args(["-q", "-v", "ON_ERROR_STOP=1", admin_url, "-c"])
         .arg(format!("CREATE DATABASE {name}"))

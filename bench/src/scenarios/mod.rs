@@ -5,6 +5,7 @@ pub mod concurrent;
 pub mod conflicts;
 pub mod encryption;
 pub mod import;
+pub mod live;
 pub mod queries;
 pub mod split;
 pub mod sync;
@@ -42,6 +43,9 @@ pub enum Scenario {
     Encryption,
     /// Export to CSV and import from CSV of 100k people through the client API.
     Import,
+    /// Live sync: edit-to-visible latency through the change feed (also across two
+    /// PostgreSQL instances), and the server's cost of idle streams.
+    Live,
 }
 
 impl Scenario {
@@ -57,10 +61,11 @@ impl Scenario {
             Scenario::Split => "split",
             Scenario::Encryption => "encryption",
             Scenario::Import => "import",
+            Scenario::Live => "live",
         }
     }
 
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::Baseline,
         Scenario::FirstSync,
         Scenario::Push,
@@ -71,6 +76,7 @@ impl Scenario {
         Scenario::Split,
         Scenario::Encryption,
         Scenario::Import,
+        Scenario::Live,
     ];
 }
 

@@ -132,7 +132,12 @@ pub enum Command {
         offset: u64,
     },
     /// Push local changes and pull the server's.
-    Sync,
+    Sync {
+        /// Keep going until Ctrl-C: follow the server's change feed and sync as soon
+        /// as the server has a change this device has not pulled.
+        #[arg(long)]
+        watch: bool,
+    },
     /// Show conflicts waiting for a choice (default), this device's conflict history, or
     /// the server's conflict log.
     Conflicts {

@@ -10,6 +10,7 @@
 
 mod args;
 mod fields;
+mod live;
 mod output;
 mod resolve;
 
@@ -287,7 +288,8 @@ async fn run(mut cli: Cli, out: &Output) -> anyhow::Result<()> {
             let records = store.list(&table, &query)?;
             out.list(store.schema().table(&table)?, total, &records)
         }
-        Command::Sync => out.synced(&client.sync().await?),
+        Command::Sync { watch: false } => out.synced(&client.sync().await?),
+        Command::Sync { watch: true } => live::sync_until_interrupted(&client, out).await,
         Command::Conflicts {
             history,
             server,

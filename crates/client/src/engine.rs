@@ -248,6 +248,11 @@ impl SyncClient {
         &self.store
     }
 
+    /// The transport this client's requests go through.
+    pub(crate) fn transport(&self) -> &HttpTransport {
+        &self.transport
+    }
+
     /// A shared handle on the local store, for use from other threads.
     pub fn store_handle(&self) -> Arc<LocalStore> {
         self.store.clone()

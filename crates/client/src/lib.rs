@@ -16,6 +16,8 @@
 //!   store to a server ([`SyncClient::point_at_server`]).
 //! * `exchange`: import and export of CSV and vCard files ([`LocalStore::import_file`],
 //!   [`LocalStore::export_file`]), every row checked like an edit, refusals reported per row.
+//! * `watch`: live sync: the server's change feed ([`SyncClient::watch`],
+//!   [`SyncClient::live`]) saying when a round is due.
 //! * [`schedule`]: when an app runs rounds in the background (interval, debounce, backoff,
 //!   health polls), as a pure policy.
 //!
@@ -32,6 +34,7 @@ mod round;
 pub mod schedule;
 mod store_key;
 mod transport;
+mod watch;
 
 #[cfg(feature = "bench-internals")]
 pub mod bench_internals;
@@ -55,3 +58,4 @@ pub use transport::{
     ConnectionSecurity, Credentials, TransportOptions, check_cleartext, install_tls_provider,
     normalise_server_url,
 };
+pub use watch::{ChangeStream, EventParser, LiveEvent, LiveFeed, SseEvent};

@@ -3,12 +3,16 @@
 //! A round runs
 //! * at start, then every interval after the last completed round;
 //! * [`DEBOUNCE`] after the last local edit (edits in quick succession share one round),
-//!   unless the server is unreachable;
+//!   [`LIVE_DEBOUNCE`] while the change feed is open, unless the server is unreachable;
 //! * as soon as the server answers again after being unreachable: while offline, the
 //!   `/health` endpoint is polled with exponential backoff and jitter (1 s doubling to
 //!   10 s) instead of running rounds;
 //! * after a round that failed for another reason, with exponential backoff and jitter
-//!   (2 s doubling to 5 min).
+//!   (2 s doubling to 5 min);
+//! * at once when the change feed says the server has a version this device has not
+//!   pulled ([`Schedule::notified`]). The interval rounds go on meanwhile: they are the
+//!   fallback whenever the feed cannot be held, which reconnects after
+//!   [`ReconnectBackoff`] (0.5 s doubling to 30 s, with jitter).
 //!
 //! [`Schedule`] only answers "when, and what" from the times it is given; the app's task
 //! (src-tauri/src/background.rs) sleeps until [`Schedule::wake_at`], carries out the due
@@ -24,6 +28,11 @@ use crate::{ClientError, SyncReport};
 
 /// Quiet time after the last local edit before a round starts.
 pub const DEBOUNCE: Duration = Duration::from_millis(1500);
+
+/// The same quiet time while the change feed is open ([`Schedule::set_live`]): other
+/// devices show an edit as soon as it reaches the server, so it is pushed sooner (still
+/// one round for a burst of keystrokes' saves).
+pub const LIVE_DEBOUNCE: Duration = Duration::from_millis(500);
 
 /// What is due when the schedule wakes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +92,42 @@ fn offline_backoff() -> ExponentialBackoff {
         .build()
 }
 
+/// Backoff between attempts to open the change feed: 0.5 s doubling to 30 s, with
+/// jitter, back to the start once a stream was opened.
+#[derive(Debug)]
+pub struct ReconnectBackoff {
+    delays: ExponentialBackoff,
+}
+
+impl Default for ReconnectBackoff {
+    fn default() -> Self {
+        Self {
+            delays: reconnect_backoff(),
+        }
+    }
+}
+
+fn reconnect_backoff() -> ExponentialBackoff {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(30))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+impl ReconnectBackoff {
+    /// The wait before the next attempt, after a failed one.
+    pub fn failed(&mut self) -> Duration {
+        self.delays.next().unwrap_or(Duration::from_secs(30))
+    }
+
+    /// A stream was opened: the next failure waits the shortest delay again.
+    pub fn connected(&mut self) {
+        self.delays = reconnect_backoff();
+    }
+}
+
 /// The background sync policy; see the module documentation.
 #[derive(Debug)]
 pub struct Schedule {
@@ -93,6 +138,7 @@ pub struct Schedule {
     last_outcome: Option<RoundOutcome>,
     error_backoff: ExponentialBackoff,
     offline_backoff: ExponentialBackoff,
+    live: bool,
 }
 
 impl Schedule {
@@ -106,7 +152,14 @@ impl Schedule {
             last_outcome: None,
             error_backoff: error_backoff(),
             offline_backoff: offline_backoff(),
+            live: false,
         }
+    }
+
+    /// The change feed was opened (`true`) or lost: edits are pushed after
+    /// [`LIVE_DEBOUNCE`] while it is open, [`DEBOUNCE`] otherwise.
+    pub fn set_live(&mut self, live: bool) {
+        self.live = live;
     }
 
     /// When to wake next, and what is due then: the debounced round if it comes before
@@ -135,8 +188,17 @@ impl Schedule {
     /// unless the server is unreachable (then the health polls bring the next round).
     pub fn edited(&mut self, now: Instant) {
         if !self.is_offline() {
-            self.debounce = Some(now + DEBOUNCE);
+            let quiet = if self.live { LIVE_DEBOUNCE } else { DEBOUNCE };
+            self.debounce = Some(now + quiet);
         }
+    }
+
+    /// The change feed says the server has a version this device has not pulled: a
+    /// round is due now, also while a failure backoff or the offline health polls run
+    /// (the server just answered; a round still in progress is followed by this one).
+    pub fn notified(&mut self, now: Instant) {
+        self.next = now;
+        self.due = Due::Round;
     }
 
     /// The interval may have changed: while idle, the next round comes `interval` after
@@ -331,5 +393,54 @@ mod tests {
         for (result, outcome) in cases {
             assert_eq!(RoundOutcome::of(result), outcome);
         }
+    }
+
+    #[test]
+    fn a_notification_makes_a_round_due_at_once_even_during_a_backoff() {
+        let start = Instant::now();
+        let mut schedule = Schedule::new(start);
+        schedule.round_done(start, RoundOutcome::Failed, INTERVAL);
+        assert!(wait(&schedule, start).0 >= secs(1.0));
+        let later = start + secs(0.5);
+        schedule.notified(later);
+        assert_eq!(wait(&schedule, later), (Duration::ZERO, Due::Round));
+        schedule.round_done(later, RoundOutcome::Unreachable, INTERVAL);
+        assert_eq!(wait(&schedule, later).1, Due::HealthCheck);
+        schedule.notified(later);
+        assert_eq!(wait(&schedule, later), (Duration::ZERO, Due::Round));
+        schedule.round_done(later, RoundOutcome::Synced, INTERVAL);
+        assert_eq!(wait(&schedule, later), (INTERVAL, Due::Round));
+    }
+
+    #[test]
+    fn reconnects_back_off_to_thirty_seconds_and_start_over_once_connected() {
+        let mut backoff = ReconnectBackoff::default();
+        let first = backoff.failed();
+        assert!(first >= secs(0.5) && first <= secs(1.0), "{first:?}");
+        let mut last = first;
+        for _ in 0..20 {
+            last = backoff.failed();
+        }
+        assert!(last >= secs(30.0) && last <= secs(60.0), "{last:?}");
+        backoff.connected();
+        assert!(backoff.failed() <= secs(1.0));
+    }
+
+    #[test]
+    fn while_live_an_edit_is_pushed_sooner_and_the_interval_still_polls() {
+        let t0 = Instant::now();
+        let mut schedule = Schedule::new(t0);
+        schedule.round_done(t0, RoundOutcome::Synced, INTERVAL);
+        schedule.set_live(true);
+        let t1 = t0 + secs(1.0);
+        schedule.edited(t1);
+        assert_eq!(wait(&schedule, t1), (LIVE_DEBOUNCE, Due::Round));
+        let t2 = t1 + LIVE_DEBOUNCE;
+        schedule.round_done(t2, RoundOutcome::Synced, INTERVAL);
+        // No notification: the interval round comes all the same.
+        assert_eq!(schedule.wake_at(), (t2 + INTERVAL, Due::Round));
+        schedule.set_live(false);
+        schedule.edited(t2);
+        assert_eq!(wait(&schedule, t2), (DEBOUNCE, Due::Round));
     }
 }

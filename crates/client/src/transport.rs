@@ -19,8 +19,8 @@ use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use roster_protocol::{
-    ApiError, CONFLICTS_PATH, ConflictLogEntry, DATASET_HEADER, ErrorCode, HEALTH_PATH,
-    SCHEMA_PATH, SYNC_PATH, Schema, SyncRequest, SyncResponse,
+    ApiError, CHANGES_PATH, CONFLICTS_PATH, ConflictLogEntry, DATASET_HEADER, ErrorCode,
+    HEALTH_PATH, SCHEMA_PATH, SYNC_PATH, Schema, SyncRequest, SyncResponse,
 };
 use serde::de::DeserializeOwned;
 
@@ -469,6 +469,50 @@ impl HttpTransport {
             .send(self.request(reqwest::Method::POST, SYNC_PATH).json(request))
             .await?;
         self.decode(response).await
+    }
+}
+
+/// Longest a change stream is held before it is opened anew (the whole-request timeout
+/// of other requests would cut it; its read-idle timeout still applies, and the
+/// server's keep-alives reset it).
+pub const CHANGE_STREAM_LIFETIME: Duration = Duration::from_secs(6 * 3600);
+
+impl HttpTransport {
+    /// `GET /v1/changes`: opens the change feed; the answer's body is the event stream
+    /// (see [`crate::watch`]). A refusal maps like any other request's.
+    pub async fn open_changes(&self) -> Result<reqwest::Response, ClientError> {
+        let request = self
+            .request(reqwest::Method::GET, CHANGES_PATH)
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .timeout(CHANGE_STREAM_LIFETIME);
+        let response = self.send(request).await?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        match self.decode::<serde_json::Value>(response).await {
+            Err(error) => Err(error),
+            Ok(_) => Err(ClientError::Protocol(format!(
+                "the change feed answered {status}"
+            ))),
+        }
+    }
+
+    /// The next piece of a streamed answer (`None` at its end).
+    pub async fn next_chunk(
+        &self,
+        response: &mut reqwest::Response,
+    ) -> Result<Option<Vec<u8>>, ClientError> {
+        let chunk = response.chunk().await.map_err(|e| self.unreachable(&e))?;
+        Ok(chunk.map(|bytes| bytes.to_vec()))
+    }
+
+    /// [`ClientError::Unreachable`] for this server, saying `reason`.
+    pub fn unreachable_because(&self, reason: &str) -> ClientError {
+        ClientError::Unreachable {
+            url: self.base.clone(),
+            reason: reason.to_owned(),
+        }
     }
 }
 

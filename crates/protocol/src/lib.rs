@@ -44,6 +44,11 @@ pub const SCHEMA_PATH: &str = "/v1/schema";
 /// Path of the server's conflict history (GET, `?limit=N&before=SEQ` → newest first
 /// list of [`ConflictLogEntry`]).
 pub const CONFLICTS_PATH: &str = "/v1/conflicts";
+/// Path of the change feed (GET → `text/event-stream`): Server-Sent Events named
+/// `version` whose data is the data set's newest version, the current one first, then
+/// each newer one (coalesced); `:` comment lines keep an idle stream open. Never row
+/// data: a device behind pulls with [`SYNC_PATH`].
+pub const CHANGES_PATH: &str = "/v1/changes";
 /// Path of the health endpoint (GET → `{"status":"ok", ...}`).
 pub const HEALTH_PATH: &str = "/health";
 

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::ServerConfig;
+use crate::feed::Feed;
 use crate::http::{BodyLimits, ServerState, router};
 use crate::listener::{self, ConnectionLimits};
 use crate::resolve::ServerConflictHandler;
@@ -43,6 +44,7 @@ pub struct Application {
     addr: SocketAddr,
     router: axum::Router,
     store: Arc<dyn SyncStore>,
+    feed: Arc<Feed>,
     limits: ConnectionLimits,
     tls: Option<(Arc<Tls>, Duration)>,
     retention: Duration,
@@ -63,7 +65,10 @@ impl Application {
         let backend = tokio::task::spawn_blocking(move || store::open(&db))
             .await
             .map_err(|e| StartError::Store(StoreError::Unavailable(e.to_string())))??;
+        // PostgreSQL: versions committed by other instances reach this one's streams.
+        backend.sync.start_change_listener()?;
         let mut state = ServerState::new(backend.sync.clone(), backend.accounts, config);
+        let feed = state.feed();
         if let Some(handler) = handler {
             state = state.with_handler(handler);
         }
@@ -90,6 +95,7 @@ impl Application {
             addr,
             router: router(state, BodyLimits::from_config(config)),
             store: backend.sync,
+            feed,
             limits,
             tls,
             retention: Duration::from_secs(config.tombstone_retention_days.saturating_mul(86_400)),
@@ -113,8 +119,8 @@ impl Application {
         roster_testkit::listening_line(&self.url())
     }
 
-    /// Serves until `shutdown` completes, then stops accepting, lets the requests in
-    /// flight finish and stops the background tasks: the periodic tombstone purge, and
+    /// Serves until `shutdown` completes, then ends the change streams, stops
+    /// accepting, lets the requests in flight finish and stops the background tasks: the periodic tombstone purge, and
     /// with TLS the certificate reload (SIGHUP, or a change of its files).
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) {
         if self.tls.is_none() && !self.addr.ip().is_loopback() {
@@ -129,6 +135,11 @@ impl Application {
             background.push(tokio::spawn(tls::watch_for_changes(tls.clone(), poll)));
             tls.acceptor()
         });
+        let feed = self.feed;
+        let shutdown = async move {
+            shutdown.await;
+            feed.close();
+        };
         listener::serve(self.listener, self.router, self.limits, acceptor, shutdown).await;
         for task in background {
             task.abort();

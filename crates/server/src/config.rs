@@ -37,6 +37,13 @@ pub const DEFAULT_AUTH_FAILURE_WINDOW_SECS: u64 = 300;
 pub const DEFAULT_AUTH_LIMITER_MAX_ENTRIES: usize = 10_000;
 /// Default per-user request quota: 6000 a minute (a sustained 100 a second).
 pub const DEFAULT_USER_REQUESTS_PER_MINUTE: u32 = 6000;
+/// Default cap on open change streams (`GET /v1/changes`); each also holds a connection,
+/// so it stays below [`DEFAULT_MAX_CONNECTIONS`] and leaves room for sync requests.
+pub const DEFAULT_MAX_STREAMS: u32 = 3072;
+/// Default seconds between keep-alive comments on an idle change stream.
+pub const DEFAULT_STREAM_KEEPALIVE_SECS: u64 = 15;
+/// Default seconds between two checks of an open change stream's token and data set.
+pub const DEFAULT_STREAM_RECHECK_SECS: u64 = 60;
 
 /// How the `merge` policy picks a field both sides changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,6 +149,17 @@ pub struct ServerConfig {
     /// evenly); past it, 429 with `Retry-After`. 0 turns the quota off.
     #[serde(default = "default_user_requests_per_minute")]
     pub user_requests_per_minute: u32,
+    /// Most change streams (`GET /v1/changes`) open at once; more are answered 503. 0
+    /// turns the change feed off: devices keep polling on their interval.
+    #[serde(default = "default_max_streams")]
+    pub max_streams: u32,
+    /// Seconds without an event after which a change stream sends a keep-alive comment.
+    #[serde(default = "default_stream_keepalive")]
+    pub stream_keepalive_secs: u64,
+    /// Seconds between two checks of an open change stream's token and data set (they
+    /// are also checked before each notification).
+    #[serde(default = "default_stream_recheck")]
+    pub stream_recheck_secs: u64,
     /// Synced tables. Empty means the shipped `person` table with server-wins.
     #[serde(default)]
     pub tables: Vec<TableConfig>,
@@ -192,6 +210,15 @@ fn default_auth_limiter_max_entries() -> usize {
 fn default_user_requests_per_minute() -> u32 {
     DEFAULT_USER_REQUESTS_PER_MINUTE
 }
+fn default_max_streams() -> u32 {
+    DEFAULT_MAX_STREAMS
+}
+fn default_stream_keepalive() -> u64 {
+    DEFAULT_STREAM_KEEPALIVE_SECS
+}
+fn default_stream_recheck() -> u64 {
+    DEFAULT_STREAM_RECHECK_SECS
+}
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -214,6 +241,9 @@ impl Default for ServerConfig {
             auth_failure_window_secs: DEFAULT_AUTH_FAILURE_WINDOW_SECS,
             auth_limiter_max_entries: DEFAULT_AUTH_LIMITER_MAX_ENTRIES,
             user_requests_per_minute: DEFAULT_USER_REQUESTS_PER_MINUTE,
+            max_streams: DEFAULT_MAX_STREAMS,
+            stream_keepalive_secs: DEFAULT_STREAM_KEEPALIVE_SECS,
+            stream_recheck_secs: DEFAULT_STREAM_RECHECK_SECS,
             tables: Vec::new(),
         }
     }
@@ -292,6 +322,8 @@ impl ServerConfig {
                 u64::from(self.auth_failures_before_block),
             ),
             ("auth_failure_window_secs", self.auth_failure_window_secs),
+            ("stream_keepalive_secs", self.stream_keepalive_secs),
+            ("stream_recheck_secs", self.stream_recheck_secs),
             (
                 "auth_limiter_max_entries",
                 u64::try_from(self.auth_limiter_max_entries).unwrap_or(u64::MAX),

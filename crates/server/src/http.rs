@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use roster_protocol::{
-    ApiError, CONFLICTS_PATH, ConflictLogEntry, DATASET_HEADER, ErrorCode, HEALTH_PATH,
-    PROTOCOL_VERSION, SCHEMA_PATH, SYNC_PATH, Schema,
+    ApiError, CHANGES_PATH, CONFLICTS_PATH, ConflictLogEntry, DATASET_HEADER, ErrorCode,
+    HEALTH_PATH, PROTOCOL_VERSION, SCHEMA_PATH, SYNC_PATH, Schema,
 };
 use tower_http::CompressionLevel;
 use tower_http::compression::CompressionLayer;
@@ -24,6 +24,7 @@ use tower_http::trace::TraceLayer;
 use crate::accounts::{AccountError, AccountStore, TokenCheck, User, authenticate};
 use crate::auth_limit::{Admission, AuthLimiter, AuthLimits};
 use crate::config::ServerConfig;
+use crate::feed::{Access, Feed, FeedLimits, Recheck, Stream};
 use crate::quota::UserQuota;
 use crate::resolve::{Resolver, ServerConflictHandler};
 use crate::store::{StoreError, SyncStore};
@@ -38,6 +39,7 @@ pub struct ServerState {
     resolver: Arc<Resolver>,
     auth_limiter: Arc<AuthLimiter>,
     user_quota: Arc<UserQuota>,
+    feed: Arc<Feed>,
 }
 
 impl ServerState {
@@ -48,7 +50,9 @@ impl ServerState {
         accounts: Arc<dyn AccountStore>,
         config: &ServerConfig,
     ) -> Self {
+        let feed = Arc::new(Feed::new(store.changes(), FeedLimits::from_config(config)));
         Self {
+            feed,
             store,
             accounts,
             schema: Arc::new(config.schema()),
@@ -56,6 +60,11 @@ impl ServerState {
             auth_limiter: Arc::new(AuthLimiter::new(AuthLimits::from_config(config))),
             user_quota: Arc::new(UserQuota::new(config.user_requests_per_minute)),
         }
+    }
+
+    /// The change feed (closed when the server shuts down).
+    pub fn feed(&self) -> Arc<Feed> {
+        self.feed.clone()
     }
 
     /// The same state with `handler` deciding conflicts before the config's rules. With a
@@ -236,6 +245,35 @@ fn too_many_requests(retry_after: Duration, why: &str) -> Response {
         .into_response()
 }
 
+/// Who `secret` is and whether it may use `named` (its user's own data set when
+/// `None`): the one check behind every `/v1/*` request and each re-check of an open
+/// change stream. `authenticated` runs once the token is known valid, before the data
+/// set is checked. Blocks (the store is read).
+fn check_credentials(
+    accounts: &dyn AccountStore,
+    secret: &str,
+    named: Option<String>,
+    authenticated: impl FnOnce(),
+) -> Result<Scope, HttpError> {
+    let user = match authenticate(accounts, secret)? {
+        TokenCheck::Valid(user) => user,
+        TokenCheck::Expired => {
+            return Err(HttpError::new(
+                ErrorCode::TokenExpired,
+                "the bearer token has expired; ask the administrator for a new one",
+            ));
+        }
+        TokenCheck::Refused => return Err(unauthorized()),
+    };
+    authenticated();
+    let dataset = named.unwrap_or_else(|| user.own_dataset().to_owned());
+    if !accounts.may_use(&user, &dataset)? {
+        tracing::warn!(user = %user.name, %dataset, "refused a data set");
+        return Err(forbidden());
+    }
+    Ok(Scope { user, dataset })
+}
+
 /// Authenticates the bearer token and authorises the named data set (the user's own one
 /// when no `x-roster-dataset` header is sent) before any `/v1/*` handler runs. Unknown
 /// and foreign data sets get the same 403, so no one learns which data sets exist.
@@ -263,24 +301,11 @@ async fn authorise(
     };
     let accounts = state.accounts.clone();
     let limiter = state.auth_limiter.clone();
-    let checked = tokio::task::spawn_blocking(move || -> Result<Scope, HttpError> {
-        let user = match authenticate(accounts.as_ref(), &secret)? {
-            TokenCheck::Valid(user) => user,
-            TokenCheck::Expired => {
-                return Err(HttpError::new(
-                    ErrorCode::TokenExpired,
-                    "the bearer token has expired; ask the administrator for a new one",
-                ));
-            }
-            TokenCheck::Refused => return Err(unauthorized()),
-        };
-        limiter.succeeded(&secret);
-        let dataset = named.unwrap_or_else(|| user.own_dataset().to_owned());
-        if !accounts.may_use(&user, &dataset)? {
-            tracing::warn!(user = %user.name, %dataset, "refused a data set");
-            return Err(forbidden());
-        }
-        Ok(Scope { user, dataset })
+    let token = secret.clone();
+    let checked = tokio::task::spawn_blocking(move || {
+        check_credentials(accounts.as_ref(), &token, named, || {
+            limiter.succeeded(&token);
+        })
     })
     .await
     .map_err(|e| HttpError::new(ErrorCode::Internal, e.to_string()))?;
@@ -418,6 +443,7 @@ pub fn router(state: ServerState, limits: BodyLimits) -> Router {
         .route(SCHEMA_PATH, get(schema))
         .route(SYNC_PATH, post(sync))
         .route(CONFLICTS_PATH, get(conflicts))
+        .route(CHANGES_PATH, get(changes))
         .route_layer(middleware::from_fn_with_state(limits, read_body_in_time))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorise));
     Router::new()
@@ -483,6 +509,72 @@ async fn sync(
     .await
     .map_err(|e| HttpError::new(ErrorCode::Internal, e.to_string()))??;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// Seconds a device refused for too many open streams is asked to wait.
+const STREAMS_FULL_RETRY_AFTER_SECS: u32 = 30;
+
+/// `GET /v1/changes`: the change feed of the request's data set (see [`crate::feed`]).
+/// The authorisation layer has checked token and data set; the stream checks them again
+/// on a timer and before each notification, and ends once they are refused.
+async fn changes(
+    State(state): State<ServerState>,
+    Extension(scope): Extension<Scope>,
+    headers: HeaderMap,
+) -> Result<Response, HttpError> {
+    let Some(permit) = state.feed.admit() else {
+        tracing::warn!(user = %scope.user.name, "refused a change stream: too many open");
+        return Ok((
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(
+                header::RETRY_AFTER,
+                STREAMS_FULL_RETRY_AFTER_SECS.to_string(),
+            )],
+            Json(ApiError::new(
+                ErrorCode::Internal,
+                "this server holds as many change streams as it may; retry later or poll",
+            )),
+        )
+            .into_response());
+    };
+    // Subscribed before the version is read: a commit in between is announced to it.
+    let changes = state.feed.hub().subscribe(&scope.dataset);
+    let store = state.store.clone();
+    let dataset = scope.dataset.clone();
+    let current = tokio::task::spawn_blocking(move || store.newest_version(&dataset))
+        .await
+        .map_err(|e| HttpError::new(ErrorCode::Internal, e.to_string()))??;
+    let secret = bearer(&headers).ok_or_else(unauthorized)?;
+    let named = headers
+        .get(DATASET_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let accounts = state.accounts.clone();
+    let user = scope.user.name.clone();
+    let recheck: Recheck = Arc::new(move || {
+        let accounts = accounts.clone();
+        let secret = secret.clone();
+        let named = named.clone();
+        let user = user.clone();
+        Box::pin(async move {
+            let checked = tokio::task::spawn_blocking(move || {
+                check_credentials(accounts.as_ref(), &secret, named, || ())
+            })
+            .await;
+            match checked {
+                Ok(Err(refused))
+                    if matches!(refused.0, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) =>
+                {
+                    tracing::info!(%user, "closed a change stream: credentials refused");
+                    Access::Refused
+                }
+                // The account store cannot answer now: the stream stays, checked later.
+                _ => Access::Allowed,
+            }
+        })
+    });
+    tracing::debug!(user = %scope.user.name, dataset = %scope.dataset, current, "change stream opened");
+    Ok(Stream::new(&state.feed, changes, current, recheck, permit).into_response())
 }
 
 /// Query of the conflict history endpoint.

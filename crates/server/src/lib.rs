@@ -10,6 +10,8 @@
 //! * [`store`]: the storage trait, the request flow written once over it
 //!   (`store::flow`), and its two backends, [`store::sqlite`] (the embedded default)
 //!   and [`store::postgres`].
+//! * [`feed`]: the change feed (`GET /v1/changes`, Server-Sent Events of new versions)
+//!   and the hub the store announces committed versions into.
 //! * [`http`]: the axum router: request decoding, validation and error bodies.
 //! * [`app`]: the one way to start the service (store, state, router, listener and the
 //!   background purge), used by the binary, [`embed`] and the tests.
@@ -25,6 +27,7 @@ pub mod auth_limit;
 pub mod classify;
 pub mod config;
 pub mod embed;
+pub mod feed;
 pub mod http;
 pub mod listener;
 pub mod quota;

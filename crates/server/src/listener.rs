@@ -4,7 +4,10 @@
 //! * **Header timeout**: hyper gets a timer, so a client that sends its request head
 //!   slowly (slowloris) is dropped after `header_read_timeout_secs`.
 //! * **Idle timeout**: a connection with no request in flight for `idle_timeout_secs` is
-//!   shut down gracefully (a response being written is finished first).
+//!   shut down gracefully (a response being written is finished first). A request is in
+//!   flight until its response body has been sent in full, so a long-lived stream (the
+//!   change feed, [`crate::feed`]) is never cut as idle; the feed ends its streams when
+//!   the server shuts down.
 //! * **Connection cap**: at most `max_connections` connections are served at once (a
 //!   semaphore); beyond it the server stops accepting and new clients wait in the
 //!   kernel's listen backlog until a connection ends. The cap is kept below the open-file
@@ -201,8 +204,13 @@ impl Connection {
                 let router = router.clone();
                 async move {
                     let response = router.oneshot(request).await;
-                    drop(busy);
-                    response
+                    // Busy until the body is sent in full (a stream's body lasts).
+                    response.map(|response| {
+                        response.map(|body| TrackedBody {
+                            inner: body,
+                            _busy: busy,
+                        })
+                    })
                 }
             })
         };
@@ -248,6 +256,33 @@ impl Connection {
                 }
             }
         }
+    }
+}
+
+/// A response body that keeps its request marked in flight until it is sent in full
+/// (or dropped).
+struct TrackedBody {
+    inner: axum::body::Body,
+    _busy: Busy,
+}
+
+impl hyper::body::Body for TrackedBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -219,6 +219,13 @@ pub fn start_server() -> roster_e2e::TestServer {
     roster_e2e::TestServer::start_with_config(SERVER_CONFIG)
 }
 
+/// [`start_server`] with the change feed off (`max_streams = 0`): the apps poll on
+/// their interval and never go live, so a test can let two devices edit the same row
+/// before either hears of the other's edit (and the apps' fallback to polling runs).
+pub fn start_server_without_feed() -> roster_e2e::TestServer {
+    roster_e2e::TestServer::start_with_config(&format!("max_streams = 0\n{SERVER_CONFIG}"))
+}
+
 /// One running app instance: its own data dir, its own tauri-driver, one WebDriver
 /// session. Dropping it ends the session's processes.
 pub struct App {
@@ -375,6 +382,18 @@ impl App {
             display: display.to_owned(),
             label: label.to_owned(),
         }
+    }
+
+    /// Names the device and sets a 10-minute sync interval in Settings, so only edits,
+    /// the change feed and "Sync now" trigger rounds; back on the People view after.
+    pub async fn slow_interval(&self, device: &str) {
+        self.click("nav-settings").await;
+        self.fill("setting-device_name", device).await;
+        self.fill("setting-sync_interval_secs", "600").await;
+        self.click("save-settings").await;
+        self.wait_for("settings-saved").await;
+        self.wait_contains("device-name", device).await;
+        self.click("nav-records").await;
     }
 
     /// Opens the editor on a new person, fills `fields` (`data-testid` suffix, text) and
@@ -617,21 +636,21 @@ impl App {
         }
     }
 
-    /// Clicks the list row whose text contains `needle`, opening it in the editor.
+    /// Clicks the list row whose text contains `needle`, opening it in the editor. A row
+    /// redrawn between finding and clicking it (a sync round reloaded the list) is
+    /// looked up again.
     pub async fn open_row(&self, needle: &str) {
-        let row = self
-            .eventually(&format!("a row containing {needle:?}"), || async {
-                let rows = self
-                    .client
-                    .find_all(Locator::Css("[data-testid=\"record-row\"]"))
-                    .await
-                    .ok()?;
-                let texts = self.texts("[data-testid=\"record-row\"]").await;
-                let index = texts.iter().position(|t| t.contains(needle))?;
-                rows.into_iter().nth(index)
-            })
-            .await;
-        row.click().await.unwrap();
+        self.eventually(&format!("a row containing {needle:?} opened"), || async {
+            let rows = self
+                .client
+                .find_all(Locator::Css("[data-testid=\"record-row\"]"))
+                .await
+                .ok()?;
+            let texts = self.texts("[data-testid=\"record-row\"]").await;
+            let index = texts.iter().position(|t| t.contains(needle))?;
+            rows.into_iter().nth(index)?.click().await.ok()
+        })
+        .await;
         self.wait_for("editor").await;
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use roster_client::LocalStore;
 use roster_client::SyncClient;
 use roster_protocol::{Fields, Schema};
-use roster_ui_tests::{App, Display, free_port, start_server};
+use roster_ui_tests::{App, Display, free_port, start_server, start_server_without_feed};
 use serde_json::json;
 
 /// A server URL where nothing listens: the app starts offline.
@@ -158,22 +158,12 @@ async fn jane_on_both(first: &App, second: &App) {
         .await;
 }
 
-/// Sets a long sync interval, so only edits and "Sync now" trigger rounds.
-async fn slow_interval(app: &App, device: &str) {
-    app.click("nav-settings").await;
-    app.fill("setting-device_name", device).await;
-    app.fill("setting-sync_interval_secs", "600").await;
-    app.click("save-settings").await;
-    app.wait_for("settings-saved").await;
-    app.wait_contains("device-name", device).await;
-    app.click("nav-records").await;
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn both_devices_edit_jane_and_the_second_keeps_its_value() {
     // One display per window: WebKit's screenshots hang for a window another one covers.
     let (display_a, display_b) = (Display::start(), Display::start());
-    let server = start_server();
+    // Feed off: the devices' edits meet at the server before either hears of the other's.
+    let server = start_server_without_feed();
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let first = App::launch(
         &display_a.name(),
@@ -191,8 +181,8 @@ async fn both_devices_edit_jane_and_the_second_keeps_its_value() {
         "second",
     )
     .await;
-    slow_interval(&first, "Laptop").await;
-    slow_interval(&second, "Phone").await;
+    first.slow_interval("Laptop").await;
+    second.slow_interval("Phone").await;
     jane_on_both(&first, &second).await;
 
     first.open_row("Jane").await;
@@ -236,7 +226,8 @@ async fn both_devices_edit_jane_and_the_second_keeps_its_value() {
 #[tokio::test(flavor = "multi_thread")]
 async fn field_by_field_merge_through_the_ui() {
     let display = Display::start();
-    let server = start_server();
+    // Feed off: the devices' edits meet at the server before either hears of the other's.
+    let server = start_server_without_feed();
     let dir = tempfile::tempdir().unwrap();
     let app = App::launch(
         &display.name(),
@@ -246,7 +237,7 @@ async fn field_by_field_merge_through_the_ui() {
         "merge",
     )
     .await;
-    slow_interval(&app, "Desk").await;
+    app.slow_interval("Desk").await;
 
     // The other device is a library client: only this app's UI is under test here.
     let other_dir = tempfile::tempdir().unwrap();

@@ -171,6 +171,7 @@ pub(crate) fn sync_answer(
             };
         if next != last_seq {
             tx.bump_counter(next)?;
+            tx.announce(next)?;
         }
         let scan = PullScan {
             since: request.since,

@@ -28,6 +28,7 @@ use roster_protocol::{ConflictLogEntry, SyncRequest, SyncResponse};
 
 pub use self::answer::{Answer, PulledChange};
 use crate::accounts::AccountStore;
+use crate::feed::ChangeHub;
 use crate::resolve::Resolver;
 
 /// The two halves of one database: the rows ([`SyncStore`]) and the accounts
@@ -203,6 +204,20 @@ pub trait SyncStore: Send + Sync + 'static {
 
     /// Checks the store answers a trivial query.
     fn ping(&self) -> Result<(), StoreError>;
+
+    /// The newest version of `dataset` (what a device's watermark reaches once it
+    /// pulled everything; on SQLite the file's one counter).
+    fn newest_version(&self, dataset: &str) -> Result<u64, StoreError>;
+
+    /// The hub this store announces committed versions into (see [`crate::feed`]).
+    fn changes(&self) -> Arc<ChangeHub>;
+
+    /// Starts hearing versions committed by other processes on the same database
+    /// (PostgreSQL `LISTEN`), for as long as the store lives. Nothing to do where one
+    /// process owns the database (SQLite).
+    fn start_change_listener(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -132,6 +132,10 @@ pub(crate) trait RowsTx {
     fn counter(&mut self) -> Result<(u64, u64), StoreError>;
     /// Sets the newest version after this request's writes.
     fn bump_counter(&mut self, newest: u64) -> Result<(), StoreError>;
+    /// Announces `newest` to the data set's change streams once, and only if, this
+    /// transaction commits (PostgreSQL: `NOTIFY` in the transaction, so every instance
+    /// hears it; SQLite: published in the process after the commit).
+    fn announce(&mut self, newest: u64) -> Result<(), StoreError>;
     /// Feeds the rows of `scan` in version order to `page` until it is full.
     fn pull_rows(&mut self, scan: PullScan, page: &mut PageBuilder<'_>) -> Result<(), StoreError>;
 }

@@ -20,9 +20,11 @@
 
 mod batches;
 mod conflict_log;
+mod listen;
 pub(crate) mod migrations;
 mod rows;
 
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use postgres::error::SqlState;
@@ -32,6 +34,7 @@ use roster_protocol::{ConflictLogEntry, SyncRequest};
 
 use super::flow::{self, Finish, FlowStore, FlowTx, Mode};
 use super::{Answer, PurgeReport, StoreError, SyncStore};
+use crate::feed::ChangeHub;
 use crate::resolve::Resolver;
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
@@ -46,6 +49,12 @@ pub(crate) type Connection = r2d2::PooledConnection<PostgresConnectionManager<No
 pub struct PostgresStore {
     /// Always `Some` until dropped.
     pool: Option<Pool>,
+    /// The database, for the `LISTEN` connection.
+    config: postgres::Config,
+    /// Where versions committed by any instance are announced (see [`listen`]).
+    hub: Arc<ChangeHub>,
+    /// The `LISTEN` thread is started once.
+    listening: Once,
 }
 
 impl Drop for PostgresStore {
@@ -96,12 +105,17 @@ impl PostgresStore {
         let config: postgres::Config = url
             .parse()
             .map_err(|e| StoreError::Unavailable(format!("invalid PostgreSQL URL: {e}")))?;
-        let manager = PostgresConnectionManager::new(config, NoTls);
+        let manager = PostgresConnectionManager::new(config.clone(), NoTls);
         let pool = r2d2::Pool::builder()
             .max_size(8)
             .connection_timeout(Duration::from_secs(30))
             .build(manager)?;
-        let store = Self { pool: Some(pool) };
+        let store = Self {
+            pool: Some(pool),
+            config,
+            hub: Arc::default(),
+            listening: Once::new(),
+        };
         migrations::migrate(&mut *store.conn()?)?;
         Ok(store)
     }
@@ -208,6 +222,23 @@ impl SyncStore for PostgresStore {
         batches::purge_expired(&mut tx)?;
         tx.commit()?;
         Ok(report)
+    }
+
+    fn newest_version(&self, dataset: &str) -> Result<u64, StoreError> {
+        self.transact(dataset, Mode::Read, |tx| {
+            Ok(Finish::Commit(tx.counter()?.0))
+        })
+    }
+
+    fn changes(&self) -> Arc<ChangeHub> {
+        self.hub.clone()
+    }
+
+    fn start_change_listener(&self) -> Result<(), StoreError> {
+        let mut started = Ok(());
+        self.listening
+            .call_once(|| started = listen::spawn(self.config.clone(), &self.hub));
+        started
     }
 
     fn ping(&self) -> Result<(), StoreError> {

@@ -95,6 +95,10 @@ impl RowsTx for PgTx<'_, '_> {
         Ok(())
     }
 
+    fn announce(&mut self, newest: u64) -> Result<(), StoreError> {
+        super::listen::announce(self.tx, self.dataset, newest)
+    }
+
     fn pull_rows(&mut self, scan: PullScan, page: &mut PageBuilder<'_>) -> Result<(), StoreError> {
         let rows = self.tx.query(
             "SELECT tbl, id, version, deleted, data FROM rows

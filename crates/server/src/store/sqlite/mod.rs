@@ -19,6 +19,7 @@ pub(crate) mod migrations;
 mod rows;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use r2d2_sqlite::SqliteConnectionManager;
@@ -28,6 +29,7 @@ use rusqlite::{Transaction, TransactionBehavior};
 use super::flow::{self, Finish, FlowStore, FlowTx, Mode};
 pub use super::round::PULL_PAGE_MAX_BYTES;
 use super::{Answer, PurgeReport, StoreError, SyncStore};
+use crate::feed::ChangeHub;
 use crate::resolve::Resolver;
 
 /// How long a connection waits for SQLite's write lock before the request fails.
@@ -36,6 +38,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(15);
 /// The SQLite store. Cheap to share: it holds a connection pool.
 pub struct SqliteStore {
     pub(crate) pool: r2d2::Pool<SqliteConnectionManager>,
+    /// Where committed versions are announced (one process serves an SQLite file).
+    hub: Arc<ChangeHub>,
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -98,7 +102,10 @@ impl SqliteStore {
             .connection_timeout(Duration::from_secs(30))
             .build(manager)?;
         migrations::migrate(&mut *pool.get()?)?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            hub: Arc::default(),
+        })
     }
 }
 
@@ -109,6 +116,8 @@ impl SqliteStore {
 struct SqliteTx<'a, 'conn> {
     tx: &'a Transaction<'conn>,
     dataset: &'a str,
+    /// The version to announce once the transaction commits.
+    announced: Option<u64>,
 }
 
 impl FlowStore for SqliteStore {
@@ -126,9 +135,19 @@ impl FlowStore for SqliteStore {
             Mode::Read => TransactionBehavior::Deferred,
         };
         let tx = conn.transaction_with_behavior(behavior)?;
-        match body(&mut SqliteTx { tx: &tx, dataset })? {
+        let mut flow_tx = SqliteTx {
+            tx: &tx,
+            dataset,
+            announced: None,
+        };
+        let finish = body(&mut flow_tx)?;
+        let announced = flow_tx.announced;
+        match finish {
             Finish::Commit(value) => {
                 tx.commit()?;
+                if let Some(version) = announced {
+                    self.hub.publish(dataset, version);
+                }
                 Ok(value)
             }
             Finish::Discard(value) => Ok(value),
@@ -167,6 +186,16 @@ impl SyncStore for SqliteStore {
         }
         tx.commit()?;
         Ok(PurgeReport { purged, horizon })
+    }
+
+    fn newest_version(&self, dataset: &str) -> Result<u64, StoreError> {
+        self.transact(dataset, Mode::Read, |tx| {
+            Ok(Finish::Commit(tx.counter()?.0))
+        })
+    }
+
+    fn changes(&self) -> Arc<ChangeHub> {
+        self.hub.clone()
     }
 
     fn ping(&self) -> Result<(), StoreError> {

@@ -82,6 +82,12 @@ impl RowsTx for SqliteTx<'_, '_> {
         set_meta(self.tx, "last_seq", newest)
     }
 
+    /// Kept until the commit: [`super::SqliteStore`] publishes it once that succeeded.
+    fn announce(&mut self, newest: u64) -> Result<(), StoreError> {
+        self.announced = Some(newest);
+        Ok(())
+    }
+
     fn pull_rows(&mut self, scan: PullScan, page: &mut PageBuilder<'_>) -> Result<(), StoreError> {
         let mut stmt = self.tx.prepare_cached(
             "SELECT tbl, id, version, deleted, data FROM rows
