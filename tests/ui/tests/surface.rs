@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use roster_e2e::{DEFAULT_USER, TestClient};
-use roster_ui_tests::{App, Display, start_server};
+use roster_ui_tests::{App, Display, start_server_without_feed};
 use serde_json::{Value, json};
 
 /// Markup that would add elements (and change the title) if it were ever parsed.
@@ -25,7 +25,8 @@ async fn injected(app: &App, selector: &str) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn markup_shows_as_text_and_an_expired_token_asks_for_a_new_one() {
     let display = Display::start();
-    let server = start_server();
+    // Without the change feed: the app must meet the other device's edit as a conflict.
+    let server = start_server_without_feed();
     let dir = tempfile::tempdir().unwrap();
     let other = TestClient::new(&server).await;
     let id = other.insert("person", json!({"name": NAME, "city": "Lyon"}));
