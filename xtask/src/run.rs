@@ -46,6 +46,10 @@ pub struct RunArgs {
 /// Builds the binaries, starts the server, runs the demo, then waits for the server.
 pub fn run_dev(args: &RunArgs) -> Result<()> {
     let root = workspace::root()?;
+    // A fresh Debian machine lacks the libraries the build links (WebKitGTK, libcrypto for
+    // SQLCipher, ...): the same packages `cargo xtask test` installs.
+    step("system packages");
+    crate::system::ensure_system_packages(crate::test::SYSTEM_PACKAGES)?;
     let mut build = workspace::cargo(&root);
     if args.no_app {
         step("build roster-server and roster");

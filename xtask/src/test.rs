@@ -22,7 +22,7 @@ use crate::workspace;
 /// Debian packages the build and the tests need: the toolchain basics, the libraries the
 /// Tauri desktop app links (WebKitGTK 4.1, libsoup 3, librsvg, appindicator, OpenSSL),
 /// and for the UI tests the WebKit WebDriver, a virtual X server and a font.
-const SYSTEM_PACKAGES: &[&str] = &[
+pub(crate) const SYSTEM_PACKAGES: &[&str] = &[
     "pkg-config",
     "build-essential",
     "libwebkit2gtk-4.1-dev",
