@@ -9,14 +9,14 @@
 //!   trickle a byte per second, redirect, or answer 401 with a proxy's HTML page.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use roster_client::{ClientError, ConnectionSecurity, SyncClient, SyncOptions};
-use roster_e2e::{TestServer, bin_path, obj};
+use roster_e2e::cli::{CliRun, run_roster_within};
+use roster_e2e::{TestServer, obj};
 use roster_protocol::Schema;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,47 +30,14 @@ use tokio::net::{TcpListener, TcpStream};
 /// pins used to last minutes).
 const RUN_LIMIT: Duration = Duration::from_secs(20);
 
-/// What one `roster` invocation did.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
 /// Runs `roster --data-dir DIR ARGS...` with `env`, failing the test if it runs longer
 /// than [`RUN_LIMIT`]. Blocking; call from `spawn_blocking` while a fake server runs.
-fn roster(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut child = Command::new(bin_path("roster"))
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .env_remove("ROSTER_DATA_DIR")
-        .env_remove("ROSTER_TOKEN")
-        .env("ROSTER_LOG", "error")
-        .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > RUN_LIMIT {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            panic!("`roster {}` still ran after {RUN_LIMIT:?}", args.join(" "));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let output = child.wait_with_output().unwrap();
-    Run {
-        code: output.status.code().expect("roster was killed by a signal"),
-        stdout: String::from_utf8(output.stdout).unwrap(),
-        stderr: String::from_utf8(output.stderr).unwrap(),
-    }
+fn roster(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> CliRun {
+    run_roster_within(dir, args, env, RUN_LIMIT)
 }
 
 /// [`roster`] off the async runtime, so fake servers in this process keep serving.
-async fn roster_async(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+async fn roster_async(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> CliRun {
     let dir = dir.to_owned();
     let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
     let env: Vec<(String, String)> = env
@@ -87,7 +54,7 @@ async fn roster_async(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
 }
 
 /// Asserts `run` exited with `code`.
-fn assert_exit(run: &Run, code: i32) {
+fn assert_exit(run: &CliRun, code: i32) {
     assert_eq!(
         run.code, code,
         "wrong exit code; stdout {:?}, stderr {:?}",

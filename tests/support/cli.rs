@@ -82,6 +82,16 @@ pub fn spawn_roster(dir: &Path, args: &[&str]) -> Child {
 /// Runs `roster --data-dir DIR ARGS...` with `env` to its end, failing the test if it runs
 /// longer than [`CLI_RUN_LIMIT`]. Blocking.
 pub fn run_roster(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> CliRun {
+    run_roster_within(dir, args, env, CLI_RUN_LIMIT)
+}
+
+/// [`run_roster`] failing the test if the run takes longer than `limit`.
+pub fn run_roster_within(
+    dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    limit: Duration,
+) -> CliRun {
     let mut child = roster_command(dir, args, env)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -89,13 +99,10 @@ pub fn run_roster(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> CliRun {
         .unwrap();
     let started = Instant::now();
     while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > CLI_RUN_LIMIT {
+        if started.elapsed() > limit {
             child.kill().unwrap();
             child.wait().unwrap();
-            panic!(
-                "`roster {}` still ran after {CLI_RUN_LIMIT:?}",
-                args.join(" ")
-            );
+            panic!("`roster {}` still ran after {limit:?}", args.join(" "));
         }
         std::thread::sleep(Duration::from_millis(10));
     }
