@@ -429,18 +429,10 @@ async fn tokens_are_stored_hashed() {
 }
 
 fn roster(dir: &Path, args: &[&str], token: Option<&str>) -> std::process::Output {
-    let mut command = Command::new(bin_path("roster"));
-    command
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .env_remove("ROSTER_DATA_DIR")
-        .env_remove("ROSTER_TOKEN")
-        .env("ROSTER_LOG", "error");
-    if let Some(token) = token {
-        command.env("ROSTER_TOKEN", token);
-    }
-    command.output().unwrap()
+    let env: Vec<(&str, &str)> = token.map(|t| ("ROSTER_TOKEN", t)).into_iter().collect();
+    roster_e2e::cli::roster_command(dir, args, &env)
+        .output()
+        .unwrap()
 }
 
 /// The CLI takes its token from ROSTER_TOKEN at init; a revoked token makes `sync` exit

@@ -3,84 +3,23 @@
 //! error output, and a conflict seen through the CLI.
 
 use std::path::Path;
-use std::process::Command;
 
-use roster_e2e::{DEFAULT_USER, TestServer, bin_path};
+use roster_e2e::cli::{CliRun, run_roster};
+use roster_e2e::{DEFAULT_USER, TestServer};
 use roster_protocol::RowId;
 use serde_json::{Value, json};
 
-/// What one `roster` invocation did.
-struct Run {
-    args: String,
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    /// Stdout as JSON (for `--json` commands).
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!(
-                "`roster {}` printed no JSON on stdout ({e}): {:?}",
-                self.args, self.stdout
-            )
-        })
-    }
-
-    /// Stderr as JSON (for failing `--json` commands).
-    fn error_json(&self) -> Value {
-        serde_json::from_str(self.stderr.trim()).unwrap_or_else(|e| {
-            panic!(
-                "`roster {}` printed no JSON on stderr ({e}): {:?}",
-                self.args, self.stderr
-            )
-        })
-    }
-}
-
-/// Runs `roster --data-dir DIR ARGS...` and returns its exit code and output.
-fn roster(dir: &Path, args: &[&str]) -> Run {
-    let output = Command::new(bin_path("roster"))
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .env_remove("ROSTER_DATA_DIR")
-        .env("ROSTER_LOG", "error")
-        .output()
-        .unwrap();
-    Run {
-        args: args.join(" "),
-        code: output.status.code().expect("roster was killed by a signal"),
-        stdout: String::from_utf8(output.stdout).unwrap(),
-        stderr: String::from_utf8(output.stderr).unwrap(),
-    }
-}
-
 /// Runs a command that must succeed.
-fn ok(dir: &Path, args: &[&str]) -> Run {
-    let run = roster(dir, args);
-    assert_eq!(
-        run.code, 0,
-        "`roster {}` failed: stdout {:?}, stderr {:?}",
-        run.args, run.stdout, run.stderr
-    );
+fn ok(dir: &Path, args: &[&str]) -> CliRun {
+    let run = run_roster(dir, args, &[]);
+    run.assert_exit(0);
     run
 }
 
-/// Runs a command that must fail with `code`.
-fn fails(dir: &Path, args: &[&str], code: i32) -> Run {
-    let run = roster(dir, args);
-    assert_eq!(
-        run.code, code,
-        "`roster {}`: wrong exit code; stdout {:?}, stderr {:?}",
-        run.args, run.stdout, run.stderr
-    );
-    assert!(
-        !run.stderr.trim().is_empty(),
-        "`roster {}` failed without a message",
-        run.args
-    );
+/// Runs a command that must fail with `code`, saying why on stderr.
+fn fails(dir: &Path, args: &[&str], code: i32) -> CliRun {
+    let run = run_roster(dir, args, &[]);
+    run.assert_exit(code);
     run
 }
 

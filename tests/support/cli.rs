@@ -36,6 +36,16 @@ impl CliRun {
         })
     }
 
+    /// Stderr as JSON (for failing `--json` commands).
+    pub fn error_json(&self) -> Value {
+        serde_json::from_str(self.stderr.trim()).unwrap_or_else(|e| {
+            panic!(
+                "`roster {}` printed no JSON on stderr ({e}): {:?}",
+                self.args, self.stderr
+            )
+        })
+    }
+
     /// Asserts the run exited with `code` and, when it failed, said why on stderr.
     pub fn assert_exit(&self, code: i32) -> &Self {
         assert_eq!(
