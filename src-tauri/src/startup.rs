@@ -80,7 +80,7 @@ pub fn try_start<R: Runtime>(
         SyncClient::open_with_key(&store_dir, key)?
     } else {
         tracing::info!("no server chosen yet: creating the local store with the built-in schema");
-        tauri::async_runtime::block_on(init_store(
+        tauri::async_runtime::block_on(SyncClient::init_with_key(
             &store_dir,
             &settings.server_url,
             &credentials,
@@ -128,19 +128,6 @@ pub fn launch<R: Runtime>(
     }
 }
 
-/// Creates the store in `dir` (encrypted with `key`) with `security` (a trusted CA, the
-/// cleartext policy).
-pub async fn init_store(
-    dir: &Path,
-    server_url: &str,
-    credentials: &Credentials,
-    security: &ConnectionSecurity,
-    key: Option<&StoreKey>,
-    schema: Option<Schema>,
-) -> Result<SyncClient, ClientError> {
-    SyncClient::init_with_key(dir, server_url, credentials, security, key, schema).await
-}
-
 /// The token to put into the store at start, if any: `$ROSTER_TOKEN` first, else one an
 /// older version left in settings.json.
 fn token_to_store(from_env: Option<String>, from_file: &str) -> Option<String> {
@@ -162,7 +149,7 @@ async fn open_or_init(
     let default_security = ConnectionSecurity::default();
     let fetched = tokio::time::timeout(
         SCHEMA_TIMEOUT,
-        init_store(dir, server_url, credentials, &default_security, key, None),
+        SyncClient::init_with_key(dir, server_url, credentials, &default_security, key, None),
     )
     .await;
     match fetched {
@@ -178,7 +165,7 @@ async fn open_or_init(
         Err(_) => tracing::warn!("server did not answer within {SCHEMA_TIMEOUT:?} at first start"),
     }
     tracing::info!("creating the local store with the built-in person schema");
-    Ok(init_store(
+    Ok(SyncClient::init_with_key(
         dir,
         server_url,
         credentials,

@@ -24,6 +24,32 @@ export function fieldError(prefix, field, message) {
   return true;
 }
 
+/** The CA file and cleartext fields of the form whose ids start with `prefix`: written
+ *  once here for the connect screen and Settings, put where the page has a
+ *  `data-security-fields="PREFIX"` slot. */
+function securityFields(p) {
+  return `<div class="field">
+    <label for="${p}-ca_cert">CA certificate file (optional)</label>
+    <input id="${p}-ca_cert" data-testid="${p}-ca_cert" type="text" placeholder="/path/to/ca.pem"
+           autocomplete="off" spellcheck="false" aria-describedby="error-${p}-ca_cert hint-${p}-ca_cert">
+    <small id="hint-${p}-ca_cert" class="hint">For a server with a certificate from its own authority: that
+      authority's PEM file, trusted besides the system's.</small>
+    <span class="field-error" id="error-${p}-ca_cert" data-testid="error-${p}-ca_cert" hidden></span>
+  </div>
+  <div class="field">
+    <label class="check"><input type="checkbox" id="${p}-allow_http" data-testid="${p}-allow_http">
+      Allow unencrypted HTTP to this server</label>
+    <p class="field-error" id="warning-${p}-allow_http" data-testid="warning-${p}-allow_http" role="alert" hidden>
+      Unencrypted: anyone on the network between this device and the server can read and change
+      your people and your access token. Allow it only on a network you trust.</p>
+  </div>`;
+}
+
+// Module code runs after the page is parsed and before any view reads these fields.
+for (const slot of document.querySelectorAll("[data-security-fields]")) {
+  slot.outerHTML = securityFields(slot.dataset.securityFields);
+}
+
 /** The connection security the form whose ids start with `prefix` asks for:
  *  {ca_cert_path, allow_http}. */
 export function readSecurity(prefix) {

@@ -98,10 +98,13 @@ pub fn test(args: &TestArgs) -> Result<()> {
     if !args.no_lint {
         timings.time("format check", || fmt(&root))?;
     }
+    // The fuzzing run builds in its own target dir beside the main build and tests.
+    let fuzz = if args.no_fuzz {
+        None
+    } else {
+        Some(crate::fuzz::Background::start(&root, FUZZ_SECONDS)?)
+    };
     timings.time("lint and build", || build.compile())?;
-    if !args.no_fuzz {
-        timings.time("fuzz", || crate::fuzz::run_target(&root, FUZZ_SECONDS))?;
-    }
     // Doctests first: the main runner's summary must be the run's closing line.
     timings.time("doctests", || build.doctests())?;
     timings.time("tests", || {
@@ -111,6 +114,10 @@ pub fn test(args: &TestArgs) -> Result<()> {
         timings.time("tests on PostgreSQL", || {
             postgres_e2e_tests(&root, &build, &args.runner_args)
         })?;
+    }
+    if let Some(fuzz) = fuzz {
+        // Waited for before the UI tests, whose WebKit windows need the CPU.
+        timings.time("fuzz (wait for the end)", || fuzz.finish())?;
     }
     if !args.no_ui {
         // Last, so its runner's summary closes the output.

@@ -354,7 +354,7 @@ async fn new_store(
 ) -> Result<SyncClient, AppError> {
     let folder = format!("store-{}", uuid::Uuid::now_v7().simple());
     let dir = ready.data_dir.join(&folder);
-    let client = crate::startup::init_store(
+    let client = SyncClient::init_with_key(
         &dir,
         &settings.server_url,
         &settings.credentials(),

@@ -212,6 +212,51 @@ fn display_in_use(number: u32) -> bool {
     }
 }
 
+/// Two devices on one server: two app windows, each with its own display (WebKit's
+/// screenshots hang for a window another one covers) and its own data dir, named
+/// "Laptop" and "Phone" and syncing only on edits, the change feed and "Sync now".
+pub struct TwoDevices {
+    /// The "Laptop" window.
+    pub first: App,
+    /// The "Phone" window.
+    pub second: App,
+    // Dropped after the apps (fields drop in order): the windows close first.
+    _displays: (Display, Display),
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+impl TwoDevices {
+    /// Launches both windows on `server`; `label` prefixes their log labels.
+    pub async fn launch(server: &roster_e2e::TestServer, label: &str) -> Self {
+        let displays = (Display::start(), Display::start());
+        let dirs = (
+            tempfile::tempdir().expect("a temp dir"),
+            tempfile::tempdir().expect("a temp dir"),
+        );
+        let launch = |display: &Display, dir: &tempfile::TempDir, which: &str| {
+            let (display, dir) = (display.name(), dir.path().to_path_buf());
+            let label = format!("{label}-{which}");
+            async move { App::launch(&display, &dir, &server.url(), server.token(), &label).await }
+        };
+        let first = launch(&displays.0, &dirs.0, "first").await;
+        let second = launch(&displays.1, &dirs.1, "second").await;
+        first.slow_interval("Laptop").await;
+        second.slow_interval("Phone").await;
+        Self {
+            first,
+            second,
+            _displays: displays,
+            _dirs: dirs,
+        }
+    }
+
+    /// Closes both windows.
+    pub async fn quit(self) {
+        self.first.quit().await;
+        self.second.quit().await;
+    }
+}
+
 /// Starts the real `roster-server` with [`SERVER_CONFIG`] on a free port of 127.0.0.1,
 /// with the end-to-end tests' harness (`kill` stops it, `restart` brings it back on the
 /// same port and database).

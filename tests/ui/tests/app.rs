@@ -8,7 +8,9 @@ use std::time::Duration;
 use roster_client::LocalStore;
 use roster_client::SyncClient;
 use roster_protocol::{Fields, Schema};
-use roster_ui_tests::{App, Display, free_port, start_server, start_server_without_feed};
+use roster_ui_tests::{
+    App, Display, TwoDevices, free_port, start_server, start_server_without_feed,
+};
 use serde_json::json;
 
 /// A server URL where nothing listens: the app starts offline.
@@ -160,30 +162,11 @@ async fn jane_on_both(first: &App, second: &App) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn both_devices_edit_jane_and_the_second_keeps_its_value() {
-    // One display per window: WebKit's screenshots hang for a window another one covers.
-    let (display_a, display_b) = (Display::start(), Display::start());
     // Feed off: the devices' edits meet at the server before either hears of the other's.
     let server = start_server_without_feed();
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let first = App::launch(
-        &display_a.name(),
-        dir_a.path(),
-        &server.url(),
-        server.token(),
-        "first",
-    )
-    .await;
-    let second = App::launch(
-        &display_b.name(),
-        dir_b.path(),
-        &server.url(),
-        server.token(),
-        "second",
-    )
-    .await;
-    first.slow_interval("Laptop").await;
-    second.slow_interval("Phone").await;
-    jane_on_both(&first, &second).await;
+    let devices = TwoDevices::launch(&server, "jane").await;
+    let (first, second) = (&devices.first, &devices.second);
+    jane_on_both(first, second).await;
 
     first.open_row("Jane").await;
     first.fill_and_save(&[("age", "32")]).await;
@@ -219,8 +202,7 @@ async fn both_devices_edit_jane_and_the_second_keeps_its_value() {
     second.click("nav-history").await;
     second.wait_for("history-row").await;
     second.screenshot("history").await;
-    first.quit().await;
-    second.quit().await;
+    devices.quit().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use roster_ui_tests::{App, Display, start_server};
+use roster_ui_tests::{App, TwoDevices, start_server};
 
 /// The bound from the save in one window to the row in the other's list.
 const SHOWN_WITHIN: Duration = Duration::from_secs(2);
@@ -26,42 +26,22 @@ async fn shown_after(app: &App, name: &str, since: Instant) -> Duration {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_edit_saved_in_one_window_shows_in_the_other_within_two_seconds() {
-    // One display per window: WebKit's screenshots hang for a window another one covers.
-    let (display_a, display_b) = (Display::start(), Display::start());
     let server = start_server();
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let first = App::launch(
-        &display_a.name(),
-        dir_a.path(),
-        &server.url(),
-        server.token(),
-        "live-first",
-    )
-    .await;
-    let second = App::launch(
-        &display_b.name(),
-        dir_b.path(),
-        &server.url(),
-        server.token(),
-        "live-second",
-    )
-    .await;
-    first.slow_interval("Laptop").await;
-    second.slow_interval("Phone").await;
+    let devices = TwoDevices::launch(&server, "live").await;
+    let (first, second) = (&devices.first, &devices.second);
     first.wait_for("sync-live").await;
     second.wait_for("sync-live").await;
 
     first.create_person(&[("name", "Ada Lovelace")]).await;
     let saved = Instant::now();
-    let took = shown_after(&second, "Ada Lovelace", saved).await;
+    let took = shown_after(second, "Ada Lovelace", saved).await;
     assert!(took <= SHOWN_WITHIN, "shown after {took:?}");
 
     first.open_row("Ada Lovelace").await;
     first.fill_and_save(&[("name", "Ada King")]).await;
     let saved = Instant::now();
-    let took = shown_after(&second, "Ada King", saved).await;
+    let took = shown_after(second, "Ada King", saved).await;
     assert!(took <= SHOWN_WITHIN, "edit shown after {took:?}");
     second.screenshot("status-live").await;
-    first.quit().await;
-    second.quit().await;
+    devices.quit().await;
 }
