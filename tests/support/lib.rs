@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use roster_client::{Credentials, SyncClient, SyncOptions};
 use roster_protocol::{Fields, PROTOCOL_VERSION, RowId, ServerRow, SyncRequest, SyncResponse};
@@ -89,7 +89,12 @@ pub struct TestServer {
     /// `http`, or `https` for a server configured with a TLS certificate.
     scheme: String,
     token: String,
+    /// What the process printed on stdout after its address line.
+    stdout: StdoutLines,
 }
+
+/// Lines a server process printed on stdout after its address line.
+type StdoutLines = Arc<Mutex<Vec<String>>>;
 
 impl TestServer {
     /// Starts the server with [`TWO_TABLE_CONFIG`] on a free port.
@@ -116,7 +121,7 @@ impl TestServer {
     fn start_in(dir: tempfile::TempDir, config: &str, db: TestDatabase) -> Self {
         std::fs::write(dir.path().join("config.toml"), config).unwrap();
         let token = admin(db.url(), &["create-user", DEFAULT_USER]).0;
-        let (child, scheme, addr) = spawn_server(dir.path(), db.url(), "127.0.0.1:0");
+        let (child, scheme, addr, stdout) = spawn_server(dir.path(), db.url(), "127.0.0.1:0");
         Self {
             child: Some(child),
             embedded: None,
@@ -125,13 +130,15 @@ impl TestServer {
             addr,
             scheme,
             token,
+            stdout,
         }
     }
 
     /// Starts another server process on this server's database and config, on a free
     /// port: several stateless instances of one service.
     pub fn another_instance(&self) -> Self {
-        let (child, scheme, addr) = spawn_server(self.dir.path(), self.db.url(), "127.0.0.1:0");
+        let (child, scheme, addr, stdout) =
+            spawn_server(self.dir.path(), self.db.url(), "127.0.0.1:0");
         Self {
             child: Some(child),
             embedded: None,
@@ -140,6 +147,7 @@ impl TestServer {
             addr,
             scheme,
             token: self.token.clone(),
+            stdout,
         }
     }
 
@@ -180,6 +188,7 @@ impl TestServer {
             addr,
             scheme,
             token,
+            stdout: StdoutLines::default(),
         }
     }
 
@@ -296,6 +305,52 @@ impl TestServer {
         }
     }
 
+    /// Sends the process SIGTERM and waits up to `limit` for it to exit; returns its exit
+    /// status (`None` if it still ran after `limit`; it is then killed).
+    pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self
+            .child
+            .take()
+            .expect("terminate is for the server process");
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -TERM failed");
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    /// The metrics URL the process printed (`roster-server metrics on URL`, with
+    /// `metrics_listen` in its config), waiting up to 10 s for the line.
+    pub fn metrics_url(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = self
+                .stdout
+                .lock()
+                .unwrap()
+                .iter()
+                .find_map(|line| roster_testkit::parse_metrics_line(line).map(str::to_owned));
+            if let Some(url) = found {
+                return url;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server printed no metrics URL"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Whether the server is running.
     pub fn is_running(&self) -> bool {
         self.child.is_some() || self.embedded.is_some()
@@ -308,10 +363,11 @@ impl TestServer {
         let mut last = None;
         for _ in 0..50 {
             match try_spawn_server(self.dir.path(), self.db.url(), &self.addr.to_string()) {
-                Ok((child, scheme, addr)) => {
+                Ok((child, scheme, addr, stdout)) => {
                     self.child = Some(child);
                     self.scheme = scheme;
                     self.addr = addr;
+                    self.stdout = stdout;
                     return;
                 }
                 Err(e) => last = Some(e),
@@ -463,7 +519,7 @@ impl Drop for TestServer {
     }
 }
 
-fn spawn_server(dir: &Path, db: &str, listen: &str) -> (Child, String, SocketAddr) {
+fn spawn_server(dir: &Path, db: &str, listen: &str) -> (Child, String, SocketAddr, StdoutLines) {
     try_spawn_server(dir, db, listen).unwrap()
 }
 
@@ -474,12 +530,12 @@ fn split_url(url: &str) -> Option<(String, SocketAddr)> {
 }
 
 /// Starts the server process and reads its address line (see `roster_testkit`):
-/// returns the process, the URL's scheme and the address.
+/// returns the process, the URL's scheme, the address and the lines it prints later.
 fn try_spawn_server(
     dir: &Path,
     db: &str,
     listen: &str,
-) -> Result<(Child, String, SocketAddr), String> {
+) -> Result<(Child, String, SocketAddr, StdoutLines), String> {
     let mut command = Command::new(bin_path("roster-server"));
     command
         .arg("--listen")
@@ -490,11 +546,16 @@ fn try_spawn_server(
         .arg(dir.join("config.toml"))
         .env("ROSTER_LOG", "warn")
         .stderr(Stdio::inherit());
-    let started = roster_testkit::start_server_process(&mut command, SERVER_START_LIMIT, |_| {})
+    let stdout = StdoutLines::default();
+    let lines = stdout.clone();
+    let started =
+        roster_testkit::start_server_process(&mut command, SERVER_START_LIMIT, move |line| {
+            lines.lock().unwrap().push(line);
+        })
         .map_err(|e| e.to_string())?;
     let mut child = started.child;
     match split_url(&started.url) {
-        Some((scheme, addr)) => Ok((child, scheme, addr)),
+        Some((scheme, addr)) => Ok((child, scheme, addr, stdout)),
         None => {
             let _ = child.kill();
             let _ = child.wait();

@@ -99,6 +99,9 @@ pub fn test(args: &TestArgs) -> Result<()> {
         timings.time("format check", || fmt(&root))?;
     }
     timings.time("lint and build", || build.compile())?;
+    if !args.no_lint {
+        timings.time("unit file check", || crate::unit_file::verify(&root))?;
+    }
     if !args.no_fuzz {
         timings.time("fuzz", || crate::fuzz::run_target(&root, FUZZ_SECONDS))?;
     }

@@ -34,8 +34,37 @@ struct Cli {
     /// PEM private key of --tls-cert.
     #[arg(long, global = true, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Serve Prometheus metrics at `http://ADDR/metrics`, apart from the sync API
+    /// (overrides the config file; off by default).
+    #[arg(long, global = true)]
+    metrics_listen: Option<SocketAddr>,
+    /// Log format on stderr: `text` for people, `json` (one object a line) for a log
+    /// collector.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "ROSTER_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (time, level, target, message, fields, spans).
+    Json,
+}
+
+/// Logs to stderr in `format`, filtered by `ROSTER_LOG` (default `info`).
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("ROSTER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().with_current_span(false).init(),
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -180,19 +209,17 @@ fn default_db() -> PathBuf {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("ROSTER_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    init_logging(cli.log_format);
     let mut config = match &cli.config {
         Some(path) => ServerConfig::load(path)?,
         None => ServerConfig::default(),
     };
     if let Some(listen) = cli.listen {
         config.listen = listen;
+    }
+    if let Some(metrics) = cli.metrics_listen {
+        config.metrics_listen = Some(metrics);
     }
     if let Some(db) = cli.db {
         config.db = Some(db);
@@ -352,6 +379,12 @@ async fn serve(config: ServerConfig, db: PathBuf) -> anyhow::Result<()> {
     tracing::info!(addr = %app.addr(), db = %store::describe(&db), "roster-server started");
     // The first stdout line is the contract tests and scripts read the address from.
     println!("{}", app.listening_line());
+    if let Some(metrics) = app.metrics_addr() {
+        println!(
+            "{}",
+            roster_testkit::metrics_line(&format!("http://{metrics}/metrics"))
+        );
+    }
     app.run_until(shutdown_signal()).await;
     tracing::info!("roster-server stopped");
     Ok(())

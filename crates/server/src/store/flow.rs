@@ -17,7 +17,8 @@
 //! 4. the staged changes of an atomic round (a non-final batch is only staged);
 //! 5. [`apply_changes`]; a handler's rollback drops the transaction and records the
 //!    rollback in a new one;
-//! 6. the counter bump, the pull page, remember, commit.
+//! 6. the counter bump, the pull page, remember, commit;
+//! 7. once committed, what the answer did is counted ([`crate::telemetry`]).
 //!
 //! A request that writes nothing (no changes, no atomic round) runs in [`Mode::Read`]:
 //! one snapshot, no lock, no replay check (nothing to repeat).
@@ -45,6 +46,7 @@ use super::round::{
 };
 use super::{Answer, PulledChange, StoreError};
 use crate::resolve::Resolver;
+use crate::telemetry::{self, RoundOutcome};
 
 /// At most this many remembered answers are kept per data set; the oldest go first.
 pub const REPLAY_CACHE_MAX_ENTRIES: u32 = 256;
@@ -143,7 +145,7 @@ pub(crate) fn sync_answer(
         let (last_seq, horizon) = tx.counter()?;
         if let Some(answer) = replay(tx, request, horizon)? {
             tracing::info!(batch = ?request.batch_id, "repeated the answer to a retried batch");
-            return Ok(Finish::Commit(Ok(answer)));
+            return Ok(Finish::Commit(Ok((answer, Delivery::Replayed))));
         }
         check_watermark(request.since, last_seq, horizon)?;
         let staged;
@@ -192,15 +194,42 @@ pub(crate) fn sync_answer(
         let Remembered {
             acks, conflicts, ..
         } = remembered;
-        Ok(Finish::Commit(Ok(applied_response(
-            acks, conflicts, page, next,
+        Ok(Finish::Commit(Ok((
+            applied_response(acks, conflicts, page, next),
+            Delivery::First,
         ))))
     })?;
     match outcome {
-        Ok(answer) => Ok(answer),
-        Err((change, current, kind, reason)) => {
-            roll_back(store, dataset, request, &change, current, kind, reason)
+        Ok((answer, delivery)) => {
+            count_committed(request, &answer, delivery);
+            Ok(answer)
         }
+        Err((change, current, kind, reason)) => {
+            let answer = roll_back(store, dataset, request, &change, current, kind, reason)?;
+            telemetry::round_finished(RoundOutcome::RolledBack);
+            Ok(answer)
+        }
+    }
+}
+
+/// Whether an answer was given for the first time or repeated for a retried batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    First,
+    Replayed,
+}
+
+/// Counts what a committed answer did (see [`crate::telemetry`]): the rows it sends
+/// always; its changes, conflicts and the end of its round only the first time (a
+/// replay applies nothing).
+fn count_committed(request: &SyncRequest, answer: &Answer, delivery: Delivery) {
+    if delivery == Delivery::Replayed {
+        telemetry::request_applied(0, &[], answer.changes.len());
+        return;
+    }
+    telemetry::request_applied(answer.acks.len(), &answer.conflicts, answer.changes.len());
+    if request.round.is_some_and(|round| round.final_batch) {
+        telemetry::round_finished(RoundOutcome::Completed);
     }
 }
 
@@ -210,7 +239,7 @@ fn read_only(
     dataset: &str,
     request: &SyncRequest,
 ) -> Result<Answer, StoreError> {
-    store.transact(dataset, Mode::Read, |tx| {
+    let answer = store.transact(dataset, Mode::Read, |tx| {
         let (last_seq, horizon) = tx.counter()?;
         check_watermark(request.since, last_seq, horizon)?;
         let scan = PullScan::read(request.since, request.pull_limit, last_seq);
@@ -221,7 +250,9 @@ fn read_only(
             page,
             last_seq,
         )))
-    })
+    })?;
+    count_committed(request, &answer, Delivery::First);
+    Ok(answer)
 }
 
 /// Stores a non-final batch of an atomic round; nothing is applied yet.

@@ -92,6 +92,39 @@ pub struct PurgeReport {
     pub horizon: u64,
 }
 
+/// How much of a store's connection pool is in use (for the metrics endpoint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUse {
+    /// Connections handed out now.
+    pub in_use: u32,
+    /// Open connections waiting in the pool.
+    pub idle: u32,
+    /// Most connections the pool opens.
+    pub max: u32,
+}
+
+impl PoolUse {
+    /// The use of an r2d2 pool of at most `max` connections in `state`.
+    pub(crate) fn of(state: r2d2::State, max: u32) -> Self {
+        Self {
+            in_use: state.connections.saturating_sub(state.idle_connections),
+            idle: state.idle_connections,
+            max,
+        }
+    }
+}
+
+/// `Ok` once `done` migrations of the `known` ones of this program have run, else
+/// [`StoreError::Unavailable`] (another process is still migrating the database).
+pub(crate) fn check_migrated(done: i64, known: usize) -> Result<(), StoreError> {
+    if usize::try_from(done).is_ok_and(|done| done >= known) {
+        return Ok(());
+    }
+    Err(StoreError::Unavailable(format!(
+        "{done} of {known} migrations have run"
+    )))
+}
+
 /// Why a store operation failed. Any error means the request's transaction rolled back.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -204,6 +237,15 @@ pub trait SyncStore: Send + Sync + 'static {
 
     /// Checks the store answers a trivial query.
     fn ping(&self) -> Result<(), StoreError>;
+
+    /// Checks the store can serve: the database answers and every migration this
+    /// program knows has run (another process may be migrating it). The `/ready` check.
+    fn ready(&self) -> Result<(), StoreError>;
+
+    /// How much of the connection pool is in use, where there is one.
+    fn pool_use(&self) -> Option<PoolUse> {
+        None
+    }
 
     /// The newest version of `dataset` (what a device's watermark reaches once it
     /// pulled everything; on SQLite the file's one counter).

@@ -33,7 +33,7 @@ use r2d2_postgres::PostgresConnectionManager;
 use roster_protocol::{ConflictLogEntry, SyncRequest};
 
 use super::flow::{self, Finish, FlowStore, FlowTx, Mode};
-use super::{Answer, PurgeReport, StoreError, SyncStore};
+use super::{Answer, PoolUse, PurgeReport, StoreError, SyncStore};
 use crate::feed::ChangeHub;
 use crate::resolve::Resolver;
 
@@ -245,6 +245,23 @@ impl SyncStore for PostgresStore {
         let mut conn = self.conn()?;
         conn.query_one("SELECT 1", &[])?;
         Ok(())
+    }
+
+    fn ready(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let done: i32 = conn
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0) FROM roster_migrations",
+                &[],
+            )?
+            .get(0);
+        super::check_migrated(i64::from(done), migrations::MIGRATIONS.len())
+    }
+
+    fn pool_use(&self) -> Option<PoolUse> {
+        self.pool
+            .as_ref()
+            .map(|pool| PoolUse::of(pool.state(), pool.max_size()))
     }
 }
 /// Removes everything stored for `dataset` (rows, counter, conflict log, staged and

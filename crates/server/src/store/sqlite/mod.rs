@@ -28,7 +28,7 @@ use rusqlite::{Transaction, TransactionBehavior};
 
 use super::flow::{self, Finish, FlowStore, FlowTx, Mode};
 pub use super::round::PULL_PAGE_MAX_BYTES;
-use super::{Answer, PurgeReport, StoreError, SyncStore};
+use super::{Answer, PoolUse, PurgeReport, StoreError, SyncStore};
 use crate::feed::ChangeHub;
 use crate::resolve::Resolver;
 
@@ -202,6 +202,16 @@ impl SyncStore for SqliteStore {
         let conn = self.pool.get()?;
         conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?;
         Ok(())
+    }
+
+    fn ready(&self) -> Result<(), StoreError> {
+        let conn = self.pool.get()?;
+        let done: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        super::check_migrated(done, migrations::MIGRATIONS.len())
+    }
+
+    fn pool_use(&self) -> Option<PoolUse> {
+        Some(PoolUse::of(self.pool.state(), self.pool.max_size()))
     }
 }
 
