@@ -250,6 +250,30 @@ impl TestServer {
         (stdout, stderr)
     }
 
+    /// Backs the database up to the new file `to`, as the README says to, while the
+    /// server runs: `roster-server backup --to` on SQLite, `pg_dump -Fc` on PostgreSQL.
+    pub fn backup(&self, to: &Path) {
+        backup_database(self.db.url(), to);
+    }
+
+    /// Restores the backup `from` over the database (the server must be stopped), as
+    /// the README says to: `roster-server restore --from` on SQLite; `pg_restore --clean`
+    /// then `roster-server new-epoch` on PostgreSQL.
+    pub fn restore(&self, from: &Path) {
+        assert!(self.child.is_none(), "stop the server before restoring");
+        if roster_server::store::postgres::is_postgres_url(self.db.url()) {
+            run_tool(
+                Command::new("pg_restore")
+                    .args(["--clean", "--if-exists", "--no-owner", "-d"])
+                    .arg(self.db.url())
+                    .arg(from),
+            );
+            self.admin(&["new-epoch"]);
+        } else {
+            self.admin(&["restore", "--from", &from.to_string_lossy()]);
+        }
+    }
+
     /// Takes a share back with `roster-server unshare`.
     pub fn unshare(&self, dataset: &str, user: &str) {
         admin(self.db.url(), &["unshare", dataset, "--with", user]);
@@ -416,6 +440,7 @@ impl TestServer {
                 pull_limit: 5_000,
                 round: None,
                 batch_id: None,
+                epoch: None,
             };
             let response: SyncResponse = http
                 .post(format!("{}/v1/sync", self.url()))
@@ -493,6 +518,33 @@ pub fn authed_http(token: &str, dataset: Option<&str>) -> reqwest::Client {
 /// Runs `roster-server --db DB ARGS...` (an admin command on the SQLite file or
 /// PostgreSQL database `db`), asserts it succeeded and returns its stdout's first line
 /// and its stderr.
+/// [`TestServer::backup`] of the database `db` (a path or URL), callable from another
+/// thread while the server serves.
+pub fn backup_database(db: &str, to: &Path) {
+    if roster_server::store::postgres::is_postgres_url(db) {
+        run_tool(
+            Command::new("pg_dump")
+                .arg("-Fc")
+                .arg("-f")
+                .arg(to)
+                .arg("-d")
+                .arg(db),
+        );
+    } else {
+        admin(db, &["backup", "--to", &to.to_string_lossy()]);
+    }
+}
+
+/// Runs a database tool and asserts it succeeded.
+fn run_tool(command: &mut Command) {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn admin(db: &str, args: &[&str]) -> (String, String) {
     let out = Command::new(bin_path("roster-server"))
         .arg("--db")

@@ -26,8 +26,8 @@ pub use conflict::{
 pub use error::{ApiError, ErrorCode};
 pub use schema::{ColumnDef, ColumnType, Fields, Schema, SchemaError, TableSchema, ValueFormat};
 pub use sync::{
-    Ack, Change, ChangeOp, ChangeShapeError, RoundInfo, ServerChange, ServerRow, SyncRequest,
-    SyncResponse,
+    Ack, Change, ChangeOp, ChangeShapeError, Rebase, RoundInfo, ServerChange, ServerRow,
+    SyncRequest, SyncResponse,
 };
 
 /// Identifier of a row: a client-generated UUID (v7 for new rows), unique across tables.

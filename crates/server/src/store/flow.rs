@@ -35,7 +35,9 @@
 
 use std::collections::HashSet;
 
-use roster_protocol::{Ack, Change, Conflict, ConflictKind, RollbackReport, RowId, SyncRequest};
+use roster_protocol::{
+    Ack, Change, Conflict, ConflictKind, Rebase, RollbackReport, RowId, SyncRequest,
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -74,8 +76,20 @@ pub(crate) enum Finish<R> {
     Discard(R),
 }
 
+/// The server's epoch as a request sees it (see [`crate::store::SyncStore::begin_new_epoch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Epoch {
+    /// The epoch: a random number, new after each restore.
+    pub(crate) id: u64,
+    /// The newest version of the data set when the database was restored (0: never).
+    pub(crate) restored_at: u64,
+}
+
 /// A backend: opens transactions scoped to one data set.
 pub(crate) trait FlowStore {
+    /// The server's epoch and the data set's restore point.
+    fn epoch(&self, dataset: &str) -> Result<Epoch, StoreError>;
+
     /// Runs `body` in a new transaction on `dataset` begun in `mode`, then commits or
     /// drops it as the body decided. An error drops it.
     fn transact<R>(
@@ -126,12 +140,48 @@ pub(crate) struct Remembered {
     rollback: Option<RollbackReport>,
 }
 
-/// Applies `request` to `dataset` (see [`super::SyncStore::sync_answer`]).
+/// Applies `request` to `dataset` (see [`super::SyncStore::sync_answer`]). A request
+/// from another epoch (the database was restored from a backup since the client's last
+/// answer) applies nothing and is answered with [`Rebase`]; every other answer carries
+/// the epoch.
 pub(crate) fn sync_answer(
     store: &impl FlowStore,
     dataset: &str,
     request: &SyncRequest,
     resolver: &Resolver,
+) -> Result<Answer, StoreError> {
+    let epoch = store.epoch(dataset)?;
+    if request.epoch.is_some_and(|e| e != epoch.id) {
+        tracing::info!(client = %request.client_id, epoch = epoch.id, restored_at = epoch.restored_at,
+            "a device from before the restore: asking it to re-base");
+        return Ok(Answer {
+            acks: Vec::new(),
+            conflicts: Vec::new(),
+            changes: Vec::new(),
+            watermark: request.since,
+            has_more: false,
+            newest: 0,
+            staged: false,
+            rollback: None,
+            epoch: epoch.id,
+            rebase: Some(Rebase {
+                epoch: epoch.id,
+                restored_at: epoch.restored_at,
+            }),
+        });
+    }
+    let mut answer = answer_in_epoch(store, dataset, request, resolver, epoch.restored_at)?;
+    answer.epoch = epoch.id;
+    Ok(answer)
+}
+
+/// [`sync_answer`] for a request of the server's epoch.
+fn answer_in_epoch(
+    store: &impl FlowStore,
+    dataset: &str,
+    request: &SyncRequest,
+    resolver: &Resolver,
+    restored_at: u64,
 ) -> Result<Answer, StoreError> {
     let atomic_round = request.round.filter(|_| resolver.atomic_rounds());
     if let Some(round) = atomic_round.filter(|r| !r.final_batch) {
@@ -157,7 +207,7 @@ pub(crate) fn sync_answer(
             None => &request.changes,
         };
         let (acks, conflicts, unwritten, next) =
-            match apply_changes(tx, request, changes, resolver, last_seq)? {
+            match apply_changes(tx, request, changes, resolver, last_seq, restored_at)? {
                 Applied::Done {
                     acks,
                     conflicts,
@@ -428,6 +478,8 @@ fn replay(
             newest: remembered.newest,
             staged: false,
             rollback: Some(report),
+            epoch: 0,
+            rebase: None,
         }));
     }
     check_watermark(request.since, remembered.newest, horizon)?;
