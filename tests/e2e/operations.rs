@@ -184,3 +184,28 @@ async fn sigterm_during_a_push_applies_each_batch_whole_or_not_at_all() {
         "a row was stored twice"
     );
 }
+
+/// `--log-format json` writes one JSON object per log line, with the event's fields.
+#[test]
+fn json_logs_are_one_object_a_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(roster_e2e::bin_path("roster-server"))
+        .arg("--db")
+        .arg(dir.path().join("fresh.db"))
+        .args(["--log-format", "json", "list-users"])
+        .env("ROSTER_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
+        .collect();
+    let migration = lines
+        .iter()
+        .find(|line| line["fields"]["message"] == "applied migration")
+        .unwrap_or_else(|| panic!("no migration logged: {stderr}"));
+    assert_eq!(migration["level"], "INFO");
+    assert!(migration["fields"]["migration"].is_u64());
+}

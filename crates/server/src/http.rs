@@ -716,6 +716,34 @@ mod tests {
     }
 
     #[test]
+    fn a_busy_or_unreachable_database_is_a_503_with_retry_after_never_a_500() {
+        let busy = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            Some("database is locked".into()),
+        );
+        let locked = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_LOCKED),
+            None,
+        );
+        for error in [
+            StoreError::from(busy),
+            StoreError::from(locked),
+            StoreError::Unavailable("connection refused".into()),
+        ] {
+            let response = HttpError::from(error).into_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(
+                response.headers().get(header::RETRY_AFTER).unwrap(),
+                &UNAVAILABLE_RETRY_AFTER_SECS.to_string()
+            );
+            assert_eq!(
+                response.extensions().get::<ErrorCode>(),
+                Some(&ErrorCode::Internal)
+            );
+        }
+    }
+
+    #[test]
     fn refusals_have_their_status_and_a_bearer_challenge() {
         assert_eq!(status_of(ErrorCode::Unauthorized), StatusCode::UNAUTHORIZED);
         assert_eq!(status_of(ErrorCode::Forbidden), StatusCode::FORBIDDEN);
