@@ -734,6 +734,13 @@ mod tests {
                         "e410" => Err(server_error(410, ErrorCode::ResetRequired)),
                         "e500" => Err(server_error(500, ErrorCode::Internal)),
                         "xa" => Ok(answer(request.since, false, false)),
+                        "rbs" => Ok(SyncResponse {
+                            rebase: Some(Rebase {
+                                epoch: 9,
+                                restored_at: 4,
+                            }),
+                            ..answer(request.since, false, false)
+                        }),
                         "rb" => Ok(SyncResponse {
                             rollback: Some(RollbackReport {
                                 table: "person".into(),
@@ -757,6 +764,7 @@ mod tests {
                     }
                 }
                 ("reset", Step::Reset) => Event::ResetDone(Ok(())),
+                ("rebased", Step::Rebase(_)) => Event::Rebased(Ok(200)),
                 ("last", Step::ApplyLast(_)) => Event::LastApplied(Ok(ApplyCounts::default())),
                 (t, other) => panic!("event {t} does not fit step {}", render(&other)),
             };
@@ -814,6 +822,19 @@ mod tests {
                 "c2. e410 reset c2. ok7 last",
                 "collect@0/4 | send2@0 final | reset | collect@0/4 | send2@0 final | last7/2 \
                  | done req=1 up=2 wm=7 reinit",
+            ),
+            (
+                "a restored server's rebase answer re-bases once and starts the round over, \
+                 pushing the rows to send again",
+                "c2. rbs rebased c3. ok7 last",
+                "collect@0/4 | send2@0 final | rebase@4 | collect@0/4 | send3@0 final \
+                 | last7/3 | done req=1 up=3 wm=7 reinit",
+            ),
+            (
+                "a second rebase onto the same epoch is an error",
+                "c2. rbs rebased c2. rbs",
+                "collect@0/4 | send2@0 final | rebase@4 | collect@0/4 | send2@0 final \
+                 | fail protocol",
             ),
             (
                 "a second 410 in one round is an error",

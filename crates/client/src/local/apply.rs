@@ -382,7 +382,7 @@ impl LocalStore {
 #[cfg(test)]
 mod tests {
     use roster_protocol::ConflictKind;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
     use crate::local::collect::PendingBatch;
@@ -589,6 +589,59 @@ mod tests {
         let store = LocalStore::open(dir.path()).unwrap();
         assert_eq!(base_data(&store), None);
         assert_eq!(store.get("person", id).unwrap().fields["age"], json!(7));
+    }
+
+    #[test]
+    fn a_rebase_turns_rows_from_after_the_restore_point_into_inserts_and_keeps_older_ones() {
+        let (_dir, store) = store();
+        let pulled = |version: u64| ServerChange {
+            table: "person".into(),
+            id: RowId::now_v7(),
+            row: ServerRow {
+                version,
+                deleted: false,
+                fields: Some(fields(json!({"name": format!("v{version}")}))),
+            },
+        };
+        let rows = [pulled(3), pulled(6), pulled(7), pulled(8)];
+        let ids: Vec<RowId> = rows.iter().map(|r| r.id).collect();
+        store
+            .apply_response(&[], &answer(vec![], vec![], rows.to_vec()), None)
+            .unwrap();
+        store
+            .update("person", ids[2], fields(json!({"name": "edited"})))
+            .unwrap();
+        store.delete("person", ids[3]).unwrap();
+
+        let rev = store
+            .rebase_after_restore(Rebase {
+                epoch: 42,
+                restored_at: 4,
+            })
+            .unwrap();
+        assert_eq!(store.watermark().unwrap(), 0);
+        assert_eq!(store.server_epoch().unwrap(), Some(42));
+        assert_eq!(rev, store.edit_counter().unwrap());
+        let sent: HashMap<RowId, (ChangeOp, Option<u64>, Option<Value>)> = batch_of(&store)
+            .sent
+            .into_iter()
+            .map(|s| {
+                let c = s.change;
+                let name = c.fields.and_then(|f| f.get("name").cloned());
+                (c.id, (c.op, c.base_version, name))
+            })
+            .collect();
+        assert!(
+            !sent.contains_key(&ids[0]),
+            "based before the restore: clean"
+        );
+        assert_eq!(sent[&ids[1]], (ChangeOp::Insert, None, Some(json!("v6"))));
+        assert_eq!(
+            sent[&ids[2]],
+            (ChangeOp::Insert, None, Some(json!("edited"))),
+            "a pending edit of a lost row is pushed whole"
+        );
+        assert_eq!(sent[&ids[3]].0, ChangeOp::Delete, "a pending delete stays");
     }
 
     #[test]

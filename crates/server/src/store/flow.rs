@@ -602,6 +602,79 @@ mod tests {
     }
 
     #[test]
+    fn after_a_restore_an_old_epoch_is_told_to_rebase_and_repushed_rows_apply_over_older_copies() {
+        let store = store();
+        let (kept, rewritten) = (insert("kept"), insert("rewritten"));
+        let first = store
+            .sync(
+                DS,
+                &request(0, vec![kept.clone(), rewritten.clone()], 0),
+                &plain(),
+            )
+            .unwrap();
+        let old_epoch = first.epoch;
+        assert_ne!(old_epoch, 0);
+        // The restore: a new epoch, restore point 2. Then `rewritten` changes on the
+        // restored server (version 3, after the restore point).
+        let new_epoch = store.begin_new_epoch().unwrap();
+        assert_ne!(new_epoch, old_epoch);
+        store
+            .sync(
+                DS,
+                &request(2, vec![update(rewritten.id, 2, "since")], 0),
+                &plain(),
+            )
+            .unwrap();
+
+        let stale = SyncRequest {
+            epoch: Some(old_epoch),
+            ..request(7, vec![insert("lost")], 100)
+        };
+        let told = store.sync(DS, &stale, &plain()).unwrap();
+        assert_eq!(
+            told.rebase,
+            Some(Rebase {
+                epoch: new_epoch,
+                restored_at: 2
+            })
+        );
+        assert!(told.acks.is_empty() && told.changes.is_empty());
+        assert_eq!(store.newest_version(DS).unwrap(), 3, "nothing applied");
+
+        // The re-based device pushes its rows from the lost history as inserts.
+        let mine = |change: &Change, name: &str| Change {
+            fields: json!({"name": name}).as_object().cloned(),
+            ..change.clone()
+        };
+        let repush = SyncRequest {
+            epoch: Some(new_epoch),
+            ..request(
+                0,
+                vec![mine(&kept, "kept, newer"), mine(&rewritten, "lost edit")],
+                100,
+            )
+        };
+        let answer = store.sync(DS, &repush, &plain()).unwrap();
+        assert_eq!(answer.epoch, new_epoch);
+        assert_eq!(
+            answer.acks.len(),
+            1,
+            "the copy from before the restore is updated"
+        );
+        assert_eq!(answer.acks[0].id, kept.id);
+        assert_eq!(answer.conflicts.len(), 1, "the row written since meets it");
+        assert_eq!(
+            answer.conflicts[0].kind,
+            ConflictKind::ClientInsertedExisting
+        );
+        assert_eq!(
+            count(&store, "SELECT COUNT(*) FROM rows"),
+            2,
+            "no row is stored twice"
+        );
+    }
+
+    #[test]
     fn a_watermark_ahead_of_the_log_or_below_the_horizon_must_reset() {
         let store = store();
         let row = insert("gone");
