@@ -25,6 +25,7 @@ fn request(since: u64, changes: Vec<Change>) -> SyncRequest {
         pull_limit: 1_000,
         round: None,
         batch_id: Some(uuid::Uuid::now_v7()),
+        epoch: None,
     }
 }
 

@@ -72,6 +72,8 @@ fn page(watermark: u64, has_more: bool, changes: Vec<ServerChange>) -> SyncRespo
         newest: watermark + 1,
         staged: false,
         rollback: None,
+        epoch: 0,
+        rebase: None,
     }
 }
 

@@ -33,6 +33,7 @@ fn request(changes: Vec<Change>, batch: Option<uuid::Uuid>, client: uuid::Uuid) 
         pull_limit: 100,
         round: None,
         batch_id: batch,
+        epoch: None,
     }
 }
 

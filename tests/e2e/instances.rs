@@ -147,6 +147,7 @@ async fn a_continuous_reader_never_skips_a_late_commit_of_concurrent_writers() {
                     pull_limit: 7,
                     round: None,
                     batch_id: None,
+                    epoch: None,
                 };
                 let page = post(&http, &urls[(pulls % 2) as usize], &request).await;
                 pulls += 1;
@@ -186,6 +187,7 @@ async fn a_continuous_reader_never_skips_a_late_commit_of_concurrent_writers() {
                     pull_limit: 0,
                     round: None,
                     batch_id: Some(uuid::Uuid::now_v7()),
+                    epoch: None,
                 };
                 let answer = post(&http, &url, &request).await;
                 assert_eq!(answer.acks.len(), ROWS_PER_BATCH);

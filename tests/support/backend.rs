@@ -73,20 +73,24 @@ impl TestDatabase {
                 postgres: None,
                 tablespace: None,
             },
-            Backend::Postgres { admin_url } => {
-                let name = format!("roster_test_{}", uuid::Uuid::now_v7().simple());
-                let (base, _) = admin_url
-                    .rsplit_once('/')
-                    .expect("ROSTER_TEST_PG_URL ends with /DATABASE");
-                let url = format!("{base}/{name}");
-                let create = format!("CREATE DATABASE {name}");
-                with_postgres(&admin_url, move |client| client.batch_execute(&create)).unwrap();
-                Self {
-                    url,
-                    postgres: Some((admin_url, name)),
-                    tablespace: None,
-                }
-            }
+            Backend::Postgres { admin_url } => Self::postgres_at(&admin_url),
+        }
+    }
+
+    /// A fresh PostgreSQL database on the cluster `admin_url` connects to (e.g. a
+    /// cluster a test runs itself), dropped after.
+    pub fn postgres_at(admin_url: &str) -> Self {
+        let name = format!("roster_test_{}", uuid::Uuid::now_v7().simple());
+        let (base, _) = admin_url
+            .rsplit_once('/')
+            .expect("a PostgreSQL URL ends with /DATABASE");
+        let url = format!("{base}/{name}");
+        let create = format!("CREATE DATABASE {name}");
+        with_postgres(admin_url, move |client| client.batch_execute(&create)).unwrap();
+        Self {
+            url,
+            postgres: Some((admin_url.to_owned(), name)),
+            tablespace: None,
         }
     }
 

@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use roster_client::{Credentials, SyncClient, SyncOptions};
 use roster_protocol::{Fields, PROTOCOL_VERSION, RowId, ServerRow, SyncRequest, SyncResponse};
@@ -89,7 +89,12 @@ pub struct TestServer {
     /// `http`, or `https` for a server configured with a TLS certificate.
     scheme: String,
     token: String,
+    /// What the process printed on stdout after its address line.
+    stdout: StdoutLines,
 }
+
+/// Lines a server process printed on stdout after its address line.
+type StdoutLines = Arc<Mutex<Vec<String>>>;
 
 impl TestServer {
     /// Starts the server with [`TWO_TABLE_CONFIG`] on a free port.
@@ -116,7 +121,7 @@ impl TestServer {
     fn start_in(dir: tempfile::TempDir, config: &str, db: TestDatabase) -> Self {
         std::fs::write(dir.path().join("config.toml"), config).unwrap();
         let token = admin(db.url(), &["create-user", DEFAULT_USER]).0;
-        let (child, scheme, addr) = spawn_server(dir.path(), db.url(), "127.0.0.1:0");
+        let (child, scheme, addr, stdout) = spawn_server(dir.path(), db.url(), "127.0.0.1:0");
         Self {
             child: Some(child),
             embedded: None,
@@ -125,13 +130,15 @@ impl TestServer {
             addr,
             scheme,
             token,
+            stdout,
         }
     }
 
     /// Starts another server process on this server's database and config, on a free
     /// port: several stateless instances of one service.
     pub fn another_instance(&self) -> Self {
-        let (child, scheme, addr) = spawn_server(self.dir.path(), self.db.url(), "127.0.0.1:0");
+        let (child, scheme, addr, stdout) =
+            spawn_server(self.dir.path(), self.db.url(), "127.0.0.1:0");
         Self {
             child: Some(child),
             embedded: None,
@@ -140,6 +147,7 @@ impl TestServer {
             addr,
             scheme,
             token: self.token.clone(),
+            stdout,
         }
     }
 
@@ -180,6 +188,7 @@ impl TestServer {
             addr,
             scheme,
             token,
+            stdout: StdoutLines::default(),
         }
     }
 
@@ -241,6 +250,30 @@ impl TestServer {
         (stdout, stderr)
     }
 
+    /// Backs the database up to the new file `to`, as the README says to, while the
+    /// server runs: `roster-server backup --to` on SQLite, `pg_dump -Fc` on PostgreSQL.
+    pub fn backup(&self, to: &Path) {
+        backup_database(self.db.url(), to);
+    }
+
+    /// Restores the backup `from` over the database (the server must be stopped), as
+    /// the README says to: `roster-server restore --from` on SQLite; `pg_restore --clean`
+    /// then `roster-server new-epoch` on PostgreSQL.
+    pub fn restore(&self, from: &Path) {
+        assert!(self.child.is_none(), "stop the server before restoring");
+        if roster_server::store::postgres::is_postgres_url(self.db.url()) {
+            run_tool(
+                Command::new("pg_restore")
+                    .args(["--clean", "--if-exists", "--no-owner", "-d"])
+                    .arg(self.db.url())
+                    .arg(from),
+            );
+            self.admin(&["new-epoch"]);
+        } else {
+            self.admin(&["restore", "--from", &from.to_string_lossy()]);
+        }
+    }
+
     /// Takes a share back with `roster-server unshare`.
     pub fn unshare(&self, dataset: &str, user: &str) {
         admin(self.db.url(), &["unshare", dataset, "--with", user]);
@@ -296,6 +329,52 @@ impl TestServer {
         }
     }
 
+    /// Sends the process SIGTERM and waits up to `limit` for it to exit; returns its exit
+    /// status (`None` if it still ran after `limit`; it is then killed).
+    pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self
+            .child
+            .take()
+            .expect("terminate is for the server process");
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -TERM failed");
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    /// The metrics URL the process printed (`roster-server metrics on URL`, with
+    /// `metrics_listen` in its config), waiting up to 10 s for the line.
+    pub fn metrics_url(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = self
+                .stdout
+                .lock()
+                .unwrap()
+                .iter()
+                .find_map(|line| roster_testkit::parse_metrics_line(line).map(str::to_owned));
+            if let Some(url) = found {
+                return url;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server printed no metrics URL"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Whether the server is running.
     pub fn is_running(&self) -> bool {
         self.child.is_some() || self.embedded.is_some()
@@ -308,10 +387,11 @@ impl TestServer {
         let mut last = None;
         for _ in 0..50 {
             match try_spawn_server(self.dir.path(), self.db.url(), &self.addr.to_string()) {
-                Ok((child, scheme, addr)) => {
+                Ok((child, scheme, addr, stdout)) => {
                     self.child = Some(child);
                     self.scheme = scheme;
                     self.addr = addr;
+                    self.stdout = stdout;
                     return;
                 }
                 Err(e) => last = Some(e),
@@ -360,6 +440,7 @@ impl TestServer {
                 pull_limit: 5_000,
                 round: None,
                 batch_id: None,
+                epoch: None,
             };
             let response: SyncResponse = http
                 .post(format!("{}/v1/sync", self.url()))
@@ -437,6 +518,33 @@ pub fn authed_http(token: &str, dataset: Option<&str>) -> reqwest::Client {
 /// Runs `roster-server --db DB ARGS...` (an admin command on the SQLite file or
 /// PostgreSQL database `db`), asserts it succeeded and returns its stdout's first line
 /// and its stderr.
+/// [`TestServer::backup`] of the database `db` (a path or URL), callable from another
+/// thread while the server serves.
+pub fn backup_database(db: &str, to: &Path) {
+    if roster_server::store::postgres::is_postgres_url(db) {
+        run_tool(
+            Command::new("pg_dump")
+                .arg("-Fc")
+                .arg("-f")
+                .arg(to)
+                .arg("-d")
+                .arg(db),
+        );
+    } else {
+        admin(db, &["backup", "--to", &to.to_string_lossy()]);
+    }
+}
+
+/// Runs a database tool and asserts it succeeded.
+fn run_tool(command: &mut Command) {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn admin(db: &str, args: &[&str]) -> (String, String) {
     let out = Command::new(bin_path("roster-server"))
         .arg("--db")
@@ -463,7 +571,7 @@ impl Drop for TestServer {
     }
 }
 
-fn spawn_server(dir: &Path, db: &str, listen: &str) -> (Child, String, SocketAddr) {
+fn spawn_server(dir: &Path, db: &str, listen: &str) -> (Child, String, SocketAddr, StdoutLines) {
     try_spawn_server(dir, db, listen).unwrap()
 }
 
@@ -474,12 +582,12 @@ fn split_url(url: &str) -> Option<(String, SocketAddr)> {
 }
 
 /// Starts the server process and reads its address line (see `roster_testkit`):
-/// returns the process, the URL's scheme and the address.
+/// returns the process, the URL's scheme, the address and the lines it prints later.
 fn try_spawn_server(
     dir: &Path,
     db: &str,
     listen: &str,
-) -> Result<(Child, String, SocketAddr), String> {
+) -> Result<(Child, String, SocketAddr, StdoutLines), String> {
     let mut command = Command::new(bin_path("roster-server"));
     command
         .arg("--listen")
@@ -490,11 +598,16 @@ fn try_spawn_server(
         .arg(dir.join("config.toml"))
         .env("ROSTER_LOG", "warn")
         .stderr(Stdio::inherit());
-    let started = roster_testkit::start_server_process(&mut command, SERVER_START_LIMIT, |_| {})
+    let stdout = StdoutLines::default();
+    let lines = stdout.clone();
+    let started =
+        roster_testkit::start_server_process(&mut command, SERVER_START_LIMIT, move |line| {
+            lines.lock().unwrap().push(line);
+        })
         .map_err(|e| e.to_string())?;
     let mut child = started.child;
     match split_url(&started.url) {
-        Some((scheme, addr)) => Ok((child, scheme, addr)),
+        Some((scheme, addr)) => Ok((child, scheme, addr, stdout)),
         None => {
             let _ = child.kill();
             let _ = child.wait();

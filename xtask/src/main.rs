@@ -15,6 +15,7 @@ mod run;
 mod server;
 mod system;
 mod test;
+mod unit_file;
 mod workspace;
 
 use std::process::ExitCode;

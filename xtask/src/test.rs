@@ -105,6 +105,9 @@ pub fn test(args: &TestArgs) -> Result<()> {
         Some(crate::fuzz::Background::start(&root, FUZZ_SECONDS)?)
     };
     timings.time("lint and build", || build.compile())?;
+    if !args.no_lint {
+        timings.time("unit file check", || crate::unit_file::verify(&root))?;
+    }
     // Doctests first: the main runner's summary must be the run's closing line.
     timings.time("doctests", || build.doctests())?;
     timings.time("tests", || {

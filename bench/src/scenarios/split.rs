@@ -103,6 +103,7 @@ async fn drive(
         push_batch: options.push_batch,
         push_max_bytes: options.push_max_bytes,
         pull_limit: options.pull_limit,
+        epoch: None,
     });
     let mut moved = Moved {
         pulled: 0,
@@ -159,6 +160,7 @@ async fn drive(
                 let counts = apply(store, &received, true, phases, &mut moved);
                 round.on(Event::LastApplied(counts))
             }
+            Step::Rebase(_) => bail!("the benchmark's server asked for a re-base"),
             Step::Done(_) => return Ok(moved),
             Step::Fail(error) => bail!("sync round failed: {error}"),
         };

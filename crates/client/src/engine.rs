@@ -367,6 +367,7 @@ impl SyncClient {
             push_batch: self.options.push_batch,
             push_max_bytes: self.options.push_max_bytes,
             pull_limit: self.options.pull_limit,
+            epoch: self.store.server_epoch()?,
         });
         let mut step = round.start();
         loop {
@@ -401,6 +402,11 @@ impl SyncClient {
                     let store = self.store.clone();
                     let reset = blocking(move || store.reset_for_full_pull()).await;
                     round.on(Event::ResetDone(reset))
+                }
+                Step::Rebase(rebase) => {
+                    let store = self.store.clone();
+                    let rebased = blocking(move || store.rebase_after_restore(rebase)).await;
+                    round.on(Event::Rebased(rebased))
                 }
                 Step::ApplyLast(received) => {
                     round.on(Event::LastApplied(self.apply(received, true).await))

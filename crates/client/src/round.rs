@@ -12,7 +12,9 @@
 //! is at the server. Why that is safe is in docs/ROUND.md ("Why the pipelining is
 //! safe"); the rules it relies on are the `invariant:` lines below.
 
-use roster_protocol::{Change, ErrorCode, PROTOCOL_VERSION, RoundInfo, SyncRequest, SyncResponse};
+use roster_protocol::{
+    Change, ErrorCode, PROTOCOL_VERSION, Rebase, RoundInfo, SyncRequest, SyncResponse,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::ClientError;
@@ -159,6 +161,8 @@ pub struct RoundParams {
     pub push_max_bytes: usize,
     /// Most server changes pulled per request.
     pub pull_limit: u32,
+    /// The server epoch of the last answer applied (`None` before the first).
+    pub epoch: Option<u64>,
 }
 
 /// What the driver does next.
@@ -182,6 +186,10 @@ pub enum Step {
     /// The server cannot serve the watermark: drop clean rows, set the watermark to 0,
     /// then report [`Event::ResetDone`].
     Reset,
+    /// The server was restored from a backup: re-base the store on it (rows from after
+    /// the restore point become inserts to push again, the watermark returns to 0, the
+    /// new epoch is stored), then report [`Event::Rebased`].
+    Rebase(Rebase),
     /// Apply the round's last answer, recording that the round completed, then report
     /// [`Event::LastApplied`].
     ApplyLast(Received),
@@ -213,6 +221,9 @@ pub enum Event {
     },
     /// A [`Step::Reset`] is over.
     ResetDone(Result<(), ClientError>),
+    /// A [`Step::Rebase`] is over: the edit counter after it (the rows to push again
+    /// carry edit numbers up to it).
+    Rebased(Result<i64, ClientError>),
     /// A [`Step::ApplyLast`] is over.
     LastApplied(Result<ApplyCounts, ClientError>),
 }
@@ -311,19 +322,14 @@ impl RoundState {
                 applied,
                 ahead,
             } => self.answered(request, answer, applied, ahead),
-            Event::ResetDone(Ok(())) => {
-                // A fresh round (new id, cursor 0) from watermark 0; the batch size stays
-                // as small as the server asked for.
-                self.id = uuid::Uuid::now_v7();
-                self.cursor = 0;
-                self.open = true;
-                self.staged.clear();
-                self.since = 0;
-                self.ahead = None;
-                self.unapplied = None;
-                self.next_request()
+            Event::ResetDone(Ok(())) => self.start_over(),
+            Event::ResetDone(Err(error)) | Event::Rebased(Err(error)) => Step::Fail(error),
+            Event::Rebased(Ok(up_to_rev)) => {
+                // The rows to push again were given new edit numbers: this round pushes
+                // them too.
+                self.params.up_to_rev = up_to_rev.max(self.params.up_to_rev);
+                self.start_over()
             }
-            Event::ResetDone(Err(error)) => Step::Fail(error),
             Event::LastApplied(Ok(counts)) => {
                 let Some(watermark) = self.applying.take() else {
                     return out_of_turn("an answer applied that was not handed out");
@@ -335,6 +341,19 @@ impl RoundState {
             }
             Event::LastApplied(Err(error)) => Step::Fail(error),
         }
+    }
+
+    /// A fresh round (new id, cursor 0) from watermark 0; the batch size stays as small
+    /// as the server asked for.
+    fn start_over(&mut self) -> Step {
+        self.id = uuid::Uuid::now_v7();
+        self.cursor = 0;
+        self.open = true;
+        self.staged.clear();
+        self.since = 0;
+        self.ahead = None;
+        self.unapplied = None;
+        self.next_request()
     }
 
     fn collect_spec(&self, after: i64) -> CollectSpec {
@@ -395,6 +414,7 @@ impl RoundState {
                 final_batch,
             }),
             batch_id: Some(uuid::Uuid::now_v7()),
+            epoch: self.params.epoch,
         };
         // invariant: the batch collected ahead holds only rows with edit numbers after
         // this batch's; applying the previous answer touches only earlier batches' rows
@@ -468,6 +488,22 @@ impl RoundState {
             Err(error) => return Step::Fail(error),
             Ok(response) => response,
         };
+        if let Some(rebase) = response.rebase {
+            if self.params.epoch == Some(rebase.epoch) {
+                return Step::Fail(ClientError::Protocol(format!(
+                    "the server asked to re-base on epoch {} again",
+                    rebase.epoch
+                )));
+            }
+            tracing::warn!(
+                epoch = rebase.epoch,
+                restored_at = rebase.restored_at,
+                "the server was restored from a backup; re-basing"
+            );
+            self.params.epoch = Some(rebase.epoch);
+            self.report.reinitialised = true;
+            return Step::Rebase(rebase);
+        }
         if let Some(rollback) = response.rollback {
             return Step::Fail(ClientError::RolledBack {
                 table: rollback.table,
@@ -555,6 +591,7 @@ mod tests {
         push_batch: 4,
         push_max_bytes: 1 << 20,
         pull_limit: 10,
+        epoch: None,
     };
 
     fn batch(after: i64, n: usize, last: bool) -> Batch {
@@ -589,6 +626,8 @@ mod tests {
             newest: watermark + u64::from(has_more),
             staged,
             rollback: None,
+            epoch: 0,
+            rebase: None,
         }
     }
 
@@ -632,6 +671,7 @@ mod tests {
                 text
             }
             Step::Reset => "reset".into(),
+            Step::Rebase(rebase) => format!("rebase@{}", rebase.restored_at),
             Step::ApplyLast(received) => format!(
                 "last{}/{}",
                 received.response.watermark,
@@ -694,6 +734,13 @@ mod tests {
                         "e410" => Err(server_error(410, ErrorCode::ResetRequired)),
                         "e500" => Err(server_error(500, ErrorCode::Internal)),
                         "xa" => Ok(answer(request.since, false, false)),
+                        "rbs" => Ok(SyncResponse {
+                            rebase: Some(Rebase {
+                                epoch: 9,
+                                restored_at: 4,
+                            }),
+                            ..answer(request.since, false, false)
+                        }),
                         "rb" => Ok(SyncResponse {
                             rollback: Some(RollbackReport {
                                 table: "person".into(),
@@ -717,6 +764,7 @@ mod tests {
                     }
                 }
                 ("reset", Step::Reset) => Event::ResetDone(Ok(())),
+                ("rebased", Step::Rebase(_)) => Event::Rebased(Ok(200)),
                 ("last", Step::ApplyLast(_)) => Event::LastApplied(Ok(ApplyCounts::default())),
                 (t, other) => panic!("event {t} does not fit step {}", render(&other)),
             };
@@ -774,6 +822,19 @@ mod tests {
                 "c2. e410 reset c2. ok7 last",
                 "collect@0/4 | send2@0 final | reset | collect@0/4 | send2@0 final | last7/2 \
                  | done req=1 up=2 wm=7 reinit",
+            ),
+            (
+                "a restored server's rebase answer re-bases once and starts the round over, \
+                 pushing the rows to send again",
+                "c2. rbs rebased c3. ok7 last",
+                "collect@0/4 | send2@0 final | rebase@4 | collect@0/4 | send3@0 final \
+                 | last7/3 | done req=1 up=3 wm=7 reinit",
+            ),
+            (
+                "a second rebase onto the same epoch is an error",
+                "c2. rbs rebased c2. rbs",
+                "collect@0/4 | send2@0 final | rebase@4 | collect@0/4 | send2@0 final \
+                 | fail protocol",
             ),
             (
                 "a second 410 in one round is an error",

@@ -26,8 +26,8 @@ pub use conflict::{
 pub use error::{ApiError, ErrorCode};
 pub use schema::{ColumnDef, ColumnType, Fields, Schema, SchemaError, TableSchema, ValueFormat};
 pub use sync::{
-    Ack, Change, ChangeOp, ChangeShapeError, RoundInfo, ServerChange, ServerRow, SyncRequest,
-    SyncResponse,
+    Ack, Change, ChangeOp, ChangeShapeError, Rebase, RoundInfo, ServerChange, ServerRow,
+    SyncRequest, SyncResponse,
 };
 
 /// Identifier of a row: a client-generated UUID (v7 for new rows), unique across tables.
@@ -49,8 +49,11 @@ pub const CONFLICTS_PATH: &str = "/v1/conflicts";
 /// each newer one (coalesced); `:` comment lines keep an idle stream open. Never row
 /// data: a device behind pulls with [`SYNC_PATH`].
 pub const CHANGES_PATH: &str = "/v1/changes";
-/// Path of the health endpoint (GET → `{"status":"ok", ...}`).
+/// Path of the health endpoint (GET → `{"status":"ok", ...}`): the process is alive.
 pub const HEALTH_PATH: &str = "/health";
+/// Path of the readiness endpoint (GET → `{"status":"ready"}`, else 503 with
+/// `Retry-After`): the database answers and its migrations are done.
+pub const READY_PATH: &str = "/ready";
 
 /// Header naming the data set a `/v1/*` request works on. Without it the server uses
 /// the caller's own data set (the one named after the user).

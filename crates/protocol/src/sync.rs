@@ -146,6 +146,24 @@ pub struct SyncRequest {
     /// answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_id: Option<uuid::Uuid>,
+    /// The server epoch the client's watermark and base versions come from (the
+    /// `epoch` of the last answer it applied); `None` before its first answer. A server
+    /// restored from a backup since then answers with [`SyncResponse::rebase`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+}
+
+/// The server was restored from a backup since the client's last answer: versions after
+/// `restored_at` that the client holds were handed out by the lost history and may mean
+/// other rows now. The client re-bases (see the client's `rebase_after_restore`) and
+/// starts its round again from watermark 0 in `epoch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rebase {
+    /// The server's epoch now.
+    pub epoch: u64,
+    /// The newest version the restored database held for the data set: versions up to
+    /// it mean the same rows as before; later ones do not.
+    pub restored_at: u64,
 }
 
 /// Places a batch in a sync round. A server that can roll rounds back (one with a
@@ -243,6 +261,14 @@ pub struct SyncResponse<C = ServerChange> {
     /// nothing of this answer and keeps its pending changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<crate::conflict::RollbackReport>,
+    /// The server's epoch (a new random number each time its database is restored
+    /// from a backup); 0 from a server that has none.
+    #[serde(default)]
+    pub epoch: u64,
+    /// The request's `epoch` is not the server's: nothing was applied or pulled, and the
+    /// client must re-base before it syncs again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebase: Option<Rebase>,
 }
 
 impl<C> SyncResponse<C> {
@@ -265,6 +291,8 @@ impl<C> SyncResponse<C> {
             newest: self.newest,
             staged: self.staged,
             rollback: self.rollback,
+            epoch: self.epoch,
+            rebase: self.rebase,
         })
     }
 }

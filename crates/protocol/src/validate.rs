@@ -115,6 +115,7 @@ mod tests {
             pull_limit: 10,
             round: None,
             batch_id: None,
+            epoch: None,
         }
     }
 

@@ -17,6 +17,7 @@ use crate::http::{BodyLimits, ServerState, router};
 use crate::listener::{self, ConnectionLimits};
 use crate::resolve::ServerConflictHandler;
 use crate::store::{self, StoreError, SyncStore};
+use crate::telemetry::{MetricsError, MetricsServer};
 use crate::tls::{self, Tls, TlsError};
 
 /// Why the service could not start.
@@ -28,6 +29,9 @@ pub enum StartError {
     /// The TLS certificate or key could not be loaded.
     #[error("cannot use the TLS certificate: {0}")]
     Tls(#[from] TlsError),
+    /// The metrics endpoint could not start.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -49,6 +53,7 @@ pub struct Application {
     tls: Option<(Arc<Tls>, Duration)>,
     retention: Duration,
     purge_interval: Duration,
+    metrics: Option<MetricsServer>,
 }
 
 impl Application {
@@ -90,6 +95,10 @@ impl Application {
             addr: config.listen,
             source,
         })?;
+        let metrics = match config.metrics_listen {
+            Some(at) => Some(MetricsServer::bind(at, backend.sync.clone(), feed.clone()).await?),
+            None => None,
+        };
         Ok(Self {
             listener,
             addr,
@@ -100,7 +109,13 @@ impl Application {
             tls,
             retention: Duration::from_secs(config.tombstone_retention_days.saturating_mul(86_400)),
             purge_interval: Duration::from_secs(config.purge_interval_secs),
+            metrics,
         })
+    }
+
+    /// The metrics endpoint's address, when it is on (`metrics_listen`).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(MetricsServer::addr)
     }
 
     /// The bound address.
@@ -131,6 +146,10 @@ impl Application {
             self.retention,
             self.purge_interval,
         ))];
+        if let Some(metrics) = self.metrics {
+            tracing::info!(addr = %metrics.addr(), "metrics at /metrics");
+            background.push(tokio::spawn(metrics.serve()));
+        }
         let acceptor = self.tls.map(|(tls, poll)| {
             background.push(tokio::spawn(tls::watch_for_changes(tls.clone(), poll)));
             tls.acceptor()

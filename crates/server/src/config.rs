@@ -45,6 +45,9 @@ pub const DEFAULT_STREAM_KEEPALIVE_SECS: u64 = 15;
 /// Default seconds between two checks of an open change stream's token and data set.
 pub const DEFAULT_STREAM_RECHECK_SECS: u64 = 60;
 
+/// Default seconds a stopping server waits for the requests in flight.
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
+
 /// How the `merge` policy picks a field both sides changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -160,11 +163,22 @@ pub struct ServerConfig {
     /// are also checked before each notification).
     #[serde(default = "default_stream_recheck")]
     pub stream_recheck_secs: u64,
+    /// Address of the Prometheus endpoint (`GET /metrics`), apart from the sync API;
+    /// none by default (no metrics are kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Seconds the server waits, once told to stop (SIGTERM, Ctrl-C), for the requests
+    /// in flight to finish before it exits anyway.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_secs: u64,
     /// Synced tables. Empty means the shipped `person` table with server-wins.
     #[serde(default)]
     pub tables: Vec<TableConfig>,
 }
 
+fn default_shutdown_grace() -> u64 {
+    DEFAULT_SHUTDOWN_GRACE_SECS
+}
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8787))
 }
@@ -244,6 +258,8 @@ impl Default for ServerConfig {
             max_streams: DEFAULT_MAX_STREAMS,
             stream_keepalive_secs: DEFAULT_STREAM_KEEPALIVE_SECS,
             stream_recheck_secs: DEFAULT_STREAM_RECHECK_SECS,
+            metrics_listen: None,
+            shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
             tables: Vec::new(),
         }
     }

@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use roster_protocol::{
     ApiError, CHANGES_PATH, CONFLICTS_PATH, ConflictLogEntry, DATASET_HEADER, ErrorCode,
-    HEALTH_PATH, PROTOCOL_VERSION, SCHEMA_PATH, SYNC_PATH, Schema,
+    HEALTH_PATH, PROTOCOL_VERSION, READY_PATH, SCHEMA_PATH, SYNC_PATH, Schema,
 };
 use tower_http::CompressionLevel;
 use tower_http::compression::CompressionLayer;
@@ -28,6 +28,7 @@ use crate::feed::{Access, Feed, FeedLimits, Recheck, Stream};
 use crate::quota::UserQuota;
 use crate::resolve::{Resolver, ServerConflictHandler};
 use crate::store::{StoreError, SyncStore};
+use crate::telemetry;
 use roster_protocol::validate::decode_request;
 
 /// Shared state of the router.
@@ -95,10 +96,15 @@ impl From<ApiError> for HttpError {
 /// Seconds a client is asked to wait after a 507 (storage full).
 const STORAGE_FULL_RETRY_AFTER_SECS: u32 = 60;
 
+/// Seconds a client is asked to wait after a 503 (the database is busy, restarting or
+/// unreachable now).
+const UNAVAILABLE_RETRY_AFTER_SECS: u32 = 2;
+
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        if self.0 == StatusCode::INSUFFICIENT_STORAGE {
-            return (
+        let code = self.1.error.code;
+        let mut response = match self.0 {
+            StatusCode::INSUFFICIENT_STORAGE => (
                 self.0,
                 [(
                     header::RETRY_AFTER,
@@ -106,17 +112,26 @@ impl IntoResponse for HttpError {
                 )],
                 Json(self.1),
             )
-                .into_response();
-        }
-        if self.0 == StatusCode::UNAUTHORIZED {
-            return (
+                .into_response(),
+            StatusCode::SERVICE_UNAVAILABLE => (
+                self.0,
+                [(
+                    header::RETRY_AFTER,
+                    UNAVAILABLE_RETRY_AFTER_SECS.to_string(),
+                )],
+                Json(self.1),
+            )
+                .into_response(),
+            StatusCode::UNAUTHORIZED => (
                 self.0,
                 [(header::WWW_AUTHENTICATE, "Bearer realm=\"roster\"")],
                 Json(self.1),
             )
-                .into_response();
-        }
-        (self.0, Json(self.1)).into_response()
+                .into_response(),
+            _ => (self.0, Json(self.1)).into_response(),
+        };
+        response.extensions_mut().insert(code);
+        response
     }
 }
 
@@ -234,7 +249,7 @@ fn too_many_failures(retry_after: Duration) -> Response {
 /// least 1).
 fn too_many_requests(retry_after: Duration, why: &str) -> Response {
     let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-    (
+    let mut response = (
         StatusCode::TOO_MANY_REQUESTS,
         [(header::RETRY_AFTER, secs.to_string())],
         Json(ApiError::new(
@@ -242,7 +257,9 @@ fn too_many_requests(retry_after: Duration, why: &str) -> Response {
             format!("{why}; retry in {secs} s"),
         )),
     )
-        .into_response()
+        .into_response();
+    response.extensions_mut().insert(ErrorCode::TooManyRequests);
+    response
 }
 
 /// Who `secret` is and whether it may use `named` (its user's own data set when
@@ -284,7 +301,10 @@ async fn authorise(
     mut request: Request,
     next: Next,
 ) -> Result<Response, HttpError> {
-    let secret = bearer(request.headers()).ok_or_else(unauthorized)?;
+    let Some(secret) = bearer(request.headers()) else {
+        telemetry::authentication_failed();
+        return Err(unauthorized());
+    };
     let peer = request
         .extensions()
         .get::<ConnectInfo<std::net::SocketAddr>>()
@@ -309,14 +329,17 @@ async fn authorise(
     })
     .await
     .map_err(|e| HttpError::new(ErrorCode::Internal, e.to_string()))?;
-    let scope = match (checked, peer) {
-        (Err(error), Some(peer)) if error.0 == StatusCode::UNAUTHORIZED => {
-            let delay = state.auth_limiter.failed(peer);
-            tracing::warn!(%peer, "failed authentication");
-            tokio::time::sleep(delay).await;
+    let scope = match checked {
+        Err(error) if error.0 == StatusCode::UNAUTHORIZED => {
+            telemetry::authentication_failed();
+            if let Some(peer) = peer {
+                let delay = state.auth_limiter.failed(peer);
+                tracing::warn!(%peer, "failed authentication");
+                tokio::time::sleep(delay).await;
+            }
             return Err(error);
         }
-        (checked, _) => checked?,
+        checked => checked?,
     };
     if let Err(wait) = state.user_quota.check(&scope.user.name) {
         tracing::warn!(user = %scope.user.name, "refused: request quota used up");
@@ -436,8 +459,41 @@ fn is_length_limit(error: &axum::Error) -> bool {
     false
 }
 
-/// The service's router, with the body `limits`. `/health` is open; every `/v1/*` route
-/// requires a bearer token (see [`Scope`]).
+/// The route a path names, for metric labels: one of the service's paths, or `other`
+/// (so a scan of random paths cannot grow the label set).
+fn route_label(path: &str) -> &'static str {
+    [
+        SYNC_PATH,
+        SCHEMA_PATH,
+        CONFLICTS_PATH,
+        CHANGES_PATH,
+        HEALTH_PATH,
+        READY_PATH,
+    ]
+    .into_iter()
+    .find(|route| *route == path)
+    .unwrap_or("other")
+}
+
+/// Times every request and counts error answers by their code (see
+/// [`crate::telemetry`]); the outermost layer, so refusals by inner layers count too.
+async fn measure(request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let route = route_label(request.uri().path());
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    telemetry::request_answered(
+        route,
+        method.as_str(),
+        response.status().as_u16(),
+        response.extensions().get::<ErrorCode>().copied(),
+        started.elapsed(),
+    );
+    response
+}
+
+/// The service's router, with the body `limits`. `/health` and `/ready` are open; every
+/// `/v1/*` route requires a bearer token (see [`Scope`]).
 pub fn router(state: ServerState, limits: BodyLimits) -> Router {
     let v1 = Router::new()
         .route(SCHEMA_PATH, get(schema))
@@ -448,6 +504,7 @@ pub fn router(state: ServerState, limits: BodyLimits) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), authorise));
     Router::new()
         .route(HEALTH_PATH, get(health))
+        .route(READY_PATH, get(ready))
         .merge(v1)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -455,6 +512,7 @@ pub fn router(state: ServerState, limits: BodyLimits) -> Router {
         .layer(middleware::from_fn_with_state(limits, refuse_oversized))
         .layer(response_compression())
         .layer(TraceLayer::new_for_http())
+        .layer(middleware::from_fn(measure))
         .with_state(state)
 }
 
@@ -468,6 +526,24 @@ async fn health(State(state): State<ServerState>) -> Result<Json<serde_json::Val
         "protocol": PROTOCOL_VERSION,
         "version": env!("CARGO_PKG_VERSION"),
     })))
+}
+
+/// `/ready`: the database answers and its migrations are done (503 with `Retry-After`
+/// otherwise), so a load balancer sends requests only to an instance that can serve
+/// them. `/health` only says the process is alive.
+async fn ready(State(state): State<ServerState>) -> Result<Json<serde_json::Value>, HttpError> {
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || store.ready())
+        .await
+        .map_err(|e| HttpError::new(ErrorCode::Internal, e.to_string()))?
+        .map_err(|error| {
+            tracing::warn!(%error, "not ready");
+            HttpError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ApiError::new(ErrorCode::Internal, format!("not ready: {error}")),
+            )
+        })?;
+    Ok(Json(serde_json::json!({ "status": "ready" })))
 }
 
 async fn schema(State(state): State<ServerState>) -> Json<Schema> {
@@ -524,7 +600,7 @@ async fn changes(
 ) -> Result<Response, HttpError> {
     let Some(permit) = state.feed.admit() else {
         tracing::warn!(user = %scope.user.name, "refused a change stream: too many open");
-        return Ok((
+        let mut refused = (
             StatusCode::SERVICE_UNAVAILABLE,
             [(
                 header::RETRY_AFTER,
@@ -535,7 +611,9 @@ async fn changes(
                 "this server holds as many change streams as it may; retry later or poll",
             )),
         )
-            .into_response());
+            .into_response();
+        refused.extensions_mut().insert(ErrorCode::Internal);
+        return Ok(refused);
     };
     // Subscribed before the version is read: a commit in between is announced to it.
     let changes = state.feed.hub().subscribe(&scope.dataset);
@@ -635,6 +713,34 @@ mod tests {
         assert_eq!(bearer(&headers("Bearer ")), None);
         assert_eq!(bearer(&headers("rst_abc")), None);
         assert_eq!(bearer(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn a_busy_or_unreachable_database_is_a_503_with_retry_after_never_a_500() {
+        let busy = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            Some("database is locked".into()),
+        );
+        let locked = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_LOCKED),
+            None,
+        );
+        for error in [
+            StoreError::from(busy),
+            StoreError::from(locked),
+            StoreError::Unavailable("connection refused".into()),
+        ] {
+            let response = HttpError::from(error).into_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(
+                response.headers().get(header::RETRY_AFTER).unwrap(),
+                &UNAVAILABLE_RETRY_AFTER_SECS.to_string()
+            );
+            assert_eq!(
+                response.extensions().get::<ErrorCode>(),
+                Some(&ErrorCode::Internal)
+            );
+        }
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! * [`listener`]: the network edge: connection cap, header and idle timeouts.
 //! * [`tls`]: HTTPS with rustls, the certificate reloaded on SIGHUP or a file change.
 //! * [`embed`]: running the service inside another program, with a conflict handler.
+//! * [`telemetry`]: the metrics each part records and the Prometheus endpoint.
 
 #![warn(missing_docs)]
 
@@ -33,6 +34,7 @@ pub mod listener;
 pub mod quota;
 pub mod resolve;
 pub mod store;
+pub mod telemetry;
 pub mod tls;
 
 pub use config::ServerConfig;

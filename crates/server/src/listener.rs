@@ -54,6 +54,8 @@ pub struct ConnectionLimits {
     pub idle_timeout: Duration,
     /// Most connections served at once.
     pub max_connections: u32,
+    /// How long a shutdown waits for the requests in flight before it returns anyway.
+    pub shutdown_grace: Duration,
 }
 
 impl ConnectionLimits {
@@ -76,6 +78,7 @@ impl ConnectionLimits {
             header_read_timeout: Duration::from_secs(config.header_read_timeout_secs),
             idle_timeout: Duration::from_secs(config.idle_timeout_secs),
             max_connections,
+            shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
         }
     }
 }
@@ -96,7 +99,9 @@ pub fn raise_open_file_limit() -> Option<u64> {
 
 /// Serves `router` on `listener` within `limits` (over TLS with `tls`) until `shutdown`
 /// completes; then stops accepting, shuts every connection down gracefully and returns
-/// once all are closed.
+/// once all are closed, or once `limits.shutdown_grace` has passed (the connections
+/// still open are then dropped with the process; a request's database transaction
+/// commits whole or not at all either way).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -140,7 +145,20 @@ pub async fn serve(
     drop(listener);
     let _ = closing_tx.send(true);
     // Every connection holds a permit until it ends: all are back once all have closed.
-    let _ = permits.acquire_many(limits.max_connections).await;
+    let open = limits.max_connections as usize - permits.available_permits();
+    tracing::info!(open, "stopped accepting; finishing the requests in flight");
+    let all_closed = permits.acquire_many(limits.max_connections);
+    if tokio::time::timeout(limits.shutdown_grace, all_closed)
+        .await
+        .is_err()
+    {
+        let open = limits.max_connections as usize - permits.available_permits();
+        tracing::warn!(
+            open,
+            grace_secs = limits.shutdown_grace.as_secs(),
+            "connections still open after the shutdown grace; stopping anyway"
+        );
+    }
 }
 
 /// Logs a failed accept; pauses when the process is out of file descriptors, so the

@@ -34,8 +34,37 @@ struct Cli {
     /// PEM private key of --tls-cert.
     #[arg(long, global = true, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Serve Prometheus metrics at `http://ADDR/metrics`, apart from the sync API
+    /// (overrides the config file; off by default).
+    #[arg(long, global = true)]
+    metrics_listen: Option<SocketAddr>,
+    /// Log format on stderr: `text` for people, `json` (one object a line) for a log
+    /// collector.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "ROSTER_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (time, level, target, message, fields, spans).
+    Json,
+}
+
+/// Logs to stderr in `format`, filtered by `ROSTER_LOG` (default `info`).
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("ROSTER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().with_current_span(false).init(),
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -50,6 +79,23 @@ enum Command {
     },
     /// Print the effective configuration as TOML, then exit.
     PrintConfig,
+    /// Write a consistent copy of the SQLite database to a new file, also while the
+    /// server runs (PostgreSQL: use `pg_dump`).
+    Backup {
+        /// The backup file to write (must not exist).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Put a backup in place of the SQLite database (stop the server first), and start
+    /// a new epoch: devices that synced after the backup re-base at their next round.
+    Restore {
+        /// The backup file (from `backup --to`).
+        #[arg(long)]
+        from: PathBuf,
+    },
+    /// Start a new epoch on the database as it is now: run it after restoring a
+    /// PostgreSQL database with `pg_restore` (`restore` does it for SQLite).
+    NewEpoch,
     /// Create a user, its own data set (same name) and a first token. Prints the token
     /// secret alone on stdout: it is shown only this once.
     CreateUser {
@@ -180,19 +226,17 @@ fn default_db() -> PathBuf {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("ROSTER_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    init_logging(cli.log_format);
     let mut config = match &cli.config {
         Some(path) => ServerConfig::load(path)?,
         None => ServerConfig::default(),
     };
     if let Some(listen) = cli.listen {
         config.listen = listen;
+    }
+    if let Some(metrics) = cli.metrics_listen {
+        config.metrics_listen = Some(metrics);
     }
     if let Some(db) = cli.db {
         config.db = Some(db);
@@ -216,6 +260,25 @@ async fn main() -> anyhow::Result<()> {
                 "purged {} tombstones; purge horizon is now {}",
                 report.purged, report.horizon
             );
+            Ok(())
+        }
+        Command::Backup { to } => {
+            let store = open_store(db.clone()).await?.sync;
+            let target = to.clone();
+            tokio::task::spawn_blocking(move || store.backup_to(&target))
+                .await?
+                .with_context(|| format!("cannot back up to {}", to.display()))?;
+            println!("backed up {} to {}", store::describe(&db), to.display());
+            Ok(())
+        }
+        Command::Restore { from } => {
+            tokio::task::spawn_blocking(move || put_backup_in_place(&from, &db)).await??;
+            Ok(())
+        }
+        Command::NewEpoch => {
+            let store = open_store(db.clone()).await?.sync;
+            let epoch = tokio::task::spawn_blocking(move || store.begin_new_epoch()).await??;
+            println!("new epoch {epoch}");
             Ok(())
         }
         Command::Serve => serve(config, db).await,
@@ -340,8 +403,58 @@ fn administer(command: Command, db: &std::path::Path) -> anyhow::Result<()> {
                 gone.tokens, gone.grants
             );
         }
-        Command::Serve | Command::PrintConfig | Command::PurgeTombstones { .. } => {}
+        Command::Serve
+        | Command::PrintConfig
+        | Command::PurgeTombstones { .. }
+        | Command::Backup { .. }
+        | Command::Restore { .. }
+        | Command::NewEpoch => {}
     }
+    Ok(())
+}
+
+/// Replaces the SQLite database `db` with the backup `from`, then starts a new epoch.
+/// The backup is checked first and copied beside `db`, then renamed over it, so an
+/// interrupted restore leaves the old database or the whole backup. Blocks.
+fn put_backup_in_place(from: &std::path::Path, db: &std::path::Path) -> anyhow::Result<()> {
+    if store::postgres::is_postgres_url(&db.to_string_lossy()) {
+        anyhow::bail!(
+            "restore a PostgreSQL database with pg_restore, then run `roster-server --db URL new-epoch`"
+        );
+    }
+    {
+        let backup =
+            rusqlite::Connection::open_with_flags(from, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .with_context(|| format!("cannot open the backup {}", from.display()))?;
+        let check: String = backup
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .with_context(|| format!("{} is not an SQLite database", from.display()))?;
+        anyhow::ensure!(check == "ok", "{} is damaged: {check}", from.display());
+    }
+    let staged = db.with_extension("restoring");
+    std::fs::copy(from, &staged)
+        .with_context(|| format!("cannot copy {} to {}", from.display(), staged.display()))?;
+    std::fs::File::open(&staged)?.sync_all()?;
+    for suffix in ["-wal", "-shm"] {
+        let mut side = db.as_os_str().to_owned();
+        side.push(suffix);
+        match std::fs::remove_file(&side) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                return Err(error).with_context(|| format!("cannot remove {side:?}"));
+            }
+            _ => {}
+        }
+    }
+    std::fs::rename(&staged, db)
+        .with_context(|| format!("cannot move the backup into {}", db.display()))?;
+    let backend =
+        store::open(db).with_context(|| format!("cannot open the restored {}", db.display()))?;
+    let epoch = backend.sync.begin_new_epoch()?;
+    println!(
+        "restored {} from {}; new epoch {epoch}",
+        db.display(),
+        from.display()
+    );
     Ok(())
 }
 
@@ -352,6 +465,12 @@ async fn serve(config: ServerConfig, db: PathBuf) -> anyhow::Result<()> {
     tracing::info!(addr = %app.addr(), db = %store::describe(&db), "roster-server started");
     // The first stdout line is the contract tests and scripts read the address from.
     println!("{}", app.listening_line());
+    if let Some(metrics) = app.metrics_addr() {
+        println!(
+            "{}",
+            roster_testkit::metrics_line(&format!("http://{metrics}/metrics"))
+        );
+    }
     app.run_until(shutdown_signal()).await;
     tracing::info!("roster-server stopped");
     Ok(())

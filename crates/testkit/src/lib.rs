@@ -19,6 +19,21 @@ use std::time::Duration;
 /// (`http://ADDR` or `https://ADDR`) follows.
 pub const LISTENING_ON: &str = "roster-server listening on ";
 
+/// What the stdout line of a `roster-server` serving metrics starts with (printed right
+/// after the [`listening_line`]); the endpoint's URL (`http://ADDR/metrics`) follows.
+pub const METRICS_ON: &str = "roster-server metrics on ";
+
+/// The line a server whose metrics endpoint is `url` prints after its listening line.
+pub fn metrics_line(url: &str) -> String {
+    format!("{METRICS_ON}{url}")
+}
+
+/// The metrics URL in a [`metrics_line`], or `None` when `line` is not one.
+pub fn parse_metrics_line(line: &str) -> Option<&str> {
+    let url = line.trim().strip_prefix(METRICS_ON)?.trim();
+    (url.starts_with("http://") && !url.contains(char::is_whitespace)).then_some(url)
+}
+
 /// The line a server that listens on `url` prints first on stdout.
 pub fn listening_line(url: &str) -> String {
     format!("{LISTENING_ON}{url}")
@@ -154,6 +169,17 @@ mod tests {
             parse_listening_line(&listening_line("https://[::1]:443")),
             Some("https://[::1]:443")
         );
+    }
+
+    #[test]
+    fn the_metrics_line_round_trips() {
+        let line = metrics_line("http://127.0.0.1:9100/metrics");
+        assert_eq!(
+            parse_metrics_line(&line),
+            Some("http://127.0.0.1:9100/metrics")
+        );
+        assert_eq!(parse_metrics_line(&listening_line("http://x:1")), None);
+        assert_eq!(parse_metrics_line("roster-server metrics on "), None);
     }
 
     #[test]

@@ -5,14 +5,14 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
 use roster_protocol::{
-    Ack, ChangeOp, Conflict, Fields, Resolution, RowId, ServerChange, ServerRow, SyncResponse,
-    TableSchema,
+    Ack, ChangeOp, Conflict, Fields, Rebase, Resolution, RowId, ServerChange, ServerRow,
+    SyncResponse, TableSchema,
 };
 use rusqlite::{CachedStatement, OptionalExtension, Transaction, params};
 
 use super::conflicts::DeviceConflictHandler;
-use super::rows::{forget_row, json_text, parse_fields, row_state, set_base};
-use super::{LocalStore, now_ms, set_meta, sql};
+use super::rows::{forget_row, json_text, next_rev, parse_fields, row_state, set_base};
+use super::{LocalStore, get_meta, now_ms, set_meta, sql};
 use crate::ClientError;
 use crate::round::{ApplyCounts, SentChange};
 
@@ -184,6 +184,9 @@ impl LocalStore {
         // invariant: an interrupted sync resumes: the watermark is stored in the
         // transaction that applies its page.
         set_meta(&tx, "watermark", &response.watermark.to_string())?;
+        if response.epoch != 0 {
+            set_meta(&tx, "server_epoch", &response.epoch.to_string())?;
+        }
         if round_done {
             set_meta(&tx, "last_sync_ms", &now_ms().to_string())?;
         }
@@ -321,6 +324,53 @@ impl LocalStore {
         Ok(())
     }
 
+    /// The server epoch of the last answer applied (`None` before the first, or from a
+    /// server without epochs).
+    pub(crate) fn server_epoch(&self) -> Result<Option<u64>, ClientError> {
+        let conn = self.lock();
+        get_meta(&conn, "server_epoch")?
+            .map(|text| {
+                text.parse::<u64>()
+                    .map_err(|e| ClientError::Corrupt(format!("server epoch: {e}")))
+            })
+            .transpose()
+    }
+
+    /// Re-bases the store on a server restored from a backup (see [`Rebase`]), in one
+    /// transaction, and returns the edit number the rows to push again carry:
+    ///
+    /// * a row whose base version is after the restore point (`restored_at`) came from
+    ///   the lost history: its number may mean another row now, and the server may not
+    ///   hold it. Unless it is a pending delete, it becomes a pending insert of its
+    ///   current values (its base forgotten); the server applies such an insert over
+    ///   a copy from before the restore, and meets a copy written since as a conflict;
+    /// * rows based at or before the restore point, and pending inserts, stay as they
+    ///   are: the history up to that point is the same;
+    /// * the watermark returns to 0 (the round pulls everything again, pending rows
+    ///   untouched) and the new epoch is stored.
+    pub(crate) fn rebase_after_restore(&self, rebase: Rebase) -> Result<i64, ClientError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let rev = next_rev(&tx)?;
+        let restored_at = i64::try_from(rebase.restored_at).unwrap_or(i64::MAX);
+        let moved = tx.execute(
+            "UPDATE _roster_rows SET pending = 'insert', base_version = NULL, base_data = NULL,
+               local_rev = ?2
+             WHERE base_version > ?1 AND (pending IS NULL OR pending <> 'delete')",
+            params![restored_at, rev],
+        )?;
+        set_meta(&tx, "watermark", "0")?;
+        set_meta(&tx, "server_epoch", &rebase.epoch.to_string())?;
+        tx.commit()?;
+        tracing::warn!(
+            rows = moved,
+            restored_at = rebase.restored_at,
+            epoch = rebase.epoch,
+            "re-based on a restored server: rows from after its backup are pushed again"
+        );
+        Ok(rev)
+    }
+
     /// Records that a sync round completed now.
     #[cfg(feature = "bench-internals")]
     pub(crate) fn mark_synced(&self) -> Result<(), ClientError> {
@@ -332,7 +382,7 @@ impl LocalStore {
 #[cfg(test)]
 mod tests {
     use roster_protocol::ConflictKind;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
     use crate::local::collect::PendingBatch;
@@ -352,6 +402,8 @@ mod tests {
             newest: 9,
             staged: false,
             rollback: None,
+            epoch: 0,
+            rebase: None,
         }
     }
 
@@ -537,6 +589,59 @@ mod tests {
         let store = LocalStore::open(dir.path()).unwrap();
         assert_eq!(base_data(&store), None);
         assert_eq!(store.get("person", id).unwrap().fields["age"], json!(7));
+    }
+
+    #[test]
+    fn a_rebase_turns_rows_from_after_the_restore_point_into_inserts_and_keeps_older_ones() {
+        let (_dir, store) = store();
+        let pulled = |version: u64| ServerChange {
+            table: "person".into(),
+            id: RowId::now_v7(),
+            row: ServerRow {
+                version,
+                deleted: false,
+                fields: Some(fields(json!({"name": format!("v{version}")}))),
+            },
+        };
+        let rows = [pulled(3), pulled(6), pulled(7), pulled(8)];
+        let ids: Vec<RowId> = rows.iter().map(|r| r.id).collect();
+        store
+            .apply_response(&[], &answer(vec![], vec![], rows.to_vec()), None)
+            .unwrap();
+        store
+            .update("person", ids[2], fields(json!({"name": "edited"})))
+            .unwrap();
+        store.delete("person", ids[3]).unwrap();
+
+        let rev = store
+            .rebase_after_restore(Rebase {
+                epoch: 42,
+                restored_at: 4,
+            })
+            .unwrap();
+        assert_eq!(store.watermark().unwrap(), 0);
+        assert_eq!(store.server_epoch().unwrap(), Some(42));
+        assert_eq!(rev, store.edit_counter().unwrap());
+        let sent: HashMap<RowId, (ChangeOp, Option<u64>, Option<Value>)> = batch_of(&store)
+            .sent
+            .into_iter()
+            .map(|s| {
+                let c = s.change;
+                let name = c.fields.and_then(|f| f.get("name").cloned());
+                (c.id, (c.op, c.base_version, name))
+            })
+            .collect();
+        assert!(
+            !sent.contains_key(&ids[0]),
+            "based before the restore: clean"
+        );
+        assert_eq!(sent[&ids[1]], (ChangeOp::Insert, None, Some(json!("v6"))));
+        assert_eq!(
+            sent[&ids[2]],
+            (ChangeOp::Insert, None, Some(json!("edited"))),
+            "a pending edit of a lost row is pushed whole"
+        );
+        assert_eq!(sent[&ids[3]].0, ChangeOp::Delete, "a pending delete stays");
     }
 
     #[test]

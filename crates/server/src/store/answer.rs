@@ -114,6 +114,8 @@ mod tests {
                 kind: ConflictKind::BothUpdated,
                 reason: "test".into(),
             }),
+            epoch: 0,
+            rebase: None,
         };
         let raw = serde_json::to_string(&answer).unwrap();
         let typed = decode(answer.clone()).unwrap();

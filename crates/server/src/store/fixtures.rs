@@ -42,5 +42,6 @@ pub(crate) fn request(since: u64, changes: Vec<Change>, pull_limit: u32) -> Sync
         pull_limit,
         round: None,
         batch_id: Some(Uuid::now_v7()),
+        epoch: None,
     }
 }

@@ -17,7 +17,8 @@
 //! 4. the staged changes of an atomic round (a non-final batch is only staged);
 //! 5. [`apply_changes`]; a handler's rollback drops the transaction and records the
 //!    rollback in a new one;
-//! 6. the counter bump, the pull page, remember, commit.
+//! 6. the counter bump, the pull page, remember, commit;
+//! 7. once committed, what the answer did is counted ([`crate::telemetry`]).
 //!
 //! A request that writes nothing (no changes, no atomic round) runs in [`Mode::Read`]:
 //! one snapshot, no lock, no replay check (nothing to repeat).
@@ -34,7 +35,9 @@
 
 use std::collections::HashSet;
 
-use roster_protocol::{Ack, Change, Conflict, ConflictKind, RollbackReport, RowId, SyncRequest};
+use roster_protocol::{
+    Ack, Change, Conflict, ConflictKind, Rebase, RollbackReport, RowId, SyncRequest,
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -45,6 +48,7 @@ use super::round::{
 };
 use super::{Answer, PulledChange, StoreError};
 use crate::resolve::Resolver;
+use crate::telemetry::{self, RoundOutcome};
 
 /// At most this many remembered answers are kept per data set; the oldest go first.
 pub const REPLAY_CACHE_MAX_ENTRIES: u32 = 256;
@@ -72,8 +76,20 @@ pub(crate) enum Finish<R> {
     Discard(R),
 }
 
+/// The server's epoch as a request sees it (see [`crate::store::SyncStore::begin_new_epoch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Epoch {
+    /// The epoch: a random number, new after each restore.
+    pub(crate) id: u64,
+    /// The newest version of the data set when the database was restored (0: never).
+    pub(crate) restored_at: u64,
+}
+
 /// A backend: opens transactions scoped to one data set.
 pub(crate) trait FlowStore {
+    /// The server's epoch and the data set's restore point.
+    fn epoch(&self, dataset: &str) -> Result<Epoch, StoreError>;
+
     /// Runs `body` in a new transaction on `dataset` begun in `mode`, then commits or
     /// drops it as the body decided. An error drops it.
     fn transact<R>(
@@ -124,12 +140,48 @@ pub(crate) struct Remembered {
     rollback: Option<RollbackReport>,
 }
 
-/// Applies `request` to `dataset` (see [`super::SyncStore::sync_answer`]).
+/// Applies `request` to `dataset` (see [`super::SyncStore::sync_answer`]). A request
+/// from another epoch (the database was restored from a backup since the client's last
+/// answer) applies nothing and is answered with [`Rebase`]; every other answer carries
+/// the epoch.
 pub(crate) fn sync_answer(
     store: &impl FlowStore,
     dataset: &str,
     request: &SyncRequest,
     resolver: &Resolver,
+) -> Result<Answer, StoreError> {
+    let epoch = store.epoch(dataset)?;
+    if request.epoch.is_some_and(|e| e != epoch.id) {
+        tracing::info!(client = %request.client_id, epoch = epoch.id, restored_at = epoch.restored_at,
+            "a device from before the restore: asking it to re-base");
+        return Ok(Answer {
+            acks: Vec::new(),
+            conflicts: Vec::new(),
+            changes: Vec::new(),
+            watermark: request.since,
+            has_more: false,
+            newest: 0,
+            staged: false,
+            rollback: None,
+            epoch: epoch.id,
+            rebase: Some(Rebase {
+                epoch: epoch.id,
+                restored_at: epoch.restored_at,
+            }),
+        });
+    }
+    let mut answer = answer_in_epoch(store, dataset, request, resolver, epoch.restored_at)?;
+    answer.epoch = epoch.id;
+    Ok(answer)
+}
+
+/// [`sync_answer`] for a request of the server's epoch.
+fn answer_in_epoch(
+    store: &impl FlowStore,
+    dataset: &str,
+    request: &SyncRequest,
+    resolver: &Resolver,
+    restored_at: u64,
 ) -> Result<Answer, StoreError> {
     let atomic_round = request.round.filter(|_| resolver.atomic_rounds());
     if let Some(round) = atomic_round.filter(|r| !r.final_batch) {
@@ -143,7 +195,7 @@ pub(crate) fn sync_answer(
         let (last_seq, horizon) = tx.counter()?;
         if let Some(answer) = replay(tx, request, horizon)? {
             tracing::info!(batch = ?request.batch_id, "repeated the answer to a retried batch");
-            return Ok(Finish::Commit(Ok(answer)));
+            return Ok(Finish::Commit(Ok((answer, Delivery::Replayed))));
         }
         check_watermark(request.since, last_seq, horizon)?;
         let staged;
@@ -155,7 +207,7 @@ pub(crate) fn sync_answer(
             None => &request.changes,
         };
         let (acks, conflicts, unwritten, next) =
-            match apply_changes(tx, request, changes, resolver, last_seq)? {
+            match apply_changes(tx, request, changes, resolver, last_seq, restored_at)? {
                 Applied::Done {
                     acks,
                     conflicts,
@@ -192,15 +244,42 @@ pub(crate) fn sync_answer(
         let Remembered {
             acks, conflicts, ..
         } = remembered;
-        Ok(Finish::Commit(Ok(applied_response(
-            acks, conflicts, page, next,
+        Ok(Finish::Commit(Ok((
+            applied_response(acks, conflicts, page, next),
+            Delivery::First,
         ))))
     })?;
     match outcome {
-        Ok(answer) => Ok(answer),
-        Err((change, current, kind, reason)) => {
-            roll_back(store, dataset, request, &change, current, kind, reason)
+        Ok((answer, delivery)) => {
+            count_committed(request, &answer, delivery);
+            Ok(answer)
         }
+        Err((change, current, kind, reason)) => {
+            let answer = roll_back(store, dataset, request, &change, current, kind, reason)?;
+            telemetry::round_finished(RoundOutcome::RolledBack);
+            Ok(answer)
+        }
+    }
+}
+
+/// Whether an answer was given for the first time or repeated for a retried batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    First,
+    Replayed,
+}
+
+/// Counts what a committed answer did (see [`crate::telemetry`]): the rows it sends
+/// always; its changes, conflicts and the end of its round only the first time (a
+/// replay applies nothing).
+fn count_committed(request: &SyncRequest, answer: &Answer, delivery: Delivery) {
+    if delivery == Delivery::Replayed {
+        telemetry::request_applied(0, &[], answer.changes.len());
+        return;
+    }
+    telemetry::request_applied(answer.acks.len(), &answer.conflicts, answer.changes.len());
+    if request.round.is_some_and(|round| round.final_batch) {
+        telemetry::round_finished(RoundOutcome::Completed);
     }
 }
 
@@ -210,7 +289,7 @@ fn read_only(
     dataset: &str,
     request: &SyncRequest,
 ) -> Result<Answer, StoreError> {
-    store.transact(dataset, Mode::Read, |tx| {
+    let answer = store.transact(dataset, Mode::Read, |tx| {
         let (last_seq, horizon) = tx.counter()?;
         check_watermark(request.since, last_seq, horizon)?;
         let scan = PullScan::read(request.since, request.pull_limit, last_seq);
@@ -221,7 +300,9 @@ fn read_only(
             page,
             last_seq,
         )))
-    })
+    })?;
+    count_committed(request, &answer, Delivery::First);
+    Ok(answer)
 }
 
 /// Stores a non-final batch of an atomic round; nothing is applied yet.
@@ -397,6 +478,8 @@ fn replay(
             newest: remembered.newest,
             staged: false,
             rollback: Some(report),
+            epoch: 0,
+            rebase: None,
         }));
     }
     check_watermark(request.since, remembered.newest, horizon)?;
@@ -516,6 +599,79 @@ mod tests {
         let next = store.sync(DS, &request(2, vec![], 100), &plain()).unwrap();
         assert_eq!(next.changes.len(), 1);
         assert_eq!(next.changes[0].row.version, 3);
+    }
+
+    #[test]
+    fn after_a_restore_an_old_epoch_is_told_to_rebase_and_repushed_rows_apply_over_older_copies() {
+        let store = store();
+        let (kept, rewritten) = (insert("kept"), insert("rewritten"));
+        let first = store
+            .sync(
+                DS,
+                &request(0, vec![kept.clone(), rewritten.clone()], 0),
+                &plain(),
+            )
+            .unwrap();
+        let old_epoch = first.epoch;
+        assert_ne!(old_epoch, 0);
+        // The restore: a new epoch, restore point 2. Then `rewritten` changes on the
+        // restored server (version 3, after the restore point).
+        let new_epoch = store.begin_new_epoch().unwrap();
+        assert_ne!(new_epoch, old_epoch);
+        store
+            .sync(
+                DS,
+                &request(2, vec![update(rewritten.id, 2, "since")], 0),
+                &plain(),
+            )
+            .unwrap();
+
+        let stale = SyncRequest {
+            epoch: Some(old_epoch),
+            ..request(7, vec![insert("lost")], 100)
+        };
+        let told = store.sync(DS, &stale, &plain()).unwrap();
+        assert_eq!(
+            told.rebase,
+            Some(Rebase {
+                epoch: new_epoch,
+                restored_at: 2
+            })
+        );
+        assert!(told.acks.is_empty() && told.changes.is_empty());
+        assert_eq!(store.newest_version(DS).unwrap(), 3, "nothing applied");
+
+        // The re-based device pushes its rows from the lost history as inserts.
+        let mine = |change: &Change, name: &str| Change {
+            fields: json!({"name": name}).as_object().cloned(),
+            ..change.clone()
+        };
+        let repush = SyncRequest {
+            epoch: Some(new_epoch),
+            ..request(
+                0,
+                vec![mine(&kept, "kept, newer"), mine(&rewritten, "lost edit")],
+                100,
+            )
+        };
+        let answer = store.sync(DS, &repush, &plain()).unwrap();
+        assert_eq!(answer.epoch, new_epoch);
+        assert_eq!(
+            answer.acks.len(),
+            1,
+            "the copy from before the restore is updated"
+        );
+        assert_eq!(answer.acks[0].id, kept.id);
+        assert_eq!(answer.conflicts.len(), 1, "the row written since meets it");
+        assert_eq!(
+            answer.conflicts[0].kind,
+            ConflictKind::ClientInsertedExisting
+        );
+        assert_eq!(
+            count(&store, "SELECT COUNT(*) FROM rows"),
+            2,
+            "no row is stored twice"
+        );
     }
 
     #[test]

@@ -92,6 +92,46 @@ pub struct PurgeReport {
     pub horizon: u64,
 }
 
+/// How much of a store's connection pool is in use (for the metrics endpoint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUse {
+    /// Connections handed out now.
+    pub in_use: u32,
+    /// Open connections waiting in the pool.
+    pub idle: u32,
+    /// Most connections the pool opens.
+    pub max: u32,
+}
+
+impl PoolUse {
+    /// The use of an r2d2 pool of at most `max` connections in `state`.
+    pub(crate) fn of(state: r2d2::State, max: u32) -> Self {
+        Self {
+            in_use: state.connections.saturating_sub(state.idle_connections),
+            idle: state.idle_connections,
+            max,
+        }
+    }
+}
+
+/// A new epoch number: random, not 0, below 2^53 (exact in every JSON reader).
+pub(crate) fn new_epoch_number() -> Result<u64, StoreError> {
+    let random = getrandom::u64()
+        .map_err(|e| StoreError::Unavailable(format!("no randomness for the epoch: {e}")))?;
+    Ok((random & ((1 << 53) - 1)).max(1))
+}
+
+/// `Ok` once `done` migrations of the `known` ones of this program have run, else
+/// [`StoreError::Unavailable`] (another process is still migrating the database).
+pub(crate) fn check_migrated(done: i64, known: usize) -> Result<(), StoreError> {
+    if usize::try_from(done).is_ok_and(|done| done >= known) {
+        return Ok(());
+    }
+    Err(StoreError::Unavailable(format!(
+        "{done} of {known} migrations have run"
+    )))
+}
+
 /// Why a store operation failed. Any error means the request's transaction rolled back.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -204,6 +244,32 @@ pub trait SyncStore: Send + Sync + 'static {
 
     /// Checks the store answers a trivial query.
     fn ping(&self) -> Result<(), StoreError>;
+
+    /// Checks the store can serve: the database answers and every migration this
+    /// program knows has run (another process may be migrating it). The `/ready` check.
+    fn ready(&self) -> Result<(), StoreError>;
+
+    /// Starts a new epoch: a new random epoch number, and the current newest version of
+    /// every data set recorded as its restore point. Run once after the database was
+    /// restored from a backup (`roster-server restore`, or `new-epoch` after
+    /// `pg_restore`): devices that synced with the lost history re-base at their next
+    /// round. Returns the new epoch.
+    fn begin_new_epoch(&self) -> Result<u64, StoreError>;
+
+    /// Writes a consistent copy of the database to `to` (a new file), also while the
+    /// service runs. SQLite only (`VACUUM INTO`); PostgreSQL is backed up with
+    /// `pg_dump`.
+    fn backup_to(&self, to: &Path) -> Result<(), StoreError> {
+        Err(StoreError::Invalid(format!(
+            "cannot write {}: back this database up with its own tools (pg_dump)",
+            to.display()
+        )))
+    }
+
+    /// How much of the connection pool is in use, where there is one.
+    fn pool_use(&self) -> Option<PoolUse> {
+        None
+    }
 
     /// The newest version of `dataset` (what a device's watermark reaches once it
     /// pulled everything; on SQLite the file's one counter).

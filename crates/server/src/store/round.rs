@@ -197,12 +197,33 @@ pub(crate) enum Applied {
 /// cleanly ([`crate::classify::classify`] finds no conflict, so the plan would be to
 /// store the client's values), and one statement tells whether the id was free. Only
 /// when it was not is the stored row read and the change planned like any other.
+/// An insert of a row the server holds at a version from before its restore point
+/// (`restored_at`, 0 when never restored) is the device's newer state of that row: a
+/// device re-based after a restore pushes the rows it holds from the lost history as
+/// inserts (ids are client-made UUIDs, so no other device inserts that id). It is
+/// applied as an update of the stored version (a tombstone comes back to life). A row
+/// written after the restore is not older: the insert meets it as a conflict.
+fn repushed_after_restore(
+    change: &Change,
+    current: Option<&ServerRow>,
+    restored_at: u64,
+) -> Option<Change> {
+    let stored = current.filter(|row| row.version <= restored_at)?;
+    (change.op == ChangeOp::Insert).then(|| Change {
+        op: ChangeOp::Update,
+        base_version: Some(stored.version),
+        base_fields: None,
+        ..change.clone()
+    })
+}
+
 pub(crate) fn apply_changes(
     tx: &mut (impl RowsTx + ConflictLogTx + ?Sized),
     request: &SyncRequest,
     changes: &[Change],
     resolver: &Resolver,
     last_seq: u64,
+    restored_at: u64,
 ) -> Result<Applied, StoreError> {
     let client = request.client_id.to_string();
     let at_ms = now_ms();
@@ -234,6 +255,8 @@ pub(crate) fn apply_changes(
         }
         let current = tx.load_row(&change.table, change.id)?;
         let current_row = current.as_ref().map(|c| &c.row);
+        let repushed = repushed_after_restore(change, current_row, restored_at);
+        let change = repushed.as_ref().unwrap_or(change);
         let edited_at = current.as_ref().and_then(|c| c.edited_at_ms);
         let decision = match resolver.plan(change, current_row, edited_at, request.client_id) {
             Ok(decision) => decision,
@@ -355,6 +378,8 @@ pub(crate) fn staged_response(request: &SyncRequest, newest: u64) -> Answer {
         newest,
         staged: true,
         rollback: None,
+        epoch: 0,
+        rebase: None,
     }
 }
 
@@ -391,6 +416,8 @@ pub(crate) fn rollback_outcome(
             kind,
             reason,
         }),
+        epoch: 0,
+        rebase: None,
     };
     (conflict, response)
 }
@@ -512,5 +539,7 @@ pub(crate) fn applied_response(
         newest: next,
         staged: false,
         rollback: None,
+        epoch: 0,
+        rebase: None,
     }
 }

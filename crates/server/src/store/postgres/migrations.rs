@@ -79,6 +79,15 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // `datasets` held only the per-data-set counters; the name now says so, and no longer
     // clashes with the accounts' table of data sets (`account_datasets` on both backends).
     "ALTER TABLE datasets RENAME TO dataset_counters;",
+    // The server's epoch (a new random number after each restore from a backup; below
+    // 2^53) and, per data set, the newest version the restored database held.
+    "CREATE TABLE server_epoch (
+         id    INTEGER PRIMARY KEY CHECK (id = 1),
+         epoch BIGINT  NOT NULL
+     );
+     INSERT INTO server_epoch (id, epoch)
+         VALUES (1, floor(random() * 9007199254740990)::BIGINT + 1);
+     ALTER TABLE dataset_counters ADD COLUMN restored_at BIGINT NOT NULL DEFAULT 0;",
 ];
 
 /// Key of the advisory lock that serialises migrations of concurrently starting servers.

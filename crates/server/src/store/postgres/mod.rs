@@ -32,8 +32,8 @@ use postgres::{IsolationLevel, NoTls, Transaction};
 use r2d2_postgres::PostgresConnectionManager;
 use roster_protocol::{ConflictLogEntry, SyncRequest};
 
-use super::flow::{self, Finish, FlowStore, FlowTx, Mode};
-use super::{Answer, PurgeReport, StoreError, SyncStore};
+use super::flow::{self, Epoch, Finish, FlowStore, FlowTx, Mode};
+use super::{Answer, PoolUse, PurgeReport, StoreError, SyncStore};
 use crate::feed::ChangeHub;
 use crate::resolve::Resolver;
 
@@ -140,6 +140,21 @@ struct PgTx<'a, 'conn> {
 }
 
 impl FlowStore for PostgresStore {
+    fn epoch(&self, dataset: &str) -> Result<Epoch, StoreError> {
+        let mut conn = self.conn()?;
+        let row = conn.query_one(
+            "SELECT e.epoch, COALESCE(
+                 (SELECT restored_at FROM dataset_counters WHERE dataset = $1), 0)
+             FROM server_epoch e",
+            &[&dataset],
+        )?;
+        let (epoch, restored_at): (i64, i64) = (row.get(0), row.get(1));
+        Ok(Epoch {
+            id: u64::try_from(epoch).unwrap_or(0),
+            restored_at: u64::try_from(restored_at).unwrap_or(0),
+        })
+    }
+
     fn transact<R>(
         &self,
         dataset: &str,
@@ -245,6 +260,36 @@ impl SyncStore for PostgresStore {
         let mut conn = self.conn()?;
         conn.query_one("SELECT 1", &[])?;
         Ok(())
+    }
+
+    fn begin_new_epoch(&self) -> Result<u64, StoreError> {
+        let epoch = super::new_epoch_number()?;
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE server_epoch SET epoch = $1",
+            &[&i64::try_from(epoch).unwrap_or(1)],
+        )?;
+        tx.execute("UPDATE dataset_counters SET restored_at = last_seq", &[])?;
+        tx.commit()?;
+        Ok(epoch)
+    }
+
+    fn ready(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let done: i32 = conn
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0) FROM roster_migrations",
+                &[],
+            )?
+            .get(0);
+        super::check_migrated(i64::from(done), migrations::MIGRATIONS.len())
+    }
+
+    fn pool_use(&self) -> Option<PoolUse> {
+        self.pool
+            .as_ref()
+            .map(|pool| PoolUse::of(pool.state(), pool.max_size()))
     }
 }
 /// Removes everything stored for `dataset` (rows, counter, conflict log, staged and

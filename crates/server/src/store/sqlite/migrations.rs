@@ -139,6 +139,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // The same name for the accounts' table of data sets on both backends; SQLite rewrites
     // the foreign keys that point at it.
     "ALTER TABLE datasets RENAME TO account_datasets;",
+    // The server's epoch (a new random number after each restore from a backup; below
+    // 2^53) and the newest version the restored database held (0: never restored).
+    "INSERT OR IGNORE INTO meta (key, value) VALUES
+         ('epoch', abs(random() % 9007199254740991) + 1), ('restored_at', 0);",
 ];
 
 /// Runs pending migrations in one `BEGIN IMMEDIATE` transaction.

@@ -26,9 +26,9 @@ use r2d2_sqlite::SqliteConnectionManager;
 use roster_protocol::{ConflictLogEntry, SyncRequest};
 use rusqlite::{Transaction, TransactionBehavior};
 
-use super::flow::{self, Finish, FlowStore, FlowTx, Mode};
+use super::flow::{self, Epoch, Finish, FlowStore, FlowTx, Mode};
 pub use super::round::PULL_PAGE_MAX_BYTES;
-use super::{Answer, PurgeReport, StoreError, SyncStore};
+use super::{Answer, PoolUse, PurgeReport, StoreError, SyncStore};
 use crate::feed::ChangeHub;
 use crate::resolve::Resolver;
 
@@ -121,6 +121,19 @@ struct SqliteTx<'a, 'conn> {
 }
 
 impl FlowStore for SqliteStore {
+    fn epoch(&self, _dataset: &str) -> Result<Epoch, StoreError> {
+        let conn = self.pool.get()?;
+        let read = |key: &str| -> Result<u64, StoreError> {
+            let value: i64 =
+                conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))?;
+            Ok(u64::try_from(value).unwrap_or(0))
+        };
+        Ok(Epoch {
+            id: read("epoch")?,
+            restored_at: read("restored_at")?,
+        })
+    }
+
     fn transact<R>(
         &self,
         dataset: &str,
@@ -202,6 +215,49 @@ impl SyncStore for SqliteStore {
         let conn = self.pool.get()?;
         conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?;
         Ok(())
+    }
+
+    fn begin_new_epoch(&self) -> Result<u64, StoreError> {
+        let epoch = super::new_epoch_number()?;
+        let mut conn = self.pool.get()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'epoch'",
+            [i64::try_from(epoch).unwrap_or(1)],
+        )?;
+        // One counter for every data set: its value is every data set's restore point.
+        tx.execute(
+            "UPDATE meta SET value = (SELECT value FROM meta WHERE key = 'last_seq')
+             WHERE key = 'restored_at'",
+            [],
+        )?;
+        tx.commit()?;
+        Ok(epoch)
+    }
+
+    fn backup_to(&self, to: &Path) -> Result<(), StoreError> {
+        let target = to
+            .to_str()
+            .ok_or_else(|| StoreError::Invalid(format!("{} is not UTF-8", to.display())))?;
+        if to.exists() {
+            return Err(StoreError::Invalid(format!(
+                "{target} exists; a backup is written to a new file"
+            )));
+        }
+        let conn = self.pool.get()?;
+        // One read transaction: a consistent copy while writers go on (WAL).
+        conn.execute("VACUUM INTO ?1", [target])?;
+        Ok(())
+    }
+
+    fn ready(&self) -> Result<(), StoreError> {
+        let conn = self.pool.get()?;
+        let done: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        super::check_migrated(done, migrations::MIGRATIONS.len())
+    }
+
+    fn pool_use(&self) -> Option<PoolUse> {
+        Some(PoolUse::of(self.pool.state(), self.pool.max_size()))
     }
 }
 
