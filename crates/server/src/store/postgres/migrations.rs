@@ -79,6 +79,12 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // `datasets` held only the per-data-set counters; the name now says so, and no longer
     // clashes with the accounts' table of data sets (`account_datasets` on both backends).
     "ALTER TABLE datasets RENAME TO dataset_counters;",
+    // The table protocol (`/tables`): when a row was created, and its incremental pull
+    // (`updatedAt ge T`, ordered by updatedAt) read by index instead of sorting the table.
+    r#"
+    ALTER TABLE rows ADD COLUMN created_at_ms BIGINT;
+    CREATE INDEX rows_by_update ON rows (dataset, tbl, updated_at_ms);
+"#,
 ];
 
 /// Key of the advisory lock that serialises migrations of concurrently starting servers.

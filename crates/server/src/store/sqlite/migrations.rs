@@ -139,6 +139,12 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // The same name for the accounts' table of data sets on both backends; SQLite rewrites
     // the foreign keys that point at it.
     "ALTER TABLE datasets RENAME TO account_datasets;",
+    // The table protocol (`/tables`): when a row was created, and its incremental pull
+    // (`updatedAt ge T`, ordered by updatedAt) read by index instead of sorting the table.
+    r#"
+    ALTER TABLE rows ADD COLUMN created_at_ms INTEGER;
+    CREATE INDEX rows_by_update ON rows(dataset, tbl, updated_at_ms);
+"#,
 ];
 
 /// Runs pending migrations in one `BEGIN IMMEDIATE` transaction.
