@@ -302,20 +302,33 @@ fn stood(answer: &Answer) -> bool {
     }
 }
 
+/// How a write is answered.
+struct Answering {
+    /// The status when the write stood.
+    written: StatusCode,
+    /// The status when the server's row stayed.
+    refused: StatusCode,
+    /// An insert of an id that was taken before: refused even when it "stood" because
+    /// the server already held the same values.
+    existed: bool,
+}
+
+/// An update, delete or undelete: 200, or 412 when the server's row stayed.
+const CONDITIONAL: Answering = Answering {
+    written: StatusCode::OK,
+    refused: StatusCode::PRECONDITION_FAILED,
+    existed: false,
+};
+
 /// Applies one change through the store's request flow and answers as AMA clients
-/// expect: `written` with the item when it stood, else `refused` with the server's item.
-/// `existed` (an insert only): the id was taken before, so an insert that "stood"
-/// because the server already held the same values is refused too.
-#[allow(clippy::too_many_arguments)]
+/// expect (see [`Answering`]), with the row as it then stands on the server.
 async fn apply(
     state: &ServerState,
     scope: &Scope,
     headers: &HeaderMap,
     schema: &TableSchema,
     change: Change,
-    written: StatusCode,
-    refused: StatusCode,
-    existed: bool,
+    answering: Answering,
 ) -> Result<Response, HttpError> {
     let id = change.id;
     let request = SyncRequest {
@@ -330,10 +343,10 @@ async fn apply(
     validate_request(&request, state.schema())?;
     let (store, resolver, dataset) = (state.store(), state.resolver(), scope.dataset.clone());
     let answer = blocking(move || store.sync_answer(&dataset, &request, &resolver)).await?;
-    let status = if stood(&answer) && !existed {
-        written
+    let status = if stood(&answer) && !answering.existed {
+        answering.written
     } else {
-        refused
+        answering.refused
     };
     match current(state, scope, &schema.name, id).await? {
         Some(row) => item_response(status, &row, schema),
@@ -376,9 +389,11 @@ async fn insert(
         &headers,
         &schema,
         change,
-        StatusCode::CREATED,
-        StatusCode::CONFLICT,
-        existed,
+        Answering {
+            written: StatusCode::CREATED,
+            refused: StatusCode::CONFLICT,
+            existed,
+        },
     )
     .await
 }
@@ -432,17 +447,7 @@ async fn update(
         base_fields: (base_version == row.version).then_some(base),
         edited_at_ms: None,
     };
-    apply(
-        &state,
-        &scope,
-        &headers,
-        &schema,
-        change,
-        StatusCode::OK,
-        StatusCode::PRECONDITION_FAILED,
-        false,
-    )
-    .await
+    apply(&state, &scope, &headers, &schema, change, CONDITIONAL).await
 }
 
 async fn delete(
@@ -466,17 +471,7 @@ async fn delete(
         base_fields: None,
         edited_at_ms: None,
     };
-    apply(
-        &state,
-        &scope,
-        &headers,
-        &schema,
-        change,
-        StatusCode::OK,
-        StatusCode::PRECONDITION_FAILED,
-        false,
-    )
-    .await
+    apply(&state, &scope, &headers, &schema, change, CONDITIONAL).await
 }
 
 /// `POST /tables/{table}/{id}`: brings a deleted item back. Roster's tombstones keep no
@@ -514,17 +509,7 @@ async fn undelete(
         base_fields: None,
         edited_at_ms: None,
     };
-    apply(
-        &state,
-        &scope,
-        &headers,
-        &schema,
-        change,
-        StatusCode::OK,
-        StatusCode::PRECONDITION_FAILED,
-        false,
-    )
-    .await
+    apply(&state, &scope, &headers, &schema, change, CONDITIONAL).await
 }
 
 #[cfg(test)]
