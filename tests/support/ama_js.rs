@@ -3,7 +3,8 @@
 //!
 //! Its npm packages are installed once into `target/ama-js/<hash of package.json>` by
 //! [`roster_testkit::ama_js`] (`cargo xtask test` does it in its install step; a test run
-//! alone does it at first use) and reused while `tests/ama-js/package.json` is unchanged.
+//! alone does it at first use) and reused while `tests/ama-js/package.json` and its
+//! `package-lock.json` are unchanged.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
