@@ -237,6 +237,20 @@ impl TestDatabase {
         u64::try_from(pages * size).unwrap()
     }
 
+    /// Runs one SQL statement on the database, as another writer would (for example one
+    /// whose clock runs ahead).
+    pub fn execute(&self, sql: &str) {
+        if self.postgres.is_some() {
+            let sql = sql.to_owned();
+            with_postgres(&self.url, move |client| client.batch_execute(&sql).unwrap());
+            return;
+        }
+        let conn = rusqlite::Connection::open(&self.url).unwrap();
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .unwrap();
+        conn.execute_batch(sql).unwrap();
+    }
+
     /// A read-only connection to the SQLite file.
     fn sqlite(&self) -> rusqlite::Connection {
         rusqlite::Connection::open_with_flags(&self.url, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)

@@ -63,6 +63,7 @@ pub fn bin_path(name: &str) -> PathBuf {
     path
 }
 
+pub mod ama_js;
 pub mod backend;
 pub mod cli;
 pub mod proxy;

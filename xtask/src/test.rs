@@ -35,6 +35,10 @@ pub(crate) const SYSTEM_PACKAGES: &[&str] = &[
     "fonts-dejavu-core",
     // The encryption e2e test shows the `sqlite3` CLI cannot read an encrypted store.
     "sqlite3",
+    // The Azure Mobile Apps JS client of the `/tables` tests runs under Node (its npm
+    // ships with it); its `sqlite3` module is compiled against the system's SQLite.
+    "nodejs",
+    "libsqlite3-dev",
 ];
 
 /// The package of the WebDriver UI tests: run on their own, after every other test.
@@ -91,7 +95,14 @@ pub fn test(args: &TestArgs) -> Result<()> {
     let mut timings = Timings::default();
     if !args.skip_install {
         timings.time("install", || {
-            install(!args.no_lint, !args.no_ui, !args.no_postgres, !args.no_fuzz)
+            install(!args.no_lint, !args.no_ui, !args.no_postgres, !args.no_fuzz)?;
+            step("npm packages of the Azure Mobile Apps JS client (cached in target/ama-js)");
+            roster_testkit::ama_js::node_modules(
+                &workspace::target_dir(&root),
+                &root.join("tests/ama-js"),
+            )
+            .map(drop)
+            .map_err(anyhow::Error::msg)
         })?;
     }
     let build = Build::new(&root, !args.no_lint)?;

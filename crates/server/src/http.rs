@@ -68,6 +68,21 @@ impl ServerState {
         self.feed.clone()
     }
 
+    /// The store.
+    pub(crate) fn store(&self) -> Arc<dyn SyncStore> {
+        self.store.clone()
+    }
+
+    /// The tables served.
+    pub(crate) fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// How conflicts are resolved.
+    pub(crate) fn resolver(&self) -> Arc<Resolver> {
+        self.resolver.clone()
+    }
+
     /// The same state with `handler` deciding conflicts before the config's rules. With a
     /// handler, sync rounds become atomic so that it can roll one back.
     pub fn with_handler(mut self, handler: Arc<dyn ServerConflictHandler>) -> Self {
@@ -82,7 +97,8 @@ impl ServerState {
 pub struct HttpError(StatusCode, ApiError);
 
 impl HttpError {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    /// The error `code` with its status and `message`.
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self(status_of(code), ApiError::new(code, message))
     }
 }
@@ -215,12 +231,23 @@ pub struct Scope {
     pub dataset: String,
 }
 
-/// The secret of an `Authorization: Bearer <secret>` header, if there is one.
+/// The secret of an `Authorization: Bearer <secret>` header, else of an `X-ZUMO-AUTH`
+/// header (how Azure Mobile Apps clients send it, see [`crate::tables`]), if there is one.
 fn bearer(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, secret) = value.trim().split_once(' ')?;
-    let secret = secret.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !secret.is_empty()).then(|| secret.to_owned())
+    let from_authorization = || {
+        let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+        let (scheme, secret) = value.trim().split_once(' ')?;
+        let secret = secret.trim();
+        (scheme.eq_ignore_ascii_case("bearer") && !secret.is_empty()).then(|| secret.to_owned())
+    };
+    from_authorization().or_else(|| {
+        let secret = headers
+            .get(crate::tables::ZUMO_AUTH_HEADER)?
+            .to_str()
+            .ok()?
+            .trim();
+        (!secret.is_empty()).then(|| secret.to_owned())
+    })
 }
 
 fn unauthorized() -> HttpError {
@@ -472,7 +499,11 @@ fn route_label(path: &str) -> &'static str {
     ]
     .into_iter()
     .find(|route| *route == path)
-    .unwrap_or("other")
+    .unwrap_or(if path.starts_with("/tables/") {
+        "/tables"
+    } else {
+        "other"
+    })
 }
 
 /// Times every request and counts error answers by their code (see
@@ -493,13 +524,15 @@ async fn measure(request: Request, next: Next) -> Response {
 }
 
 /// The service's router, with the body `limits`. `/health` and `/ready` are open; every
-/// `/v1/*` route requires a bearer token (see [`Scope`]).
+/// `/v1/*` route and the table protocol's `/tables/*` ([`crate::tables`]) require a
+/// bearer token (see [`Scope`]).
 pub fn router(state: ServerState, limits: BodyLimits) -> Router {
     let v1 = Router::new()
         .route(SCHEMA_PATH, get(schema))
         .route(SYNC_PATH, post(sync))
         .route(CONFLICTS_PATH, get(conflicts))
         .route(CHANGES_PATH, get(changes))
+        .merge(crate::tables::routes())
         .route_layer(middleware::from_fn_with_state(limits, read_body_in_time))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorise));
     Router::new()
@@ -713,6 +746,9 @@ mod tests {
         assert_eq!(bearer(&headers("Bearer ")), None);
         assert_eq!(bearer(&headers("rst_abc")), None);
         assert_eq!(bearer(&HeaderMap::new()), None);
+        let mut zumo = HeaderMap::new();
+        zumo.insert("x-zumo-auth", HeaderValue::from_static("rst_zumo"));
+        assert_eq!(bearer(&zumo).as_deref(), Some("rst_zumo"));
     }
 
     #[test]

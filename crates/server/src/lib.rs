@@ -13,6 +13,8 @@
 //! * [`feed`]: the change feed (`GET /v1/changes`, Server-Sent Events of new versions)
 //!   and the hub the store announces committed versions into.
 //! * [`http`]: the axum router: request decoding, validation and error bodies.
+//! * [`tables`]: the Azure Mobile Apps table protocol (`/tables/*`, ZUMO-API-VERSION
+//!   2.0.0) over the same rows, tokens and request flow.
 //! * [`app`]: the one way to start the service (store, state, router, listener and the
 //!   background purge), used by the binary, [`embed`] and the tests.
 //! * [`listener`]: the network edge: connection cap, header and idle timeouts.
@@ -35,6 +37,7 @@ pub mod quota;
 pub mod resolve;
 pub mod store;
 pub mod telemetry;
+pub mod tables;
 pub mod tls;
 
 pub use config::ServerConfig;

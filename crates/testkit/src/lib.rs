@@ -1,13 +1,16 @@
 //! The process contract of `roster-server`, written once: the line it prints first on
 //! stdout when it listens ([`listening_line`]), the parser of that line
 //! ([`parse_listening_line`]), and the harness that starts a server process and waits for
-//! it ([`start_server_process`]).
+//! it ([`start_server_process`]); and [`ama_js`], the cached npm install of the Azure
+//! Mobile Apps JS client the tests run against `/tables`.
 //!
 //! The server prints the line; the end-to-end tests, the benchmarks and `xtask` start
 //! the binary through this harness. Standard library only, so that `cargo xtask` (built
 //! on its own) stays fast to compile.
 
 #![warn(missing_docs)]
+
+pub mod ama_js;
 
 use std::fmt;
 use std::io::{BufRead, BufReader};

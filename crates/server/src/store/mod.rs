@@ -17,6 +17,7 @@ pub mod answer;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub(crate) mod flow;
+pub mod items;
 pub mod postgres;
 pub(crate) mod round;
 pub mod sqlite;
@@ -27,6 +28,7 @@ use std::sync::Arc;
 use roster_protocol::{ConflictLogEntry, SyncRequest, SyncResponse};
 
 pub use self::answer::{Answer, PulledChange};
+pub use self::items::{ItemQuery, ItemRow};
 use crate::accounts::AccountStore;
 use crate::feed::ChangeHub;
 use crate::resolve::Resolver;
@@ -226,6 +228,32 @@ pub trait SyncStore: Send + Sync + 'static {
         resolver: &Resolver,
     ) -> Result<SyncResponse, StoreError> {
         answer::decode(self.sync_answer(dataset, request, resolver)?)
+    }
+
+    /// The rows of `dataset` that `query` selects, in its order (the table protocol's
+    /// list query, [`crate::tables`]). One statement: one consistent snapshot.
+    fn items(&self, dataset: &str, query: &ItemQuery) -> Result<Vec<ItemRow>, StoreError>;
+
+    /// One row of `dataset` (a tombstone too), if stored.
+    fn item(
+        &self,
+        dataset: &str,
+        table: &str,
+        id: roster_protocol::RowId,
+    ) -> Result<Option<ItemRow>, StoreError> {
+        let query = ItemQuery {
+            table: table.to_owned(),
+            filter: Some(items::Predicate::Compare {
+                column: items::ItemColumn::Id,
+                op: items::Comparison::Eq,
+                value: Some(items::SqlValue::Text(id.to_string())),
+            }),
+            order: Vec::new(),
+            skip: 0,
+            top: 1,
+            include_deleted: true,
+        };
+        Ok(self.items(dataset, &query)?.into_iter().next())
     }
 
     /// Up to `limit` conflict log entries of `dataset` with `seq < before` (all when

@@ -132,6 +132,9 @@ pub(crate) trait RowsTx {
     fn counter(&mut self) -> Result<(u64, u64), StoreError>;
     /// Sets the newest version after this request's writes.
     fn bump_counter(&mut self, newest: u64) -> Result<(), StoreError>;
+    /// `updated_at_ms` of the data set's newest row (highest version), if any: the write
+    /// time a new write must not go below (see [`write_time`]).
+    fn last_write_ms(&mut self) -> Result<Option<i64>, StoreError>;
     /// Announces `newest` to the data set's change streams once, and only if, this
     /// transaction commits (PostgreSQL: `NOTIFY` in the transaction, so every instance
     /// hears it; SQLite: published in the process after the commit).
@@ -226,7 +229,7 @@ pub(crate) fn apply_changes(
     restored_at: u64,
 ) -> Result<Applied, StoreError> {
     let client = request.client_id.to_string();
-    let at_ms = now_ms();
+    let at_ms = write_time(now_ms(), tx.last_write_ms()?);
     let mut next = last_seq;
     let mut acks = Vec::with_capacity(changes.len());
     let mut conflicts = Vec::new();
@@ -332,6 +335,15 @@ pub(crate) fn apply_changes(
         unwritten,
         next,
     })
+}
+
+/// The write time (`updated_at_ms`) of a request's writes: the clock, but never below the
+/// data set's newest write. Writers of a data set hold its lock until they commit, so
+/// with this rule `updated_at_ms` never goes backwards in commit order, whatever the
+/// clocks of several instances say: a reader asking for rows with `updatedAt >= T`
+/// (the table protocol's incremental pull) cannot miss a row committed after it read.
+pub(crate) fn write_time(clock_ms: i64, last_write_ms: Option<i64>) -> i64 {
+    last_write_ms.map_or(clock_ms, |last| clock_ms.max(last))
 }
 
 /// Refuses a watermark below the purge horizon or above the newest change.

@@ -88,6 +88,12 @@ pub(crate) const MIGRATIONS: &[&str] = &[
      INSERT INTO server_epoch (id, epoch)
          VALUES (1, floor(random() * 9007199254740990)::BIGINT + 1);
      ALTER TABLE dataset_counters ADD COLUMN restored_at BIGINT NOT NULL DEFAULT 0;",
+    // The table protocol (`/tables`): when a row was created, and its incremental pull
+    // (`updatedAt ge T`, ordered by updatedAt) read by index instead of sorting the table.
+    r#"
+    ALTER TABLE rows ADD COLUMN created_at_ms BIGINT;
+    CREATE INDEX rows_by_update ON rows (dataset, tbl, updated_at_ms);
+"#,
 ];
 
 /// Key of the advisory lock that serialises migrations of concurrently starting servers.

@@ -33,7 +33,7 @@ use r2d2_postgres::PostgresConnectionManager;
 use roster_protocol::{ConflictLogEntry, SyncRequest};
 
 use super::flow::{self, Epoch, Finish, FlowStore, FlowTx, Mode};
-use super::{Answer, PoolUse, PurgeReport, StoreError, SyncStore};
+use super::{Answer, ItemQuery, ItemRow, PoolUse, PurgeReport, StoreError, SyncStore};
 use crate::feed::ChangeHub;
 use crate::resolve::Resolver;
 
@@ -213,6 +213,10 @@ impl SyncStore for PostgresStore {
         before: Option<u64>,
     ) -> Result<Vec<ConflictLogEntry>, StoreError> {
         conflict_log::entries(&mut *self.conn()?, dataset, limit, before)
+    }
+
+    fn items(&self, dataset: &str, query: &ItemQuery) -> Result<Vec<ItemRow>, StoreError> {
+        rows::items(&mut *self.conn()?, dataset, query)
     }
 
     fn purge_tombstones(&self, older_than_unix_ms: i64) -> Result<PurgeReport, StoreError> {

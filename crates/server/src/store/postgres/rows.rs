@@ -8,6 +8,7 @@ use roster_protocol::{RowId, ServerRow};
 
 use super::PgTx;
 use crate::store::StoreError;
+use crate::store::items::{Dialect, ItemQuery, ItemRow, SqlValue};
 use crate::store::round::{
     PageBuilder, PullScan, RowWrite, RowsTx, StoredRow, decode_fields, to_i64, to_u64,
 };
@@ -69,7 +70,8 @@ impl RowsTx for PgTx<'_, '_> {
 
     fn insert_row(&mut self, w: &RowWrite<'_>) -> Result<bool, StoreError> {
         let sql = "INSERT INTO rows (dataset, tbl, id, version, deleted, data, updated_at_ms,
-                   updated_by, edited_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                   updated_by, edited_at_ms, created_at_ms)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $7)
                    ON CONFLICT DO NOTHING";
         store_row(self.tx, sql, self.dataset, w, None)
     }
@@ -93,6 +95,16 @@ impl RowsTx for PgTx<'_, '_> {
         )?;
         self.counter.0 = newest;
         Ok(())
+    }
+
+    fn last_write_ms(&mut self) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .tx
+            .query_opt(
+                "SELECT updated_at_ms FROM rows WHERE dataset = $1 ORDER BY version DESC LIMIT 1",
+                &[&self.dataset],
+            )?
+            .map(|r| r.get(0)))
     }
 
     fn announce(&mut self, newest: u64) -> Result<(), StoreError> {
@@ -189,4 +201,36 @@ pub(super) fn delete_dataset(tx: &mut Transaction<'_>, dataset: &str) -> Result<
         &[&dataset],
     )?;
     Ok(rows)
+}
+
+/// The rows `query` selects (see [`ItemQuery::render`]), in one statement.
+pub(super) fn items(
+    conn: &mut postgres::Client,
+    dataset: &str,
+    query: &ItemQuery,
+) -> Result<Vec<ItemRow>, StoreError> {
+    let rendered = query.render(Dialect::Postgres);
+    let mut values: Vec<Box<dyn ToSql + Sync>> =
+        vec![Box::new(dataset.to_owned()), Box::new(query.table.clone())];
+    for value in rendered.params {
+        values.push(match value {
+            SqlValue::Text(text) => Box::new(text),
+            SqlValue::Integer(n) => Box::new(n),
+            SqlValue::Real(x) => Box::new(x),
+            SqlValue::Bool(b) => Box::new(b),
+        });
+    }
+    let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v.as_ref()).collect();
+    let rows = conn.query(&rendered.sql, &refs)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| ItemRow {
+            id: r.get(0),
+            version: to_u64(r.get(1)),
+            deleted: r.get(2),
+            data: r.get(3),
+            created_at_ms: r.get(4),
+            updated_at_ms: r.get(5),
+        })
+        .collect())
 }

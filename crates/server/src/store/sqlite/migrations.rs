@@ -143,6 +143,12 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // 2^53) and the newest version the restored database held (0: never restored).
     "INSERT OR IGNORE INTO meta (key, value) VALUES
          ('epoch', abs(random() % 9007199254740991) + 1), ('restored_at', 0);",
+    // The table protocol (`/tables`): when a row was created, and its incremental pull
+    // (`updatedAt ge T`, ordered by updatedAt) read by index instead of sorting the table.
+    r#"
+    ALTER TABLE rows ADD COLUMN created_at_ms INTEGER;
+    CREATE INDEX rows_by_update ON rows(dataset, tbl, updated_at_ms);
+"#,
 ];
 
 /// Runs pending migrations in one `BEGIN IMMEDIATE` transaction.

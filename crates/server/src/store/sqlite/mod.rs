@@ -28,7 +28,7 @@ use rusqlite::{Transaction, TransactionBehavior};
 
 use super::flow::{self, Epoch, Finish, FlowStore, FlowTx, Mode};
 pub use super::round::PULL_PAGE_MAX_BYTES;
-use super::{Answer, PoolUse, PurgeReport, StoreError, SyncStore};
+use super::{Answer, ItemQuery, ItemRow, PoolUse, PurgeReport, StoreError, SyncStore};
 use crate::feed::ChangeHub;
 use crate::resolve::Resolver;
 
@@ -185,6 +185,10 @@ impl SyncStore for SqliteStore {
         before: Option<u64>,
     ) -> Result<Vec<ConflictLogEntry>, StoreError> {
         conflict_log::entries(&*self.pool.get()?, dataset, limit, before)
+    }
+
+    fn items(&self, dataset: &str, query: &ItemQuery) -> Result<Vec<ItemRow>, StoreError> {
+        rows::items(&*self.pool.get()?, dataset, query)
     }
 
     fn purge_tombstones(&self, older_than_unix_ms: i64) -> Result<PurgeReport, StoreError> {

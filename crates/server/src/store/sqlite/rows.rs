@@ -7,6 +7,7 @@ use roster_protocol::{RowId, ServerRow};
 
 use super::SqliteTx;
 use crate::store::StoreError;
+use crate::store::items::{Dialect, ItemQuery, ItemRow, SqlValue};
 use crate::store::round::{
     PageBuilder, PullScan, RowWrite, RowsTx, StoredRow, decode_fields, to_i64, to_u64,
 };
@@ -60,7 +61,8 @@ impl RowsTx for SqliteTx<'_, '_> {
 
     fn insert_row(&mut self, w: &RowWrite<'_>) -> Result<bool, StoreError> {
         let sql = "INSERT INTO rows (tbl, id, version, deleted, data, updated_at_ms, updated_by,
-                   edited_at_ms, dataset) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                   edited_at_ms, dataset, created_at_ms)
+                   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?6)
                    ON CONFLICT DO NOTHING";
         store_row(self.tx, sql, self.dataset, w, None)
     }
@@ -80,6 +82,16 @@ impl RowsTx for SqliteTx<'_, '_> {
 
     fn bump_counter(&mut self, newest: u64) -> Result<(), StoreError> {
         set_meta(self.tx, "last_seq", newest)
+    }
+
+    fn last_write_ms(&mut self) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .tx
+            .prepare_cached(
+                "SELECT updated_at_ms FROM rows WHERE dataset = ?1 ORDER BY version DESC LIMIT 1",
+            )?
+            .query_row([self.dataset], |r| r.get(0))
+            .optional()?)
     }
 
     /// Kept until the commit: [`super::SqliteStore`] publishes it once that succeeded.
@@ -160,4 +172,36 @@ pub(super) fn purge_tombstones(
 /// Removes every row of `dataset` (a deleted user's data set).
 pub(super) fn delete_dataset(tx: &Transaction<'_>, dataset: &str) -> Result<u64, StoreError> {
     Ok(tx.execute("DELETE FROM rows WHERE dataset = ?1", [dataset])? as u64)
+}
+
+/// The rows `query` selects (see [`ItemQuery::render`]).
+pub(super) fn items(
+    conn: &rusqlite::Connection,
+    dataset: &str,
+    query: &ItemQuery,
+) -> Result<Vec<ItemRow>, StoreError> {
+    use rusqlite::types::Value;
+    let rendered = query.render(Dialect::Sqlite);
+    let mut values = vec![
+        Value::Text(dataset.to_owned()),
+        Value::Text(query.table.clone()),
+    ];
+    values.extend(rendered.params.into_iter().map(|value| match value {
+        SqlValue::Text(text) => Value::Text(text),
+        SqlValue::Integer(n) => Value::Integer(n),
+        SqlValue::Real(x) => Value::Real(x),
+        SqlValue::Bool(b) => Value::Integer(i64::from(b)),
+    }));
+    let mut stmt = conn.prepare(&rendered.sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(values), |r| {
+        Ok(ItemRow {
+            id: r.get(0)?,
+            version: to_u64(r.get(1)?),
+            deleted: r.get(2)?,
+            data: r.get(3)?,
+            created_at_ms: r.get(4)?,
+            updated_at_ms: r.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
