@@ -36,8 +36,8 @@ pub mod listener;
 pub mod quota;
 pub mod resolve;
 pub mod store;
-pub mod telemetry;
 pub mod tables;
+pub mod telemetry;
 pub mod tls;
 
 pub use config::ServerConfig;
