@@ -339,6 +339,9 @@ async fn apply(
         pull_limit: 0,
         round: None,
         batch_id: None,
+        // The table protocol carries no epoch: its `If-Match` versions are checked
+        // against the rows as they are, restored or not.
+        epoch: None,
     };
     validate_request(&request, state.schema())?;
     let (store, resolver, dataset) = (state.store(), state.resolver(), scope.dataset.clone());
