@@ -243,6 +243,15 @@ pub struct SyncResponse<C = ServerChange> {
     /// nothing of this answer and keeps its pending changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<crate::conflict::RollbackReport>,
+    /// The version of the schema the server answered with ([`crate::VersionedSchema`]);
+    /// a device holding an older one migrates its store before applying the answer.
+    /// 0 from a server that does not version its schema.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub schema_version: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl<C> SyncResponse<C> {
@@ -265,6 +274,7 @@ impl<C> SyncResponse<C> {
             newest: self.newest,
             staged: self.staged,
             rollback: self.rollback,
+            schema_version: self.schema_version,
         })
     }
 }

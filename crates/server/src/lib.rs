@@ -12,6 +12,8 @@
 //!   and [`store::postgres`].
 //! * [`feed`]: the change feed (`GET /v1/changes`, Server-Sent Events of new versions)
 //!   and the hub the store announces committed versions into.
+//! * [`schema_version`]: the versioned schema the server serves, adopted at start (a
+//!   compatible change is a new version, an incompatible one refuses the start).
 //! * [`http`]: the axum router: request decoding, validation and error bodies.
 //! * [`app`]: the one way to start the service (store, state, router, listener and the
 //!   background purge), used by the binary, [`embed`] and the tests.
@@ -32,6 +34,7 @@ pub mod http;
 pub mod listener;
 pub mod quota;
 pub mod resolve;
+pub mod schema_version;
 pub mod store;
 pub mod tls;
 

@@ -351,6 +351,7 @@ mod tests {
             has_more: false,
             newest: 9,
             staged: false,
+            schema_version: 0,
             rollback: None,
         }
     }

@@ -108,6 +108,7 @@ mod tests {
             has_more: false,
             newest: 5,
             staged: false,
+            schema_version: 0,
             rollback: Some(RollbackReport {
                 table: "person".into(),
                 id,

@@ -396,6 +396,7 @@ fn replay(
             has_more: remembered.newest > request.since,
             newest: remembered.newest,
             staged: false,
+            schema_version: 0,
             rollback: Some(report),
         }));
     }

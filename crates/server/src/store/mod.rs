@@ -212,6 +212,14 @@ pub trait SyncStore: Send + Sync + 'static {
     /// The hub this store announces committed versions into (see [`crate::feed`]).
     fn changes(&self) -> Arc<ChangeHub>;
 
+    /// The newest schema version stored, with its schema as JSON text (`None` before
+    /// the first start that versions its schema). See [`crate::schema_version`].
+    fn latest_schema(&self) -> Result<Option<(u64, String)>, StoreError>;
+
+    /// Stores `schema` (JSON text) as `version` unless that version is already stored
+    /// (another instance got there first); returns whether it did.
+    fn record_schema(&self, version: u64, schema: &str) -> Result<bool, StoreError>;
+
     /// Starts hearing versions committed by other processes on the same database
     /// (PostgreSQL `LISTEN`), for as long as the store lives. Nothing to do where one
     /// process owns the database (SQLite).

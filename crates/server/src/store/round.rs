@@ -3,12 +3,13 @@
 //! cutting pull pages. A backend supplies the storage operations ([`RowsTx`],
 //! [`ConflictLogTx`]) inside its own transaction; the rules of what gets written live here once for every backend.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use roster_protocol::{
     Ack, Change, ChangeOp, Conflict, ConflictKind, Fields, Resolution, RollbackReport, RowId,
-    ServerRow, SyncRequest,
+    ServerRow, SyncRequest, TableSchema,
 };
 
 use super::StoreError;
@@ -191,6 +192,32 @@ pub(crate) enum Applied {
     },
 }
 
+/// `change` with every declared column its values (and base values) lack filled in from
+/// `known`, the stored row's values, else the column's default (see
+/// [`TableSchema::fill_missing`]): a device that was never told about a column sends
+/// rows without it, and must not null it. Borrowed as is when nothing is missing.
+fn completed<'c>(
+    change: &'c Change,
+    schema: Option<&TableSchema>,
+    known: Option<&Fields>,
+) -> Cow<'c, Change> {
+    let Some(schema) = schema else {
+        return Cow::Borrowed(change);
+    };
+    let lacks = |fields: &Option<Fields>| fields.as_ref().is_some_and(|f| schema.lacks_a_column(f));
+    if !lacks(&change.fields) && !lacks(&change.base_fields) {
+        return Cow::Borrowed(change);
+    }
+    let mut filled = change.clone();
+    for fields in [&mut filled.fields, &mut filled.base_fields]
+        .into_iter()
+        .flatten()
+    {
+        schema.fill_missing(fields, known);
+    }
+    Cow::Owned(filled)
+}
+
 /// Plans and writes every change in order, numbering writes from `last_seq + 1`.
 ///
 /// An insert is tried before anything is read: an insert of an unused id always applies
@@ -210,16 +237,18 @@ pub(crate) fn apply_changes(
     let mut acks = Vec::with_capacity(changes.len());
     let mut conflicts = Vec::new();
     let mut unwritten = HashSet::new();
-    for change in changes {
+    for sent in changes {
+        let schema = resolver.table_schema(&sent.table);
+        let change = completed(sent, schema, None);
         let write = |expected, version, fields| RowWrite {
-            table: &change.table,
-            id: change.id,
+            table: &sent.table,
+            id: sent.id,
             expected,
             version,
             fields,
             client: &client,
             at_ms,
-            edited_at_ms: change.edited_at_ms.unwrap_or(at_ms),
+            edited_at_ms: sent.edited_at_ms.unwrap_or(at_ms),
         };
         if let (ChangeOp::Insert, Some(fields)) = (change.op, &change.fields)
             && tx.insert_row(&write(None, next + 1, Some(fields)))?
@@ -234,6 +263,9 @@ pub(crate) fn apply_changes(
         }
         let current = tx.load_row(&change.table, change.id)?;
         let current_row = current.as_ref().map(|c| &c.row);
+        // Columns the device does not know keep their stored values.
+        let change = completed(sent, schema, current_row.and_then(|r| r.fields.as_ref()));
+        let change = change.as_ref();
         let edited_at = current.as_ref().and_then(|c| c.edited_at_ms);
         let decision = match resolver.plan(change, current_row, edited_at, request.client_id) {
             Ok(decision) => decision,
@@ -354,6 +386,7 @@ pub(crate) fn staged_response(request: &SyncRequest, newest: u64) -> Answer {
         has_more: newest > request.since,
         newest,
         staged: true,
+        schema_version: 0,
         rollback: None,
     }
 }
@@ -385,6 +418,7 @@ pub(crate) fn rollback_outcome(
         has_more: newest > request.since,
         newest,
         staged: false,
+        schema_version: 0,
         rollback: Some(RollbackReport {
             table: change.table.clone(),
             id: change.id,
@@ -511,6 +545,7 @@ pub(crate) fn applied_response(
         has_more,
         newest: next,
         staged: false,
+        schema_version: 0,
         rollback: None,
     }
 }

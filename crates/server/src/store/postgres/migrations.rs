@@ -79,6 +79,14 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // `datasets` held only the per-data-set counters; the name now says so, and no longer
     // clashes with the accounts' table of data sets (`account_datasets` on both backends).
     "ALTER TABLE datasets RENAME TO dataset_counters;",
+    // Every schema the servers have served, by version (store/postgres/schema_versions.rs).
+    r#"
+    CREATE TABLE schema_versions (
+        version       BIGINT PRIMARY KEY,
+        schema        TEXT   NOT NULL,
+        created_at_ms BIGINT NOT NULL
+    );
+"#,
 ];
 
 /// Key of the advisory lock that serialises migrations of concurrently starting servers.

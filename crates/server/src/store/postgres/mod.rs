@@ -23,6 +23,7 @@ mod conflict_log;
 mod listen;
 pub(crate) mod migrations;
 mod rows;
+mod schema_versions;
 
 use std::sync::{Arc, Once};
 use std::time::Duration;
@@ -232,6 +233,14 @@ impl SyncStore for PostgresStore {
 
     fn changes(&self) -> Arc<ChangeHub> {
         self.hub.clone()
+    }
+
+    fn latest_schema(&self) -> Result<Option<(u64, String)>, StoreError> {
+        schema_versions::latest(&mut *self.conn()?)
+    }
+
+    fn record_schema(&self, version: u64, schema: &str) -> Result<bool, StoreError> {
+        schema_versions::record(&mut *self.conn()?, version, schema)
     }
 
     fn start_change_listener(&self) -> Result<(), StoreError> {

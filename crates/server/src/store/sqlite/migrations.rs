@@ -139,6 +139,14 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // The same name for the accounts' table of data sets on both backends; SQLite rewrites
     // the foreign keys that point at it.
     "ALTER TABLE datasets RENAME TO account_datasets;",
+    // Every schema the server has served, by version (store/sqlite/schema_versions.rs).
+    r#"
+    CREATE TABLE schema_versions (
+        version       INTEGER PRIMARY KEY,
+        schema        TEXT    NOT NULL,
+        created_at_ms INTEGER NOT NULL
+    );
+"#,
 ];
 
 /// Runs pending migrations in one `BEGIN IMMEDIATE` transaction.

@@ -17,6 +17,7 @@ mod batches;
 mod conflict_log;
 pub(crate) mod migrations;
 mod rows;
+mod schema_versions;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -196,6 +197,14 @@ impl SyncStore for SqliteStore {
 
     fn changes(&self) -> Arc<ChangeHub> {
         self.hub.clone()
+    }
+
+    fn latest_schema(&self) -> Result<Option<(u64, String)>, StoreError> {
+        schema_versions::latest(&*self.pool.get()?)
+    }
+
+    fn record_schema(&self, version: u64, schema: &str) -> Result<bool, StoreError> {
+        schema_versions::record(&*self.pool.get()?, version, schema)
     }
 
     fn ping(&self) -> Result<(), StoreError> {
