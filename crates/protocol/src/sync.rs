@@ -173,6 +173,10 @@ pub struct Ack {
     pub id: RowId,
     /// Version the server assigned to the write (the row's new base version).
     pub version: u64,
+    /// The values the server kept for declared columns the change did not carry (a
+    /// device that did not know them yet): the device takes them into its row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept: Option<Fields>,
 }
 
 /// A row that changed on the server after the client's watermark. On the wire the row's

@@ -86,6 +86,31 @@ fn acknowledge(tx: &Transaction<'_>, ack: &Ack, sent: &SentChange) -> Result<(),
     Ok(())
 }
 
+/// Writes into the acknowledged row the values the server kept for columns the change
+/// did not carry (it was collected before this device knew them), so the row matches
+/// the server's without pulling it again. Columns this store does not declare are
+/// ignored; values that do not fit its schema fail the answer.
+fn take_kept_values(
+    tx: &Transaction<'_>,
+    schema: &roster_protocol::Schema,
+    ack: &Ack,
+    kept: &Fields,
+) -> Result<(), ClientError> {
+    let table = schema
+        .table(&ack.table)
+        .map_err(|_| ClientError::SchemaMismatch(ack.table.clone()))?;
+    let mut known = Fields::new();
+    for column in &table.columns {
+        if let Some(value) = kept.get(&column.name) {
+            known.insert(column.name.clone(), value.clone());
+        }
+    }
+    let mut row = sql::read_row(tx, table, ack.id)?.unwrap_or_default();
+    row.extend(known.clone());
+    check_server_row(table, ack.id, &row)?;
+    sql::write_columns(tx, table, ack.id, &known)
+}
+
 impl LocalStore {
     /// [`LocalStore::apply_answer`] in the middle of a round.
     #[cfg(test)]
@@ -127,6 +152,9 @@ impl LocalStore {
                 )));
             };
             acknowledge(&tx, ack, change)?;
+            if let Some(kept) = &ack.kept {
+                take_kept_values(&tx, &self.schema(), ack, kept)?;
+            }
         }
         for conflict in &response.conflicts {
             if let Some(fields) = conflict
@@ -135,7 +163,7 @@ impl LocalStore {
                 .filter(|o| !o.deleted)
                 .and_then(|o| o.fields.as_ref())
             {
-                check_server_row(self.schema.table(&conflict.table)?, conflict.id, fields)?;
+                check_server_row(self.schema().table(&conflict.table)?, conflict.id, fields)?;
             }
             log_conflict(&tx, conflict)?;
             let Some(change) = sent.get(&(conflict.table.as_str(), conflict.id)) else {
@@ -209,10 +237,10 @@ impl LocalStore {
                base_data = NULL
              WHERE pending IS NULL",
         )?;
+        let schemas = self.schema();
         let mut writers: HashMap<&str, (&TableSchema, CachedStatement<'_>)> = HashMap::new();
         for change in changes {
-            let schema = self
-                .schema
+            let schema = schemas
                 .table(&change.table)
                 .map_err(|_| ClientError::SchemaMismatch(change.table.clone()))?;
             let fields = match (&change.row, &change.row.fields) {
@@ -272,7 +300,8 @@ impl LocalStore {
             }
             return Ok(());
         }
-        let schema = self.schema.table(&conflict.table)?;
+        let schemas = self.schema();
+        let schema = schemas.table(&conflict.table)?;
         match live {
             Some(outcome) => {
                 let fields = outcome.fields.clone().unwrap_or_default();
@@ -305,7 +334,7 @@ impl LocalStore {
     pub(crate) fn reset_for_full_pull(&self) -> Result<(), ClientError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        for table in &self.schema.tables {
+        for table in &self.schema().tables {
             tx.execute(
                 &format!(
                     "DELETE FROM {} WHERE id IN
@@ -377,6 +406,7 @@ mod tests {
             table: "person".into(),
             id,
             version: 7,
+            kept: None,
         };
         store
             .apply_response(&in_flight.sent, &answer(vec![ack], vec![], vec![]), None)
@@ -406,6 +436,7 @@ mod tests {
             table: "person".into(),
             id,
             version: 3,
+            kept: None,
         };
         store
             .apply_response(&in_flight.sent, &answer(vec![ack], vec![], vec![]), None)
@@ -520,6 +551,7 @@ mod tests {
             table: "person".into(),
             id,
             version: 8,
+            kept: None,
         };
         store
             .apply_response(&batch.sent, &answer(vec![ack], vec![], vec![]), None)

@@ -91,6 +91,7 @@ mod tests {
                 table: "person".into(),
                 id,
                 version: 3,
+                kept: None,
             }],
             conflicts: Vec::new(),
             changes: vec![

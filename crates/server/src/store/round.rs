@@ -196,17 +196,19 @@ pub(crate) enum Applied {
 /// `known`, the stored row's values, else the column's default (see
 /// [`TableSchema::fill_missing`]): a device that was never told about a column sends
 /// rows without it, and must not null it. Borrowed as is when nothing is missing.
+///
+/// Also returns the values given to columns the change's values lacked, for its ack.
 fn completed<'c>(
     change: &'c Change,
     schema: Option<&TableSchema>,
     known: Option<&Fields>,
-) -> Cow<'c, Change> {
+) -> (Cow<'c, Change>, Option<Fields>) {
     let Some(schema) = schema else {
-        return Cow::Borrowed(change);
+        return (Cow::Borrowed(change), None);
     };
     let lacks = |fields: &Option<Fields>| fields.as_ref().is_some_and(|f| schema.lacks_a_column(f));
     if !lacks(&change.fields) && !lacks(&change.base_fields) {
-        return Cow::Borrowed(change);
+        return (Cow::Borrowed(change), None);
     }
     let mut filled = change.clone();
     for fields in [&mut filled.fields, &mut filled.base_fields]
@@ -215,7 +217,18 @@ fn completed<'c>(
     {
         schema.fill_missing(fields, known);
     }
-    Cow::Owned(filled)
+    let kept = match (&change.fields, &filled.fields) {
+        (Some(sent), Some(full)) => {
+            let kept: Fields = full
+                .iter()
+                .filter(|(name, _)| !sent.contains_key(*name))
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect();
+            (!kept.is_empty()).then_some(kept)
+        }
+        _ => None,
+    };
+    (Cow::Owned(filled), kept)
 }
 
 /// Plans and writes every change in order, numbering writes from `last_seq + 1`.
@@ -239,7 +252,7 @@ pub(crate) fn apply_changes(
     let mut unwritten = HashSet::new();
     for sent in changes {
         let schema = resolver.table_schema(&sent.table);
-        let change = completed(sent, schema, None);
+        let (change, kept) = completed(sent, schema, None);
         let write = |expected, version, fields| RowWrite {
             table: &sent.table,
             id: sent.id,
@@ -258,13 +271,14 @@ pub(crate) fn apply_changes(
                 table: change.table.clone(),
                 id: change.id,
                 version: next,
+                kept,
             });
             continue;
         }
         let current = tx.load_row(&change.table, change.id)?;
         let current_row = current.as_ref().map(|c| &c.row);
         // Columns the device does not know keep their stored values.
-        let change = completed(sent, schema, current_row.and_then(|r| r.fields.as_ref()));
+        let (change, kept) = completed(sent, schema, current_row.and_then(|r| r.fields.as_ref()));
         let change = change.as_ref();
         let edited_at = current.as_ref().and_then(|c| c.edited_at_ms);
         let decision = match resolver.plan(change, current_row, edited_at, request.client_id) {
@@ -309,6 +323,7 @@ pub(crate) fn apply_changes(
                 table: change.table.clone(),
                 id: change.id,
                 version: outcome.as_ref().map_or(0, |r| r.version),
+                kept,
             }),
             Some(planned) => {
                 let conflict = Conflict {
