@@ -1,0 +1,250 @@
+//! Schema evolution end to end: the server's owner changes the config's tables and
+//! restarts the server; installed devices follow on their next sync without losing a
+//! pending edit or an open conflict and without downloading their rows again; a device
+//! that has not followed yet never nulls a column it was not told about; a change stored
+//! rows or devices cannot follow is refused at start, naming the column.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use roster_client::Choice;
+use roster_e2e::{TestClient, TestServer, assert_converged, obj};
+use roster_protocol::{
+    ChangeOp, PROTOCOL_VERSION, SCHEMA_PATH, SyncRequest, SyncResponse, VersionedSchema,
+};
+use serde_json::{Value, json};
+
+/// The person table with `extra` columns appended and conflicts deferred to devices.
+fn person_config(extra: &str) -> String {
+    format!(
+        r#"
+[[tables]]
+name = "person"
+policy = "defer-to-client"
+columns = [
+  {{ name = "name", type = "text", required = true, max_len = 200 }},
+  {{ name = "email", type = "text" }},
+  {{ name = "city", type = "text", max_len = 100 }},
+  {{ name = "age", type = "integer" }},
+{extra}
+]
+"#
+    )
+}
+
+/// A column `nickname` (optional) and a required `level` with a default.
+const NEW_COLUMNS: &str = r#"
+  { name = "nickname", type = "text" },
+  { name = "level", type = "integer", required = true, default = 1 },
+"#;
+
+async fn served_version(server: &TestServer) -> u64 {
+    let schema: VersionedSchema = server
+        .http()
+        .get(format!("{}{SCHEMA_PATH}", server.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    schema.version
+}
+
+fn fields(value: Value) -> roster_protocol::Fields {
+    obj(value)
+}
+
+/// Two devices hold pending edits and one an open conflict when the server gains two
+/// columns: both follow on their next sync, the edits arrive, the conflict keeps its
+/// three versions (with the new columns) and is resolved with a value in a new column.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_added_while_devices_hold_edits_and_a_conflict_reaches_every_device() {
+    let mut server = TestServer::start_with_config(&person_config(""));
+    assert_eq!(served_version(&server).await, 1);
+    let a = TestClient::new(&server).await;
+    let b = TestClient::new(&server).await;
+    let disputed = a.insert("person", json!({"name": "Ann"}));
+    let edited = a.insert("person", json!({"name": "Bob"}));
+    a.client.sync().await.unwrap();
+    b.client.sync().await.unwrap();
+    // An open conflict on b, and a pending edit on each device.
+    a.update("person", disputed, json!({"city": "Oslo"}));
+    a.client.sync().await.unwrap();
+    b.update("person", disputed, json!({"city": "Rome"}));
+    b.client.sync().await.unwrap();
+    assert_eq!(b.client.store().open_conflicts().unwrap().len(), 1);
+    a.update("person", edited, json!({"email": "bob@example.org"}));
+    let inserted = b.insert("person", json!({"name": "Cy"}));
+
+    server.restart_with_config(&person_config(NEW_COLUMNS));
+    assert_eq!(served_version(&server).await, 2);
+    a.client.sync().await.unwrap();
+    b.client.sync().await.unwrap();
+    for device in [&a, &b] {
+        assert_eq!(device.client.store().schema_version().unwrap(), 2);
+        assert_eq!(device.pending(), 0, "the edits arrived");
+    }
+    let open = b.client.store().open_conflicts().unwrap();
+    assert_eq!(open.len(), 1, "the conflict survived the migration");
+    for side in [&open[0].local, &open[0].remote, &open[0].base] {
+        let side = side.as_ref().unwrap();
+        assert_eq!(side["nickname"], Value::Null, "{side:?}");
+        assert_eq!(side["level"], json!(1), "{side:?}");
+    }
+    let mut merged = open[0].local.clone().unwrap();
+    merged.insert("nickname".into(), json!("Annie"));
+    b.client
+        .store()
+        .resolve_conflict("person", disputed, Choice::Merge(merged))
+        .unwrap();
+    b.client.sync().await.unwrap();
+    a.client.sync().await.unwrap();
+
+    let live = server.live("person").await;
+    assert_eq!(live[&disputed]["nickname"], json!("Annie"));
+    assert_eq!(live[&disputed]["city"], json!("Rome"));
+    assert_eq!(live[&edited]["email"], json!("bob@example.org"));
+    assert!(live.contains_key(&inserted));
+    assert_converged(&server, "person", &[&a, &b]).await;
+    assert_eq!(a.live("person")[&edited]["level"], json!(1));
+    assert!(
+        b.client.store().conflict_history(10).unwrap().len() >= 2,
+        "the history kept the conflict and the choice"
+    );
+}
+
+/// A device that has not followed the new schema yet pushes rows without the new
+/// column, through the engine and as a raw request: the server keeps the column's value
+/// another device gave it, and the device takes it in when it follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_has_not_followed_keeps_a_column_it_never_knew() {
+    let mut server = TestServer::start_with_config(&person_config(""));
+    let old = TestClient::new(&server).await;
+    let new = TestClient::new(&server).await;
+    let row = old.insert("person", json!({"name": "Ann"}));
+    let untouched = old.insert("person", json!({"name": "Bob"}));
+    old.client.sync().await.unwrap();
+    new.client.sync().await.unwrap();
+    old.update("person", row, json!({"city": "Oslo"}));
+
+    server.restart_with_config(&person_config(NEW_COLUMNS));
+    new.client.sync().await.unwrap();
+    new.update("person", row, json!({"nickname": "Annie"}));
+    new.update("person", untouched, json!({"nickname": "Bobby"}));
+    new.client.sync().await.unwrap();
+
+    // An application that predates schema versions: an update of the current version
+    // without the new columns is acknowledged with the values the server kept.
+    let stored = server.rows().await;
+    let version = stored[&("person".to_owned(), untouched)].version;
+    let request = SyncRequest {
+        protocol: PROTOCOL_VERSION,
+        client_id: uuid::Uuid::now_v7(),
+        since: 0,
+        changes: vec![roster_protocol::Change {
+            table: "person".into(),
+            id: untouched,
+            op: ChangeOp::Update,
+            base_version: Some(version),
+            fields: Some(fields(json!({"name": "Robert"}))),
+            base_fields: Some(fields(json!({"name": "Bob"}))),
+            edited_at_ms: None,
+        }],
+        pull_limit: 10,
+        round: None,
+        batch_id: Some(uuid::Uuid::now_v7()),
+    };
+    let answer: SyncResponse = server
+        .http()
+        .post(format!("{}{}", server.url(), roster_protocol::SYNC_PATH))
+        .json(&request)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer.schema_version, 2);
+    let kept = answer.acks[0].kept.as_ref().unwrap();
+    assert_eq!(kept["nickname"], json!("Bobby"));
+
+    // The engine's push of an edit made before the change (a conflict merged field by
+    // field on the server).
+    old.client.sync().await.unwrap();
+    let live = server.live("person").await;
+    assert_eq!(live[&row]["nickname"], json!("Annie"), "not nulled");
+    assert_eq!(
+        live[&row]["city"],
+        json!("Oslo"),
+        "the old device's edit arrived"
+    );
+    assert_eq!(live[&untouched]["nickname"], json!("Bobby"));
+    assert_eq!(live[&untouched]["name"], json!("Robert"));
+    new.client.sync().await.unwrap();
+    old.client.sync().await.unwrap();
+    assert_converged(&server, "person", &[&old, &new]).await;
+}
+
+/// A table added to the config reaches a device holding data, and syncs both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_table_reaches_devices_and_syncs() {
+    let mut server = TestServer::start_with_config(&person_config(""));
+    let a = TestClient::new(&server).await;
+    let b = TestClient::new(&server).await;
+    a.insert("person", json!({"name": "Ann"}));
+    a.client.sync().await.unwrap();
+    b.client.sync().await.unwrap();
+    let pending = b.insert("person", json!({"name": "Bob"}));
+    let config = format!(
+        "{}\n[[tables]]\nname = \"task\"\ncolumns = [{{ name = \"title\", type = \"text\", required = true }}]\n",
+        person_config("")
+    );
+    server.restart_with_config(&config);
+    a.client.sync().await.unwrap();
+    let task = a.insert("task", json!({"title": "write tests"}));
+    a.client.sync().await.unwrap();
+    b.client.sync().await.unwrap();
+    assert_eq!(b.live("task")[&task]["title"], json!("write tests"));
+    assert!(server.live("person").await.contains_key(&pending));
+    a.client.sync().await.unwrap();
+    assert_converged(&server, "task", &[&a, &b]).await;
+    assert_converged(&server, "person", &[&a, &b]).await;
+}
+
+/// Each change stored rows or devices cannot follow is refused at start with the table,
+/// the column and why; the running schema and its version stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_incompatible_change_is_refused_at_start_naming_the_column() {
+    let server = TestServer::start_with_config(&person_config(NEW_COLUMNS));
+    let cases = [
+        (
+            person_config(""),
+            "person.nickname: column dropped or renamed",
+        ),
+        (
+            person_config(NEW_COLUMNS).replace("\"nickname\"", "\"nick\""),
+            "person.nickname: column dropped or renamed",
+        ),
+        (
+            person_config(NEW_COLUMNS).replace(
+                r#"name = "age", type = "integer""#,
+                r#"name = "age", type = "text""#,
+            ),
+            "person.age: type changed from an integer to text",
+        ),
+        (
+            person_config(NEW_COLUMNS).replace("max_len = 100", "max_len = 50"),
+            "person.city: max_len narrowed from 100 to 50",
+        ),
+        (
+            person_config(&format!(
+                "{NEW_COLUMNS}  {{ name = \"badge\", type = \"text\", required = true }},"
+            )),
+            "person.badge: new required column without a default",
+        ),
+    ];
+    for (config, named) in cases {
+        let stderr = server.refused_start(&config);
+        assert!(stderr.contains(named), "expected {named:?} in: {stderr}");
+    }
+    assert_eq!(served_version(&server).await, 1);
+}
