@@ -248,3 +248,144 @@ async fn each_incompatible_change_is_refused_at_start_naming_the_column() {
     }
     assert_eq!(served_version(&server).await, 1);
 }
+
+/// A device process killed (SIGKILL) in the middle of its local migration keeps its old
+/// store whole (schema, version, pending edit), and its next sync migrates it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_killed_during_its_migration_keeps_its_store_and_migrates_next_time() {
+    use std::io::BufRead;
+
+    let mut server = TestServer::start_with_config(&person_config(""));
+    let mut device = TestClient::new(&server).await;
+    let row = device.insert("person", json!({"name": "Ann"}));
+    device.client.sync().await.unwrap();
+    device.update("person", row, json!({"city": "Oslo"}));
+    server.restart_with_config(&person_config(NEW_COLUMNS));
+
+    let mut child = roster_e2e::cli::roster_command(
+        device.dir(),
+        &["sync"],
+        &[
+            ("ROSTER_LOG", "info"),
+            ("ROSTER_TEST_MIGRATION_PAUSE_MS", "20000"),
+        ],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let reached = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .any(|line| line.contains("migrating the store"))
+    })
+    .await
+    .unwrap();
+    assert!(reached, "the sync never started migrating");
+    child.kill().unwrap();
+    assert!(!child.wait().unwrap().success());
+
+    device.reopen();
+    let store = device.client.store();
+    assert_eq!(store.schema_version().unwrap(), 1, "the old store stands");
+    assert!(
+        store
+            .schema()
+            .table("person")
+            .unwrap()
+            .column("nickname")
+            .is_none()
+    );
+    assert_eq!(device.pending(), 1, "the edit is still pending");
+    let conn = rusqlite::Connection::open(device.dir().join(roster_client::DB_FILE)).unwrap();
+    let verdict: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(verdict, "ok");
+
+    device.client.sync().await.unwrap();
+    assert_eq!(device.client.store().schema_version().unwrap(), 2);
+    assert_eq!(server.live("person").await[&row]["city"], json!("Oslo"));
+    assert_converged(&server, "person", &[&device]).await;
+}
+
+/// The person table with a `nick` column, and what an administrator migrates it to:
+/// `nick` renamed `nickname`, `city` dropped.
+const WITH_NICK: &str = r#"
+[[tables]]
+name = "person"
+columns = [
+  { name = "name", type = "text", required = true },
+  { name = "email", type = "text" },
+  { name = "city", type = "text" },
+  { name = "nick", type = "text" },
+]
+"#;
+const RENAMED_AND_DROPPED: &str = r#"
+[[tables]]
+name = "person"
+columns = [
+  { name = "name", type = "text", required = true },
+  { name = "email", type = "text" },
+  { name = "nickname", type = "text" },
+]
+"#;
+
+/// An administrator renames a column and drops another with `roster-server migrate`
+/// while a device holds an edit made before: the start refuses the config until then,
+/// the migration names what it needs, rewrites only the rows whose values change, and
+/// every device converges on the new columns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_rename_and_drop_reach_every_device() {
+    let mut server = TestServer::start_with_config(WITH_NICK);
+    let a = TestClient::new(&server).await;
+    let b = TestClient::new(&server).await;
+    let named = a.insert(
+        "person",
+        json!({"name": "Al", "nick": "Ally", "city": "Oslo"}),
+    );
+    let plain = a.insert("person", json!({"name": "Bo"}));
+    a.client.sync().await.unwrap();
+    b.client.sync().await.unwrap();
+    b.update("person", plain, json!({"email": "bo@example.org"}));
+
+    let refused = server.refused_start(RENAMED_AND_DROPPED);
+    assert!(
+        refused.contains("person.nick: column dropped or renamed"),
+        "{refused}"
+    );
+    let (ok, _, stderr) = server.admin_with_config(RENAMED_AND_DROPPED, &["migrate"]);
+    assert!(!ok && stderr.contains("person.city"), "{stderr}");
+    let (ok, stdout, stderr) = server.admin_with_config(
+        RENAMED_AND_DROPPED,
+        &[
+            "migrate",
+            "--rename",
+            "person.nick=nickname",
+            "--drop",
+            "person.city",
+        ],
+    );
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("schema version 2: 1 rows rewritten"),
+        "only the row with values moves: {stdout}"
+    );
+    server.restart_with_config(RENAMED_AND_DROPPED);
+    assert_eq!(served_version(&server).await, 2);
+
+    b.client.sync().await.unwrap();
+    a.client.sync().await.unwrap();
+    let live = server.live("person").await;
+    assert_eq!(live[&named]["nickname"], json!("Ally"));
+    assert!(!live[&named].contains_key("city"));
+    assert_eq!(live[&plain]["email"], json!("bo@example.org"));
+    for device in [&a, &b] {
+        let schema = device.client.store().schema();
+        assert!(schema.table("person").unwrap().column("city").is_none());
+        assert_eq!(device.client.store().schema_version().unwrap(), 2);
+    }
+    assert_converged(&server, "person", &[&a, &b]).await;
+}

@@ -69,15 +69,17 @@ impl Application {
         let (backend, served) = tokio::task::spawn_blocking(move || {
             let backend = store::open(&db)?;
             let served = crate::schema_version::adopt(backend.sync.as_ref(), &wanted)?;
-            Ok::<_, StartError>((backend, served))
+            let retired = crate::schema_version::retired_columns(backend.sync.as_ref(), &wanted)?;
+            Ok::<_, StartError>((backend, (served, retired)))
         })
         .await
         .map_err(|e| StartError::Store(StoreError::Unavailable(e.to_string())))??;
+        let (served, retired) = served;
         tracing::info!(version = served.version, "serving schema");
         // PostgreSQL: versions committed by other instances reach this one's streams.
         backend.sync.start_change_listener()?;
         let mut state = ServerState::new(backend.sync.clone(), backend.accounts, config)
-            .with_schema_version(served.version);
+            .with_served_schema(served.version, retired);
         let feed = state.feed();
         if let Some(handler) = handler {
             state = state.with_handler(handler);

@@ -28,7 +28,7 @@ use crate::feed::{Access, Feed, FeedLimits, Recheck, Stream};
 use crate::quota::UserQuota;
 use crate::resolve::{Resolver, ServerConflictHandler};
 use crate::store::{StoreError, SyncStore};
-use roster_protocol::validate::decode_request;
+use roster_protocol::validate::{RetiredColumns, decode_request_retiring};
 
 /// Shared state of the router.
 #[derive(Clone)]
@@ -38,6 +38,8 @@ pub struct ServerState {
     schema: Arc<Schema>,
     /// The version of `schema` ([`crate::schema_version`]), sent with every answer.
     schema_version: u64,
+    /// Columns older versions declared: removed from requests, not refused.
+    retired: Arc<RetiredColumns>,
     resolver: Arc<Resolver>,
     auth_limiter: Arc<AuthLimiter>,
     user_quota: Arc<UserQuota>,
@@ -59,15 +61,18 @@ impl ServerState {
             accounts,
             schema: Arc::new(config.schema()),
             schema_version: 0,
+            retired: Arc::default(),
             resolver: Arc::new(Resolver::new(config)),
             auth_limiter: Arc::new(AuthLimiter::new(AuthLimits::from_config(config))),
             user_quota: Arc::new(UserQuota::new(config.user_requests_per_minute)),
         }
     }
 
-    /// The same state serving its schema as `version` (see [`crate::schema_version`]).
-    pub fn with_schema_version(mut self, version: u64) -> Self {
+    /// The same state serving its schema as `version`, removing the values of
+    /// `retired` columns from requests (see [`crate::schema_version`]).
+    pub fn with_served_schema(mut self, version: u64, retired: RetiredColumns) -> Self {
         self.schema_version = version;
+        self.retired = Arc::new(retired);
         self
     }
 
@@ -509,7 +514,7 @@ async fn sync(
             HttpError::new(ErrorCode::MalformedRequest, rejection.body_text())
         }
     })?;
-    let request = decode_request(&body, &state.schema)?;
+    let request = decode_request_retiring(&body, &state.schema, &state.retired)?;
     let store = state.store.clone();
     let resolver = state.resolver.clone();
     let schema_version = state.schema_version;

@@ -14,6 +14,8 @@
 //!   and the hub the store announces committed versions into.
 //! * [`schema_version`]: the versioned schema the server serves, adopted at start (a
 //!   compatible change is a new version, an incompatible one refuses the start).
+//! * [`schema_migration`]: the administrator's `migrate` command for the changes the
+//!   start refuses (renames, drops, narrower rules), rewriting stored rows.
 //! * [`http`]: the axum router: request decoding, validation and error bodies.
 //! * [`app`]: the one way to start the service (store, state, router, listener and the
 //!   background purge), used by the binary, [`embed`] and the tests.
@@ -34,6 +36,7 @@ pub mod http;
 pub mod listener;
 pub mod quota;
 pub mod resolve;
+pub mod schema_migration;
 pub mod schema_version;
 pub mod store;
 pub mod tls;

@@ -16,6 +16,7 @@
 //! refused like a dropped column, so old and new configs never serve side by side).
 
 use roster_protocol::evolve::{self, SchemaChange};
+use roster_protocol::validate::RetiredColumns;
 use roster_protocol::{Schema, VersionedSchema};
 
 use crate::store::{StoreError, SyncStore};
@@ -53,16 +54,49 @@ fn list(changes: &[SchemaChange]) -> String {
         .join("\n")
 }
 
-/// The newest stored schema, decoded.
-pub fn stored(store: &dyn SyncStore) -> Result<Option<VersionedSchema>, StoreError> {
+/// Every stored schema, oldest first, decoded.
+fn history(store: &dyn SyncStore) -> Result<Vec<VersionedSchema>, StoreError> {
     store
-        .latest_schema()?
+        .schema_history()?
+        .into_iter()
         .map(|(version, text)| {
             serde_json::from_str(&text)
                 .map(|schema| VersionedSchema { version, schema })
                 .map_err(|e| StoreError::Corrupt(format!("stored schema {version}: {e}")))
         })
-        .transpose()
+        .collect()
+}
+
+/// The newest stored schema, decoded.
+pub fn stored(store: &dyn SyncStore) -> Result<Option<VersionedSchema>, StoreError> {
+    Ok(history(store)?.pop())
+}
+
+/// The columns an older stored version of `current`'s tables declared and `current`
+/// does not: what a device that has not followed a drop (or rename) yet still sends.
+/// The server removes their values from requests instead of refusing them
+/// ([`roster_protocol::validate::decode_request_retiring`]).
+pub fn retired_columns(
+    store: &dyn SyncStore,
+    current: &Schema,
+) -> Result<RetiredColumns, StoreError> {
+    let mut retired = RetiredColumns::new();
+    for old in history(store)? {
+        for table in &old.schema.tables {
+            let Ok(now) = current.table(&table.name) else {
+                continue;
+            };
+            for column in &table.columns {
+                if now.column(&column.name).is_none() {
+                    retired
+                        .entry(table.name.clone())
+                        .or_default()
+                        .insert(column.name.clone());
+                }
+            }
+        }
+    }
+    Ok(retired)
 }
 
 /// Stores `schema` as the version after `previous`; `false` when another instance

@@ -44,6 +44,11 @@ impl LocalStore {
             return Ok(Vec::new());
         }
         let changes = evolve::diff(&self.schema(), &target.schema);
+        tracing::info!(
+            from = held,
+            to = target.version,
+            "migrating the store to the server's schema"
+        );
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         sql::create_missing(&tx, &target.schema)?;
         set_meta(&tx, "schema", &schema_json)?;

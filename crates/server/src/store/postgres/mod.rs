@@ -235,8 +235,29 @@ impl SyncStore for PostgresStore {
         self.hub.clone()
     }
 
-    fn latest_schema(&self) -> Result<Option<(u64, String)>, StoreError> {
-        schema_versions::latest(&mut *self.conn()?)
+    fn schema_history(&self) -> Result<Vec<(u64, String)>, StoreError> {
+        schema_versions::history(&mut *self.conn()?)
+    }
+
+    fn migrate_rows(
+        &self,
+        version: u64,
+        schema: &str,
+        tables: &[String],
+        dropped_tables: &[String],
+        rewrite: &mut dyn FnMut(
+            &str,
+            &mut roster_protocol::Fields,
+        ) -> Result<super::Rewrite, String>,
+    ) -> Result<super::MigrationReport, StoreError> {
+        schema_versions::migrate_rows(
+            &mut *self.conn()?,
+            version,
+            schema,
+            tables,
+            dropped_tables,
+            rewrite,
+        )
     }
 
     fn record_schema(&self, version: u64, schema: &str) -> Result<bool, StoreError> {

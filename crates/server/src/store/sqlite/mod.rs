@@ -199,8 +199,29 @@ impl SyncStore for SqliteStore {
         self.hub.clone()
     }
 
-    fn latest_schema(&self) -> Result<Option<(u64, String)>, StoreError> {
-        schema_versions::latest(&*self.pool.get()?)
+    fn schema_history(&self) -> Result<Vec<(u64, String)>, StoreError> {
+        schema_versions::history(&*self.pool.get()?)
+    }
+
+    fn migrate_rows(
+        &self,
+        version: u64,
+        schema: &str,
+        tables: &[String],
+        dropped_tables: &[String],
+        rewrite: &mut dyn FnMut(
+            &str,
+            &mut roster_protocol::Fields,
+        ) -> Result<super::Rewrite, String>,
+    ) -> Result<super::MigrationReport, StoreError> {
+        schema_versions::migrate_rows(
+            &mut *self.pool.get()?,
+            version,
+            schema,
+            tables,
+            dropped_tables,
+            rewrite,
+        )
     }
 
     fn record_schema(&self, version: u64, schema: &str) -> Result<bool, StoreError> {
