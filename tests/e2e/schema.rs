@@ -389,3 +389,30 @@ async fn an_admin_rename_and_drop_reach_every_device() {
     }
     assert_converged(&server, "person", &[&a, &b]).await;
 }
+
+/// Instances on one database: two started together with a new compatible config store
+/// one new version between them (not two), and an instance started afterwards with the
+/// older config is refused, naming the column it lacks, so mixed configs never both
+/// start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_starting_together_agree_on_one_version_and_an_older_config_is_refused() {
+    let mut first = TestServer::start_with_config(&person_config(""));
+    first.kill();
+    std::fs::write(first.dir().join("config.toml"), person_config(NEW_COLUMNS)).unwrap();
+    let (one, two) = std::thread::scope(|scope| {
+        let one = scope.spawn(|| first.another_instance());
+        let two = scope.spawn(|| first.another_instance());
+        (one.join().unwrap(), two.join().unwrap())
+    });
+    assert_eq!(served_version(&one).await, 2);
+    assert_eq!(served_version(&two).await, 2);
+    let refused = one.refused_start(&person_config(""));
+    assert!(
+        refused.contains("person.level: column dropped or renamed"),
+        "{refused}"
+    );
+    let device = TestClient::new(&one).await;
+    let row = device.insert("person", json!({"name": "Ann", "nickname": "Annie"}));
+    device.client.sync().await.unwrap();
+    assert_eq!(two.live("person").await[&row]["nickname"], json!("Annie"));
+}
