@@ -309,6 +309,15 @@ async fn a_device_killed_during_its_migration_keeps_its_store_and_migrates_next_
     assert_eq!(device.client.store().schema_version().unwrap(), 2);
     assert_eq!(server.live("person").await[&row]["city"], json!("Oslo"));
     assert_converged(&server, "person", &[&device]).await;
+
+    // The CLI works on the schema the store holds: the new column, without a rebuild.
+    let id = row.to_string();
+    roster_e2e::cli::run_roster(device.dir(), &["edit", &id, "nickname=Annie"], &[]).assert_exit(0);
+    roster_e2e::cli::run_roster(device.dir(), &["sync"], &[]).assert_exit(0);
+    assert_eq!(
+        server.live("person").await[&row]["nickname"],
+        json!("Annie")
+    );
 }
 
 /// The person table with a `nick` column, and what an administrator migrates it to:

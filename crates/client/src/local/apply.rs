@@ -105,7 +105,10 @@ fn take_kept_values(
             known.insert(column.name.clone(), value.clone());
         }
     }
-    let mut row = sql::read_row(tx, table, ack.id)?.unwrap_or_default();
+    // A row deleted here since it was sent has nothing to take them into.
+    let Some(mut row) = sql::read_row(tx, table, ack.id)? else {
+        return Ok(());
+    };
     row.extend(known.clone());
     check_server_row(table, ack.id, &row)?;
     sql::write_columns(tx, table, ack.id, &known)
