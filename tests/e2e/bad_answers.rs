@@ -71,6 +71,7 @@ fn page(watermark: u64, has_more: bool, changes: Vec<ServerChange>) -> SyncRespo
         has_more,
         newest: watermark + 1,
         staged: false,
+        schema_version: 0,
         rollback: None,
         epoch: 0,
         rebase: None,

@@ -402,6 +402,64 @@ impl TestServer {
         panic!("server did not restart on {}: {last:?}", self.addr);
     }
 
+    /// Replaces the server's config with `config` and restarts it on it (same port and
+    /// database): how an owner changes the schema.
+    pub fn restart_with_config(&mut self, config: &str) {
+        std::fs::write(self.dir.path().join("config.toml"), config).unwrap();
+        self.restart();
+    }
+
+    /// Starts a server process on this database with `config`, which it must refuse to
+    /// serve: returns what it printed on stderr. Fails if it starts listening.
+    pub fn refused_start(&self, config: &str) -> String {
+        let path = self.dir.path().join("refused.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut child = Command::new(bin_path("roster-server"))
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--db")
+            .arg(self.db.url())
+            .arg("--config")
+            .arg(&path)
+            .env("ROSTER_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + SERVER_START_LIMIT;
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the server started with a config it should refuse:\n{config}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(!out.status.success(), "the refused start must fail");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// Runs the admin command `roster-server --config CONFIG --db DB ARGS...` with
+    /// `config` written to a file; returns whether it succeeded, and its stdout and stderr.
+    pub fn admin_with_config(&self, config: &str, args: &[&str]) -> (bool, String, String) {
+        let path = self.dir.path().join("admin.toml");
+        std::fs::write(&path, config).unwrap();
+        let out = Command::new(bin_path("roster-server"))
+            .arg("--config")
+            .arg(&path)
+            .arg("--db")
+            .arg(self.db.url())
+            .args(args)
+            .env("ROSTER_LOG", "warn")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// Runs `roster-server purge-tombstones --older-than-secs 0` against the database
     /// (a separate process, while the server keeps running).
     pub fn purge_all_tombstones(&self) -> String {
@@ -464,9 +522,25 @@ impl TestServer {
         }
     }
 
-    /// Live rows of `table` in [`DEFAULT_USER`]'s data set, by id.
+    /// Live rows of `table` in [`DEFAULT_USER`]'s data set, by id, each with every
+    /// column the server serves (a row stored before a column existed reads its
+    /// default, else null, as on a device).
     pub async fn live(&self, table: &str) -> BTreeMap<RowId, Fields> {
-        live_of(self.rows().await, table)
+        let schema = self.served_schema(&self.http()).await;
+        live_of(self.rows().await, table, &schema)
+    }
+
+    /// The schema the server serves, read with `http`.
+    async fn served_schema(&self, http: &reqwest::Client) -> roster_protocol::Schema {
+        http.get(format!("{}{}", self.url(), roster_protocol::SCHEMA_PATH))
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     /// The server's conflict log (every data set) as (table, row id, kind, resolution),
@@ -482,7 +556,8 @@ impl TestServer {
         dataset: Option<&str>,
         table: &str,
     ) -> BTreeMap<RowId, Fields> {
-        live_of(self.rows_as(token, dataset).await, table)
+        let schema = self.served_schema(&authed_http(token, dataset)).await;
+        live_of(self.rows_as(token, dataset).await, table, &schema)
     }
 
     /// The conflict log entries of one data set, as [`TestServer::conflict_log`].
@@ -491,11 +566,25 @@ impl TestServer {
     }
 }
 
-/// Live rows of `table` among `rows`, by id.
-fn live_of(rows: BTreeMap<(String, RowId), ServerRow>, table: &str) -> BTreeMap<RowId, Fields> {
+/// Live rows of `table` among `rows`, by id, with the columns `schema` declares that a
+/// row lacks given their default (else null).
+fn live_of(
+    rows: BTreeMap<(String, RowId), ServerRow>,
+    table: &str,
+    schema: &roster_protocol::Schema,
+) -> BTreeMap<RowId, Fields> {
+    let declared = schema.table(table).ok();
     rows.into_iter()
         .filter(|((t, _), row)| t == table && !row.deleted)
-        .map(|((_, id), row)| (id, row.fields.unwrap_or_default()))
+        .map(|((_, id), row)| {
+            let mut fields = row.fields.unwrap_or_default();
+            for column in declared.iter().flat_map(|t| &t.columns) {
+                fields
+                    .entry(column.name.clone())
+                    .or_insert_with(|| column.default.clone().unwrap_or(Value::Null));
+            }
+            (id, fields)
+        })
         .collect()
 }
 

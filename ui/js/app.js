@@ -2,7 +2,7 @@
 
 import { api, on } from "./api.js";
 import { $ } from "./util.js";
-import { initRecords, leaveEditor, onRecordsChanged, tableColumns } from "./records.js";
+import { applySchema, initRecords, leaveEditor, onRecordsChanged, tableColumns } from "./records.js";
 import { initConflicts, loadConflicts } from "./conflicts.js";
 import { initHistory, loadHistory } from "./history.js";
 import { initSettings, loadSettings } from "./settings.js";
@@ -75,6 +75,8 @@ async function start() {
 
   await on("sync-status", (status) => {
     const previous = showStatus(status);
+    // A sync may have made the store follow a newer server schema (a new column).
+    api.schema().then(applySchema).catch((error) => console.error(error));
     if (currentView === "conflicts" && previous && previous.open_conflicts !== status.open_conflicts) {
       loadConflicts();
     }

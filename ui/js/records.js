@@ -30,14 +30,40 @@ const state = {
   conflictIds: new Set(), // rows held by an open conflict
 };
 
-/** Builds the view for `schema` and loads the first page. */
-export function initRecords(schema) {
+/** Takes the columns of `schema`'s shown table (list, editor, and through
+ *  `tableColumns` the conflict and history views); false when they did not change. */
+function takeColumns(schema) {
   const table = schema.tables.find((t) => t.name === "person") ?? schema.tables[0];
+  if (state.table === table.name && JSON.stringify(state.columns) === JSON.stringify(table.columns)) {
+    return false;
+  }
   state.table = table.name;
   state.columns = table.columns;
   state.listColumns = table.columns
     .filter((c) => !(c.type === "text" && (c.max_len ?? 10000) > LONG_TEXT))
     .slice(0, 5);
+  return true;
+}
+
+/** Follows a schema the store took from the server after a sync (a new column): the list
+ *  and the editor are rebuilt with it, the open record refilled; unsaved typing in the
+ *  editor keeps its form until it is saved or closed. */
+export function applySchema(schema) {
+  if (state.dirty && !$("editor").hidden) return;
+  if (!takeColumns(schema)) return;
+  buildHead();
+  buildForm();
+  reload(true);
+  if (!$("editor").hidden && state.openId) {
+    const id = state.openId;
+    api.get(state.table, id).then((record) => { if (id === state.openId) fillForm(record); })
+      .catch((error) => console.error(error));
+  }
+}
+
+/** Builds the view for `schema` and loads the first page. */
+export function initRecords(schema) {
+  takeColumns(schema);
   buildHead();
   buildForm();
 

@@ -7,6 +7,7 @@ pub mod encryption;
 pub mod import;
 pub mod live;
 pub mod queries;
+pub mod schema;
 pub mod split;
 pub mod sync;
 
@@ -43,6 +44,8 @@ pub enum Scenario {
     Encryption,
     /// Export to CSV and import from CSV of 100k people through the client API.
     Import,
+    /// A store of 1M rows following a schema with two added columns (issue 13).
+    Schema,
     /// Live sync: edit-to-visible latency through the change feed (also across two
     /// PostgreSQL instances), and the server's cost of idle streams.
     Live,
@@ -61,11 +64,12 @@ impl Scenario {
             Scenario::Split => "split",
             Scenario::Encryption => "encryption",
             Scenario::Import => "import",
+            Scenario::Schema => "schema",
             Scenario::Live => "live",
         }
     }
 
-    pub const ALL: [Scenario; 11] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::Baseline,
         Scenario::FirstSync,
         Scenario::Push,
@@ -76,6 +80,7 @@ impl Scenario {
         Scenario::Split,
         Scenario::Encryption,
         Scenario::Import,
+        Scenario::Schema,
         Scenario::Live,
     ];
 }
@@ -96,6 +101,8 @@ pub struct Sizes {
     pub query_reps: usize,
     pub split: u64,
     pub import: u64,
+    /// Rows of the store that follows a new schema.
+    pub schema: u64,
 }
 
 impl Sizes {
@@ -113,6 +120,7 @@ impl Sizes {
             query_reps: 30,
             split: 100_000,
             import: 100_000,
+            schema: 1_000_000,
         }
     }
 
@@ -130,6 +138,7 @@ impl Sizes {
             query_reps: 10,
             split: 20_000,
             import: 20_000,
+            schema: 100_000,
         }
     }
 }

@@ -216,7 +216,7 @@ async fn run(mut cli: Cli, out: &Output) -> anyhow::Result<()> {
         let client =
             SyncClient::init_with_key(&dir, server, &credentials, &security, key.as_ref(), schema)
                 .await?;
-        return out.initialised(&dir, &client.store().status()?, client.store().schema());
+        return out.initialised(&dir, &client.store().status()?, &client.store().schema());
     }
     let mut client = SyncClient::open_with_key(&dir, key.as_ref())?;
     if options != SyncOptions::default() {

@@ -30,7 +30,8 @@ pub fn choice(
         .into_iter()
         .find(|c| c.table == table && c.id == id)
         .ok_or_else(|| ClientError::BadInput(format!("no open conflict on {table} {id}")))?;
-    let schema = store.schema().table(table)?;
+    let schemas = store.schema();
+    let schema = schemas.table(table)?;
     let mut row = conflict
         .local
         .clone()

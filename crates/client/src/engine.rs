@@ -148,17 +148,21 @@ impl SyncClient {
         if dir.join(crate::local::DB_FILE).exists() {
             return Err(ClientError::AlreadyInitialised(dir.display().to_string()));
         }
-        let schema = match schema {
-            Some(schema) => schema,
+        // A given schema has no version: the first answer makes the store follow the
+        // server's.
+        let (schema, version) = match schema {
+            Some(schema) => (schema, 0),
             None => {
                 let options = SyncOptions::default().transport(security.clone());
-                HttpTransport::with_options(&url, &options)?
+                let served = HttpTransport::with_options(&url, &options)?
                     .with_credentials(credentials)
-                    .schema()
-                    .await?
+                    .versioned_schema()
+                    .await?;
+                (served.schema, served.version)
             }
         };
         let store = LocalStore::create_with_key(dir, &url, &schema, key)?;
+        store.set_schema_version(version)?;
         store.set_credentials(credentials)?;
         store.set_connection_security(security)?;
         drop(store);
@@ -292,6 +296,23 @@ impl SyncClient {
             .await
     }
 
+    /// Fetches the server's schema and migrates the store to it, in one local
+    /// transaction (see [`LocalStore::migrate_schema`]). `at_least` is the version an
+    /// answer was made with; a server still serving an older one (another instance not
+    /// yet restarted) fails the round, which the next one retries.
+    async fn follow_schema(&self, at_least: u64) -> Result<(), ClientError> {
+        let served = self.transport.versioned_schema().await?;
+        if served.version < at_least {
+            return Err(ClientError::Protocol(format!(
+                "the server answered with schema version {at_least} but serves version {}",
+                served.version
+            )));
+        }
+        let store = self.store.clone();
+        blocking(move || store.migrate_schema(&served)).await?;
+        Ok(())
+    }
+
     /// Runs one sync round; see [`SyncClient::sync_with_progress`].
     pub async fn sync(&self) -> Result<SyncReport, ClientError> {
         self.sync_with_progress(|_| {}).await
@@ -305,12 +326,18 @@ impl SyncClient {
     }
 
     /// Applies one answer in one local transaction (with its watermark; with the time of
-    /// the last sync when `round_done`).
+    /// the last sync when `round_done`). An answer made with a newer schema than the
+    /// store holds first makes the store follow it ([`SyncClient::follow_schema`]).
     async fn apply(
         &self,
         received: Received,
         round_done: bool,
     ) -> Result<ApplyCounts, ClientError> {
+        let answered_with = received.response.schema_version;
+        let store = self.store.clone();
+        if answered_with > blocking(move || store.schema_version()).await? {
+            self.follow_schema(answered_with).await?;
+        }
         let store = self.store.clone();
         let handler = self.handler.clone();
         blocking(move || {

@@ -625,6 +625,7 @@ mod tests {
             has_more,
             newest: watermark + u64::from(has_more),
             staged,
+            schema_version: 0,
             rollback: None,
             epoch: 0,
             rebase: None,

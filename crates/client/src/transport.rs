@@ -450,6 +450,12 @@ impl HttpTransport {
         self.get(SCHEMA_PATH).await
     }
 
+    /// `GET /v1/schema` with the server's version of it (0 from a server that does not
+    /// version its schema).
+    pub async fn versioned_schema(&self) -> Result<roster_protocol::VersionedSchema, ClientError> {
+        self.get(SCHEMA_PATH).await
+    }
+
     /// `GET /v1/conflicts`: the server's conflict log, newest first.
     pub async fn conflict_log(
         &self,

@@ -3,7 +3,9 @@
 //! Everything that crosses the network is defined here, so the client and the server can
 //! never disagree on a field name. The crate has no I/O: it is plain data plus validation.
 //!
-//! * [`schema`]: which tables exist, their typed columns and how a row is validated.
+//! * [`schema`]: which tables exist, their typed columns and how a row is validated;
+//!   [`VersionedSchema`] is the schema with the server's version of it.
+//! * [`evolve`]: what changed between two schemas, and which changes are compatible.
 //! * [`sync`]: one sync round trip: [`SyncRequest`] and [`SyncResponse`].
 //! * [`conflict`]: conflict kinds (named from the client's point of view), policies and
 //!   resolutions.
@@ -16,6 +18,7 @@
 
 pub mod conflict;
 pub mod error;
+pub mod evolve;
 pub mod schema;
 pub mod sync;
 pub mod validate;
@@ -24,7 +27,9 @@ pub use conflict::{
     Conflict, ConflictKind, ConflictLogEntry, ConflictPolicy, Resolution, RollbackReport,
 };
 pub use error::{ApiError, ErrorCode};
-pub use schema::{ColumnDef, ColumnType, Fields, Schema, SchemaError, TableSchema, ValueFormat};
+pub use schema::{
+    ColumnDef, ColumnType, Fields, Schema, SchemaError, TableSchema, ValueFormat, VersionedSchema,
+};
 pub use sync::{
     Ack, Change, ChangeOp, ChangeShapeError, Rebase, RoundInfo, ServerChange, ServerRow,
     SyncRequest, SyncResponse,
@@ -39,7 +44,8 @@ pub const PROTOCOL_VERSION: u32 = 1;
 
 /// Path of the batch sync endpoint (POST, JSON [`SyncRequest`] → [`SyncResponse`]).
 pub const SYNC_PATH: &str = "/v1/sync";
-/// Path of the schema endpoint (GET → [`Schema`]).
+/// Path of the schema endpoint (GET → [`VersionedSchema`]: the [`Schema`]'s fields and
+/// its `version`).
 pub const SCHEMA_PATH: &str = "/v1/schema";
 /// Path of the server's conflict history (GET, `?limit=N&before=SEQ` → newest first
 /// list of [`ConflictLogEntry`]).

@@ -88,6 +88,11 @@ pub struct ColumnDef {
     /// A format its non-null values must have (email, phone, non-negative).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<ValueFormat>,
+    /// The value a row that does not carry this column has (a row stored before the
+    /// column existed, or sent by a device that does not know it yet). Lets a column be
+    /// added as required (see [`crate::evolve`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<Value>,
 }
 
 /// A synced table: a name and its typed columns. Every table also has an implicit `id`
@@ -105,6 +110,19 @@ pub struct TableSchema {
 pub struct Schema {
     /// Declared tables; names are unique.
     pub tables: Vec<TableSchema>,
+}
+
+/// The schema a server serves and its version: the number goes up by one each time the
+/// server's config changes the schema (see [`crate::evolve`]). On the wire the schema's
+/// fields sit next to `version`, so a client that reads only a [`Schema`] still can.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionedSchema {
+    /// The version, from 1; 0 from a server that does not version its schema.
+    #[serde(default)]
+    pub version: u64,
+    /// The tables.
+    #[serde(flatten)]
+    pub schema: Schema,
 }
 
 /// Why a schema or a row was rejected. Messages name the table, column and value at fault.
@@ -166,6 +184,7 @@ impl Schema {
             required,
             max_len: Some(max_len),
             format,
+            default: None,
         };
         Self {
             tables: vec![TableSchema {
@@ -180,6 +199,7 @@ impl Schema {
                         required: false,
                         max_len: None,
                         format: None,
+                        default: None,
                     },
                     text("city", false, 200, None),
                     text("notes", false, DEFAULT_TEXT_MAX_LEN, None),
@@ -219,6 +239,20 @@ impl Schema {
                         table.name, column.name
                     )));
                 }
+                if let Some(default) = &column.default {
+                    table.check_value(column, default).map_err(|e| match e {
+                        SchemaError::InvalidValue {
+                            table,
+                            column,
+                            reason,
+                        } => SchemaError::InvalidValue {
+                            table,
+                            column,
+                            reason: format!("its default is invalid: {reason}"),
+                        },
+                        other => other,
+                    })?;
+                }
             }
         }
         Ok(())
@@ -240,7 +274,8 @@ impl TableSchema {
     }
 
     /// Checks a complete row: no unknown column, every value of its column's type, every
-    /// required column present and non-null, texts within their length limit.
+    /// required column present and non-null, texts within their length limit. A column
+    /// the row does not carry counts as its default (null without one).
     pub fn validate_fields(&self, fields: &Fields) -> Result<(), SchemaError> {
         for key in fields.keys() {
             if self.column(key).is_none() {
@@ -251,45 +286,77 @@ impl TableSchema {
             }
         }
         for column in &self.columns {
-            let invalid = |reason: String| SchemaError::InvalidValue {
-                table: self.name.clone(),
-                column: column.name.clone(),
-                reason,
-            };
-            let value = fields.get(&column.name).unwrap_or(&Value::Null);
-            match (column.ty, value) {
-                (_, Value::Null) if column.required => {
-                    return Err(invalid("a value is required".into()));
-                }
-                (_, Value::Null) => {}
-                (ColumnType::Text, Value::String(s)) => {
-                    let max = column.max_len.unwrap_or(DEFAULT_TEXT_MAX_LEN);
-                    let len = s.chars().count();
-                    if len > max {
-                        return Err(invalid(format!(
-                            "text is {len} characters long, at most {max} allowed"
-                        )));
-                    }
-                    if column.required && s.trim().is_empty() {
-                        return Err(invalid("a value is required".into()));
-                    }
-                }
-                (ColumnType::Integer, Value::Number(n)) if n.is_i64() => {}
-                (ColumnType::Real, Value::Number(_)) => {}
-                (ColumnType::Boolean, Value::Bool(_)) => {}
-                (ty, other) => {
-                    return Err(invalid(format!(
-                        "expected {}, got {}",
-                        ty.describe(),
-                        describe_json(other)
-                    )));
-                }
-            }
-            if let Some(problem) = column.format.and_then(|format| format.problem(value)) {
-                return Err(invalid(problem.to_owned()));
-            }
+            let value = fields
+                .get(&column.name)
+                .or(column.default.as_ref())
+                .unwrap_or(&Value::Null);
+            self.check_value(column, value)?;
         }
         Ok(())
+    }
+
+    /// Checks one value of `column` (type, presence, length, format).
+    fn check_value(&self, column: &ColumnDef, value: &Value) -> Result<(), SchemaError> {
+        let invalid = |reason: String| SchemaError::InvalidValue {
+            table: self.name.clone(),
+            column: column.name.clone(),
+            reason,
+        };
+        match (column.ty, value) {
+            (_, Value::Null) if column.required => {
+                return Err(invalid("a value is required".into()));
+            }
+            (_, Value::Null) => {}
+            (ColumnType::Text, Value::String(s)) => {
+                let max = column.max_len.unwrap_or(DEFAULT_TEXT_MAX_LEN);
+                let len = s.chars().count();
+                if len > max {
+                    return Err(invalid(format!(
+                        "text is {len} characters long, at most {max} allowed"
+                    )));
+                }
+                if column.required && s.trim().is_empty() {
+                    return Err(invalid("a value is required".into()));
+                }
+            }
+            (ColumnType::Integer, Value::Number(n)) if n.is_i64() => {}
+            (ColumnType::Real, Value::Number(_)) => {}
+            (ColumnType::Boolean, Value::Bool(_)) => {}
+            (ty, other) => {
+                return Err(invalid(format!(
+                    "expected {}, got {}",
+                    ty.describe(),
+                    describe_json(other)
+                )));
+            }
+        }
+        if let Some(problem) = column.format.and_then(|format| format.problem(value)) {
+            return Err(invalid(problem.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Whether `fields` lacks a declared column (a row from before the column existed,
+    /// or from a device that does not know it).
+    pub fn lacks_a_column(&self, fields: &Fields) -> bool {
+        self.columns.iter().any(|c| !fields.contains_key(&c.name))
+    }
+
+    /// Gives every declared column `fields` lacks the value `known` holds for it (the
+    /// stored row, so a device never told about a column cannot null it), else the
+    /// column's default; a column with neither stays absent (null).
+    pub fn fill_missing(&self, fields: &mut Fields, known: Option<&Fields>) {
+        for column in &self.columns {
+            if fields.contains_key(&column.name) {
+                continue;
+            }
+            if let Some(value) = known
+                .and_then(|known| known.get(&column.name))
+                .or(column.default.as_ref())
+            {
+                fields.insert(column.name.clone(), value.clone());
+            }
+        }
     }
 }
 

@@ -191,6 +191,10 @@ pub struct Ack {
     pub id: RowId,
     /// Version the server assigned to the write (the row's new base version).
     pub version: u64,
+    /// The values the server kept for declared columns the change did not carry (a
+    /// device that did not know them yet): the device takes them into its row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept: Option<Fields>,
 }
 
 /// A row that changed on the server after the client's watermark. On the wire the row's
@@ -269,6 +273,15 @@ pub struct SyncResponse<C = ServerChange> {
     /// client must re-base before it syncs again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rebase: Option<Rebase>,
+    /// The version of the schema the server answered with ([`crate::VersionedSchema`]);
+    /// a device holding an older one migrates its store before applying the answer.
+    /// 0 from a server that does not version its schema.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub schema_version: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl<C> SyncResponse<C> {
@@ -293,6 +306,7 @@ impl<C> SyncResponse<C> {
             rollback: self.rollback,
             epoch: self.epoch,
             rebase: self.rebase,
+            schema_version: self.schema_version,
         })
     }
 }

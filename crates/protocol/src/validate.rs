@@ -13,12 +13,40 @@ use crate::{
 /// or an [`ApiError`] (`malformed_request` for bytes that are not a sync request, the
 /// validation codes otherwise); it never panics (fuzzed by `fuzz/` and a property test).
 pub fn decode_request(body: &[u8], schema: &Schema) -> Result<SyncRequest, ApiError> {
-    let request: SyncRequest = serde_json::from_slice(body).map_err(|e| {
+    decode_request_retiring(body, schema, &RetiredColumns::new())
+}
+
+/// Columns, by table, that an older version of a server's schema declared and the
+/// current one does not (dropped or renamed by an administrator).
+pub type RetiredColumns = std::collections::BTreeMap<String, std::collections::BTreeSet<String>>;
+
+/// [`decode_request`] for a schema that dropped columns: the values of `retired` columns
+/// are removed from every change before it is validated, so a device that has not
+/// followed the drop yet is not refused; any other unknown column still is.
+pub fn decode_request_retiring(
+    body: &[u8],
+    schema: &Schema,
+    retired: &RetiredColumns,
+) -> Result<SyncRequest, ApiError> {
+    let mut request: SyncRequest = serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             ErrorCode::MalformedRequest,
             format!("invalid sync request: {e}"),
         )
     })?;
+    if !retired.is_empty() {
+        for change in &mut request.changes {
+            let Some(columns) = retired.get(&change.table) else {
+                continue;
+            };
+            for fields in [&mut change.fields, &mut change.base_fields]
+                .into_iter()
+                .flatten()
+            {
+                fields.retain(|name, _| !columns.contains(name));
+            }
+        }
+    }
     validate_request(&request, schema)?;
     Ok(request)
 }

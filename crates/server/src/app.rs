@@ -26,6 +26,9 @@ pub enum StartError {
     /// The database could not be opened.
     #[error("cannot open the database: {0}")]
     Store(#[from] StoreError),
+    /// The config's tables cannot be served over what the database holds.
+    #[error("cannot serve the configured tables: {0}")]
+    Schema(#[from] crate::schema_version::SchemaVersionError),
     /// The TLS certificate or key could not be loaded.
     #[error("cannot use the TLS certificate: {0}")]
     Tls(#[from] TlsError),
@@ -66,13 +69,22 @@ impl Application {
         handler: Option<Arc<dyn ServerConflictHandler>>,
     ) -> Result<Self, StartError> {
         let db = db.to_path_buf();
+        let wanted = config.schema();
         // On a blocking thread: the PostgreSQL driver blocks.
-        let backend = tokio::task::spawn_blocking(move || store::open(&db))
-            .await
-            .map_err(|e| StartError::Store(StoreError::Unavailable(e.to_string())))??;
+        let (backend, served) = tokio::task::spawn_blocking(move || {
+            let backend = store::open(&db)?;
+            let served = crate::schema_version::adopt(backend.sync.as_ref(), &wanted)?;
+            let retired = crate::schema_version::retired_columns(backend.sync.as_ref(), &wanted)?;
+            Ok::<_, StartError>((backend, (served, retired)))
+        })
+        .await
+        .map_err(|e| StartError::Store(StoreError::Unavailable(e.to_string())))??;
+        let (served, retired) = served;
+        tracing::info!(version = served.version, "serving schema");
         // PostgreSQL: versions committed by other instances reach this one's streams.
         backend.sync.start_change_listener()?;
-        let mut state = ServerState::new(backend.sync.clone(), backend.accounts, config);
+        let mut state = ServerState::new(backend.sync.clone(), backend.accounts, config)
+            .with_served_schema(served.version, retired);
         let feed = state.feed();
         if let Some(handler) = handler {
             state = state.with_handler(handler);

@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use roster_protocol::{
     ApiError, CHANGES_PATH, CONFLICTS_PATH, ConflictLogEntry, DATASET_HEADER, ErrorCode,
-    HEALTH_PATH, PROTOCOL_VERSION, READY_PATH, SCHEMA_PATH, SYNC_PATH, Schema,
+    HEALTH_PATH, PROTOCOL_VERSION, READY_PATH, SCHEMA_PATH, SYNC_PATH, Schema, VersionedSchema,
 };
 use tower_http::CompressionLevel;
 use tower_http::compression::CompressionLayer;
@@ -29,7 +29,7 @@ use crate::quota::UserQuota;
 use crate::resolve::{Resolver, ServerConflictHandler};
 use crate::store::{StoreError, SyncStore};
 use crate::telemetry;
-use roster_protocol::validate::decode_request;
+use roster_protocol::validate::{RetiredColumns, decode_request_retiring};
 
 /// Shared state of the router.
 #[derive(Clone)]
@@ -37,6 +37,10 @@ pub struct ServerState {
     store: Arc<dyn SyncStore>,
     accounts: Arc<dyn AccountStore>,
     schema: Arc<Schema>,
+    /// The version of `schema` ([`crate::schema_version`]), sent with every answer.
+    schema_version: u64,
+    /// Columns older versions declared: removed from requests, not refused.
+    retired: Arc<RetiredColumns>,
     resolver: Arc<Resolver>,
     auth_limiter: Arc<AuthLimiter>,
     user_quota: Arc<UserQuota>,
@@ -57,10 +61,20 @@ impl ServerState {
             store,
             accounts,
             schema: Arc::new(config.schema()),
+            schema_version: 0,
+            retired: Arc::default(),
             resolver: Arc::new(Resolver::new(config)),
             auth_limiter: Arc::new(AuthLimiter::new(AuthLimits::from_config(config))),
             user_quota: Arc::new(UserQuota::new(config.user_requests_per_minute)),
         }
+    }
+
+    /// The same state serving its schema as `version`, removing the values of
+    /// `retired` columns from requests (see [`crate::schema_version`]).
+    pub fn with_served_schema(mut self, version: u64, retired: RetiredColumns) -> Self {
+        self.schema_version = version;
+        self.retired = Arc::new(retired);
+        self
     }
 
     /// The change feed (closed when the server shuts down).
@@ -579,8 +593,11 @@ async fn ready(State(state): State<ServerState>) -> Result<Json<serde_json::Valu
     Ok(Json(serde_json::json!({ "status": "ready" })))
 }
 
-async fn schema(State(state): State<ServerState>) -> Json<Schema> {
-    Json(state.schema.as_ref().clone())
+async fn schema(State(state): State<ServerState>) -> Json<VersionedSchema> {
+    Json(VersionedSchema {
+        version: state.schema_version,
+        schema: state.schema.as_ref().clone(),
+    })
 }
 
 async fn not_found() -> HttpError {
@@ -606,13 +623,15 @@ async fn sync(
             HttpError::new(ErrorCode::MalformedRequest, rejection.body_text())
         }
     })?;
-    let request = decode_request(&body, &state.schema)?;
+    let request = decode_request_retiring(&body, &state.schema, &state.retired)?;
     let store = state.store.clone();
     let resolver = state.resolver.clone();
+    let schema_version = state.schema_version;
     // Encoded on the blocking thread too: a pull page's rows are copied into the body as
     // stored, never decoded (see `store::Answer`).
     let body = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, HttpError> {
-        let answer = store.sync_answer(&scope.dataset, &request, &resolver)?;
+        let mut answer = store.sync_answer(&scope.dataset, &request, &resolver)?;
+        answer.schema_version = schema_version;
         serde_json::to_vec(&answer).map_err(|e| HttpError::new(ErrorCode::Internal, e.to_string()))
     })
     .await

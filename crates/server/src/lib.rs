@@ -12,6 +12,10 @@
 //!   and [`store::postgres`].
 //! * [`feed`]: the change feed (`GET /v1/changes`, Server-Sent Events of new versions)
 //!   and the hub the store announces committed versions into.
+//! * [`schema_version`]: the versioned schema the server serves, adopted at start (a
+//!   compatible change is a new version, an incompatible one refuses the start).
+//! * [`schema_migration`]: the administrator's `migrate` command for the changes the
+//!   start refuses (renames, drops, narrower rules), rewriting stored rows.
 //! * [`http`]: the axum router: request decoding, validation and error bodies.
 //! * [`tables`]: the Azure Mobile Apps table protocol (`/tables/*`, ZUMO-API-VERSION
 //!   2.0.0) over the same rows, tokens and request flow.
@@ -35,6 +39,8 @@ pub mod http;
 pub mod listener;
 pub mod quota;
 pub mod resolve;
+pub mod schema_migration;
+pub mod schema_version;
 pub mod store;
 pub mod tables;
 pub mod telemetry;

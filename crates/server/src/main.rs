@@ -96,6 +96,20 @@ enum Command {
     /// Start a new epoch on the database as it is now: run it after restoring a
     /// PostgreSQL database with `pg_restore` (`restore` does it for SQLite).
     NewEpoch,
+    /// Migrate the stored rows to the config's tables for the changes the server refuses
+    /// at start (dropped, renamed or narrowed columns): every dropped or renamed column
+    /// or table must be named; narrower rules are checked on every stored row. One
+    /// transaction with the next schema version; devices follow on their next sync.
+    /// Restart the servers with the config afterwards.
+    Migrate {
+        /// A renamed column, `TABLE.OLD=NEW` (its values move to the new name).
+        #[arg(long = "rename", value_name = "TABLE.OLD=NEW")]
+        renames: Vec<roster_server::schema_migration::Rename>,
+        /// A dropped column `TABLE.COLUMN` (its values are removed) or table `TABLE`
+        /// (its rows are removed).
+        #[arg(long = "drop", value_name = "TABLE[.COLUMN]")]
+        drops: Vec<String>,
+    },
     /// Create a user, its own data set (same name) and a first token. Prints the token
     /// secret alone on stdout: it is shown only this once.
     CreateUser {
@@ -281,6 +295,19 @@ async fn main() -> anyhow::Result<()> {
             println!("new epoch {epoch}");
             Ok(())
         }
+        Command::Migrate { renames, drops } => {
+            let store = open_store(db.clone()).await?.sync;
+            let target = config.schema();
+            let (served, report) = tokio::task::spawn_blocking(move || {
+                roster_server::schema_migration::run(store.as_ref(), &target, &renames, &drops)
+            })
+            .await??;
+            println!(
+                "migrated to schema version {}: {} rows rewritten, {} rows of dropped tables removed",
+                served.version, report.rewritten, report.removed
+            );
+            Ok(())
+        }
         Command::Serve => serve(config, db).await,
         admin => tokio::task::spawn_blocking(move || administer(admin, &db)).await?,
     }
@@ -408,7 +435,8 @@ fn administer(command: Command, db: &std::path::Path) -> anyhow::Result<()> {
         | Command::PurgeTombstones { .. }
         | Command::Backup { .. }
         | Command::Restore { .. }
-        | Command::NewEpoch => {}
+        | Command::NewEpoch
+        | Command::Migrate { .. } => {}
     }
     Ok(())
 }

@@ -302,6 +302,11 @@ impl Resolver {
         }
     }
 
+    /// The declared columns of `table`, if it is declared.
+    pub fn table_schema(&self, table: &str) -> Option<&TableSchema> {
+        self.tables.get(table).map(|rules| &rules.schema)
+    }
+
     /// The same rules with `handler` consulted first.
     pub fn with_handler(mut self, handler: Arc<dyn ServerConflictHandler>) -> Self {
         self.handler = Some(handler);
@@ -496,6 +501,7 @@ mod tests {
             required: false,
             max_len: None,
             format: None,
+            default: None,
         };
         let config = ServerConfig {
             tables: vec![TableConfig {

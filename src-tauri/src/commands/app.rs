@@ -27,7 +27,7 @@ pub struct AppInfo {
 /// The synced tables and their typed columns; the UI builds its list and forms from it.
 #[tauri::command]
 pub fn get_schema(state: State<'_, AppState>) -> Result<Schema, AppError> {
-    Ok(state.get()?.client.store().schema().clone())
+    Ok(state.get()?.client.store().schema().as_ref().clone())
 }
 
 /// Version, data dir, client id, server and device name.

@@ -30,6 +30,7 @@ fn passes(format: ValueFormat, value: &str) -> bool {
         required: true,
         max_len: Some(320),
         format: Some(format),
+        default: None,
     };
     let table = TableSchema {
         name: "contact".into(),

@@ -75,7 +75,8 @@ pub async fn list_records(
 /// (type, required, length, format), so the form shows every problem together; the
 /// store and the server check the same rules again.
 fn check_fields(store: &LocalStore, table: &str, row: &Fields) -> Result<(), AppError> {
-    let schema = store.schema().table(table)?;
+    let schemas = store.schema();
+    let schema = schemas.table(table)?;
     let errors = roster_client::field_problems(schema, row)
         .into_iter()
         .map(|problem| FieldError {

@@ -86,6 +86,34 @@ fn acknowledge(tx: &Transaction<'_>, ack: &Ack, sent: &SentChange) -> Result<(),
     Ok(())
 }
 
+/// Writes into the acknowledged row the values the server kept for columns the change
+/// did not carry (it was collected before this device knew them), so the row matches
+/// the server's without pulling it again. Columns this store does not declare are
+/// ignored; values that do not fit its schema fail the answer.
+fn take_kept_values(
+    tx: &Transaction<'_>,
+    schema: &roster_protocol::Schema,
+    ack: &Ack,
+    kept: &Fields,
+) -> Result<(), ClientError> {
+    let table = schema
+        .table(&ack.table)
+        .map_err(|_| ClientError::SchemaMismatch(ack.table.clone()))?;
+    let mut known = Fields::new();
+    for column in &table.columns {
+        if let Some(value) = kept.get(&column.name) {
+            known.insert(column.name.clone(), value.clone());
+        }
+    }
+    // A row deleted here since it was sent has nothing to take them into.
+    let Some(mut row) = sql::read_row(tx, table, ack.id)? else {
+        return Ok(());
+    };
+    row.extend(known.clone());
+    check_server_row(table, ack.id, &row)?;
+    sql::write_columns(tx, table, ack.id, &known)
+}
+
 impl LocalStore {
     /// [`LocalStore::apply_answer`] in the middle of a round.
     #[cfg(test)]
@@ -127,6 +155,9 @@ impl LocalStore {
                 )));
             };
             acknowledge(&tx, ack, change)?;
+            if let Some(kept) = &ack.kept {
+                take_kept_values(&tx, &self.schema(), ack, kept)?;
+            }
         }
         for conflict in &response.conflicts {
             if let Some(fields) = conflict
@@ -135,7 +166,7 @@ impl LocalStore {
                 .filter(|o| !o.deleted)
                 .and_then(|o| o.fields.as_ref())
             {
-                check_server_row(self.schema.table(&conflict.table)?, conflict.id, fields)?;
+                check_server_row(self.schema().table(&conflict.table)?, conflict.id, fields)?;
             }
             log_conflict(&tx, conflict)?;
             let Some(change) = sent.get(&(conflict.table.as_str(), conflict.id)) else {
@@ -212,10 +243,10 @@ impl LocalStore {
                base_data = NULL
              WHERE pending IS NULL",
         )?;
+        let schemas = self.schema();
         let mut writers: HashMap<&str, (&TableSchema, CachedStatement<'_>)> = HashMap::new();
         for change in changes {
-            let schema = self
-                .schema
+            let schema = schemas
                 .table(&change.table)
                 .map_err(|_| ClientError::SchemaMismatch(change.table.clone()))?;
             let fields = match (&change.row, &change.row.fields) {
@@ -275,7 +306,8 @@ impl LocalStore {
             }
             return Ok(());
         }
-        let schema = self.schema.table(&conflict.table)?;
+        let schemas = self.schema();
+        let schema = schemas.table(&conflict.table)?;
         match live {
             Some(outcome) => {
                 let fields = outcome.fields.clone().unwrap_or_default();
@@ -308,7 +340,7 @@ impl LocalStore {
     pub(crate) fn reset_for_full_pull(&self) -> Result<(), ClientError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        for table in &self.schema.tables {
+        for table in &self.schema().tables {
             tx.execute(
                 &format!(
                     "DELETE FROM {} WHERE id IN
@@ -401,6 +433,7 @@ mod tests {
             has_more: false,
             newest: 9,
             staged: false,
+            schema_version: 0,
             rollback: None,
             epoch: 0,
             rebase: None,
@@ -428,6 +461,7 @@ mod tests {
             table: "person".into(),
             id,
             version: 7,
+            kept: None,
         };
         store
             .apply_response(&in_flight.sent, &answer(vec![ack], vec![], vec![]), None)
@@ -457,6 +491,7 @@ mod tests {
             table: "person".into(),
             id,
             version: 3,
+            kept: None,
         };
         store
             .apply_response(&in_flight.sent, &answer(vec![ack], vec![], vec![]), None)
@@ -571,6 +606,7 @@ mod tests {
             table: "person".into(),
             id,
             version: 8,
+            kept: None,
         };
         store
             .apply_response(&batch.sent, &answer(vec![ack], vec![], vec![]), None)

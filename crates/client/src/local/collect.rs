@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
-use roster_protocol::{Change, ChangeOp, Fields};
+use roster_protocol::{Change, ChangeOp, Fields, TableSchema};
 use rusqlite::{CachedStatement, OptionalExtension, params};
 use serde_json::Value;
 
@@ -60,6 +60,25 @@ fn estimated_size(change: &Change) -> usize {
     160 + change.table.len() + fields(&change.fields) + fields(&change.base_fields)
 }
 
+/// Leaves out of an update the columns its edit did not know: those its base values lack
+/// (the store followed a newer schema since the edit began) and that still hold their
+/// default. The server then keeps what it holds for them, where sending the default
+/// would overwrite a value another device gave them.
+fn leave_out_unknown_at_edit(schema: &TableSchema, fields: &mut Fields, base: &Fields) {
+    for column in &schema.columns {
+        if base.contains_key(&column.name) {
+            continue;
+        }
+        let default = column.default.as_ref().unwrap_or(&Value::Null);
+        if fields
+            .get(&column.name)
+            .is_none_or(|value| value == default)
+        {
+            fields.remove(&column.name);
+        }
+    }
+}
+
 impl LocalStore {
     /// The current edit number: a sync round pushes only edits up to the number it saw
     /// when it started, so it always ends even while the user keeps editing.
@@ -93,6 +112,7 @@ impl LocalStore {
         {
             // Each table's read statement, prepared once per batch.
             let mut readers: HashMap<String, CachedStatement<'_>> = HashMap::new();
+            let schemas = self.schema();
             let mut stmt = tx.prepare_cached(
                 "SELECT tbl, id, pending, base_version, base_data, local_rev, edited_at_ms
                  FROM _roster_rows r
@@ -134,7 +154,7 @@ impl LocalStore {
                     batch.dropped_local_only += 1;
                     continue;
                 }
-                let schema = self.schema.table(&table)?;
+                let schema = schemas.table(&table)?;
                 let fields = match op {
                     ChangeOp::Delete => None,
                     _ => {
@@ -157,17 +177,22 @@ impl LocalStore {
                     (_, None) => ChangeOp::Insert,
                     (_, Some(_)) => ChangeOp::Update,
                 };
+                let base_fields = if op == ChangeOp::Update {
+                    parse_fields(base_data)?
+                } else {
+                    None
+                };
+                let mut fields = fields;
+                if let (Some(fields), Some(base)) = (&mut fields, &base_fields) {
+                    leave_out_unknown_at_edit(schema, fields, base);
+                }
                 let change = Change {
                     table,
                     id,
                     op,
                     base_version,
                     fields,
-                    base_fields: if op == ChangeOp::Update {
-                        parse_fields(base_data)?
-                    } else {
-                        None
-                    },
+                    base_fields,
                     edited_at_ms,
                 };
                 bytes += estimated_size(&change);

@@ -81,6 +81,19 @@ fn differing(schema: &roster_protocol::TableSchema, a: &Fields, b: &Fields) -> V
         .collect()
 }
 
+/// `fields` with every column of `schema` it lacks given its default (else null): a
+/// side of a conflict recorded before the store followed a newer schema shows the new
+/// columns as the server holds them for a row written before they existed.
+fn with_every_column(schema: &roster_protocol::TableSchema, mut fields: Fields) -> Fields {
+    for column in &schema.columns {
+        if !fields.contains_key(&column.name) {
+            let value = column.default.clone().unwrap_or(Value::Null);
+            fields.insert(column.name.clone(), value);
+        }
+    }
+    fields
+}
+
 fn open_conflict(
     tx: &Transaction<'_>,
     store: &LocalStore,
@@ -104,7 +117,8 @@ fn open_conflict(
     let Some((kind, remote, base, detected_at_ms)) = stored else {
         return Ok(None);
     };
-    let schema = store.schema.table(table)?;
+    let schemas = store.schema();
+    let schema = schemas.table(table)?;
     let kind: ConflictKind = serde_json::from_value(Value::String(kind))
         .map_err(|e| ClientError::Corrupt(format!("conflict kind: {e}")))?;
     let remote: Option<ServerRow> = remote
@@ -114,7 +128,8 @@ fn open_conflict(
     let remote_fields = remote
         .as_ref()
         .filter(|r| !r.deleted)
-        .and_then(|r| r.fields.clone());
+        .and_then(|r| r.fields.clone())
+        .map(|fields| with_every_column(schema, fields));
     let differing_fields = match (&local, &remote_fields) {
         (Some(l), Some(r)) => differing(schema, l, r),
         _ => Vec::new(),
@@ -126,7 +141,7 @@ fn open_conflict(
         local,
         remote: remote_fields,
         remote_version: remote.as_ref().map(|r| r.version),
-        base: parse_fields(base)?,
+        base: parse_fields(base)?.map(|fields| with_every_column(schema, fields)),
         differing_fields,
         detected_at_ms,
     }))
@@ -198,7 +213,8 @@ impl LocalStore {
         id: RowId,
         choice: &Choice,
     ) -> Result<(), ClientError> {
-        let schema = self.schema.table(table)?;
+        let schemas = self.schema();
+        let schema = schemas.table(table)?;
         let conflict = open_conflict(tx, self, table, id)?
             .ok_or_else(|| ClientError::BadInput(format!("no open conflict on {table} {id}")))?;
         let remote_version = conflict.remote_version;

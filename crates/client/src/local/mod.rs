@@ -29,6 +29,7 @@ mod apply;
 mod collect;
 pub(crate) mod conflicts;
 mod encrypt;
+mod evolve;
 mod records;
 mod rows;
 mod sql;
@@ -37,7 +38,7 @@ mod test_fixtures;
 mod trash;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use roster_protocol::{ChangeOp, Fields, RowId, Schema};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -166,7 +167,9 @@ pub struct Status {
 /// operation is a single transaction, so a crash leaves either all of it or none.
 pub struct LocalStore {
     conn: Mutex<Connection>,
-    schema: Schema,
+    /// The schema the store holds; replaced by a migration (`migrate_schema`) while
+    /// the connection is locked.
+    schema: RwLock<Arc<Schema>>,
     client_id: uuid::Uuid,
     server_url: String,
     path: PathBuf,
@@ -318,7 +321,7 @@ impl LocalStore {
         sql::ensure_user_tables(&mut conn, &schema)?;
         Ok(Self {
             conn: Mutex::new(conn),
-            schema,
+            schema: RwLock::new(Arc::new(schema)),
             client_id,
             server_url,
             path,
@@ -332,9 +335,13 @@ impl LocalStore {
         Ok(path.exists() && !encrypt::is_plain(&path)?)
     }
 
-    /// The schema this store was created with.
-    pub fn schema(&self) -> &Schema {
-        &self.schema
+    /// The schema this store holds: the one it was created with, as migrated since to
+    /// each newer server schema (see [`LocalStore::schema_version`]).
+    pub fn schema(&self) -> Arc<Schema> {
+        self.schema
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// This installation's id.

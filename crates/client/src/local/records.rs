@@ -149,8 +149,8 @@ fn row_meta(
 }
 
 impl LocalStore {
-    fn table_schema(&self, table: &str) -> Result<&TableSchema, ClientError> {
-        Ok(self.schema.table(table)?)
+    fn table_schema(&self, table: &str) -> Result<TableSchema, ClientError> {
+        Ok(self.schema().table(table)?.clone())
     }
 
     pub(super) fn record(
@@ -184,7 +184,7 @@ impl LocalStore {
         id: RowId,
         fields: Fields,
     ) -> Result<Record, ClientError> {
-        let schema = self.table_schema(table)?;
+        let schema = &self.table_schema(table)?;
         schema.validate_fields(&fields)?;
         if id.is_nil() {
             return Err(ClientError::BadInput(
@@ -211,7 +211,7 @@ impl LocalStore {
 
     /// Creates many rows with new v7 ids in one transaction (an import); all or none.
     pub fn insert_many(&self, table: &str, rows: Vec<Fields>) -> Result<Vec<RowId>, ClientError> {
-        let schema = self.table_schema(table)?;
+        let schema = &self.table_schema(table)?;
         for fields in &rows {
             schema.validate_fields(fields)?;
         }
@@ -230,7 +230,7 @@ impl LocalStore {
     /// Applies `patch` (column → new value, `null` clears) to a live row, validates the
     /// result, and marks the row pending.
     pub fn update(&self, table: &str, id: RowId, patch: Fields) -> Result<Record, ClientError> {
-        let schema = self.table_schema(table)?;
+        let schema = &self.table_schema(table)?;
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let mut fields = sql::read_row(&tx, schema, id)?.ok_or_else(|| ClientError::NotFound {
@@ -268,7 +268,7 @@ impl LocalStore {
     /// trash ([`LocalStore::trash`]). A row the server never acknowledged is dropped at
     /// the next push instead of being sent.
     pub fn delete(&self, table: &str, id: RowId) -> Result<(), ClientError> {
-        let schema = self.table_schema(table)?;
+        let schema = &self.table_schema(table)?;
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let Some(before) = sql::read_row(&tx, schema, id)? else {
@@ -294,14 +294,14 @@ impl LocalStore {
 
     /// The live row `id` of `table`.
     pub fn get(&self, table: &str, id: RowId) -> Result<Record, ClientError> {
-        let schema = self.table_schema(table)?;
+        let schema = &self.table_schema(table)?;
         let conn = self.lock();
         Self::record(&conn, schema, id)
     }
 
     /// One page of live rows matching `query`.
     pub fn list(&self, table: &str, query: &ListQuery) -> Result<Vec<Record>, ClientError> {
-        let schema = self.table_schema(table)?;
+        let schema = &self.table_schema(table)?;
         if query.limit == 0 || query.limit > MAX_LIST_LIMIT {
             return Err(ClientError::BadInput(format!(
                 "limit must be between 1 and {MAX_LIST_LIMIT}"
@@ -362,7 +362,7 @@ impl LocalStore {
 
     /// Number of live rows of `table` matching `search` (all rows when `None`).
     pub fn count(&self, table: &str, search: Option<&str>) -> Result<u64, ClientError> {
-        let schema = self.table_schema(table)?;
+        let schema = &self.table_schema(table)?;
         let search = search.filter(|s| !s.is_empty());
         let filter = match search {
             Some(_) => search_clause(schema),

@@ -22,18 +22,43 @@ fn sql_type(ty: ColumnType) -> &'static str {
     }
 }
 
-/// Creates missing user tables and adds columns the schema declares but a table lacks.
+/// A column's declaration: name, type, and its default as an SQL literal when it has one
+/// (so rows stored before the column was added read the default, without rewriting a
+/// row: SQLite's `ADD COLUMN ... DEFAULT` is a change of the table's definition only).
+fn column_sql(column: &ColumnDef) -> String {
+    let literal = match (column.ty, &column.default) {
+        (ColumnType::Text, Some(Value::String(s))) => Some(format!("'{}'", s.replace('\'', "''"))),
+        (ColumnType::Integer, Some(Value::Number(n))) => n.as_i64().map(|n| n.to_string()),
+        (ColumnType::Real, Some(Value::Number(n))) => n.as_f64().map(|f| format!("{f:e}")),
+        (ColumnType::Boolean, Some(Value::Bool(b))) => Some(i64::from(*b).to_string()),
+        _ => None,
+    };
+    match literal {
+        Some(literal) => format!(
+            "{} {} DEFAULT {literal}",
+            quote(&column.name),
+            sql_type(column.ty)
+        ),
+        None => format!("{} {}", quote(&column.name), sql_type(column.ty)),
+    }
+}
+
+/// Creates missing user tables and adds columns the schema declares but a table lacks,
+/// in its own transaction.
 pub(crate) fn ensure_user_tables(
     conn: &mut Connection,
     schema: &Schema,
 ) -> Result<(), ClientError> {
     let tx = conn.transaction()?;
+    create_missing(&tx, schema)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Creates missing user tables and adds missing columns in the caller's transaction.
+pub(crate) fn create_missing(tx: &Connection, schema: &Schema) -> Result<(), ClientError> {
     for table in &schema.tables {
-        let columns: Vec<String> = table
-            .columns
-            .iter()
-            .map(|c| format!("{} {}", quote(&c.name), sql_type(c.ty)))
-            .collect();
+        let columns: Vec<String> = table.columns.iter().map(column_sql).collect();
         tx.execute_batch(&format!(
             "CREATE TABLE IF NOT EXISTS {} (id TEXT PRIMARY KEY NOT NULL, {})",
             quote(&table.name),
@@ -46,15 +71,13 @@ pub(crate) fn ensure_user_tables(
         for column in &table.columns {
             if !existing.contains(&column.name) {
                 tx.execute_batch(&format!(
-                    "ALTER TABLE {} ADD COLUMN {} {}",
+                    "ALTER TABLE {} ADD COLUMN {}",
                     quote(&table.name),
-                    quote(&column.name),
-                    sql_type(column.ty)
+                    column_sql(column)
                 ))?;
             }
         }
     }
-    tx.commit()?;
     Ok(())
 }
 
@@ -108,7 +131,7 @@ pub(crate) fn write_sql(table: &TableSchema) -> String {
 }
 
 /// Runs a statement prepared from [`write_sql`] for row `id` with `fields` (absent
-/// columns become NULL).
+/// columns take their default, else NULL).
 pub(crate) fn execute_write(
     stmt: &mut Statement<'_>,
     table: &TableSchema,
@@ -117,13 +140,15 @@ pub(crate) fn execute_write(
 ) -> Result<(), ClientError> {
     stmt.raw_bind_parameter(1, id)?;
     for (index, column) in table.columns.iter().enumerate() {
-        stmt.raw_bind_parameter(index + 2, to_sql(column, fields.get(&column.name)))?;
+        let value = fields.get(&column.name).or(column.default.as_ref());
+        stmt.raw_bind_parameter(index + 2, to_sql(column, value))?;
     }
     stmt.raw_execute()?;
     Ok(())
 }
 
-/// Inserts or replaces the row `id` of `table` with `fields` (absent columns become NULL).
+/// Inserts or replaces the row `id` of `table` with `fields` (absent columns take their
+/// default, else NULL).
 pub(crate) fn write_row(
     conn: &Connection,
     table: &TableSchema,
@@ -132,6 +157,40 @@ pub(crate) fn write_row(
 ) -> Result<(), ClientError> {
     let mut stmt = conn.prepare_cached(&write_sql(table))?;
     execute_write(&mut stmt, table, &id.to_string(), fields)
+}
+
+/// Sets only the columns `fields` names (declared ones) of the row `id` of `table`, if
+/// present.
+pub(crate) fn write_columns(
+    conn: &Connection,
+    table: &TableSchema,
+    id: RowId,
+    fields: &Fields,
+) -> Result<(), ClientError> {
+    let columns: Vec<&ColumnDef> = table
+        .columns
+        .iter()
+        .filter(|c| fields.contains_key(&c.name))
+        .collect();
+    if columns.is_empty() {
+        return Ok(());
+    }
+    let sets: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{} = ?{}", quote(&c.name), i + 2))
+        .collect();
+    let mut stmt = conn.prepare_cached(&format!(
+        "UPDATE {} SET {} WHERE id = ?1",
+        quote(&table.name),
+        sets.join(", ")
+    ))?;
+    stmt.raw_bind_parameter(1, id.to_string())?;
+    for (index, column) in columns.iter().enumerate() {
+        stmt.raw_bind_parameter(index + 2, to_sql(column, fields.get(&column.name)))?;
+    }
+    stmt.raw_execute()?;
+    Ok(())
 }
 
 /// Deletes the row `id` of `table`, if present.

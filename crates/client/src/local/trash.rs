@@ -60,7 +60,7 @@ pub(super) fn put_in_trash(
 impl LocalStore {
     /// The people of `table` in the trash, most recently deleted first (at most `limit`).
     pub fn trash(&self, table: &str, limit: u32) -> Result<Vec<TrashedRecord>, ClientError> {
-        self.schema.table(table)?;
+        self.schema().table(table)?;
         let conn = self.lock();
         // A row brought back since (a conflict choice kept the other side's edit) is
         // not listed: it is not deleted any more.
@@ -93,7 +93,8 @@ impl LocalStore {
     /// Brings the person `id` of `table` back from the trash (see the module doc for
     /// which id it gets) and returns the restored record; it is pending until synced.
     pub fn restore_from_trash(&self, table: &str, id: RowId) -> Result<Record, ClientError> {
-        let schema = self.schema.table(table)?;
+        let schemas = self.schema();
+        let schema = schemas.table(table)?;
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let data: Option<String> = tx
@@ -151,7 +152,7 @@ impl LocalStore {
 
     /// Removes every person of `table` from the trash for good; returns how many.
     pub fn empty_trash(&self, table: &str) -> Result<u64, ClientError> {
-        self.schema.table(table)?;
+        self.schema().table(table)?;
         let conn = self.lock();
         let removed = conn.execute("DELETE FROM _roster_trash WHERE tbl = ?1", [table])?;
         Ok(removed as u64)
@@ -193,7 +194,7 @@ mod tests {
         let conn = store.lock();
         sql::write_row(
             &conn,
-            store.schema.table("person").unwrap(),
+            store.schema().table("person").unwrap(),
             id,
             &fields(json!({"name": "Ann"})),
         )

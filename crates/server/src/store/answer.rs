@@ -91,6 +91,7 @@ mod tests {
                 table: "person".into(),
                 id,
                 version: 3,
+                kept: None,
             }],
             conflicts: Vec::new(),
             changes: vec![
@@ -108,6 +109,7 @@ mod tests {
             has_more: false,
             newest: 5,
             staged: false,
+            schema_version: 0,
             rollback: Some(RollbackReport {
                 table: "person".into(),
                 id,

@@ -168,6 +168,8 @@ pub(crate) fn sync_answer(
                 epoch: epoch.id,
                 restored_at: epoch.restored_at,
             }),
+            // Set by the HTTP layer, which knows the schema it serves.
+            schema_version: 0,
         });
     }
     let mut answer = answer_in_epoch(store, dataset, request, resolver, epoch.restored_at)?;
@@ -477,6 +479,7 @@ fn replay(
             has_more: remembered.newest > request.since,
             newest: remembered.newest,
             staged: false,
+            schema_version: 0,
             rollback: Some(report),
             epoch: 0,
             rebase: None,

@@ -25,7 +25,7 @@ pub mod sqlite;
 use std::path::Path;
 use std::sync::Arc;
 
-use roster_protocol::{ConflictLogEntry, SyncRequest, SyncResponse};
+use roster_protocol::{ConflictLogEntry, Fields, SyncRequest, SyncResponse};
 
 pub use self::answer::{Answer, PulledChange};
 pub use self::items::{ItemQuery, ItemRow};
@@ -132,6 +132,31 @@ pub(crate) fn check_migrated(done: i64, known: usize) -> Result<(), StoreError> 
     Err(StoreError::Unavailable(format!(
         "{done} of {known} migrations have run"
     )))
+}
+
+/// Who a row rewritten by an administrator's schema migration was last written by (in
+/// `rows.updated_by`, where a client id stands otherwise).
+pub const MIGRATION_WRITER: &str = "schema-migration";
+
+/// What an administrator's schema migration did to one row's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rewrite {
+    /// Nothing.
+    Unchanged,
+    /// Only how the values are stored (a null value moved or removed): written in place,
+    /// devices need not pull it again.
+    Cosmetic,
+    /// A value devices must learn: written with a new version, so they pull it.
+    Changed,
+}
+
+/// What an administrator's schema migration did to the stored rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MigrationReport {
+    /// Rows written with a new version.
+    pub rewritten: u64,
+    /// Rows removed with a dropped table.
+    pub removed: u64,
 }
 
 /// Why a store operation failed. Any error means the request's transaction rolled back.
@@ -305,6 +330,30 @@ pub trait SyncStore: Send + Sync + 'static {
 
     /// The hub this store announces committed versions into (see [`crate::feed`]).
     fn changes(&self) -> Arc<ChangeHub>;
+
+    /// Every stored schema version, oldest first, each with its schema as JSON text
+    /// (none before the first start that versions its schema). See
+    /// [`crate::schema_version`].
+    fn schema_history(&self) -> Result<Vec<(u64, String)>, StoreError>;
+
+    /// Stores `schema` (JSON text) as `version` unless that version is already stored
+    /// (another instance got there first); returns whether it did.
+    fn record_schema(&self, version: u64, schema: &str) -> Result<bool, StoreError>;
+
+    /// An administrator's schema migration, in one transaction: stores `schema` (JSON
+    /// text) as `version` (failing if another process stored it first), removes every
+    /// row of `dropped_tables`, and passes every live row of `tables`, in every data set,
+    /// through `rewrite`. A [`Rewrite::Changed`] row is written with a new version, so
+    /// devices pull it; an error from `rewrite` (naming why the row cannot be migrated)
+    /// rolls everything back.
+    fn migrate_rows(
+        &self,
+        version: u64,
+        schema: &str,
+        tables: &[String],
+        dropped_tables: &[String],
+        rewrite: &mut dyn FnMut(&str, &mut Fields) -> Result<Rewrite, String>,
+    ) -> Result<MigrationReport, StoreError>;
 
     /// Starts hearing versions committed by other processes on the same database
     /// (PostgreSQL `LISTEN`), for as long as the store lives. Nothing to do where one

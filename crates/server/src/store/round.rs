@@ -3,12 +3,13 @@
 //! cutting pull pages. A backend supplies the storage operations ([`RowsTx`],
 //! [`ConflictLogTx`]) inside its own transaction; the rules of what gets written live here once for every backend.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use roster_protocol::{
     Ack, Change, ChangeOp, Conflict, ConflictKind, Fields, Resolution, RollbackReport, RowId,
-    ServerRow, SyncRequest,
+    ServerRow, SyncRequest, TableSchema,
 };
 
 use super::StoreError;
@@ -194,6 +195,45 @@ pub(crate) enum Applied {
     },
 }
 
+/// `change` with every declared column its values (and base values) lack filled in from
+/// `known`, the stored row's values, else the column's default (see
+/// [`TableSchema::fill_missing`]): a device that was never told about a column sends
+/// rows without it, and must not null it. Borrowed as is when nothing is missing.
+///
+/// Also returns the values given to columns the change's values lacked, for its ack.
+fn completed<'c>(
+    change: &'c Change,
+    schema: Option<&TableSchema>,
+    known: Option<&Fields>,
+) -> (Cow<'c, Change>, Option<Fields>) {
+    let Some(schema) = schema else {
+        return (Cow::Borrowed(change), None);
+    };
+    let lacks = |fields: &Option<Fields>| fields.as_ref().is_some_and(|f| schema.lacks_a_column(f));
+    if !lacks(&change.fields) && !lacks(&change.base_fields) {
+        return (Cow::Borrowed(change), None);
+    }
+    let mut filled = change.clone();
+    for fields in [&mut filled.fields, &mut filled.base_fields]
+        .into_iter()
+        .flatten()
+    {
+        schema.fill_missing(fields, known);
+    }
+    let kept = match (&change.fields, &filled.fields) {
+        (Some(sent), Some(full)) => {
+            let kept: Fields = full
+                .iter()
+                .filter(|(name, _)| !sent.contains_key(*name))
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect();
+            (!kept.is_empty()).then_some(kept)
+        }
+        _ => None,
+    };
+    (Cow::Owned(filled), kept)
+}
+
 /// Plans and writes every change in order, numbering writes from `last_seq + 1`.
 ///
 /// An insert is tried before anything is read: an insert of an unused id always applies
@@ -234,16 +274,18 @@ pub(crate) fn apply_changes(
     let mut acks = Vec::with_capacity(changes.len());
     let mut conflicts = Vec::new();
     let mut unwritten = HashSet::new();
-    for change in changes {
+    for sent in changes {
+        let schema = resolver.table_schema(&sent.table);
+        let (change, kept) = completed(sent, schema, None);
         let write = |expected, version, fields| RowWrite {
-            table: &change.table,
-            id: change.id,
+            table: &sent.table,
+            id: sent.id,
             expected,
             version,
             fields,
             client: &client,
             at_ms,
-            edited_at_ms: change.edited_at_ms.unwrap_or(at_ms),
+            edited_at_ms: sent.edited_at_ms.unwrap_or(at_ms),
         };
         if let (ChangeOp::Insert, Some(fields)) = (change.op, &change.fields)
             && tx.insert_row(&write(None, next + 1, Some(fields)))?
@@ -253,13 +295,16 @@ pub(crate) fn apply_changes(
                 table: change.table.clone(),
                 id: change.id,
                 version: next,
+                kept,
             });
             continue;
         }
         let current = tx.load_row(&change.table, change.id)?;
         let current_row = current.as_ref().map(|c| &c.row);
-        let repushed = repushed_after_restore(change, current_row, restored_at);
-        let change = repushed.as_ref().unwrap_or(change);
+        // Columns the device does not know keep their stored values.
+        let (filled, kept) = completed(sent, schema, current_row.and_then(|r| r.fields.as_ref()));
+        let repushed = repushed_after_restore(filled.as_ref(), current_row, restored_at);
+        let change = repushed.as_ref().unwrap_or(filled.as_ref());
         let edited_at = current.as_ref().and_then(|c| c.edited_at_ms);
         let decision = match resolver.plan(change, current_row, edited_at, request.client_id) {
             Ok(decision) => decision,
@@ -303,6 +348,7 @@ pub(crate) fn apply_changes(
                 table: change.table.clone(),
                 id: change.id,
                 version: outcome.as_ref().map_or(0, |r| r.version),
+                kept,
             }),
             Some(planned) => {
                 let conflict = Conflict {
@@ -389,6 +435,7 @@ pub(crate) fn staged_response(request: &SyncRequest, newest: u64) -> Answer {
         has_more: newest > request.since,
         newest,
         staged: true,
+        schema_version: 0,
         rollback: None,
         epoch: 0,
         rebase: None,
@@ -422,6 +469,7 @@ pub(crate) fn rollback_outcome(
         has_more: newest > request.since,
         newest,
         staged: false,
+        schema_version: 0,
         rollback: Some(RollbackReport {
             table: change.table.clone(),
             id: change.id,
@@ -550,6 +598,7 @@ pub(crate) fn applied_response(
         has_more,
         newest: next,
         staged: false,
+        schema_version: 0,
         rollback: None,
         epoch: 0,
         rebase: None,

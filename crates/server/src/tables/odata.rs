@@ -686,6 +686,7 @@ mod tests {
             required: false,
             max_len: None,
             format: None,
+            default: None,
         });
         table.columns.push(roster_protocol::ColumnDef {
             name: "score".into(),
@@ -693,6 +694,7 @@ mod tests {
             required: false,
             max_len: None,
             format: None,
+            default: None,
         });
         table
     }

@@ -94,6 +94,14 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ALTER TABLE rows ADD COLUMN created_at_ms BIGINT;
     CREATE INDEX rows_by_update ON rows (dataset, tbl, updated_at_ms);
 "#,
+    // Every schema the servers have served, by version (store/postgres/schema_versions.rs).
+    r#"
+    CREATE TABLE schema_versions (
+        version       BIGINT PRIMARY KEY,
+        schema        TEXT   NOT NULL,
+        created_at_ms BIGINT NOT NULL
+    );
+"#,
 ];
 
 /// Key of the advisory lock that serialises migrations of concurrently starting servers.

@@ -23,6 +23,7 @@ mod conflict_log;
 mod listen;
 pub(crate) mod migrations;
 mod rows;
+mod schema_versions;
 
 use std::sync::{Arc, Once};
 use std::time::Duration;
@@ -251,6 +252,35 @@ impl SyncStore for PostgresStore {
 
     fn changes(&self) -> Arc<ChangeHub> {
         self.hub.clone()
+    }
+
+    fn schema_history(&self) -> Result<Vec<(u64, String)>, StoreError> {
+        schema_versions::history(&mut *self.conn()?)
+    }
+
+    fn migrate_rows(
+        &self,
+        version: u64,
+        schema: &str,
+        tables: &[String],
+        dropped_tables: &[String],
+        rewrite: &mut dyn FnMut(
+            &str,
+            &mut roster_protocol::Fields,
+        ) -> Result<super::Rewrite, String>,
+    ) -> Result<super::MigrationReport, StoreError> {
+        schema_versions::migrate_rows(
+            &mut *self.conn()?,
+            version,
+            schema,
+            tables,
+            dropped_tables,
+            rewrite,
+        )
+    }
+
+    fn record_schema(&self, version: u64, schema: &str) -> Result<bool, StoreError> {
+        schema_versions::record(&mut *self.conn()?, version, schema)
     }
 
     fn start_change_listener(&self) -> Result<(), StoreError> {

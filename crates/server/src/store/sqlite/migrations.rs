@@ -149,6 +149,14 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ALTER TABLE rows ADD COLUMN created_at_ms INTEGER;
     CREATE INDEX rows_by_update ON rows(dataset, tbl, updated_at_ms);
 "#,
+    // Every schema the server has served, by version (store/sqlite/schema_versions.rs).
+    r#"
+    CREATE TABLE schema_versions (
+        version       INTEGER PRIMARY KEY,
+        schema        TEXT    NOT NULL,
+        created_at_ms INTEGER NOT NULL
+    );
+"#,
 ];
 
 /// Runs pending migrations in one `BEGIN IMMEDIATE` transaction.

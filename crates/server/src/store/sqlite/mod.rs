@@ -17,6 +17,7 @@ mod batches;
 mod conflict_log;
 pub(crate) mod migrations;
 mod rows;
+mod schema_versions;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -213,6 +214,35 @@ impl SyncStore for SqliteStore {
 
     fn changes(&self) -> Arc<ChangeHub> {
         self.hub.clone()
+    }
+
+    fn schema_history(&self) -> Result<Vec<(u64, String)>, StoreError> {
+        schema_versions::history(&*self.pool.get()?)
+    }
+
+    fn migrate_rows(
+        &self,
+        version: u64,
+        schema: &str,
+        tables: &[String],
+        dropped_tables: &[String],
+        rewrite: &mut dyn FnMut(
+            &str,
+            &mut roster_protocol::Fields,
+        ) -> Result<super::Rewrite, String>,
+    ) -> Result<super::MigrationReport, StoreError> {
+        schema_versions::migrate_rows(
+            &mut *self.pool.get()?,
+            version,
+            schema,
+            tables,
+            dropped_tables,
+            rewrite,
+        )
+    }
+
+    fn record_schema(&self, version: u64, schema: &str) -> Result<bool, StoreError> {
+        schema_versions::record(&*self.pool.get()?, version, schema)
     }
 
     fn ping(&self) -> Result<(), StoreError> {
