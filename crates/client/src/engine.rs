@@ -23,6 +23,8 @@ use crate::transport::{
 };
 use crate::{ClientError, StoreKey};
 
+mod subscriptions;
+
 /// Batch and timeout settings of a sync round.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncOptions {
@@ -360,6 +362,8 @@ impl SyncClient {
     ) -> Result<SyncReport, ClientError> {
         let _round_lock = self.round.lock().await;
         let started = Instant::now();
+        // A subscription added since the last round: its rows first, on their own.
+        let (backfilled, backfill_requests) = self.run_backfills().await?;
         let mut round = RoundState::new(RoundParams {
             client_id: self.store.client_id(),
             up_to_rev: self.store.edit_counter()?,
@@ -367,7 +371,8 @@ impl SyncClient {
             push_batch: self.options.push_batch,
             push_max_bytes: self.options.push_max_bytes,
             pull_limit: self.options.pull_limit,
-        });
+        })
+        .with_slice(self.store.slice_request()?);
         let mut step = round.start();
         loop {
             step = match step {
@@ -406,6 +411,8 @@ impl SyncClient {
                     round.on(Event::LastApplied(self.apply(received, true).await))
                 }
                 Step::Done(mut report) => {
+                    report.downloaded += backfilled;
+                    report.requests += backfill_requests;
                     if let Some(update) = round.take_progress() {
                         progress(&update);
                     }

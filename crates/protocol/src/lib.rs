@@ -5,6 +5,8 @@
 //!
 //! * [`schema`]: which tables exist, their typed columns and how a row is validated.
 //! * [`sync`]: one sync round trip: [`SyncRequest`] and [`SyncResponse`].
+//! * [`slice`]: partial sync: the subscriptions a request names and the rows an answer
+//!   evicts.
 //! * [`conflict`]: conflict kinds (named from the client's point of view), policies and
 //!   resolutions.
 //! * [`error`]: the JSON error body every non-2xx response carries.
@@ -17,6 +19,7 @@
 pub mod conflict;
 pub mod error;
 pub mod schema;
+pub mod slice;
 pub mod sync;
 pub mod validate;
 
@@ -25,6 +28,7 @@ pub use conflict::{
 };
 pub use error::{ApiError, ErrorCode};
 pub use schema::{ColumnDef, ColumnType, Fields, Schema, SchemaError, TableSchema, ValueFormat};
+pub use slice::{Eviction, SliceRequest, Subscription};
 pub use sync::{
     Ack, Change, ChangeOp, ChangeShapeError, RoundInfo, ServerChange, ServerRow, SyncRequest,
     SyncResponse,

@@ -146,6 +146,9 @@ pub struct SyncRequest {
     /// answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_id: Option<uuid::Uuid>,
+    /// The slice of the data set this device holds (partial sync); `None`: all of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slice: Option<crate::slice::SliceRequest>,
 }
 
 /// Places a batch in a sync round. A server that can roll rounds back (one with a
@@ -243,6 +246,10 @@ pub struct SyncResponse<C = ServerChange> {
     /// nothing of this answer and keeps its pending changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<crate::conflict::RollbackReport>,
+    /// Rows of this answer's range, or written by this request, that do not match the
+    /// request's subscriptions (partial sync): the device drops its clean copies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evicted: Vec<crate::slice::Eviction>,
 }
 
 impl<C> SyncResponse<C> {
@@ -265,6 +272,7 @@ impl<C> SyncResponse<C> {
             newest: self.newest,
             staged: self.staged,
             rollback: self.rollback,
+            evicted: self.evicted,
         })
     }
 }

@@ -61,10 +61,16 @@ impl Application {
         handler: Option<Arc<dyn ServerConflictHandler>>,
     ) -> Result<Self, StartError> {
         let db = db.to_path_buf();
-        // On a blocking thread: the PostgreSQL driver blocks.
-        let backend = tokio::task::spawn_blocking(move || store::open(&db))
-            .await
-            .map_err(|e| StartError::Store(StoreError::Unavailable(e.to_string())))??;
+        let defs = config.subscriptions.clone();
+        // On a blocking thread: the PostgreSQL driver blocks. Each subscription's index
+        // is made before the first request is served.
+        let backend = tokio::task::spawn_blocking(move || {
+            let backend = store::open(&db)?;
+            backend.sync.ensure_slice_indexes(&defs)?;
+            Ok::<_, StoreError>(backend)
+        })
+        .await
+        .map_err(|e| StartError::Store(StoreError::Unavailable(e.to_string())))??;
         // PostgreSQL: versions committed by other instances reach this one's streams.
         backend.sync.start_change_listener()?;
         let mut state = ServerState::new(backend.sync.clone(), backend.accounts, config);

@@ -27,6 +27,7 @@ use crate::config::ServerConfig;
 use crate::feed::{Access, Feed, FeedLimits, Recheck, Stream};
 use crate::quota::UserQuota;
 use crate::resolve::{Resolver, ServerConflictHandler};
+use crate::slices::Slices;
 use crate::store::{StoreError, SyncStore};
 use roster_protocol::validate::decode_request;
 
@@ -37,6 +38,7 @@ pub struct ServerState {
     accounts: Arc<dyn AccountStore>,
     schema: Arc<Schema>,
     resolver: Arc<Resolver>,
+    slices: Arc<Slices>,
     auth_limiter: Arc<AuthLimiter>,
     user_quota: Arc<UserQuota>,
     feed: Arc<Feed>,
@@ -57,6 +59,7 @@ impl ServerState {
             accounts,
             schema: Arc::new(config.schema()),
             resolver: Arc::new(Resolver::new(config)),
+            slices: Arc::new(Slices::new(&config.subscriptions, &config.schema())),
             auth_limiter: Arc::new(AuthLimiter::new(AuthLimits::from_config(config))),
             user_quota: Arc::new(UserQuota::new(config.user_requests_per_minute)),
         }
@@ -129,7 +132,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::UnknownColumn
         | ErrorCode::InvalidValue
         | ErrorCode::InvalidChange => StatusCode::UNPROCESSABLE_ENTITY,
-        ErrorCode::UnsupportedProtocol => StatusCode::BAD_REQUEST,
+        ErrorCode::UnsupportedProtocol | ErrorCode::BadSubscription => StatusCode::BAD_REQUEST,
         ErrorCode::ResetRequired => StatusCode::GONE,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -498,12 +501,23 @@ async fn sync(
         }
     })?;
     let request = decode_request(&body, &state.schema)?;
+    // Subscriptions filter inside the data set `authorise` let the user use; `:user` is
+    // bound here, to the token's user. A bad one is refused before the store is touched.
+    let slice = request
+        .slice
+        .as_ref()
+        .map(|s| {
+            state
+                .slices
+                .resolve(&s.subscriptions, s.backfill, &scope.user.name)
+        })
+        .transpose()?;
     let store = state.store.clone();
     let resolver = state.resolver.clone();
     // Encoded on the blocking thread too: a pull page's rows are copied into the body as
     // stored, never decoded (see `store::Answer`).
     let body = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, HttpError> {
-        let answer = store.sync_answer(&scope.dataset, &request, &resolver)?;
+        let answer = store.sync_answer_in(&scope.dataset, &request, &resolver, slice.as_ref())?;
         serde_json::to_vec(&answer).map_err(|e| HttpError::new(ErrorCode::Internal, e.to_string()))
     })
     .await

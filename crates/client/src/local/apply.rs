@@ -181,6 +181,7 @@ impl LocalStore {
             }
         }
         counts.downloaded += self.apply_pulled(&tx, &response.changes)?;
+        counts.evicted += super::slice::evict(&tx, &response.evicted)?;
         // invariant: an interrupted sync resumes: the watermark is stored in the
         // transaction that applies its page.
         set_meta(&tx, "watermark", &response.watermark.to_string())?;
@@ -196,7 +197,7 @@ impl LocalStore {
     /// is overwritten silently. Returns how many rows changed. Each table's statements
     /// are prepared once per call, and a live row's pending state is checked by the
     /// metadata upsert itself (it only updates a clean row), not by a separate query.
-    fn apply_pulled(
+    pub(super) fn apply_pulled(
         &self,
         tx: &Transaction<'_>,
         changes: &[ServerChange],
@@ -344,6 +345,7 @@ mod tests {
         changes: Vec<ServerChange>,
     ) -> SyncResponse {
         SyncResponse {
+            evicted: Vec::new(),
             acks,
             conflicts,
             changes,

@@ -31,6 +31,7 @@ pub(crate) mod conflicts;
 mod encrypt;
 mod records;
 mod rows;
+mod slice;
 mod sql;
 #[cfg(test)]
 mod test_fixtures;

@@ -1,0 +1,167 @@
+//! Partial sync on the device: the subscriptions it holds (a `subscriptions` entry of
+//! `_roster_meta`, absent while it holds the whole data set), each with the watermark of
+//! its first fetch while that is still running, the rows an answer evicts, and the
+//! first fetch (backfill) of a subscription added to a device that already synced.
+
+use roster_protocol::{Eviction, ServerChange, SliceRequest, Subscription};
+use rusqlite::Transaction;
+use serde::{Deserialize, Serialize};
+
+use super::rows::{forget_row, row_state};
+use super::{LocalStore, get_meta, set_meta};
+use crate::ClientError;
+
+/// One subscription as the device keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct HeldSubscription {
+    #[serde(flatten)]
+    pub subscription: Subscription,
+    /// While its first fetch runs: the watermark that fetch reached. `None`: done, its
+    /// rows arrive with the device's main pull.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill_since: Option<u64>,
+}
+
+const KEY: &str = "subscriptions";
+
+/// The device's subscriptions; `None` while it holds the whole data set.
+pub(crate) fn held(
+    conn: &rusqlite::Connection,
+) -> Result<Option<Vec<HeldSubscription>>, ClientError> {
+    get_meta(conn, KEY)?
+        .filter(|text| !text.is_empty())
+        .map(|text| {
+            serde_json::from_str(&text)
+                .map_err(|e| ClientError::Corrupt(format!("stored subscriptions: {e}")))
+        })
+        .transpose()
+}
+
+fn store_held(
+    conn: &rusqlite::Connection,
+    held: Option<&[HeldSubscription]>,
+) -> Result<(), ClientError> {
+    let text = match held {
+        Some(list) => serde_json::to_string(list)
+            .map_err(|e| ClientError::Corrupt(format!("subscriptions: {e}")))?,
+        None => String::new(),
+    };
+    set_meta(conn, KEY, &text)
+}
+
+/// Drops each evicted row unless it holds an unpushed edit (that edit is pushed first;
+/// the answer to it evicts the row then). Returns how many rows were dropped.
+pub(crate) fn evict(tx: &Transaction<'_>, evicted: &[Eviction]) -> Result<u64, ClientError> {
+    let mut dropped = 0;
+    for eviction in evicted {
+        // A pending edit stays (and is pushed); a row never held needs nothing.
+        if let Some((None, _)) = row_state(tx, &eviction.table, eviction.id)? {
+            forget_row(tx, &eviction.table, eviction.id)?;
+            dropped += 1;
+        }
+    }
+    Ok(dropped)
+}
+
+impl LocalStore {
+    /// The subscriptions this device syncs; `None` while it holds the whole data set.
+    pub fn subscriptions(&self) -> Result<Option<Vec<Subscription>>, ClientError> {
+        let conn = self.lock();
+        Ok(held(&conn)?.map(|list| list.into_iter().map(|h| h.subscription).collect()))
+    }
+
+    /// What a request of the main round names: every subscription (`None`: the whole
+    /// data set).
+    pub(crate) fn slice_request(&self) -> Result<Option<SliceRequest>, ClientError> {
+        Ok(self.subscriptions()?.map(|subscriptions| SliceRequest {
+            subscriptions,
+            backfill: false,
+        }))
+    }
+
+    /// The subscriptions whose first fetch is still to run, with where it stands.
+    pub(crate) fn pending_backfills(&self) -> Result<Vec<(Subscription, u64)>, ClientError> {
+        let conn = self.lock();
+        Ok(held(&conn)?
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|h| Some((h.subscription, h.backfill_since?)))
+            .collect())
+    }
+
+    /// Replaces the device's subscriptions with `list` (`None`: the whole data set).
+    ///
+    /// * Only additions to a device that already syncs a slice: each new one is fetched
+    ///   on its own from version 0 (a backfill) before the next round; nothing else is
+    ///   downloaded again.
+    /// * Anything else (a removal, the first subscription of a device that held
+    ///   everything, going back to everything): the clean rows are dropped and the
+    ///   watermark returns to 0, so the next round fetches exactly the new slice (its
+    ///   cost follows the slice). Unpushed rows stay and are pushed.
+    ///
+    /// Returns whether the device must fetch its slice again.
+    pub(crate) fn set_subscriptions(
+        &self,
+        list: Option<Vec<Subscription>>,
+    ) -> Result<bool, ClientError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let old = held(&tx)?;
+        let watermark: u64 = get_meta(&tx, "watermark")?
+            .and_then(|w| w.parse().ok())
+            .unwrap_or(0);
+        let only_added = match (&old, &list) {
+            (Some(old), Some(new)) => old.iter().all(|h| new.contains(&h.subscription)),
+            (None, None) => true,
+            _ => false,
+        };
+        let refetch = !only_added && watermark > 0;
+        let new_held = list.map(|new| {
+            new.into_iter()
+                .map(|subscription| {
+                    let before = old
+                        .iter()
+                        .flatten()
+                        .find(|h| h.subscription == subscription);
+                    let backfill_since = match before {
+                        Some(h) => h.backfill_since,
+                        // A new one: fetched on its own unless the whole slice is.
+                        None => (!refetch && watermark > 0).then_some(0),
+                    };
+                    HeldSubscription {
+                        subscription,
+                        backfill_since: if refetch { None } else { backfill_since },
+                    }
+                })
+                .collect::<Vec<_>>()
+        });
+        store_held(&tx, new_held.as_deref())?;
+        tx.commit()?;
+        drop(conn);
+        if refetch {
+            self.reset_for_full_pull()?;
+        }
+        Ok(refetch)
+    }
+
+    /// Applies one page of a subscription's first fetch in one transaction: its rows
+    /// (unless a local edit is pending) and where the fetch stands (done when `done`).
+    pub(crate) fn apply_backfill(
+        &self,
+        subscription: &Subscription,
+        changes: &[ServerChange],
+        watermark: u64,
+        done: bool,
+    ) -> Result<u64, ClientError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let downloaded = self.apply_pulled(&tx, changes)?;
+        let mut list = held(&tx)?.unwrap_or_default();
+        for h in list.iter_mut().filter(|h| &h.subscription == subscription) {
+            h.backfill_since = (!done).then_some(watermark);
+        }
+        store_held(&tx, Some(&list))?;
+        tx.commit()?;
+        Ok(downloaded)
+    }
+}
