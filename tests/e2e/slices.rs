@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use roster_client::{ClientError, Subscription};
+use roster_client::{Choice, ClientError, Subscription};
 use roster_e2e::cli::run_roster;
 use roster_e2e::{DEFAULT_USER, TestClient, TestServer, assert_converged};
 use roster_protocol::{ErrorCode, Fields, RowId};
@@ -289,4 +289,44 @@ async fn the_cli_subscribes_lists_and_unsubscribes() {
     assert_eq!(names(ok(&["list", "--json"]).json()), Vec::<String>::new());
     ok(&["unsubscribe", "--all"]);
     assert_eq!(names(ok(&["list", "--json"]).json()).len(), 6);
+}
+
+#[tokio::test]
+async fn a_conflict_on_a_row_that_left_the_slice_is_shown_and_resolvable() {
+    let server = TestServer::start_with_config(&CONFIG.replace("server-wins", "defer-to-client"));
+    let (writer, paris, _) = seeded(&server).await;
+    let a = subscribed(&server, &[by_city(json!("Paris"))]).await;
+    a.update("person", paris[0], json!({"name": "mine"}));
+    writer.update(
+        "person",
+        paris[0],
+        json!({"name": "theirs", "city": "Lyon"}),
+    );
+    writer.client.sync().await.unwrap();
+
+    let report = a.client.sync().await.unwrap();
+    assert_eq!(report.conflicts_deferred, 1, "{report:?}");
+    let open = a.client.store().open_conflicts().unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].id, paris[0]);
+    assert_eq!(
+        a.live("person")[&paris[0]]["name"],
+        json!("mine"),
+        "kept while open"
+    );
+
+    a.client
+        .store()
+        .resolve_conflict("person", paris[0], Choice::KeepTheirs)
+        .unwrap();
+    assert!(
+        !a.live("person").contains_key(&paris[0]),
+        "theirs is outside the slice"
+    );
+    a.client.sync().await.unwrap();
+    assert!(a.client.store().open_conflicts().unwrap().is_empty());
+    let rows = server.live("person").await;
+    assert_eq!(rows[&paris[0]]["name"], json!("theirs"));
+    assert_slice(&server, &a, city_in(&["Paris"])).await;
+    assert_converged(&server, "person", &[&writer]).await;
 }

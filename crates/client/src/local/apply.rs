@@ -181,7 +181,14 @@ impl LocalStore {
             }
         }
         counts.downloaded += self.apply_pulled(&tx, &response.changes)?;
+        // Partial sync: what this answer says about a row replaces an earlier eviction
+        // that waited for its edit; then this answer's evictions.
+        let answered = (response.acks.iter().map(|a| (a.table.as_str(), a.id)))
+            .chain(response.conflicts.iter().map(|c| (c.table.as_str(), c.id)))
+            .chain(response.changes.iter().map(|c| (c.table.as_str(), c.id)));
+        super::slice::clear_marks(&tx, answered)?;
         counts.evicted += super::slice::evict(&tx, &response.evicted)?;
+        counts.evicted += super::slice::forget_marked_clean(&tx)?;
         // invariant: an interrupted sync resumes: the watermark is stored in the
         // transaction that applies its page.
         set_meta(&tx, "watermark", &response.watermark.to_string())?;

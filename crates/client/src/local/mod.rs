@@ -105,6 +105,14 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (tbl, id)
     ) WITHOUT ROWID;
 "#,
+    // Partial sync: rows evicted while they held an unpushed edit (local/slice.rs).
+    r#"
+    CREATE TABLE IF NOT EXISTS _roster_evict_later (
+        tbl TEXT NOT NULL,
+        id  TEXT NOT NULL,
+        PRIMARY KEY (tbl, id)
+    ) WITHOUT ROWID;
+"#,
 ];
 
 /// A live local row as the app sees it.

@@ -3,8 +3,8 @@
 //! its first fetch while that is still running, the rows an answer evicts, and the
 //! first fetch (backfill) of a subscription added to a device that already synced.
 
-use roster_protocol::{Eviction, ServerChange, SliceRequest, Subscription};
-use rusqlite::Transaction;
+use roster_protocol::{Eviction, RowId, ServerChange, SliceRequest, Subscription};
+use rusqlite::{Transaction, params};
 use serde::{Deserialize, Serialize};
 
 use super::rows::{forget_row, row_state};
@@ -49,16 +49,66 @@ fn store_held(
     set_meta(conn, KEY, &text)
 }
 
-/// Drops each evicted row unless it holds an unpushed edit (that edit is pushed first;
-/// the answer to it evicts the row then). Returns how many rows were dropped.
+/// Drops each evicted row unless it holds an unpushed edit. Such a row is marked
+/// instead: its edit is pushed and the server's answer to it decides (an answer about the
+/// row clears the mark, see [`clear_marks`]), but if it becomes clean without one (a
+/// person keeps the server's side of its conflict) it is dropped then
+/// ([`forget_marked_clean`]). Returns how many rows were dropped.
 pub(crate) fn evict(tx: &Transaction<'_>, evicted: &[Eviction]) -> Result<u64, ClientError> {
     let mut dropped = 0;
     for eviction in evicted {
-        // A pending edit stays (and is pushed); a row never held needs nothing.
-        if let Some((None, _)) = row_state(tx, &eviction.table, eviction.id)? {
-            forget_row(tx, &eviction.table, eviction.id)?;
+        match row_state(tx, &eviction.table, eviction.id)? {
+            Some((None, _)) => {
+                forget_row(tx, &eviction.table, eviction.id)?;
+                dropped += 1;
+            }
+            Some((Some(_), _)) => {
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO _roster_evict_later (tbl, id) VALUES (?1, ?2)",
+                )?
+                .execute(params![eviction.table, eviction.id.to_string()])?;
+            }
+            // A row this device never held needs nothing.
+            None => {}
+        }
+    }
+    Ok(dropped)
+}
+
+/// Forgets the marks of rows the server has just answered about (an ack, a conflict or
+/// a pulled version): its answer, evictions included, is the newer word on them.
+pub(crate) fn clear_marks<'a>(
+    tx: &Transaction<'_>,
+    rows: impl Iterator<Item = (&'a str, RowId)>,
+) -> Result<(), ClientError> {
+    let mut stmt =
+        tx.prepare_cached("DELETE FROM _roster_evict_later WHERE tbl = ?1 AND id = ?2")?;
+    for (table, id) in rows {
+        stmt.execute(params![table, id.to_string()])?;
+    }
+    Ok(())
+}
+
+/// Drops the marked rows that have no pending edit any more; returns how many.
+pub(crate) fn forget_marked_clean(tx: &Transaction<'_>) -> Result<u64, ClientError> {
+    let marked: Vec<(String, String, bool)> = tx
+        .prepare_cached(
+            "SELECT m.tbl, m.id, r.id IS NOT NULL FROM _roster_evict_later m
+             LEFT JOIN _roster_rows r ON r.tbl = m.tbl AND r.id = m.id
+             WHERE r.pending IS NULL",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut dropped = 0;
+    for (table, id_text, held) in marked {
+        if held {
+            let id = RowId::parse_str(&id_text)
+                .map_err(|e| ClientError::Corrupt(format!("row id {id_text:?}: {e}")))?;
+            forget_row(tx, &table, id)?;
             dropped += 1;
         }
+        tx.prepare_cached("DELETE FROM _roster_evict_later WHERE tbl = ?1 AND id = ?2")?
+            .execute(params![table, id_text])?;
     }
     Ok(dropped)
 }
