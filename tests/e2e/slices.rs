@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use roster_client::{Choice, ClientError, Subscription};
+use roster_client::{Choice, ClientError, Subscription, SyncOptions};
 use roster_e2e::cli::run_roster;
 use roster_e2e::{DEFAULT_USER, TestClient, TestServer, assert_converged};
 use roster_protocol::{ErrorCode, Fields, RowId};
@@ -145,6 +145,23 @@ async fn a_subscription_added_fetches_only_its_rows_and_one_removed_evicts_them(
     );
     a.client.sync().await.unwrap();
     assert_slice(&server, &a, city_in(&["Lyon"])).await;
+
+    // Small pages: each subscription's index is read a page at a time and the pages
+    // merged by version, so nothing is skipped or duplicated.
+    let paged = TestClient::with_options(
+        &server,
+        SyncOptions {
+            pull_limit: 2,
+            ..SyncOptions::default()
+        },
+    )
+    .await;
+    for city in ["Lyon", "Paris"] {
+        paged.client.subscribe(by_city(json!(city))).await.unwrap();
+    }
+    let report = paged.client.sync().await.unwrap();
+    assert!(report.requests >= 3, "{report:?}");
+    assert_slice(&server, &paged, city_in(&["Paris", "Lyon"])).await;
 
     // A list is one subscription matching any of its values.
     let both = subscribed(&server, &[by_city(json!(["Nice", "Lyon"]))]).await;
