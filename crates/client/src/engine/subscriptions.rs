@@ -26,8 +26,7 @@ impl SyncClient {
         }
         list.push(subscription);
         self.check_subscriptions(&list).await?;
-        let store = self.store.clone();
-        blocking(move || store.set_subscriptions(Some(list))).await?;
+        self.replace_subscriptions(Some(list)).await?;
         Ok(true)
     }
 
@@ -43,16 +42,25 @@ impl SyncClient {
         if list.len() == before {
             return Ok(false);
         }
-        let store = self.store.clone();
-        blocking(move || store.set_subscriptions(Some(list))).await?;
+        self.replace_subscriptions(Some(list)).await?;
         Ok(true)
     }
 
     /// Drops every subscription: the device syncs the whole data set again from the
     /// next round on.
     pub async fn sync_everything(&self) -> Result<(), ClientError> {
+        self.replace_subscriptions(None).await
+    }
+
+    /// Stores the new list between rounds (a round running now finishes first), so no
+    /// round applies pages of the old slice over the new one's starting point.
+    async fn replace_subscriptions(
+        &self,
+        list: Option<Vec<Subscription>>,
+    ) -> Result<(), ClientError> {
+        let _round_lock = self.round.lock().await;
         let store = self.store.clone();
-        blocking(move || store.set_subscriptions(None)).await?;
+        blocking(move || store.set_subscriptions(list)).await?;
         Ok(())
     }
 
