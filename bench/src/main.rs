@@ -274,5 +274,6 @@ async fn run_scenario(ctx: &mut Ctx, scenario: Scenario) -> Result<()> {
         Scenario::Encryption => scenarios::encryption::run(ctx).await,
         Scenario::Import => scenarios::import::run(ctx),
         Scenario::Live => scenarios::live::run(ctx).await,
+        Scenario::Slices => scenarios::slices::run(ctx).await,
     }
 }

@@ -7,6 +7,7 @@ pub mod encryption;
 pub mod import;
 pub mod live;
 pub mod queries;
+pub mod slices;
 pub mod split;
 pub mod sync;
 
@@ -46,6 +47,9 @@ pub enum Scenario {
     /// Live sync: edit-to-visible latency through the change feed (also across two
     /// PostgreSQL instances), and the server's cost of idle streams.
     Live,
+    /// Partial sync: a device holding 1% of the data set against one holding all of it
+    /// (first sync, no-op round, 1000 rows moved into and out of the slice).
+    Slices,
 }
 
 impl Scenario {
@@ -62,10 +66,11 @@ impl Scenario {
             Scenario::Encryption => "encryption",
             Scenario::Import => "import",
             Scenario::Live => "live",
+            Scenario::Slices => "slices",
         }
     }
 
-    pub const ALL: [Scenario; 11] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::Baseline,
         Scenario::FirstSync,
         Scenario::Push,
@@ -77,6 +82,7 @@ impl Scenario {
         Scenario::Encryption,
         Scenario::Import,
         Scenario::Live,
+        Scenario::Slices,
     ];
 }
 
