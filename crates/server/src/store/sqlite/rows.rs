@@ -147,7 +147,28 @@ impl SqliteTx<'_, '_> {
         scan: PullScan,
         filter: &Filter,
     ) -> Result<Vec<FetchedRow>, StoreError> {
-        use rusqlite::types::Value as V;
+        let (sql, values) = slice_query(self.dataset, scan, filter);
+        let mut stmt = self.tx.prepare_cached(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(values), |r| {
+            Ok(FetchedRow {
+                table: r.get(0)?,
+                id: r.get(1)?,
+                version: to_u64(r.get(2)?),
+                data: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// The SQL of [`SqliteTx::fetch_slice`] and its values.
+pub(super) fn slice_query(
+    dataset: &str,
+    scan: PullScan,
+    filter: &Filter,
+) -> (String, Vec<rusqlite::types::Value>) {
+    use rusqlite::types::Value as V;
+    {
         let columns: Vec<&str> = filter.columns.iter().map(|c| c.column.as_str()).collect();
         let mut sql = format!(
             "SELECT tbl, id, version, data FROM rows INDEXED BY {}
@@ -155,7 +176,7 @@ impl SqliteTx<'_, '_> {
             slice_index_name(&filter.table, &columns)
         );
         let mut values = vec![
-            V::Text(self.dataset.to_owned()),
+            V::Text(dataset.to_owned()),
             V::Text(filter.table.clone()),
             V::Integer(to_i64(scan.since)),
             V::Integer(to_i64(scan.upto)),
@@ -173,16 +194,7 @@ impl SqliteTx<'_, '_> {
             values.extend(column.values.iter().map(sql_value));
         }
         sql.push_str(&format!(" ORDER BY version LIMIT {}", scan.limit));
-        let mut stmt = self.tx.prepare_cached(&sql)?;
-        let rows = stmt.query_map(rusqlite::params_from_iter(values), |r| {
-            Ok(FetchedRow {
-                table: r.get(0)?,
-                id: r.get(1)?,
-                version: to_u64(r.get(2)?),
-                data: r.get(3)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        (sql, values)
     }
 }
 
