@@ -114,10 +114,11 @@ impl SyncClient {
                 }
                 let (store, sub) = (self.store.clone(), subscription.clone());
                 let done = !answer.has_more;
-                let watermark = answer.watermark;
-                downloaded +=
-                    blocking(move || store.apply_backfill(&sub, &answer.changes, watermark, done))
-                        .await?;
+                let (watermark, newest) = (answer.watermark, answer.newest);
+                downloaded += blocking(move || {
+                    store.apply_backfill(&sub, &answer.changes, watermark, done, newest)
+                })
+                .await?;
                 if done {
                     break;
                 }

@@ -166,6 +166,9 @@ impl LocalStore {
             _ => false,
         };
         let refetch = !only_added && watermark > 0;
+        // Every subscription whose rows the device does not hold yet is fetched on its
+        // own through its index (a backfill): a new one, and all of them when the slice
+        // is fetched again or for the first time (watermark 0).
         let new_held = list.map(|new| {
             new.into_iter()
                 .map(|subscription| {
@@ -174,13 +177,12 @@ impl LocalStore {
                         .flatten()
                         .find(|h| h.subscription == subscription);
                     let backfill_since = match before {
-                        Some(h) => h.backfill_since,
-                        // A new one: fetched on its own unless the whole slice is.
-                        None => (!refetch && watermark > 0).then_some(0),
+                        Some(h) if !refetch && watermark > 0 => h.backfill_since,
+                        _ => Some(0),
                     };
                     HeldSubscription {
                         subscription,
-                        backfill_since: if refetch { None } else { backfill_since },
+                        backfill_since,
                     }
                 })
                 .collect::<Vec<_>>()
@@ -196,16 +198,26 @@ impl LocalStore {
 
     /// Applies one page of a subscription's first fetch in one transaction: its rows
     /// (unless a local edit is pending) and where the fetch stands (done when `done`).
+    ///
+    /// A device that has pulled nothing yet (watermark 0) starts its main pull at
+    /// `newest`, the server's version when its first fetch began: the fetch brings the
+    /// slice's live rows, and the main pull every change after that version (so a row
+    /// that moves out of the slice while the fetch runs is still evicted), instead of
+    /// scanning the data set's whole history.
     pub(crate) fn apply_backfill(
         &self,
         subscription: &Subscription,
         changes: &[ServerChange],
         watermark: u64,
         done: bool,
+        newest: u64,
     ) -> Result<u64, ClientError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let downloaded = self.apply_pulled(&tx, changes)?;
+        if get_meta(&tx, "watermark")?.as_deref() == Some("0") {
+            set_meta(&tx, "watermark", &newest.to_string())?;
+        }
         let mut list = held(&tx)?.unwrap_or_default();
         for h in list.iter_mut().filter(|h| &h.subscription == subscription) {
             h.backfill_since = (!done).then_some(watermark);
