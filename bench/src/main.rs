@@ -275,5 +275,6 @@ async fn run_scenario(ctx: &mut Ctx, scenario: Scenario) -> Result<()> {
         Scenario::Import => scenarios::import::run(ctx),
         Scenario::Schema => scenarios::schema::run(ctx),
         Scenario::Live => scenarios::live::run(ctx).await,
+        Scenario::Slices => scenarios::slices::run(ctx).await,
     }
 }

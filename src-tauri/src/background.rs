@@ -378,6 +378,7 @@ impl<R: Runtime> SyncTask<R> {
                     || report.downloaded > 0
                     || report.conflicts_detected > 0
                     || report.auto_merged > 0
+                    || report.evicted > 0
                 {
                     let _ = self.app.emit(RECORDS_CHANGED_EVENT, report);
                 }

@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 /// A sync request from a fresh client id.
 fn request(since: u64, changes: Vec<Change>) -> SyncRequest {
     SyncRequest {
+        slice: None,
         protocol: PROTOCOL_VERSION,
         client_id: uuid::Uuid::now_v7(),
         since,

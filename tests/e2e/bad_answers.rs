@@ -64,6 +64,7 @@ impl Drop for FakeServer {
 /// An answer acknowledging nothing, pulling `changes`.
 fn page(watermark: u64, has_more: bool, changes: Vec<ServerChange>) -> SyncResponse {
     SyncResponse {
+        evicted: Vec::new(),
         acks: Vec::new(),
         conflicts: Vec::new(),
         changes,

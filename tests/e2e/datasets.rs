@@ -26,6 +26,7 @@ fn change(id: RowId, op: ChangeOp, base: Option<u64>, name: &str) -> Change {
 
 fn request(changes: Vec<Change>, batch: Option<uuid::Uuid>, client: uuid::Uuid) -> SyncRequest {
     SyncRequest {
+        slice: None,
         protocol: PROTOCOL_VERSION,
         client_id: client,
         since: 0,

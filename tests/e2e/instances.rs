@@ -140,6 +140,7 @@ async fn a_continuous_reader_never_skips_a_late_commit_of_concurrent_writers() {
             loop {
                 let still_writing = writing.load(Ordering::SeqCst);
                 let request = SyncRequest {
+                    slice: None,
                     protocol: PROTOCOL_VERSION,
                     client_id,
                     since,
@@ -180,6 +181,7 @@ async fn a_continuous_reader_never_skips_a_late_commit_of_concurrent_writers() {
                     .map(|row| insert(format!("w{writer}-b{batch}-r{row}")))
                     .collect();
                 let request = SyncRequest {
+                    slice: None,
                     protocol: PROTOCOL_VERSION,
                     client_id,
                     since: 0,

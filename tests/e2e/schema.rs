@@ -153,6 +153,7 @@ async fn a_device_that_has_not_followed_keeps_a_column_it_never_knew() {
         round: None,
         batch_id: Some(uuid::Uuid::now_v7()),
         epoch: None,
+        slice: None,
     };
     let answer: SyncResponse = server
         .http()

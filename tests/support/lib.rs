@@ -492,6 +492,7 @@ impl TestServer {
         let mut rows = BTreeMap::new();
         loop {
             let request = SyncRequest {
+                slice: None,
                 protocol: PROTOCOL_VERSION,
                 client_id: uuid::Uuid::now_v7(),
                 since,

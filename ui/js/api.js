@@ -50,6 +50,10 @@ export const api = {
   history: (limit) => call("conflict_history", { limit }),
   settings: () => call("get_settings"),
   saveSettings: (settings) => call("set_settings", { settings }),
+  subscriptions: () => call("list_subscriptions"),
+  subscribe: (name, params) => call("subscribe", { name, params }),
+  unsubscribe: (name, params) => call("unsubscribe", { name, params }),
+  syncEverything: () => call("sync_everything"),
   testConnection: (server_url, token, security = {}) =>
     call("test_connection", { server_url, token, ...securityArgs(security) }),
   connect: (server_url, token, replace_local, security = {}) =>

@@ -20,11 +20,15 @@ export function initSettings(savedCallback) {
     $("switch-server").disabled = false;
   });
   $("reset-local").addEventListener("click", () => resetLocalData());
+  $("subscribe-form").addEventListener("submit", (e) => { e.preventDefault(); subscribe(); });
+  $("sync-everything").addEventListener("click", () =>
+    changeSlice(() => api.syncEverything()));
   showSecurityWarning = wireSecurity("setting");
 }
 
 export async function loadSettings() {
   clearErrors();
+  loadSubscriptions().catch((e) => console.error(e));
   $("settings-saved").hidden = true;
   const [settings, info] = await Promise.all([api.settings(), api.appInfo()]);
   api.localData().then((data) => {
@@ -90,4 +94,72 @@ async function save() {
   } catch (error) {
     showError(error);
   }
+}
+
+/** `city=Paris, city=Lyon, age=5` as parameters: a name given twice is a list. */
+export function parseParams(text) {
+  const params = {};
+  for (const part of text.split(",").map((p) => p.trim()).filter(Boolean)) {
+    const at = part.indexOf("=");
+    if (at < 1) throw { message: `"${part}" is not name=value` };
+    const name = part.slice(0, at).trim();
+    const raw = part.slice(at + 1).trim();
+    const value = /^-?\d+$/.test(raw) ? Number(raw) : raw === "true" ? true : raw === "false" ? false : raw;
+    if (!(name in params)) params[name] = value;
+    else if (Array.isArray(params[name])) params[name].push(value);
+    else params[name] = [params[name], value];
+  }
+  return params;
+}
+
+function describe(subscription) {
+  const values = Object.entries(subscription.params || {})
+    .map(([name, value]) => `${name} = ${Array.isArray(value) ? value.join(" or ") : value}`);
+  return values.length ? `${subscription.name}: ${values.join(", ")}` : subscription.name;
+}
+
+async function loadSubscriptions() {
+  const list = await api.subscriptions();
+  $("subscriptions-state").textContent = list === null
+    ? "This device holds all the people of its data set."
+    : list.length === 0
+      ? "This device holds only people it has not sent yet."
+      : "This device holds only the people these subscriptions match:";
+  $("subscriptions-list").replaceChildren(...(list || []).map((subscription) => {
+    const remove = el("button", { type: "button", class: "link", "data-testid": "unsubscribe" }, "Remove");
+    remove.addEventListener("click", () =>
+      changeSlice(() => api.unsubscribe(subscription.name, subscription.params || {})));
+    return el("li", { "data-testid": "subscription" }, el("span", {}, describe(subscription)), " ", remove);
+  }));
+  $("sync-everything").hidden = list === null;
+}
+
+async function changeSlice(action) {
+  const error = $("subscribe-error");
+  error.hidden = true;
+  try {
+    await action();
+    await loadSubscriptions();
+  } catch (e) {
+    error.textContent = e.message;
+    error.hidden = false;
+  }
+}
+
+async function subscribe() {
+  const name = $("subscribe-name").value.trim();
+  let params;
+  try {
+    if (!name) throw { message: "Enter the name of a subscription" };
+    params = parseParams($("subscribe-params").value);
+  } catch (e) {
+    $("subscribe-error").textContent = e.message;
+    $("subscribe-error").hidden = false;
+    return;
+  }
+  await changeSlice(async () => {
+    await api.subscribe(name, params);
+    $("subscribe-name").value = "";
+    $("subscribe-params").value = "";
+  });
 }

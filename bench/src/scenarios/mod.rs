@@ -8,6 +8,7 @@ pub mod import;
 pub mod live;
 pub mod queries;
 pub mod schema;
+pub mod slices;
 pub mod split;
 pub mod sync;
 
@@ -49,6 +50,9 @@ pub enum Scenario {
     /// Live sync: edit-to-visible latency through the change feed (also across two
     /// PostgreSQL instances), and the server's cost of idle streams.
     Live,
+    /// Partial sync: a device holding 1% of the data set against one holding all of it
+    /// (first sync, no-op round, 1000 rows moved into and out of the slice).
+    Slices,
 }
 
 impl Scenario {
@@ -66,10 +70,11 @@ impl Scenario {
             Scenario::Import => "import",
             Scenario::Schema => "schema",
             Scenario::Live => "live",
+            Scenario::Slices => "slices",
         }
     }
 
-    pub const ALL: [Scenario; 12] = [
+    pub const ALL: [Scenario; 13] = [
         Scenario::Baseline,
         Scenario::FirstSync,
         Scenario::Push,
@@ -82,6 +87,7 @@ impl Scenario {
         Scenario::Import,
         Scenario::Schema,
         Scenario::Live,
+        Scenario::Slices,
     ];
 }
 

@@ -179,6 +179,35 @@ pub enum Command {
         /// The file (.csv, .vcf or .vcard).
         file: PathBuf,
     },
+    /// Sync only a slice: add a subscription the server declares, with this device's
+    /// values (`roster subscribe by_city city=Paris city=Lyon`), then sync. The server
+    /// checks it first; a refused one changes nothing (exit 5).
+    Subscribe {
+        /// The subscription's name in the server's config.
+        name: String,
+        /// PARAM=VALUE pairs; a parameter given twice matches any of its values.
+        params: Vec<String>,
+        /// Do not sync now.
+        #[arg(long)]
+        no_sync: bool,
+    },
+    /// Remove a subscription (the same name and values as subscribed), then sync: the
+    /// rows only it matched leave this device. `--all` syncs the whole data set again.
+    Unsubscribe {
+        /// The subscription's name (omit with --all).
+        #[arg(required_unless_present = "all")]
+        name: Option<String>,
+        /// PARAM=VALUE pairs, as given to subscribe.
+        params: Vec<String>,
+        /// Drop every subscription: sync the whole data set.
+        #[arg(long, conflicts_with = "name")]
+        all: bool,
+        /// Do not sync now.
+        #[arg(long)]
+        no_sync: bool,
+    },
+    /// Show this device's subscriptions (or that it syncs the whole data set).
+    Subscriptions,
     /// Export people to a CSV or vCard file, the format from the extension (.csv, .vcf).
     Export {
         /// Table [default: the first table of the schema].

@@ -13,6 +13,7 @@ mod fields;
 mod live;
 mod output;
 mod resolve;
+mod subscribe;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -317,6 +318,46 @@ async fn run(mut cli: Cli, out: &Output) -> anyhow::Result<()> {
             out.resolved(&table, id)
         }
         Command::Status => out.status(&store.status()?),
+        Command::Subscribe {
+            name,
+            params,
+            no_sync,
+        } => {
+            let subscription = subscribe::parse(&name, &params)?;
+            let added = client.subscribe(subscription.clone()).await?;
+            out.subscribed(&subscription, added)?;
+            if no_sync {
+                Ok(())
+            } else {
+                out.synced(&client.sync().await?)
+            }
+        }
+        Command::Unsubscribe {
+            name,
+            params,
+            all,
+            no_sync,
+        } => {
+            let removed = match name.filter(|_| !all) {
+                Some(name) => {
+                    let subscription = subscribe::parse(&name, &params)?;
+                    let removed = client.unsubscribe(&subscription).await?;
+                    out.unsubscribed(Some(&subscription), removed)?;
+                    removed
+                }
+                None => {
+                    client.sync_everything().await?;
+                    out.unsubscribed(None, true)?;
+                    true
+                }
+            };
+            if no_sync || !removed {
+                Ok(())
+            } else {
+                out.synced(&client.sync().await?)
+            }
+        }
+        Command::Subscriptions => out.subscriptions(client.subscriptions()?.as_deref()),
         Command::Import { table, file } => {
             let table = table_name(&table)?;
             // On a terminal, a line that counts the rows as the chunks are written.

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use roster_client::{ConflictRecord, ImportReport, OpenConflict, Record, Status, SyncReport};
-use roster_protocol::{ConflictLogEntry, RowId, Schema, TableSchema};
+use roster_protocol::{ConflictLogEntry, RowId, Schema, Subscription, TableSchema};
 use serde_json::{Value, json};
 
 /// Where and how results are printed.
@@ -202,13 +202,14 @@ impl Output {
         }
         println!(
             "Synced: {} uploaded, {} downloaded, {} conflicts ({} resolved, {} waiting for you), \
-             {} merged automatically, in {} requests, {} ms",
+             {} merged automatically, {} left this device's subscriptions, in {} requests, {} ms",
             report.uploaded,
             report.downloaded,
             report.conflicts_detected,
             report.conflicts_resolved,
             report.conflicts_deferred,
             report.auto_merged,
+            report.evicted,
             report.requests,
             report.duration_ms
         );
@@ -322,6 +323,55 @@ impl Output {
                 e.resolution.as_str(),
                 e.client_id
             );
+        }
+        Ok(())
+    }
+
+    /// After subscribe.
+    pub fn subscribed(&self, subscription: &Subscription, added: bool) -> anyhow::Result<()> {
+        if self.json {
+            return print_json(&json!({"subscribed": subscription, "added": added}));
+        }
+        if added {
+            println!("Subscribed to {subscription}");
+        } else {
+            println!("Already subscribed to {subscription}");
+        }
+        Ok(())
+    }
+
+    /// After unsubscribe (`None`: every subscription dropped).
+    pub fn unsubscribed(
+        &self,
+        subscription: Option<&Subscription>,
+        removed: bool,
+    ) -> anyhow::Result<()> {
+        if self.json {
+            return print_json(&json!({"unsubscribed": subscription, "removed": removed}));
+        }
+        match (subscription, removed) {
+            (Some(s), true) => println!("Unsubscribed from {s}"),
+            (Some(s), false) => println!("Not subscribed to {s}"),
+            (None, _) => println!("No subscriptions: this device syncs the whole data set"),
+        }
+        Ok(())
+    }
+
+    /// The device's subscriptions (`None`: the whole data set).
+    pub fn subscriptions(&self, list: Option<&[Subscription]>) -> anyhow::Result<()> {
+        if self.json {
+            return print_json(&json!({"whole_dataset": list.is_none(), "subscriptions": list}));
+        }
+        match list {
+            None => println!("No subscriptions: this device syncs the whole data set"),
+            Some([]) => {
+                println!("Subscribed to nothing: this device holds only its own unpushed rows")
+            }
+            Some(list) => {
+                for s in list {
+                    println!("{s}");
+                }
+            }
         }
         Ok(())
     }

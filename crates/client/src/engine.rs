@@ -23,6 +23,8 @@ use crate::transport::{
 };
 use crate::{ClientError, StoreKey};
 
+mod subscriptions;
+
 /// Batch and timeout settings of a sync round.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncOptions {
@@ -387,6 +389,8 @@ impl SyncClient {
     ) -> Result<SyncReport, ClientError> {
         let _round_lock = self.round.lock().await;
         let started = Instant::now();
+        // A subscription added since the last round: its rows first, on their own.
+        let (backfilled, backfill_requests) = self.run_backfills().await?;
         let mut round = RoundState::new(RoundParams {
             client_id: self.store.client_id(),
             up_to_rev: self.store.edit_counter()?,
@@ -395,7 +399,8 @@ impl SyncClient {
             push_max_bytes: self.options.push_max_bytes,
             pull_limit: self.options.pull_limit,
             epoch: self.store.server_epoch()?,
-        });
+        })
+        .with_slice(self.store.slice_request()?);
         let mut step = round.start();
         loop {
             step = match step {
@@ -439,6 +444,8 @@ impl SyncClient {
                     round.on(Event::LastApplied(self.apply(received, true).await))
                 }
                 Step::Done(mut report) => {
+                    report.downloaded += backfilled;
+                    report.requests += backfill_requests;
                     if let Some(update) = round.take_progress() {
                         progress(&update);
                     }

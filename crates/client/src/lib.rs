@@ -52,6 +52,7 @@ pub use local::{
     Choice, ConflictRecord, DB_FILE, DeviceConflictHandler, ListQuery, LocalStore, MAX_LIST_LIMIT,
     OpenConflict, Record, Status, TRASH_KEEP_DAYS, TrashedRecord,
 };
+pub use roster_protocol::Subscription;
 pub use round::{MAX_PULL_REQUESTS, SyncProgress, SyncReport};
 pub use store_key::{RAW_KEY_LEN, StoreKey};
 pub use transport::{

@@ -13,7 +13,7 @@
 //! safe"); the rules it relies on are the `invariant:` lines below.
 
 use roster_protocol::{
-    Change, ErrorCode, PROTOCOL_VERSION, Rebase, RoundInfo, SyncRequest, SyncResponse,
+    Change, ErrorCode, PROTOCOL_VERSION, Rebase, RoundInfo, SliceRequest, SyncRequest, SyncResponse,
 };
 use serde::{Deserialize, Serialize};
 
@@ -84,6 +84,8 @@ pub struct ApplyCounts {
     pub conflicts_decided_here: u64,
     /// Concurrent updates of different fields the server merged on its own.
     pub auto_merged: u64,
+    /// Rows dropped because they left the device's subscriptions (partial sync).
+    pub evicted: u64,
 }
 
 /// Progress of a running round, reported after each request.
@@ -124,6 +126,9 @@ pub struct SyncReport {
     pub conflicts_decided_here: u64,
     /// Concurrent updates of different fields that the server merged on its own.
     pub auto_merged: u64,
+    /// Rows dropped because they left this device's subscriptions (partial sync).
+    #[serde(default)]
+    pub evicted: u64,
     /// HTTP requests made.
     pub requests: u32,
     /// Wall time of the round, in milliseconds.
@@ -143,6 +148,7 @@ impl SyncReport {
         self.conflicts_deferred += counts.conflicts_deferred;
         self.conflicts_decided_here += counts.conflicts_decided_here;
         self.auto_merged += counts.auto_merged;
+        self.evicted += counts.evicted;
     }
 }
 
@@ -241,6 +247,8 @@ struct InFlight {
 #[derive(Debug)]
 pub struct RoundState {
     params: RoundParams,
+    /// The device's subscriptions, named in every request (`None`: the whole data set).
+    slice: Option<SliceRequest>,
     /// The round id every batch carries, so a server that can roll rounds back applies
     /// them together with the final batch.
     id: uuid::Uuid,
@@ -280,6 +288,7 @@ impl RoundState {
     pub fn new(params: RoundParams) -> Self {
         Self {
             params,
+            slice: None,
             id: uuid::Uuid::now_v7(),
             cursor: 0,
             open: true,
@@ -299,6 +308,12 @@ impl RoundState {
             pull_requests: 0,
             progress: None,
         }
+    }
+
+    /// The same round for a partial-sync device: every request names `slice`.
+    pub fn with_slice(mut self, slice: Option<SliceRequest>) -> Self {
+        self.slice = slice;
+        self
     }
 
     /// The first step.
@@ -404,6 +419,7 @@ impl RoundState {
             .map(|s| (s.change, s.local_rev))
             .unzip();
         let request = SyncRequest {
+            slice: self.slice.clone(),
             protocol: PROTOCOL_VERSION,
             client_id: self.params.client_id,
             since: self.since,
@@ -618,6 +634,7 @@ mod tests {
 
     fn answer(watermark: u64, has_more: bool, staged: bool) -> SyncResponse {
         SyncResponse {
+            evicted: Vec::new(),
             acks: Vec::new(),
             conflicts: Vec::new(),
             changes: Vec::new(),
@@ -743,6 +760,7 @@ mod tests {
                             ..answer(request.since, false, false)
                         }),
                         "rb" => Ok(SyncResponse {
+                            evicted: Vec::new(),
                             rollback: Some(RollbackReport {
                                 table: "person".into(),
                                 id: RowId::nil(),

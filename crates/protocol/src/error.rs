@@ -23,6 +23,10 @@ pub enum ErrorCode {
     BatchTooLarge,
     /// The client speaks a protocol version this server does not.
     UnsupportedProtocol,
+    /// A subscription names no filter the server declares, sets a parameter it does not
+    /// have (or `user`, which the server binds), misses one, or gives a value that does
+    /// not fit its column (HTTP 400). Nothing was read or changed.
+    BadSubscription,
     /// The client's watermark is older than the oldest retained tombstone: it must
     /// re-initialise (pull everything again) before syncing.
     ResetRequired,

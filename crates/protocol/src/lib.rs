@@ -7,6 +7,8 @@
 //!   [`VersionedSchema`] is the schema with the server's version of it.
 //! * [`evolve`]: what changed between two schemas, and which changes are compatible.
 //! * [`sync`]: one sync round trip: [`SyncRequest`] and [`SyncResponse`].
+//! * [`slice`]: partial sync: the subscriptions a request names and the rows an answer
+//!   evicts.
 //! * [`conflict`]: conflict kinds (named from the client's point of view), policies and
 //!   resolutions.
 //! * [`error`]: the JSON error body every non-2xx response carries.
@@ -20,6 +22,7 @@ pub mod conflict;
 pub mod error;
 pub mod evolve;
 pub mod schema;
+pub mod slice;
 pub mod sync;
 pub mod validate;
 
@@ -30,6 +33,7 @@ pub use error::{ApiError, ErrorCode};
 pub use schema::{
     ColumnDef, ColumnType, Fields, Schema, SchemaError, TableSchema, ValueFormat, VersionedSchema,
 };
+pub use slice::{Eviction, SliceRequest, Subscription};
 pub use sync::{
     Ack, Change, ChangeOp, ChangeShapeError, Rebase, RoundInfo, ServerChange, ServerRow,
     SyncRequest, SyncResponse,

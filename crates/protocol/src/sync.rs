@@ -151,6 +151,9 @@ pub struct SyncRequest {
     /// restored from a backup since then answers with [`SyncResponse::rebase`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<u64>,
+    /// The slice of the data set this device holds (partial sync); `None`: all of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slice: Option<crate::slice::SliceRequest>,
 }
 
 /// The server was restored from a backup since the client's last answer: versions after
@@ -278,6 +281,10 @@ pub struct SyncResponse<C = ServerChange> {
     /// 0 from a server that does not version its schema.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub schema_version: u64,
+    /// Rows of this answer's range, or written by this request, that do not match the
+    /// request's subscriptions (partial sync): the device drops its clean copies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evicted: Vec<crate::slice::Eviction>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -307,6 +314,7 @@ impl<C> SyncResponse<C> {
             epoch: self.epoch,
             rebase: self.rebase,
             schema_version: self.schema_version,
+            evicted: self.evicted,
         })
     }
 }

@@ -82,6 +82,24 @@ pub fn validate_request(request: &SyncRequest, schema: &Schema) -> Result<(), Ap
             ),
         ));
     }
+    if let Some(slice) = &request.slice {
+        if slice.subscriptions.len() > crate::slice::MAX_SUBSCRIPTIONS {
+            return Err(ApiError::new(
+                ErrorCode::BadSubscription,
+                format!(
+                    "{} subscriptions in one request; at most {} are accepted",
+                    slice.subscriptions.len(),
+                    crate::slice::MAX_SUBSCRIPTIONS
+                ),
+            ));
+        }
+        if slice.backfill && (!request.changes.is_empty() || request.round.is_some()) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidChange,
+                "a backfill request carries no changes and belongs to no round",
+            ));
+        }
+    }
     let mut seen = HashSet::with_capacity(request.changes.len());
     for (index, change) in request.changes.iter().enumerate() {
         let at = |message: String| format!("change #{index} ({}): {message}", change.id);
@@ -136,6 +154,7 @@ mod tests {
 
     fn request(changes: Vec<Change>) -> SyncRequest {
         SyncRequest {
+            slice: None,
             protocol: PROTOCOL_VERSION,
             client_id: uuid::Uuid::now_v7(),
             since: 0,

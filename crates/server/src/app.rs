@@ -70,11 +70,14 @@ impl Application {
     ) -> Result<Self, StartError> {
         let db = db.to_path_buf();
         let wanted = config.schema();
-        // On a blocking thread: the PostgreSQL driver blocks.
+        let defs = config.subscriptions.clone();
+        // On a blocking thread: the PostgreSQL driver blocks. Each subscription's index
+        // is made before the first request is served.
         let (backend, served) = tokio::task::spawn_blocking(move || {
             let backend = store::open(&db)?;
             let served = crate::schema_version::adopt(backend.sync.as_ref(), &wanted)?;
             let retired = crate::schema_version::retired_columns(backend.sync.as_ref(), &wanted)?;
+            backend.sync.ensure_slice_indexes(&defs)?;
             Ok::<_, StartError>((backend, (served, retired)))
         })
         .await

@@ -174,6 +174,10 @@ pub struct ServerConfig {
     /// Synced tables. Empty means the shipped `person` table with server-wins.
     #[serde(default)]
     pub tables: Vec<TableConfig>,
+    /// Partial sync: named, parameterised filters devices subscribe to (see
+    /// [`crate::slices`]). Each gets an index on the rows table at start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subscriptions: Vec<crate::slices::SubscriptionDef>,
 }
 
 fn default_shutdown_grace() -> u64 {
@@ -261,6 +265,7 @@ impl Default for ServerConfig {
             metrics_listen: None,
             shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
             tables: Vec::new(),
+            subscriptions: Vec::new(),
         }
     }
 }
@@ -319,6 +324,19 @@ impl ServerConfig {
                         table.schema.name
                     )));
                 }
+            }
+        }
+        let schema = self.schema();
+        let mut names = std::collections::HashSet::new();
+        for def in &self.subscriptions {
+            if let Some(problem) = def.problem(&schema) {
+                return Err(ConfigError::Setting(problem));
+            }
+            if !names.insert(def.name.as_str()) {
+                return Err(ConfigError::Setting(format!(
+                    "two subscriptions are named {}",
+                    def.name
+                )));
             }
         }
         if self.max_body_bytes < 1024 {

@@ -27,6 +27,7 @@ use crate::config::ServerConfig;
 use crate::feed::{Access, Feed, FeedLimits, Recheck, Stream};
 use crate::quota::UserQuota;
 use crate::resolve::{Resolver, ServerConflictHandler};
+use crate::slices::Slices;
 use crate::store::{StoreError, SyncStore};
 use crate::telemetry;
 use roster_protocol::validate::{RetiredColumns, decode_request_retiring};
@@ -42,6 +43,7 @@ pub struct ServerState {
     /// Columns older versions declared: removed from requests, not refused.
     retired: Arc<RetiredColumns>,
     resolver: Arc<Resolver>,
+    slices: Arc<Slices>,
     auth_limiter: Arc<AuthLimiter>,
     user_quota: Arc<UserQuota>,
     feed: Arc<Feed>,
@@ -64,6 +66,7 @@ impl ServerState {
             schema_version: 0,
             retired: Arc::default(),
             resolver: Arc::new(Resolver::new(config)),
+            slices: Arc::new(Slices::new(&config.subscriptions, &config.schema())),
             auth_limiter: Arc::new(AuthLimiter::new(AuthLimits::from_config(config))),
             user_quota: Arc::new(UserQuota::new(config.user_requests_per_minute)),
         }
@@ -174,7 +177,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::UnknownColumn
         | ErrorCode::InvalidValue
         | ErrorCode::InvalidChange => StatusCode::UNPROCESSABLE_ENTITY,
-        ErrorCode::UnsupportedProtocol => StatusCode::BAD_REQUEST,
+        ErrorCode::UnsupportedProtocol | ErrorCode::BadSubscription => StatusCode::BAD_REQUEST,
         ErrorCode::ResetRequired => StatusCode::GONE,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -624,13 +627,25 @@ async fn sync(
         }
     })?;
     let request = decode_request_retiring(&body, &state.schema, &state.retired)?;
+    // Subscriptions filter inside the data set `authorise` let the user use; `:user` is
+    // bound here, to the token's user. A bad one is refused before the store is touched.
+    let slice = request
+        .slice
+        .as_ref()
+        .map(|s| {
+            state
+                .slices
+                .resolve(&s.subscriptions, s.backfill, &scope.user.name)
+        })
+        .transpose()?;
     let store = state.store.clone();
     let resolver = state.resolver.clone();
     let schema_version = state.schema_version;
     // Encoded on the blocking thread too: a pull page's rows are copied into the body as
     // stored, never decoded (see `store::Answer`).
     let body = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, HttpError> {
-        let mut answer = store.sync_answer(&scope.dataset, &request, &resolver)?;
+        let mut answer =
+            store.sync_answer_in(&scope.dataset, &request, &resolver, slice.as_ref())?;
         answer.schema_version = schema_version;
         serde_json::to_vec(&answer).map_err(|e| HttpError::new(ErrorCode::Internal, e.to_string()))
     })

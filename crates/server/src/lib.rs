@@ -7,6 +7,9 @@
 //! * [`classify`]: which conflict kind a change runs into.
 //! * [`resolve`]: how it is resolved: automatic three-way merge, the owner's
 //!   [`resolve::ServerConflictHandler`], then the table's policy and field rules.
+//! * [`slices`]: partial sync: the config's subscription filters, a device's
+//!   subscriptions checked and bound to them (`:user` by the server), and the slice a
+//!   pull is answered with.
 //! * [`store`]: the storage trait, the request flow written once over it
 //!   (`store::flow`), and its two backends, [`store::sqlite`] (the embedded default)
 //!   and [`store::postgres`].
@@ -41,6 +44,7 @@ pub mod quota;
 pub mod resolve;
 pub mod schema_migration;
 pub mod schema_version;
+pub mod slices;
 pub mod store;
 pub mod tables;
 pub mod telemetry;

@@ -210,6 +210,7 @@ pub fn error_code_name(code: ErrorCode) -> &'static str {
         ErrorCode::Forbidden => "forbidden",
         ErrorCode::TooManyRequests => "too_many_requests",
         ErrorCode::StorageFull => "storage_full",
+        ErrorCode::BadSubscription => "bad_subscription",
         ErrorCode::Internal => "internal",
     }
 }

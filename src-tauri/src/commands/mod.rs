@@ -9,6 +9,7 @@ pub mod exchange;
 pub mod links;
 pub mod records;
 pub mod settings;
+pub mod subscriptions;
 pub mod sync;
 pub mod trash;
 pub mod unlock;

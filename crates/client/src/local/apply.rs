@@ -212,6 +212,14 @@ impl LocalStore {
             }
         }
         counts.downloaded += self.apply_pulled(&tx, &response.changes)?;
+        // Partial sync: what this answer says about a row replaces an earlier eviction
+        // that waited for its edit; then this answer's evictions.
+        let answered = (response.acks.iter().map(|a| (a.table.as_str(), a.id)))
+            .chain(response.conflicts.iter().map(|c| (c.table.as_str(), c.id)))
+            .chain(response.changes.iter().map(|c| (c.table.as_str(), c.id)));
+        super::slice::clear_marks(&tx, answered)?;
+        counts.evicted += super::slice::evict(&tx, &response.evicted)?;
+        counts.evicted += super::slice::forget_marked_clean(&tx)?;
         // invariant: an interrupted sync resumes: the watermark is stored in the
         // transaction that applies its page.
         set_meta(&tx, "watermark", &response.watermark.to_string())?;
@@ -230,7 +238,7 @@ impl LocalStore {
     /// is overwritten silently. Returns how many rows changed. Each table's statements
     /// are prepared once per call, and a live row's pending state is checked by the
     /// metadata upsert itself (it only updates a clean row), not by a separate query.
-    fn apply_pulled(
+    pub(super) fn apply_pulled(
         &self,
         tx: &Transaction<'_>,
         changes: &[ServerChange],
@@ -426,6 +434,7 @@ mod tests {
         changes: Vec<ServerChange>,
     ) -> SyncResponse {
         SyncResponse {
+            evicted: Vec::new(),
             acks,
             conflicts,
             changes,

@@ -201,6 +201,9 @@ impl LocalStore {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         self.apply_choice(&tx, table, id, &choice)?;
+        // A row that left this device's slice while it waited goes once the choice
+        // leaves nothing to push (the server's side kept).
+        super::slice::forget_marked_clean(&tx)?;
         tx.commit()?;
         Ok(())
     }

@@ -32,6 +32,7 @@ mod encrypt;
 mod evolve;
 mod records;
 mod rows;
+mod slice;
 mod sql;
 #[cfg(test)]
 mod test_fixtures;
@@ -102,6 +103,14 @@ const MIGRATIONS: &[&str] = &[
         id            TEXT    NOT NULL,
         data          TEXT    NOT NULL,
         deleted_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (tbl, id)
+    ) WITHOUT ROWID;
+"#,
+    // Partial sync: rows evicted while they held an unpushed edit (local/slice.rs).
+    r#"
+    CREATE TABLE IF NOT EXISTS _roster_evict_later (
+        tbl TEXT NOT NULL,
+        id  TEXT NOT NULL,
         PRIMARY KEY (tbl, id)
     ) WITHOUT ROWID;
 "#,

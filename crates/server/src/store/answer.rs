@@ -87,6 +87,7 @@ mod tests {
     fn an_answer_is_the_wire_response_byte_for_byte() {
         let id = RowId::now_v7();
         let answer = Answer {
+            evicted: Vec::new(),
             acks: vec![Ack {
                 table: "person".into(),
                 id,

@@ -35,6 +35,7 @@ pub(crate) fn update(id: RowId, base_version: u64, name: &str) -> Change {
 /// A one-batch request from a new client, with its own batch id.
 pub(crate) fn request(since: u64, changes: Vec<Change>, pull_limit: u32) -> SyncRequest {
     SyncRequest {
+        slice: None,
         protocol: PROTOCOL_VERSION,
         client_id: Uuid::now_v7(),
         since,

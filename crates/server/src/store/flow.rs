@@ -33,21 +33,23 @@
 //!
 //! [`APPLIED_BATCH_LIFETIME_MS`]: super::round::APPLIED_BATCH_LIFETIME_MS
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use roster_protocol::{
-    Ack, Change, Conflict, ConflictKind, Rebase, RollbackReport, RowId, SyncRequest,
+    Ack, Change, ChangeOp, Conflict, ConflictKind, Eviction, Rebase, RollbackReport, RowId,
+    SyncRequest,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::round::{
-    Applied, ConflictLogTx, LogContext, PageBuilder, PullScan, RowsTx, StoredRow, applied_response,
-    apply_changes, check_round_unique, check_watermark, encode, is_idempotent_write, now_ms,
-    rollback_outcome, staged_response,
+    Applied, ConflictLogTx, LogContext, Page, PageBuilder, PullScan, RowsTx, StoredRow,
+    applied_response, apply_changes, check_round_unique, check_watermark, encode,
+    is_idempotent_write, now_ms, rollback_outcome, staged_response,
 };
-use super::{Answer, PulledChange, StoreError};
+use super::{Answer, StoreError};
 use crate::resolve::Resolver;
+use crate::slices::Slice;
 use crate::telemetry::{self, RoundOutcome};
 
 /// At most this many remembered answers are kept per data set; the oldest go first.
@@ -140,15 +142,16 @@ pub(crate) struct Remembered {
     rollback: Option<RollbackReport>,
 }
 
-/// Applies `request` to `dataset` (see [`super::SyncStore::sync_answer`]). A request
-/// from another epoch (the database was restored from a backup since the client's last
-/// answer) applies nothing and is answered with [`Rebase`]; every other answer carries
-/// the epoch.
+/// Applies `request` to `dataset`, its pull answered for `slice` (see
+/// [`super::SyncStore::sync_answer_in`]). A request from another epoch (the database was
+/// restored from a backup since the client's last answer) applies nothing and is
+/// answered with [`Rebase`]; every other answer carries the epoch.
 pub(crate) fn sync_answer(
     store: &impl FlowStore,
     dataset: &str,
     request: &SyncRequest,
     resolver: &Resolver,
+    slice: Option<&Slice>,
 ) -> Result<Answer, StoreError> {
     let epoch = store.epoch(dataset)?;
     if request.epoch.is_some_and(|e| e != epoch.id) {
@@ -170,9 +173,10 @@ pub(crate) fn sync_answer(
             }),
             // Set by the HTTP layer, which knows the schema it serves.
             schema_version: 0,
+            evicted: Vec::new(),
         });
     }
-    let mut answer = answer_in_epoch(store, dataset, request, resolver, epoch.restored_at)?;
+    let mut answer = answer_in_epoch(store, dataset, request, resolver, slice, epoch.restored_at)?;
     answer.epoch = epoch.id;
     Ok(answer)
 }
@@ -183,6 +187,7 @@ fn answer_in_epoch(
     dataset: &str,
     request: &SyncRequest,
     resolver: &Resolver,
+    slice: Option<&Slice>,
     restored_at: u64,
 ) -> Result<Answer, StoreError> {
     let atomic_round = request.round.filter(|_| resolver.atomic_rounds());
@@ -190,12 +195,12 @@ fn answer_in_epoch(
         return stage(store, dataset, request, &round.id.to_string());
     }
     if request.changes.is_empty() && atomic_round.is_none() {
-        return read_only(store, dataset, request);
+        return read_only(store, dataset, request, slice);
     }
     let round_id = atomic_round.map(|r| r.id.to_string());
     let outcome = store.transact(dataset, Mode::Write, |tx| {
         let (last_seq, horizon) = tx.counter()?;
-        if let Some(answer) = replay(tx, request, horizon)? {
+        if let Some(answer) = replay(tx, request, horizon, slice)? {
             tracing::info!(batch = ?request.batch_id, "repeated the answer to a retried batch");
             return Ok(Finish::Commit(Ok((answer, Delivery::Replayed))));
         }
@@ -233,7 +238,9 @@ fn answer_in_epoch(
             newest: next,
             limit: request.pull_limit,
         };
-        let page = pull_page(tx, scan, &unwritten)?;
+        let mut page = pull_page(tx, scan, &unwritten, slice)?;
+        page.evicted
+            .extend(own_evictions(slice, changes, &acks, &conflicts));
         let remembered = Remembered {
             acks,
             conflicts,
@@ -290,12 +297,19 @@ fn read_only(
     store: &impl FlowStore,
     dataset: &str,
     request: &SyncRequest,
+    slice: Option<&Slice>,
 ) -> Result<Answer, StoreError> {
     let answer = store.transact(dataset, Mode::Read, |tx| {
         let (last_seq, horizon) = tx.counter()?;
+        // A backfill fetches live rows only: purged tombstones cannot be missing from it.
+        let horizon = if slice.is_some_and(|s| s.backfill) {
+            0
+        } else {
+            horizon
+        };
         check_watermark(request.since, last_seq, horizon)?;
         let scan = PullScan::read(request.since, request.pull_limit, last_seq);
-        let page = pull_page(tx, scan, &HashSet::new())?;
+        let page = pull_page(tx, scan, &HashSet::new(), slice)?;
         Ok(Finish::Commit(applied_response(
             Vec::new(),
             Vec::new(),
@@ -316,7 +330,7 @@ fn stage(
 ) -> Result<Answer, StoreError> {
     store.transact(dataset, Mode::Write, |tx| {
         let (newest, horizon) = tx.counter()?;
-        if let Some(answer) = replay(tx, request, horizon)? {
+        if let Some(answer) = replay(tx, request, horizon, None)? {
             return Ok(Finish::Commit(answer));
         }
         let encoded = request
@@ -403,18 +417,103 @@ fn round_changes(
     Ok(changes)
 }
 
-/// One pull page of `scan`, skipping `skip` (see [`PageBuilder`]).
+/// One pull page of `scan` for `slice` (`None`: the whole data set), skipping `skip`
+/// (see [`PageBuilder`]).
+///
+/// A slice's first fetch (watermark 0, or a backfill) reads each subscription's index
+/// ([`fetch_page`]): its cost follows the slice. Later pages of a partial device scan
+/// the data set's changes after the watermark like a full device's, sending the rows in
+/// the slice and an [`Eviction`] (id and version, no values) for every other live row,
+/// so a row edited out of the slice leaves every device that held it.
 fn pull_page(
     tx: &mut dyn FlowTx,
     scan: PullScan,
     skip: &HashSet<(String, RowId)>,
-) -> Result<(Vec<PulledChange>, u64, bool), StoreError> {
+    slice: Option<&Slice>,
+) -> Result<Page, StoreError> {
     if scan.limit == 0 {
         return Ok(PageBuilder::nothing(scan));
     }
-    let mut page = PageBuilder::new(scan, skip);
+    if let Some(slice) = slice.filter(|s| s.backfill || scan.since == 0) {
+        return fetch_page(tx, scan, slice, skip);
+    }
+    let mut page = PageBuilder::new(scan, skip).with_slice(slice);
     tx.pull_rows(scan, &mut page)?;
     Ok(page.finish())
+}
+
+/// The live rows of `slice` in `scan`, read through each subscription's index: every
+/// filter reads at most `scan.limit` rows in version order; the page holds the merged
+/// rows up to the lowest last version of a filter that filled its limit (the `cut`), so
+/// no matching row below the new watermark is left out.
+fn fetch_page(
+    tx: &mut dyn FlowTx,
+    scan: PullScan,
+    slice: &Slice,
+    skip: &HashSet<(String, RowId)>,
+) -> Result<Page, StoreError> {
+    let limit = usize::try_from(scan.limit).unwrap_or(usize::MAX);
+    let mut rows = Vec::new();
+    let mut cut = scan.upto;
+    for filter in &slice.filters {
+        let fetched = tx.pull_slice(scan, filter)?;
+        if fetched.len() >= limit
+            && let Some(last) = fetched.last()
+        {
+            cut = cut.min(last.version);
+        }
+        rows.extend(fetched);
+    }
+    rows.sort_by_key(|r| r.version);
+    rows.dedup_by_key(|r| r.version);
+    rows.retain(|r| r.version <= cut);
+    let mut page = PageBuilder::new(scan, skip).with_cut(cut);
+    for row in rows.into_iter().take(limit) {
+        if !page.push(row.table, &row.id, row.version, false, row.data)? {
+            break;
+        }
+    }
+    Ok(page.finish())
+}
+
+/// The rows this request wrote (or resolved) that end outside `slice`: the device drops
+/// them once acknowledged (its own edit moved the row out, or it created one outside).
+/// Deletes need none: an acknowledged delete forgets the row anyway.
+fn own_evictions(
+    slice: Option<&Slice>,
+    changes: &[Change],
+    acks: &[Ack],
+    conflicts: &[Conflict],
+) -> Vec<Eviction> {
+    let Some(slice) = slice else {
+        return Vec::new();
+    };
+    let sent: HashMap<(&str, RowId), &Change> = changes
+        .iter()
+        .map(|c| ((c.table.as_str(), c.id), c))
+        .collect();
+    let acked = acks.iter().filter_map(|ack| {
+        let change = sent.get(&(ack.table.as_str(), ack.id))?;
+        let fields = change
+            .fields
+            .as_ref()
+            .filter(|_| change.op != ChangeOp::Delete)?;
+        (!slice.matches(&ack.table, fields)).then(|| Eviction {
+            table: ack.table.clone(),
+            id: ack.id,
+            version: ack.version,
+        })
+    });
+    let resolved = conflicts.iter().filter_map(|conflict| {
+        let outcome = conflict.outcome.as_ref().filter(|o| !o.deleted)?;
+        let fields = outcome.fields.as_ref()?;
+        (!slice.matches(&conflict.table, fields)).then(|| Eviction {
+            table: conflict.table.clone(),
+            id: conflict.id,
+            version: outcome.version,
+        })
+    });
+    acked.chain(resolved).collect()
 }
 
 /// The batch id under which `request`'s answer is remembered, when a retry of it could
@@ -451,6 +550,7 @@ fn replay(
     tx: &mut dyn FlowTx,
     request: &SyncRequest,
     horizon: u64,
+    slice: Option<&Slice>,
 ) -> Result<Option<Answer>, StoreError> {
     let Some((client, batch)) = replay_key(request) else {
         return Ok(None);
@@ -472,6 +572,7 @@ fn replay(
     }
     if let Some(report) = remembered.rollback {
         return Ok(Some(Answer {
+            evicted: Vec::new(),
             acks: Vec::new(),
             conflicts: Vec::new(),
             changes: Vec::new(),
@@ -500,7 +601,13 @@ fn replay(
         newest: remembered.newest,
         limit: request.pull_limit,
     };
-    let page = pull_page(tx, scan, &skip)?;
+    let mut page = pull_page(tx, scan, &skip, slice)?;
+    page.evicted.extend(own_evictions(
+        slice,
+        &request.changes,
+        &remembered.acks,
+        &remembered.conflicts,
+    ));
     Ok(Some(applied_response(
         remembered.acks,
         remembered.conflicts,
@@ -717,6 +824,7 @@ mod tests {
         let resolver = with_handler(HandlerDecision::ServerWins);
         let round = Uuid::now_v7();
         let batch = |changes: Vec<Change>, final_batch: bool| SyncRequest {
+            slice: None,
             round: Some(RoundInfo {
                 id: round,
                 final_batch,
@@ -757,6 +865,7 @@ mod tests {
         let resolver = with_handler(HandlerDecision::Rollback("no".into()));
         let round = Uuid::now_v7();
         let staged = SyncRequest {
+            slice: None,
             round: Some(RoundInfo {
                 id: round,
                 final_batch: false,
@@ -765,6 +874,7 @@ mod tests {
         };
         store.sync(DS, &staged, &resolver).unwrap();
         let last = SyncRequest {
+            slice: None,
             round: Some(RoundInfo {
                 id: round,
                 final_batch: true,

@@ -243,7 +243,27 @@ pub trait SyncStore: Send + Sync + 'static {
         dataset: &str,
         request: &SyncRequest,
         resolver: &Resolver,
+    ) -> Result<Answer, StoreError> {
+        self.sync_answer_in(dataset, request, resolver, None)
+    }
+
+    /// [`SyncStore::sync_answer`] for a partial-sync device: the pull holds only the rows
+    /// of `slice` (`None`: the whole data set) and evicts the others it meets (see
+    /// [`crate::slices`]).
+    fn sync_answer_in(
+        &self,
+        dataset: &str,
+        request: &SyncRequest,
+        resolver: &Resolver,
+        slice: Option<&crate::slices::Slice>,
     ) -> Result<Answer, StoreError>;
+
+    /// Creates (if missing) the index each subscription declaration reads, so a slice's
+    /// first fetch costs the slice, not the data set. Run at start.
+    fn ensure_slice_indexes(
+        &self,
+        defs: &[crate::slices::SubscriptionDef],
+    ) -> Result<(), StoreError>;
 
     /// [`SyncStore::sync_answer`] with every pulled row decoded.
     fn sync(

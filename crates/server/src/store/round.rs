@@ -8,13 +8,14 @@ use std::collections::HashSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use roster_protocol::{
-    Ack, Change, ChangeOp, Conflict, ConflictKind, Fields, Resolution, RollbackReport, RowId,
-    ServerRow, SyncRequest, TableSchema,
+    Ack, Change, ChangeOp, Conflict, ConflictKind, Eviction, Fields, Resolution, RollbackReport,
+    RowId, ServerRow, SyncRequest, TableSchema,
 };
 
 use super::StoreError;
 use super::answer::{Answer, PulledChange};
 use crate::resolve::{Abort, Resolver, Write};
+use crate::slices::{Filter, Slice};
 
 /// A pull page stops early once its rows' values add up to this many bytes, so a
 /// response stays bounded in size as well as in row count.
@@ -142,6 +143,28 @@ pub(crate) trait RowsTx {
     fn announce(&mut self, newest: u64) -> Result<(), StoreError>;
     /// Feeds the rows of `scan` in version order to `page` until it is full.
     fn pull_rows(&mut self, scan: PullScan, page: &mut PageBuilder<'_>) -> Result<(), StoreError>;
+    /// The live rows of `scan` matching `filter`, in version order, at most `scan.limit`,
+    /// read through the filter's index (`rows_slice_*`, see [`slice_index_name`]): the
+    /// cost follows the slice, not the data set.
+    fn pull_slice(
+        &mut self,
+        scan: PullScan,
+        filter: &Filter,
+    ) -> Result<Vec<FetchedRow>, StoreError>;
+}
+
+/// A live row read by [`RowsTx::pull_slice`].
+pub(crate) struct FetchedRow {
+    pub table: String,
+    pub id: String,
+    pub version: u64,
+    pub data: Option<String>,
+}
+
+/// The name of the index a subscription's filter reads on both backends: one per table
+/// and column list, so declarations filtering the same columns share it.
+pub(crate) fn slice_index_name(table: &str, columns: &[&str]) -> String {
+    format!("rows_slice_{table}__{}", columns.join("__"))
 }
 
 /// The `conflict_log` table, inside a request's transaction on one data set (each
@@ -428,6 +451,7 @@ pub(crate) fn is_idempotent_write(request: &SyncRequest) -> bool {
 /// The answer to a staged (non-final) batch of an atomic round.
 pub(crate) fn staged_response(request: &SyncRequest, newest: u64) -> Answer {
     Answer {
+        evicted: Vec::new(),
         acks: Vec::new(),
         conflicts: Vec::new(),
         changes: Vec::new(),
@@ -462,6 +486,7 @@ pub(crate) fn rollback_outcome(
         conflicting_fields: Vec::new(),
     };
     let response = Answer {
+        evicted: Vec::new(),
         acks: Vec::new(),
         conflicts: Vec::new(),
         changes: Vec::new(),
@@ -515,7 +540,12 @@ impl PullScan {
 pub(crate) struct PageBuilder<'a> {
     scan: PullScan,
     skip: &'a HashSet<(String, RowId)>,
+    /// A partial-sync device's slice: live rows outside it become evictions.
+    slice: Option<&'a Slice>,
+    /// A fetch through the slice's indexes read everything only up to this version.
+    cut: Option<u64>,
     changes: Vec<PulledChange>,
+    evicted: Vec<Eviction>,
     scanned: u32,
     bytes: usize,
     last: u64,
@@ -527,12 +557,28 @@ impl<'a> PageBuilder<'a> {
         Self {
             scan,
             skip,
+            slice: None,
+            cut: None,
             changes: Vec::new(),
+            evicted: Vec::new(),
             scanned: 0,
             bytes: 0,
             last: scan.since,
             full: false,
         }
+    }
+
+    /// The same builder, answering for `slice` (`None`: the whole data set).
+    pub(crate) fn with_slice(mut self, slice: Option<&'a Slice>) -> Self {
+        self.slice = slice;
+        self
+    }
+
+    /// The same builder for rows fetched through a slice's indexes, which read every
+    /// matching row only up to `cut` (a later page goes on from there).
+    pub(crate) fn with_cut(mut self, cut: u64) -> Self {
+        self.cut = (cut < self.scan.upto).then_some(cut);
+        self
     }
 
     /// Adds the next row; returns `false` once the page is full (stop reading).
@@ -556,6 +602,14 @@ impl<'a> PageBuilder<'a> {
             return Ok(true);
         }
         let (table, id) = key;
+        if let (Some(slice), Some(text)) = (self.slice, data.as_ref().filter(|_| !deleted)) {
+            let fields = decode_fields(Some(text.clone()))?.unwrap_or_default();
+            if !slice.matches(&table, &fields) {
+                self.bytes += table.len() + 64;
+                self.evicted.push(Eviction { table, id, version });
+                return Ok(true);
+            }
+        }
         self.bytes += data.as_ref().map_or(0, String::len) + table.len() + 64;
         self.changes
             .push(PulledChange::stored(table, id, version, deleted, data)?);
@@ -563,34 +617,64 @@ impl<'a> PageBuilder<'a> {
     }
 
     /// The page, the new watermark and whether more changes wait.
-    pub(crate) fn finish(self) -> (Vec<PulledChange>, u64, bool) {
+    pub(crate) fn finish(self) -> Page {
         let newest = self.scan.newest;
-        if self.full {
-            (self.changes, self.last, true)
+        let (watermark, has_more) = if self.full {
+            (self.last, true)
         } else if self.scanned < self.scan.limit {
-            // The scan ran out: nothing else in (since, upto], and what lies above
-            // `upto` is this request's own writes.
-            (self.changes, newest, false)
+            match self.cut {
+                // The slice's fetch stopped at `cut`: the next page goes on from there.
+                Some(cut) => (cut, true),
+                // The scan ran out: nothing else in (since, upto], and what lies above
+                // `upto` is this request's own writes.
+                None => (newest, false),
+            }
         } else {
-            (self.changes, self.last, self.last < newest)
+            (self.last, self.last < newest)
+        };
+        Page {
+            changes: self.changes,
+            watermark,
+            has_more,
+            evicted: self.evicted,
         }
     }
 
     /// An empty page for `limit == 0`, when no rows need reading.
-    pub(crate) fn nothing(scan: PullScan) -> (Vec<PulledChange>, u64, bool) {
-        (Vec::new(), scan.since, scan.newest > scan.since)
+    pub(crate) fn nothing(scan: PullScan) -> Page {
+        Page {
+            changes: Vec::new(),
+            watermark: scan.since,
+            has_more: scan.newest > scan.since,
+            evicted: Vec::new(),
+        }
     }
+}
+
+/// One pull page: the rows, the rows evicted from the device's slice, the new watermark
+/// and whether more changes wait.
+pub(crate) struct Page {
+    pub changes: Vec<PulledChange>,
+    pub watermark: u64,
+    pub has_more: bool,
+    pub evicted: Vec<Eviction>,
 }
 
 /// The answer to an applied request.
 pub(crate) fn applied_response(
     acks: Vec<Ack>,
     conflicts: Vec<Conflict>,
-    page: (Vec<PulledChange>, u64, bool),
+    page: Page,
     next: u64,
 ) -> Answer {
-    let (changes, watermark, has_more) = page;
+    let Page {
+        changes,
+        watermark,
+        has_more,
+        evicted,
+    } = page;
     Answer {
+        evicted,
         acks,
         conflicts,
         changes,

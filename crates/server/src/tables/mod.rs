@@ -342,6 +342,8 @@ async fn apply(
         // The table protocol carries no epoch: its `If-Match` versions are checked
         // against the rows as they are, restored or not.
         epoch: None,
+        // The table protocol's clients hold what they pull: no slice.
+        slice: None,
     };
     validate_request(&request, state.schema())?;
     let (store, resolver, dataset) = (state.store(), state.resolver(), scope.dataset.clone());

@@ -105,7 +105,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
 ];
 
 /// Key of the advisory lock that serialises migrations of concurrently starting servers.
-const MIGRATION_LOCK: i64 = 0x526f_7374_6572; // "Roster"
+pub(crate) const MIGRATION_LOCK: i64 = 0x526f_7374_6572; // "Roster"
 
 /// Runs pending migrations in one transaction.
 pub(crate) fn migrate(conn: &mut Client) -> Result<(), StoreError> {

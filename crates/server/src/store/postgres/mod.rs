@@ -198,13 +198,21 @@ impl FlowStore for PostgresStore {
 }
 
 impl SyncStore for PostgresStore {
-    fn sync_answer(
+    fn sync_answer_in(
         &self,
         dataset: &str,
         request: &SyncRequest,
         resolver: &Resolver,
+        slice: Option<&crate::slices::Slice>,
     ) -> Result<Answer, StoreError> {
-        flow::sync_answer(self, dataset, request, resolver)
+        flow::sync_answer(self, dataset, request, resolver, slice)
+    }
+
+    fn ensure_slice_indexes(
+        &self,
+        defs: &[crate::slices::SubscriptionDef],
+    ) -> Result<(), StoreError> {
+        rows::ensure_slice_indexes(self, defs)
     }
 
     fn conflict_log(

@@ -7,10 +7,12 @@ use postgres::types::ToSql;
 use roster_protocol::{RowId, ServerRow};
 
 use super::PgTx;
+use crate::slices::{Filter, SubscriptionDef};
 use crate::store::StoreError;
 use crate::store::items::{Dialect, ItemQuery, ItemRow, SqlValue};
 use crate::store::round::{
-    PageBuilder, PullScan, RowWrite, RowsTx, StoredRow, decode_fields, to_i64, to_u64,
+    FetchedRow, PageBuilder, PullScan, RowWrite, RowsTx, StoredRow, decode_fields,
+    slice_index_name, to_i64, to_u64,
 };
 
 /// `(last_seq, purge_horizon)` of a data set, locked for this transaction so that its
@@ -111,6 +113,46 @@ impl RowsTx for PgTx<'_, '_> {
         super::listen::announce(self.tx, self.dataset, newest)
     }
 
+    /// One range scan of the filter's index per value list; values compared as the text
+    /// `->>` gives (text as is, integers in decimal, `true`/`false`).
+    fn pull_slice(
+        &mut self,
+        scan: PullScan,
+        filter: &Filter,
+    ) -> Result<Vec<FetchedRow>, StoreError> {
+        let mut sql = String::from(
+            "SELECT tbl, id, version, data FROM rows
+             WHERE dataset = $1 AND tbl = $2 AND version > $3 AND version <= $4",
+        );
+        let (since, upto) = (to_i64(scan.since), to_i64(scan.upto));
+        let lists: Vec<Vec<String>> = filter
+            .columns
+            .iter()
+            .map(|c| c.values.iter().map(text_value).collect())
+            .collect();
+        let mut params: Vec<&(dyn ToSql + Sync)> =
+            vec![&self.dataset, &filter.table, &since, &upto];
+        for (n, (column, list)) in filter.columns.iter().zip(&lists).enumerate() {
+            sql.push_str(&format!(
+                " AND {} = ANY(${})",
+                column_expr(&column.column),
+                n + 5
+            ));
+            params.push(list);
+        }
+        sql.push_str(&format!(" ORDER BY version LIMIT {}", scan.limit));
+        let rows = self.tx.query(&sql, &params)?;
+        Ok(rows
+            .iter()
+            .map(|r| FetchedRow {
+                table: r.get(0),
+                id: r.get(1),
+                version: to_u64(r.get(2)),
+                data: r.get(3),
+            })
+            .collect())
+    }
+
     fn pull_rows(&mut self, scan: PullScan, page: &mut PageBuilder<'_>) -> Result<(), StoreError> {
         let rows = self.tx.query(
             "SELECT tbl, id, version, deleted, data FROM rows
@@ -130,6 +172,49 @@ impl RowsTx for PgTx<'_, '_> {
         }
         Ok(())
     }
+}
+
+/// The expression a slice's index and queries read a column with (the same text in
+/// both, so the planner matches them). Column names are checked names.
+fn column_expr(column: &str) -> String {
+    format!("((data::jsonb) ->> '{column}')")
+}
+
+/// A filter value as `->>` renders it.
+fn text_value(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Creates each declaration's index, `(dataset, tbl, <its columns>, version)`, under the
+/// migrations' advisory lock so instances starting together do not race.
+pub(super) fn ensure_slice_indexes(
+    store: &super::PostgresStore,
+    defs: &[SubscriptionDef],
+) -> Result<(), StoreError> {
+    if defs.is_empty() {
+        return Ok(());
+    }
+    let mut conn = store.conn()?;
+    let mut tx = conn.transaction()?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1)",
+        &[&super::migrations::MIGRATION_LOCK],
+    )?;
+    for def in defs {
+        let columns = def.columns();
+        let exprs: Vec<String> = columns.iter().map(|c| column_expr(c)).collect();
+        let name = slice_index_name(&def.table, &columns);
+        tx.batch_execute(&format!(
+            "CREATE INDEX IF NOT EXISTS {name} ON rows (dataset, tbl, {}, version)",
+            exprs.join(", ")
+        ))?;
+        tracing::info!(index = %name, subscription = %def.name, "slice index ready");
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 /// Runs `sql`, an insert or a compare-and-set update of one row, with the row's values

@@ -170,13 +170,21 @@ impl FlowStore for SqliteStore {
 }
 
 impl SyncStore for SqliteStore {
-    fn sync_answer(
+    fn sync_answer_in(
         &self,
         dataset: &str,
         request: &SyncRequest,
         resolver: &Resolver,
+        slice: Option<&crate::slices::Slice>,
     ) -> Result<Answer, StoreError> {
-        flow::sync_answer(self, dataset, request, resolver)
+        flow::sync_answer(self, dataset, request, resolver, slice)
+    }
+
+    fn ensure_slice_indexes(
+        &self,
+        defs: &[crate::slices::SubscriptionDef],
+    ) -> Result<(), StoreError> {
+        rows::ensure_slice_indexes(self, defs)
     }
 
     fn conflict_log(
@@ -312,6 +320,47 @@ mod tests {
 
     use super::*;
     use crate::store::fixtures::{DS, insert, request};
+
+    #[test]
+    fn a_slice_fetch_searches_its_index_by_value_and_version() {
+        let (_dir, store) = open();
+        let def = crate::slices::SubscriptionDef {
+            name: "by_city".into(),
+            table: "person".into(),
+            filter: std::collections::BTreeMap::from([("city".into(), ":city".into())]),
+        };
+        store
+            .ensure_slice_indexes(std::slice::from_ref(&def))
+            .unwrap();
+        let schema = roster_protocol::Schema::default_person();
+        let slice = crate::slices::Slices::new(&[def], &schema)
+            .resolve(
+                &[roster_protocol::Subscription {
+                    name: "by_city".into(),
+                    params: std::collections::BTreeMap::from([("city".into(), json!("Lyon"))]),
+                }],
+                false,
+                "ann",
+            )
+            .unwrap();
+        let scan = crate::store::round::PullScan::read(0, 100, 10);
+        let (sql, values) = rows::slice_query(DS, scan, &slice.filters[0]);
+        let conn = store.pool.get().unwrap();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map(rusqlite::params_from_iter(values), |r| {
+                r.get::<_, String>(3)
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let plan = plan.join("; ");
+        assert!(
+            plan.contains("<expr>=?") && plan.contains("version>?"),
+            "{plan}"
+        );
+    }
 
     fn open() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();

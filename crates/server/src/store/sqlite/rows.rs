@@ -6,10 +6,12 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use roster_protocol::{RowId, ServerRow};
 
 use super::SqliteTx;
+use crate::slices::{Filter, SubscriptionDef};
 use crate::store::StoreError;
 use crate::store::items::{Dialect, ItemQuery, ItemRow, SqlValue};
 use crate::store::round::{
-    PageBuilder, PullScan, RowWrite, RowsTx, StoredRow, decode_fields, to_i64, to_u64,
+    FetchedRow, PageBuilder, PullScan, RowWrite, RowsTx, StoredRow, decode_fields,
+    slice_index_name, to_i64, to_u64,
 };
 
 /// A value of the `meta` table.
@@ -119,6 +121,112 @@ impl RowsTx for SqliteTx<'_, '_> {
         }
         Ok(())
     }
+
+    fn pull_slice(
+        &mut self,
+        scan: PullScan,
+        filter: &Filter,
+    ) -> Result<Vec<FetchedRow>, StoreError> {
+        self.fetch_slice(scan, filter)
+    }
+}
+
+/// The expression a slice's index and queries read a column with (the same text in
+/// both, so SQLite matches them). Column names are checked names (`[a-z][a-z0-9_]*`).
+fn column_expr(column: &str) -> String {
+    format!("json_extract(data, '$.{column}')")
+}
+
+/// A filter value as SQLite's `json_extract` returns it: text, integer, or 0/1.
+fn sql_value(value: &serde_json::Value) -> rusqlite::types::Value {
+    use rusqlite::types::Value as V;
+    match value {
+        serde_json::Value::String(text) => V::Text(text.clone()),
+        serde_json::Value::Bool(b) => V::Integer(i64::from(*b)),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => V::Integer(i),
+            None => V::Real(n.as_f64().unwrap_or(0.0)),
+        },
+        _ => V::Null,
+    }
+}
+
+impl SqliteTx<'_, '_> {
+    /// See [`RowsTx::pull_slice`]: `INDEXED BY` the filter's index, so the plan can
+    /// never fall back to scanning the data set in version order.
+    pub(super) fn fetch_slice(
+        &mut self,
+        scan: PullScan,
+        filter: &Filter,
+    ) -> Result<Vec<FetchedRow>, StoreError> {
+        let (sql, values) = slice_query(self.dataset, scan, filter);
+        let mut stmt = self.tx.prepare_cached(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(values), |r| {
+            Ok(FetchedRow {
+                table: r.get(0)?,
+                id: r.get(1)?,
+                version: to_u64(r.get(2)?),
+                data: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// The SQL of [`SqliteTx::fetch_slice`] and its values.
+pub(super) fn slice_query(
+    dataset: &str,
+    scan: PullScan,
+    filter: &Filter,
+) -> (String, Vec<rusqlite::types::Value>) {
+    use rusqlite::types::Value as V;
+    {
+        let columns: Vec<&str> = filter.columns.iter().map(|c| c.column.as_str()).collect();
+        let mut sql = format!(
+            "SELECT tbl, id, version, data FROM rows INDEXED BY {}
+             WHERE dataset = ?1 AND tbl = ?2 AND version > ?3 AND version <= ?4",
+            slice_index_name(&filter.table, &columns)
+        );
+        let mut values = vec![
+            V::Text(dataset.to_owned()),
+            V::Text(filter.table.clone()),
+            V::Integer(to_i64(scan.since)),
+            V::Integer(to_i64(scan.upto)),
+        ];
+        for column in &filter.columns {
+            let first = values.len() + 1;
+            let marks: Vec<String> = (first..first + column.values.len())
+                .map(|n| format!("?{n}"))
+                .collect();
+            sql.push_str(&format!(
+                " AND {} IN ({})",
+                column_expr(&column.column),
+                marks.join(", ")
+            ));
+            values.extend(column.values.iter().map(sql_value));
+        }
+        sql.push_str(&format!(" ORDER BY version LIMIT {}", scan.limit));
+        (sql, values)
+    }
+}
+
+/// Creates each declaration's index: `(dataset, tbl, <its columns>, version)`.
+pub(super) fn ensure_slice_indexes(
+    store: &super::SqliteStore,
+    defs: &[SubscriptionDef],
+) -> Result<(), StoreError> {
+    let conn = store.pool.get()?;
+    for def in defs {
+        let columns = def.columns();
+        let exprs: Vec<String> = columns.iter().map(|c| column_expr(c)).collect();
+        let name = slice_index_name(&def.table, &columns);
+        conn.execute_batch(&format!(
+            "CREATE INDEX IF NOT EXISTS {name} ON rows (dataset, tbl, {}, version)",
+            exprs.join(", ")
+        ))?;
+        tracing::info!(index = %name, subscription = %def.name, "slice index ready");
+    }
+    Ok(())
 }
 
 /// Runs `sql`, an insert or a compare-and-set update of one row, with the row's values
