@@ -41,7 +41,7 @@ export async function loadSettings() {
   for (const name of FIELDS) $(`setting-${name}`).value = String(settings[name]);
   const connected = settings.connection === "server";
   $("switch-server").textContent = connected ? "Switch server" : "Connect";
-  $("server-hint").textContent = connected
+  $("hint-server_url").textContent = connected
     ? "To use another server, enter its address and token and press Switch server."
     : "Not connected yet: enter your server's address and access token, then press Connect. The people on this device move to that server.";
   $("about").replaceChildren(
