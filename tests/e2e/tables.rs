@@ -251,6 +251,30 @@ async fn an_ama_client_and_a_roster_device_share_rows_and_conflicts() {
     );
 }
 
+/// Who sends a bad request of [`bad_queries_and_writes_get_a_4xx_saying_why`].
+#[derive(Clone, Copy)]
+enum Sender {
+    /// An AMA app: API version header and token.
+    Ama,
+    /// A Roster HTTP client: a token but no `ZUMO-API-VERSION`.
+    NoApiVersion,
+    /// The API version header but no token.
+    NoToken,
+}
+use Sender::{Ama, NoApiVersion, NoToken};
+
+/// A bad request and its answer: sender, method, path under `/tables`, query, raw JSON
+/// body, then the status and words the answer must carry.
+type BadRequest = (
+    Sender,
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    Option<&'static str>,
+    u16,
+    &'static str,
+);
+
 #[tokio::test]
 async fn bad_queries_and_writes_get_a_4xx_saying_why() {
     let server = TestServer::start();
@@ -265,119 +289,43 @@ async fn bad_queries_and_writes_get_a_4xx_saying_why() {
     )
     .await;
     let id = jane["id"].as_str().unwrap();
-    let filter = |f: &str| {
-        ama.get(with_query(&format!("{base}/person"), &[("$filter", f)]))
-            .send()
-    };
-    let cases: Vec<(reqwest::Response, StatusCode, &str)> = vec![
-        (
-            filter("age gt").await.unwrap(),
-            StatusCode::BAD_REQUEST,
-            "$filter cannot be read at character 7",
-        ),
-        (
-            filter("shoe eq 1").await.unwrap(),
-            StatusCode::BAD_REQUEST,
-            "unknown column \"shoe\"",
-        ),
-        (
-            filter("age eq 'ten'").await.unwrap(),
-            StatusCode::BAD_REQUEST,
-            "age cannot be compared with text",
-        ),
-        (
-            filter("startswith(name, 'J')").await.unwrap(),
-            StatusCode::BAD_REQUEST,
-            "startswith() is not supported",
-        ),
-        (
-            ama.get(with_query(&format!("{base}/person"), &[("$top", "many")]))
-                .send()
-                .await
-                .unwrap(),
-            StatusCode::BAD_REQUEST,
-            "$top must be a whole number",
-        ),
-        (
-            ama.patch(format!("{base}/person/{id}"))
-                .json(&json!({"version": "1"}))
-                .send()
-                .await
-                .unwrap(),
-            StatusCode::BAD_REQUEST,
-            "the PATCH changes no column",
-        ),
-        (
-            ama.patch(format!("{base}/person/{id}"))
-                .json(&json!({"shoe": 42}))
-                .send()
-                .await
-                .unwrap(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unknown column \"shoe\"",
-        ),
-        (
-            ama.post(format!("{base}/person"))
-                .json(&json!({"name": 7}))
-                .send()
-                .await
-                .unwrap(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "expected text, got the number 7",
-        ),
-        (
-            ama.post(format!("{base}/person"))
-                .json(&json!({"id": "item-1", "name": "A"}))
-                .send()
-                .await
-                .unwrap(),
-            StatusCode::BAD_REQUEST,
-            "is not a UUID",
-        ),
-        (
-            ama.post(format!("{base}/person"))
-                .body("[1]")
-                .header("content-type", "application/json")
-                .send()
-                .await
-                .unwrap(),
-            StatusCode::BAD_REQUEST,
-            "must be a JSON object",
-        ),
-        (
-            ama.get(format!("{base}/nosuch")).send().await.unwrap(),
-            StatusCode::NOT_FOUND,
-            "no table \"nosuch\"",
-        ),
-        (
-            server
-                .http()
-                .get(format!("{base}/person"))
-                .send()
-                .await
-                .unwrap(),
-            StatusCode::BAD_REQUEST,
-            "ZUMO-API-VERSION header is missing",
-        ),
-        (
-            reqwest::Client::new()
-                .get(format!("{base}/person"))
-                .header("zumo-api-version", "2.0.0")
-                .send()
-                .await
-                .unwrap(),
-            StatusCode::UNAUTHORIZED,
-            "bearer token is required",
-        ),
+    // One bad request per line: who sends it, the method, the path under /tables (`{id}`
+    // is Jane's), the query, the raw JSON body, and the status and words of the answer.
+    #[rustfmt::skip]
+    let cases: &[BadRequest] = &[
+        (Ama, "GET", "person", &[("$filter", "age gt")], None, 400, "$filter cannot be read at character 7"),
+        (Ama, "GET", "person", &[("$filter", "shoe eq 1")], None, 400, "unknown column \"shoe\""),
+        (Ama, "GET", "person", &[("$filter", "age eq 'ten'")], None, 400, "age cannot be compared with text"),
+        (Ama, "GET", "person", &[("$filter", "startswith(name, 'J')")], None, 400, "startswith() is not supported"),
+        (Ama, "GET", "person", &[("$top", "many")], None, 400, "$top must be a whole number"),
+        (Ama, "PATCH", "person/{id}", &[], Some(r#"{"version": "1"}"#), 400, "the PATCH changes no column"),
+        (Ama, "PATCH", "person/{id}", &[], Some(r#"{"shoe": 42}"#), 422, "unknown column \"shoe\""),
+        (Ama, "POST", "person", &[], Some(r#"{"name": 7}"#), 422, "expected text, got the number 7"),
+        (Ama, "POST", "person", &[], Some(r#"{"id": "item-1", "name": "A"}"#), 400, "is not a UUID"),
+        (Ama, "POST", "person", &[], Some("[1]"), 400, "must be a JSON object"),
+        (Ama, "GET", "nosuch", &[], None, 404, "no table \"nosuch\""),
+        (NoApiVersion, "GET", "person", &[], None, 400, "ZUMO-API-VERSION header is missing"),
+        (NoToken, "GET", "person", &[], None, 401, "bearer token is required"),
     ];
-    for (response, status, words) in cases {
-        let url = response.url().to_string();
-        let (got, _, body) = answer(response).await;
-        let message = body["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        assert_eq!(got, status, "{url}: {body}");
+    let no_token = reqwest::Client::new();
+    for &(sender, method, path, query, body, status, words) in cases {
+        let url = with_query(&format!("{base}/{}", path.replace("{id}", id)), query);
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = match sender {
+            Ama => ama.request(method, url.clone()),
+            NoApiVersion => server.http().request(method, url.clone()),
+            NoToken => no_token
+                .request(method, url.clone())
+                .header("zumo-api-version", "2.0.0"),
+        };
+        if let Some(body) = body {
+            request = request
+                .body(body)
+                .header("content-type", "application/json");
+        }
+        let (got, _, answer) = answer(request.send().await.unwrap()).await;
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert_eq!(got.as_u16(), status, "{url}: {answer}");
         assert!(message.contains(words), "{url}: {message}");
     }
     // Nothing of it was written.

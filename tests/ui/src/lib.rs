@@ -212,6 +212,41 @@ fn display_in_use(number: u32) -> bool {
     }
 }
 
+/// One device on a server: an app window on its own display, with its own data dir.
+pub struct Device {
+    /// The window.
+    pub app: App,
+    // Dropped after the app (fields drop in order): the window closes first.
+    _display: Display,
+    _dir: tempfile::TempDir,
+}
+
+impl Device {
+    /// Launches a window on `server`; `label` names it in the logs.
+    pub async fn launch(server: &roster_e2e::TestServer, label: &str) -> Self {
+        let display = Display::start();
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let app = App::launch(
+            &display.name(),
+            dir.path(),
+            &server.url(),
+            server.token(),
+            label,
+        )
+        .await;
+        Self {
+            app,
+            _display: display,
+            _dir: dir,
+        }
+    }
+
+    /// Closes the window.
+    pub async fn quit(self) {
+        self.app.quit().await;
+    }
+}
+
 /// Two devices on one server: two app windows, each with its own display (WebKit's
 /// screenshots hang for a window another one covers) and its own data dir, named
 /// "Laptop" and "Phone" and syncing only on edits, the change feed and "Sync now".

@@ -4,24 +4,16 @@
 //! from the Trash, each checked on the server after a sync; the email's Write link.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use roster_ui_tests::{App, Display, start_server};
+use roster_ui_tests::{Device, start_server};
 use serde_json::json;
 
 /// Four CSV rows (one refused for two reasons) and two vCards; export, undo, trash.
 #[tokio::test(flavor = "multi_thread")]
 async fn import_export_undo_and_trash() {
-    let display = Display::start();
     let server = start_server();
-    let dir = tempfile::tempdir().unwrap();
     let files = tempfile::tempdir().unwrap();
-    let app = App::launch(
-        &display.name(),
-        dir.path(),
-        &server.url(),
-        server.token(),
-        "data",
-    )
-    .await;
+    let device = Device::launch(&server, "data").await;
+    let app = &device.app;
 
     // A CSV from a spreadsheet: header names in other spellings, one unknown column,
     // one row breaking two rules.
@@ -194,5 +186,5 @@ async fn import_export_undo_and_trash() {
     app.click("nav-records").await;
     app.wait_text("record-list", "shows Bob again", |t| t.contains("Bob"))
         .await;
-    app.quit().await;
+    device.quit().await;
 }

@@ -4,22 +4,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use roster_e2e::TestClient;
-use roster_ui_tests::{App, Display, SERVER_CONFIG, start_server};
+use roster_ui_tests::{Device, SERVER_CONFIG, start_server};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_column_the_server_gains_shows_in_the_editor_after_the_next_sync_and_saves() {
-    let display = Display::start();
     let mut server = start_server();
-    let dir = tempfile::tempdir().unwrap();
-    let app = App::launch(
-        &display.name(),
-        dir.path(),
-        &server.url(),
-        server.token(),
-        "schema",
-    )
-    .await;
+    let device = Device::launch(&server, "schema").await;
+    let app = &device.app;
     app.create_person(&[("name", "Ada Lovelace")]).await;
     app.eventually("Ada reached the server", || async {
         let live = server.live("person").await;
@@ -63,5 +55,5 @@ async fn a_column_the_server_gains_shows_in_the_editor_after_the_next_sync_and_s
     .await;
     app.open_row("Grace Hopper").await;
     assert_eq!(app.value("field-nickname").await, "Amazing Grace");
-    app.quit().await;
+    device.quit().await;
 }

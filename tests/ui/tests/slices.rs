@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use roster_e2e::TestClient;
-use roster_ui_tests::{App, Display, start_server};
+use roster_ui_tests::{Device, start_server};
 use serde_json::json;
 
 /// Another device puts three people in two cities on the server; the app pulls all
@@ -12,22 +12,14 @@ use serde_json::json;
 /// shows only the two Paris people; the server still holds all three.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_subscription_set_in_settings_leaves_only_its_slice_in_the_list() {
-    let display = Display::start();
     let server = start_server();
     let other = TestClient::new(&server).await;
     for (name, city) in [("Ann", "Paris"), ("Bob", "Lyon"), ("Cy", "Paris")] {
         other.insert("person", json!({"name": name, "city": city}));
     }
     other.client.sync().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let app = App::launch(
-        &display.name(),
-        dir.path(),
-        &server.url(),
-        server.token(),
-        "slices",
-    )
-    .await;
+    let device = Device::launch(&server, "slices").await;
+    let app = &device.app;
     app.click("sync-now").await;
     app.wait_contains("result-count", "3 people").await;
 
@@ -57,5 +49,5 @@ async fn a_subscription_set_in_settings_leaves_only_its_slice_in_the_list() {
     assert!(rows.iter().all(|r| r.contains("Paris")), "{rows:?}");
     assert!(!rows.iter().any(|r| r.contains("Bob")), "{rows:?}");
     assert_eq!(server.live("person").await.len(), 3);
-    app.quit().await;
+    device.quit().await;
 }

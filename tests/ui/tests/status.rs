@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use roster_e2e::TestClient;
 use roster_protocol::{Fields, RowId};
-use roster_ui_tests::{App, Display, start_server_without_feed};
+use roster_ui_tests::{App, Device, start_server_without_feed};
 use serde_json::{Value, json};
 
 /// WebDriver key code of Escape.
@@ -41,18 +41,10 @@ fn id_of(live: &BTreeMap<RowId, Fields>, name: &str) -> RowId {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn status_conflicts_and_edits_tell_the_truth() {
-    let display = Display::start();
     // Feed off: the devices' edits meet at the server before either hears of the other's.
     let server = start_server_without_feed();
-    let dir = tempfile::tempdir().unwrap();
-    let app = App::launch(
-        &display.name(),
-        dir.path(),
-        &server.url(),
-        server.token(),
-        "status",
-    )
-    .await;
+    let device = Device::launch(&server, "status").await;
+    let app = &device.app;
     app.click("nav-settings").await;
     app.fill("setting-sync_interval_secs", "600").await;
     app.click("save-settings").await;
@@ -139,7 +131,7 @@ async fn status_conflicts_and_edits_tell_the_truth() {
         .await;
 
     // "Mine wins" by the device rule reaches the server without waiting for the interval.
-    conflict_mode(&app, "mine_wins").await;
+    conflict_mode(app, "mine_wins").await;
     other.update("person", ken, json!({"city": "Oslo"}));
     other.client.sync().await.unwrap();
     app.open_row("Ken").await;
@@ -152,7 +144,7 @@ async fn status_conflicts_and_edits_tell_the_truth() {
         .await;
 
     // "Server wins" by the device rule tells the person, and History says who decided.
-    conflict_mode(&app, "server_wins").await;
+    conflict_mode(app, "server_wins").await;
     other.client.sync().await.unwrap();
     other.update("person", ken, json!({"city": "Paris"}));
     other.client.sync().await.unwrap();
@@ -188,7 +180,7 @@ async fn status_conflicts_and_edits_tell_the_truth() {
     assert!(when.iter().all(|t| t.contains(year)), "{when:?}");
 
     // I deleted, they edited: the base shows the last known values and what changed there.
-    conflict_mode(&app, "ask").await;
+    conflict_mode(app, "ask").await;
     other.client.sync().await.unwrap();
     other.update("person", jane, json!({"city": "Nice"}));
     other.client.sync().await.unwrap();
@@ -245,5 +237,5 @@ async fn status_conflicts_and_edits_tell_the_truth() {
         .await;
     assert_eq!(injected, Value::from(0));
     assert_ne!(app.js("return document.title;").await, json!("pwned"));
-    app.quit().await;
+    device.quit().await;
 }

@@ -434,25 +434,58 @@ async fn update(
             "the PATCH changes no column: send the columns to change",
         ));
     }
-    let row = match current(&state, &scope, &table, id).await? {
-        Some(row) if !row.deleted => row,
-        _ => return Err(not_found(&table, &id_text)),
-    };
+    let row = live_item(&state, &scope, &table, id, &id_text).await?;
     let base = stored_fields(&row)?;
     let mut fields = base.clone();
     fields.extend(patch);
-    let base_version = if_match(&headers).unwrap_or(row.version);
-    let change = Change {
-        table: table.clone(),
+    let change = conditional_change(
+        &row,
+        &table,
         id,
-        op: ChangeOp::Update,
-        base_version: Some(base_version),
-        fields: Some(fields),
-        // The values the client's version had, known only when it is the current one.
-        base_fields: (base_version == row.version).then_some(base),
-        edited_at_ms: None,
-    };
+        ChangeOp::Update,
+        &headers,
+        Some(fields),
+        Some(base),
+    );
     apply(&state, &scope, &headers, &schema, change, CONDITIONAL).await
+}
+
+/// The stored item `id` of `table`, or 404 when it is missing or deleted.
+async fn live_item(
+    state: &ServerState,
+    scope: &Scope,
+    table: &str,
+    id: RowId,
+    id_text: &str,
+) -> Result<ItemRow, HttpError> {
+    match current(state, scope, table, id).await? {
+        Some(row) if !row.deleted => Ok(row),
+        _ => Err(not_found(table, id_text)),
+    }
+}
+
+/// The change a conditional write makes to the stored `row`: based on the `If-Match`
+/// version, or on the stored one when the request has none. `base` (the stored values)
+/// becomes the change's base values only when that base is the stored version.
+fn conditional_change(
+    row: &ItemRow,
+    table: &str,
+    id: RowId,
+    op: ChangeOp,
+    headers: &HeaderMap,
+    fields: Option<Fields>,
+    base: Option<Fields>,
+) -> Change {
+    let base_version = if_match(headers).unwrap_or(row.version);
+    Change {
+        table: table.to_owned(),
+        id,
+        op,
+        base_version: Some(base_version),
+        fields,
+        base_fields: base.filter(|_| base_version == row.version),
+        edited_at_ms: None,
+    }
 }
 
 async fn delete(
@@ -463,19 +496,8 @@ async fn delete(
 ) -> Result<Response, HttpError> {
     let schema = table_of(&state, &table)?.clone();
     let id = path_id(&table, &id_text)?;
-    let row = match current(&state, &scope, &table, id).await? {
-        Some(row) if !row.deleted => row,
-        _ => return Err(not_found(&table, &id_text)),
-    };
-    let change = Change {
-        table: table.clone(),
-        id,
-        op: ChangeOp::Delete,
-        base_version: Some(if_match(&headers).unwrap_or(row.version)),
-        fields: None,
-        base_fields: None,
-        edited_at_ms: None,
-    };
+    let row = live_item(&state, &scope, &table, id, &id_text).await?;
+    let change = conditional_change(&row, &table, id, ChangeOp::Delete, &headers, None, None);
     apply(&state, &scope, &headers, &schema, change, CONDITIONAL).await
 }
 
@@ -505,15 +527,15 @@ async fn undelete(
              to bring it back",
         )));
     }
-    let change = Change {
-        table: table.clone(),
+    let change = conditional_change(
+        &row,
+        &table,
         id,
-        op: ChangeOp::Update,
-        base_version: Some(if_match(&headers).unwrap_or(row.version)),
-        fields: Some(fields),
-        base_fields: None,
-        edited_at_ms: None,
-    };
+        ChangeOp::Update,
+        &headers,
+        Some(fields),
+        None,
+    );
     apply(&state, &scope, &headers, &schema, change, CONDITIONAL).await
 }
 
