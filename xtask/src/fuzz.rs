@@ -68,9 +68,9 @@ fn fuzz_command(root: &Path, seconds: u32) -> Result<Command> {
 
 /// A fuzzing run in the background of `cargo xtask test`, its output in a log file.
 ///
-/// It builds in its own target dir (`target/fuzz`), so it runs beside the main build and
-/// tests: it fills the build's single-threaded tail (the Tauri crates compile one after
-/// another) and the tests' waits instead of adding a step of its own. Dropped before
+/// It builds in its own target dir (`target/fuzz`) with one compile job, so it runs
+/// beside the UI tests, which leave a core idle, instead of adding a step of its own
+/// (the build and the other test passes keep both cores busy). Dropped before
 /// [`Background::finish`] (a step failed), it kills the run.
 pub struct Background {
     child: Child,
@@ -85,6 +85,8 @@ impl Background {
             .join("fuzz")
             .join("xtask-fuzz.log");
         let mut cmd = fuzz_command(root, seconds)?;
+        // One compile job: the run shares the machine with the UI tests.
+        cmd.env("CARGO_BUILD_JOBS", "1");
         step(&format!(
             "fuzz {TARGET} for {seconds} s in the background (log: {})",
             log.display()
