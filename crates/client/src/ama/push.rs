@@ -43,10 +43,14 @@ pub(crate) enum Request {
         /// The version the delete is based on.
         if_match: Option<String>,
     },
-    /// `POST /tables/{t}/{id}` with `If-Match`: undelete a soft-deleted row.
+    /// `POST /tables/{t}/{id}` with `If-Match`: undelete a soft-deleted row. The body
+    /// carries the row's values (Roster's `/tables` keeps none for a deleted row; an AMA
+    /// backend restores its own and takes them by the PATCH that follows).
     Undelete {
         /// The tombstone's version.
         if_match: String,
+        /// The row's values.
+        fields: Fields,
     },
     /// `GET /tables/{t}?$filter=id eq '...'&__includeDeleted=true`: the server's item.
     Fetch,
@@ -254,7 +258,8 @@ impl ChangePush {
                 if self.if_match.as_deref() == Some(s.version.as_str()) && self.found.is_none() {
                     // Based on the tombstone: this device saw the delete and keeps its row.
                     let if_match = s.version.clone();
-                    return self.send(Request::Undelete { if_match });
+                    let fields = self.local().cloned().unwrap_or_default();
+                    return self.send(Request::Undelete { if_match, fields });
                 }
                 ConflictKind::ClientUpdatedServerDeleted
             }
@@ -343,6 +348,7 @@ impl ChangePush {
             (ChangeOp::Delete, None) => unreachable_delete()?,
             (_, Some(s)) if s.deleted => Request::Undelete {
                 if_match: s.version.clone(),
+                fields: self.local().cloned().unwrap_or_default(),
             },
             (_, Some(s)) => Request::Update {
                 if_match: Some(s.version.clone()),
@@ -563,7 +569,8 @@ mod tests {
         assert_eq!(
             next,
             Next::Send(Request::Undelete {
-                if_match: "dead".into()
+                if_match: "dead".into(),
+                fields: fields(jane(30))
             })
         );
         let next = push

@@ -161,12 +161,12 @@ impl SyncClient {
                 if_match.clone(),
                 None,
             ),
-            Request::Undelete { if_match } => (
+            Request::Undelete { if_match, fields } => (
                 Method::POST,
                 table_path(&table.name, Some(id)),
                 Vec::new(),
                 Some(if_match.clone()),
-                None,
+                Some(Value::Object(serde_json::Map::from_iter(fields.clone()))),
             ),
             Request::Fetch => {
                 let query = vec![
