@@ -15,8 +15,9 @@ use std::path::Path;
 use roster_client::Choice;
 use roster_e2e::ama_js::AmaBackend;
 use roster_e2e::backend::Backend;
+use roster_e2e::cli::run_roster;
 use roster_e2e::{TestClient, obj};
-use roster_protocol::{ConflictPolicy, Fields, RowId};
+use roster_protocol::{ConflictPolicy, Fields, RowId, Schema};
 use serde_json::{Value, json};
 
 /// Whether this pass is the PostgreSQL one (where these tests do not apply).
@@ -68,7 +69,7 @@ fn assert_converged(backend: &AmaBackend, devices: &[&TestClient]) {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jane_against_the_real_backend_the_server_wins_and_different_columns_merge() {
     if postgres_pass() {
         return;
@@ -124,6 +125,41 @@ async fn jane_against_the_real_backend_the_server_wins_and_different_columns_mer
         (json!("Oslo"), json!("jane@example.com"))
     );
     assert_converged(&backend, &[&a, &b]);
+
+    // The CLI: `--protocol azure-mobile-apps` needs the schema (the backend serves none),
+    // then pulls the same row.
+    let url = backend.url();
+    let cli = tempfile::tempdir().unwrap();
+    let init = [
+        "init",
+        "--protocol",
+        "azure-mobile-apps",
+        "--server",
+        url.as_str(),
+    ];
+    let refused = tokio::task::block_in_place(|| run_roster(cli.path(), &init, &[]));
+    refused.assert_exit(2);
+    assert!(refused.stderr.contains("--schema"), "{}", refused.stderr);
+    let schema = cli.path().join("person.json");
+    std::fs::write(
+        &schema,
+        serde_json::to_string(&Schema::default_person()).unwrap(),
+    )
+    .unwrap();
+    let schema = schema.to_str().unwrap();
+    let dir = cli.path().join("data");
+    tokio::task::block_in_place(|| {
+        let mut args = init.to_vec();
+        args.extend(["--schema", schema, "--conflict-policy", "defer-to-client"]);
+        run_roster(&dir, &args, &[]).assert_exit(0);
+        run_roster(&dir, &["sync"], &[]).assert_exit(0);
+        let listed = run_roster(&dir, &["list", "--json"], &[]);
+        listed.assert_exit(0);
+        let records = listed.json()["records"].as_array().unwrap().clone();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0]["id"], json!(jane.to_string()));
+        assert_eq!(records[0]["fields"]["age"], json!(32));
+    });
 }
 
 #[tokio::test]
