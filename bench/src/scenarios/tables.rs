@@ -17,6 +17,7 @@ use super::{Ctx, discard, label, new_client};
 use crate::data::RowGen;
 use crate::report::Entry;
 use crate::server::{Raw, ServerProcess, seed};
+use crate::stats::CpuMeter;
 
 pub async fn run(ctx: &mut Ctx) -> Result<()> {
     let n = ctx.sizes.pull.first().copied().unwrap_or(100_000);
@@ -30,9 +31,11 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
     }
 
     let roster = new_client(&dir.join("roster"), server.url(), server.token()).await?;
+    let (client_cpu, server_cpu) = (CpuMeter::start("self"), server.cpu());
     let t = Instant::now();
     let report = roster.sync().await?;
     let roster_secs = t.elapsed().as_secs_f64();
+    let roster_cpu = (client_cpu.secs(), server_cpu.secs());
     if report.downloaded != n {
         bail!(
             "the Roster-protocol pull got {} of {n} rows",
@@ -50,9 +53,11 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
         (Protocol::AzureMobileApps, AmaSettings::default()),
     )
     .await?;
+    let (client_cpu, server_cpu) = (CpuMeter::start("self"), server.cpu());
     let t = Instant::now();
     let ama_report = ama.sync().await?;
     let ama_secs = t.elapsed().as_secs_f64();
+    let ama_cpu = (client_cpu.secs(), server_cpu.secs());
     if ama_report.downloaded != n {
         bail!("the /tables pull got {} of {n} rows", ama_report.downloaded);
     }
@@ -72,6 +77,10 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
         .metric("requests", f64::from(ama_report.requests))
         .metric("roster_protocol_s", roster_secs)
         .metric("ratio_to_roster_protocol", ama_secs / roster_secs.max(1e-9))
+        .metric("client_cpu_s", ama_cpu.0)
+        .metric("server_cpu_s", ama_cpu.1)
+        .metric("roster_protocol_client_cpu_s", roster_cpu.0)
+        .metric("roster_protocol_server_cpu_s", roster_cpu.1)
         .note(format!(
             "same client library and server; /v1/sync took {roster_secs:.2} s in {} requests",
             report.requests
