@@ -7,8 +7,8 @@
 //! [`PUSH_BATCH`] settled changes are applied in one local transaction, and what was
 //! settled before a failure is applied before the error is returned (so a change the
 //! server took is never pushed again on its old version). Then each table is pulled
-//! from its watermark, each page applied in one transaction with the new watermark, so
-//! an interrupted pull resumes where it stopped.
+//! from its watermark, each page applied in one transaction with the new watermark (while
+//! the next page is fetched), so an interrupted pull resumes where it stopped.
 
 use roster_protocol::{Ack, ServerChange, SyncResponse, TableSchema};
 use serde_json::Value;
@@ -294,6 +294,21 @@ impl SyncClient {
         Ok(())
     }
 
+    /// Applies one pulled page of `table` (if any) with its watermark.
+    async fn apply_page(
+        &self,
+        table: &str,
+        page: Option<Settled>,
+        report: &mut SyncReport,
+    ) -> Result<(), ClientError> {
+        let Some(page) = page else {
+            return Ok(());
+        };
+        let since = page.response.watermark;
+        self.apply_settled(page, Some((table.to_owned(), since)), report)
+            .await
+    }
+
     /// One round against an AMA backend; see the module's documentation.
     pub(super) async fn run_ama_round(
         &self,
@@ -352,6 +367,9 @@ impl SyncClient {
             let name = table.name.clone();
             let since = blocking(move || store.ama_since(&name)).await?;
             let mut cursor = PullCursor::new(since, top);
+            // The page before is applied while the next one is fetched (its query
+            // depends only on the page's last row, known once it is read).
+            let mut applying: Option<Settled> = None;
             while !cursor.is_done() {
                 if cursor.pages() >= crate::round::MAX_PULL_REQUESTS {
                     return Err(ClientError::Protocol(format!(
@@ -359,15 +377,12 @@ impl SyncClient {
                         table.name
                     )));
                 }
-                let answer = self
-                    .table_request(
-                        reqwest::Method::GET,
-                        &table_path(&table.name, None),
-                        &cursor.query(),
-                        None,
-                        None,
-                    )
-                    .await?;
+                let (query, path) = (cursor.query(), table_path(&table.name, None));
+                let fetch = self.table_request(reqwest::Method::GET, &path, &query, None, None);
+                let apply = self.apply_page(&table.name, applying.take(), &mut report);
+                let (answer, applied) = tokio::join!(fetch, apply);
+                applied?;
+                let answer = answer?;
                 report.requests += 1;
                 if answer.status != 200 {
                     return Err(ClientError::Protocol(format!(
@@ -387,10 +402,11 @@ impl SyncClient {
                         row: item.server_row(),
                     });
                 }
-                let since = Some((table.name.clone(), cursor.watermark_ms()));
-                self.apply_settled(settled, since, &mut report).await?;
+                applying = Some(settled);
                 tell(&report, cursor.watermark_ms());
             }
+            self.apply_page(&table.name, applying.take(), &mut report)
+                .await?;
             report.watermark = cursor.watermark_ms();
         }
         let store = self.store.clone();
