@@ -276,5 +276,6 @@ async fn run_scenario(ctx: &mut Ctx, scenario: Scenario) -> Result<()> {
         Scenario::Schema => scenarios::schema::run(ctx),
         Scenario::Live => scenarios::live::run(ctx).await,
         Scenario::Slices => scenarios::slices::run(ctx).await,
+        Scenario::Tables => scenarios::tables::run(ctx).await,
     }
 }

@@ -1,13 +1,16 @@
-//! Microsoft's Azure Mobile Apps JS client (`azure-mobile-apps-client` 2.0.1) under
-//! Node 20, the real counterpart of Roster's `/tables` (see `tests/ama-js/`).
+//! The real Azure Mobile Apps software under Node 20 (see `tests/ama-js/`): Microsoft's
+//! JS client (`azure-mobile-apps-client` 2.0.1), the counterpart of Roster's `/tables`,
+//! and its Node backend (`azure-mobile-apps` 4.0.2 with the sqlite provider,
+//! [`AmaBackend`]), the counterpart of Roster's client in `--protocol azure-mobile-apps`.
 //!
-//! Its npm packages are installed once into `target/ama-js/<hash of package.json>` by
+//! Their npm packages (one `package.json`, one install) are installed once into `target/ama-js/<hash of package.json>` by
 //! [`roster_testkit::ama_js`] (`cargo xtask test` does it in its install step; a test run
 //! alone does it at first use) and reused while `tests/ama-js/package.json` and its
 //! `package-lock.json` are unchanged.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -44,4 +47,54 @@ pub fn run_client(phase: &str, url: &str, token: &str, dir: &Path) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap()
+}
+
+/// A running `tests/ama-js/server.js`: the real AMA backend serving the `person` table
+/// of Roster's default schema (soft delete on) from its own SQLite file, on a free port
+/// of 127.0.0.1. Killed on drop.
+pub struct AmaBackend {
+    child: Child,
+    url: String,
+    dir: tempfile::TempDir,
+}
+
+impl AmaBackend {
+    /// Starts the backend on an empty database and waits until it listens.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut command = Command::new("node");
+        command
+            .arg(sources().join("server.js"))
+            .arg(dir.path().join("ama.sqlite"))
+            .env("NODE_PATH", node_modules());
+        let started = roster_testkit::start_process_announcing(
+            &mut command,
+            roster_testkit::AMA_BACKEND_LISTENING_ON,
+            Duration::from_secs(30),
+            |_| {},
+        )
+        .unwrap_or_else(|e| panic!("the AMA backend (tests/ama-js/server.js): {e}"));
+        Self {
+            child: started.child,
+            url: started.url,
+            dir,
+        }
+    }
+
+    /// Its base URL (`http://127.0.0.1:PORT`); the tables are under `/tables`.
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// Its SQLite database file (table `person`, the provider's own layout).
+    pub fn db_file(&self) -> PathBuf {
+        self.dir.path().join("ama.sqlite")
+    }
+}
+
+impl Drop for AmaBackend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -747,6 +747,28 @@ impl TestClient {
         Self { client, dir }
     }
 
+    /// A new client of the Azure Mobile Apps backend at `url` (`roster init --protocol
+    /// azure-mobile-apps`), with Roster's default schema, resolving the conflicts the
+    /// backend reports by `policy`.
+    pub async fn of_ama_backend(url: &str, policy: roster_protocol::ConflictPolicy) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let client = SyncClient::init_with_protocol(
+            dir.path(),
+            url,
+            &Credentials::default(),
+            &roster_client::ConnectionSecurity::default(),
+            None,
+            Some(roster_protocol::Schema::default_person()),
+            (
+                roster_client::Protocol::AzureMobileApps,
+                roster_client::AmaSettings { policy },
+            ),
+        )
+        .await
+        .unwrap();
+        Self { client, dir }
+    }
+
     /// The data dir.
     pub fn dir(&self) -> &Path {
         self.dir.path()

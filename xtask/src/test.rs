@@ -102,7 +102,7 @@ pub fn test(args: &TestArgs) -> Result<()> {
     if !args.skip_install {
         timings.time("install", || {
             install(!args.no_lint, !args.no_ui, !args.no_postgres, !args.no_fuzz)?;
-            step("npm packages of the Azure Mobile Apps JS client (cached in target/ama-js)");
+            step("npm packages of the Azure Mobile Apps JS client and backend (cached in target/ama-js)");
             roster_testkit::ama_js::node_modules(
                 &workspace::target_dir(&root),
                 &root.join("tests/ama-js"),

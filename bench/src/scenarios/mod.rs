@@ -11,6 +11,7 @@ pub mod schema;
 pub mod slices;
 pub mod split;
 pub mod sync;
+pub mod tables;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -53,6 +54,9 @@ pub enum Scenario {
     /// Partial sync: a device holding 1% of the data set against one holding all of it
     /// (first sync, no-op round, 1000 rows moved into and out of the slice).
     Slices,
+    /// First pull of 100k rows through `/tables` by the client in Azure Mobile Apps mode,
+    /// against the same pull through Roster's own protocol.
+    Tables,
 }
 
 impl Scenario {
@@ -71,10 +75,11 @@ impl Scenario {
             Scenario::Schema => "schema",
             Scenario::Live => "live",
             Scenario::Slices => "slices",
+            Scenario::Tables => "tables",
         }
     }
 
-    pub const ALL: [Scenario; 13] = [
+    pub const ALL: [Scenario; 14] = [
         Scenario::Baseline,
         Scenario::FirstSync,
         Scenario::Push,
@@ -88,6 +93,7 @@ impl Scenario {
         Scenario::Schema,
         Scenario::Live,
         Scenario::Slices,
+        Scenario::Tables,
     ];
 }
 

@@ -73,6 +73,15 @@ pub enum Command {
         /// is refused except to loopback addresses (127.0.0.0/8, ::1, localhost).
         #[arg(long)]
         allow_insecure_http: bool,
+        /// The protocol the server speaks: `roster` (a Roster server), or
+        /// `azure-mobile-apps` (an existing Azure Mobile Apps backend's `/tables`; needs
+        /// `--schema`, since such a backend serves none).
+        #[arg(long, default_value = "roster", value_name = "PROTOCOL")]
+        protocol: String,
+        /// With `--protocol azure-mobile-apps`: how this device resolves conflicts the
+        /// backend reports (412/409): `server-wins`, `client-wins` or `defer-to-client`.
+        #[arg(long, value_name = "POLICY")]
+        conflict_policy: Option<String>,
     },
     /// Create a record: `roster add name=Jane age=25`.
     Add {

@@ -21,7 +21,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use roster_client::{
-    ClientError, ConnectionSecurity, Credentials, ListQuery, StoreKey, SyncClient, SyncOptions,
+    AmaSettings, ClientError, ConnectionSecurity, Credentials, ListQuery, Protocol, StoreKey,
+    SyncClient, SyncOptions,
 };
 use roster_protocol::{RowId, Schema};
 
@@ -187,8 +188,29 @@ async fn run(mut cli: Cli, out: &Output) -> anyhow::Result<()> {
         dataset,
         ca_cert,
         allow_insecure_http,
+        protocol,
+        conflict_policy,
     } = &cli.command
     {
+        let protocol = Protocol::parse(protocol)?;
+        let mut settings = AmaSettings::default();
+        if let Some(policy) = conflict_policy {
+            if protocol != Protocol::AzureMobileApps {
+                return Err(ClientError::BadInput(
+                    "--conflict-policy is for --protocol azure-mobile-apps; a Roster server's \
+                     config sets its tables' policies"
+                        .into(),
+                )
+                .into());
+            }
+            settings.policy = serde_json::from_value(serde_json::Value::String(policy.clone()))
+                .map_err(|_| {
+                    ClientError::BadInput(format!(
+                        "unknown conflict policy {policy:?}: use server-wins, client-wins or \
+                         defer-to-client"
+                    ))
+                })?;
+        }
         let schema = match schema {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -214,9 +236,16 @@ async fn run(mut cli: Cli, out: &Output) -> anyhow::Result<()> {
             ca_cert_pem,
             allow_cleartext: *allow_insecure_http,
         };
-        let client =
-            SyncClient::init_with_key(&dir, server, &credentials, &security, key.as_ref(), schema)
-                .await?;
+        let client = SyncClient::init_with_protocol(
+            &dir,
+            server,
+            &credentials,
+            &security,
+            key.as_ref(),
+            schema,
+            (protocol, settings),
+        )
+        .await?;
         return out.initialised(&dir, &client.store().status()?, &client.store().schema());
     }
     let mut client = SyncClient::open_with_key(&dir, key.as_ref())?;

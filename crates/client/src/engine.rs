@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use roster_protocol::{Schema, SyncRequest};
 
+use crate::ama::{AmaSettings, Protocol};
 use crate::local::LocalStore;
 use crate::local::conflicts::DeviceConflictHandler;
 use crate::round::{
@@ -23,6 +24,7 @@ use crate::transport::{
 };
 use crate::{ClientError, StoreKey};
 
+mod ama;
 mod subscriptions;
 
 /// Batch and timeout settings of a sync round.
@@ -83,6 +85,8 @@ impl Default for SyncOptions {
 /// An offline-first client: local CRUD through [`SyncClient::store`], and sync rounds.
 pub struct SyncClient {
     store: Arc<LocalStore>,
+    /// The protocol the store syncs with (fixed at init).
+    protocol: Protocol,
     transport: HttpTransport,
     options: SyncOptions,
     handler: Option<Arc<dyn DeviceConflictHandler>>,
@@ -142,6 +146,40 @@ impl SyncClient {
         key: Option<&StoreKey>,
         schema: Option<Schema>,
     ) -> Result<Self, ClientError> {
+        let protocol = (Protocol::Roster, AmaSettings::default());
+        Self::init_with_protocol(
+            dir,
+            server_url,
+            credentials,
+            security,
+            key,
+            schema,
+            protocol,
+        )
+        .await
+    }
+
+    /// [`SyncClient::init_with_key`] for a server that speaks `protocol.0`; against an
+    /// Azure Mobile Apps backend ([`Protocol::AzureMobileApps`]) `schema` is required
+    /// (such a backend serves none: its tables and columns as Roster declares them) and
+    /// conflicts are resolved on this device by `protocol.1`. Fixed for the store.
+    pub async fn init_with_protocol(
+        dir: &Path,
+        server_url: &str,
+        credentials: &Credentials,
+        security: &ConnectionSecurity,
+        key: Option<&StoreKey>,
+        schema: Option<Schema>,
+        protocol: (Protocol, AmaSettings),
+    ) -> Result<Self, ClientError> {
+        protocol.1.check()?;
+        if protocol.0 == Protocol::AzureMobileApps && schema.is_none() {
+            return Err(ClientError::BadInput(
+                "an Azure Mobile Apps backend serves no schema: give the tables and columns \
+                 to sync as a schema file (`roster init --schema FILE`)"
+                    .into(),
+            ));
+        }
         let url = normalise_server_url(server_url)?;
         check_cleartext(&url, security.allow_cleartext)?;
         if let Some(pem) = &security.ca_cert_pem {
@@ -167,6 +205,7 @@ impl SyncClient {
         store.set_schema_version(version)?;
         store.set_credentials(credentials)?;
         store.set_connection_security(security)?;
+        store.set_protocol(protocol.0, protocol.1)?;
         drop(store);
         Self::open_with_key(dir, key)
     }
@@ -188,6 +227,7 @@ impl SyncClient {
         )?
         .with_credentials(&store.credentials()?);
         Ok(Self {
+            protocol: store.protocol()?,
             store: Arc::new(store),
             transport,
             options,
@@ -264,8 +304,35 @@ impl SyncClient {
         self.store.clone()
     }
 
-    /// Asks the service whether it is up.
+    /// The protocol this client syncs with.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// Asks the service whether it is up (an Azure Mobile Apps backend: whether it
+    /// answers a one-row list of the first table).
     pub async fn check_server(&self) -> Result<(), ClientError> {
+        if self.protocol == Protocol::AzureMobileApps {
+            let schema = self.store.schema();
+            let table = schema.tables.first().map_or("", |t| t.name.as_str());
+            let query = [("$top", "1".to_owned())];
+            let answer = self
+                .transport
+                .table_request(
+                    reqwest::Method::GET,
+                    &format!("/tables/{table}"),
+                    &query,
+                    None,
+                    None,
+                )
+                .await?;
+            return match answer.status {
+                200 => Ok(()),
+                status => Err(ClientError::Protocol(format!(
+                    "the Azure Mobile Apps backend answered {status} to a list of {table}"
+                ))),
+            };
+        }
         self.transport.health().await.map(|_| ())
     }
 
@@ -389,6 +456,16 @@ impl SyncClient {
     ) -> Result<SyncReport, ClientError> {
         let _round_lock = self.round.lock().await;
         let started = Instant::now();
+        if self.protocol == Protocol::AzureMobileApps {
+            let mut report = self.run_ama_round(&mut progress).await?;
+            report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            tracing::info!(
+                server = self.transport.base_url(),
+                ?report,
+                "Azure Mobile Apps sync round complete"
+            );
+            return Ok(report);
+        }
         // A subscription added since the last round: its rows first, on their own.
         let (backfilled, backfill_requests) = self.run_backfills().await?;
         let mut round = RoundState::new(RoundParams {

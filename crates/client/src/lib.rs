@@ -12,6 +12,8 @@
 //!   `local::encrypt` encrypts a plain store in place.
 //! * `transport`: HTTP calls to the service, with typed errors.
 //! * `engine`: [`SyncClient`], which carries out a round's steps.
+//! * `ama`: syncing with an Azure Mobile Apps backend instead ([`Protocol`]): the pull
+//!   and push decisions of its table protocol, without I/O.
 //! * `connect`: checking a server before use ([`check_connection`]); moving a never-synced
 //!   store to a server ([`SyncClient::point_at_server`]).
 //! * `exchange`: import and export of CSV and vCard files ([`LocalStore::import_file`],
@@ -25,6 +27,7 @@
 
 #![warn(missing_docs)]
 
+mod ama;
 mod connect;
 mod engine;
 mod error;
@@ -39,6 +42,7 @@ mod watch;
 #[cfg(feature = "bench-internals")]
 pub mod bench_internals;
 
+pub use ama::{AmaSettings, Protocol};
 pub use connect::{
     ConnectionCheck, ConnectionProblem, StoreSummary, check_connection, check_connection_with,
 };

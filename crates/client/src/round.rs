@@ -141,7 +141,7 @@ pub struct SyncReport {
 
 impl SyncReport {
     /// Adds what one applied answer did.
-    fn add(&mut self, counts: ApplyCounts) {
+    pub(crate) fn add(&mut self, counts: ApplyCounts) {
         self.downloaded += counts.downloaded;
         self.conflicts_detected += counts.conflicts_detected;
         self.conflicts_resolved += counts.conflicts_resolved;

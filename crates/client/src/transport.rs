@@ -478,6 +478,94 @@ impl HttpTransport {
     }
 }
 
+/// The protocol-version header of the Azure Mobile Apps table protocol.
+const ZUMO_API_VERSION: (&str, &str) = ("zumo-api-version", "2.0.0");
+
+/// The answer of an Azure Mobile Apps table request whose status the AMA driver reads
+/// (2xx, 404, 409, 412): the status and the JSON body, if any.
+#[derive(Debug)]
+pub(crate) struct TableAnswer {
+    /// The HTTP status.
+    pub(crate) status: u16,
+    /// The body as JSON (`None` when empty).
+    pub(crate) body: Option<serde_json::Value>,
+}
+
+impl HttpTransport {
+    /// A request of the Azure Mobile Apps table protocol to `path` (`/tables/...`) with
+    /// `query`, `If-Match: "<version>"` and a JSON body. The token goes as
+    /// `X-ZUMO-AUTH` (an AMA backend's header) besides `Authorization: Bearer`. A 2xx,
+    /// 404, 409 or 412 is returned for the driver to read; 401 and 403 map as for
+    /// `/v1/*`, anything else is [`ClientError::Server`] (5xx and 429 are transient).
+    pub(crate) async fn table_request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        if_match: Option<&str>,
+        body: Option<&serde_json::Value>,
+    ) -> Result<TableAnswer, ClientError> {
+        let mut target = path.to_owned();
+        if !query.is_empty() {
+            let mut encoder = reqwest::Url::parse("http://query.invalid/")
+                .map_err(|e| ClientError::BadInput(e.to_string()))?;
+            encoder.query_pairs_mut().extend_pairs(query);
+            target.push('?');
+            target.push_str(encoder.query().unwrap_or_default());
+        }
+        let mut request = self
+            .request(method, &target)
+            .header(ZUMO_API_VERSION.0, ZUMO_API_VERSION.1)
+            .header(reqwest::header::ACCEPT, "application/json");
+        let token = self.credentials().token;
+        if let Some(token) = token {
+            request = request.header("x-zumo-auth", token);
+        }
+        if let Some(version) = if_match {
+            let quoted = format!("\"{}\"", version.replace('"', "\\\""));
+            request = request.header(reqwest::header::IF_MATCH, quoted);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = self.send(request).await?;
+        let status = response.status();
+        let bytes = self.read_body(response).await?;
+        let code = status.as_u16();
+        if status.is_success() || matches!(code, 404 | 409 | 412) {
+            let body = if bytes.iter().all(u8::is_ascii_whitespace) {
+                None
+            } else {
+                match serde_json::from_slice(&bytes) {
+                    Ok(value) => Some(value),
+                    // A 404 of a gateway or a plain-text error page: no item.
+                    Err(_) if !status.is_success() => None,
+                    Err(e) => {
+                        return Err(ClientError::Protocol(format!(
+                            "cannot decode the answer of {path}: {e}"
+                        )));
+                    }
+                }
+            };
+            return Ok(TableAnswer { status: code, body });
+        }
+        let message = format!("HTTP {status} from {path}: {}", body_excerpt(&bytes));
+        Err(match code {
+            401 => ClientError::Unauthorized(message),
+            403 => ClientError::Forbidden(message),
+            _ => ClientError::Server {
+                status: code,
+                code: if status.is_server_error() {
+                    ErrorCode::Internal
+                } else {
+                    ErrorCode::MalformedRequest
+                },
+                message,
+            },
+        })
+    }
+}
+
 /// Longest a change stream is held before it is opened anew (the whole-request timeout
 /// of other requests would cut it; its read-idle timeout still applies, and the
 /// server's keep-alives reset it).

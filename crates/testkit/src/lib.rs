@@ -1,8 +1,9 @@
 //! The process contract of `roster-server`, written once: the line it prints first on
 //! stdout when it listens ([`listening_line`]), the parser of that line
 //! ([`parse_listening_line`]), and the harness that starts a server process and waits for
-//! it ([`start_server_process`]); and [`ama_js`], the cached npm install of the Azure
-//! Mobile Apps JS client the tests run against `/tables`.
+//! it ([`start_server_process`], or [`start_process_announcing`] for another line); and
+//! [`ama_js`], the cached npm install of the Azure Mobile Apps JS client and backend the
+//! tests run.
 //!
 //! The server prints the line; the end-to-end tests, the benchmarks and `xtask` start
 //! the binary through this harness. Standard library only, so that `cargo xtask` (built
@@ -44,7 +45,16 @@ pub fn listening_line(url: &str) -> String {
 
 /// The base URL in a [`listening_line`], or `None` when `line` is not one.
 pub fn parse_listening_line(line: &str) -> Option<&str> {
-    let url = line.trim().strip_prefix(LISTENING_ON)?.trim();
+    parse_announced_url(LISTENING_ON, line)
+}
+
+/// What the first stdout line of the Azure Mobile Apps backend the tests run
+/// (`tests/ama-js/server.js`) starts with; its base URL follows.
+pub const AMA_BACKEND_LISTENING_ON: &str = "ama-backend listening on ";
+
+/// The base URL in a line `prefix URL`, or `None` when `line` is not one.
+fn parse_announced_url<'l>(prefix: &str, line: &'l str) -> Option<&'l str> {
+    let url = line.trim().strip_prefix(prefix)?.trim();
     let address = url
         .strip_prefix("http://")
         .or_else(|| url.strip_prefix("https://"))?;
@@ -107,6 +117,17 @@ pub struct StartedServer {
 pub fn start_server_process(
     command: &mut Command,
     limit: Duration,
+    rest: impl FnMut(String) + Send + 'static,
+) -> Result<StartedServer, StartError> {
+    start_process_announcing(command, LISTENING_ON, limit, rest)
+}
+
+/// [`start_server_process`] for a server whose first line is `prefix URL` (for example
+/// [`AMA_BACKEND_LISTENING_ON`]).
+pub fn start_process_announcing(
+    command: &mut Command,
+    prefix: &str,
+    limit: Duration,
     mut rest: impl FnMut(String) + Send + 'static,
 ) -> Result<StartedServer, StartError> {
     let mut child = command
@@ -130,7 +151,7 @@ pub fn start_server_process(
         }
     });
     match first.recv_timeout(limit) {
-        Ok(line) => match parse_listening_line(&line) {
+        Ok(line) => match parse_announced_url(prefix, &line) {
             Some(url) => Ok(StartedServer {
                 url: url.to_owned(),
                 child,

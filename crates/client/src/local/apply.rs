@@ -140,13 +140,28 @@ impl LocalStore {
         handler: Option<&dyn DeviceConflictHandler>,
         round_done: bool,
     ) -> Result<ApplyCounts, ClientError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let counts = self.apply_answer_in(&tx, sent, response, handler, round_done)?;
+        tx.commit()?;
+        Ok(counts)
+    }
+
+    /// [`LocalStore::apply_answer`] inside `tx`, which the caller commits (the AMA
+    /// driver writes its version strings in the same transaction, `local/ama.rs`).
+    pub(crate) fn apply_answer_in(
+        &self,
+        tx: &Transaction<'_>,
+        sent: &[SentChange],
+        response: &SyncResponse,
+        handler: Option<&dyn DeviceConflictHandler>,
+        round_done: bool,
+    ) -> Result<ApplyCounts, ClientError> {
         let sent: HashMap<(&str, RowId), &SentChange> = sent
             .iter()
             .map(|s| ((s.change.table.as_str(), s.change.id), s))
             .collect();
         let mut counts = ApplyCounts::default();
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
         for ack in &response.acks {
             let Some(change) = sent.get(&(ack.table.as_str(), ack.id)) else {
                 return Err(ClientError::Protocol(format!(
@@ -154,9 +169,9 @@ impl LocalStore {
                     ack.id
                 )));
             };
-            acknowledge(&tx, ack, change)?;
+            acknowledge(tx, ack, change)?;
             if let Some(kept) = &ack.kept {
-                take_kept_values(&tx, &self.schema(), ack, kept)?;
+                take_kept_values(tx, &self.schema(), ack, kept)?;
             }
         }
         for conflict in &response.conflicts {
@@ -168,7 +183,7 @@ impl LocalStore {
             {
                 check_server_row(self.schema().table(&conflict.table)?, conflict.id, fields)?;
             }
-            log_conflict(&tx, conflict)?;
+            log_conflict(tx, conflict)?;
             let Some(change) = sent.get(&(conflict.table.as_str(), conflict.id)) else {
                 return Err(ClientError::Protocol(format!(
                     "conflict for unsent row {}",
@@ -199,37 +214,36 @@ impl LocalStore {
                     _ => None,
                 };
                 let base = change.change.base_fields.as_ref().or(delete_base.as_ref());
-                let open = self.store_open_conflict(&tx, conflict, base)?;
+                let open = self.store_open_conflict(tx, conflict, base)?;
                 match handler.and_then(|h| h.decide(&open)) {
                     Some(choice) => {
-                        self.apply_choice(&tx, &open.table, open.id, &choice)?;
+                        self.apply_choice(tx, &open.table, open.id, &choice)?;
                         counts.conflicts_decided_here += 1;
                     }
                     None => counts.conflicts_deferred += 1,
                 }
             } else {
-                self.adopt_outcome(&tx, conflict, change, &mut counts)?;
+                self.adopt_outcome(tx, conflict, change, &mut counts)?;
             }
         }
-        counts.downloaded += self.apply_pulled(&tx, &response.changes)?;
+        counts.downloaded += self.apply_pulled(tx, &response.changes)?;
         // Partial sync: what this answer says about a row replaces an earlier eviction
         // that waited for its edit; then this answer's evictions.
         let answered = (response.acks.iter().map(|a| (a.table.as_str(), a.id)))
             .chain(response.conflicts.iter().map(|c| (c.table.as_str(), c.id)))
             .chain(response.changes.iter().map(|c| (c.table.as_str(), c.id)));
-        super::slice::clear_marks(&tx, answered)?;
-        counts.evicted += super::slice::evict(&tx, &response.evicted)?;
-        counts.evicted += super::slice::forget_marked_clean(&tx)?;
+        super::slice::clear_marks(tx, answered)?;
+        counts.evicted += super::slice::evict(tx, &response.evicted)?;
+        counts.evicted += super::slice::forget_marked_clean(tx)?;
         // invariant: an interrupted sync resumes: the watermark is stored in the
         // transaction that applies its page.
-        set_meta(&tx, "watermark", &response.watermark.to_string())?;
+        set_meta(tx, "watermark", &response.watermark.to_string())?;
         if response.epoch != 0 {
-            set_meta(&tx, "server_epoch", &response.epoch.to_string())?;
+            set_meta(tx, "server_epoch", &response.epoch.to_string())?;
         }
         if round_done {
-            set_meta(&tx, "last_sync_ms", &now_ms().to_string())?;
+            set_meta(tx, "last_sync_ms", &now_ms().to_string())?;
         }
-        tx.commit()?;
         Ok(counts)
     }
 

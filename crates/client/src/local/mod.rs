@@ -25,6 +25,7 @@
 //! its [`crate::StoreKey`]. A plain file opened with a key is first encrypted in place
 //! (`encrypt`).
 
+mod ama;
 mod apply;
 mod collect;
 pub(crate) mod conflicts;
@@ -35,7 +36,7 @@ mod rows;
 mod slice;
 mod sql;
 #[cfg(test)]
-mod test_fixtures;
+pub(crate) mod test_fixtures;
 mod trash;
 
 use std::path::{Path, PathBuf};
@@ -45,6 +46,7 @@ use roster_protocol::{ChangeOp, Fields, RowId, Schema};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
+pub(crate) use ama::AmaAnswer;
 pub use conflicts::{Choice, DeviceConflictHandler, OpenConflict};
 pub use records::{ListQuery, MAX_LIST_LIMIT};
 pub use trash::{TRASH_KEEP_DAYS, TrashedRecord};
@@ -112,6 +114,17 @@ const MIGRATIONS: &[&str] = &[
         tbl TEXT NOT NULL,
         id  TEXT NOT NULL,
         PRIMARY KEY (tbl, id)
+    ) WITHOUT ROWID;
+"#,
+    // Against an Azure Mobile Apps backend: the version string behind each numeric
+    // version a row or an open conflict holds (local/ama.rs).
+    r#"
+    CREATE TABLE IF NOT EXISTS _roster_ama_versions (
+        tbl     TEXT    NOT NULL,
+        id      TEXT    NOT NULL,
+        version INTEGER NOT NULL,
+        etag    TEXT    NOT NULL,
+        PRIMARY KEY (tbl, id, version)
     ) WITHOUT ROWID;
 "#,
 ];

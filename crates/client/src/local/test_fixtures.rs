@@ -14,6 +14,6 @@ pub(super) fn store() -> (tempfile::TempDir, LocalStore) {
 }
 
 /// A JSON object literal as [`Fields`].
-pub(super) fn fields(value: Value) -> Fields {
+pub(crate) fn fields(value: Value) -> Fields {
     value.as_object().cloned().unwrap()
 }

@@ -157,6 +157,13 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         created_at_ms INTEGER NOT NULL
     );
 "#,
+    // `/tables` pulls ordered by updatedAt then id (what Roster's own AMA client asks):
+    // a unique index in that order serves them without sorting every row after the
+    // boundary (the rows sharing a millisecond of a large batch were sorted per page).
+    r#"
+    CREATE UNIQUE INDEX rows_by_update_id ON rows(dataset, tbl, updated_at_ms, id);
+    DROP INDEX rows_by_update;
+"#,
 ];
 
 /// Runs pending migrations in one `BEGIN IMMEDIATE` transaction.
