@@ -6,7 +6,7 @@
 //! the devices against the backend's own database.
 //!
 //! No Roster server runs here, so the storage backend of the e2e pass does not apply:
-//! the tests run on the SQLite pass and return at once on the PostgreSQL pass.
+//! the PostgreSQL pass leaves this file out (`POSTGRES_TESTS` in `xtask/src/test.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -14,16 +14,10 @@ use std::path::Path;
 
 use roster_client::Choice;
 use roster_e2e::ama_js::AmaBackend;
-use roster_e2e::backend::Backend;
 use roster_e2e::cli::run_roster;
 use roster_e2e::{TestClient, obj};
 use roster_protocol::{ConflictPolicy, Fields, RowId, Schema};
 use serde_json::{Value, json};
-
-/// Whether this pass is the PostgreSQL one (where these tests do not apply).
-fn postgres_pass() -> bool {
-    Backend::from_env().is_postgres()
-}
 
 /// The backend's live rows of `person`, read from its own SQLite file, as a device holds
 /// them (the declared columns; `age` is REAL there and an integer here).
@@ -71,9 +65,6 @@ fn assert_converged(backend: &AmaBackend, devices: &[&TestClient]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jane_against_the_real_backend_the_server_wins_and_different_columns_merge() {
-    if postgres_pass() {
-        return;
-    }
     let backend = AmaBackend::start();
     let a = TestClient::of_ama_backend(&backend.url(), ConflictPolicy::ServerWins).await;
     let b = TestClient::of_ama_backend(&backend.url(), ConflictPolicy::ServerWins).await;
@@ -164,9 +155,6 @@ async fn jane_against_the_real_backend_the_server_wins_and_different_columns_mer
 
 #[tokio::test]
 async fn a_deferred_conflict_kept_mine_is_pushed_on_the_backends_version() {
-    if postgres_pass() {
-        return;
-    }
     let backend = AmaBackend::start();
     let a = TestClient::of_ama_backend(&backend.url(), ConflictPolicy::DeferToClient).await;
     let b = TestClient::of_ama_backend(&backend.url(), ConflictPolicy::DeferToClient).await;
@@ -218,9 +206,6 @@ async fn a_deferred_conflict_kept_mine_is_pushed_on_the_backends_version() {
 
 #[tokio::test]
 async fn deletes_and_offline_edits_go_both_ways_with_the_backend() {
-    if postgres_pass() {
-        return;
-    }
     let backend = AmaBackend::start();
     let a = TestClient::of_ama_backend(&backend.url(), ConflictPolicy::ServerWins).await;
     let b = TestClient::of_ama_backend(&backend.url(), ConflictPolicy::ServerWins).await;
@@ -267,9 +252,6 @@ async fn deletes_and_offline_edits_go_both_ways_with_the_backend() {
 
 #[tokio::test]
 async fn a_10k_row_first_pull_through_a_run_of_equal_updated_at() {
-    if postgres_pass() {
-        return;
-    }
     let backend = AmaBackend::start();
     // Make the table exist, then write 10,000 rows in one statement: they share one
     // `updatedAt`, ten times the backend's largest page.

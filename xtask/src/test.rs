@@ -49,11 +49,12 @@ const MAIN_TESTS: &str = "not package(roster-ui-tests)";
 
 /// nextest filter of the second pass against PostgreSQL: the end-to-end package, less
 /// the tests whose subject is not the server's store, which the first pass covers whole:
-/// the client against fake or hostile servers (`bad_answers`, `transport`), the device
+/// the client against fake or hostile servers (`bad_answers`, `transport`) or against
+/// the Azure Mobile Apps backend (`ama_backend`, no Roster server at all), the device
 /// store (`encryption`, a client killed mid-pull), and the HTTP edge in front of the
 /// store (`tls`, `limits`).
 const POSTGRES_TESTS: &str = "package(roster-e2e) and not (binary(bad_answers) \
-    | binary(transport) | binary(encryption) | binary(tls) | binary(limits) \
+    | binary(transport) | binary(ama_backend) | binary(encryption) | binary(tls) | binary(limits) \
     | test(=a_client_killed_mid_pull_keeps_a_consistent_store_and_finishes_later))";
 
 /// nextest filter of the UI pass.
