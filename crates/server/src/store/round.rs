@@ -267,16 +267,26 @@ fn completed<'c>(
 /// (`restored_at`, 0 when never restored) is the device's newer state of that row: a
 /// device re-based after a restore pushes the rows it holds from the lost history as
 /// inserts (ids are client-made UUIDs, so no other device inserts that id). It is
-/// applied as an update of the stored version (a tombstone comes back to life). A row
-/// written after the restore is not older: the insert meets it as a conflict.
+/// applied as an update of the stored version (a tombstone comes back to life). Likewise
+/// a delete based on a version after the restore point (the device deleted the row, or
+/// replays its acknowledged delete, in the lost history) is applied as a delete of the
+/// stored version. A row written after the restore is not older: the insert or delete
+/// meets it as a conflict.
 fn repushed_after_restore(
     change: &Change,
     current: Option<&ServerRow>,
     restored_at: u64,
 ) -> Option<Change> {
     let stored = current.filter(|row| row.version <= restored_at)?;
-    (change.op == ChangeOp::Insert).then(|| Change {
-        op: ChangeOp::Update,
+    let op = match change.op {
+        ChangeOp::Insert => ChangeOp::Update,
+        ChangeOp::Delete if change.base_version.is_some_and(|base| base > restored_at) => {
+            ChangeOp::Delete
+        }
+        _ => return None,
+    };
+    Some(Change {
+        op,
         base_version: Some(stored.version),
         base_fields: None,
         ..change.clone()
