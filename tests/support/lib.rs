@@ -252,7 +252,7 @@ impl TestServer {
     }
 
     /// Backs the database up to the new file `to`, as the README says to, while the
-    /// server runs: `roster-server backup --to` on SQLite, `pg_dump -Fc` on PostgreSQL.
+    /// server runs: `roster-server backup --to` (which runs `pg_dump` on PostgreSQL).
     pub fn backup(&self, to: &Path) {
         backup_database(self.db.url(), to);
     }
@@ -610,20 +610,9 @@ pub fn authed_http(token: &str, dataset: Option<&str>) -> reqwest::Client {
 /// PostgreSQL database `db`), asserts it succeeded and returns its stdout's first line
 /// and its stderr.
 /// [`TestServer::backup`] of the database `db` (a path or URL), callable from another
-/// thread while the server serves.
+/// thread while the server serves: `roster-server backup --to` (`pg_dump` on PostgreSQL).
 pub fn backup_database(db: &str, to: &Path) {
-    if roster_server::store::postgres::is_postgres_url(db) {
-        run_tool(
-            Command::new("pg_dump")
-                .arg("-Fc")
-                .arg("-f")
-                .arg(to)
-                .arg("-d")
-                .arg(db),
-        );
-    } else {
-        admin(db, &["backup", "--to", &to.to_string_lossy()]);
-    }
+    admin(db, &["backup", "--to", &to.to_string_lossy()]);
 }
 
 /// Runs a database tool and asserts it succeeded.

@@ -35,6 +35,9 @@ pub enum StartError {
     /// The metrics endpoint could not start.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// A restore holds the SQLite database (see [`store::db_lock`]).
+    #[error("cannot serve the database: {0}")]
+    Locked(#[from] store::db_lock::DbLockError),
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -57,6 +60,8 @@ pub struct Application {
     retention: Duration,
     purge_interval: Duration,
     metrics: Option<MetricsServer>,
+    /// An SQLite database's serving lock, held while the service runs.
+    db_lock: Option<store::db_lock::DbLock>,
 }
 
 impl Application {
@@ -73,12 +78,16 @@ impl Application {
         let defs = config.subscriptions.clone();
         // On a blocking thread: the PostgreSQL driver blocks. Each subscription's index
         // is made before the first request is served.
-        let (backend, served) = tokio::task::spawn_blocking(move || {
+        let (db_lock, backend, served) = tokio::task::spawn_blocking(move || {
+            let db_lock = match store::postgres::is_postgres_url(&db.to_string_lossy()) {
+                true => None,
+                false => Some(store::db_lock::hold_for_serving(&db)?),
+            };
             let backend = store::open(&db)?;
             let served = crate::schema_version::adopt(backend.sync.as_ref(), &wanted)?;
             let retired = crate::schema_version::retired_columns(backend.sync.as_ref(), &wanted)?;
             backend.sync.ensure_slice_indexes(&defs)?;
-            Ok::<_, StartError>((backend, (served, retired)))
+            Ok::<_, StartError>((db_lock, backend, (served, retired)))
         })
         .await
         .map_err(|e| StartError::Store(StoreError::Unavailable(e.to_string())))??;
@@ -125,6 +134,7 @@ impl Application {
             retention: Duration::from_secs(config.tombstone_retention_days.saturating_mul(86_400)),
             purge_interval: Duration::from_secs(config.purge_interval_secs),
             metrics,
+            db_lock,
         })
     }
 
@@ -153,6 +163,7 @@ impl Application {
     /// accepting, lets the requests in flight finish and stops the background tasks: the periodic tombstone purge, and
     /// with TLS the certificate reload (SIGHUP, or a change of its files).
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) {
+        let _db_lock = self.db_lock;
         if self.tls.is_none() && !self.addr.ip().is_loopback() {
             tracing::warn!(addr = %self.addr, "serving plain HTTP beyond loopback: put a TLS proxy in front, or set tls_cert and tls_key");
         }

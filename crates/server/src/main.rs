@@ -79,8 +79,9 @@ enum Command {
     },
     /// Print the effective configuration as TOML, then exit.
     PrintConfig,
-    /// Write a consistent copy of the SQLite database to a new file, also while the
-    /// server runs (PostgreSQL: use `pg_dump`).
+    /// Write a consistent copy of the database to a new file, also while the server
+    /// runs (SQLite: `VACUUM INTO`; PostgreSQL: runs `pg_dump --format=custom`, which
+    /// must be on the PATH; restore that with `pg_restore`, then `new-epoch`).
     Backup {
         /// The backup file to write (must not exist).
         #[arg(long)]
@@ -276,6 +277,13 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Backup { to } if store::postgres::is_postgres_url(&db.to_string_lossy()) => {
+            let shown = store::describe(&db);
+            let target = to.clone();
+            tokio::task::spawn_blocking(move || pg_dump_to(&db, &target)).await??;
+            println!("backed up {shown} to {} (pg_dump)", to.display());
+            Ok(())
+        }
         Command::Backup { to } => {
             let store = open_store(db.clone()).await?.sync;
             let target = to.clone();
@@ -441,7 +449,37 @@ fn administer(command: Command, db: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Backs the PostgreSQL database `url` up to the new file `to` with `pg_dump` (custom
+/// format, one consistent snapshot while the servers serve); its errors go to stderr.
+/// A failed dump leaves no file. Blocks.
+fn pg_dump_to(url: &std::path::Path, to: &std::path::Path) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !to.exists(),
+        "{} exists; a backup is written to a new file",
+        to.display()
+    );
+    let status = std::process::Command::new("pg_dump")
+        .args(["--format=custom", "--file"])
+        .arg(to)
+        .arg("--dbname")
+        .arg(url)
+        .status();
+    let status = match status {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
+            "pg_dump is not on the PATH: install the PostgreSQL client tools (the same major \
+             version as the server or newer)"
+        ),
+        other => other.context("cannot run pg_dump")?,
+    };
+    if !status.success() {
+        let _ = std::fs::remove_file(to);
+        anyhow::bail!("pg_dump failed ({status}); nothing was written");
+    }
+    Ok(())
+}
+
 /// Replaces the SQLite database `db` with the backup `from`, then starts a new epoch.
+/// Refused, changing nothing, while a server serves `db` (see [`store::db_lock`]).
 /// The backup is checked first and copied beside `db`, then renamed over it, so an
 /// interrupted restore leaves the old database or the whole backup. Blocks.
 fn put_backup_in_place(from: &std::path::Path, db: &std::path::Path) -> anyhow::Result<()> {
@@ -450,6 +488,7 @@ fn put_backup_in_place(from: &std::path::Path, db: &std::path::Path) -> anyhow::
             "restore a PostgreSQL database with pg_restore, then run `roster-server --db URL new-epoch`"
         );
     }
+    let _restoring = store::db_lock::hold_for_restore(db).context("cannot restore")?;
     {
         let backup =
             rusqlite::Connection::open_with_flags(from, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)

@@ -30,6 +30,33 @@ fn check_server_row(schema: &TableSchema, id: RowId, fields: &Fields) -> Result<
     })
 }
 
+/// How long an acknowledged delete is remembered (`_roster_acked_deletes`): a server
+/// restored from a backup up to this old gets this device's deletes again.
+pub(crate) const ACKED_DELETE_KEEP_DAYS: i64 = 30;
+
+/// Remembers that the server stored this device's delete of the row as the tombstone
+/// `version`, so a re-base onto a restore point before it pushes the delete again.
+fn remember_acked_delete(
+    tx: &Transaction<'_>,
+    table: &str,
+    id: RowId,
+    version: u64,
+) -> Result<(), ClientError> {
+    tx.prepare_cached(
+        "INSERT INTO _roster_acked_deletes (tbl, id, version, acked_at_ms)
+         VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (tbl, id) DO UPDATE SET version = excluded.version,
+           acked_at_ms = excluded.acked_at_ms",
+    )?
+    .execute(params![
+        table,
+        id.to_string(),
+        i64::try_from(version).unwrap_or(i64::MAX),
+        now_ms()
+    ])?;
+    Ok(())
+}
+
 fn log_conflict(tx: &Transaction<'_>, conflict: &Conflict) -> Result<(), ClientError> {
     tx.prepare_cached(
         "INSERT INTO _roster_conflicts (at_ms, tbl, row_id, kind, resolution, client_row,
@@ -51,7 +78,8 @@ fn log_conflict(tx: &Transaction<'_>, conflict: &Conflict) -> Result<(), ClientE
 /// Records an ack of the change `sent`: the acked version (and the values sent) become
 /// the row's base. The row is clean only if its edit number is still the one it had when
 /// sent; otherwise the newer edit stays pending on the new base (a pending insert becomes
-/// an update). An acked delete of an unchanged row forgets the row.
+/// an update). An acked delete of an unchanged row forgets the row and is remembered
+/// (see [`remember_acked_delete`]).
 ///
 /// invariant: a local edit is never wrongly marked clean by a sync: only a row whose
 /// `local_rev` is still the one sent becomes clean.
@@ -64,7 +92,7 @@ fn acknowledge(tx: &Transaction<'_>, ack: &Ack, sent: &SentChange) -> Result<(),
             )?
             .execute(params![ack.table, id, sent.local_rev])?;
         if forgotten > 0 {
-            return Ok(());
+            return remember_acked_delete(tx, &ack.table, ack.id, ack.version);
         }
     }
     let version = i64::try_from(ack.version).unwrap_or(i64::MAX);
@@ -243,6 +271,8 @@ impl LocalStore {
         }
         if round_done {
             set_meta(tx, "last_sync_ms", &now_ms().to_string())?;
+            tx.prepare_cached("DELETE FROM _roster_acked_deletes WHERE acked_at_ms < ?1")?
+                .execute([now_ms() - ACKED_DELETE_KEEP_DAYS * 24 * 3600 * 1000])?;
         }
         Ok(counts)
     }
@@ -351,6 +381,10 @@ impl LocalStore {
                     counts.downloaded += 1;
                 }
                 forget_row(tx, &conflict.table, conflict.id)?;
+                // This device's delete stands (the policy chose it): remember it like an ack.
+                if let (ChangeOp::Delete, Some(tombstone)) = (sent.change.op, &conflict.outcome) {
+                    remember_acked_delete(tx, &conflict.table, conflict.id, tombstone.version)?;
+                }
             }
         }
         Ok(())
@@ -398,6 +432,11 @@ impl LocalStore {
     ///   hold it. Unless it is a pending delete, it becomes a pending insert of its
     ///   current values (its base forgotten); the server applies such an insert over
     ///   a copy from before the restore, and meets a copy written since as a conflict;
+    /// * a delete of this device acknowledged after the restore point (its tombstone's
+    ///   version is newer, `_roster_acked_deletes`) becomes a pending delete again, on
+    ///   that version, unless the row is back on this device; the server applies such a
+    ///   delete over a copy from before the restore (`store/round.rs`
+    ///   `repushed_after_restore`), so the row stays deleted;
     /// * rows based at or before the restore point, and pending inserts, stay as they
     ///   are: the history up to that point is the same;
     /// * the watermark returns to 0 (the round pulls everything again, pending rows
@@ -413,14 +452,27 @@ impl LocalStore {
              WHERE base_version > ?1 AND (pending IS NULL OR pending <> 'delete')",
             params![restored_at, rev],
         )?;
+        let deletes = tx.execute(
+            "INSERT INTO _roster_rows (tbl, id, base_version, base_data, pending, local_rev)
+             SELECT d.tbl, d.id, d.version, NULL, 'delete', ?2 FROM _roster_acked_deletes d
+             WHERE d.version > ?1 AND NOT EXISTS
+               (SELECT 1 FROM _roster_rows r WHERE r.tbl = d.tbl AND r.id = d.id)",
+            params![restored_at, rev],
+        )?;
+        // Each comes back here when its delete is acknowledged again.
+        tx.execute(
+            "DELETE FROM _roster_acked_deletes WHERE version > ?1",
+            [restored_at],
+        )?;
         set_meta(&tx, "watermark", "0")?;
         set_meta(&tx, "server_epoch", &rebase.epoch.to_string())?;
         tx.commit()?;
         tracing::warn!(
             rows = moved,
+            deletes,
             restored_at = rebase.restored_at,
             epoch = rebase.epoch,
-            "re-based on a restored server: rows from after its backup are pushed again"
+            "re-based on a restored server: rows and deletes from after its backup are pushed again"
         );
         Ok(rev)
     }
@@ -662,11 +714,36 @@ mod tests {
                 fields: Some(fields(json!({"name": format!("v{version}")}))),
             },
         };
-        let rows = [pulled(3), pulled(6), pulled(7), pulled(8)];
+        let rows = [
+            pulled(3),
+            pulled(6),
+            pulled(7),
+            pulled(8),
+            pulled(2),
+            pulled(5),
+        ];
         let ids: Vec<RowId> = rows.iter().map(|r| r.id).collect();
         store
             .apply_response(&[], &answer(vec![], vec![], rows.to_vec()), None)
             .unwrap();
+        // Two deletes acknowledged: one before the restore point, one after it.
+        store.delete("person", ids[4]).unwrap();
+        store.delete("person", ids[5]).unwrap();
+        let deletes = batch_of(&store);
+        let ack = |id: RowId, version: u64| Ack {
+            table: "person".into(),
+            id,
+            version,
+            kept: None,
+        };
+        store
+            .apply_response(
+                &deletes.sent,
+                &answer(vec![ack(ids[4], 4), ack(ids[5], 9)], vec![], vec![]),
+                None,
+            )
+            .unwrap();
+        assert!(batch_of(&store).sent.is_empty());
         store
             .update("person", ids[2], fields(json!({"name": "edited"})))
             .unwrap();
@@ -701,6 +778,16 @@ mod tests {
             "a pending edit of a lost row is pushed whole"
         );
         assert_eq!(sent[&ids[3]].0, ChangeOp::Delete, "a pending delete stays");
+        assert_eq!(
+            sent[&ids[5]],
+            (ChangeOp::Delete, Some(9), None),
+            "a delete acknowledged after the restore point is pushed again"
+        );
+        assert!(
+            !sent.contains_key(&ids[4]),
+            "a delete the backup holds is not"
+        );
+        assert_eq!(sent.len(), 4);
     }
 
     #[test]

@@ -20,6 +20,9 @@
 //!   a person: the remote row and the base, next to the local row in its user table.
 //!   A row with an open conflict keeps its local edit and is not pushed until resolved.
 //! * `_roster_trash`: the values of rows deleted here, restorable for a while (`trash`).
+//! * `_roster_acked_deletes`: this device's deletes the server acknowledged, with the
+//!   tombstone's version, kept `ACKED_DELETE_KEEP_DAYS` (30) days: after a restore from an
+//!   older backup, those the backup does not hold are pushed again (`apply`).
 //!
 //! The file may be encrypted (SQLCipher, every page and the WAL): it is then opened with
 //! its [`crate::StoreKey`]. A plain file opened with a key is first encrypted in place
@@ -126,6 +129,18 @@ const MIGRATIONS: &[&str] = &[
         etag    TEXT    NOT NULL,
         PRIMARY KEY (tbl, id, version)
     ) WITHOUT ROWID;
+    "#,
+    // Deletes of this device the server acknowledged, with the tombstone's version, kept
+    // for a while to replay after a restore from an older backup (local/apply.rs).
+    r#"
+    CREATE TABLE IF NOT EXISTS _roster_acked_deletes (
+        tbl         TEXT    NOT NULL,
+        id          TEXT    NOT NULL,
+        version     INTEGER NOT NULL,
+        acked_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (tbl, id)
+    ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS _roster_acked_deletes_at ON _roster_acked_deletes(acked_at_ms);
 "#,
 ];
 

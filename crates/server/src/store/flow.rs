@@ -714,24 +714,24 @@ mod tests {
     #[test]
     fn after_a_restore_an_old_epoch_is_told_to_rebase_and_repushed_rows_apply_over_older_copies() {
         let store = store();
-        let (kept, rewritten) = (insert("kept"), insert("rewritten"));
+        let (kept, rewritten, doomed) = (insert("kept"), insert("rewritten"), insert("doomed"));
         let first = store
             .sync(
                 DS,
-                &request(0, vec![kept.clone(), rewritten.clone()], 0),
+                &request(0, vec![kept.clone(), rewritten.clone(), doomed.clone()], 0),
                 &plain(),
             )
             .unwrap();
         let old_epoch = first.epoch;
         assert_ne!(old_epoch, 0);
-        // The restore: a new epoch, restore point 2. Then `rewritten` changes on the
-        // restored server (version 3, after the restore point).
+        // The restore: a new epoch, restore point 3. Then `rewritten` changes on the
+        // restored server (version 4, after the restore point).
         let new_epoch = store.begin_new_epoch().unwrap();
         assert_ne!(new_epoch, old_epoch);
         store
             .sync(
                 DS,
-                &request(2, vec![update(rewritten.id, 2, "since")], 0),
+                &request(3, vec![update(rewritten.id, 2, "since")], 0),
                 &plain(),
             )
             .unwrap();
@@ -745,13 +745,14 @@ mod tests {
             told.rebase,
             Some(Rebase {
                 epoch: new_epoch,
-                restored_at: 2
+                restored_at: 3
             })
         );
         assert!(told.acks.is_empty() && told.changes.is_empty());
-        assert_eq!(store.newest_version(DS).unwrap(), 3, "nothing applied");
+        assert_eq!(store.newest_version(DS).unwrap(), 4, "nothing applied");
 
-        // The re-based device pushes its rows from the lost history as inserts.
+        // The re-based device pushes its rows from the lost history as inserts, and its
+        // delete acknowledged there (version 9) again.
         let mine = |change: &Change, name: &str| Change {
             fields: json!({"name": name}).as_object().cloned(),
             ..change.clone()
@@ -760,18 +761,27 @@ mod tests {
             epoch: Some(new_epoch),
             ..request(
                 0,
-                vec![mine(&kept, "kept, newer"), mine(&rewritten, "lost edit")],
+                vec![
+                    mine(&kept, "kept, newer"),
+                    mine(&rewritten, "lost edit"),
+                    Change {
+                        op: ChangeOp::Delete,
+                        base_version: Some(9),
+                        fields: None,
+                        ..doomed.clone()
+                    },
+                ],
                 100,
             )
         };
         let answer = store.sync(DS, &repush, &plain()).unwrap();
         assert_eq!(answer.epoch, new_epoch);
+        let acked: Vec<RowId> = answer.acks.iter().map(|a| a.id).collect();
         assert_eq!(
-            answer.acks.len(),
-            1,
-            "the copy from before the restore is updated"
+            acked,
+            vec![kept.id, doomed.id],
+            "the copies from before the restore are updated and deleted"
         );
-        assert_eq!(answer.acks[0].id, kept.id);
         assert_eq!(answer.conflicts.len(), 1, "the row written since meets it");
         assert_eq!(
             answer.conflicts[0].kind,
@@ -779,8 +789,13 @@ mod tests {
         );
         assert_eq!(
             count(&store, "SELECT COUNT(*) FROM rows"),
-            2,
+            3,
             "no row is stored twice"
+        );
+        assert_eq!(
+            count(&store, "SELECT COUNT(*) FROM rows WHERE deleted = 1"),
+            1,
+            "the delete stands"
         );
     }
 

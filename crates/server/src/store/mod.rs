@@ -14,6 +14,7 @@
 //! table.
 
 pub mod answer;
+pub mod db_lock;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub(crate) mod flow;

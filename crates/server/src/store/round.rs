@@ -129,6 +129,29 @@ pub(crate) trait RowsTx {
     fn insert_row(&mut self, w: &RowWrite<'_>) -> Result<bool, StoreError>;
     /// Writes `w` over the row if it still has version `expected`; returns whether it did.
     fn update_row(&mut self, w: &RowWrite<'_>, expected: u64) -> Result<bool, StoreError>;
+    /// Which of `keys` (table, id) no stored row uses (live or tombstone), read at once,
+    /// where the backend stores new rows together ([`RowsTx::insert_rows`]: PostgreSQL,
+    /// where a statement is a round trip). `None`: each insert is tried alone with
+    /// [`RowsTx::insert_row`] (SQLite, in the process). The data set is locked, so the
+    /// answer holds until commit.
+    fn unused_ids<'k>(
+        &mut self,
+        _keys: &[(&'k str, RowId)],
+    ) -> Result<Option<HashSet<(&'k str, RowId)>>, StoreError> {
+        Ok(None)
+    }
+    /// Stores `writes`, new rows whose ids [`RowsTx::unused_ids`] found unused, at once.
+    fn insert_rows(&mut self, writes: &[RowWrite<'_>]) -> Result<(), StoreError> {
+        for w in writes {
+            if !self.insert_row(w)? {
+                return Err(StoreError::ConcurrentWrite {
+                    table: w.table.to_owned(),
+                    id: w.id.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
     /// `(newest version, purge horizon)`. In a writing transaction the data set is
     /// already locked, so no other writer can move them until commit.
     fn counter(&mut self) -> Result<(u64, u64), StoreError>;
@@ -267,20 +290,68 @@ fn completed<'c>(
 /// (`restored_at`, 0 when never restored) is the device's newer state of that row: a
 /// device re-based after a restore pushes the rows it holds from the lost history as
 /// inserts (ids are client-made UUIDs, so no other device inserts that id). It is
-/// applied as an update of the stored version (a tombstone comes back to life). A row
-/// written after the restore is not older: the insert meets it as a conflict.
+/// applied as an update of the stored version (a tombstone comes back to life). Likewise
+/// a delete based on a version after the restore point (the device deleted the row, or
+/// replays its acknowledged delete, in the lost history) is applied as a delete of the
+/// stored version. A row written after the restore is not older: the insert or delete
+/// meets it as a conflict.
 fn repushed_after_restore(
     change: &Change,
     current: Option<&ServerRow>,
     restored_at: u64,
 ) -> Option<Change> {
     let stored = current.filter(|row| row.version <= restored_at)?;
-    (change.op == ChangeOp::Insert).then(|| Change {
-        op: ChangeOp::Update,
+    let op = match change.op {
+        ChangeOp::Insert => ChangeOp::Update,
+        ChangeOp::Delete if change.base_version.is_some_and(|base| base > restored_at) => {
+            ChangeOp::Delete
+        }
+        _ => return None,
+    };
+    Some(Change {
+        op,
         base_version: Some(stored.version),
         base_fields: None,
         ..change.clone()
     })
+}
+
+/// A new row held back to be stored with others in one statement
+/// ([`RowsTx::insert_rows`]).
+struct NewRow<'c> {
+    table: &'c str,
+    id: RowId,
+    version: u64,
+    fields: Fields,
+    edited_at_ms: i64,
+}
+
+/// Stores the held-back new rows, and empties the list.
+fn store_new_rows(
+    tx: &mut (impl RowsTx + ?Sized),
+    rows: &mut Vec<NewRow<'_>>,
+    client: &str,
+    at_ms: i64,
+) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let writes: Vec<RowWrite<'_>> = rows
+        .iter()
+        .map(|row| RowWrite {
+            table: row.table,
+            id: row.id,
+            expected: None,
+            version: row.version,
+            fields: Some(&row.fields),
+            client,
+            at_ms,
+            edited_at_ms: row.edited_at_ms,
+        })
+        .collect();
+    tx.insert_rows(&writes)?;
+    rows.clear();
+    Ok(())
 }
 
 pub(crate) fn apply_changes(
@@ -297,6 +368,18 @@ pub(crate) fn apply_changes(
     let mut acks = Vec::with_capacity(changes.len());
     let mut conflicts = Vec::new();
     let mut unwritten = HashSet::new();
+    let inserts: Vec<(&str, RowId)> = changes
+        .iter()
+        .filter(|c| c.op == ChangeOp::Insert && c.fields.is_some())
+        .map(|c| (c.table.as_str(), c.id))
+        .collect();
+    // Where the backend stores new rows together: the ids known unused (each taken
+    // once, so a second insert of an id in the request is planned like any change).
+    let mut unused = match inserts.is_empty() {
+        true => None,
+        false => tx.unused_ids(&inserts)?,
+    };
+    let mut new_rows = Vec::new();
     for sent in changes {
         let schema = resolver.table_schema(&sent.table);
         let (change, kept) = completed(sent, schema, None);
@@ -310,18 +393,37 @@ pub(crate) fn apply_changes(
             at_ms,
             edited_at_ms: sent.edited_at_ms.unwrap_or(at_ms),
         };
-        if let (ChangeOp::Insert, Some(fields)) = (change.op, &change.fields)
-            && tx.insert_row(&write(None, next + 1, Some(fields)))?
-        {
-            next += 1;
-            acks.push(Ack {
-                table: change.table.clone(),
-                id: change.id,
-                version: next,
-                kept,
-            });
-            continue;
+        if let (ChangeOp::Insert, Some(fields)) = (change.op, &change.fields) {
+            let stored = match unused.as_mut() {
+                Some(unused) => {
+                    let free = unused.remove(&(sent.table.as_str(), sent.id));
+                    if free {
+                        new_rows.push(NewRow {
+                            table: &sent.table,
+                            id: sent.id,
+                            version: next + 1,
+                            fields: fields.clone(),
+                            edited_at_ms: sent.edited_at_ms.unwrap_or(at_ms),
+                        });
+                    }
+                    free
+                }
+                None => tx.insert_row(&write(None, next + 1, Some(fields)))?,
+            };
+            if stored {
+                next += 1;
+                acks.push(Ack {
+                    table: change.table.clone(),
+                    id: change.id,
+                    version: next,
+                    kept,
+                });
+                continue;
+            }
         }
+        // The new rows held back are stored before anything else is read or written,
+        // so the writes happen in the request's order.
+        store_new_rows(tx, &mut new_rows, &client, at_ms)?;
         let current = tx.load_row(&change.table, change.id)?;
         let current_row = current.as_ref().map(|c| &c.row);
         // Columns the device does not know keep their stored values.
@@ -398,6 +500,7 @@ pub(crate) fn apply_changes(
             }
         }
     }
+    store_new_rows(tx, &mut new_rows, &client, at_ms)?;
     Ok(Applied::Done {
         acks,
         conflicts,

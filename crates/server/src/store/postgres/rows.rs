@@ -1,6 +1,8 @@
 //! PostgreSQL: the `rows` table and the per-data-set counters in `dataset_counters`
 //! (`last_seq`, `purge_horizon`, and the row lock that serialises a data set's writers).
 
+use std::collections::HashSet;
+
 use postgres::Transaction;
 use postgres::types::ToSql;
 
@@ -76,6 +78,86 @@ impl RowsTx for PgTx<'_, '_> {
                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $7)
                    ON CONFLICT DO NOTHING";
         store_row(self.tx, sql, self.dataset, w, None)
+    }
+
+    /// One statement for the request's inserts: each would otherwise be a statement
+    /// (a parse and an execute round trip) of its own.
+    fn unused_ids<'k>(
+        &mut self,
+        keys: &[(&'k str, RowId)],
+    ) -> Result<Option<HashSet<(&'k str, RowId)>>, StoreError> {
+        let tables: Vec<&str> = keys.iter().map(|(table, _)| *table).collect();
+        let ids: Vec<String> = keys.iter().map(|(_, id)| id.to_string()).collect();
+        let used: HashSet<(String, String)> = self
+            .tx
+            .query(
+                "SELECT r.tbl, r.id FROM rows r
+                 JOIN unnest($2::text[], $3::text[]) AS k(tbl, id)
+                   ON r.tbl = k.tbl AND r.id = k.id
+                 WHERE r.dataset = $1",
+                &[&self.dataset, &tables, &ids],
+            )?
+            .into_iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        Ok(Some(
+            keys.iter()
+                .zip(ids)
+                .filter(|((table, _), id)| !used.contains(&((*table).to_owned(), id.clone())))
+                .map(|(key, _)| *key)
+                .collect(),
+        ))
+    }
+
+    /// Every new row in one `INSERT ... SELECT FROM unnest(...)`.
+    fn insert_rows(&mut self, writes: &[RowWrite<'_>]) -> Result<(), StoreError> {
+        let mut tables = Vec::with_capacity(writes.len());
+        let mut ids = Vec::with_capacity(writes.len());
+        let mut versions = Vec::with_capacity(writes.len());
+        let mut deleted = Vec::with_capacity(writes.len());
+        let mut data = Vec::with_capacity(writes.len());
+        let mut at = Vec::with_capacity(writes.len());
+        let mut by = Vec::with_capacity(writes.len());
+        let mut edited = Vec::with_capacity(writes.len());
+        for w in writes {
+            tables.push(w.table);
+            ids.push(w.id.to_string());
+            versions.push(to_i64(w.version));
+            deleted.push(w.deleted());
+            data.push(w.data()?);
+            at.push(w.at_ms);
+            by.push(w.client);
+            edited.push(w.edited_at_ms);
+        }
+        let stored = self.tx.execute(
+            "INSERT INTO rows (dataset, tbl, id, version, deleted, data, updated_at_ms,
+               updated_by, edited_at_ms, created_at_ms)
+             SELECT $1, k.tbl, k.id, k.version, k.deleted, k.data, k.at_ms, k.by,
+               k.edited_at_ms, k.at_ms
+             FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bool[], $6::text[],
+               $7::bigint[], $8::text[], $9::bigint[])
+               AS k(tbl, id, version, deleted, data, at_ms, by, edited_at_ms)
+             ON CONFLICT DO NOTHING",
+            &[
+                &self.dataset,
+                &tables,
+                &ids,
+                &versions,
+                &deleted,
+                &data,
+                &at,
+                &by,
+                &edited,
+            ],
+        )?;
+        match usize::try_from(stored).is_ok_and(|n| n == writes.len()) {
+            true => Ok(()),
+            // The data set is locked: only a row of another request could be in the way.
+            false => Err(StoreError::ConcurrentWrite {
+                table: tables.first().map_or_else(String::new, |t| (*t).to_owned()),
+                id: ids.first().cloned().unwrap_or_default(),
+            }),
+        }
     }
 
     fn update_row(&mut self, w: &RowWrite<'_>, expected: u64) -> Result<bool, StoreError> {
