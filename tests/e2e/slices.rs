@@ -108,10 +108,15 @@ async fn devices_hold_exactly_their_city_and_follow_an_edit_across_and_a_delete(
 
     writer.update("person", paris[0], json!({"city": "Lyon"}));
     writer.delete("person", lyon[0]);
+    // Out of the slice and back between two of A's rounds: A keeps it, with its edit.
+    writer.update("person", paris[2], json!({"city": "Nice"}));
+    writer.client.sync().await.unwrap();
+    writer.update("person", paris[2], json!({"city": "Paris", "name": "back"}));
     writer.client.sync().await.unwrap();
     let moved_out = a.client.sync().await.unwrap();
     let moved_in = b.client.sync().await.unwrap();
     assert_eq!(moved_out.evicted, 1, "{moved_out:?}");
+    assert_eq!(a.live("person")[&paris[2]]["name"], json!("back"));
     assert_eq!(
         moved_in.downloaded, 2,
         "one row in, one delete: {moved_in:?}"

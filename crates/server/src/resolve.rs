@@ -119,6 +119,9 @@ pub struct TableRules {
     policy: ConflictPolicy,
     auto_merge: bool,
     fields: BTreeMap<String, FieldRule>,
+    /// The columns the config's subscriptions filter this table on (see
+    /// [`Resolver::slice_columns`]).
+    slice_columns: Vec<String>,
 }
 
 /// Which side a merged field comes from.
@@ -287,11 +290,20 @@ impl Resolver {
             .effective_tables()
             .into_iter()
             .map(|t| {
+                let mut slice_columns: Vec<String> = config
+                    .subscriptions
+                    .iter()
+                    .filter(|d| d.table == t.schema.name)
+                    .flat_map(|d| d.filter.keys().cloned())
+                    .collect();
+                slice_columns.sort();
+                slice_columns.dedup();
                 let rules = TableRules {
                     schema: t.schema,
                     policy: t.policy,
                     auto_merge: t.auto_merge,
                     fields: t.fields,
+                    slice_columns,
                 };
                 (rules.schema.name.clone(), rules)
             })
@@ -305,6 +317,15 @@ impl Resolver {
     /// The declared columns of `table`, if it is declared.
     pub fn table_schema(&self, table: &str) -> Option<&TableSchema> {
         self.tables.get(table).map(|rules| &rules.schema)
+    }
+
+    /// The columns the config's subscriptions filter `table` on (empty when none does):
+    /// a write that changes one of them, or deletes a live row, records the row's old
+    /// values of these columns in the moves log (see [`crate::store::round`]).
+    pub fn slice_columns(&self, table: &str) -> &[String] {
+        self.tables
+            .get(table)
+            .map_or(&[], |rules| rules.slice_columns.as_slice())
     }
 
     /// The same rules with `handler` consulted first.

@@ -106,12 +106,21 @@ impl SyncClient {
                         subscriptions: vec![subscription.clone()],
                         backfill: true,
                     }),
-                    // Live rows only, read as they are now; a restore since the last
-                    // round is caught by the round that follows (it re-bases).
-                    epoch: None,
+                    // A server restored since this device's last answer applies
+                    // nothing of it and says so: the backfill stops at once.
+                    epoch: self.store.server_epoch()?,
                 };
                 let answer = self.send(&request).await?;
                 requests += 1;
+                if let Some(rebase) = answer.rebase {
+                    // The round that follows meets the same answer and re-bases: its
+                    // pull from 0 fetches every subscription, so the re-base ends the
+                    // pending first fetches too.
+                    tracing::warn!(%subscription, epoch = rebase.epoch,
+                        "the server was restored during a subscription's first fetch: \
+                         the round re-bases");
+                    return Ok((downloaded, requests));
+                }
                 if answer.has_more && answer.watermark <= since {
                     return Err(ClientError::Protocol(format!(
                         "the first fetch of {subscription} made no progress (since {since})"

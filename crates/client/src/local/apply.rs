@@ -466,6 +466,7 @@ impl LocalStore {
         )?;
         set_meta(&tx, "watermark", "0")?;
         set_meta(&tx, "server_epoch", &rebase.epoch.to_string())?;
+        super::slice::end_backfills(&tx)?;
         tx.commit()?;
         tracing::warn!(
             rows = moved,

@@ -113,6 +113,18 @@ pub(crate) fn forget_marked_clean(tx: &Transaction<'_>) -> Result<u64, ClientErr
     Ok(dropped)
 }
 
+/// Ends every pending first fetch: the main pull starts again from 0 (a re-base after a
+/// restore), which fetches every subscription's rows through the server's indexes.
+pub(crate) fn end_backfills(tx: &Transaction<'_>) -> Result<(), ClientError> {
+    let Some(mut list) = held(tx)? else {
+        return Ok(());
+    };
+    for h in &mut list {
+        h.backfill_since = None;
+    }
+    store_held(tx, Some(&list))
+}
+
 impl LocalStore {
     /// The subscriptions this device syncs; `None` while it holds the whole data set.
     pub fn subscriptions(&self) -> Result<Option<Vec<Subscription>>, ClientError> {

@@ -43,9 +43,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::round::{
-    Applied, ConflictLogTx, LogContext, Page, PageBuilder, PullScan, RowsTx, StoredRow,
-    applied_response, apply_changes, check_round_unique, check_watermark, encode,
-    is_idempotent_write, now_ms, rollback_outcome, staged_response,
+    Applied, ConflictLogTx, FetchedRow, LogContext, MovedRow, Page, PageBuilder, PullScan, RowsTx,
+    StoredRow, applied_response, apply_changes, check_round_unique, check_watermark, decode_fields,
+    encode, is_idempotent_write, now_ms, rollback_outcome, staged_response,
 };
 use super::{Answer, StoreError};
 use crate::resolve::Resolver;
@@ -418,13 +418,9 @@ fn round_changes(
 }
 
 /// One pull page of `scan` for `slice` (`None`: the whole data set), skipping `skip`
-/// (see [`PageBuilder`]).
-///
-/// A slice's first fetch (watermark 0, or a backfill) reads each subscription's index
-/// ([`fetch_page`]): its cost follows the slice. Later pages of a partial device scan
-/// the data set's changes after the watermark like a full device's, sending the rows in
-/// the slice and an [`Eviction`] (id and version, no values) for every other live row,
-/// so a row edited out of the slice leaves every device that held it.
+/// (see [`PageBuilder`]). A full device's page scans the data set's changes after its
+/// watermark; a slice's page is read through its subscriptions' indexes
+/// ([`fetch_page`]), so its cost follows the slice.
 fn pull_page(
     tx: &mut dyn FlowTx,
     scan: PullScan,
@@ -434,42 +430,117 @@ fn pull_page(
     if scan.limit == 0 {
         return Ok(PageBuilder::nothing(scan));
     }
-    if let Some(slice) = slice.filter(|s| s.backfill || scan.since == 0) {
+    if let Some(slice) = slice {
         return fetch_page(tx, scan, slice, skip);
     }
-    let mut page = PageBuilder::new(scan, skip).with_slice(slice);
+    let mut page = PageBuilder::new(scan, skip);
     tx.pull_rows(scan, &mut page)?;
     Ok(page.finish())
 }
 
-/// The live rows of `slice` in `scan`, read through each subscription's index: every
-/// filter reads at most `scan.limit` rows in version order; the page holds the merged
-/// rows up to the lowest last version of a filter that filled its limit (the `cut`), so
-/// no matching row below the new watermark is left out.
+/// What a slice's page is merged from: a live row in the slice, or a move out of it.
+enum SliceEntry {
+    Row(FetchedRow),
+    Moved(MovedRow),
+}
+
+impl SliceEntry {
+    fn version(&self) -> u64 {
+        match self {
+            Self::Row(row) => row.version,
+            Self::Moved(moved) => moved.version,
+        }
+    }
+}
+
+/// One page of `slice` in `scan`, read through each subscription's indexes:
+///
+/// * the live rows matching it with a version in the scan ([`RowsTx::pull_slice`]);
+/// * unless this is a first fetch (watermark 0, or a backfill: the device holds none of
+///   these rows), the moves out of it in the scan ([`RowsTx::pull_moves`]: a write that
+///   changed a matching row's subscription columns or deleted it). Each becomes an
+///   [`Eviction`], or a tombstone when the row is deleted now, unless the row is in the
+///   slice now (then it is one of the rows, here or in a later page).
+///
+/// Every source reads at most `scan.limit` entries in version order; the page holds the
+/// merged entries up to the lowest last version of a source that filled its limit (the
+/// `cut`), so nothing below the new watermark is left out. A watermark from before the
+/// moves log existed is refused (410): the device fetches its slice again.
 fn fetch_page(
     tx: &mut dyn FlowTx,
     scan: PullScan,
     slice: &Slice,
     skip: &HashSet<(String, RowId)>,
 ) -> Result<Page, StoreError> {
+    let first_fetch = slice.backfill || scan.since == 0;
+    if !first_fetch {
+        let moves_from = tx.moves_from()?;
+        if scan.since < moves_from {
+            return Err(StoreError::ResetRequired {
+                since: scan.since,
+                horizon: moves_from,
+                newest: scan.newest,
+            });
+        }
+    }
     let limit = usize::try_from(scan.limit).unwrap_or(usize::MAX);
-    let mut rows = Vec::new();
+    let mut entries = Vec::new();
     let mut cut = scan.upto;
     for filter in &slice.filters {
-        let fetched = tx.pull_slice(scan, filter)?;
-        if fetched.len() >= limit
-            && let Some(last) = fetched.last()
+        let rows = tx.pull_slice(scan, filter)?;
+        if rows.len() >= limit
+            && let Some(last) = rows.last()
         {
             cut = cut.min(last.version);
         }
-        rows.extend(fetched);
+        entries.extend(rows.into_iter().map(SliceEntry::Row));
+        if !first_fetch {
+            let moves = tx.pull_moves(scan, filter)?;
+            if moves.len() >= limit
+                && let Some(last) = moves.last()
+            {
+                cut = cut.min(last.version);
+            }
+            entries.extend(moves.into_iter().map(SliceEntry::Moved));
+        }
     }
-    rows.sort_by_key(|r| r.version);
-    rows.dedup_by_key(|r| r.version);
-    rows.retain(|r| r.version <= cut);
+    entries.sort_by_key(SliceEntry::version);
+    entries.retain(|e| e.version() <= cut);
     let mut page = PageBuilder::new(scan, skip).with_cut(cut);
-    for row in rows.into_iter().take(limit) {
-        if !page.push(row.table, &row.id, row.version, false, row.data)? {
+    // A row matching two subscriptions comes twice, a row moved twice has two moves.
+    let mut seen: HashSet<(String, String)> = HashSet::new();
+    for entry in entries {
+        if page.scanned() >= scan.limit {
+            break;
+        }
+        let more = match entry {
+            SliceEntry::Row(row) => {
+                if !seen.insert((row.table.clone(), row.id.clone())) {
+                    continue;
+                }
+                page.push(row.table, &row.id, row.version, false, row.data)?
+            }
+            SliceEntry::Moved(moved) => {
+                let now = match moved.data.filter(|_| !moved.deleted) {
+                    Some(text) => decode_fields(Some(text))?,
+                    None => None,
+                };
+                if now
+                    .as_ref()
+                    .is_some_and(|fields| slice.matches(&moved.table, fields))
+                {
+                    continue;
+                }
+                if !seen.insert((moved.table.clone(), moved.id.clone())) {
+                    continue;
+                }
+                match now {
+                    Some(_) => page.evict(moved.table, &moved.id, moved.version)?,
+                    None => page.push(moved.table, &moved.id, moved.version, true, None)?,
+                }
+            }
+        };
+        if !more {
             break;
         }
     }
@@ -994,5 +1065,128 @@ mod tests {
         };
         assert_eq!(kept(DS), i64::from(REPLAY_CACHE_MAX_ENTRIES));
         assert_eq!(kept("bob"), 1, "another data set's answers are not evicted");
+    }
+
+    /// A store and resolver with `by_city` declared, and the slice of Paris.
+    fn by_city_paris() -> (SqliteStore, Resolver, Slice) {
+        let def = crate::slices::SubscriptionDef {
+            name: "by_city".into(),
+            table: "person".into(),
+            filter: std::collections::BTreeMap::from([("city".into(), ":city".into())]),
+        };
+        let store = store();
+        store
+            .ensure_slice_indexes(std::slice::from_ref(&def))
+            .unwrap();
+        let config = ServerConfig {
+            subscriptions: vec![def],
+            ..ServerConfig::default()
+        };
+        let slice = crate::slices::Slices::new(&config.subscriptions, &config.schema())
+            .resolve(
+                &[roster_protocol::Subscription {
+                    name: "by_city".into(),
+                    params: std::collections::BTreeMap::from([("city".into(), json!("Paris"))]),
+                }],
+                false,
+                "ann",
+            )
+            .unwrap();
+        (store, Resolver::new(&config), slice)
+    }
+
+    #[test]
+    fn a_slice_pull_reads_its_rows_and_moves_out_of_it_not_the_data_sets_changes() {
+        let (store, resolver, slice) = by_city_paris();
+        let write = |change: Change| -> u64 {
+            let answer = store
+                .sync(DS, &request(0, vec![change], 0), &resolver)
+                .unwrap();
+            answer.acks[0].version
+        };
+        let person = |name: &str, city: &str| Change {
+            fields: json!({"name": name, "city": city}).as_object().cloned(),
+            ..insert(name)
+        };
+        let edit = |row: &Change, version: u64, city: &str| Change {
+            op: ChangeOp::Update,
+            base_version: Some(version),
+            base_fields: None,
+            fields: json!({"name": "edited", "city": city}).as_object().cloned(),
+            ..row.clone()
+        };
+        let (left, deleted, back, lyon) = (
+            person("left", "Paris"),
+            person("deleted", "Paris"),
+            person("back", "Paris"),
+            person("lyon", "Lyon"),
+        );
+        let v_left = write(left.clone());
+        let v_deleted = write(deleted.clone());
+        let v_back = write(back.clone());
+        let mut v_lyon = write(lyon.clone());
+        let watermark = store.newest_version(DS).unwrap();
+
+        // After the device's watermark: 40 edits outside the slice, one row edited out,
+        // one deleted, one edited out and back in, one new row.
+        for _ in 0..40 {
+            v_lyon = write(edit(&lyon, v_lyon, "Lyon"));
+        }
+        let v_out = write(edit(&left, v_left, "Lyon"));
+        write(Change {
+            op: ChangeOp::Delete,
+            base_version: Some(v_deleted),
+            fields: None,
+            ..deleted.clone()
+        });
+        let v_away = write(edit(&back, v_back, "Nice"));
+        write(edit(&back, v_away, "Paris"));
+        let new = person("new", "Paris");
+        write(new.clone());
+        assert_eq!(
+            count(&store, "SELECT COUNT(*) FROM slice_moves"),
+            4,
+            "edits that keep the city record no move"
+        );
+
+        // Pages of 2: the slice's 2 rows and 3 moves, never the 40 edits around them.
+        let (mut since, mut pages) = (watermark, 0);
+        let (mut rows, mut evicted) = (Vec::new(), Vec::new());
+        loop {
+            let pull = SyncRequest {
+                slice: None,
+                ..request(since, vec![], 2)
+            };
+            let answer = crate::store::answer::decode(
+                store
+                    .sync_answer_in(DS, &pull, &resolver, Some(&slice))
+                    .unwrap(),
+            )
+            .unwrap();
+            pages += 1;
+            rows.extend(answer.changes.iter().map(|c| (c.id, c.row.deleted)));
+            evicted.extend(answer.evicted.iter().map(|e| e.id));
+            since = answer.watermark;
+            if !answer.has_more {
+                break;
+            }
+        }
+        rows.sort();
+        let mut expected = vec![(deleted.id, true), (back.id, false), (new.id, false)];
+        expected.sort();
+        assert_eq!(rows, expected, "the tombstone and the rows in the slice");
+        assert_eq!(evicted, vec![left.id], "moved out at version {v_out}");
+        assert!(pages <= 3, "{pages} pages for 5 entries");
+        assert_eq!(since, store.newest_version(DS).unwrap());
+
+        // The moves log is purged with the tombstones, and the horizon follows it.
+        store.purge_tombstones(i64::MAX).unwrap();
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM slice_moves"), 0);
+        let stale =
+            store.sync_answer_in(DS, &request(watermark, vec![], 10), &resolver, Some(&slice));
+        assert!(
+            matches!(stale, Err(StoreError::ResetRequired { .. })),
+            "{stale:?}"
+        );
     }
 }

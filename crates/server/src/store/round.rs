@@ -15,7 +15,7 @@ use roster_protocol::{
 use super::StoreError;
 use super::answer::{Answer, PulledChange};
 use crate::resolve::{Abort, Resolver, Write};
-use crate::slices::{Filter, Slice};
+use crate::slices::Filter;
 
 /// A pull page stops early once its rows' values add up to this many bytes, so a
 /// response stays bounded in size as well as in row count.
@@ -174,6 +174,72 @@ pub(crate) trait RowsTx {
         scan: PullScan,
         filter: &Filter,
     ) -> Result<Vec<FetchedRow>, StoreError>;
+    /// Appends `moved` to the moves log (`slice_moves`): a write that changed a row's
+    /// subscription columns or deleted it, with the values it left.
+    fn record_move(&mut self, moved: &RowMove<'_>) -> Result<(), StoreError>;
+    /// The moves of `scan` whose left values match `filter`, in version order, at most
+    /// `scan.limit`, read through the filter's index on the moves log
+    /// (`moves_slice_*`, see [`moves_index_name`]), each with the row as it is now.
+    fn pull_moves(&mut self, scan: PullScan, filter: &Filter) -> Result<Vec<MovedRow>, StoreError>;
+    /// The oldest watermark the moves log answers for: moves were recorded from this
+    /// version on (the log came with an upgrade; 0 on a database made with it).
+    fn moves_from(&mut self) -> Result<u64, StoreError>;
+}
+
+/// One entry of the moves log: the write numbered `version` changed a subscription
+/// column of the row, or deleted it; `left` are the values it had in those columns.
+pub(crate) struct RowMove<'a> {
+    pub table: &'a str,
+    pub id: RowId,
+    pub version: u64,
+    pub left: &'a Fields,
+    pub at_ms: i64,
+}
+
+/// A move read by [`RowsTx::pull_moves`], with the row as it is now.
+pub(crate) struct MovedRow {
+    pub table: String,
+    pub id: String,
+    /// The version of the write that moved the row.
+    pub version: u64,
+    /// Whether the row is deleted now (or purged).
+    pub deleted: bool,
+    /// Its values now (`None` when deleted).
+    pub data: Option<String>,
+}
+
+/// The name of the index on the moves log a subscription's filter reads (the columns'
+/// left values, then the version), one per table and column list like
+/// [`slice_index_name`].
+pub(crate) fn moves_index_name(table: &str, columns: &[&str]) -> String {
+    format!("moves_slice_{table}__{}", columns.join("__"))
+}
+
+/// The values of `columns` a write leaves, when it changes one of them or deletes the
+/// row (`new` is `None`): what the moves log records. `None` when nothing moved (no
+/// subscription filters the table, the row was not live, or the columns kept their
+/// values).
+pub(crate) fn left_values(
+    columns: &[String],
+    old: Option<&ServerRow>,
+    new: Option<&Fields>,
+) -> Option<Fields> {
+    if columns.is_empty() {
+        return None;
+    }
+    let old = old.filter(|r| !r.deleted)?.fields.as_ref()?;
+    let null = serde_json::Value::Null;
+    let moved = new.is_none_or(|new| {
+        columns
+            .iter()
+            .any(|c| old.get(c).unwrap_or(&null) != new.get(c).unwrap_or(&null))
+    });
+    moved.then(|| {
+        columns
+            .iter()
+            .filter_map(|c| Some((c.clone(), old.get(c)?.clone())))
+            .collect()
+    })
 }
 
 /// A live row read by [`RowsTx::pull_slice`].
@@ -216,6 +282,24 @@ fn write_row(tx: &mut (impl RowsTx + ?Sized), w: &RowWrite<'_>) -> Result<(), St
             id: w.id.to_string(),
         })
     }
+}
+
+/// Records a move (see [`RowsTx::record_move`]).
+fn record_row_move(
+    tx: &mut (impl RowsTx + ?Sized),
+    table: &str,
+    id: RowId,
+    version: u64,
+    left: &Fields,
+    at_ms: i64,
+) -> Result<(), StoreError> {
+    tx.record_move(&RowMove {
+        table,
+        id,
+        version,
+        left,
+        at_ms,
+    })
 }
 
 /// What applying a request's changes came to.
@@ -444,10 +528,14 @@ pub(crate) fn apply_changes(
             Err(Abort::InvalidMergeRow(message)) => return Err(StoreError::Handler(message)),
         };
         let expected = current_row.map(|r| r.version);
+        let slice_columns = resolver.slice_columns(&change.table);
         let outcome = match decision.write {
             Write::Upsert(fields) => {
                 next += 1;
                 write_row(tx, &write(expected, next, Some(&fields)))?;
+                if let Some(left) = left_values(slice_columns, current_row, Some(&fields)) {
+                    record_row_move(tx, &change.table, change.id, next, &left, at_ms)?;
+                }
                 Some(ServerRow {
                     version: next,
                     deleted: false,
@@ -457,6 +545,9 @@ pub(crate) fn apply_changes(
             Write::Tombstone => {
                 next += 1;
                 write_row(tx, &write(expected, next, None))?;
+                if let Some(left) = left_values(slice_columns, current_row, None) {
+                    record_row_move(tx, &change.table, change.id, next, &left, at_ms)?;
+                }
                 Some(ServerRow {
                     version: next,
                     deleted: true,
@@ -643,8 +734,6 @@ impl PullScan {
 pub(crate) struct PageBuilder<'a> {
     scan: PullScan,
     skip: &'a HashSet<(String, RowId)>,
-    /// A partial-sync device's slice: live rows outside it become evictions.
-    slice: Option<&'a Slice>,
     /// A fetch through the slice's indexes read everything only up to this version.
     cut: Option<u64>,
     changes: Vec<PulledChange>,
@@ -660,7 +749,6 @@ impl<'a> PageBuilder<'a> {
         Self {
             scan,
             skip,
-            slice: None,
             cut: None,
             changes: Vec::new(),
             evicted: Vec::new(),
@@ -669,12 +757,6 @@ impl<'a> PageBuilder<'a> {
             last: scan.since,
             full: false,
         }
-    }
-
-    /// The same builder, answering for `slice` (`None`: the whole data set).
-    pub(crate) fn with_slice(mut self, slice: Option<&'a Slice>) -> Self {
-        self.slice = slice;
-        self
     }
 
     /// The same builder for rows fetched through a slice's indexes, which read every
@@ -705,18 +787,40 @@ impl<'a> PageBuilder<'a> {
             return Ok(true);
         }
         let (table, id) = key;
-        if let (Some(slice), Some(text)) = (self.slice, data.as_ref().filter(|_| !deleted)) {
-            let fields = decode_fields(Some(text.clone()))?.unwrap_or_default();
-            if !slice.matches(&table, &fields) {
-                self.bytes += table.len() + 64;
-                self.evicted.push(Eviction { table, id, version });
-                return Ok(true);
-            }
-        }
         self.bytes += data.as_ref().map_or(0, String::len) + table.len() + 64;
         self.changes
             .push(PulledChange::stored(table, id, version, deleted, data)?);
         Ok(true)
+    }
+
+    /// Adds an eviction of a row that left the device's slice at `version` (a move);
+    /// returns `false` once the page is full (stop reading).
+    pub(crate) fn evict(
+        &mut self,
+        table: String,
+        id_text: &str,
+        version: u64,
+    ) -> Result<bool, StoreError> {
+        if self.bytes >= PULL_PAGE_MAX_BYTES {
+            self.full = true;
+            return Ok(false);
+        }
+        self.scanned += 1;
+        let id = parse_row_id(id_text)?;
+        self.last = version;
+        let key = (table, id);
+        if !self.skip.is_empty() && self.skip.contains(&key) {
+            return Ok(true);
+        }
+        let (table, id) = key;
+        self.bytes += table.len() + 64;
+        self.evicted.push(Eviction { table, id, version });
+        Ok(true)
+    }
+
+    /// How many rows and moves the page has taken so far (at most the scan's limit).
+    pub(crate) fn scanned(&self) -> u32 {
+        self.scanned
     }
 
     /// The page, the new watermark and whether more changes wait.

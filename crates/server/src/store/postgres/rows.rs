@@ -13,8 +13,8 @@ use crate::slices::{Filter, SubscriptionDef};
 use crate::store::StoreError;
 use crate::store::items::{Dialect, ItemQuery, ItemRow, SqlValue};
 use crate::store::round::{
-    FetchedRow, PageBuilder, PullScan, RowWrite, RowsTx, StoredRow, decode_fields,
-    slice_index_name, to_i64, to_u64,
+    FetchedRow, MovedRow, PageBuilder, PullScan, RowMove, RowWrite, RowsTx, StoredRow,
+    decode_fields, encode, moves_index_name, slice_index_name, to_i64, to_u64,
 };
 
 /// `(last_seq, purge_horizon)` of a data set, locked for this transaction so that its
@@ -202,28 +202,15 @@ impl RowsTx for PgTx<'_, '_> {
         scan: PullScan,
         filter: &Filter,
     ) -> Result<Vec<FetchedRow>, StoreError> {
-        let mut sql = String::from(
-            "SELECT tbl, id, version, data FROM rows
-             WHERE dataset = $1 AND tbl = $2 AND version > $3 AND version <= $4",
-        );
-        let (since, upto) = (to_i64(scan.since), to_i64(scan.upto));
-        let lists: Vec<Vec<String>> = filter
-            .columns
-            .iter()
-            .map(|c| c.values.iter().map(text_value).collect())
-            .collect();
-        let mut params: Vec<&(dyn ToSql + Sync)> =
-            vec![&self.dataset, &filter.table, &since, &upto];
-        for (n, (column, list)) in filter.columns.iter().zip(&lists).enumerate() {
-            sql.push_str(&format!(
-                " AND {} = ANY(${})",
-                column_expr(&column.column),
-                n + 5
-            ));
-            params.push(list);
-        }
-        sql.push_str(&format!(" ORDER BY version LIMIT {}", scan.limit));
-        let rows = self.tx.query(&sql, &params)?;
+        let rows = indexed_query(
+            self.tx,
+            "rows",
+            "tbl, id, version, data",
+            "{}",
+            self.dataset,
+            scan,
+            filter,
+        )?;
         Ok(rows
             .iter()
             .map(|r| FetchedRow {
@@ -233,6 +220,57 @@ impl RowsTx for PgTx<'_, '_> {
                 data: r.get(3),
             })
             .collect())
+    }
+
+    fn record_move(&mut self, moved: &RowMove<'_>) -> Result<(), StoreError> {
+        self.tx.execute(
+            "INSERT INTO slice_moves (dataset, tbl, id, version, data, at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &self.dataset,
+                &moved.table,
+                &moved.id.to_string(),
+                &to_i64(moved.version),
+                &encode(moved.left)?,
+                &moved.at_ms,
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Like [`Self::pull_slice`], on the moves log, each joined with its row.
+    fn pull_moves(&mut self, scan: PullScan, filter: &Filter) -> Result<Vec<MovedRow>, StoreError> {
+        let rows = indexed_query(
+            self.tx,
+            "slice_moves",
+            "tbl, id, version",
+            "SELECT m.tbl, m.id, m.version, r.deleted, r.data FROM ({}) m
+             LEFT JOIN rows r ON r.dataset = $1 AND r.tbl = m.tbl AND r.id = m.id
+             ORDER BY m.version",
+            self.dataset,
+            scan,
+            filter,
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| MovedRow {
+                table: r.get(0),
+                id: r.get(1),
+                version: to_u64(r.get(2)),
+                deleted: r.get::<_, Option<bool>>(3).unwrap_or(true),
+                data: r.get(4),
+            })
+            .collect())
+    }
+
+    fn moves_from(&mut self) -> Result<u64, StoreError> {
+        Ok(self
+            .tx
+            .query_opt(
+                "SELECT moves_from FROM dataset_counters WHERE dataset = $1",
+                &[&self.dataset],
+            )?
+            .map_or(0, |row| to_u64(row.get(0))))
     }
 
     fn pull_rows(&mut self, scan: PullScan, page: &mut PageBuilder<'_>) -> Result<(), StoreError> {
@@ -256,6 +294,42 @@ impl RowsTx for PgTx<'_, '_> {
     }
 }
 
+/// Runs `SELECT columns FROM source` for the entries of `scan` whose `data` matches
+/// `filter`, in version order, at most `scan.limit`, placed into `outer` at `{}` (the data
+/// set is `$1`). `source` is `rows` or `slice_moves`, which index `data` alike.
+fn indexed_query(
+    tx: &mut Transaction<'_>,
+    source: &str,
+    columns: &str,
+    outer: &str,
+    dataset: &str,
+    scan: PullScan,
+    filter: &Filter,
+) -> Result<Vec<postgres::Row>, StoreError> {
+    let mut sql = format!(
+        "SELECT {columns} FROM {source}
+         WHERE dataset = $1 AND tbl = $2 AND version > $3 AND version <= $4"
+    );
+    let (since, upto) = (to_i64(scan.since), to_i64(scan.upto));
+    let lists: Vec<Vec<String>> = filter
+        .columns
+        .iter()
+        .map(|c| c.values.iter().map(text_value).collect())
+        .collect();
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&dataset, &filter.table, &since, &upto];
+    for (n, (column, list)) in filter.columns.iter().zip(&lists).enumerate() {
+        sql.push_str(&format!(
+            " AND {} = ANY(${})",
+            column_expr(&column.column),
+            n + 5
+        ));
+        params.push(list);
+    }
+    sql.push_str(&format!(" ORDER BY version LIMIT {}", scan.limit));
+    let sql = outer.replacen("{}", &sql, 1);
+    Ok(tx.query(&sql, &params)?)
+}
+
 /// The expression a slice's index and queries read a column with (the same text in
 /// both, so the planner matches them). Column names are checked names.
 fn column_expr(column: &str) -> String {
@@ -270,7 +344,8 @@ fn text_value(value: &serde_json::Value) -> String {
     }
 }
 
-/// Creates each declaration's index, `(dataset, tbl, <its columns>, version)`, under the
+/// Creates each declaration's indexes, `(dataset, tbl, <its columns>, version)` on `rows`
+/// and on the moves log, under the
 /// migrations' advisory lock so instances starting together do not race.
 pub(super) fn ensure_slice_indexes(
     store: &super::PostgresStore,
@@ -289,9 +364,11 @@ pub(super) fn ensure_slice_indexes(
         let columns = def.columns();
         let exprs: Vec<String> = columns.iter().map(|c| column_expr(c)).collect();
         let name = slice_index_name(&def.table, &columns);
+        let moves = moves_index_name(&def.table, &columns);
         tx.batch_execute(&format!(
-            "CREATE INDEX IF NOT EXISTS {name} ON rows (dataset, tbl, {}, version)",
-            exprs.join(", ")
+            "CREATE INDEX IF NOT EXISTS {name} ON rows (dataset, tbl, {exprs}, version);
+             CREATE INDEX IF NOT EXISTS {moves} ON slice_moves (dataset, tbl, {exprs}, version);",
+            exprs = exprs.join(", ")
         ))?;
         tracing::info!(index = %name, subscription = %def.name, "slice index ready");
     }
@@ -329,7 +406,7 @@ fn store_row(
     Ok(tx.execute(sql, &values)? == 1)
 }
 
-/// Removes the data set's tombstones last written before `older_than_unix_ms` (its
+/// Removes the data set's tombstones and moves last written before `older_than_unix_ms` (its
 /// counter row locked) and raises its purge horizon; returns how many and the horizon.
 pub(super) fn purge_tombstones(
     tx: &mut Transaction<'_>,
@@ -348,6 +425,18 @@ pub(super) fn purge_tombstones(
         "DELETE FROM rows WHERE dataset = $1 AND deleted AND updated_at_ms < $2",
         &[&dataset, &older_than_unix_ms],
     )?;
+    // The moves log goes with them: a watermark below the horizon is refused anyway.
+    let newest_move: Option<i64> = tx
+        .query_one(
+            "SELECT MAX(version) FROM slice_moves WHERE dataset = $1 AND at_ms < $2",
+            &[&dataset, &older_than_unix_ms],
+        )?
+        .get(0);
+    tx.execute(
+        "DELETE FROM slice_moves WHERE dataset = $1 AND at_ms < $2",
+        &[&dataset, &older_than_unix_ms],
+    )?;
+    let newest_purged = newest_purged.max(newest_move);
     if let Some(v) = newest_purged.map(to_u64).filter(|v| *v > horizon) {
         horizon = v;
         tx.execute(
@@ -362,6 +451,7 @@ pub(super) fn purge_tombstones(
 /// counter first, so no writer of the data set is half-way through.
 pub(super) fn delete_dataset(tx: &mut Transaction<'_>, dataset: &str) -> Result<u64, StoreError> {
     lock_dataset(tx, dataset)?;
+    tx.execute("DELETE FROM slice_moves WHERE dataset = $1", &[&dataset])?;
     let rows = tx.execute("DELETE FROM rows WHERE dataset = $1", &[&dataset])?;
     tx.execute(
         "DELETE FROM dataset_counters WHERE dataset = $1",

@@ -163,6 +163,23 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
     CREATE UNIQUE INDEX rows_by_update_id ON rows(dataset, tbl, updated_at_ms, id);
     DROP INDEX rows_by_update;
+    "#,
+    // Partial sync's moves log: a write that changed a row's subscription columns or
+    // deleted it, with the values it left (store/round.rs `left_values`); a slice's pull
+    // reads its evictions from here. `moves_from`: older watermarks predate the log.
+    r#"
+    CREATE TABLE slice_moves (
+        dataset TEXT    NOT NULL,
+        tbl     TEXT    NOT NULL,
+        id      TEXT    NOT NULL,
+        version INTEGER NOT NULL,
+        data    TEXT    NOT NULL,
+        at_ms   INTEGER NOT NULL,
+        PRIMARY KEY (dataset, version)
+    ) WITHOUT ROWID;
+    CREATE INDEX slice_moves_by_age ON slice_moves(at_ms);
+    INSERT OR IGNORE INTO meta (key, value)
+        SELECT 'moves_from', value FROM meta WHERE key = 'last_seq';
 "#,
 ];
 

@@ -10,8 +10,8 @@ use crate::slices::{Filter, SubscriptionDef};
 use crate::store::StoreError;
 use crate::store::items::{Dialect, ItemQuery, ItemRow, SqlValue};
 use crate::store::round::{
-    FetchedRow, PageBuilder, PullScan, RowWrite, RowsTx, StoredRow, decode_fields,
-    slice_index_name, to_i64, to_u64,
+    FetchedRow, MovedRow, PageBuilder, PullScan, RowMove, RowWrite, RowsTx, StoredRow,
+    decode_fields, encode, moves_index_name, slice_index_name, to_i64, to_u64,
 };
 
 /// A value of the `meta` table.
@@ -129,6 +129,55 @@ impl RowsTx for SqliteTx<'_, '_> {
     ) -> Result<Vec<FetchedRow>, StoreError> {
         self.fetch_slice(scan, filter)
     }
+
+    fn record_move(&mut self, moved: &RowMove<'_>) -> Result<(), StoreError> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO slice_moves (dataset, tbl, id, version, data, at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                self.dataset,
+                moved.table,
+                moved.id.to_string(),
+                to_i64(moved.version),
+                encode(moved.left)?,
+                moved.at_ms
+            ])?;
+        Ok(())
+    }
+
+    /// `INDEXED BY` the filter's index on the moves log, like [`Self::fetch_slice`].
+    fn pull_moves(&mut self, scan: PullScan, filter: &Filter) -> Result<Vec<MovedRow>, StoreError> {
+        let (moves, values) = indexed_query(
+            "slice_moves",
+            &moves_index_name(&filter.table, &filter_columns(filter)),
+            "tbl, id, version",
+            self.dataset,
+            scan,
+            filter,
+        );
+        let sql = format!(
+            "SELECT m.tbl, m.id, m.version, r.deleted, r.data FROM ({moves}) m
+             LEFT JOIN rows r ON r.dataset = ?1 AND r.tbl = m.tbl AND r.id = m.id
+             ORDER BY m.version"
+        );
+        let mut stmt = self.tx.prepare_cached(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(values), |r| {
+            Ok(MovedRow {
+                table: r.get(0)?,
+                id: r.get(1)?,
+                version: to_u64(r.get(2)?),
+                deleted: r.get::<_, Option<bool>>(3)?.unwrap_or(true),
+                data: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn moves_from(&mut self) -> Result<u64, StoreError> {
+        meta(self.tx, "moves_from")
+    }
 }
 
 /// The expression a slice's index and queries read a column with (the same text in
@@ -173,44 +222,67 @@ impl SqliteTx<'_, '_> {
     }
 }
 
+/// The columns a filter reads, in index order.
+fn filter_columns(filter: &Filter) -> Vec<&str> {
+    filter.columns.iter().map(|c| c.column.as_str()).collect()
+}
+
 /// The SQL of [`SqliteTx::fetch_slice`] and its values.
 pub(super) fn slice_query(
     dataset: &str,
     scan: PullScan,
     filter: &Filter,
 ) -> (String, Vec<rusqlite::types::Value>) {
-    use rusqlite::types::Value as V;
-    {
-        let columns: Vec<&str> = filter.columns.iter().map(|c| c.column.as_str()).collect();
-        let mut sql = format!(
-            "SELECT tbl, id, version, data FROM rows INDEXED BY {}
-             WHERE dataset = ?1 AND tbl = ?2 AND version > ?3 AND version <= ?4",
-            slice_index_name(&filter.table, &columns)
-        );
-        let mut values = vec![
-            V::Text(dataset.to_owned()),
-            V::Text(filter.table.clone()),
-            V::Integer(to_i64(scan.since)),
-            V::Integer(to_i64(scan.upto)),
-        ];
-        for column in &filter.columns {
-            let first = values.len() + 1;
-            let marks: Vec<String> = (first..first + column.values.len())
-                .map(|n| format!("?{n}"))
-                .collect();
-            sql.push_str(&format!(
-                " AND {} IN ({})",
-                column_expr(&column.column),
-                marks.join(", ")
-            ));
-            values.extend(column.values.iter().map(sql_value));
-        }
-        sql.push_str(&format!(" ORDER BY version LIMIT {}", scan.limit));
-        (sql, values)
-    }
+    indexed_query(
+        "rows",
+        &slice_index_name(&filter.table, &filter_columns(filter)),
+        "tbl, id, version, data",
+        dataset,
+        scan,
+        filter,
+    )
 }
 
-/// Creates each declaration's index: `(dataset, tbl, <its columns>, version)`.
+/// `SELECT columns FROM source INDEXED BY index` for the entries of `scan` whose
+/// `data` matches `filter`, in version order, at most `scan.limit`; the data set is
+/// `?1`. `source` is `rows` or `slice_moves`, which index `data` alike.
+fn indexed_query(
+    source: &str,
+    index: &str,
+    columns: &str,
+    dataset: &str,
+    scan: PullScan,
+    filter: &Filter,
+) -> (String, Vec<rusqlite::types::Value>) {
+    use rusqlite::types::Value as V;
+    let mut sql = format!(
+        "SELECT {columns} FROM {source} INDEXED BY {index}
+         WHERE dataset = ?1 AND tbl = ?2 AND version > ?3 AND version <= ?4"
+    );
+    let mut values = vec![
+        V::Text(dataset.to_owned()),
+        V::Text(filter.table.clone()),
+        V::Integer(to_i64(scan.since)),
+        V::Integer(to_i64(scan.upto)),
+    ];
+    for column in &filter.columns {
+        let first = values.len() + 1;
+        let marks: Vec<String> = (first..first + column.values.len())
+            .map(|n| format!("?{n}"))
+            .collect();
+        sql.push_str(&format!(
+            " AND {} IN ({})",
+            column_expr(&column.column),
+            marks.join(", ")
+        ));
+        values.extend(column.values.iter().map(sql_value));
+    }
+    sql.push_str(&format!(" ORDER BY version LIMIT {}", scan.limit));
+    (sql, values)
+}
+
+/// Creates each declaration's indexes: `(dataset, tbl, <its columns>, version)` on
+/// `rows` and on the moves log.
 pub(super) fn ensure_slice_indexes(
     store: &super::SqliteStore,
     defs: &[SubscriptionDef],
@@ -220,9 +292,11 @@ pub(super) fn ensure_slice_indexes(
         let columns = def.columns();
         let exprs: Vec<String> = columns.iter().map(|c| column_expr(c)).collect();
         let name = slice_index_name(&def.table, &columns);
+        let moves = moves_index_name(&def.table, &columns);
         conn.execute_batch(&format!(
-            "CREATE INDEX IF NOT EXISTS {name} ON rows (dataset, tbl, {}, version)",
-            exprs.join(", ")
+            "CREATE INDEX IF NOT EXISTS {name} ON rows (dataset, tbl, {exprs}, version);
+             CREATE INDEX IF NOT EXISTS {moves} ON slice_moves (dataset, tbl, {exprs}, version);",
+            exprs = exprs.join(", ")
         ))?;
         tracing::info!(index = %name, subscription = %def.name, "slice index ready");
     }
@@ -259,8 +333,8 @@ fn store_row(
     Ok(tx.prepare_cached(sql)?.execute(values.as_slice())? == 1)
 }
 
-/// Removes tombstones last written before `older_than_unix_ms`; returns how many and
-/// the newest version removed.
+/// Removes tombstones and moves last written before `older_than_unix_ms`; returns how
+/// many tombstones and the newest version removed.
 pub(super) fn purge_tombstones(
     tx: &Transaction<'_>,
     older_than_unix_ms: i64,
@@ -274,11 +348,23 @@ pub(super) fn purge_tombstones(
         "DELETE FROM rows WHERE deleted = 1 AND updated_at_ms < ?1",
         [older_than_unix_ms],
     )?;
-    Ok((purged as u64, newest_purged.map(to_u64)))
+    // The moves log goes with them: a watermark below the horizon is refused anyway.
+    let newest_move: Option<i64> = tx.query_row(
+        "SELECT MAX(version) FROM slice_moves WHERE at_ms < ?1",
+        [older_than_unix_ms],
+        |r| r.get(0),
+    )?;
+    tx.execute(
+        "DELETE FROM slice_moves WHERE at_ms < ?1",
+        [older_than_unix_ms],
+    )?;
+    let newest = newest_purged.max(newest_move);
+    Ok((purged as u64, newest.map(to_u64)))
 }
 
 /// Removes every row of `dataset` (a deleted user's data set).
 pub(super) fn delete_dataset(tx: &Transaction<'_>, dataset: &str) -> Result<u64, StoreError> {
+    tx.execute("DELETE FROM slice_moves WHERE dataset = ?1", [dataset])?;
     Ok(tx.execute("DELETE FROM rows WHERE dataset = ?1", [dataset])? as u64)
 }
 
