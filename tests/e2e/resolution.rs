@@ -74,19 +74,6 @@ enum Way {
     PersonMerges,
 }
 
-const WAYS: [Way; 10] = [
-    Way::HandlerServerWins,
-    Way::HandlerClientWins,
-    Way::HandlerMergeRow,
-    Way::HandlerRollback,
-    Way::PolicyServerWins,
-    Way::PolicyClientWins,
-    Way::PolicyMerge,
-    Way::PersonKeepsMine,
-    Way::PersonKeepsTheirs,
-    Way::PersonMerges,
-];
-
 impl Way {
     fn handler(self) -> Option<HandlerDecision> {
         match self {
@@ -175,96 +162,119 @@ fn age(fields: Option<&Fields>) -> Option<i64> {
     fields.map(|f| f["age"].as_i64().unwrap())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_kind_under_every_resolution() {
-    for kind in ConflictKind::ALL {
-        for way in WAYS {
-            let case = format!("{kind} resolved by {way:?}");
-            let (server, handler) = start(way).await;
-            let (a, b, id) = provoke(&server, "person", kind, SyncOptions::default()).await;
-            let before = server.rows().await;
-            let result = b.client.sync().await;
+/// One test per way of resolving, so that nextest runs them side by side: each meets
+/// every conflict kind, on a server of its own per kind.
+macro_rules! every_kind_resolved_by {
+    ($($name:ident: $way:expr,)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            every_kind_resolved_by($way).await;
+        }
+    )*};
+}
 
-            if way == Way::HandlerRollback {
-                match result {
-                    Err(ClientError::RolledBack {
-                        kind: k,
-                        id: i,
-                        ref reason,
-                        ..
-                    }) => {
-                        assert_eq!((k, i), (kind, id), "{case}");
-                        assert_eq!(reason, "not on my watch");
-                    }
-                    other => panic!("{case}: expected a rollback, got {other:?}"),
+every_kind_resolved_by! {
+    every_kind_resolved_by_a_handler_server_wins: Way::HandlerServerWins,
+    every_kind_resolved_by_a_handler_client_wins: Way::HandlerClientWins,
+    every_kind_resolved_by_a_handler_merged_row: Way::HandlerMergeRow,
+    every_kind_resolved_by_a_handler_rollback: Way::HandlerRollback,
+    every_kind_resolved_by_the_server_wins_policy: Way::PolicyServerWins,
+    every_kind_resolved_by_the_client_wins_policy: Way::PolicyClientWins,
+    every_kind_resolved_by_the_merge_policy: Way::PolicyMerge,
+    every_kind_resolved_by_a_person_keeping_mine: Way::PersonKeepsMine,
+    every_kind_resolved_by_a_person_keeping_theirs: Way::PersonKeepsTheirs,
+    every_kind_resolved_by_a_person_merging: Way::PersonMerges,
+}
+
+/// Every conflict kind resolved by `way`: the round's report, the end state on the
+/// server and both devices, the server's conflict log, and what a handler saw.
+async fn every_kind_resolved_by(way: Way) {
+    for kind in ConflictKind::ALL {
+        let case = format!("{kind} resolved by {way:?}");
+        let (server, handler) = start(way).await;
+        let (a, b, id) = provoke(&server, "person", kind, SyncOptions::default()).await;
+        let before = server.rows().await;
+        let result = b.client.sync().await;
+
+        if way == Way::HandlerRollback {
+            match result {
+                Err(ClientError::RolledBack {
+                    kind: k,
+                    id: i,
+                    ref reason,
+                    ..
+                }) => {
+                    assert_eq!((k, i), (kind, id), "{case}");
+                    assert_eq!(reason, "not on my watch");
                 }
-                assert_eq!(
-                    server.rows().await,
-                    before,
-                    "{case}: nothing applied on the server"
-                );
-                assert_eq!(b.pending(), 1, "{case}: B keeps its change");
-                assert_eq!(
-                    age(b.live("person").get(&id)),
-                    b_state(kind),
-                    "{case}: B unchanged"
-                );
-            } else {
-                let report = result.unwrap_or_else(|e| panic!("{case}: {e}"));
-                assert_eq!(report.uploaded, 1, "{case}: uploaded");
-                assert_eq!(report.conflicts_detected, 1, "{case}: detected");
-                assert_eq!(report.conflicts_resolved, 1, "{case}: resolved");
-                let deferred = way.person().is_some() && kind != ConflictKind::BothDeleted;
-                if deferred {
-                    assert_eq!(report.conflicts_deferred, 1, "{case}: deferred");
-                    assert_eq!(report.downloaded, 1, "{case}: the remote row arrived");
-                    decide_as_a_person(&case, &b, kind, way).await;
-                } else {
-                    assert_eq!(report.conflicts_deferred, 0, "{case}: deferred");
-                    let end_differs = way.expected_end(kind) != b_state(kind);
-                    assert_eq!(
-                        report.downloaded,
-                        u64::from(end_differs),
-                        "{case}: downloaded"
-                    );
-                }
-                a.client.sync().await.unwrap();
-                let end = age(server.live("person").await.get(&id));
-                assert_eq!(end, way.expected_end(kind), "{case}: end state");
-                assert_converged(&server, "person", &[&a, &b]).await;
+                other => panic!("{case}: expected a rollback, got {other:?}"),
             }
-            let log = server.conflict_log();
-            let last = log
-                .last()
-                .unwrap_or_else(|| panic!("{case}: nothing logged"));
             assert_eq!(
-                (last.1.as_str(), last.2.as_str(), last.3.as_str()),
-                (id.to_string().as_str(), kind.as_str(), way.logged(kind)),
-                "{case}: server log"
+                server.rows().await,
+                before,
+                "{case}: nothing applied on the server"
             );
-            if let Some(handler) = handler {
-                let seen = handler.seen.lock().unwrap();
-                let (seen_kind, client_row, server_row, base_row) = seen[0];
-                assert_eq!(seen_kind, kind, "{case}: handler kind");
+            assert_eq!(b.pending(), 1, "{case}: B keeps its change");
+            assert_eq!(
+                age(b.live("person").get(&id)),
+                b_state(kind),
+                "{case}: B unchanged"
+            );
+        } else {
+            let report = result.unwrap_or_else(|e| panic!("{case}: {e}"));
+            assert_eq!(report.uploaded, 1, "{case}: uploaded");
+            assert_eq!(report.conflicts_detected, 1, "{case}: detected");
+            assert_eq!(report.conflicts_resolved, 1, "{case}: resolved");
+            let deferred = way.person().is_some() && kind != ConflictKind::BothDeleted;
+            if deferred {
+                assert_eq!(report.conflicts_deferred, 1, "{case}: deferred");
+                assert_eq!(report.downloaded, 1, "{case}: the remote row arrived");
+                decide_as_a_person(&case, &b, kind, way).await;
+            } else {
+                assert_eq!(report.conflicts_deferred, 0, "{case}: deferred");
+                let end_differs = way.expected_end(kind) != b_state(kind);
                 assert_eq!(
-                    client_row,
-                    b_state(kind).is_some(),
-                    "{case}: handler client row"
+                    report.downloaded,
+                    u64::from(end_differs),
+                    "{case}: downloaded"
                 );
-                assert_eq!(
-                    server_row,
-                    kind != ConflictKind::ClientUpdatedPurged,
-                    "{case}"
-                );
-                // Updates carry the base they started from; inserts and deletes do not.
-                let update = matches!(
-                    kind,
-                    ConflictKind::BothUpdated
-                        | ConflictKind::ClientUpdatedServerDeleted
-                        | ConflictKind::ClientUpdatedPurged
-                );
-                assert_eq!(base_row, update, "{case}: handler base");
             }
+            a.client.sync().await.unwrap();
+            let end = age(server.live("person").await.get(&id));
+            assert_eq!(end, way.expected_end(kind), "{case}: end state");
+            assert_converged(&server, "person", &[&a, &b]).await;
+        }
+        let log = server.conflict_log();
+        let last = log
+            .last()
+            .unwrap_or_else(|| panic!("{case}: nothing logged"));
+        assert_eq!(
+            (last.1.as_str(), last.2.as_str(), last.3.as_str()),
+            (id.to_string().as_str(), kind.as_str(), way.logged(kind)),
+            "{case}: server log"
+        );
+        if let Some(handler) = handler {
+            let seen = handler.seen.lock().unwrap();
+            let (seen_kind, client_row, server_row, base_row) = seen[0];
+            assert_eq!(seen_kind, kind, "{case}: handler kind");
+            assert_eq!(
+                client_row,
+                b_state(kind).is_some(),
+                "{case}: handler client row"
+            );
+            assert_eq!(
+                server_row,
+                kind != ConflictKind::ClientUpdatedPurged,
+                "{case}"
+            );
+            // Updates carry the base they started from; inserts and deletes do not.
+            let update = matches!(
+                kind,
+                ConflictKind::BothUpdated
+                    | ConflictKind::ClientUpdatedServerDeleted
+                    | ConflictKind::ClientUpdatedPurged
+            );
+            assert_eq!(base_row, update, "{case}: handler base");
         }
     }
 }
