@@ -9,7 +9,39 @@
 //! break stored rows or devices: the server refuses to start on it until an administrator
 //! runs the explicit migration.
 
-use crate::schema::{ColumnDef, ColumnType, DEFAULT_TEXT_MAX_LEN, Schema, TableSchema};
+use std::collections::BTreeMap;
+
+use crate::schema::{
+    ColumnDef, ColumnRename, ColumnType, DEFAULT_TEXT_MAX_LEN, Schema, TableSchema,
+};
+
+/// Per table, old column names mapped to their names now (see [`renamed_after`]).
+pub type RenamedColumns = BTreeMap<String, BTreeMap<String, String>>;
+
+/// The old names of the columns renamed after version `after` (`renames` oldest first),
+/// by table, each mapped to its name in `current`: a column renamed twice maps from both
+/// older names to the newest. An old name `current` declares again, or a column that is
+/// gone from `current` since, is left out (a value sent under it cannot be placed).
+pub fn renamed_after(renames: &[ColumnRename], after: u64, current: &Schema) -> RenamedColumns {
+    let mut map = RenamedColumns::new();
+    for rename in renames.iter().filter(|r| r.version > after) {
+        let table = map.entry(rename.table.clone()).or_default();
+        for to in table.values_mut() {
+            if *to == rename.from {
+                to.clone_from(&rename.to);
+            }
+        }
+        table.insert(rename.from.clone(), rename.to.clone());
+    }
+    for (name, table) in &mut map {
+        let declared = current.table(name).ok();
+        table.retain(|from, to| {
+            declared.is_some_and(|t| t.column(to).is_some() && t.column(from).is_none())
+        });
+    }
+    map.retain(|_, table| !table.is_empty());
+    map
+}
 
 /// What happened to one table or column.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -75,10 +75,13 @@ impl Application {
         // is made before the first request is served.
         let (backend, served) = tokio::task::spawn_blocking(move || {
             let backend = store::open(&db)?;
-            let served = crate::schema_version::adopt(backend.sync.as_ref(), &wanted)?;
-            let retired = crate::schema_version::retired_columns(backend.sync.as_ref(), &wanted)?;
+            let adopted = crate::schema_version::adopt(backend.sync.as_ref(), &wanted)?;
+            // The adopted version with the renames of its history and the columns older
+            // versions declared (another instance may have stored a newer one since).
+            let served = crate::schema_version::served(backend.sync.as_ref())?
+                .unwrap_or_else(|| (adopted, Default::default()));
             backend.sync.ensure_slice_indexes(&defs)?;
-            Ok::<_, StartError>((backend, (served, retired)))
+            Ok::<_, StartError>((backend, served))
         })
         .await
         .map_err(|e| StartError::Store(StoreError::Unavailable(e.to_string())))??;
@@ -87,7 +90,7 @@ impl Application {
         // PostgreSQL: versions committed by other instances reach this one's streams.
         backend.sync.start_change_listener()?;
         let mut state = ServerState::new(backend.sync.clone(), backend.accounts, config)
-            .with_served_schema(served.version, retired);
+            .with_served_schema(served, retired);
         let feed = state.feed();
         if let Some(handler) = handler {
             state = state.with_handler(handler);

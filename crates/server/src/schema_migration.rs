@@ -15,7 +15,7 @@
 //! a dropped column's rows needing no pull at all: they are only cleaned in place).
 
 use roster_protocol::evolve::{self, ChangeKind};
-use roster_protocol::{Fields, Schema, VersionedSchema};
+use roster_protocol::{ColumnRename, Fields, Schema, VersionedSchema};
 use serde_json::Value;
 
 use crate::store::{MigrationReport, Rewrite, StoreError, SyncStore};
@@ -247,8 +247,22 @@ pub fn run(
 ) -> Result<(VersionedSchema, MigrationReport), MigrationError> {
     let stored = crate::schema_version::stored(store)?.ok_or(MigrationError::NothingStored)?;
     let plan = plan(&stored.schema, target, renames, drops)?;
-    let text = serde_json::to_string(target).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let version = stored.version + 1;
+    let made: Vec<ColumnRename> = renames
+        .iter()
+        .map(|r| ColumnRename {
+            version,
+            table: r.table.clone(),
+            from: r.from.clone(),
+            to: r.to.clone(),
+        })
+        .collect();
+    // Stored with the version: devices that held an older one rename their columns.
+    let text = crate::schema_version::stored_text(&VersionedSchema {
+        version,
+        schema: target.clone(),
+        renames: made.clone(),
+    })?;
     let report = store.migrate_rows(
         version,
         &text,
@@ -260,6 +274,7 @@ pub fn run(
         VersionedSchema {
             version,
             schema: target.clone(),
+            renames: stored.renames.into_iter().chain(made).collect(),
         },
         report,
     ))

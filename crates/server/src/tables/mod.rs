@@ -104,8 +104,8 @@ async fn blocking<T: Send + 'static>(
         .map_err(HttpError::from)
 }
 
-fn table_of<'s>(state: &'s ServerState, name: &str) -> Result<&'s TableSchema, HttpError> {
-    state.schema().table(name).map_err(|_| {
+fn table_of(state: &ServerState, name: &str) -> Result<TableSchema, HttpError> {
+    state.schema().table(name).cloned().map_err(|_| {
         HttpError::new(
             ErrorCode::NotFound,
             format!("no table {name:?} on this server"),
@@ -201,7 +201,7 @@ async fn list(
     params: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, HttpError> {
     let Query(params) = params.map_err(|e| bad_request(e.body_text()))?;
-    let schema = table_of(&state, &table)?.clone();
+    let schema = table_of(&state, &table)?;
     let list = odata::list_query(&params, &schema).map_err(|e| bad_request(e.0))?;
     let store = state.store();
     let query = list.query.clone();
@@ -220,7 +220,7 @@ async fn read(
     params: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, HttpError> {
     let Query(params) = params.map_err(|e| bad_request(e.body_text()))?;
-    let schema = table_of(&state, &table)?.clone();
+    let schema = table_of(&state, &table)?;
     let id = path_id(&table, &id_text)?;
     let include_deleted = params
         .iter()
@@ -345,8 +345,11 @@ async fn apply(
         // The table protocol's clients hold what they pull: no slice.
         slice: None,
     };
-    validate_request(&request, state.schema())?;
-    let (store, resolver, dataset) = (state.store(), state.resolver(), scope.dataset.clone());
+    // The rules first: a schema swapped in between makes the store refuse the request
+    // (its rules' version is older than the stored one), never a mismatched write.
+    let resolver = state.resolver();
+    validate_request(&request, &state.schema())?;
+    let (store, dataset) = (state.store(), scope.dataset.clone());
     let answer = blocking(move || store.sync_answer(&dataset, &request, &resolver)).await?;
     let status = if stood(&answer) && !answering.existed {
         answering.written
@@ -366,7 +369,7 @@ async fn insert(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HttpError> {
-    let schema = table_of(&state, &table)?.clone();
+    let schema = table_of(&state, &table)?;
     let (id, fields) = split_item(body_object(body)?);
     let id = match id {
         None | Some(Value::Null) => RowId::now_v7(),
@@ -419,7 +422,7 @@ async fn update(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HttpError> {
-    let schema = table_of(&state, &table)?.clone();
+    let schema = table_of(&state, &table)?;
     let id = path_id(&table, &id_text)?;
     let (body_id, patch) = split_item(body_object(body)?);
     if let Some(Value::String(other)) = &body_id
@@ -461,7 +464,7 @@ async fn delete(
     Path((table, id_text)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
-    let schema = table_of(&state, &table)?.clone();
+    let schema = table_of(&state, &table)?;
     let id = path_id(&table, &id_text)?;
     let row = match current(&state, &scope, &table, id).await? {
         Some(row) if !row.deleted => row,
@@ -488,7 +491,7 @@ async fn undelete(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HttpError> {
-    let schema = table_of(&state, &table)?.clone();
+    let schema = table_of(&state, &table)?;
     let id = path_id(&table, &id_text)?;
     let row = match current(&state, &scope, &table, id).await? {
         Some(row) => row,
