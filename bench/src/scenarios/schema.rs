@@ -45,7 +45,11 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
 
     // Another instance starts with the new column and stores version 2; the running one
     // serves it from its next request.
-    let v2 = v1.replacen("]\n", "  { name = \"nickname\", type = \"text\" },\n]\n", 1);
+    let v2 = v1.replacen(
+        "columns = [\n",
+        "columns = [\n  { name = \"nickname\", type = \"text\" },\n",
+        1,
+    );
     let db = dir.join("server").join("server.db");
     let newer = ServerProcess::start_on(
         &ctx.server_bin,
