@@ -349,8 +349,16 @@ async fn apply(
     // (its rules' version is older than the stored one), never a mismatched write.
     let resolver = state.resolver();
     validate_request(&request, &state.schema())?;
-    let (store, dataset) = (state.store(), scope.dataset.clone());
-    let answer = blocking(move || store.sync_answer(&dataset, &request, &resolver)).await?;
+    let (store, dataset, reloading) = (state.store(), scope.dataset.clone(), state.clone());
+    let answer = blocking(move || {
+        let answer = store.sync_answer(&dataset, &request, &resolver);
+        if let Err(StoreError::SchemaChanged { .. }) = &answer {
+            // Served from the next request on; this one is refused (503, retryable).
+            reloading.reload_schema()?;
+        }
+        answer
+    })
+    .await?;
     let status = if stood(&answer) && !answering.existed {
         answering.written
     } else {
