@@ -364,4 +364,37 @@ mod tests {
             );
         }
     }
+
+    fn rename(version: u64, from: &str, to: &str) -> ColumnRename {
+        ColumnRename {
+            version,
+            table: "person".into(),
+            from: from.into(),
+            to: to.into(),
+        }
+    }
+
+    #[test]
+    fn renames_compose_and_leave_out_names_declared_again() {
+        let now = schema("person: name:text, c:text, a:text");
+        let renames = [
+            rename(2, "a", "b"),
+            rename(3, "b", "c"),
+            rename(4, "x", "a"),
+        ];
+        // From version 1: `a` became `c` (through `b`), then `x` became `a`, a name the
+        // schema declares again: only the older names that cannot mean a column now.
+        let map = renamed_after(&renames, 1, &now);
+        let person = &map["person"];
+        assert_eq!(person.get("b"), Some(&"c".to_owned()));
+        assert_eq!(person.get("x"), Some(&"a".to_owned()));
+        assert!(!person.contains_key("a"), "{person:?}");
+        // From version 2: only the later renames.
+        let map = renamed_after(&renames, 2, &now);
+        assert_eq!(map["person"].get("b"), Some(&"c".to_owned()));
+        assert!(renamed_after(&renames, 4, &now).is_empty());
+        // A column renamed and dropped since: nowhere to put its values.
+        let dropped = schema("person: name:text");
+        assert!(renamed_after(&renames[..1], 0, &dropped).is_empty());
+    }
 }

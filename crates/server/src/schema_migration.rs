@@ -358,4 +358,47 @@ mod tests {
             2
         );
     }
+
+    #[test]
+    fn a_rename_is_stored_with_its_version_and_served_with_every_later_one() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let stored = schema(json!([
+            {"name": "name", "type": "text"},
+            {"name": "nick", "type": "text"},
+            {"name": "city", "type": "text"}
+        ]));
+        crate::schema_version::adopt(&store, &stored).unwrap();
+        let renamed = schema(json!([
+            {"name": "name", "type": "text"},
+            {"name": "nickname", "type": "text"}
+        ]));
+        let rename: Rename = "person.nick=nickname".parse().unwrap();
+        run(&store, &renamed, &[rename], &["person.city".into()]).unwrap();
+        // A later compatible version keeps serving the rename.
+        let wider = schema(json!([
+            {"name": "name", "type": "text"},
+            {"name": "nickname", "type": "text"},
+            {"name": "age", "type": "integer"}
+        ]));
+        assert_eq!(
+            crate::schema_version::adopt(&store, &wider)
+                .unwrap()
+                .version,
+            3
+        );
+        let (served, retired) = crate::schema_version::served(&store).unwrap().unwrap();
+        assert_eq!(served.version, 3);
+        assert_eq!(
+            served.renames,
+            vec![ColumnRename {
+                version: 2,
+                table: "person".into(),
+                from: "nick".into(),
+                to: "nickname".into(),
+            }]
+        );
+        assert_eq!(retired.renamed["person"]["nick"], "nickname");
+        let dropped: Vec<&String> = retired.dropped["person"].iter().collect();
+        assert_eq!(dropped, ["city"], "a renamed column is not dropped");
+    }
 }
