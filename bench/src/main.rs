@@ -273,7 +273,7 @@ async fn run_scenario(ctx: &mut Ctx, scenario: Scenario) -> Result<()> {
         Scenario::Split => scenarios::split::run(ctx).await,
         Scenario::Encryption => scenarios::encryption::run(ctx).await,
         Scenario::Import => scenarios::import::run(ctx),
-        Scenario::Schema => scenarios::schema::run(ctx),
+        Scenario::Schema => scenarios::schema::run(ctx).await,
         Scenario::Live => scenarios::live::run(ctx).await,
         Scenario::Slices => scenarios::slices::run(ctx).await,
         Scenario::Tables => scenarios::tables::run(ctx).await,

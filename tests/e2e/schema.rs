@@ -323,10 +323,11 @@ async fn a_device_killed_during_its_migration_keeps_its_store_and_migrates_next_
 }
 
 /// The person table with a `nick` column, and what an administrator migrates it to:
-/// `nick` renamed `nickname`, `city` dropped.
+/// `nick` renamed `nickname`, `city` dropped. Conflicts wait for the device.
 const WITH_NICK: &str = r#"
 [[tables]]
 name = "person"
+policy = "defer-to-client"
 columns = [
   { name = "name", type = "text", required = true },
   { name = "email", type = "text" },
@@ -337,6 +338,7 @@ columns = [
 const RENAMED_AND_DROPPED: &str = r#"
 [[tables]]
 name = "person"
+policy = "defer-to-client"
 columns = [
   { name = "name", type = "text", required = true },
   { name = "email", type = "text" },
@@ -345,11 +347,14 @@ columns = [
 "#;
 
 /// An administrator renames a column and drops another with `roster-server migrate`
-/// while a device holds an edit made before: the start refuses the config until then,
-/// the migration names what it needs, rewrites only the rows whose values change, and
-/// every device converges on the new columns.
+/// while devices hold edits made before it (of the renamed column, of the dropped one)
+/// and an open conflict on the renamed column: the start refuses the config until then,
+/// the migration names what it needs and rewrites only the rows whose values change;
+/// the edit of the renamed column arrives under its new name, the edit that touched the
+/// dropped column still arrives (its value discarded), the open conflict follows the
+/// rename and is resolved, and every device converges on the new columns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_admin_rename_and_drop_reach_every_device() {
+async fn an_admin_rename_and_drop_keep_every_pending_edit_and_conflict() {
     let mut server = TestServer::start_with_config(WITH_NICK);
     let a = TestClient::new(&server).await;
     let b = TestClient::new(&server).await;
@@ -358,9 +363,18 @@ async fn an_admin_rename_and_drop_reach_every_device() {
         json!({"name": "Al", "nick": "Ally", "city": "Oslo"}),
     );
     let plain = a.insert("person", json!({"name": "Bo"}));
+    let disputed = a.insert("person", json!({"name": "Cy", "nick": "Cee"}));
     a.client.sync().await.unwrap();
     b.client.sync().await.unwrap();
+    // An open conflict on b about `nick`, then edits waiting on both devices.
+    a.update("person", disputed, json!({"nick": "C1"}));
+    a.client.sync().await.unwrap();
+    b.update("person", disputed, json!({"nick": "C2"}));
+    b.client.sync().await.unwrap();
+    assert_eq!(b.client.store().open_conflicts().unwrap().len(), 1);
+    b.update("person", named, json!({"nick": "Allie"}));
     b.update("person", plain, json!({"email": "bo@example.org"}));
+    a.update("person", plain, json!({"city": "Rome", "name": "Bob"}));
 
     let refused = server.refused_start(RENAMED_AND_DROPPED);
     assert!(
@@ -381,24 +395,137 @@ async fn an_admin_rename_and_drop_reach_every_device() {
     );
     assert!(ok, "{stderr}");
     assert!(
-        stdout.contains("schema version 2: 1 rows rewritten"),
-        "only the row with values moves: {stdout}"
+        stdout.contains("schema version 2: 2 rows rewritten"),
+        "only the rows with values move: {stdout}"
     );
     server.restart_with_config(RENAMED_AND_DROPPED);
-    assert_eq!(served_version(&server).await, 2);
+    let served: VersionedSchema = server
+        .http()
+        .get(format!("{}{SCHEMA_PATH}", server.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(served.version, 2);
+    assert_eq!(
+        served.renames,
+        vec![roster_protocol::ColumnRename {
+            version: 2,
+            table: "person".into(),
+            from: "nick".into(),
+            to: "nickname".into(),
+        }],
+        "the device learns it was a rename"
+    );
 
     b.client.sync().await.unwrap();
     a.client.sync().await.unwrap();
     let live = server.live("person").await;
-    assert_eq!(live[&named]["nickname"], json!("Ally"));
+    assert_eq!(live[&named]["nickname"], json!("Allie"), "b's edit arrived");
+    assert!(!live[&named].contains_key("nick"));
     assert!(!live[&named].contains_key("city"));
     assert_eq!(live[&plain]["email"], json!("bo@example.org"));
+    assert_eq!(live[&plain]["name"], json!("Bob"), "a's edit arrived");
+    assert!(
+        !live[&plain].contains_key("city"),
+        "the dropped value is gone"
+    );
     for device in [&a, &b] {
         let schema = device.client.store().schema();
-        assert!(schema.table("person").unwrap().column("city").is_none());
+        let person = schema.table("person").unwrap();
+        assert!(person.column("city").is_none() && person.column("nick").is_none());
         assert_eq!(device.client.store().schema_version().unwrap(), 2);
+        assert_eq!(device.pending(), 0);
     }
+
+    // The open conflict followed the rename: all three versions name `nickname`.
+    let open = b.client.store().open_conflicts().unwrap();
+    assert_eq!(open.len(), 1);
+    for (side, value) in [
+        (&open[0].local, "C2"),
+        (&open[0].remote, "C1"),
+        (&open[0].base, "Cee"),
+    ] {
+        let side = side.as_ref().unwrap();
+        assert_eq!(side.get("nickname"), Some(&json!(value)), "{side:?}");
+        assert!(!side.contains_key("nick"), "{side:?}");
+    }
+    b.client
+        .store()
+        .resolve_conflict("person", disputed, Choice::KeepMine)
+        .unwrap();
+    b.client.sync().await.unwrap();
+    a.client.sync().await.unwrap();
+    assert_eq!(
+        server.live("person").await[&disputed]["nickname"],
+        json!("C2")
+    );
     assert_converged(&server, "person", &[&a, &b]).await;
+}
+
+/// Instances on one PostgreSQL database (or SQLite file) keep serving after another
+/// instance restarts with a newer config: a stale instance takes the newer stored
+/// schema on its next request, never answering or writing under the old one: a
+/// device's round through it follows the new version and pulls the new column, and a
+/// push with the new column is accepted instead of refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_instances_take_a_schema_another_instance_stored() {
+    let mut first = TestServer::start_with_config(&person_config(""));
+    let stale = first.another_instance();
+    let other = first.another_instance();
+    let device = TestClient::new(&stale).await;
+    let row = device.insert("person", json!({"name": "Ann"}));
+    device.client.sync().await.unwrap();
+
+    first.restart_with_config(&person_config(NEW_COLUMNS));
+    let writer = TestClient::new(&first).await;
+    writer.client.sync().await.unwrap();
+    writer.update("person", row, json!({"nickname": "Annie"}));
+    writer.client.sync().await.unwrap();
+
+    // A pull through the stale instance: refused once, then answered under version 2.
+    device.client.sync().await.unwrap();
+    assert_eq!(device.client.store().schema_version().unwrap(), 2);
+    assert_eq!(device.live("person")[&row]["nickname"], json!("Annie"));
+    assert_eq!(served_version(&stale).await, 2);
+
+    // A push with the new column through another stale instance: checked against the
+    // newer schema, not refused.
+    let request = SyncRequest {
+        protocol: PROTOCOL_VERSION,
+        client_id: uuid::Uuid::now_v7(),
+        since: 0,
+        changes: vec![roster_protocol::Change {
+            table: "person".into(),
+            id: uuid::Uuid::now_v7(),
+            op: ChangeOp::Insert,
+            base_version: None,
+            fields: Some(fields(json!({"name": "Bea", "nickname": "B", "level": 2}))),
+            base_fields: None,
+            edited_at_ms: None,
+        }],
+        pull_limit: 10,
+        round: None,
+        batch_id: Some(uuid::Uuid::now_v7()),
+        epoch: None,
+        slice: None,
+    };
+    let answer = other
+        .http()
+        .post(format!("{}{}", other.url(), roster_protocol::SYNC_PATH))
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let answer: SyncResponse = answer.json().await.unwrap();
+    assert_eq!(answer.schema_version, 2);
+    assert_eq!(answer.acks.len(), 1);
+    device.client.sync().await.unwrap();
+    writer.client.sync().await.unwrap();
+    assert_converged(&first, "person", &[&device, &writer]).await;
 }
 
 /// Instances on one database: two started together with a new compatible config store

@@ -46,7 +46,9 @@ pub enum Scenario {
     Encryption,
     /// Export to CSV and import from CSV of 100k people through the client API.
     Import,
-    /// A store of 1M rows following a schema with two added columns (issue 13).
+    /// A device holding 1M rows following a server schema with an added column, 1% of
+    /// the rows given a value (issue 13): migration time and bytes of the next round,
+    /// against a full re-download in the same run.
     Schema,
     /// Live sync: edit-to-visible latency through the change feed (also across two
     /// PostgreSQL instances), and the server's cost of idle streams.

@@ -9,7 +9,39 @@
 //! break stored rows or devices: the server refuses to start on it until an administrator
 //! runs the explicit migration.
 
-use crate::schema::{ColumnDef, ColumnType, DEFAULT_TEXT_MAX_LEN, Schema, TableSchema};
+use std::collections::BTreeMap;
+
+use crate::schema::{
+    ColumnDef, ColumnRename, ColumnType, DEFAULT_TEXT_MAX_LEN, Schema, TableSchema,
+};
+
+/// Per table, old column names mapped to their names now (see [`renamed_after`]).
+pub type RenamedColumns = BTreeMap<String, BTreeMap<String, String>>;
+
+/// The old names of the columns renamed after version `after` (`renames` oldest first),
+/// by table, each mapped to its name in `current`: a column renamed twice maps from both
+/// older names to the newest. An old name `current` declares again, or a column that is
+/// gone from `current` since, is left out (a value sent under it cannot be placed).
+pub fn renamed_after(renames: &[ColumnRename], after: u64, current: &Schema) -> RenamedColumns {
+    let mut map = RenamedColumns::new();
+    for rename in renames.iter().filter(|r| r.version > after) {
+        let table = map.entry(rename.table.clone()).or_default();
+        for to in table.values_mut() {
+            if *to == rename.from {
+                to.clone_from(&rename.to);
+            }
+        }
+        table.insert(rename.from.clone(), rename.to.clone());
+    }
+    for (name, table) in &mut map {
+        let declared = current.table(name).ok();
+        table.retain(|from, to| {
+            declared.is_some_and(|t| t.column(to).is_some() && t.column(from).is_none())
+        });
+    }
+    map.retain(|_, table| !table.is_empty());
+    map
+}
 
 /// What happened to one table or column.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -331,5 +363,38 @@ mod tests {
                 "{line}"
             );
         }
+    }
+
+    fn rename(version: u64, from: &str, to: &str) -> ColumnRename {
+        ColumnRename {
+            version,
+            table: "person".into(),
+            from: from.into(),
+            to: to.into(),
+        }
+    }
+
+    #[test]
+    fn renames_compose_and_leave_out_names_declared_again() {
+        let now = schema("person: name:text, c:text, a:text");
+        let renames = [
+            rename(2, "a", "b"),
+            rename(3, "b", "c"),
+            rename(4, "x", "a"),
+        ];
+        // From version 1: `a` became `c` (through `b`), then `x` became `a`, a name the
+        // schema declares again: only the older names that cannot mean a column now.
+        let map = renamed_after(&renames, 1, &now);
+        let person = &map["person"];
+        assert_eq!(person.get("b"), Some(&"c".to_owned()));
+        assert_eq!(person.get("x"), Some(&"a".to_owned()));
+        assert!(!person.contains_key("a"), "{person:?}");
+        // From version 2: only the later renames.
+        let map = renamed_after(&renames, 2, &now);
+        assert_eq!(map["person"].get("b"), Some(&"c".to_owned()));
+        assert!(renamed_after(&renames, 4, &now).is_empty());
+        // A column renamed and dropped since: nowhere to put its values.
+        let dropped = schema("person: name:text");
+        assert!(renamed_after(&renames[..1], 0, &dropped).is_empty());
     }
 }

@@ -31,7 +31,8 @@ pub use conflict::{
 };
 pub use error::{ApiError, ErrorCode};
 pub use schema::{
-    ColumnDef, ColumnType, Fields, Schema, SchemaError, TableSchema, ValueFormat, VersionedSchema,
+    ColumnDef, ColumnRename, ColumnType, Fields, Schema, SchemaError, TableSchema, ValueFormat,
+    VersionedSchema,
 };
 pub use slice::{Eviction, SliceRequest, Subscription};
 pub use sync::{

@@ -123,6 +123,35 @@ pub struct VersionedSchema {
     /// The tables.
     #[serde(flatten)]
     pub schema: Schema,
+    /// Every column an administrator renamed, oldest first: a device that held an
+    /// older version renames those made after it (in its rows, pending edits and
+    /// conflicts) instead of taking them for a drop and an add.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub renames: Vec<ColumnRename>,
+}
+
+impl VersionedSchema {
+    /// `schema` as `version`, with no rename.
+    pub fn new(version: u64, schema: Schema) -> Self {
+        Self {
+            version,
+            schema,
+            renames: Vec::new(),
+        }
+    }
+}
+
+/// A column renamed by an administrator (`roster-server migrate --rename`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnRename {
+    /// The schema version the rename made.
+    pub version: u64,
+    /// The table.
+    pub table: String,
+    /// The column's name before.
+    pub from: String,
+    /// Its name from `version` on.
+    pub to: String,
 }
 
 /// Why a schema or a row was rejected. Messages name the table, column and value at fault.

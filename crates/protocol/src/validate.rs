@@ -1,11 +1,12 @@
 //! Checks a decoded [`SyncRequest`] against the schema before anything is stored, so an
 //! invalid request is rejected whole and changes nothing.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
+use crate::evolve::RenamedColumns;
 use crate::{
-    ApiError, ErrorCode, MAX_CHANGES_PER_REQUEST, MAX_PULL_LIMIT, PROTOCOL_VERSION, Schema,
-    SchemaError, SyncRequest,
+    ApiError, Change, ErrorCode, MAX_CHANGES_PER_REQUEST, MAX_PULL_LIMIT, PROTOCOL_VERSION, RowId,
+    Schema, SchemaError, SyncRequest,
 };
 
 /// Decodes a sync request body and validates it against `schema`: the one gate every
@@ -13,42 +14,95 @@ use crate::{
 /// or an [`ApiError`] (`malformed_request` for bytes that are not a sync request, the
 /// validation codes otherwise); it never panics (fuzzed by `fuzz/` and a property test).
 pub fn decode_request(body: &[u8], schema: &Schema) -> Result<SyncRequest, ApiError> {
-    decode_request_retiring(body, schema, &RetiredColumns::new())
+    decode_request_retiring(body, schema, &RetiredColumns::default()).map(|(request, _)| request)
 }
 
-/// Columns, by table, that an older version of a server's schema declared and the
-/// current one does not (dropped or renamed by an administrator).
-pub type RetiredColumns = std::collections::BTreeMap<String, std::collections::BTreeSet<String>>;
+/// Column names an older version of a server's schema declared and the current one does
+/// not: dropped columns, and renamed ones with their current names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetiredColumns {
+    /// Per table, the dropped columns: their values are removed from requests.
+    pub dropped: BTreeMap<String, BTreeSet<String>>,
+    /// Per table, renamed columns (old name to current name): their values are moved to
+    /// the current name (see [`crate::evolve::renamed_after`]).
+    pub renamed: RenamedColumns,
+}
 
-/// [`decode_request`] for a schema that dropped columns: the values of `retired` columns
-/// are removed from every change before it is validated, so a device that has not
-/// followed the drop yet is not refused; any other unknown column still is.
+impl RetiredColumns {
+    /// Whether no column was ever dropped or renamed.
+    pub fn is_empty(&self) -> bool {
+        self.dropped.is_empty() && self.renamed.is_empty()
+    }
+
+    /// Moves the values of renamed columns in `change` (values and base values) to
+    /// their current names (a value already sent under the current name wins) and
+    /// removes those of dropped columns; returns the columns whose values were removed.
+    pub fn retire(&self, change: &mut Change) -> Vec<String> {
+        let mut discarded = Vec::new();
+        let renamed = self.renamed.get(&change.table);
+        let dropped = self.dropped.get(&change.table);
+        for (n, fields) in [&mut change.fields, &mut change.base_fields]
+            .into_iter()
+            .enumerate()
+        {
+            let Some(fields) = fields else { continue };
+            for (from, to) in renamed.into_iter().flatten() {
+                if let Some(value) = fields.remove(from) {
+                    fields.entry(to.clone()).or_insert(value);
+                }
+            }
+            for column in dropped.into_iter().flatten() {
+                if fields.remove(column).is_some() && n == 0 {
+                    discarded.push(column.clone());
+                }
+            }
+        }
+        discarded
+    }
+}
+
+/// A change's values of a column the server's schema dropped, removed by
+/// [`decode_request_retiring`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discarded {
+    /// The table.
+    pub table: String,
+    /// The row.
+    pub id: RowId,
+    /// The dropped column.
+    pub column: String,
+}
+
+/// [`decode_request`] for a schema that dropped or renamed columns: the values of
+/// `retired` columns are moved to their current names (renamed) or removed (dropped, and
+/// listed in the result, for the log) in every change before it is validated, so a
+/// device that has not followed the change yet is neither refused nor loses an edit of
+/// a renamed column; any other unknown column is still refused.
 pub fn decode_request_retiring(
     body: &[u8],
     schema: &Schema,
     retired: &RetiredColumns,
-) -> Result<SyncRequest, ApiError> {
+) -> Result<(SyncRequest, Vec<Discarded>), ApiError> {
     let mut request: SyncRequest = serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             ErrorCode::MalformedRequest,
             format!("invalid sync request: {e}"),
         )
     })?;
+    let mut discarded = Vec::new();
     if !retired.is_empty() {
         for change in &mut request.changes {
-            let Some(columns) = retired.get(&change.table) else {
-                continue;
-            };
-            for fields in [&mut change.fields, &mut change.base_fields]
-                .into_iter()
-                .flatten()
-            {
-                fields.retain(|name, _| !columns.contains(name));
+            for column in retired.retire(change) {
+                discarded.push(Discarded {
+                    table: change.table.clone(),
+                    id: change.id,
+                    column,
+                });
             }
         }
     }
     validate_request(&request, schema)?;
-    Ok(request)
+    Ok((request, discarded))
 }
 
 /// Validates protocol version, batch size, pull limit, and every change: shape, table,

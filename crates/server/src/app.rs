@@ -84,10 +84,13 @@ impl Application {
                 false => Some(store::db_lock::hold_for_serving(&db)?),
             };
             let backend = store::open(&db)?;
-            let served = crate::schema_version::adopt(backend.sync.as_ref(), &wanted)?;
-            let retired = crate::schema_version::retired_columns(backend.sync.as_ref(), &wanted)?;
+            let adopted = crate::schema_version::adopt(backend.sync.as_ref(), &wanted)?;
+            // The adopted version with the renames of its history and the columns older
+            // versions declared (another instance may have stored a newer one since).
+            let served = crate::schema_version::served(backend.sync.as_ref())?
+                .unwrap_or_else(|| (adopted, Default::default()));
             backend.sync.ensure_slice_indexes(&defs)?;
-            Ok::<_, StartError>((db_lock, backend, (served, retired)))
+            Ok::<_, StartError>((db_lock, backend, served))
         })
         .await
         .map_err(|e| StartError::Store(StoreError::Unavailable(e.to_string())))??;
@@ -96,7 +99,7 @@ impl Application {
         // PostgreSQL: versions committed by other instances reach this one's streams.
         backend.sync.start_change_listener()?;
         let mut state = ServerState::new(backend.sync.clone(), backend.accounts, config)
-            .with_served_schema(served.version, retired);
+            .with_served_schema(served, retired);
         let feed = state.feed();
         if let Some(handler) = handler {
             state = state.with_handler(handler);

@@ -32,17 +32,28 @@ use crate::store::{StoreError, SyncStore};
 use crate::telemetry;
 use roster_protocol::validate::{RetiredColumns, decode_request_retiring};
 
+/// The schema a server serves now, with what goes with it; replaced whole when a newer
+/// stored version is found ([`ServerState::reload_schema`]).
+struct Served {
+    /// The schema, its version and the renames of its history.
+    schema: VersionedSchema,
+    /// Columns older versions declared: renamed ones moved, dropped ones removed from
+    /// requests, not refused.
+    retired: RetiredColumns,
+    /// The conflict rules over this schema, carrying its version (the store refuses a
+    /// request checked against an older version than it holds).
+    resolver: Arc<Resolver>,
+}
+
 /// Shared state of the router.
 #[derive(Clone)]
 pub struct ServerState {
     store: Arc<dyn SyncStore>,
     accounts: Arc<dyn AccountStore>,
-    schema: Arc<Schema>,
-    /// The version of `schema` ([`crate::schema_version`]), sent with every answer.
-    schema_version: u64,
-    /// Columns older versions declared: removed from requests, not refused.
-    retired: Arc<RetiredColumns>,
-    resolver: Arc<Resolver>,
+    /// The served schema, swapped whole when the store holds a newer version.
+    served: Arc<std::sync::RwLock<Arc<Served>>>,
+    /// The config's rules (and handler): what each served schema's rules derive from.
+    rules: Arc<Resolver>,
     slices: Arc<Slices>,
     auth_limiter: Arc<AuthLimiter>,
     user_quota: Arc<UserQuota>,
@@ -58,26 +69,73 @@ impl ServerState {
         config: &ServerConfig,
     ) -> Self {
         let feed = Arc::new(Feed::new(store.changes(), FeedLimits::from_config(config)));
+        let rules = Arc::new(Resolver::new(config));
+        let served = Served {
+            schema: VersionedSchema::new(0, config.schema()),
+            retired: RetiredColumns::default(),
+            resolver: rules.clone(),
+        };
         Self {
             feed,
             store,
             accounts,
-            schema: Arc::new(config.schema()),
-            schema_version: 0,
-            retired: Arc::default(),
-            resolver: Arc::new(Resolver::new(config)),
+            served: Arc::new(std::sync::RwLock::new(Arc::new(served))),
+            rules,
             slices: Arc::new(Slices::new(&config.subscriptions, &config.schema())),
             auth_limiter: Arc::new(AuthLimiter::new(AuthLimits::from_config(config))),
             user_quota: Arc::new(UserQuota::new(config.user_requests_per_minute)),
         }
     }
 
-    /// The same state serving its schema as `version`, removing the values of
-    /// `retired` columns from requests (see [`crate::schema_version`]).
-    pub fn with_served_schema(mut self, version: u64, retired: RetiredColumns) -> Self {
-        self.schema_version = version;
-        self.retired = Arc::new(retired);
+    /// The same state serving `schema` (its version and renames), moving or removing
+    /// the values of `retired` columns in requests (see [`crate::schema_version`]).
+    pub fn with_served_schema(self, schema: VersionedSchema, retired: RetiredColumns) -> Self {
+        self.serve(schema, retired);
         self
+    }
+
+    /// Serves `schema` from now on, with rules derived from the config's.
+    fn serve(&self, schema: VersionedSchema, retired: RetiredColumns) {
+        let resolver = Arc::new(self.rules.for_served(&schema.schema, schema.version));
+        let served = Arc::new(Served {
+            schema,
+            retired,
+            resolver,
+        });
+        *self
+            .served
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = served;
+    }
+
+    /// What is served now.
+    fn served(&self) -> Arc<Served> {
+        self.served
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Takes the newest stored schema when it is newer than the one served: another
+    /// instance started with a newer config, or an administrator ran `migrate`, since
+    /// this one started. Blocks (reads the store): call it on a blocking thread.
+    pub fn reload_schema(&self) -> Result<(), StoreError> {
+        let serving = self.served().schema.version;
+        if serving == 0 {
+            return Ok(());
+        }
+        let Some((schema, retired)) = crate::schema_version::served(self.store.as_ref())? else {
+            return Ok(());
+        };
+        if schema.version > serving {
+            tracing::info!(
+                from = serving,
+                to = schema.version,
+                "serving the newer schema another instance or a migration stored"
+            );
+            self.serve(schema, retired);
+        }
+        Ok(())
     }
 
     /// The change feed (closed when the server shuts down).
@@ -90,21 +148,22 @@ impl ServerState {
         self.store.clone()
     }
 
-    /// The tables served.
-    pub(crate) fn schema(&self) -> &Schema {
-        &self.schema
+    /// The tables served now.
+    pub(crate) fn schema(&self) -> Schema {
+        self.served().schema.schema.clone()
     }
 
-    /// How conflicts are resolved.
+    /// How conflicts are resolved (over the schema served now).
     pub(crate) fn resolver(&self) -> Arc<Resolver> {
-        self.resolver.clone()
+        self.served().resolver.clone()
     }
 
     /// The same state with `handler` deciding conflicts before the config's rules. With a
     /// handler, sync rounds become atomic so that it can roll one back.
     pub fn with_handler(mut self, handler: Arc<dyn ServerConflictHandler>) -> Self {
-        let resolver = self.resolver.as_ref().clone().with_handler(handler);
-        self.resolver = Arc::new(resolver);
+        self.rules = Arc::new(self.rules.as_ref().clone().with_handler(handler));
+        let served = self.served();
+        self.serve(served.schema.clone(), served.retired.clone());
         self
     }
 }
@@ -195,7 +254,9 @@ impl From<StoreError> for HttpError {
             StoreError::ResetRequired { .. } => {
                 HttpError::new(ErrorCode::ResetRequired, error.to_string())
             }
-            StoreError::ConcurrentWrite { .. } | StoreError::Unavailable(_) => {
+            StoreError::ConcurrentWrite { .. }
+            | StoreError::Unavailable(_)
+            | StoreError::SchemaChanged { .. } => {
                 tracing::warn!(%error, "sync request failed, retryable");
                 HttpError(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -596,11 +657,15 @@ async fn ready(State(state): State<ServerState>) -> Result<Json<serde_json::Valu
     Ok(Json(serde_json::json!({ "status": "ready" })))
 }
 
-async fn schema(State(state): State<ServerState>) -> Json<VersionedSchema> {
-    Json(VersionedSchema {
-        version: state.schema_version,
-        schema: state.schema.as_ref().clone(),
-    })
+/// `GET /v1/schema`: the newest stored schema (read again here: a device asks after an
+/// answer named a newer version than it holds, which may have come from another
+/// instance), with the renames of its history.
+async fn schema(State(state): State<ServerState>) -> Result<Json<VersionedSchema>, HttpError> {
+    let reloading = state.clone();
+    tokio::task::spawn_blocking(move || reloading.reload_schema())
+        .await
+        .map_err(|e| HttpError::new(ErrorCode::Internal, e.to_string()))??;
+    Ok(Json(state.served().schema.clone()))
 }
 
 async fn not_found() -> HttpError {
@@ -626,7 +691,29 @@ async fn sync(
             HttpError::new(ErrorCode::MalformedRequest, rejection.body_text())
         }
     })?;
-    let request = decode_request_retiring(&body, &state.schema, &state.retired)?;
+    let mut served = state.served();
+    let mut decoded = decode_request_retiring(&body, &served.schema.schema, &served.retired);
+    if decoded
+        .as_ref()
+        .is_err_and(|e| e.error.code != ErrorCode::MalformedRequest)
+    {
+        // A device that follows a newer schema than this instance has seen (another
+        // instance stored it): take it, then check the request against it.
+        let reloading = state.clone();
+        tokio::task::spawn_blocking(move || reloading.reload_schema())
+            .await
+            .map_err(|e| HttpError::new(ErrorCode::Internal, e.to_string()))??;
+        let now = state.served();
+        if now.schema.version != served.schema.version {
+            decoded = decode_request_retiring(&body, &now.schema.schema, &now.retired);
+            served = now;
+        }
+    }
+    let (request, discarded) = decoded?;
+    for value in &discarded {
+        tracing::info!(table = %value.table, id = %value.id, column = %value.column,
+            "discarded the value of a dropped column from a device that has not followed the drop yet");
+    }
     // Subscriptions filter inside the data set `authorise` let the user use; `:user` is
     // bound here, to the token's user. A bad one is refused before the store is touched.
     let slice = request
@@ -639,13 +726,17 @@ async fn sync(
         })
         .transpose()?;
     let store = state.store.clone();
-    let resolver = state.resolver.clone();
-    let schema_version = state.schema_version;
+    let resolver = served.resolver.clone();
+    let schema_version = served.schema.version;
     // Encoded on the blocking thread too: a pull page's rows are copied into the body as
     // stored, never decoded (see `store::Answer`).
     let body = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, HttpError> {
-        let mut answer =
-            store.sync_answer_in(&scope.dataset, &request, &resolver, slice.as_ref())?;
+        let answer = store.sync_answer_in(&scope.dataset, &request, &resolver, slice.as_ref());
+        if let Err(StoreError::SchemaChanged { .. }) = &answer {
+            // Served from the next request on; this one is retried by the device.
+            state.reload_schema()?;
+        }
+        let mut answer = answer?;
         answer.schema_version = schema_version;
         serde_json::to_vec(&answer).map_err(|e| HttpError::new(ErrorCode::Internal, e.to_string()))
     })

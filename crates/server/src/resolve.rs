@@ -18,7 +18,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use roster_protocol::{
-    Change, ChangeOp, ConflictKind, ConflictPolicy, Fields, Resolution, ServerRow, TableSchema,
+    Change, ChangeOp, ConflictKind, ConflictPolicy, Fields, Resolution, Schema, ServerRow,
+    TableSchema,
 };
 use serde_json::Value;
 
@@ -272,6 +273,8 @@ fn resolved(kind: ConflictKind, resolution: Resolution, fields: &[String], write
 pub struct Resolver {
     tables: HashMap<String, TableRules>,
     handler: Option<Arc<dyn ServerConflictHandler>>,
+    /// The version of the served schema these rules are for (0: not versioned).
+    schema_version: u64,
 }
 
 impl std::fmt::Debug for Resolver {
@@ -311,7 +314,58 @@ impl Resolver {
         Self {
             tables,
             handler: None,
+            schema_version: 0,
         }
+    }
+
+    /// These rules (and handler) over the served schema `schema` of `version`, which
+    /// another instance or an administrator's `migrate` may have stored after this
+    /// server started: each table keeps its policy and field rules (those of columns it
+    /// still has), a table the config lacks gets the defaults (server-wins, auto-merge).
+    pub fn for_served(&self, schema: &Schema, version: u64) -> Self {
+        let tables = schema
+            .tables
+            .iter()
+            .map(|table| {
+                let rules = match self.tables.get(&table.name) {
+                    Some(rules) => TableRules {
+                        schema: table.clone(),
+                        policy: rules.policy,
+                        auto_merge: rules.auto_merge,
+                        fields: rules
+                            .fields
+                            .iter()
+                            .filter(|(name, _)| table.column(name).is_some())
+                            .map(|(name, rule)| (name.clone(), *rule))
+                            .collect(),
+                        slice_columns: rules
+                            .slice_columns
+                            .iter()
+                            .filter(|name| table.column(name).is_some())
+                            .cloned()
+                            .collect(),
+                    },
+                    None => TableRules {
+                        schema: table.clone(),
+                        policy: ConflictPolicy::default(),
+                        auto_merge: true,
+                        fields: BTreeMap::new(),
+                        slice_columns: Vec::new(),
+                    },
+                };
+                (table.name.clone(), rules)
+            })
+            .collect();
+        Self {
+            tables,
+            handler: self.handler.clone(),
+            schema_version: version,
+        }
+    }
+
+    /// The version of the served schema these rules are for (0: not versioned).
+    pub fn schema_version(&self) -> u64 {
+        self.schema_version
     }
 
     /// The declared columns of `table`, if it is declared.

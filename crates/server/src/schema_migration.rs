@@ -15,7 +15,7 @@
 //! a dropped column's rows needing no pull at all: they are only cleaned in place).
 
 use roster_protocol::evolve::{self, ChangeKind};
-use roster_protocol::{Fields, Schema, VersionedSchema};
+use roster_protocol::{ColumnRename, Fields, Schema, VersionedSchema};
 use serde_json::Value;
 
 use crate::store::{MigrationReport, Rewrite, StoreError, SyncStore};
@@ -247,8 +247,22 @@ pub fn run(
 ) -> Result<(VersionedSchema, MigrationReport), MigrationError> {
     let stored = crate::schema_version::stored(store)?.ok_or(MigrationError::NothingStored)?;
     let plan = plan(&stored.schema, target, renames, drops)?;
-    let text = serde_json::to_string(target).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let version = stored.version + 1;
+    let made: Vec<ColumnRename> = renames
+        .iter()
+        .map(|r| ColumnRename {
+            version,
+            table: r.table.clone(),
+            from: r.from.clone(),
+            to: r.to.clone(),
+        })
+        .collect();
+    // Stored with the version: devices that held an older one rename their columns.
+    let text = crate::schema_version::stored_text(&VersionedSchema {
+        version,
+        schema: target.clone(),
+        renames: made.clone(),
+    })?;
     let report = store.migrate_rows(
         version,
         &text,
@@ -260,6 +274,7 @@ pub fn run(
         VersionedSchema {
             version,
             schema: target.clone(),
+            renames: stored.renames.into_iter().chain(made).collect(),
         },
         report,
     ))
@@ -342,5 +357,48 @@ mod tests {
                 .version,
             2
         );
+    }
+
+    #[test]
+    fn a_rename_is_stored_with_its_version_and_served_with_every_later_one() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let stored = schema(json!([
+            {"name": "name", "type": "text"},
+            {"name": "nick", "type": "text"},
+            {"name": "city", "type": "text"}
+        ]));
+        crate::schema_version::adopt(&store, &stored).unwrap();
+        let renamed = schema(json!([
+            {"name": "name", "type": "text"},
+            {"name": "nickname", "type": "text"}
+        ]));
+        let rename: Rename = "person.nick=nickname".parse().unwrap();
+        run(&store, &renamed, &[rename], &["person.city".into()]).unwrap();
+        // A later compatible version keeps serving the rename.
+        let wider = schema(json!([
+            {"name": "name", "type": "text"},
+            {"name": "nickname", "type": "text"},
+            {"name": "age", "type": "integer"}
+        ]));
+        assert_eq!(
+            crate::schema_version::adopt(&store, &wider)
+                .unwrap()
+                .version,
+            3
+        );
+        let (served, retired) = crate::schema_version::served(&store).unwrap().unwrap();
+        assert_eq!(served.version, 3);
+        assert_eq!(
+            served.renames,
+            vec![ColumnRename {
+                version: 2,
+                table: "person".into(),
+                from: "nick".into(),
+                to: "nickname".into(),
+            }]
+        );
+        assert_eq!(retired.renamed["person"]["nick"], "nickname");
+        let dropped: Vec<&String> = retired.dropped["person"].iter().collect();
+        assert_eq!(dropped, ["city"], "a renamed column is not dropped");
     }
 }

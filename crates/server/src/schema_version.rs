@@ -17,7 +17,7 @@
 
 use roster_protocol::evolve::{self, SchemaChange};
 use roster_protocol::validate::RetiredColumns;
-use roster_protocol::{Schema, VersionedSchema};
+use roster_protocol::{ColumnRename, Schema, VersionedSchema};
 
 use crate::store::{StoreError, SyncStore};
 
@@ -54,41 +54,64 @@ fn list(changes: &[SchemaChange]) -> String {
         .join("\n")
 }
 
-/// Every stored schema, oldest first, decoded.
+/// Every stored schema, oldest first, decoded, each with the renames its version made
+/// (stored with it by `migrate`).
 fn history(store: &dyn SyncStore) -> Result<Vec<VersionedSchema>, StoreError> {
     store
         .schema_history()?
         .into_iter()
         .map(|(version, text)| {
-            serde_json::from_str(&text)
-                .map(|schema| VersionedSchema { version, schema })
+            serde_json::from_str::<VersionedSchema>(&text)
+                .map(|stored| VersionedSchema { version, ..stored })
                 .map_err(|e| StoreError::Corrupt(format!("stored schema {version}: {e}")))
         })
         .collect()
 }
 
-/// The newest stored schema, decoded.
+/// The newest stored schema, decoded, with every rename of its history.
 pub fn stored(store: &dyn SyncStore) -> Result<Option<VersionedSchema>, StoreError> {
-    Ok(history(store)?.pop())
+    Ok(served(store)?.map(|(schema, _)| schema))
+}
+
+/// The newest stored schema with every rename of its history, and the columns older
+/// versions declared that it does not ([`retired_in`]).
+pub fn served(
+    store: &dyn SyncStore,
+) -> Result<Option<(VersionedSchema, RetiredColumns)>, StoreError> {
+    let mut history = history(store)?;
+    let renames: Vec<ColumnRename> = history
+        .iter_mut()
+        .flat_map(|version| std::mem::take(&mut version.renames))
+        .collect();
+    let Some(mut newest) = history.pop() else {
+        return Ok(None);
+    };
+    newest.renames = renames;
+    history.push(newest.clone());
+    let retired = retired_in(&history, &newest);
+    Ok(Some((newest, retired)))
 }
 
 /// The columns an older stored version of `current`'s tables declared and `current`
-/// does not: what a device that has not followed a drop (or rename) yet still sends.
-/// The server removes their values from requests instead of refusing them
+/// does not: what a device that has not followed a drop or a rename yet still sends.
+/// The server moves a renamed column's values to its current name and removes a dropped
+/// one's from requests instead of refusing them
 /// ([`roster_protocol::validate::decode_request_retiring`]).
-pub fn retired_columns(
-    store: &dyn SyncStore,
-    current: &Schema,
-) -> Result<RetiredColumns, StoreError> {
-    let mut retired = RetiredColumns::new();
-    for old in history(store)? {
+fn retired_in(history: &[VersionedSchema], current: &VersionedSchema) -> RetiredColumns {
+    let renamed = evolve::renamed_after(&current.renames, 0, &current.schema);
+    let mut retired = RetiredColumns::default();
+    for old in history {
         for table in &old.schema.tables {
-            let Ok(now) = current.table(&table.name) else {
+            let Ok(now) = current.schema.table(&table.name) else {
                 continue;
             };
             for column in &table.columns {
-                if now.column(&column.name).is_none() {
+                let moved = renamed
+                    .get(&table.name)
+                    .is_some_and(|t| t.contains_key(&column.name));
+                if now.column(&column.name).is_none() && !moved {
                     retired
+                        .dropped
                         .entry(table.name.clone())
                         .or_default()
                         .insert(column.name.clone());
@@ -96,7 +119,8 @@ pub fn retired_columns(
             }
         }
     }
-    Ok(retired)
+    retired.renamed = renamed;
+    retired
 }
 
 /// Stores `schema` as the version after `previous`; `false` when another instance
@@ -106,8 +130,13 @@ pub(crate) fn record_next(
     previous: u64,
     schema: &Schema,
 ) -> Result<bool, StoreError> {
-    let text = serde_json::to_string(schema).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let text = stored_text(&VersionedSchema::new(previous + 1, schema.clone()))?;
     store.record_schema(previous + 1, &text)
+}
+
+/// The text a version is stored as: its schema and the renames it made.
+pub(crate) fn stored_text(schema: &VersionedSchema) -> Result<String, StoreError> {
+    serde_json::to_string(schema).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 /// The version the server serves `wanted` under: the stored one when it is the same, the
@@ -140,9 +169,12 @@ pub fn adopt(
             for change in &changes {
                 tracing::info!(%change, version = previous + 1, "schema changed");
             }
+            // The renames of the history stay served.
+            let renames = stored(store)?.map(|s| s.renames).unwrap_or_default();
             return Ok(VersionedSchema {
                 version: previous + 1,
                 schema: wanted.clone(),
+                renames,
             });
         }
     }

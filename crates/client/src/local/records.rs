@@ -91,7 +91,7 @@ fn search_clause(table: &TableSchema) -> String {
 
 /// The quoted name of the index behind lists of `table` sorted by `column` (`:` cannot
 /// occur in validated names, so two pairs never share a name).
-fn sort_index_name(table: &str, column: &str) -> String {
+pub(super) fn sort_index_name(table: &str, column: &str) -> String {
     quote(&format!("_roster_sort:{table}:{column}"))
 }
 

@@ -192,14 +192,15 @@ fn answer_in_epoch(
 ) -> Result<Answer, StoreError> {
     let atomic_round = request.round.filter(|_| resolver.atomic_rounds());
     if let Some(round) = atomic_round.filter(|r| !r.final_batch) {
-        return stage(store, dataset, request, &round.id.to_string());
+        return stage(store, dataset, request, &round.id.to_string(), resolver);
     }
     if request.changes.is_empty() && atomic_round.is_none() {
-        return read_only(store, dataset, request, slice);
+        return read_only(store, dataset, request, slice, resolver);
     }
     let round_id = atomic_round.map(|r| r.id.to_string());
     let outcome = store.transact(dataset, Mode::Write, |tx| {
         let (last_seq, horizon) = tx.counter()?;
+        check_schema(tx, resolver)?;
         if let Some(answer) = replay(tx, request, horizon, slice)? {
             tracing::info!(batch = ?request.batch_id, "repeated the answer to a retried batch");
             return Ok(Finish::Commit(Ok((answer, Delivery::Replayed))));
@@ -271,6 +272,22 @@ fn answer_in_epoch(
     }
 }
 
+/// Refuses a request checked against an older schema than the newest stored one (see
+/// [`StoreError::SchemaChanged`]): its rows would be written, or pulled, in another
+/// shape than the schema version its answer names. Rules of an unversioned schema
+/// (version 0, tests) skip the check.
+fn check_schema(tx: &mut dyn FlowTx, resolver: &Resolver) -> Result<(), StoreError> {
+    let serving = resolver.schema_version();
+    if serving == 0 {
+        return Ok(());
+    }
+    let stored = tx.schema_version()?;
+    if stored > serving {
+        return Err(StoreError::SchemaChanged { serving, stored });
+    }
+    Ok(())
+}
+
 /// Whether an answer was given for the first time or repeated for a retried batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Delivery {
@@ -298,9 +315,11 @@ fn read_only(
     dataset: &str,
     request: &SyncRequest,
     slice: Option<&Slice>,
+    resolver: &Resolver,
 ) -> Result<Answer, StoreError> {
     let answer = store.transact(dataset, Mode::Read, |tx| {
         let (last_seq, horizon) = tx.counter()?;
+        check_schema(tx, resolver)?;
         // A backfill fetches live rows only: purged tombstones cannot be missing from it.
         let horizon = if slice.is_some_and(|s| s.backfill) {
             0
@@ -327,9 +346,11 @@ fn stage(
     dataset: &str,
     request: &SyncRequest,
     round_id: &str,
+    resolver: &Resolver,
 ) -> Result<Answer, StoreError> {
     store.transact(dataset, Mode::Write, |tx| {
         let (newest, horizon) = tx.counter()?;
+        check_schema(tx, resolver)?;
         if let Some(answer) = replay(tx, request, horizon, None)? {
             return Ok(Finish::Commit(answer));
         }

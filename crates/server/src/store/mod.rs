@@ -185,6 +185,18 @@ pub enum StoreError {
         /// Id of the row.
         id: String,
     },
+    /// The request was checked against an older schema than the store now serves
+    /// (another instance or an administrator's `migrate` stored a newer one): nothing
+    /// was changed; the server takes the new schema and the request may be retried.
+    #[error(
+        "the schema changed (version {stored}, this server checked version {serving}); retry the request"
+    )]
+    SchemaChanged {
+        /// The version the request was checked against.
+        serving: u64,
+        /// The newest stored version.
+        stored: u64,
+    },
     /// The database is busy or unreachable; the request may be retried.
     #[error("storage unavailable: {0}")]
     Unavailable(String),

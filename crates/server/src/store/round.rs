@@ -155,6 +155,9 @@ pub(crate) trait RowsTx {
     /// `(newest version, purge horizon)`. In a writing transaction the data set is
     /// already locked, so no other writer can move them until commit.
     fn counter(&mut self) -> Result<(u64, u64), StoreError>;
+    /// The newest stored schema version (`schema_versions`; 0 when none), read after
+    /// the lock, so an administrator's migration (which locks every data set) is seen.
+    fn schema_version(&mut self) -> Result<u64, StoreError>;
     /// Sets the newest version after this request's writes.
     fn bump_counter(&mut self, newest: u64) -> Result<(), StoreError>;
     /// `updated_at_ms` of the data set's newest row (highest version), if any: the write

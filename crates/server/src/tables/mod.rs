@@ -104,8 +104,8 @@ async fn blocking<T: Send + 'static>(
         .map_err(HttpError::from)
 }
 
-fn table_of<'s>(state: &'s ServerState, name: &str) -> Result<&'s TableSchema, HttpError> {
-    state.schema().table(name).map_err(|_| {
+fn table_of(state: &ServerState, name: &str) -> Result<TableSchema, HttpError> {
+    state.schema().table(name).cloned().map_err(|_| {
         HttpError::new(
             ErrorCode::NotFound,
             format!("no table {name:?} on this server"),
@@ -201,7 +201,7 @@ async fn list(
     params: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, HttpError> {
     let Query(params) = params.map_err(|e| bad_request(e.body_text()))?;
-    let schema = table_of(&state, &table)?.clone();
+    let schema = table_of(&state, &table)?;
     let list = odata::list_query(&params, &schema).map_err(|e| bad_request(e.0))?;
     let store = state.store();
     let query = list.query.clone();
@@ -220,7 +220,7 @@ async fn read(
     params: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, HttpError> {
     let Query(params) = params.map_err(|e| bad_request(e.body_text()))?;
-    let schema = table_of(&state, &table)?.clone();
+    let schema = table_of(&state, &table)?;
     let id = path_id(&table, &id_text)?;
     let include_deleted = params
         .iter()
@@ -345,9 +345,20 @@ async fn apply(
         // The table protocol's clients hold what they pull: no slice.
         slice: None,
     };
-    validate_request(&request, state.schema())?;
-    let (store, resolver, dataset) = (state.store(), state.resolver(), scope.dataset.clone());
-    let answer = blocking(move || store.sync_answer(&dataset, &request, &resolver)).await?;
+    // The rules first: a schema swapped in between makes the store refuse the request
+    // (its rules' version is older than the stored one), never a mismatched write.
+    let resolver = state.resolver();
+    validate_request(&request, &state.schema())?;
+    let (store, dataset, reloading) = (state.store(), scope.dataset.clone(), state.clone());
+    let answer = blocking(move || {
+        let answer = store.sync_answer(&dataset, &request, &resolver);
+        if let Err(StoreError::SchemaChanged { .. }) = &answer {
+            // Served from the next request on; this one is refused (503, retryable).
+            reloading.reload_schema()?;
+        }
+        answer
+    })
+    .await?;
     let status = if stood(&answer) && !answering.existed {
         answering.written
     } else {
@@ -366,7 +377,7 @@ async fn insert(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HttpError> {
-    let schema = table_of(&state, &table)?.clone();
+    let schema = table_of(&state, &table)?;
     let (id, fields) = split_item(body_object(body)?);
     let id = match id {
         None | Some(Value::Null) => RowId::now_v7(),
@@ -419,7 +430,7 @@ async fn update(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HttpError> {
-    let schema = table_of(&state, &table)?.clone();
+    let schema = table_of(&state, &table)?;
     let id = path_id(&table, &id_text)?;
     let (body_id, patch) = split_item(body_object(body)?);
     if let Some(Value::String(other)) = &body_id
@@ -494,7 +505,7 @@ async fn delete(
     Path((table, id_text)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
-    let schema = table_of(&state, &table)?.clone();
+    let schema = table_of(&state, &table)?;
     let id = path_id(&table, &id_text)?;
     let row = live_item(&state, &scope, &table, id, &id_text).await?;
     let change = conditional_change(&row, &table, id, ChangeOp::Delete, &headers, None, None);
@@ -510,7 +521,7 @@ async fn undelete(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HttpError> {
-    let schema = table_of(&state, &table)?.clone();
+    let schema = table_of(&state, &table)?;
     let id = path_id(&table, &id_text)?;
     let row = match current(&state, &scope, &table, id).await? {
         Some(row) => row,

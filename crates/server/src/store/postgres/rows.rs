@@ -181,6 +181,14 @@ impl RowsTx for PgTx<'_, '_> {
         Ok(())
     }
 
+    fn schema_version(&mut self) -> Result<u64, StoreError> {
+        let row = self.tx.query_one(
+            "SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_versions",
+            &[],
+        )?;
+        Ok(to_u64(row.get(0)))
+    }
+
     fn last_write_ms(&mut self) -> Result<Option<i64>, StoreError> {
         Ok(self
             .tx

@@ -86,6 +86,14 @@ impl RowsTx for SqliteTx<'_, '_> {
         set_meta(self.tx, "last_seq", newest)
     }
 
+    fn schema_version(&mut self) -> Result<u64, StoreError> {
+        let version: i64 = self
+            .tx
+            .prepare_cached("SELECT COALESCE(MAX(version), 0) FROM schema_versions")?
+            .query_row([], |r| r.get(0))?;
+        Ok(u64::try_from(version).unwrap_or(0))
+    }
+
     fn last_write_ms(&mut self) -> Result<Option<i64>, StoreError> {
         Ok(self
             .tx
