@@ -24,6 +24,8 @@ pub mod evolve;
 pub mod schema;
 pub mod slice;
 pub mod sync;
+#[cfg(feature = "timestamp")]
+pub mod timestamp;
 pub mod validate;
 
 pub use conflict::{

@@ -188,21 +188,9 @@ pub(crate) fn parse_time(text: &str) -> Option<i128> {
         .map(OffsetDateTime::unix_timestamp_nanos)
 }
 
-/// `ms` (Unix milliseconds) as `2026-11-28T01:02:03.456Z`, the form of an OData
-/// `datetimeoffset` literal.
+/// `ms` (Unix milliseconds) in the form of an OData `datetimeoffset` literal.
 pub(crate) fn format_ms(ms: u64) -> String {
-    let nanos = i128::from(ms) * 1_000_000;
-    let at = OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        at.year(),
-        u8::from(at.month()),
-        at.day(),
-        at.hour(),
-        at.minute(),
-        at.second(),
-        at.millisecond()
-    )
+    roster_protocol::timestamp::format_ms(i64::try_from(ms).unwrap_or(i64::MAX))
 }
 
 /// An OData text literal: `'...'` with quotes doubled.

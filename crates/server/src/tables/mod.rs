@@ -23,6 +23,8 @@
 
 pub mod odata;
 
+pub use roster_protocol::timestamp::format_ms;
+
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Extension, Path, Query, Request, State};
@@ -123,22 +125,6 @@ fn not_found(table: &str, id: &str) -> HttpError {
 /// A row id from a URL path: Roster's ids are UUIDs, so anything else names no item.
 fn path_id(table: &str, id: &str) -> Result<RowId, HttpError> {
     RowId::parse_str(id).map_err(|_| not_found(table, id))
-}
-
-/// A timestamp as the protocol writes it: ISO 8601 in UTC with milliseconds.
-pub fn format_ms(ms: i64) -> String {
-    let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        at.year(),
-        u8::from(at.month()),
-        at.day(),
-        at.hour(),
-        at.minute(),
-        at.second(),
-        at.millisecond()
-    )
 }
 
 /// A version as the protocol's opaque `version` text (and ETag).
