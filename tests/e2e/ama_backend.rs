@@ -7,7 +7,6 @@
 //!
 //! No Roster server runs here, so the storage backend of the e2e pass does not apply:
 //! the PostgreSQL pass leaves this file out (`POSTGRES_TESTS` in `xtask/src/test.rs`).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -2,7 +2,6 @@
 //! with its offline SQLite store) syncs with a Roster server through `/tables`: push,
 //! incremental pull, a delete, and a 412 it resolves; a Roster device syncing through
 //! `/v1/sync` sees the same rows.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use roster_e2e::ama_js::run_client;
 use roster_e2e::{TestClient, TestServer};

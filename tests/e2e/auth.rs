@@ -1,7 +1,6 @@
 //! Accounts and data isolation end to end: the real server binary with users created by
 //! its admin commands, real clients, real HTTP on 127.0.0.1. Each test checks what the
 //! server holds and what every client holds afterwards.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -1,7 +1,6 @@
 //! Backup and restore with epochs: a server restored from a backup while its devices
 //! hold newer data loses nothing they were told was stored, and no version number ends
 //! up meaning two different rows.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::time::Duration;

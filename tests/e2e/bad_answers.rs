@@ -1,7 +1,6 @@
 //! A broken or hostile sync server, played by a small axum server inside the test on
 //! 127.0.0.1: its answers must end the round with a clear protocol error, leave local data
 //! as it was and never make the client loop.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};

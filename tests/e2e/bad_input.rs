@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The sync service rejects bad input with a 4xx JSON error naming what is wrong, changes
 //! nothing, and keeps serving. Client-side values full of SQL metacharacters round-trip
 //! verbatim and the local search treats them literally.

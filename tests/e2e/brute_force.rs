@@ -2,7 +2,6 @@
 //! bad tokens from one address is slowed, then refused with 429 and `Retry-After`,
 //! while a client whose token is valid keeps syncing, and other addresses (127.0.0.2:
 //! all of 127/8 is loopback) are not affected.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The real `roster` binary against a real server: the documented workflow, exit codes,
 //! error output, and a conflict seen through the CLI.
 

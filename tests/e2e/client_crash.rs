@@ -1,7 +1,6 @@
 //! A client process killed (SIGKILL) while it pulls and applies pages, or while it pushes:
 //! the local file is never corrupt or half-applied, no local edit is lost, and the next
 //! sync completes (after a push, without a single conflict).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

@@ -1,7 +1,6 @@
 //! Conflicts end to end: the first source document's Jane scenario, and every conflict
 //! kind under both table policies, with end states asserted on the server and on both
 //! clients, plus the sync counts each round reports.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use roster_client::SyncOptions;
 use roster_e2e::scenario::{a_state, b_state, columns, provoke};

@@ -5,7 +5,6 @@
 //! its subscriptions (all of them without any), nothing is left pending,
 //! open conflicts exist only where a person must choose (and after choosing, none), and
 //! every conflict the server logged was reported to the client that caused it.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

@@ -2,7 +2,6 @@
 //! the conflict log and (on PostgreSQL) version counters are all per data set, even for
 //! the same client, batch and row ids. Exercised on the store directly, on both backends;
 //! `auth.rs` checks the same isolation through HTTP and tokens.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 

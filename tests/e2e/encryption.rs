@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The device store encrypted at rest (SQLCipher), through the real `roster` binary:
 //! * an encrypted store holds no plaintext, the `sqlite3` CLI cannot read it, and the
 //!   CLI refuses it without its passphrase (exit 7);

@@ -1,7 +1,6 @@
 //! Faults between client and server: answers lost after the server applied a batch,
 //! answers cut short or delayed, and a server killed in the middle of applying a batch.
 //! Nothing may be applied twice or lost, and no phantom conflicts may appear.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

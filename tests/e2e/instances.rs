@@ -5,7 +5,6 @@
 //! the multi-instance deployment, with SQLite several processes share one WAL file.
 //! Accounts live in the same database, so every instance sees the same users, tokens,
 //! grants and revocations.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

@@ -2,7 +2,6 @@
 //! connections, a slow header sender (slowloris), a body that never arrives and an
 //! oversized `Content-Length` cannot take the service away from other clients, and are
 //! closed within the configured timeouts.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -3,7 +3,6 @@
 //! tests: the only rounds are the ones the feed asks for), across two instances on
 //! PostgreSQL, across a server restart, not with a revoked token, and not slowed by a
 //! device that never reads its stream. Runs on both backends.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

@@ -1,7 +1,6 @@
 //! Operating the server: the Prometheus endpoint counts what a scripted series of syncs
 //! did, `/ready` answers, and SIGTERM during a push stops the server cleanly (exit 0)
 //! with every request either applied whole or not at all.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 

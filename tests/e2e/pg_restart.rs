@@ -4,7 +4,6 @@
 //! cluster serves every other test at the same time), so it runs on the PostgreSQL pass
 //! only; on SQLite it says so and passes (its counterpart there is the busy-database
 //! 503 of `http.rs`'s unit tests).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 use std::process::Command;

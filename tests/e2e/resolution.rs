@@ -4,7 +4,6 @@
 //! the end state asserted on the server and on both clients, and the sync counts. Then
 //! the two source documents' scenarios, automatic field merges and rollback of a
 //! multi-batch round.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::{Arc, Mutex};
 

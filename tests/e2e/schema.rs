@@ -3,7 +3,6 @@
 //! pending edit or an open conflict and without downloading their rows again; a device
 //! that has not followed yet never nulls a column it was not told about; a change stored
 //! rows or devices cannot follow is refused at start, naming the column.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use roster_client::Choice;
 use roster_e2e::{TestClient, TestServer, assert_converged, obj};

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Partial sync: devices subscribed to slices of one data set hold exactly the server rows
 //! matching their subscriptions (plus their own unpushed rows), follow rows edited into
 //! and out of them, deletes, subscriptions added and removed, and a pending edit of a row

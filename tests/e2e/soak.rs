@@ -3,9 +3,8 @@
 //! and every client's own rows hold exactly its last edit (nothing lost).
 //!
 //! Short by default so CI stays quick (200 clients for 10 s); `ROSTER_SOAK_CLIENTS` and
-//! `ROSTER_SOAK_SECS` make it longer, e.g. `ROSTER_SOAK_SECS=60 cargo nextest run -p
-//! roster-e2e --test soak --no-capture`. The figures are printed at the end.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! `ROSTER_SOAK_SECS` make it longer, e.g. `ROSTER_SOAK_SECS=60 cargo nextest run
+//! --workspace -E 'test(/^soak::/)' --no-capture`. The figures are printed at the end.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

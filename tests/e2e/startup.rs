@@ -1,7 +1,6 @@
 //! One way to start the server: an embedded server (`EmbeddedServer::start`, the
 //! documented way to plug in a conflict handler) runs the same background tasks as
 //! `roster-server serve`, the periodic tombstone purge among them.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 

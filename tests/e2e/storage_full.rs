@@ -3,7 +3,6 @@
 //! pushes fill it, and the push that no longer fits is answered 507 `storage_full` with
 //! `Retry-After`, changing nothing; once the disk is larger the same push succeeds, with
 //! no restart. On PostgreSQL the test database is moved to a tablespace on that tmpfs.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -3,7 +3,6 @@
 //! optimistic concurrency (412 / 409 with the server's item) goes through Roster's
 //! conflict handling and log; bad queries and writes get a 4xx saying why; and an
 //! incremental puller (`updatedAt ge`) misses nothing while four writers write.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

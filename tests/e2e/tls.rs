@@ -5,7 +5,6 @@
 //!
 //! The client side is tokio-rustls speaking raw HTTP/1.1, trusting only the test CA (the
 //! sync client's own TLS support is built elsewhere).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::process::Command;

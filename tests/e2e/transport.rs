@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The client's transport against misconfigured and hostile servers, through the real
 //! `roster` binary and the engine:
 //! * HTTPS with certificates made here by rcgen: a small TLS-terminating proxy in front of

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The trash: a person deleted on one device and restored from its trash is back on the
 //! server and on the other devices after their syncs, whether the delete had reached the
 //! server or not, and even once the server purged the delete's tombstone.

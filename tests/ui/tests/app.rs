@@ -1,7 +1,6 @@
 //! UI tests of the Roster desktop app: the real app binary under Xvfb, driven through
 //! tauri-driver and WebKitWebDriver, against the real sync server. Each test asserts what
 //! a person would see on screen.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 

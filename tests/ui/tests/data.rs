@@ -2,7 +2,6 @@
 //! imported through the Import/Export view (with the per-row report of refused rows),
 //! everyone exported back to CSV and vCard, the Undo of an edit, and a delete restored
 //! from the Trash, each checked on the server after a sync; the email's Write link.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use roster_ui_tests::{Device, start_server};
 use serde_json::json;

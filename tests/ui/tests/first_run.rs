@@ -3,7 +3,6 @@
 //! "Work offline for now" lets a person add people, which move to the server chosen later
 //! in Settings; a revoked token shows in plain words with a link to Settings; "Reset local
 //! data" warns with the count of waiting changes.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read, Write};
 use std::net::TcpListener;

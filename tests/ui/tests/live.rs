@@ -2,7 +2,6 @@
 //! (so no interval round runs during the test), show "Live" in the status bar, and a
 //! person saved in one shows in the other's list within 2 s, with no click; an edit
 //! too.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 

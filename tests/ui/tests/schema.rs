@@ -1,7 +1,6 @@
 //! Schema evolution in the app: the server gains a column while the app runs; after the
 //! next sync (started by another device's write, heard on the change feed) the editor
 //! shows the column, with no restart, and saves a value in it that reaches the server.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use roster_e2e::TestClient;
 use roster_ui_tests::{Device, SERVER_CONFIG, start_server};

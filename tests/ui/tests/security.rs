@@ -5,7 +5,6 @@
 //! * the connect screen refuses cleartext `http://` to another machine until "Allow
 //!   unencrypted HTTP" is ticked, which shows a warning; a CA file that cannot be read
 //!   is named next to its field.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use roster_client::LocalStore;
 use roster_e2e::DEFAULT_USER;

@@ -1,6 +1,5 @@
 //! UI test of partial sync: a subscription set in the app's Settings (a refused one shown
 //! next to the form first), after which the list holds only that slice.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use roster_e2e::TestClient;
 use roster_ui_tests::{Device, start_server};

@@ -5,7 +5,6 @@
 //! edited" conflict shows the last known values, phone width keeps Conflicts and History
 //! readable, a delete can be undone, and field values holding HTML show as text.
 //! The other device is a real `roster-client` on the same server.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 

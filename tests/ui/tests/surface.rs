@@ -2,7 +2,6 @@
 //! text in the list, the editor, Conflicts and History, and an expired access token
 //! gets a clear message with a way to Settings while every pending edit is kept.
 //! The other device is a real `roster-client` on the same server.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use roster_e2e::{DEFAULT_USER, TestClient};
 use roster_ui_tests::{App, Display, start_server_without_feed};

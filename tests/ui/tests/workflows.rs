@@ -1,7 +1,6 @@
 //! UI tests of the workflows beyond the basic ones in `app.rs`: the keyboard alone in the
 //! list and editor, resolving several conflicts at once, and settings validation and
 //! persistence. Another device is a real `roster-client` on the same server.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use roster_e2e::TestClient;
 use roster_ui_tests::{App, Display, start_server_without_feed};
