@@ -79,7 +79,8 @@ struct RunArgs {
     max_pull_secs: u64,
     /// Admin URL of a PostgreSQL cluster on 127.0.0.1 (`cargo xtask bench --postgres`
     /// starts one): the concurrent scenario then also runs on PostgreSQL with one and
-    /// with two server instances, each on a fresh database.
+    /// with two server instances, each on a fresh database, and the postgres scenario
+    /// (issue 20) runs.
     #[arg(long)]
     postgres_url: Option<String>,
 }
@@ -277,5 +278,6 @@ async fn run_scenario(ctx: &mut Ctx, scenario: Scenario) -> Result<()> {
         Scenario::Live => scenarios::live::run(ctx).await,
         Scenario::Slices => scenarios::slices::run(ctx).await,
         Scenario::Tables => scenarios::tables::run(ctx).await,
+        Scenario::Postgres => scenarios::postgres::run(ctx).await,
     }
 }

@@ -51,12 +51,64 @@ pub fn proc_status_mb(pid: &str, field: &str) -> Option<f64> {
 /// CPU time (user + system, all threads) a process has used so far, in seconds, from
 /// `/proc/<pid>/stat` (clock ticks of 1/100 s, the Linux default).
 pub fn cpu_secs(pid: &str) -> Option<f64> {
+    let fields = stat_fields(pid)?;
+    Some(fields.get(10..12)?.iter().sum::<u64>() as f64 / 100.0)
+}
+
+/// The median of `values` (the mean of the two middle ones for an even count; 0 when
+/// empty).
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 0 => (sorted[mid - 1] + sorted[mid]) / 2.0,
+        _ => sorted[mid],
+    }
+}
+
+/// The fields of `/proc/<pid>/stat` after the command name (field 3, the state, first).
+fn stat_fields(pid: &str) -> Option<Vec<u64>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (_, rest) = stat.rsplit_once(')')?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / 100.0)
+    // The state is a letter; the numeric fields follow it.
+    Some(
+        rest.split_whitespace()
+            .skip(1)
+            .map(|f| f.parse().unwrap_or(0))
+            .collect(),
+    )
+}
+
+/// The parent process id of `pid`.
+pub fn parent_pid(pid: &str) -> Option<String> {
+    stat_fields(pid)?.first().map(u64::to_string)
+}
+
+/// CPU time of `pid` and of all its children, alive or exited, in seconds: its own
+/// user and system time, its reaped children's (`cutime`, `cstime`), and each living
+/// child's (e.g. a PostgreSQL postmaster and its backends, WAL writer and checkpointer).
+pub fn tree_cpu_secs(pid: &str) -> Option<f64> {
+    // After the state: ppid is [0], utime [10], stime [11], cutime [12], cstime [13].
+    let parent: u64 = pid.parse().ok()?;
+    let mut ticks: u64 = stat_fields(pid)?.get(10..14)?.iter().sum();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(child) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        match stat_fields(child) {
+            Some(fields) if fields.first() == Some(&parent) => {
+                ticks += fields.get(10..12).map_or(0, |t| t.iter().sum::<u64>());
+            }
+            _ => {}
+        }
+    }
+    Some(ticks as f64 / 100.0)
 }
 
 /// CPU seconds used by a process between two points.
@@ -92,5 +144,11 @@ mod tests {
         assert_eq!(Latency::of(&[]).p50_ms, 0.0);
         assert!(proc_status_mb("self", "VmHWM").is_some_and(|mb| mb > 0.0));
         assert!(cpu_secs("self").is_some_and(|s| s >= 0.0));
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0]), 2.5);
+        assert_eq!(median(&[]), 0.0);
+        let me = std::process::id().to_string();
+        assert!(tree_cpu_secs(&me).is_some_and(|s| s >= cpu_secs(&me).unwrap_or(0.0)));
+        assert!(parent_pid(&me).is_some_and(|p| p != me));
     }
 }

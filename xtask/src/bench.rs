@@ -22,10 +22,12 @@ pub struct BenchArgs {
     #[arg(long)]
     quick: bool,
     /// Run only this scenario (repeatable): baseline, first-sync, push, noop,
-    /// conflicts, concurrent, queries, split, import. The baseline always runs.
+    /// conflicts, concurrent, queries, split, import, postgres, ... The baseline always
+    /// runs.
     #[arg(long = "scenario", value_name = "NAME")]
     scenarios: Vec<String>,
-    /// Also run the concurrent scenario on PostgreSQL (one and two server instances):
+    /// Also run the concurrent scenario on PostgreSQL (one and two server instances),
+    /// and the postgres scenario (PostgreSQL against SQLite, issue 20):
     /// installs the `postgresql` package and runs a throwaway cluster (fsync on) on
     /// 127.0.0.1, stopped afterwards.
     #[arg(long)]

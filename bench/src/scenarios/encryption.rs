@@ -12,6 +12,7 @@ use super::{Ctx, discard, label};
 use crate::data::RowGen;
 use crate::report::Entry;
 use crate::server::{Raw, ServerProcess, seed};
+use crate::stats::median;
 
 /// Pairs of pulls (one plain, one encrypted each).
 const PAIRS: usize = 3;
@@ -40,11 +41,6 @@ async fn pull_once(
     drop(client);
     discard(dir);
     Ok((secs, report.downloaded))
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 /// Seeds one server with the first pull size and pulls it [`PAIRS`] times into a plain
@@ -84,7 +80,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
         }
     }
     server.check_alive()?;
-    let (plain_secs, encrypted_secs) = (median(&mut plain), median(&mut encrypted));
+    let (plain_secs, encrypted_secs) = (median(&plain), median(&encrypted));
     ctx.record(
         Entry::new(
             "encryption",

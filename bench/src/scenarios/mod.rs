@@ -6,6 +6,7 @@ pub mod conflicts;
 pub mod encryption;
 pub mod import;
 pub mod live;
+pub mod postgres;
 pub mod queries;
 pub mod schema;
 pub mod slices;
@@ -59,6 +60,9 @@ pub enum Scenario {
     /// First pull of 100k rows through `/tables` by the client in Azure Mobile Apps mode,
     /// against the same pull through Roster's own protocol.
     Tables,
+    /// (Issue 20) push of 100k local inserts and a first sync of them on the PostgreSQL
+    /// backend against the SQLite one, interleaved rounds in one run (needs `--postgres`).
+    Postgres,
 }
 
 impl Scenario {
@@ -78,10 +82,11 @@ impl Scenario {
             Scenario::Live => "live",
             Scenario::Slices => "slices",
             Scenario::Tables => "tables",
+            Scenario::Postgres => "postgres",
         }
     }
 
-    pub const ALL: [Scenario; 14] = [
+    pub const ALL: [Scenario; 15] = [
         Scenario::Baseline,
         Scenario::FirstSync,
         Scenario::Push,
@@ -96,6 +101,7 @@ impl Scenario {
         Scenario::Live,
         Scenario::Slices,
         Scenario::Tables,
+        Scenario::Postgres,
     ];
 }
 
@@ -117,6 +123,8 @@ pub struct Sizes {
     pub import: u64,
     /// Rows of the store that follows a new schema.
     pub schema: u64,
+    /// Rows pushed and pulled in each round of the PostgreSQL-against-SQLite scenario.
+    pub postgres: u64,
 }
 
 impl Sizes {
@@ -135,6 +143,7 @@ impl Sizes {
             split: 100_000,
             import: 100_000,
             schema: 1_000_000,
+            postgres: 100_000,
         }
     }
 
@@ -153,6 +162,7 @@ impl Sizes {
             split: 20_000,
             import: 20_000,
             schema: 100_000,
+            postgres: 20_000,
         }
     }
 }
