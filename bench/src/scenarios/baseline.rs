@@ -52,6 +52,18 @@ struct Variant {
     cache_mib: Option<u32>,
 }
 
+/// Bytes a SQLite database takes on disk: its file plus its WAL after a truncating
+/// checkpoint (so pages still in the WAL are counted once, in the file).
+pub fn database_bytes(path: &Path) -> Result<u64> {
+    let conn = Connection::open(path)?;
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    drop(conn);
+    let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    Ok(size(path) + size(Path::new(&wal)))
+}
+
 /// Inserts `rows` into a new database in `dir`; returns the seconds the transaction
 /// took (prepare, inserts and the durable commit). Rows, ids and JSON are prepared
 /// before the clock starts.
@@ -186,12 +198,14 @@ pub fn run(ctx: &mut Ctx, n: u64) -> Result<()> {
     for (variant, case, note) in cases {
         let dir = ctx.dir(&format!("baseline-{n_label}"))?;
         let secs = raw_insert(&dir, &rows, variant)?;
-        super::discard(&dir);
         if variant.layout == Layout::UserRow && !variant.random_ids {
             let measured = n as f64 / secs;
             ctx.baselines.push((n, measured));
+            ctx.raw_bytes
+                .push((n, database_bytes(&dir.join("raw.db"))?));
             rate = Some(measured);
         }
+        super::discard(&dir);
         ctx.record(
             Entry::new("baseline", case, n)
                 .timed(secs)

@@ -179,6 +179,8 @@ pub struct Ctx {
     pub max_pull: Duration,
     /// Raw insert rate (rows/s) by row count.
     pub baselines: Vec<(u64, f64)>,
+    /// Bytes on disk of the raw table (the baseline's plain user rows) by row count.
+    pub raw_bytes: Vec<(u64, u64)>,
     /// Whether the baseline is also measured at the largest first-sync size.
     pub large_baseline: bool,
     pub entries: Vec<Entry>,
@@ -203,6 +205,7 @@ impl Ctx {
             work,
             max_pull,
             baselines: Vec::new(),
+            raw_bytes: Vec::new(),
             large_baseline: false,
             entries: Vec::new(),
             postgres_url: None,

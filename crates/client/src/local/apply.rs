@@ -555,6 +555,55 @@ mod tests {
     }
 
     #[test]
+    fn one_answer_cleans_the_unchanged_rows_of_a_batch_and_keeps_the_edited_ones_pending() {
+        let (_dir, store) = store();
+        let names = ["A", "B", "C", "D"];
+        let ids: Vec<RowId> = names
+            .iter()
+            .map(|name| {
+                store
+                    .insert("person", fields(json!({"name": name})))
+                    .unwrap()
+                    .id
+            })
+            .collect();
+        let in_flight = batch_of(&store);
+        assert_eq!(in_flight.sent.len(), 4);
+        store
+            .update("person", ids[1], fields(json!({"age": 5})))
+            .unwrap();
+        let acks = ids
+            .iter()
+            .enumerate()
+            .map(|(index, id)| Ack {
+                table: "person".into(),
+                id: *id,
+                version: 10 + index as u64,
+                kept: None,
+            })
+            .collect();
+        store
+            .apply_response(&in_flight.sent, &answer(acks, vec![], vec![]), None)
+            .unwrap();
+
+        for (index, id) in ids.iter().enumerate() {
+            let record = store.get("person", *id).unwrap();
+            assert_eq!(record.base_version, Some(10 + index as u64));
+            let expected = (index == 1).then_some(ChangeOp::Update);
+            assert_eq!(record.pending, expected, "row {}", names[index]);
+        }
+        let next = batch_of(&store);
+        assert_eq!(
+            next.sent.len(),
+            1,
+            "only the row edited in flight is sent again"
+        );
+        assert_eq!(next.sent[0].change.id, ids[1]);
+        assert_eq!(next.sent[0].change.base_version, Some(11));
+        assert_eq!(store.status().unwrap().pending, 1);
+    }
+
+    #[test]
     fn a_row_deleted_while_its_insert_is_in_flight_is_deleted_on_the_server_next() {
         let (_dir, store) = store();
         let id = store
