@@ -181,8 +181,10 @@ async fn an_azure_mobile_apps_backend_connects_through_the_connect_screen() {
         .await;
     app.wait_contains("sync-polling", "Polling every 30 s")
         .await;
-    assert!(
-        !app.find("sync-live").await.is_displayed().await.unwrap(),
+    assert_eq!(
+        app.js("return document.querySelector('[data-testid=\"sync-live\"]').hidden;")
+            .await,
+        json!(true),
         "an AMA backend has no live feed"
     );
 
