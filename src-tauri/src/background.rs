@@ -9,14 +9,18 @@
 //! announces a version this device has not pulled: a second task keeps the feed open
 //! ([`roster_client::LiveFeed`], reconnecting with backoff) and only tells this one
 //! ([`Schedule::notified`]); while it cannot be held, the interval rounds go on as the
-//! fallback. The status bar shows "Live" while a stream is open. Every change of state is
-//! emitted to the UI as a [`SyncStatus`] on [`STATUS_EVENT`].
+//! fallback. The status bar shows "Live" while a stream is open. An Azure Mobile Apps
+//! backend has no change feed: against one no feed task runs, and the status says the app
+//! polls every interval ([`SyncStatus::polling_secs`]). Every change of state is emitted
+//! to the UI as a [`SyncStatus`] on [`STATUS_EVENT`].
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use roster_client::schedule::{Due, RoundOutcome, Schedule};
-use roster_client::{ClientError, LiveEvent, LiveFeed, SyncClient, SyncProgress, SyncReport};
+use roster_client::{
+    ClientError, LiveEvent, LiveFeed, Protocol, SyncClient, SyncProgress, SyncReport,
+};
 use serde::Serialize;
 use tauri::{AppHandle, Emitter, Runtime};
 use tokio::sync::{mpsc, oneshot};
@@ -91,6 +95,10 @@ pub struct SyncStatus {
     pub needs_settings: bool,
     /// The change feed is open: other devices' changes arrive as they are made.
     pub live: bool,
+    /// The server has no change feed (an Azure Mobile Apps backend): other devices'
+    /// changes arrive by the rounds this app runs every this many seconds. `None` with a
+    /// Roster server.
+    pub polling_secs: Option<u64>,
 }
 
 /// What wakes the sync task.
@@ -169,8 +177,11 @@ pub fn start<R: Runtime>(
         server_url: client.store().server_url().to_owned(),
         needs_settings: false,
         live: false,
+        polling_secs: None,
     }));
-    tauri::async_runtime::spawn(follow_changes(client.live(), settings.clone(), tx.clone()));
+    if client.protocol() == Protocol::Roster {
+        tauri::async_runtime::spawn(follow_changes(client.live(), settings.clone(), tx.clone()));
+    }
     let task = SyncTask {
         app,
         client,
@@ -234,6 +245,7 @@ impl<R: Runtime> SyncTask<R> {
     /// The task's main loop; ends when every [`SyncHandle`] is gone.
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Trigger>) {
         self.refresh_counts().await;
+        self.show_polling();
         let mut schedule = Schedule::new(Instant::now());
         loop {
             let (deadline, due) = schedule.wake_at();
@@ -253,6 +265,7 @@ impl<R: Runtime> SyncTask<R> {
                 }
                 Some(Trigger::Refresh) => {
                     self.refresh_counts().await;
+                    self.show_polling();
                     schedule.refreshed(self.interval());
                     continue;
                 }
@@ -320,6 +333,13 @@ impl<R: Runtime> SyncTask<R> {
             .read()
             .map(|s| s.interval())
             .unwrap_or(Duration::from_secs(30))
+    }
+
+    /// Says in the status how often the app polls a server without a change feed.
+    fn show_polling(&self) {
+        let polling_secs = (self.client.protocol() == Protocol::AzureMobileApps)
+            .then(|| self.interval().as_secs());
+        self.update(|status| status.polling_secs = polling_secs);
     }
 
     /// Whether a server was chosen (else no round runs).

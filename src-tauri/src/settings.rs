@@ -81,6 +81,16 @@ pub struct Settings {
     pub token: String,
     /// Whether a server was chosen (see [`Connection`]).
     pub connection: Connection,
+    /// The protocol the server speaks: Roster's own, or an existing Azure Mobile Apps
+    /// backend's table protocol (then the store is made from [`Settings::schema_file`],
+    /// conflicts are resolved on this device, and the app polls: such a backend has no
+    /// change feed). The store's own protocol is the truth; this mirrors it.
+    pub protocol: roster_client::Protocol,
+    /// With Azure Mobile Apps: the JSON schema file the store was made from (the tables
+    /// and columns to sync; such a backend serves none), read again only if the store has
+    /// to be made again at start. Empty otherwise.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub schema_file: String,
     /// Folder of the local store inside the data dir (`None`: the data dir itself). A
     /// reset or a move to another server starts a new store in a new folder, so the old
     /// one stays on disk untouched.
@@ -97,6 +107,8 @@ impl Default for Settings {
             conflict_mode: ConflictMode::Ask,
             token: String::new(),
             connection: Connection::Server,
+            protocol: roster_client::Protocol::Roster,
+            schema_file: String::new(),
             store_dir: None,
         }
     }
@@ -273,6 +285,15 @@ mod tests {
             serde_json::from_str(r#"{"sync_interval_secs": 60, "conflict_mode": "mine_wins"}"#)
                 .unwrap_or_default();
         assert_eq!(parsed.sync_interval_secs, 60);
+        assert_eq!(parsed.protocol, roster_client::Protocol::Roster);
+        let ama: Settings = serde_json::from_str(
+            r#"{"protocol": "azure-mobile-apps", "schema_file": "/etc/person.json"}"#,
+        )
+        .unwrap_or_default();
+        assert_eq!(
+            (ama.protocol, ama.schema_file.as_str()),
+            (roster_client::Protocol::AzureMobileApps, "/etc/person.json")
+        );
         assert_eq!(parsed.conflict_mode, ConflictMode::MineWins);
         assert_eq!(parsed.server_url, DEFAULT_SERVER_URL);
     }

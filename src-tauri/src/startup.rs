@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use roster_client::{ClientError, ConnectionSecurity, Credentials, StoreKey, SyncClient};
+use roster_client::{ClientError, ConnectionSecurity, Credentials, Protocol, StoreKey, SyncClient};
 use roster_protocol::Schema;
 use tauri::{AppHandle, Runtime};
 
@@ -70,12 +70,7 @@ pub fn try_start<R: Runtime>(
     settings.token = incoming.clone().unwrap_or_default();
     let credentials = settings.credentials();
     let client = if settings.syncs() {
-        tauri::async_runtime::block_on(open_or_init(
-            &store_dir,
-            &settings.server_url,
-            &credentials,
-            key,
-        ))?
+        tauri::async_runtime::block_on(open_or_init(&store_dir, &settings, &credentials, key))?
     } else if has_store {
         SyncClient::open_with_key(&store_dir, key)?
     } else {
@@ -95,8 +90,15 @@ pub fn try_start<R: Runtime>(
     // What the settings view shows: the store's token.
     settings.token = client.store().credentials()?.token.unwrap_or_default();
     let server_url = client.store().server_url().to_owned();
-    if !stored || !from_file.is_empty() || settings.server_url != server_url {
+    let protocol = client.protocol();
+    if !stored
+        || !from_file.is_empty()
+        || settings.server_url != server_url
+        || settings.protocol != protocol
+    {
+        // The store is the truth: its server and protocol.
         settings.server_url = server_url;
+        settings.protocol = protocol;
         settings::save(app, &data_dir, &settings)?;
     }
     Ok(launch(app, data_dir, client, settings, key.cloned()))
@@ -136,17 +138,37 @@ fn token_to_store(from_env: Option<String>, from_file: &str) -> Option<String> {
 
 /// Opens the store in `dir`, or creates it: with the server's schema when the server
 /// answers within [`SCHEMA_TIMEOUT`], else with the shipped person schema, so the app
-/// works offline from its first start.
+/// works offline from its first start. For an Azure Mobile Apps backend (which serves
+/// no schema) the store is made from the settings' schema file.
 async fn open_or_init(
     dir: &Path,
-    server_url: &str,
+    settings: &Settings,
     credentials: &Credentials,
     key: Option<&StoreKey>,
 ) -> Result<SyncClient, AppError> {
     if dir.join(roster_client::DB_FILE).exists() {
         return Ok(SyncClient::open_with_key(dir, key)?);
     }
+    let server_url = settings.server_url.as_str();
     let default_security = ConnectionSecurity::default();
+    if settings.protocol == Protocol::AzureMobileApps {
+        let schema = crate::commands::connect::read_schema(&settings.schema_file)?;
+        let ama = crate::commands::connect::app_ama_settings();
+        tracing::info!(
+            server_url,
+            "creating the local store for an Azure Mobile Apps backend"
+        );
+        return Ok(SyncClient::init_with_protocol(
+            dir,
+            server_url,
+            credentials,
+            &default_security,
+            key,
+            Some(schema),
+            (Protocol::AzureMobileApps, ama),
+        )
+        .await?);
+    }
     let fetched = tokio::time::timeout(
         SCHEMA_TIMEOUT,
         SyncClient::init_with_key(dir, server_url, credentials, &default_security, key, None),

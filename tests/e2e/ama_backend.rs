@@ -8,50 +8,16 @@
 //! No Roster server runs here, so the storage backend of the e2e pass does not apply:
 //! the PostgreSQL pass leaves this file out (`POSTGRES_TESTS` in `xtask/src/test.rs`).
 
-use std::collections::BTreeMap;
-use std::path::Path;
-
 use roster_client::Choice;
+use roster_e2e::TestClient;
 use roster_e2e::ama_js::AmaBackend;
 use roster_e2e::cli::run_roster;
-use roster_e2e::{TestClient, obj};
-use roster_protocol::{ConflictPolicy, Fields, RowId, Schema};
-use serde_json::{Value, json};
-
-/// The backend's live rows of `person`, read from its own SQLite file, as a device holds
-/// them (the declared columns; `age` is REAL there and an integer here).
-fn backend_rows(db: &Path) -> BTreeMap<RowId, Fields> {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    let mut stmt = conn
-        .prepare("SELECT id, name, email, phone, age, city, notes FROM person WHERE deleted = 0")
-        .unwrap();
-    stmt.query_map([], |r| {
-        let text = |i: usize| -> rusqlite::Result<Value> {
-            Ok(r.get::<_, Option<String>>(i)?
-                .map_or(Value::Null, Value::String))
-        };
-        let age = r
-            .get::<_, Option<f64>>(4)?
-            .map_or(Value::Null, |a| json!(a as i64));
-        Ok((
-            r.get::<_, String>(0)?,
-            obj(
-                json!({"name": text(1)?, "email": text(2)?, "phone": text(3)?,
-                           "age": age, "city": text(5)?, "notes": text(6)?}),
-            ),
-        ))
-    })
-    .unwrap()
-    .map(|row| {
-        let (id, fields) = row.unwrap();
-        (id.parse().unwrap(), fields)
-    })
-    .collect()
-}
+use roster_protocol::{ConflictPolicy, RowId, Schema};
+use serde_json::json;
 
 /// Asserts every device holds exactly the backend's live rows, with nothing pending.
 fn assert_converged(backend: &AmaBackend, devices: &[&TestClient]) {
-    let expected = backend_rows(&backend.db_file());
+    let expected = backend.live_rows();
     for (index, device) in devices.iter().enumerate() {
         assert_eq!(
             device.live("person"),
@@ -98,7 +64,7 @@ async fn jane_against_the_real_backend_the_server_wins_and_different_columns_mer
         history[0].server_row.as_ref().unwrap()["fields"]["age"],
         json!(32)
     );
-    assert_eq!(backend_rows(&backend.db_file())[&jane]["age"], json!(32));
+    assert_eq!(backend.live_rows()[&jane]["age"], json!(32));
     a.client.sync().await.unwrap();
     assert_converged(&backend, &[&a, &b]);
 
@@ -109,7 +75,7 @@ async fn jane_against_the_real_backend_the_server_wins_and_different_columns_mer
     let merged = b.client.sync().await.unwrap();
     assert_eq!((merged.auto_merged, merged.conflicts_detected), (1, 0));
     a.client.sync().await.unwrap();
-    let row = &backend_rows(&backend.db_file())[&jane];
+    let row = &backend.live_rows()[&jane];
     assert_eq!(
         (row["city"].clone(), row["email"].clone()),
         (json!("Oslo"), json!("jane@example.com"))
@@ -184,7 +150,7 @@ async fn a_deferred_conflict_kept_mine_is_pushed_on_the_backends_version() {
         0,
         "waits for a choice"
     );
-    assert_eq!(backend_rows(&backend.db_file())[&jane]["age"], json!(32));
+    assert_eq!(backend.live_rows()[&jane]["age"], json!(32));
     // "Keep mine": pushed on the backend's version, so no new conflict.
     b.client
         .store()
@@ -192,7 +158,7 @@ async fn a_deferred_conflict_kept_mine_is_pushed_on_the_backends_version() {
         .unwrap();
     let pushed = b.client.sync().await.unwrap();
     assert_eq!((pushed.uploaded, pushed.conflicts_detected), (1, 0));
-    assert_eq!(backend_rows(&backend.db_file())[&jane]["age"], json!(30));
+    assert_eq!(backend.live_rows()[&jane]["age"], json!(30));
     a.client.sync().await.unwrap();
     assert_converged(&backend, &[&a, &b]);
     let history = b.client.store().conflict_history(10).unwrap();
@@ -236,7 +202,7 @@ async fn deletes_and_offline_edits_go_both_ways_with_the_backend() {
     let history = b.client.store().conflict_history(10).unwrap();
     assert_eq!(history[0].kind, "client_updated_server_deleted");
     a.client.sync().await.unwrap();
-    let rows = backend_rows(&backend.db_file());
+    let rows = backend.live_rows();
     assert_eq!(rows.len(), 2, "Bob and Eve: {rows:?}");
     assert_eq!(
         (rows[&ids[1]]["age"].clone(), rows[&ids[1]]["city"].clone()),

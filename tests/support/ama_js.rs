@@ -8,11 +8,13 @@
 //! alone does it at first use) and reused while `tests/ama-js/package.json` and its
 //! `package-lock.json` are unchanged.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use serde_json::Value;
+use roster_protocol::{Fields, RowId};
+use serde_json::{Value, json};
 
 /// `tests/ama-js`: the client script, the SQLite stand-in and `package.json`.
 fn sources() -> PathBuf {
@@ -89,6 +91,39 @@ impl AmaBackend {
     /// Its SQLite database file (table `person`, the provider's own layout).
     pub fn db_file(&self) -> PathBuf {
         self.dir.path().join("ama.sqlite")
+    }
+
+    /// Its live rows of `person`, read from its own SQLite file, as a device holds them
+    /// (the declared columns; `age` is REAL there and an integer here).
+    pub fn live_rows(&self) -> BTreeMap<RowId, Fields> {
+        let conn = rusqlite::Connection::open(self.db_file()).unwrap();
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, name, email, phone, age, city, notes FROM person WHERE deleted = 0",
+            )
+            .unwrap();
+        stmt.query_map([], |r| {
+            let text = |i: usize| -> rusqlite::Result<Value> {
+                Ok(r.get::<_, Option<String>>(i)?
+                    .map_or(Value::Null, Value::String))
+            };
+            let age = r
+                .get::<_, Option<f64>>(4)?
+                .map_or(Value::Null, |a| json!(a as i64));
+            Ok((
+                r.get::<_, String>(0)?,
+                crate::obj(
+                    json!({"name": text(1)?, "email": text(2)?, "phone": text(3)?,
+                                  "age": age, "city": text(5)?, "notes": text(6)?}),
+                ),
+            ))
+        })
+        .unwrap()
+        .map(|row| {
+            let (id, fields) = row.unwrap();
+            (id.parse().unwrap(), fields)
+        })
+        .collect()
     }
 }
 

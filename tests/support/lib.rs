@@ -750,7 +750,10 @@ impl TestClient {
             Some(roster_protocol::Schema::default_person()),
             (
                 roster_client::Protocol::AzureMobileApps,
-                roster_client::AmaSettings { policy },
+                roster_client::AmaSettings {
+                    policy,
+                    ..Default::default()
+                },
             ),
         )
         .await

@@ -22,9 +22,15 @@ export function on(event, handler) {
   return tauri.event.listen(event, (e) => handler(e.payload));
 }
 
-/** The connection security arguments of a command ({ca_cert_path, allow_http}). */
+/** The server kind and connection security arguments of a command
+ *  ({ca_cert_path, allow_http, protocol, schema_file}). */
 function securityArgs(security) {
-  return { ca_cert_path: security.ca_cert_path || null, allow_http: Boolean(security.allow_http) };
+  return {
+    ca_cert_path: security.ca_cert_path || null,
+    allow_http: Boolean(security.allow_http),
+    protocol: security.protocol || null,
+    schema_file: security.schema_file || null,
+  };
 }
 
 export const api = {

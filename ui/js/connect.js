@@ -4,7 +4,7 @@
 import { api } from "./api.js";
 import { $, askDialog, plural, toast } from "./util.js";
 
-const FIELDS = ["server_url", "token", "ca_cert"];
+const FIELDS = ["server_url", "token", "ca_cert", "schema_file"];
 
 function clearErrors(prefix) {
   for (const name of FIELDS) {
@@ -24,11 +24,28 @@ export function fieldError(prefix, field, message) {
   return true;
 }
 
-/** The CA file and cleartext fields of the form whose ids start with `prefix`: written
- *  once here for the connect screen and Settings, put where the page has a
- *  `data-security-fields="PREFIX"` slot. */
+/** The server kind (Roster, or an existing Azure Mobile Apps backend with the schema
+ *  file it needs), the CA file and cleartext fields of the form whose ids start with
+ *  `prefix`: written once here for the connect screen and Settings, put where the page
+ *  has a `data-security-fields="PREFIX"` slot. */
 function securityFields(p) {
   return `<div class="field">
+    <label for="${p}-protocol">Server kind</label>
+    <select id="${p}-protocol" data-testid="${p}-protocol" aria-describedby="hint-${p}-protocol">
+      <option value="roster">Roster server</option>
+      <option value="azure-mobile-apps">Azure Mobile Apps backend</option>
+    </select>
+    <small id="hint-${p}-protocol" class="hint" data-testid="hint-${p}-protocol"></small>
+  </div>
+  <div class="field" data-ama-only="${p}" hidden>
+    <label for="${p}-schema_file">Schema file</label>
+    <input id="${p}-schema_file" data-testid="${p}-schema_file" type="text" placeholder="/path/to/schema.json"
+           autocomplete="off" spellcheck="false" aria-describedby="error-${p}-schema_file hint-${p}-schema_file">
+    <small id="hint-${p}-schema_file" class="hint">An Azure Mobile Apps backend does not say which tables it has:
+      the JSON file of the tables and columns to sync (as <code>roster init --schema</code> takes).</small>
+    <span class="field-error" id="error-${p}-schema_file" data-testid="error-${p}-schema_file" hidden></span>
+  </div>
+  <div class="field">
     <label for="${p}-ca_cert">CA certificate file (optional)</label>
     <input id="${p}-ca_cert" data-testid="${p}-ca_cert" type="text" placeholder="/path/to/ca.pem"
            autocomplete="off" spellcheck="false" aria-describedby="error-${p}-ca_cert hint-${p}-ca_cert">
@@ -50,20 +67,35 @@ for (const slot of document.querySelectorAll("[data-security-fields]")) {
   slot.outerHTML = securityFields(slot.dataset.securityFields);
 }
 
-/** The connection security the form whose ids start with `prefix` asks for:
- *  {ca_cert_path, allow_http}. */
+/** The server kind and connection security the form whose ids start with `prefix` asks
+ *  for: {ca_cert_path, allow_http, protocol, schema_file}. */
 export function readSecurity(prefix) {
   return {
     ca_cert_path: $(`${prefix}-ca_cert`).value.trim(),
     allow_http: $(`${prefix}-allow_http`).checked,
+    protocol: $(`${prefix}-protocol`).value,
+    schema_file: $(`${prefix}-schema_file`).value.trim(),
   };
 }
 
-/** Shows the cleartext warning of form `prefix` while its box is ticked. */
+const PROTOCOL_HINT = {
+  roster: "Roster's own sync server: changes arrive live, conflicts follow the server's rules.",
+  "azure-mobile-apps": "An existing Azure Mobile Apps backend (ZUMO-API-VERSION 2.0.0): one request per change, conflicts decided on this device, and no live changes — the app asks for changes at every sync interval.",
+};
+
+/** Shows the cleartext warning of form `prefix` while its box is ticked, and the schema
+ *  file field while the server kind is Azure Mobile Apps. Returns the function that
+ *  brings both up to date (after the fields were filled in). */
 export function wireSecurity(prefix) {
   const box = $(`${prefix}-allow_http`);
-  const sync = () => { $(`warning-${prefix}-allow_http`).hidden = !box.checked; };
+  const kind = $(`${prefix}-protocol`);
+  const sync = () => {
+    $(`warning-${prefix}-allow_http`).hidden = !box.checked;
+    document.querySelector(`[data-ama-only="${prefix}"]`).hidden = kind.value !== "azure-mobile-apps";
+    $(`hint-${prefix}-protocol`).textContent = PROTOCOL_HINT[kind.value] ?? "";
+  };
   box.addEventListener("change", sync);
+  kind.addEventListener("change", sync);
   sync();
   return sync;
 }

@@ -39,6 +39,9 @@ export async function loadSettings() {
     showSecurityWarning();
   }).catch((e) => console.error(e));
   for (const name of FIELDS) $(`setting-${name}`).value = String(settings[name]);
+  $("setting-protocol").value = settings.protocol;
+  $("setting-schema_file").value = settings.schema_file ?? "";
+  showSecurityWarning();
   const connected = settings.connection === "server";
   $("switch-server").textContent = connected ? "Switch server" : "Connect";
   $("hint-server_url").textContent = connected
@@ -51,7 +54,7 @@ export async function loadSettings() {
 }
 
 function clearErrors() {
-  for (const name of FIELDS) {
+  for (const name of [...FIELDS, "schema_file"]) {
     const node = $(`error-setting-${name}`);
     if (node) { node.hidden = true; node.textContent = ""; }
     $(`setting-${name}`).removeAttribute("aria-invalid");

@@ -44,6 +44,10 @@ export function showStatus(status) {
 
   // The change feed is open: other devices' edits arrive as they are made.
   $("sync-live").hidden = !status.live;
+  // A server without a change feed (an Azure Mobile Apps backend): the app polls.
+  const polling = $("sync-polling");
+  polling.hidden = status.polling_secs == null;
+  if (status.polling_secs != null) polling.textContent = `Polling every ${fmtNumber(status.polling_secs)} s`;
 
   const progress = $("sync-progress");
   const progressText = $("progress-text");

@@ -81,6 +81,11 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
         .metric("server_cpu_s", ama_cpu.1)
         .metric("roster_protocol_client_cpu_s", roster_cpu.0)
         .metric("roster_protocol_server_cpu_s", roster_cpu.1)
+        .target(
+            "server CPU of the /tables pull at most 2x that of /v1/sync (list pages pass \
+             the stored JSON through)",
+            ama_cpu.1 <= 2.0 * roster_cpu.1,
+        )
         .note(format!(
             "same client library and server; /v1/sync took {roster_secs:.2} s in {} requests",
             report.requests

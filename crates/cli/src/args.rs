@@ -79,9 +79,12 @@ pub enum Command {
         #[arg(long, default_value = "roster", value_name = "PROTOCOL")]
         protocol: String,
         /// With `--protocol azure-mobile-apps`: how this device resolves conflicts the
-        /// backend reports (412/409): `server-wins`, `client-wins` or `defer-to-client`.
-        #[arg(long, value_name = "POLICY")]
-        conflict_policy: Option<String>,
+        /// backend reports (412/409): `server-wins` (default), `client-wins` or
+        /// `defer-to-client`; `TABLE=POLICY` sets one table's rule (as a Roster server's
+        /// `[[tables]] policy` does). Repeat it: `--conflict-policy defer-to-client
+        /// --conflict-policy audit=server-wins`.
+        #[arg(long, value_name = "[TABLE=]POLICY")]
+        conflict_policy: Vec<String>,
     },
     /// Create a record: `roster add name=Jane age=25`.
     Add {

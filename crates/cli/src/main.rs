@@ -194,22 +194,16 @@ async fn run(mut cli: Cli, out: &Output) -> anyhow::Result<()> {
     {
         let protocol = Protocol::parse(protocol)?;
         let mut settings = AmaSettings::default();
-        if let Some(policy) = conflict_policy {
-            if protocol != Protocol::AzureMobileApps {
-                return Err(ClientError::BadInput(
-                    "--conflict-policy is for --protocol azure-mobile-apps; a Roster server's \
-                     config sets its tables' policies"
-                        .into(),
-                )
-                .into());
-            }
-            settings.policy = serde_json::from_value(serde_json::Value::String(policy.clone()))
-                .map_err(|_| {
-                    ClientError::BadInput(format!(
-                        "unknown conflict policy {policy:?}: use server-wins, client-wins or \
-                         defer-to-client"
-                    ))
-                })?;
+        if !conflict_policy.is_empty() && protocol != Protocol::AzureMobileApps {
+            return Err(ClientError::BadInput(
+                "--conflict-policy is for --protocol azure-mobile-apps; a Roster server's \
+                 config sets its tables' policies"
+                    .into(),
+            )
+            .into());
+        }
+        for arg in conflict_policy {
+            settings.set_from_arg(arg)?;
         }
         let schema = match schema {
             Some(path) => {

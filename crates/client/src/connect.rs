@@ -1,5 +1,6 @@
 //! Before a device uses a server: [`check_connection`] says in one word what stands in the
-//! way (nothing listens, TLS, a refused token, not a Roster server), and
+//! way (nothing listens, TLS, a refused token, not a Roster server;
+//! [`check_ama_connection`] the same of an Azure Mobile Apps backend), and
 //! [`SyncClient::point_at_server`] moves a store that has never synced (made offline, or
 //! against a server that never answered) to another server, keeping its rows as pending
 //! inserts so the next round pushes them there.
@@ -11,6 +12,7 @@ use roster_protocol::{PROTOCOL_VERSION, Schema};
 use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 
+use crate::ama::{AmaSettings, Protocol};
 use crate::transport::{
     ConnectionSecurity, Credentials, HttpTransport, TransportOptions, check_ca_pem,
     normalise_server_url,
@@ -37,6 +39,9 @@ pub enum ConnectionProblem {
     /// The URL is cleartext `http://` to another machine, and cleartext was not allowed;
     /// nothing was sent.
     Cleartext,
+    /// Something answers over HTTP, but it does not serve the schema's tables as an
+    /// Azure Mobile Apps backend (`GET /tables/<table>` with `ZUMO-API-VERSION: 2.0.0`).
+    NotAmaBackend,
 }
 
 /// The outcome of [`check_connection`].
@@ -77,61 +82,11 @@ pub async fn check_connection_with(
     security: &ConnectionSecurity,
     timeout: Duration,
 ) -> ConnectionCheck {
-    let mut check = ConnectionCheck {
-        server_url: server_url.trim().to_owned(),
-        problem: None,
-        detail: String::new(),
-        schema: None,
-    };
-    let fail = |mut check: ConnectionCheck, problem, detail: String| {
-        check.problem = Some(problem);
-        check.detail = detail;
-        check
-    };
-    let url = match normalise_server_url(server_url) {
-        Ok(url) => url,
-        Err(error) => return fail(check, ConnectionProblem::BadUrl, error.to_string()),
-    };
-    check.server_url = url.clone();
-    let Some((host, port, https)) = reqwest::Url::parse(&url).ok().and_then(|parsed| {
-        Some((
-            parsed.host_str()?.trim_matches(['[', ']']).to_owned(),
-            parsed.port_or_known_default()?,
-            parsed.scheme() == "https",
-        ))
-    }) else {
-        return fail(check, ConnectionProblem::BadUrl, format!("{url}: no host"));
-    };
-    match tokio::time::timeout(
-        timeout,
-        tokio::net::TcpStream::connect((host.as_str(), port)),
-    )
-    .await
-    {
-        Ok(Ok(_)) => {}
-        Ok(Err(error)) => return fail(check, ConnectionProblem::Unreachable, error.to_string()),
-        Err(_) => {
-            return fail(
-                check,
-                ConnectionProblem::Unreachable,
-                format!("no answer within {timeout:?}"),
-            );
-        }
-    }
-    if let Some(pem) = &security.ca_cert_pem
-        && let Err(error) = check_ca_pem(pem)
-    {
-        return fail(check, ConnectionProblem::Tls, error.to_string());
-    }
-    let options = TransportOptions {
-        security: security.clone(),
-        request_timeout: timeout,
-        ..TransportOptions::default()
-    };
-    let transport = match HttpTransport::with_options(&url, &options) {
-        Ok(transport) => transport.with_credentials(credentials),
-        Err(error) => return fail(check, ConnectionProblem::BadUrl, error.to_string()),
-    };
+    let (mut check, transport, https) =
+        match reach(server_url, credentials, security, timeout).await {
+            Ok(reached) => reached,
+            Err(check) => return check,
+        };
     match transport.health().await {
         Ok(health) => {
             let is_roster = health.get("status").and_then(|s| s.as_str()) == Some("ok");
@@ -154,18 +109,9 @@ pub async fn check_connection_with(
                 );
             }
         }
-        Err(ClientError::Tls { reason, .. }) => {
-            return fail(check, ConnectionProblem::Tls, reason);
+        Err(error) => {
+            return fail_transport(check, error, (https, false), ConnectionProblem::NotRoster);
         }
-        Err(error @ ClientError::CleartextRefused { .. }) => {
-            return fail(check, ConnectionProblem::Cleartext, error.to_string());
-        }
-        // The port accepted a connection, so a failure to get an answer is the secure
-        // handshake (https) or something that does not speak HTTP.
-        Err(ClientError::Unreachable { reason, .. }) if https => {
-            return fail(check, ConnectionProblem::Tls, reason);
-        }
-        Err(error) => return fail(check, ConnectionProblem::NotRoster, error.to_string()),
     }
     match transport.schema().await {
         Ok(schema) => match schema.validate() {
@@ -174,18 +120,163 @@ pub async fn check_connection_with(
                 return fail(check, ConnectionProblem::NotRoster, error.to_string());
             }
         },
-        Err(ClientError::Unauthorized(message) | ClientError::TokenExpired(message)) => {
-            return fail(check, ConnectionProblem::Unauthorized, message);
+        Err(error) => {
+            return fail_transport(check, error, (https, true), ConnectionProblem::NotRoster);
         }
-        Err(ClientError::Forbidden(message)) => {
-            return fail(check, ConnectionProblem::Forbidden, message);
-        }
-        Err(ClientError::Unreachable { reason, .. }) => {
-            return fail(check, ConnectionProblem::Unreachable, reason);
-        }
-        Err(error) => return fail(check, ConnectionProblem::NotRoster, error.to_string()),
     }
     check
+}
+
+/// Checks an Azure Mobile Apps backend at `server_url` for a store of `schema`: the same
+/// first steps as [`check_connection_with`], then `GET /tables/<table>?$top=0` with
+/// `ZUMO-API-VERSION: 2.0.0` and `credentials` for each table of `schema` (a missing
+/// table is [`ConnectionProblem::NotAmaBackend`], naming it). When it passes, `schema`
+/// is the check's schema (such a backend serves none).
+pub async fn check_ama_connection(
+    server_url: &str,
+    credentials: &Credentials,
+    security: &ConnectionSecurity,
+    schema: &Schema,
+    timeout: Duration,
+) -> ConnectionCheck {
+    let (mut check, transport, https) =
+        match reach(server_url, credentials, security, timeout).await {
+            Ok(reached) => reached,
+            Err(check) => return check,
+        };
+    if let Err(error) = schema.validate() {
+        return fail(check, ConnectionProblem::NotAmaBackend, error.to_string());
+    }
+    for table in &schema.tables {
+        let path = format!("/tables/{}", table.name);
+        let query = [("$top", "0".to_owned())];
+        match transport
+            .table_request(reqwest::Method::GET, &path, &query, None, None)
+            .await
+        {
+            Ok(answer)
+                if answer.status == 200 && answer.body.as_ref().is_some_and(|b| b.is_array()) => {}
+            Ok(answer) => {
+                return fail(
+                    check,
+                    ConnectionProblem::NotAmaBackend,
+                    format!(
+                        "GET {path}?$top=0 answered {} {}",
+                        answer.status,
+                        answer.body.map(|b| b.to_string()).unwrap_or_default()
+                    ),
+                );
+            }
+            Err(error) => {
+                return fail_transport(
+                    check,
+                    error,
+                    (https, false),
+                    ConnectionProblem::NotAmaBackend,
+                );
+            }
+        }
+    }
+    check.schema = Some(schema.clone());
+    check
+}
+
+/// `check` failed with `problem`, `detail` saying why.
+fn fail(mut check: ConnectionCheck, problem: ConnectionProblem, detail: String) -> ConnectionCheck {
+    check.problem = Some(problem);
+    check.detail = detail;
+    check
+}
+
+/// `check` failed with a request's `error`: TLS, cleartext, a refused token, nothing
+/// answering (before the server `answered` anything, after the port accepted: over
+/// `https` the handshake, else something that does not speak HTTP, `other`), else
+/// `other`.
+fn fail_transport(
+    check: ConnectionCheck,
+    error: ClientError,
+    (https, answered): (bool, bool),
+    other: ConnectionProblem,
+) -> ConnectionCheck {
+    match error {
+        ClientError::Tls { reason, .. } => fail(check, ConnectionProblem::Tls, reason),
+        error @ ClientError::CleartextRefused { .. } => {
+            fail(check, ConnectionProblem::Cleartext, error.to_string())
+        }
+        ClientError::Unauthorized(message) | ClientError::TokenExpired(message) => {
+            fail(check, ConnectionProblem::Unauthorized, message)
+        }
+        ClientError::Forbidden(message) => fail(check, ConnectionProblem::Forbidden, message),
+        ClientError::Unreachable { reason, .. } if answered => {
+            fail(check, ConnectionProblem::Unreachable, reason)
+        }
+        ClientError::Unreachable { reason, .. } if https => {
+            fail(check, ConnectionProblem::Tls, reason)
+        }
+        error => fail(check, other, error.to_string()),
+    }
+}
+
+/// The steps every check shares: the URL, a TCP connection within `timeout`, the CA
+/// file; then the transport that speaks to the server and whether it is `https`. `Err`
+/// is the failed check.
+async fn reach(
+    server_url: &str,
+    credentials: &Credentials,
+    security: &ConnectionSecurity,
+    timeout: Duration,
+) -> Result<(ConnectionCheck, HttpTransport, bool), ConnectionCheck> {
+    let mut check = ConnectionCheck {
+        server_url: server_url.trim().to_owned(),
+        problem: None,
+        detail: String::new(),
+        schema: None,
+    };
+    let url = match normalise_server_url(server_url) {
+        Ok(url) => url,
+        Err(error) => return Err(fail(check, ConnectionProblem::BadUrl, error.to_string())),
+    };
+    check.server_url = url.clone();
+    let Some((host, port, https)) = reqwest::Url::parse(&url).ok().and_then(|parsed| {
+        Some((
+            parsed.host_str()?.trim_matches(['[', ']']).to_owned(),
+            parsed.port_or_known_default()?,
+            parsed.scheme() == "https",
+        ))
+    }) else {
+        return Err(fail(
+            check,
+            ConnectionProblem::BadUrl,
+            format!("{url}: no host"),
+        ));
+    };
+    let unreachable = match tokio::time::timeout(
+        timeout,
+        tokio::net::TcpStream::connect((host.as_str(), port)),
+    )
+    .await
+    {
+        Ok(Ok(_)) => None,
+        Ok(Err(error)) => Some(error.to_string()),
+        Err(_) => Some(format!("no answer within {timeout:?}")),
+    };
+    if let Some(reason) = unreachable {
+        return Err(fail(check, ConnectionProblem::Unreachable, reason));
+    }
+    if let Some(pem) = &security.ca_cert_pem
+        && let Err(error) = check_ca_pem(pem)
+    {
+        return Err(fail(check, ConnectionProblem::Tls, error.to_string()));
+    }
+    let options = TransportOptions {
+        security: security.clone(),
+        request_timeout: timeout,
+        ..TransportOptions::default()
+    };
+    match HttpTransport::with_options(&url, &options) {
+        Ok(transport) => Ok((check, transport.with_credentials(credentials), https)),
+        Err(error) => Err(fail(check, ConnectionProblem::BadUrl, error.to_string())),
+    }
 }
 
 /// What a store in a data dir holds, read without opening a [`SyncClient`].
@@ -303,6 +394,30 @@ impl SyncClient {
         server_schema: &Schema,
         key: Option<&StoreKey>,
     ) -> Result<SyncClient, ClientError> {
+        let roster = (Protocol::Roster, AmaSettings::default());
+        Self::point_at_server_with_protocol(
+            dir,
+            server_url,
+            credentials,
+            server_schema,
+            key,
+            &roster,
+        )
+    }
+
+    /// [`SyncClient::point_at_server_with_key`] for a server that speaks `protocol.0`
+    /// (an Azure Mobile Apps backend: `server_schema` is the schema the device was given
+    /// for it, checked by [`check_ama_connection`]); the protocol is stored in the same
+    /// transaction as the new server.
+    pub fn point_at_server_with_protocol(
+        dir: &Path,
+        server_url: &str,
+        credentials: &Credentials,
+        server_schema: &Schema,
+        key: Option<&StoreKey>,
+        protocol: &(Protocol, AmaSettings),
+    ) -> Result<SyncClient, ClientError> {
+        protocol.1.check()?;
         let url = normalise_server_url(server_url)?;
         let mut conn = connection(dir, key)?;
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -335,6 +450,7 @@ impl SyncClient {
             "UPDATE _roster_meta SET value = ?1 WHERE key = 'schema'",
             [&schema_json],
         )?;
+        crate::local::store_protocol(&tx, protocol)?;
         tx.commit()?;
         drop(conn);
         let client = SyncClient::open_with_key(dir, key)?;

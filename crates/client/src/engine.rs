@@ -173,6 +173,9 @@ impl SyncClient {
         protocol: (Protocol, AmaSettings),
     ) -> Result<Self, ClientError> {
         protocol.1.check()?;
+        if let Some(schema) = &schema {
+            protocol.1.check_tables(schema)?;
+        }
         if protocol.0 == Protocol::AzureMobileApps && schema.is_none() {
             return Err(ClientError::BadInput(
                 "an Azure Mobile Apps backend serves no schema: give the tables and columns \

@@ -44,7 +44,8 @@ pub mod bench_internals;
 
 pub use ama::{AmaSettings, Protocol};
 pub use connect::{
-    ConnectionCheck, ConnectionProblem, StoreSummary, check_connection, check_connection_with,
+    ConnectionCheck, ConnectionProblem, StoreSummary, check_ama_connection, check_connection,
+    check_connection_with,
 };
 pub use engine::{SyncClient, SyncOptions};
 pub use error::ClientError;

@@ -5,13 +5,18 @@
 //! round pushes. A store that synced with another server cannot (its versions belong to
 //! that server): after the person confirms, a new store is started in a new folder of the
 //! data dir, and the old one stays on disk untouched.
+//!
+//! The server may also be an existing Azure Mobile Apps backend (the form's protocol
+//! choice): it serves no schema, so the form names a schema file, the check lists each of
+//! its tables (`GET /tables/<table>?$top=0`), and the store is made for that protocol.
 
 use std::time::Duration;
 
 use roster_client::{
-    ConnectionCheck, ConnectionProblem, ConnectionSecurity, Credentials, SyncClient,
-    check_connection_with,
+    AmaSettings, ConnectionCheck, ConnectionProblem, ConnectionSecurity, Credentials, Protocol,
+    SyncClient, check_ama_connection, check_connection_with,
 };
+use roster_protocol::ConflictPolicy;
 use roster_protocol::Schema;
 use serde::Serialize;
 use tauri::{AppHandle, Manager, State};
@@ -38,10 +43,14 @@ pub struct ConnectionReport {
     pub field: Option<String>,
 }
 
-/// `check` in plain words.
-fn describe(check: &ConnectionCheck) -> ConnectionReport {
+/// `check` of a server speaking `protocol` in plain words.
+fn describe(check: &ConnectionCheck, protocol: Protocol) -> ConnectionReport {
     let url = &check.server_url;
     let (message, field) = match check.problem {
+        None if protocol == Protocol::AzureMobileApps => (
+            "Connected: this Azure Mobile Apps backend serves every table of the schema and accepts the token.".to_owned(),
+            None,
+        ),
         None => ("Connected: this is a Roster server and it accepts the token.".to_owned(), None),
         Some(ConnectionProblem::BadUrl) => (
             "Enter the server's address, like https://roster.example.org or http://192.168.1.5:8787.".to_owned(),
@@ -69,6 +78,10 @@ fn describe(check: &ConnectionCheck) -> ConnectionReport {
         ),
         Some(ConnectionProblem::NotRoster) => (
             format!("Something answers at {url}, but it is not a Roster server."),
+            Some("server_url"),
+        ),
+        Some(ConnectionProblem::NotAmaBackend) => (
+            format!("Something answers at {url}, but not as an Azure Mobile Apps backend serving the tables of the schema."),
             Some("server_url"),
         ),
     };
@@ -114,20 +127,118 @@ fn security(
     })
 }
 
+/// The kind of server a form names: its protocol and, for an Azure Mobile Apps backend,
+/// the schema file and the schema read from it.
+struct Target {
+    protocol: Protocol,
+    schema_file: String,
+    schema: Option<Schema>,
+}
+
+/// The conflict settings of a store the app makes for an Azure Mobile Apps backend: every
+/// conflict the merge cannot settle is handed to this device, where the "conflicts on
+/// this device" setting decides (ask me, the server's version, mine), as with a Roster
+/// server that defers to its clients.
+pub(crate) fn app_ama_settings() -> AmaSettings {
+    AmaSettings {
+        policy: ConflictPolicy::DeferToClient,
+        ..AmaSettings::default()
+    }
+}
+
+/// The server kind a form asks for: `protocol` (`roster` when empty) and, for
+/// `azure-mobile-apps`, the schema in the JSON file `schema_file` (errors on that field).
+fn target(protocol: Option<String>, schema_file: Option<String>) -> Result<Target, AppError> {
+    let protocol = match protocol.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
+        Some(name) => {
+            Protocol::parse(name).map_err(|e| AppError::invalid("protocol", e.to_string()))?
+        }
+        None => Protocol::Roster,
+    };
+    if protocol == Protocol::Roster {
+        return Ok(Target {
+            protocol,
+            schema_file: String::new(),
+            schema: None,
+        });
+    }
+    let schema_file = schema_file.unwrap_or_default().trim().to_owned();
+    if schema_file.is_empty() {
+        return Err(AppError::invalid(
+            "schema_file",
+            "An Azure Mobile Apps backend does not say which tables it has: give the schema file (JSON) of the tables and columns to sync",
+        ));
+    }
+    let schema = read_schema(&schema_file)?;
+    Ok(Target {
+        protocol,
+        schema_file,
+        schema: Some(schema),
+    })
+}
+
+/// The schema in the JSON file at `path`, checked; errors on the `schema_file` field.
+pub(crate) fn read_schema(path: &str) -> Result<Schema, AppError> {
+    let invalid = |message: String| AppError::invalid("schema_file", message);
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| invalid(format!("Can't read the schema file {path}: {e}")))?;
+    let schema: Schema = serde_json::from_str(&text)
+        .map_err(|e| invalid(format!("{path} is not a schema file: {e}")))?;
+    schema
+        .validate()
+        .map_err(|e| invalid(format!("{path}: {e}")))?;
+    Ok(schema)
+}
+
+/// Checks the server of `target` at `server_url` (see [`check_connection_with`] and
+/// [`check_ama_connection`]).
+async fn check(
+    server_url: &str,
+    credentials: &Credentials,
+    security: &ConnectionSecurity,
+    target: &Target,
+) -> ConnectionCheck {
+    match &target.schema {
+        Some(schema) if target.protocol == Protocol::AzureMobileApps => {
+            check_ama_connection(server_url, credentials, security, schema, CHECK_TIMEOUT).await
+        }
+        _ => check_connection_with(server_url, credentials, security, CHECK_TIMEOUT).await,
+    }
+}
+
+/// Checks the server `ready`'s store syncs with, at `server_url` with `credentials`, as
+/// its protocol wants (an Azure Mobile Apps backend with the store's schema).
+pub(crate) async fn check_current(
+    ready: &Ready,
+    server_url: &str,
+    credentials: &Credentials,
+) -> Result<ConnectionCheck, AppError> {
+    let target = Target {
+        protocol: ready.client.protocol(),
+        schema_file: String::new(),
+        schema: Some(ready.client.store().schema().as_ref().clone()),
+    };
+    let security = ready.client.store().connection_security()?;
+    Ok(check(server_url, credentials, &security, &target).await)
+}
+
 /// Checks `server_url` with `token` (trusting the CA in `ca_cert_path` besides the
-/// system's, allowing cleartext to another machine only with `allow_http`) and says what
-/// is wrong, in words.
+/// system's, allowing cleartext to another machine only with `allow_http`) as a server of
+/// `protocol` (`roster` when absent; `azure-mobile-apps` with the schema in
+/// `schema_file`) and says what is wrong, in words.
 #[tauri::command(rename_all = "snake_case")]
 pub async fn test_connection(
     server_url: String,
     token: String,
     ca_cert_path: Option<String>,
     allow_http: Option<bool>,
+    protocol: Option<String>,
+    schema_file: Option<String>,
 ) -> Result<ConnectionReport, AppError> {
     let security = security(ca_cert_path, allow_http)?;
-    Ok(describe(
-        &check_connection_with(&server_url, &credentials(&token), &security, CHECK_TIMEOUT).await,
-    ))
+    let target = target(protocol, schema_file)?;
+    let check = check(&server_url, &credentials(&token), &security, &target).await;
+    Ok(describe(&check, target.protocol))
 }
 
 /// The local data a change of server or a reset concerns.
@@ -149,6 +260,8 @@ pub struct LocalData {
     pub custom_ca: bool,
     /// Whether cleartext `http://` to another machine is allowed.
     pub allow_http: bool,
+    /// The protocol the store syncs with.
+    pub protocol: Protocol,
 }
 
 fn local_data_of(ready: &Ready) -> Result<LocalData, AppError> {
@@ -167,6 +280,7 @@ fn local_data_of(ready: &Ready) -> Result<LocalData, AppError> {
         rows: summary.rows,
         custom_ca: security.ca_cert_pem.is_some(),
         allow_http: security.allow_cleartext,
+        protocol: ready.client.protocol(),
     })
 }
 
@@ -190,9 +304,12 @@ pub enum ConnectOutcome {
 }
 
 /// Connects to `server_url` with `token` after testing it: the first time, after working
-/// offline, or to another server. Moving a store that synced with another server sets it
-/// aside; that happens only with `replace_local`, else the answer is a
-/// [`ErrorKind::NeedsConfirm`] error saying how many changes would stay behind.
+/// offline, or to another server (of `protocol`, with `schema_file`, as in
+/// [`test_connection`]). Moving a store that synced with another server (or with this
+/// one in the other protocol) sets it aside; that happens only with `replace_local`,
+/// else the answer is a [`ErrorKind::NeedsConfirm`] error saying how many changes would
+/// stay behind.
+#[allow(clippy::too_many_arguments)]
 #[tauri::command(rename_all = "snake_case")]
 pub async fn connect_server(
     app: AppHandle,
@@ -202,8 +319,11 @@ pub async fn connect_server(
     replace_local: bool,
     ca_cert_path: Option<String>,
     allow_http: Option<bool>,
+    protocol: Option<String>,
+    schema_file: Option<String>,
 ) -> Result<ConnectOutcome, AppError> {
     let mut security = security(ca_cert_path, allow_http)?;
+    let target = target(protocol, schema_file)?;
     let ready = state.get()?;
     // No CA file named for the server this store belongs to: keep the CA it trusts.
     let current = ready.client.store().connection_security()?;
@@ -218,9 +338,8 @@ pub async fn connect_server(
     settings.connection = Connection::Server;
     settings.validate()?;
     let credentials = settings.credentials();
-    let check =
-        check_connection_with(&settings.server_url, &credentials, &security, CHECK_TIMEOUT).await;
-    let report = describe(&check);
+    let check = check(&settings.server_url, &credentials, &security, &target).await;
+    let report = describe(&check, target.protocol);
     let Some(schema) = check.schema.filter(|_| report.ok) else {
         return Err(AppError {
             field: report.field.clone(),
@@ -228,11 +347,14 @@ pub async fn connect_server(
         });
     };
     settings.server_url = check.server_url;
+    settings.protocol = target.protocol;
+    settings.schema_file = target.schema_file;
+    let protocol = (target.protocol, app_ama_settings());
     let data = {
         let ready = ready.clone();
         super::blocking(move || local_data_of(&ready)).await?
     };
-    let same_server = data.server_url == settings.server_url;
+    let same_server = data.server_url == settings.server_url && data.protocol == protocol.0;
     let outcome = if data.synced_before && same_server {
         ready.client.set_token(credentials.token.clone())?;
         if ready.client.store().connection_security()? != security {
@@ -252,12 +374,13 @@ pub async fn connect_server(
         let url = settings.server_url.clone();
         let key = ready.store_key.clone();
         let client = super::blocking(move || {
-            Ok(SyncClient::point_at_server_with_key(
+            Ok(SyncClient::point_at_server_with_protocol(
                 &dir,
                 &url,
                 &credentials,
                 &schema,
                 key.as_ref(),
+                &protocol,
             )?
             .with_connection_security(&security)?)
         })
@@ -276,7 +399,7 @@ pub async fn connect_server(
                 ),
             ));
         }
-        let client = new_store(&ready, &mut settings, Some(schema), &security).await?;
+        let client = new_store(&ready, &mut settings, Some(schema), &security, protocol).await?;
         restart(&app, &state, &ready, client, &settings)?;
         return Ok(ConnectOutcome::NewStore);
     };
@@ -323,20 +446,22 @@ pub async fn reset_local_data(
     let mut settings = ready.settings()?;
     // The new store keeps trusting what the old one did.
     let security = ready.client.store().connection_security()?;
-    let schema = match settings.connection {
-        Connection::Server => {
-            check_connection_with(
-                &settings.server_url,
-                &settings.credentials(),
-                &security,
-                CHECK_TIMEOUT,
-            )
-            .await
-            .schema
+    // The new store speaks what the old one did; an Azure Mobile Apps store keeps its
+    // schema (such a backend serves none).
+    let protocol = (
+        ready.client.protocol(),
+        ready.client.store().ama_settings()?,
+    );
+    let schema = match (protocol.0, settings.connection) {
+        (Protocol::AzureMobileApps, _) => Some(ready.client.store().schema().as_ref().clone()),
+        (Protocol::Roster, Connection::Server) => {
+            check_current(&ready, &settings.server_url, &settings.credentials())
+                .await?
+                .schema
         }
-        _ => None,
+        (Protocol::Roster, _) => None,
     };
-    let client = new_store(&ready, &mut settings, schema, &security).await?;
+    let client = new_store(&ready, &mut settings, schema, &security, protocol).await?;
     restart(&app, &state, &ready, client, &settings)
 }
 
@@ -344,23 +469,26 @@ fn count(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-/// A new store in a new folder of the data dir for `settings`' server, with `schema`
-/// (the built-in one when `None`); `settings.store_dir` names the folder afterwards.
+/// A new store in a new folder of the data dir for `settings`' server, speaking
+/// `protocol`, with `schema` (the built-in one when `None`); `settings.store_dir` names
+/// the folder afterwards.
 async fn new_store(
     ready: &Ready,
     settings: &mut Settings,
     schema: Option<Schema>,
     security: &ConnectionSecurity,
+    protocol: (Protocol, AmaSettings),
 ) -> Result<SyncClient, AppError> {
     let folder = format!("store-{}", uuid::Uuid::now_v7().simple());
     let dir = ready.data_dir.join(&folder);
-    let client = SyncClient::init_with_key(
+    let client = SyncClient::init_with_protocol(
         &dir,
         &settings.server_url,
         &settings.credentials(),
         security,
         ready.store_key.as_ref(),
         Some(schema.unwrap_or_else(Schema::default_person)),
+        protocol,
     )
     .await?;
     tracing::info!(store = %dir.display(), old = ?settings.store_dir, "started a new local store");

@@ -1,6 +1,6 @@
 //! Reading and changing the device's settings.
 
-use roster_client::{ConnectionProblem, check_connection_with};
+use roster_client::ConnectionProblem;
 use tauri::{AppHandle, State};
 
 use crate::error::AppError;
@@ -36,6 +36,9 @@ pub async fn set_settings(
         server_url: url,
         token: settings.token.trim().to_owned(),
         connection: current.connection,
+        // The protocol and schema file change only with the server (`connect_server`).
+        protocol: current.protocol,
+        schema_file: current.schema_file.clone(),
         store_dir: current.store_dir.clone(),
         ..settings
     };
@@ -46,13 +49,9 @@ pub async fn set_settings(
     }
     let token = settings.credentials().token;
     if token != current.credentials().token {
-        let check = check_connection_with(
-            &settings.server_url,
-            &settings.credentials(),
-            &ready.client.store().connection_security()?,
-            std::time::Duration::from_secs(5),
-        )
-        .await;
+        let check =
+            super::connect::check_current(&ready, &settings.server_url, &settings.credentials())
+                .await?;
         match check.problem {
             Some(ConnectionProblem::Unauthorized) | Some(ConnectionProblem::Forbidden) => {
                 return Err(AppError::invalid(

@@ -18,6 +18,8 @@
 pub(crate) mod pull;
 pub(crate) mod push;
 
+use std::collections::BTreeMap;
+
 use roster_protocol::{ConflictPolicy, Fields, RowId, ServerRow, TableSchema};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -63,25 +65,68 @@ impl Protocol {
 /// How a store that syncs with an Azure Mobile Apps backend resolves conflicts: the
 /// backend has no conflict policy of its own (it answers 412 or 409), so the rule Roster's
 /// server applies is applied here, with the same kinds, history and deferred choices.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Like a Roster server's `[[tables]] policy`, each table may have its own rule.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AmaSettings {
-    /// The standing rule: server-wins (the default), client-wins (the local change is
-    /// pushed again on the server's version) or defer-to-client (kept for a choice, as
-    /// with Roster's own protocol). `merge` is refused: field rules live in a Roster
-    /// server's config. Both sides changing different columns is merged whatever the
-    /// rule, as Roster's server does.
+    /// The standing rule of the tables not in `tables`: server-wins (the default),
+    /// client-wins (the local change is pushed again on the server's version) or
+    /// defer-to-client (kept for a choice, as with Roster's own protocol). `merge` is
+    /// refused: field rules live in a Roster server's config. Both sides changing
+    /// different columns is merged whatever the rule, as Roster's server does.
     pub policy: ConflictPolicy,
+    /// The rule of each table named here, instead of `policy`.
+    pub tables: BTreeMap<String, ConflictPolicy>,
 }
 
 impl AmaSettings {
+    /// The rule conflicts of `table` are resolved by: its own, else the standing one.
+    pub fn policy_for(&self, table: &str) -> ConflictPolicy {
+        self.tables.get(table).copied().unwrap_or(self.policy)
+    }
+
     /// Checks the settings can be used against an AMA backend.
     pub fn check(&self) -> Result<(), ClientError> {
-        if self.policy == ConflictPolicy::Merge {
-            return Err(ClientError::BadInput(
-                "the merge policy needs a Roster server's field rules; against an Azure \
+        let merge = std::iter::once((None, self.policy))
+            .chain(self.tables.iter().map(|(t, p)| (Some(t), *p)))
+            .find(|(_, policy)| *policy == ConflictPolicy::Merge);
+        if let Some((table, _)) = merge {
+            let of = table.map(|t| format!(" (table {t})")).unwrap_or_default();
+            return Err(ClientError::BadInput(format!(
+                "the merge policy{of} needs a Roster server's field rules; against an Azure \
                  Mobile Apps backend use server-wins, client-wins or defer-to-client"
-                    .into(),
-            ));
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks every table with a rule of its own is a table of `schema`.
+    pub fn check_tables(&self, schema: &roster_protocol::Schema) -> Result<(), ClientError> {
+        match self
+            .tables
+            .keys()
+            .find(|name| schema.tables.iter().all(|t| &t.name != *name))
+        {
+            Some(name) => Err(ClientError::BadInput(format!(
+                "a conflict policy names table {name:?}, which the schema does not declare"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Reads a `--conflict-policy` value into these settings: `POLICY` sets the standing
+    /// rule, `TABLE=POLICY` the rule of one table.
+    pub fn set_from_arg(&mut self, arg: &str) -> Result<(), ClientError> {
+        match arg.split_once('=') {
+            Some((table, policy)) => {
+                let table = table.trim();
+                if table.is_empty() {
+                    return Err(ClientError::BadInput(format!(
+                        "{arg:?}: name the table before `=` (TABLE=POLICY)"
+                    )));
+                }
+                self.tables.insert(table.to_owned(), parse_policy(policy)?);
+            }
+            None => self.policy = parse_policy(arg)?,
         }
         Ok(())
     }
@@ -235,6 +280,25 @@ mod tests {
         assert_eq!(text, "2026-11-28T01:02:57.270Z");
         assert_eq!(parse_time(&text), Some(i128::from(ms) * 1_000_000));
         assert_eq!(format_ms(0), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn conflict_policy_arguments_set_the_standing_rule_and_single_tables() {
+        let mut settings = AmaSettings::default();
+        settings.set_from_arg("defer-to-client").unwrap();
+        settings.set_from_arg("audit=client-wins").unwrap();
+        assert_eq!(settings.policy_for("person"), ConflictPolicy::DeferToClient);
+        assert_eq!(settings.policy_for("audit"), ConflictPolicy::ClientWins);
+        let schema = Schema::default_person();
+        let unknown = settings.check_tables(&schema).unwrap_err();
+        assert!(unknown.to_string().contains("\"audit\""), "{unknown}");
+        settings.tables.clear();
+        settings.set_from_arg("person=merge").unwrap();
+        let merge = settings.check().unwrap_err();
+        assert!(merge.to_string().contains("table person"), "{merge}");
+        for bad in ["=server-wins", "person=sideways", "sideways"] {
+            assert!(AmaSettings::default().set_from_arg(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

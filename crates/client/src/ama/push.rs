@@ -18,7 +18,7 @@ use roster_protocol::{
 };
 use serde_json::Value;
 
-use super::Item;
+use super::{AmaSettings, Item};
 use crate::ClientError;
 use crate::round::SentChange;
 
@@ -139,6 +139,17 @@ impl ChangePush {
             found: None,
             attempts: 0,
         }
+    }
+
+    /// The push of `sent` resolving conflicts by the rule `settings` give its table (its
+    /// own, else the standing one).
+    pub(crate) fn for_table(
+        sent: SentChange,
+        if_match: Option<String>,
+        settings: &AmaSettings,
+    ) -> Self {
+        let policy = settings.policy_for(&sent.change.table);
+        Self::new(sent, if_match, policy)
     }
 
     /// The change pushed.
@@ -512,6 +523,28 @@ mod tests {
         );
         assert_eq!(conflict.resolution, Resolution::Deferred);
         assert_eq!(version.as_deref(), Some("v2"));
+    }
+
+    #[test]
+    fn a_table_with_its_own_policy_is_resolved_by_it_and_the_others_by_the_standing_one() {
+        let settings = AmaSettings {
+            policy: ConflictPolicy::ServerWins,
+            tables: [("person".to_owned(), ConflictPolicy::DeferToClient)].into(),
+        };
+        let stale = || Answer::Stale(Some(item("v2", Some(jane(32)))));
+        let edit = || sent(ChangeOp::Update, Some(jane(30)), Some(jane(25)));
+        let mut person = ChangePush::for_table(edit(), Some("v1".into()), &settings);
+        person.start();
+        let (conflict, _) = conflict_of(person.on(stale()).unwrap());
+        assert_eq!(conflict.resolution, Resolution::Deferred);
+
+        let mut other_table = edit();
+        other_table.change.table = "team".into();
+        let mut team = ChangePush::for_table(other_table, Some("v1".into()), &settings);
+        team.start();
+        let (conflict, _) = conflict_of(team.on(stale()).unwrap());
+        assert_eq!(conflict.resolution, Resolution::ServerWins);
+        assert_eq!(conflict.outcome.unwrap().fields.unwrap()["age"], json!(32));
     }
 
     #[test]

@@ -213,7 +213,7 @@ impl SyncClient {
     async fn push_change(
         &self,
         sent: SentChange,
-        settings: AmaSettings,
+        settings: &AmaSettings,
         settled: &mut Settled,
     ) -> Result<u32, ClientError> {
         let schema = self.store.schema();
@@ -227,7 +227,7 @@ impl SyncClient {
             }
             None => None,
         };
-        let mut push = ChangePush::new(sent, if_match, settings.policy);
+        let mut push = ChangePush::for_table(sent, if_match, settings);
         let mut request = push.start();
         let mut requests = 0;
         loop {
@@ -341,7 +341,7 @@ impl SyncClient {
             let mut settled = Settled::new(self.store.watermark()?);
             let mut failure = None;
             for sent in batch.sent {
-                match self.push_change(sent, settings, &mut settled).await {
+                match self.push_change(sent, &settings, &mut settled).await {
                     Ok(requests) => report.requests += requests,
                     Err(error) => {
                         failure = Some(error);

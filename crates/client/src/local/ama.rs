@@ -1,9 +1,12 @@
 //! What a store that syncs with an Azure Mobile Apps backend keeps besides Roster's own
-//! sync state: its protocol and conflict policy (`_roster_meta`), each table's pull
+//! sync state: its protocol and conflict policies (`_roster_meta`: `ama_policy`, and
+//! `ama_table_policies` those of single tables), each table's pull
 //! watermark (`ama_since:<table>`, Unix ms of `updatedAt`), and the AMA version string
 //! behind each numeric version it holds (`_roster_ama_versions`, see [`crate::ama`]).
 //! An answer of the AMA driver is applied by the same `apply_answer_in` as Roster's,
 //! with its version strings in the same transaction.
+
+use std::collections::BTreeMap;
 
 use roster_protocol::{RowId, SyncResponse};
 use rusqlite::{OptionalExtension, Transaction, params};
@@ -48,6 +51,26 @@ pub(crate) struct AmaAnswer<'a> {
     pub(crate) since: Option<(&'a str, u64)>,
 }
 
+/// Writes `protocol` (and its AMA settings) into the meta table of `conn`, after checking
+/// the settings.
+pub(crate) fn store_protocol(
+    conn: &rusqlite::Connection,
+    protocol: &(Protocol, AmaSettings),
+) -> Result<(), ClientError> {
+    protocol.1.check()?;
+    set_meta(conn, "protocol", protocol.0.as_str())?;
+    set_meta(conn, "ama_policy", policy_name(protocol.1.policy))?;
+    let tables: BTreeMap<&str, &str> = protocol
+        .1
+        .tables
+        .iter()
+        .map(|(table, policy)| (table.as_str(), policy_name(*policy)))
+        .collect();
+    let tables = serde_json::to_string(&tables).map_err(|e| ClientError::Corrupt(e.to_string()))?;
+    set_meta(conn, "ama_table_policies", &tables)?;
+    Ok(())
+}
+
 impl LocalStore {
     /// The protocol this store syncs with.
     pub fn protocol(&self) -> Result<Protocol, ClientError> {
@@ -62,7 +85,15 @@ impl LocalStore {
             .map(|name| parse_policy(&name))
             .transpose()?
             .unwrap_or_default();
-        Ok(AmaSettings { policy })
+        let tables = match get_meta(&conn, "ama_table_policies")? {
+            Some(text) => serde_json::from_str::<BTreeMap<String, String>>(&text)
+                .map_err(|e| ClientError::Corrupt(format!("stored table policies: {e}")))?
+                .into_iter()
+                .map(|(table, name)| Ok((table, parse_policy(&name)?)))
+                .collect::<Result<_, ClientError>>()?,
+            None => BTreeMap::new(),
+        };
+        Ok(AmaSettings { policy, tables })
     }
 
     /// Makes the store sync with `protocol` (set at init, before any sync), with
@@ -72,11 +103,8 @@ impl LocalStore {
         protocol: Protocol,
         settings: AmaSettings,
     ) -> Result<(), ClientError> {
-        settings.check()?;
         let conn = self.lock();
-        set_meta(&conn, "protocol", protocol.as_str())?;
-        set_meta(&conn, "ama_policy", policy_name(settings.policy))?;
-        Ok(())
+        store_protocol(&conn, &(protocol, settings))
     }
 
     /// A table's pull watermark (Unix ms of `updatedAt`; 0 before its first pull).

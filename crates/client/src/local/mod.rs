@@ -49,7 +49,7 @@ use roster_protocol::{ChangeOp, Fields, RowId, Schema};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-pub(crate) use ama::AmaAnswer;
+pub(crate) use ama::{AmaAnswer, store_protocol};
 pub use conflicts::{Choice, DeviceConflictHandler, OpenConflict};
 pub use records::{ListQuery, MAX_LIST_LIMIT};
 pub use trash::{TRASH_KEEP_DAYS, TrashedRecord};

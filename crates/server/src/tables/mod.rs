@@ -168,6 +168,98 @@ fn item_json(
     Ok(item)
 }
 
+/// A list's items as one JSON array, each item written as text: a row's stored values
+/// are spliced in as stored (each shown column's raw JSON, `null` where the row has
+/// none), never decoded into values and encoded again, as `/v1/sync` passes pulled rows
+/// through (`store::answer`). The same items as [`item_json`] gives; a row whose stored
+/// text cannot be read that way (a column name written with escapes) goes through it.
+fn items_json(
+    rows: &[ItemRow],
+    table: &TableSchema,
+    projection: &Projection,
+) -> Result<String, StoreError> {
+    let encode =
+        |text: &str| serde_json::to_string(text).map_err(|e| StoreError::Corrupt(e.to_string()));
+    // Each shown column with its key as written (`"name":`), once per list.
+    let mut columns = Vec::new();
+    for column in &table.columns {
+        if projection
+            .fields
+            .as_ref()
+            .is_none_or(|names| names.contains(&column.name))
+        {
+            columns.push((column.name.as_str(), format!("{}:", encode(&column.name)?)));
+        }
+    }
+    let mut out = String::with_capacity(rows.len() * 256 + 2);
+    out.push('[');
+    for (index, row) in rows.iter().enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        let values = match row.data.as_deref().map(serde_json::from_str) {
+            None => None,
+            Some(Ok(values)) => Some(values),
+            Some(Err(_)) => {
+                let item = Value::Object(item_json(row, table, projection)?);
+                out.push_str(&item.to_string());
+                continue;
+            }
+        };
+        write_item(
+            &mut out,
+            row,
+            values,
+            &columns,
+            projection,
+            &encode(&row.id)?,
+        );
+    }
+    out.push(']');
+    Ok(out)
+}
+
+/// Writes one item: `id` (as JSON text in `id_json`), the `columns` (name, key as
+/// written) from the row's stored `values` (`None` for a tombstone), then the system
+/// columns of `projection`.
+fn write_item(
+    out: &mut String,
+    row: &ItemRow,
+    values: Option<std::collections::BTreeMap<&str, &serde_json::value::RawValue>>,
+    columns: &[(&str, String)],
+    projection: &Projection,
+    id_json: &str,
+) {
+    out.push_str("{\"id\":");
+    out.push_str(id_json);
+    if let Some(values) = values {
+        for (name, key) in columns {
+            out.push(',');
+            out.push_str(key);
+            out.push_str(values.get(name).map_or("null", |raw| raw.get()));
+        }
+    }
+    for system in &projection.system {
+        out.push_str(",\"");
+        out.push_str(system.name());
+        out.push_str("\":");
+        // Versions and times are digits, `-`, `:`, `.`, `T` and `Z`: nothing to escape.
+        let text = match system {
+            SystemColumn::Version => version_text(row.version),
+            SystemColumn::CreatedAt => format_ms(row.created_at_ms),
+            SystemColumn::UpdatedAt => format_ms(row.updated_at_ms),
+            SystemColumn::Deleted => {
+                out.push_str(if row.deleted { "true" } else { "false" });
+                continue;
+            }
+        };
+        out.push('"');
+        out.push_str(&text);
+        out.push('"');
+    }
+    out.push('}');
+}
+
 /// One item with its `ETag`, under `status`.
 fn item_response(
     status: StatusCode,
@@ -190,13 +282,13 @@ async fn list(
     let schema = table_of(&state, &table)?;
     let list = odata::list_query(&params, &schema).map_err(|e| bad_request(e.0))?;
     let store = state.store();
-    let query = list.query.clone();
-    let rows = blocking(move || store.items(&scope.dataset, &query)).await?;
-    let items = rows
-        .iter()
-        .map(|row| item_json(row, &schema, &list.projection).map(Value::Object))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(items).into_response())
+    // Read and written on the blocking thread, as `/v1/sync` answers are.
+    let body = blocking(move || {
+        let rows = store.items(&scope.dataset, &list.query)?;
+        items_json(&rows, &schema, &list.projection)
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 async fn read(
@@ -547,6 +639,59 @@ mod tests {
             odata::parse_date_ms(&format_ms(1_769_860_800_123)),
             Some(1_769_860_800_123)
         );
+    }
+
+    /// The spliced list says what decoding each row gives, with and without `$select`:
+    /// every declared column (`null` where the row has none), never a stored key the
+    /// schema does not declare, tombstones without values, and a stored text it cannot
+    /// splice (an escaped key) through the decoding path.
+    #[test]
+    fn a_list_spliced_from_stored_text_equals_the_decoded_items() {
+        let schema = roster_protocol::Schema::default_person();
+        let table = &schema.tables[0];
+        let row = |id: u128, deleted: bool, data: Option<&str>| ItemRow {
+            id: RowId::from_u128(id).to_string(),
+            version: 7,
+            deleted,
+            data: data.map(str::to_owned),
+            created_at_ms: 1_769_860_800_123,
+            updated_at_ms: 1_769_860_800_456,
+        };
+        let rows = [
+            row(
+                1,
+                false,
+                Some(r#"{"name": "Jane \"J\"", "age": 25.5, "dropped": 1}"#),
+            ),
+            row(2, true, None),
+            row(
+                3,
+                false,
+                Some(r#"{"n\u0061me": "Escaped", "city": "Oslo"}"#),
+            ),
+        ];
+        let selected = Projection {
+            fields: Some(vec!["name".into()]),
+            system: vec![SystemColumn::UpdatedAt, SystemColumn::Deleted],
+        };
+        for projection in [Projection::all(), selected] {
+            let spliced: Value =
+                serde_json::from_str(&items_json(&rows, table, &projection).unwrap()).unwrap();
+            let decoded: Vec<Value> = rows
+                .iter()
+                .map(|row| Value::Object(item_json(row, table, &projection).unwrap()))
+                .collect();
+            assert_eq!(spliced, Value::Array(decoded), "{projection:?}");
+        }
+        let all: Value =
+            serde_json::from_str(&items_json(&rows, table, &Projection::all()).unwrap()).unwrap();
+        assert_eq!(all[0]["name"], "Jane \"J\"");
+        assert_eq!(all[0]["email"], Value::Null);
+        assert!(all[0].get("dropped").is_none());
+        assert_eq!(all[1]["deleted"], true);
+        assert!(all[1].get("name").is_none());
+        assert_eq!(all[2]["name"], "Escaped");
+        assert_eq!(items_json(&[], table, &Projection::all()).unwrap(), "[]");
     }
 
     #[test]
