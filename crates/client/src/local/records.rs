@@ -361,28 +361,19 @@ impl LocalStore {
     }
 
     /// Number of live rows of `table` matching `search` (all rows when `None`).
-    ///
-    /// Without a search the statement has no `WHERE`: SQLite then counts the entries of
-    /// the table's smallest index page by page instead of reading every row (on 100k
-    /// rows, see docs/BENCHMARKS.md, issue 20).
     pub fn count(&self, table: &str, search: Option<&str>) -> Result<u64, ClientError> {
         let schema = &self.table_schema(table)?;
         let search = search.filter(|s| !s.is_empty());
-        let conn = self.lock();
-        let n: i64 = match search {
-            Some(search) => conn.query_row(
-                &format!(
-                    "SELECT COUNT(*) FROM {} WHERE {}",
-                    quote(table),
-                    search_clause(schema)
-                ),
-                params![like_pattern(search)],
-                |r| r.get(0),
-            )?,
-            None => conn.query_row(&format!("SELECT COUNT(*) FROM {}", quote(table)), [], |r| {
-                r.get(0)
-            })?,
+        let filter = match search {
+            Some(_) => search_clause(schema),
+            None => "?1 IS NULL".to_owned(),
         };
+        let conn = self.lock();
+        let n: i64 = conn.query_row(
+            &format!("SELECT COUNT(*) FROM {} WHERE {filter}", quote(table)),
+            params![search.map(like_pattern)],
+            |r| r.get(0),
+        )?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 }
