@@ -42,7 +42,13 @@ impl Latency {
 
 /// A `kB` field (e.g. `VmHWM`, the peak resident set) of `/proc/<pid>/status`, in MB.
 pub fn proc_status_mb(pid: &str, field: &str) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    proc_kb_field_mb(pid, "status", field)
+}
+
+/// A `kB` field of the file `/proc/<pid>/<file>` (`status`, or `smaps_rollup` for
+/// `Pss`, the resident set with shared pages divided among their users), in MB.
+pub fn proc_kb_field_mb(pid: &str, file: &str, field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
     status
         .lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
@@ -115,10 +121,15 @@ pub fn process_tree(root: u32) -> Vec<u32> {
 /// The sum of a `kB` field of `/proc/<pid>/status` over `pids`, in MB, with the name and
 /// value of each process that has it.
 pub fn sum_status_mb(pids: &[u32], field: &str) -> (f64, Vec<(String, f64)>) {
+    sum_field_mb(pids, "status", field)
+}
+
+/// [`sum_status_mb`] for a field of `/proc/<pid>/<file>`.
+pub fn sum_field_mb(pids: &[u32], file: &str, field: &str) -> (f64, Vec<(String, f64)>) {
     let mut parts = Vec::new();
     for pid in pids {
         let pid = pid.to_string();
-        if let Some(mb) = proc_status_mb(&pid, field) {
+        if let Some(mb) = proc_kb_field_mb(&pid, file, field) {
             let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
                 .map(|n| n.trim().to_owned())
                 .unwrap_or_default();

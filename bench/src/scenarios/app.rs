@@ -23,7 +23,7 @@ use roster_testkit::display::{XDisplay, terminate};
 
 use super::{Ctx, discard, label, sibling_binary, synced_device};
 use crate::report::Entry;
-use crate::stats::{Latency, process_tree, sum_status_mb};
+use crate::stats::{Latency, process_tree, sum_field_mb, sum_status_mb};
 
 /// The line the app logs once the first list page is painted (the app's
 /// `commands::app::FIRST_PAGE_PAINTED`; the bench does not link the app).
@@ -45,6 +45,8 @@ struct Launch {
     rss_mb: f64,
     /// VmHWM (each process's peak so far) summed: an upper bound of the peak.
     peak_mb: f64,
+    /// Pss summed: shared pages (WebKit's libraries) counted once over the processes.
+    pss_mb: f64,
     /// VmRSS of each process, by name.
     parts: Vec<(String, f64)>,
 }
@@ -126,11 +128,13 @@ fn launch(env: &AppEnv<'_>) -> Result<Launch> {
                 let pids = process_tree(child.id());
                 let (rss_mb, parts) = sum_status_mb(&pids, "VmRSS");
                 let (peak_mb, _) = sum_status_mb(&pids, "VmHWM");
+                let (pss_mb, _) = sum_field_mb(&pids, "smaps_rollup", "Pss");
                 break Ok(Launch {
                     painted: at - started,
                     app_ms: field(&line, "since_start_ms").unwrap_or(f64::NAN),
                     rss_mb,
                     peak_mb,
+                    pss_mb,
                     parts,
                 });
             }
@@ -252,11 +256,13 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
     )
     .metric("rss_mb", rss)
     .metric("peak_mb", peak)
+    .metric("pss_mb", median_of(|r| r.pss_mb))
     .metric("processes", first.parts.len() as f64)
     .note(format!(
         "VmRSS summed over the app and the processes it spawned, at the painted line \
          (median of the starts); peak: the largest sum of their VmHWM (each process's own \
-         peak, so an upper bound); first start: {parts}"
+         peak, so an upper bound); pss: Pss summed (shared library pages divided among the \
+         processes), median; first start: {parts}"
     ));
     if ctx.targets() {
         entry = entry.target("rss < 200 MB", rss < 200.0);

@@ -185,19 +185,21 @@ struct Figures {
 /// Another device's edit of the first `DELTA_ROWS` rows: their ids, versions, fields.
 struct Edited {
     rows: Vec<(RowId, u64, Fields)>,
-    round: i64,
 }
 
 impl Edited {
-    /// Edits every row once (a new age), as another device's push, and takes the new
+    /// Edits every row once (new notes), as another device's push, and takes the new
     /// versions from the acknowledgements.
     async fn edit(&mut self, raw: &Raw) -> Result<()> {
-        self.round += 1;
         let mut changes = Vec::with_capacity(self.rows.len());
         let mut next = Vec::with_capacity(self.rows.len());
         for (id, version, fields) in &self.rows {
             let mut edited = fields.clone();
-            edited.insert("age".into(), Value::from(20 + self.round % 60));
+            // A value no row holds yet: an edit that changes nothing is not a new version.
+            edited.insert(
+                "notes".into(),
+                Value::from(format!("edited by the bench ({})", uuid::Uuid::now_v7())),
+            );
             changes.push(update_change(*id, *version, fields, &edited));
             next.push(edited);
         }
@@ -258,7 +260,6 @@ async fn measure(ctx: &mut Ctx, n: u64, seed: &Seed) -> Result<Figures> {
             .into_iter()
             .map(|c| Ok((c.id, c.row.version, c.row.fields.context("a deleted row")?)))
             .collect::<Result<_>>()?,
-        round: 0,
     };
     let device_dir = dir.join("device");
     drop(new_client(&device_dir, server.url(), server.token()).await?);
