@@ -170,6 +170,7 @@ async fn run(args: &RunArgs) -> Result<()> {
     );
     ctx.large_baseline = selected.contains(&Scenario::FirstSync);
     ctx.postgres_url = args.postgres_url.clone();
+    ctx.seed_root = work_root.clone();
     let mut failures = Vec::new();
     for scenario in selected {
         tracing::info!(scenario = scenario.name(), "scenario starts");
@@ -279,5 +280,8 @@ async fn run_scenario(ctx: &mut Ctx, scenario: Scenario) -> Result<()> {
         Scenario::Slices => scenarios::slices::run(ctx).await,
         Scenario::Tables => scenarios::tables::run(ctx).await,
         Scenario::Postgres => scenarios::postgres::run(ctx).await,
+        Scenario::Cli => scenarios::cli::run(ctx).await,
+        Scenario::App => scenarios::app::run(ctx).await,
+        Scenario::LargeServer => scenarios::large::run(ctx).await,
     }
 }

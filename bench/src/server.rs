@@ -28,7 +28,7 @@ pub const BENCH_USER: &str = "bench";
 
 /// Creates [`BENCH_USER`] in the database `db` with the real admin command and returns
 /// its token.
-fn create_user(bin: &Path, db: &Path) -> Result<String> {
+pub fn create_user(bin: &Path, db: &Path) -> Result<String> {
     let out = Command::new(bin)
         .arg("--db")
         .arg(db)

@@ -6,6 +6,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Latency {
     pub p50_ms: f64,
+    pub p95_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
     pub mean_ms: f64,
@@ -31,6 +32,7 @@ impl Latency {
         };
         Self {
             p50_ms: percentile(&ms, 0.50),
+            p95_ms: percentile(&ms, 0.95),
             p99_ms: percentile(&ms, 0.99),
             max_ms: ms.last().copied().unwrap_or(0.0),
             mean_ms,
@@ -40,7 +42,13 @@ impl Latency {
 
 /// A `kB` field (e.g. `VmHWM`, the peak resident set) of `/proc/<pid>/status`, in MB.
 pub fn proc_status_mb(pid: &str, field: &str) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    proc_kb_field_mb(pid, "status", field)
+}
+
+/// A `kB` field of the file `/proc/<pid>/<file>` (`status`, or `smaps_rollup` for
+/// `Pss`, the resident set with shared pages divided among their users), in MB.
+pub fn proc_kb_field_mb(pid: &str, file: &str, field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
     status
         .lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
@@ -111,6 +119,78 @@ pub fn tree_cpu_secs(pid: &str) -> Option<f64> {
     Some(ticks as f64 / 100.0)
 }
 
+/// CPU time (user + system) of this process's children that have been waited for, in
+/// seconds (`cutime` + `cstime` of `/proc/self/stat`).
+pub fn waited_children_cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let cutime: f64 = fields.get(13)?.parse().ok()?;
+    let cstime: f64 = fields.get(14)?.parse().ok()?;
+    Some((cutime + cstime) / 100.0)
+}
+
+/// Process `root` and every process descended from it (from the parent ids in
+/// `/proc/<pid>/stat`): an app and the helper processes it spawned.
+pub fn process_tree(root: u32) -> Vec<u32> {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if let Some(ppid) = ppid {
+                parents.push((pid, ppid));
+            }
+        }
+    }
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(
+            parents
+                .iter()
+                .filter(|(_, ppid)| *ppid == parent)
+                .map(|(pid, _)| *pid),
+        );
+        i += 1;
+    }
+    tree
+}
+
+/// The sum of a `kB` field of `/proc/<pid>/status` over `pids`, in MB, with the name and
+/// value of each process that has it.
+pub fn sum_status_mb(pids: &[u32], field: &str) -> (f64, Vec<(String, f64)>) {
+    sum_field_mb(pids, "status", field)
+}
+
+/// [`sum_status_mb`] for a field of `/proc/<pid>/<file>`.
+pub fn sum_field_mb(pids: &[u32], file: &str, field: &str) -> (f64, Vec<(String, f64)>) {
+    let mut parts = Vec::new();
+    for pid in pids {
+        let pid = pid.to_string();
+        if let Some(mb) = proc_kb_field_mb(&pid, file, field) {
+            let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map(|n| n.trim().to_owned())
+                .unwrap_or_default();
+            parts.push((name, mb));
+        }
+    }
+    (parts.iter().map(|(_, mb)| mb).sum(), parts)
+}
+
 /// CPU seconds used by a process between two points.
 #[derive(Debug, Clone)]
 pub struct CpuMeter {
@@ -150,5 +230,9 @@ mod tests {
         let me = std::process::id().to_string();
         assert!(tree_cpu_secs(&me).is_some_and(|s| s >= cpu_secs(&me).unwrap_or(0.0)));
         assert!(parent_pid(&me).is_some_and(|p| p != me));
+        assert!(waited_children_cpu_secs().is_some_and(|s| s >= 0.0));
+        let me = std::process::id();
+        assert_eq!(process_tree(me).first(), Some(&me));
+        assert!(sum_status_mb(&[me], "VmRSS").0 > 0.0);
     }
 }

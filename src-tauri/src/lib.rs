@@ -20,6 +20,9 @@ pub mod store_key;
 
 use tauri::{Manager, WebviewUrl, WebviewWindowBuilder};
 
+/// When [`run`] began: the origin of the startup log's timings.
+pub static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
 /// Label of the app's one window.
 pub const MAIN_WINDOW: &str = "main";
 
@@ -67,12 +70,14 @@ fn init_tracing() {
 /// window closes; exits with status 1 if Tauri itself cannot start.
 #[cfg_attr(mobile, tauri::mobile_entry_point)]
 pub fn run() {
+    STARTED.get_or_init(std::time::Instant::now);
     init_tracing();
     let result = tauri::Builder::default()
         .plugin(tauri_plugin_store::Builder::default().build())
         .invoke_handler(tauri::generate_handler![
             commands::app::get_schema,
             commands::app::app_info,
+            commands::app::first_page_painted,
             commands::records::list_records,
             commands::records::get_record,
             commands::records::create_record,

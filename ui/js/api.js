@@ -36,6 +36,7 @@ function securityArgs(security) {
 export const api = {
   schema: () => call("get_schema"),
   appInfo: () => call("app_info"),
+  firstPagePainted: (rows) => call("first_page_painted", { rows }),
   list: (table, query) => call("list_records", { table, query }),
   get: (table, id) => call("get_record", { table, id }),
   create: (table, fields) => call("create_record", { table, fields }),

@@ -22,8 +22,8 @@ pub struct BenchArgs {
     #[arg(long)]
     quick: bool,
     /// Run only this scenario (repeatable): baseline, first-sync, push, noop,
-    /// conflicts, concurrent, queries, split, import, postgres, ... The baseline always
-    /// runs.
+    /// conflicts, concurrent, queries, split, import, postgres, cli, app, large-server, ...
+    /// The baseline always runs.
     #[arg(long = "scenario", value_name = "NAME")]
     scenarios: Vec<String>,
     /// Also run the concurrent scenario on PostgreSQL (one and two server instances),
@@ -37,10 +37,12 @@ pub struct BenchArgs {
     extra: Vec<String>,
 }
 
-/// Builds `roster-bench` and `roster-server` with `--release` and runs the benchmarks.
+/// Builds `roster-bench`, `roster-server`, `roster` and `roster-app` with `--release` and
+/// runs the benchmarks.
 pub fn bench(args: &BenchArgs) -> Result<()> {
     let root = workspace::root()?;
     step("build the release binaries");
+    // The CLI and the desktop app too: the cli and app scenarios spawn them.
     run(workspace::cargo(&root).args([
         "build",
         "--release",
@@ -48,6 +50,10 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         "roster-bench",
         "-p",
         "roster-server",
+        "-p",
+        "roster-cli",
+        "-p",
+        "roster-app",
     ]))?;
     let target = workspace::target_dir(&root);
     let release = target.join("release");

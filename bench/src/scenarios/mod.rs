@@ -1,10 +1,13 @@
 //! The scenarios of issue 5, each timing only its own part and recording [`Entry`]s.
 
+pub mod app;
 pub mod baseline;
+pub mod cli;
 pub mod concurrent;
 pub mod conflicts;
 pub mod encryption;
 pub mod import;
+pub mod large;
 pub mod live;
 pub mod postgres;
 pub mod queries;
@@ -15,13 +18,15 @@ pub mod sync;
 pub mod tables;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, ensure};
 use clap::ValueEnum;
-use roster_client::SyncClient;
+use roster_client::{ConnectionSecurity, Credentials, StoreKey, SyncClient};
 
+use crate::data::RowGen;
 use crate::report::Entry;
+use crate::server::{Raw, ServerProcess, seed};
 
 /// Scenario names accepted by `--scenario`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
@@ -63,6 +68,16 @@ pub enum Scenario {
     /// (Issue 20) push of 100k local inserts and a first sync of them on the PostgreSQL
     /// backend against the SQLite one, interleaved rounds in one run (needs `--postgres`).
     Postgres,
+    /// `roster list` on a device holding 100k synced rows: the whole process, spawned
+    /// again and again (issue 20).
+    Cli,
+    /// The release desktop app under Xvfb on a data dir holding 100k synced rows: time
+    /// from spawn until the first list page is painted, and the memory of the app with
+    /// its WebKit processes (issue 20).
+    App,
+    /// No-op round and a 100-row delta against a server holding 10M rows, next to the
+    /// same on a 100k-row server; the seeded databases are kept between runs (issue 20).
+    LargeServer,
 }
 
 impl Scenario {
@@ -83,10 +98,13 @@ impl Scenario {
             Scenario::Slices => "slices",
             Scenario::Tables => "tables",
             Scenario::Postgres => "postgres",
+            Scenario::Cli => "cli",
+            Scenario::App => "app",
+            Scenario::LargeServer => "large-server",
         }
     }
 
-    pub const ALL: [Scenario; 15] = [
+    pub const ALL: [Scenario; 18] = [
         Scenario::Baseline,
         Scenario::FirstSync,
         Scenario::Push,
@@ -102,6 +120,9 @@ impl Scenario {
         Scenario::Slices,
         Scenario::Tables,
         Scenario::Postgres,
+        Scenario::Cli,
+        Scenario::App,
+        Scenario::LargeServer,
     ];
 }
 
@@ -125,6 +146,16 @@ pub struct Sizes {
     pub schema: u64,
     /// Rows pushed and pulled in each round of the PostgreSQL-against-SQLite scenario.
     pub postgres: u64,
+    /// Runs of `roster list` (cli scenario, on `query_rows` rows).
+    pub cli_runs: usize,
+    /// Cold starts of the app (app scenario, on `query_rows` rows).
+    pub app_launches: usize,
+    /// Rows of the large server, and of the small one it is compared with.
+    pub large_server: u64,
+    pub large_reference: u64,
+    /// No-op rounds and 100-row delta rounds timed on each of them.
+    pub large_noop_rounds: usize,
+    pub large_delta_rounds: usize,
 }
 
 impl Sizes {
@@ -144,6 +175,12 @@ impl Sizes {
             import: 100_000,
             schema: 1_000_000,
             postgres: 100_000,
+            cli_runs: 20,
+            app_launches: 5,
+            large_server: 10_000_000,
+            large_reference: 100_000,
+            large_noop_rounds: 200,
+            large_delta_rounds: 20,
         }
     }
 
@@ -163,6 +200,12 @@ impl Sizes {
             import: 20_000,
             schema: 100_000,
             postgres: 20_000,
+            cli_runs: 10,
+            app_launches: 2,
+            large_server: 200_000,
+            large_reference: 20_000,
+            large_noop_rounds: 50,
+            large_delta_rounds: 5,
         }
     }
 }
@@ -186,6 +229,8 @@ pub struct Ctx {
     pub entries: Vec<Entry>,
     /// Admin URL of a PostgreSQL cluster: the concurrent scenario also runs there.
     pub postgres_url: Option<String>,
+    /// Where seeded databases kept between runs live (`seed-<generator>-<rows>/`).
+    pub seed_root: PathBuf,
     dirs: u32,
 }
 
@@ -209,6 +254,7 @@ impl Ctx {
             large_baseline: false,
             entries: Vec::new(),
             postgres_url: None,
+            seed_root: std::env::temp_dir(),
             dirs: 0,
         }
     }
@@ -254,6 +300,55 @@ impl Ctx {
 /// from the server).
 pub async fn new_client(dir: &Path, url: &str, token: &str) -> Result<SyncClient> {
     Ok(SyncClient::init(dir, url, &roster_client::Credentials::token(token), None).await?)
+}
+
+/// The binary `name` next to this one (the release build of `cargo xtask bench`).
+pub fn sibling_binary(ctx: &Ctx, name: &str) -> Result<PathBuf> {
+    let path = ctx
+        .exe
+        .parent()
+        .context("this binary has no directory")?
+        .join(name);
+    ensure!(
+        path.is_file(),
+        "{} is missing: run `cargo xtask bench`, which builds it",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// A server holding `n` generated Person rows, and a device store in `DIR/device` that
+/// pulled all of them in one first sync (encrypted with `key` when given): the store as a
+/// real first sync leaves it. The server keeps running for the caller.
+pub async fn synced_device(
+    ctx: &mut Ctx,
+    name: &str,
+    n: u64,
+    key: Option<&StoreKey>,
+) -> Result<(ServerProcess, PathBuf)> {
+    let dir = ctx.dir(name)?;
+    let server = ServerProcess::start(&ctx.server_bin, &dir.join("server"), None)?;
+    let raw = Raw::new(server.url(), server.token())?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let seeded = seed(&raw, n, &mut RowGen::new(n + 17), deadline).await?;
+    ensure!(seeded.rows == n, "seeded {} of {n} rows", seeded.rows);
+    let device = dir.join("device");
+    let client = SyncClient::init_with_key(
+        &device,
+        server.url(),
+        &Credentials::token(server.token()),
+        &ConnectionSecurity::default(),
+        key,
+        None,
+    )
+    .await?;
+    let report = client.sync().await?;
+    ensure!(
+        report.downloaded == n,
+        "the first sync pulled {} of {n} rows",
+        report.downloaded
+    );
+    Ok((server, device))
 }
 
 /// Removes a data dir that is no longer needed (large stores would fill the disk).

@@ -233,6 +233,30 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Whether the command talks to the server (and so needs the sync engine and its
+    /// HTTPS client); the others work on the local store alone.
+    pub fn needs_server(&self) -> bool {
+        match self {
+            Command::Sync { .. }
+            | Command::Subscribe { .. }
+            | Command::Unsubscribe { .. }
+            | Command::Subscriptions => true,
+            Command::Conflicts { server, .. } => *server,
+            Command::Init { .. }
+            | Command::Add { .. }
+            | Command::Edit { .. }
+            | Command::Delete { .. }
+            | Command::Show { .. }
+            | Command::List { .. }
+            | Command::Resolve { .. }
+            | Command::Status
+            | Command::Import { .. }
+            | Command::Export { .. } => false,
+        }
+    }
+}
+
 /// The choices of `roster resolve`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChoiceArg {

@@ -21,8 +21,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use roster_client::{
-    AmaSettings, ClientError, ConnectionSecurity, Credentials, ListQuery, Protocol, StoreKey,
-    SyncClient, SyncOptions,
+    AmaSettings, ClientError, ConnectionSecurity, Credentials, ListQuery, LocalStore, Protocol,
+    StoreKey, SyncClient, SyncOptions,
 };
 use roster_protocol::{RowId, Schema};
 
@@ -242,14 +242,31 @@ async fn run(mut cli: Cli, out: &Output) -> anyhow::Result<()> {
         .await?;
         return out.initialised(&dir, &client.store().status()?, &client.store().schema());
     }
-    let mut client = SyncClient::open_with_key(&dir, key.as_ref())?;
-    if options != SyncOptions::default() {
-        client = client.with_options(options)?;
-    }
-    if let Some(token) = cli.token.clone() {
-        client = client.with_token(token);
-    }
-    let store = client.store();
+    // Only the commands that talk to the server open the sync engine: its HTTPS client
+    // loads the platform's CA roots, which a local command (`list`, `show`, `add`...)
+    // would pay for nothing (about a third of `roster list`, docs/BENCHMARKS.md issue 20).
+    let engine = if cli.command.needs_server() {
+        let mut client = SyncClient::open_with_key(&dir, key.as_ref())?;
+        if options != SyncOptions::default() {
+            client = client.with_options(options)?;
+        }
+        if let Some(token) = cli.token.clone() {
+            client = client.with_token(token);
+        }
+        Some(client)
+    } else {
+        None
+    };
+    let store_handle = match &engine {
+        Some(client) => client.store_handle(),
+        None => std::sync::Arc::new(LocalStore::open_with_key(&dir, key.as_ref())?),
+    };
+    let store = store_handle.as_ref();
+    let client = || {
+        engine
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("this command did not open the sync engine"))
+    };
     let table_name = |table: &Option<String>| -> anyhow::Result<String> {
         match table {
             Some(t) => Ok(t.clone()),
@@ -312,15 +329,15 @@ async fn run(mut cli: Cli, out: &Output) -> anyhow::Result<()> {
             let records = store.list(&table, &query)?;
             out.list(store.schema().table(&table)?, total, &records)
         }
-        Command::Sync { watch: false } => out.synced(&client.sync().await?),
-        Command::Sync { watch: true } => live::sync_until_interrupted(&client, out).await,
+        Command::Sync { watch: false } => out.synced(&client()?.sync().await?),
+        Command::Sync { watch: true } => live::sync_until_interrupted(client()?, out).await,
         Command::Conflicts {
             history,
             server,
             limit,
         } => {
             if server {
-                out.server_conflicts(&client.server_conflicts(limit, None).await?)
+                out.server_conflicts(&client()?.server_conflicts(limit, None).await?)
             } else if history {
                 out.conflicts(&store.conflict_history(limit)?)
             } else {
@@ -347,6 +364,7 @@ async fn run(mut cli: Cli, out: &Output) -> anyhow::Result<()> {
             no_sync,
         } => {
             let subscription = subscribe::parse(&name, &params)?;
+            let client = client()?;
             let added = client.subscribe(subscription.clone()).await?;
             out.subscribed(&subscription, added)?;
             if no_sync {
@@ -361,6 +379,7 @@ async fn run(mut cli: Cli, out: &Output) -> anyhow::Result<()> {
             all,
             no_sync,
         } => {
+            let client = client()?;
             let removed = match name.filter(|_| !all) {
                 Some(name) => {
                     let subscription = subscribe::parse(&name, &params)?;
@@ -380,7 +399,7 @@ async fn run(mut cli: Cli, out: &Output) -> anyhow::Result<()> {
                 out.synced(&client.sync().await?)
             }
         }
-        Command::Subscriptions => out.subscriptions(client.subscriptions()?.as_deref()),
+        Command::Subscriptions => out.subscriptions(client()?.subscriptions()?.as_deref()),
         Command::Import { table, file } => {
             let table = table_name(&table)?;
             // On a terminal, a line that counts the rows as the chunks are written.

@@ -3,7 +3,8 @@
 //! ([`parse_listening_line`]), and the harness that starts a server process and waits for
 //! it ([`start_server_process`], or [`start_process_announcing`] for another line); and
 //! [`ama_js`], the cached npm install of the Azure Mobile Apps JS client and backend the
-//! tests run.
+//! tests run; [`display`], a private Xvfb display for the desktop app (the benchmark's
+//! app scenario).
 //!
 //! The server prints the line; the end-to-end tests, the benchmarks and `xtask` start
 //! the binary through this harness. Standard library only, so that `cargo xtask` (built
@@ -12,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod ama_js;
+pub mod display;
 
 use std::fmt;
 use std::io::{BufRead, BufReader};

@@ -44,3 +44,17 @@ pub fn app_info(state: State<'_, AppState>) -> Result<AppInfo, AppError> {
         connection: ready.settings()?.connection,
     })
 }
+
+/// What the app logs (info) once the UI painted its first list page; `cargo xtask bench`
+/// times the cold start until this line.
+pub const FIRST_PAGE_PAINTED: &str = "first list page painted";
+
+/// Logs [`FIRST_PAGE_PAINTED`] with the rows on that page and the milliseconds since the
+/// app's `run` began; the UI calls it once, after the frame holding the first page.
+#[tauri::command]
+pub fn first_page_painted(rows: u32) {
+    let since_start_ms = crate::STARTED.get().map_or(0, |started| {
+        u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    });
+    tracing::info!(rows, since_start_ms, "{FIRST_PAGE_PAINTED}");
+}

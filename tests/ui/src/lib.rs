@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
+use roster_testkit::display::{XDisplay, terminate};
 use serde_json::{Value, json};
 
 /// How long a UI expectation may take before the test fails.
@@ -91,31 +92,6 @@ fn wait_for_port(addr: SocketAddr, what: &str, child: &mut Child) {
     panic!("{what} did not listen on {addr} within {UI_TIMEOUT:?}");
 }
 
-/// Kills and reaps a child process.
-fn kill(child: &mut Child) {
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-/// Stops `child` (with `group`, the whole process group it leads, started with
-/// `process_group(0)`): SIGTERM, up to 5 s to exit, then SIGKILL for what is left, and
-/// the child is reaped.
-fn terminate(child: &mut Child, group: bool) {
-    if matches!(child.try_wait(), Ok(None)) {
-        let target = match group {
-            true => format!("-{}", child.id()),
-            false => child.id().to_string(),
-        };
-        let _ = Command::new("kill").args(["-TERM", "--", &target]).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        let _ = Command::new("kill").args(["-KILL", "--", &target]).status();
-    }
-    kill(child);
-}
-
 /// Kills the process group led by `child`: tauri-driver with its WebKitWebDriver and the
 /// app it launched, so nothing outlives the test.
 fn kill_group(child: &mut Child) {
@@ -123,92 +99,22 @@ fn kill_group(child: &mut Child) {
 }
 
 /// A private X display (Xvfb) for the app windows, stopped on drop.
-pub struct Display {
-    child: Child,
-    number: u32,
-}
+pub struct Display(XDisplay);
 
 impl Display {
     /// Starts `Xvfb :N` on the first free display number from 99 (1280x900, 24 bit).
     pub fn start() -> Self {
-        let xvfb = find_program("Xvfb").expect(
-            "Xvfb is not installed: the UI tests need it (apt-get install xvfb; \
-             `cargo xtask test` installs it)",
-        );
-        for number in 99..200 {
-            if display_in_use(number) {
-                continue;
-            }
-            let mut child = Command::new(&xvfb)
-                .arg(format!(":{number}"))
-                .args(["-screen", "0", "1280x900x24", "-nolisten", "tcp"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("cannot start Xvfb");
-            let socket = PathBuf::from(format!("/tmp/.X11-unix/X{number}"));
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                if socket.exists() {
-                    return Self { child, number };
-                }
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // taken meanwhile: try the next number
-                }
-                if Instant::now() > deadline {
-                    kill(&mut child);
-                    panic!("Xvfb :{number} did not start within 10 s");
-                }
-                std::thread::sleep(Duration::from_millis(25));
-            }
-        }
-        panic!("no free X display number between 99 and 199");
+        Self(XDisplay::start(99).unwrap_or_else(|error| {
+            panic!(
+                "cannot start Xvfb: {error} (the UI tests need it: apt-get install xvfb; \
+                 `cargo xtask test` installs it)"
+            )
+        }))
     }
 
     /// The value for `DISPLAY`, e.g. `:99`.
     pub fn name(&self) -> String {
-        format!(":{}", self.number)
-    }
-}
-
-impl Drop for Display {
-    /// Stops Xvfb with SIGTERM, so that it removes its lock file and socket (SIGKILL after
-    /// 5 s, and then the files are removed here).
-    fn drop(&mut self) {
-        terminate(&mut self.child, false);
-        let (lock, socket) = display_files(self.number);
-        let _ = std::fs::remove_file(lock);
-        let _ = std::fs::remove_file(socket);
-    }
-}
-
-/// The lock file and the socket of X display `number`.
-fn display_files(number: u32) -> (PathBuf, PathBuf) {
-    (
-        PathBuf::from(format!("/tmp/.X{number}-lock")),
-        PathBuf::from(format!("/tmp/.X11-unix/X{number}")),
-    )
-}
-
-/// Whether X display `number` is taken. A lock file naming a process that no longer runs
-/// (an X server killed before it could clean up) is stale: it and the display's socket
-/// are removed and the number counts as free.
-fn display_in_use(number: u32) -> bool {
-    let (lock, socket) = display_files(number);
-    match std::fs::read_to_string(&lock) {
-        Ok(text) => {
-            let running = text
-                .trim()
-                .parse::<u32>()
-                .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
-            if !running {
-                let _ = std::fs::remove_file(&lock);
-                let _ = std::fs::remove_file(&socket);
-            }
-            running
-        }
-        Err(_) => lock.exists() || socket.exists(),
+        self.0.name()
     }
 }
 
