@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use roster_client::{LocalStore, StoreKey};
-use roster_testkit::display::{XDisplay, terminate};
+use roster_testkit::display::{XDisplay, software_rendering, terminate};
 
 use super::{Ctx, discard, label, sibling_binary, synced_device};
 use crate::report::Entry;
@@ -91,7 +91,8 @@ fn field(line: &str, name: &str) -> Option<f64> {
 /// Starts the app once, waits for the painted line, samples memory, stops the app.
 fn launch(env: &AppEnv<'_>) -> Result<Launch> {
     let mut cmd = Command::new(env.bin);
-    cmd.env("DISPLAY", &env.display)
+    software_rendering(&mut cmd)
+        .env("DISPLAY", &env.display)
         .env("ROSTER_DATA_DIR", env.data_dir)
         .env("ROSTER_PASSPHRASE_FILE", env.passphrase_file)
         .env("ROSTER_SERVER_URL", env.url)
@@ -99,9 +100,6 @@ fn launch(env: &AppEnv<'_>) -> Result<Launch> {
         .env("ROSTER_DEVICE_NAME", "bench")
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
-        // Software rendering: Xvfb has no GPU (as in the UI tests).
-        .env("WEBKIT_DISABLE_COMPOSITING_MODE", "1")
-        .env("LIBGL_ALWAYS_SOFTWARE", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

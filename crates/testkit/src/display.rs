@@ -7,6 +7,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Makes `command` draw its web view in software: Xvfb has no GPU, and WebKit's
+/// compositing mode shows a blank window there. Every launch of the app under Xvfb (the
+/// UI tests, the bench's app scenario) goes through this.
+pub fn software_rendering(command: &mut Command) -> &mut Command {
+    command
+        .env("WEBKIT_DISABLE_COMPOSITING_MODE", "1")
+        .env("LIBGL_ALWAYS_SOFTWARE", "1")
+}
+
 /// Finds `program` on `PATH`.
 pub fn find_on_path(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
-use roster_testkit::display::{XDisplay, terminate};
+use roster_testkit::display::{XDisplay, software_rendering, terminate};
 use serde_json::{Value, json};
 
 /// How long a UI expectation may take before the test fails.
@@ -330,11 +330,8 @@ impl App {
                 .env("ROSTER_SERVER_URL", server_url)
                 .env("ROSTER_TOKEN", token);
         }
-        let mut driver = command
+        let mut driver = software_rendering(&mut command)
             .env("RUST_LOG", "info")
-            // Software rendering: Xvfb has no GPU.
-            .env("WEBKIT_DISABLE_COMPOSITING_MODE", "1")
-            .env("LIBGL_ALWAYS_SOFTWARE", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
