@@ -35,8 +35,9 @@ const NEW_COLUMNS: &str = r#"
   { name = "level", type = "integer", required = true, default = 1 },
 "#;
 
-async fn served_version(server: &TestServer) -> u64 {
-    let schema: VersionedSchema = server
+/// The schema `server` serves at `/v1/schema`, with its version and renames.
+async fn served_schema(server: &TestServer) -> VersionedSchema {
+    server
         .http()
         .get(format!("{}{SCHEMA_PATH}", server.url()))
         .send()
@@ -44,8 +45,11 @@ async fn served_version(server: &TestServer) -> u64 {
         .unwrap()
         .json()
         .await
-        .unwrap();
-    schema.version
+        .unwrap()
+}
+
+async fn served_version(server: &TestServer) -> u64 {
+    served_schema(server).await.version
 }
 
 fn fields(value: Value) -> roster_protocol::Fields {
@@ -398,15 +402,7 @@ async fn an_admin_rename_and_drop_keep_every_pending_edit_and_conflict() {
         "only the rows with values move: {stdout}"
     );
     server.restart_with_config(RENAMED_AND_DROPPED);
-    let served: VersionedSchema = server
-        .http()
-        .get(format!("{}{SCHEMA_PATH}", server.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let served = served_schema(&server).await;
     assert_eq!(served.version, 2);
     assert_eq!(
         served.renames,
