@@ -2,7 +2,7 @@
 //! did, `/ready` answers, and SIGTERM during a push stops the server cleanly (exit 0)
 //! with every request either applied whole or not at all.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use roster_client::SyncOptions;
 use roster_e2e::{TWO_TABLE_CONFIG, TestClient, TestServer, assert_converged};
@@ -141,22 +141,12 @@ async fn sigterm_during_a_push_applies_each_batch_whole_or_not_at_all() {
         ..SyncOptions::default()
     };
     let device = TestClient::with_options(&server, options).await;
-    let records: Vec<_> = (0..ROWS)
-        .map(|i| roster_e2e::obj(json!({"name": format!("Row {i}"), "age": i})))
-        .collect();
-    device
-        .client
-        .store()
-        .insert_many("person", records)
-        .unwrap();
+    device.insert_numbered_people(ROWS);
     // Stop the server once its first batch is committed, while the push goes on.
+    let runtime = tokio::runtime::Handle::current();
     let stopper = tokio::task::spawn_blocking(move || {
         let mut server = server;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while server.db().stored_rows().is_empty() {
-            assert!(Instant::now() < deadline, "no batch reached the server");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        runtime.block_on(server.db().wait_for_a_stored_row(Duration::from_secs(20)));
         let status = server.terminate(Duration::from_secs(10));
         let stored = server.db().stored_rows().len();
         (server, status, stored)

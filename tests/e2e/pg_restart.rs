@@ -7,11 +7,10 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use roster_client::SyncOptions;
 use roster_e2e::{Backend, TWO_TABLE_CONFIG, TestClient, TestDatabase, TestServer};
-use serde_json::json;
 
 /// A PostgreSQL cluster of this test's own, run as the `postgres` user; stopped on drop.
 struct OwnCluster {
@@ -123,25 +122,17 @@ async fn postgres_restarted_during_a_push_loses_nothing_and_applies_nothing_twic
         ..SyncOptions::default()
     };
     let device = TestClient::with_options(&server, options).await;
-    let records: Vec<_> = (0..ROWS)
-        .map(|i| roster_e2e::obj(json!({"name": format!("Row {i}"), "age": i})))
-        .collect();
-    device
-        .client
-        .store()
-        .insert_many("person", records)
-        .unwrap();
+    device.insert_numbered_people(ROWS);
 
     // Restart PostgreSQL once the first batches are in, while the push goes on.
     let watcher = {
-        let deadline = Instant::now() + Duration::from_secs(30);
         let cluster = &cluster;
         let server = &server;
         async move {
-            while tokio::task::block_in_place(|| server.db().stored_rows().is_empty()) {
-                assert!(Instant::now() < deadline, "no batch reached the server");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            server
+                .db()
+                .wait_for_a_stored_row(Duration::from_secs(30))
+                .await;
             tokio::task::block_in_place(|| cluster.restart());
         }
     };

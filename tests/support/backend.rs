@@ -161,6 +161,19 @@ impl TestDatabase {
         .unwrap()
     }
 
+    /// Waits until the database holds a row, e.g. the first batch of a push, checking
+    /// every 5 ms while other futures of the task (the push) go on; panics after `limit`.
+    pub async fn wait_for_a_stored_row(&self, limit: std::time::Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        while tokio::task::block_in_place(|| self.stored_rows().is_empty()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no batch reached the server"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
     /// Every stored row of every data set as ((dataset, table, id), (version, deleted,
     /// data)), read from the database.
     pub fn stored_rows(&self) -> Vec<StoredRow> {

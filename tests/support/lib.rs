@@ -786,6 +786,15 @@ impl TestClient {
         self.client.store().delete(table, id).unwrap();
     }
 
+    /// Inserts `count` people named `Row 0`, `Row 1`, ... with `age` = their number, in
+    /// one local write (the set-up of the push-interruption tests).
+    pub fn insert_numbered_people(&self, count: usize) {
+        let records: Vec<_> = (0..count)
+            .map(|i| obj(serde_json::json!({"name": format!("Row {i}"), "age": i})))
+            .collect();
+        self.client.store().insert_many("person", records).unwrap();
+    }
+
     /// Every live local row of `table` by id (the declared columns, nulls included).
     pub fn live(&self, table: &str) -> BTreeMap<RowId, Fields> {
         let store = self.client.store();
