@@ -12,6 +12,7 @@ use roster_client::Choice;
 use roster_e2e::TestClient;
 use roster_e2e::ama_js::AmaBackend;
 use roster_e2e::cli::run_roster;
+use roster_e2e::scenario::jane_collides;
 use roster_protocol::{ConflictPolicy, RowId, Schema};
 use serde_json::json;
 
@@ -33,15 +34,8 @@ async fn jane_against_the_real_backend_the_server_wins_and_different_columns_mer
     let backend = AmaBackend::start();
     let a = TestClient::of_ama_backend(&backend.url(), ConflictPolicy::ServerWins).await;
     let b = TestClient::of_ama_backend(&backend.url(), ConflictPolicy::ServerWins).await;
-    // Users A and B both synchronise the same Person {Name = Jane, Age = 25}.
-    let jane = a.insert("person", json!({"name": "Jane", "age": 25}));
-    assert_eq!(a.client.sync().await.unwrap().uploaded, 1);
-    assert_eq!(b.client.sync().await.unwrap().downloaded, 1);
-    // A changes Age to 32, B to 30; A synchronises first.
-    a.update("person", jane, json!({"age": 32}));
-    b.update("person", jane, json!({"age": 30}));
-    let first = a.client.sync().await.unwrap();
-    assert_eq!((first.uploaded, first.conflicts_detected), (1, 0));
+    // Users A and B both synchronise Jane; A changes Age to 32, B to 30; A goes first.
+    let jane = jane_collides(&a, &b).await;
     // B's PATCH carries its stale version: the backend answers 412, B classifies the
     // conflict and its policy (server-wins) takes the backend's row.
     let second = b.client.sync().await.unwrap();
@@ -123,12 +117,7 @@ async fn a_deferred_conflict_kept_mine_is_pushed_on_the_backends_version() {
     let backend = AmaBackend::start();
     let a = TestClient::of_ama_backend(&backend.url(), ConflictPolicy::DeferToClient).await;
     let b = TestClient::of_ama_backend(&backend.url(), ConflictPolicy::DeferToClient).await;
-    let jane = a.insert("person", json!({"name": "Jane", "age": 25}));
-    a.client.sync().await.unwrap();
-    b.client.sync().await.unwrap();
-    a.update("person", jane, json!({"age": 32}));
-    b.update("person", jane, json!({"age": 30}));
-    a.client.sync().await.unwrap();
+    let jane = jane_collides(&a, &b).await;
     let deferred = b.client.sync().await.unwrap();
     assert_eq!(
         (deferred.conflicts_detected, deferred.conflicts_deferred),

@@ -3,7 +3,7 @@
 //! clients, plus the sync counts each round reports.
 
 use roster_client::SyncOptions;
-use roster_e2e::scenario::{a_state, b_state, columns, provoke};
+use roster_e2e::scenario::{a_state, b_state, columns, jane_collides, provoke};
 use roster_e2e::{TWO_TABLE_CONFIG, TestClient, TestServer, assert_converged};
 use roster_protocol::ConflictKind;
 use serde_json::{Value, json};
@@ -15,15 +15,8 @@ async fn jane_both_devices_edit_age_the_server_wins() {
     // Users A and B both synchronise the same Person {Name = Jane, Age = 25}.
     let user_a = TestClient::new(&server).await;
     let user_b = TestClient::new(&server).await;
-    let jane = user_a.insert("person", json!({"name": "Jane", "age": 25}));
-    user_a.client.sync().await.unwrap();
-    user_b.client.sync().await.unwrap();
-    // User A changes Age to 32, user B to 30.
-    user_a.update("person", jane, json!({"age": 32}));
-    user_b.update("person", jane, json!({"age": 30}));
-    // User A synchronises first.
-    let first = user_a.client.sync().await.unwrap();
-    assert_eq!((first.uploaded, first.conflicts_detected), (1, 0));
+    // User A changes Age to 32, user B to 30; user A synchronises first.
+    let jane = jane_collides(&user_a, &user_b).await;
     // User B attempts to synchronise: the server detects that the record changed since
     // B last synchronised, classifies the conflict, and its policy decides.
     let second = user_b.client.sync().await.unwrap();
@@ -64,12 +57,7 @@ async fn jane_both_devices_edit_age_the_client_wins() {
     let server = TestServer::start_with_config(&config);
     let user_a = TestClient::new(&server).await;
     let user_b = TestClient::new(&server).await;
-    let jane = user_a.insert("person", json!({"name": "Jane", "age": 25}));
-    user_a.client.sync().await.unwrap();
-    user_b.client.sync().await.unwrap();
-    user_a.update("person", jane, json!({"age": 32}));
-    user_b.update("person", jane, json!({"age": 30}));
-    user_a.client.sync().await.unwrap();
+    let jane = jane_collides(&user_a, &user_b).await;
     let second = user_b.client.sync().await.unwrap();
     assert_eq!(
         (

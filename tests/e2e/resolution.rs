@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex};
 
 use roster_client::{Choice, ClientError, DeviceConflictHandler, OpenConflict, SyncOptions};
-use roster_e2e::scenario::{A_VALUE, B_VALUE, a_state, b_state, columns, provoke};
+use roster_e2e::scenario::{A_VALUE, B_VALUE, a_state, b_state, columns, jane_collides, provoke};
 use roster_e2e::{TestClient, TestServer, assert_converged, obj};
 use roster_protocol::{ConflictKind, Fields};
 use roster_server::resolve::{ConflictContext, HandlerDecision, ServerConflictHandler};
@@ -394,12 +394,7 @@ async fn jane_accept_local_then_resync() {
     let server = TestServer::start_with_config(&config("defer-to-client"));
     let user_a = TestClient::new(&server).await;
     let user_b = TestClient::new(&server).await;
-    let jane = user_a.insert("person", json!({"name": "Jane", "age": 25}));
-    user_a.client.sync().await.unwrap();
-    user_b.client.sync().await.unwrap();
-    user_a.update("person", jane, json!({"age": 32}));
-    user_b.update("person", jane, json!({"age": 30}));
-    user_a.client.sync().await.unwrap();
+    let jane = jane_collides(&user_a, &user_b).await;
 
     let first = user_b.client.sync().await.unwrap();
     assert_eq!(

@@ -22,6 +22,21 @@ pub fn columns(table: &str) -> (&'static str, &'static str) {
     }
 }
 
+/// The seed document's story (`000_f6b3d591941f9b3a.txt`) up to B's sync: A and B both
+/// synchronise Person {Name = Jane, Age = 25}, A changes Age to 32 and B to 30, and A
+/// synchronises first (its one change goes up without a conflict). Works against a Roster
+/// server and an Azure Mobile Apps backend alike; the caller runs B's colliding sync.
+pub async fn jane_collides(a: &TestClient, b: &TestClient) -> RowId {
+    let jane = a.insert("person", json!({"name": "Jane", "age": START_VALUE}));
+    assert_eq!(a.client.sync().await.unwrap().uploaded, 1);
+    assert_eq!(b.client.sync().await.unwrap().downloaded, 1);
+    a.update("person", jane, json!({"age": A_VALUE}));
+    b.update("person", jane, json!({"age": B_VALUE}));
+    let first = a.client.sync().await.unwrap();
+    assert_eq!((first.uploaded, first.conflicts_detected), (1, 0));
+    jane
+}
+
 /// Two clients sharing one synced row of `table`; B batches pushes as `b_options` says.
 async fn shared_row(
     server: &TestServer,
