@@ -30,6 +30,7 @@ mod slices;
 mod soak;
 mod startup;
 mod storage_full;
+mod store_format;
 mod sync;
 mod tables;
 mod tls;

@@ -314,11 +314,7 @@ fn summary(conn: &Connection) -> Result<StoreSummary, ClientError> {
             |r| r.get(0),
         )
         .optional()?;
-    let (rows, synced_rows, pending): (i64, i64, i64) = conn.query_row(
-        "SELECT COUNT(*), COUNT(base_version), COUNT(pending) FROM _roster_rows",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )?;
+    let (rows, synced_rows, pending) = crate::local::row_counts(conn)?;
     let conflicts: i64 =
         conn.query_row("SELECT COUNT(*) FROM _roster_open_conflicts", [], |r| {
             r.get(0)
@@ -327,8 +323,8 @@ fn summary(conn: &Connection) -> Result<StoreSummary, ClientError> {
         synced_before: watermark.as_deref().unwrap_or("0") != "0"
             || synced_rows > 0
             || conflicts > 0,
-        rows: u64::try_from(rows).unwrap_or(0),
-        pending: u64::try_from(pending).unwrap_or(0),
+        rows,
+        pending,
     })
 }
 

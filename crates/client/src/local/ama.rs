@@ -12,6 +12,7 @@ use roster_protocol::{RowId, SyncResponse};
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::conflicts::DeviceConflictHandler;
+use super::rows::row_meta;
 use super::{LocalStore, get_meta, set_meta};
 use crate::ClientError;
 use crate::ama::{AmaSettings, Protocol, parse_policy, policy_name, version_number};
@@ -146,18 +147,10 @@ impl LocalStore {
         {
             // A live row is known at its version and clean; a deleted one is known when
             // this store does not hold the row at all.
-            let mut held = tx.prepare_cached(
-                "SELECT base_version = ?3 AND pending IS NULL FROM _roster_rows
-                 WHERE tbl = ?1 AND id = ?2",
-            )?;
             let mut kept = Vec::with_capacity(answer.response.changes.len());
             for change in answer.response.changes {
-                let version = i64::try_from(change.row.version).unwrap_or(i64::MAX);
-                let same: Option<bool> = held
-                    .query_row(params![change.table, change.id.to_string(), version], |r| {
-                        r.get(0)
-                    })
-                    .optional()?;
+                let same = row_meta(&tx, &change.table, change.id)?
+                    .map(|(op, base)| op.is_none() && base == Some(change.row.version));
                 let known = match same {
                     None => change.row.deleted,
                     Some(same) => same && !change.row.deleted,
@@ -184,15 +177,24 @@ impl LocalStore {
     pub(crate) fn finish_ama_round(&self) -> Result<(), ClientError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        tx.execute(
-            "DELETE FROM _roster_ama_versions AS v
-             WHERE NOT EXISTS (SELECT 1 FROM _roster_rows r
+        for table in &self.schema().tables {
+            tx.execute(
+                &format!(
+                    "DELETE FROM _roster_ama_versions AS v
+                     WHERE v.tbl = ?1
+                       AND NOT EXISTS (SELECT 1 FROM _roster_rows r
                                WHERE r.tbl = v.tbl AND r.id = v.id AND r.base_version = v.version)
-               AND NOT EXISTS (SELECT 1 FROM _roster_open_conflicts o
+                       AND NOT EXISTS (SELECT 1 FROM {} u
+                               WHERE u.id = v.id AND u.{} = v.version)
+                       AND NOT EXISTS (SELECT 1 FROM _roster_open_conflicts o
                                WHERE o.tbl = v.tbl AND o.id = v.id
                                  AND json_extract(o.remote, '$.version') = v.version)",
-            [],
-        )?;
+                    super::sql::quote(&table.name),
+                    super::sql::VERSION_COLUMN
+                ),
+                [&table.name],
+            )?;
+        }
         set_meta(&tx, "last_sync_ms", &super::now_ms().to_string())?;
         tx.commit()?;
         Ok(())

@@ -11,7 +11,7 @@ use roster_protocol::{
 use rusqlite::{CachedStatement, OptionalExtension, Transaction, params};
 
 use super::conflicts::DeviceConflictHandler;
-use super::rows::{forget_row, json_text, next_rev, parse_fields, row_state, set_base};
+use super::rows::{db_version, forget_row, json_text, next_rev, parse_fields, row_state, set_base};
 use super::{LocalStore, get_meta, now_ms, set_meta, sql};
 use crate::ClientError;
 use crate::round::{ApplyCounts, SentChange};
@@ -95,23 +95,21 @@ fn acknowledge(tx: &Transaction<'_>, ack: &Ack, sent: &SentChange) -> Result<(),
             return remember_acked_delete(tx, &ack.table, ack.id, ack.version);
         }
     }
-    let version = i64::try_from(ack.version).unwrap_or(i64::MAX);
     let clean = tx
-        .prepare_cached(
-            "UPDATE _roster_rows SET base_version = ?3, base_data = NULL, pending = NULL
-             WHERE tbl = ?1 AND id = ?2 AND local_rev = ?4",
-        )?
-        .execute(params![ack.table, id, version, sent.local_rev])?;
-    if clean == 0 {
-        let data = sent.change.fields.as_ref().map(json_text).transpose()?;
-        tx.prepare_cached(
-            "UPDATE _roster_rows SET base_version = ?3, base_data = ?4,
-               pending = CASE pending WHEN 'insert' THEN 'update' ELSE pending END
-             WHERE tbl = ?1 AND id = ?2",
-        )?
-        .execute(params![ack.table, id, version, data])?;
+        .prepare_cached("DELETE FROM _roster_rows WHERE tbl = ?1 AND id = ?2 AND local_rev = ?3")?
+        .execute(params![ack.table, id, sent.local_rev])?;
+    if clean > 0 {
+        sql::set_version(tx, &ack.table, ack.id, ack.version)
+    } else {
+        set_base(
+            tx,
+            &ack.table,
+            ack.id,
+            ack.version,
+            sent.change.fields.as_ref(),
+            false,
+        )
     }
-    Ok(())
 }
 
 /// Writes into the acknowledged row the values the server kept for columns the change
@@ -288,13 +286,8 @@ impl LocalStore {
         changes: &[ServerChange],
     ) -> Result<u64, ClientError> {
         let mut downloaded = 0;
-        let mut base = tx.prepare_cached(
-            "INSERT INTO _roster_rows (tbl, id, base_version, base_data, pending, local_rev)
-             VALUES (?1, ?2, ?3, NULL, NULL, 0)
-             ON CONFLICT (tbl, id) DO UPDATE SET base_version = excluded.base_version,
-               base_data = NULL
-             WHERE pending IS NULL",
-        )?;
+        let mut pending =
+            tx.prepare_cached("SELECT 1 FROM _roster_rows WHERE tbl = ?1 AND id = ?2")?;
         let schemas = self.schema();
         let mut writers: HashMap<&str, (&TableSchema, CachedStatement<'_>)> = HashMap::new();
         for change in changes {
@@ -314,17 +307,17 @@ impl LocalStore {
             };
             check_server_row(schema, change.id, fields)?;
             let id = change.id.to_string();
-            let version = i64::try_from(change.row.version).unwrap_or(i64::MAX);
-            if base.execute(params![change.table, id, version])? == 0 {
+            if pending.exists(params![change.table, id])? {
                 continue; // a pending local change: keep it
             }
             let (schema, stmt) = match writers.entry(change.table.as_str()) {
                 Entry::Occupied(entry) => entry.into_mut(),
                 Entry::Vacant(entry) => {
-                    entry.insert((schema, tx.prepare_cached(&sql::write_sql(schema))?))
+                    entry.insert((schema, tx.prepare_cached(&sql::pulled_write_sql(schema))?))
                 }
             };
-            sql::execute_write(stmt, schema, &id, fields)?;
+            let version = db_version(change.row.version);
+            sql::execute_pulled_write(stmt, schema, &id, fields, version)?;
             downloaded += 1;
         }
         Ok(downloaded)
@@ -399,14 +392,12 @@ impl LocalStore {
         for table in &self.schema().tables {
             tx.execute(
                 &format!(
-                    "DELETE FROM {} WHERE id IN
-                     (SELECT id FROM _roster_rows WHERE tbl = ?1 AND pending IS NULL)",
+                    "DELETE FROM {} WHERE id NOT IN (SELECT id FROM _roster_rows WHERE tbl = ?1)",
                     sql::quote(&table.name)
                 ),
                 [&table.name],
             )?;
         }
-        tx.execute("DELETE FROM _roster_rows WHERE pending IS NULL", [])?;
         set_meta(&tx, "watermark", "0")?;
         tx.commit()?;
         Ok(())
@@ -446,19 +437,37 @@ impl LocalStore {
         let tx = conn.transaction()?;
         let rev = next_rev(&tx)?;
         let restored_at = i64::try_from(rebase.restored_at).unwrap_or(i64::MAX);
-        let moved = tx.execute(
+        let mut moved = tx.execute(
             "UPDATE _roster_rows SET pending = 'insert', base_version = NULL, base_data = NULL,
                local_rev = ?2
-             WHERE base_version > ?1 AND (pending IS NULL OR pending <> 'delete')",
+             WHERE base_version > ?1 AND pending <> 'delete'",
             params![restored_at, rev],
         )?;
-        let deletes = tx.execute(
-            "INSERT INTO _roster_rows (tbl, id, base_version, base_data, pending, local_rev)
-             SELECT d.tbl, d.id, d.version, NULL, 'delete', ?2 FROM _roster_acked_deletes d
-             WHERE d.version > ?1 AND NOT EXISTS
-               (SELECT 1 FROM _roster_rows r WHERE r.tbl = d.tbl AND r.id = d.id)",
-            params![restored_at, rev],
-        )?;
+        let mut deletes = 0;
+        for table in &self.schema().tables {
+            let name = sql::quote(&table.name);
+            let version = sql::VERSION_COLUMN;
+            // Clean rows from after the restore point.
+            moved += tx.execute(
+                &format!(
+                    "INSERT INTO _roster_rows (tbl, id, base_version, base_data, pending, local_rev)
+                     SELECT ?3, id, NULL, NULL, 'insert', ?2 FROM {name} u
+                     WHERE u.{version} > ?1 AND NOT EXISTS
+                       (SELECT 1 FROM _roster_rows r WHERE r.tbl = ?3 AND r.id = u.id)"
+                ),
+                params![restored_at, rev, table.name],
+            )?;
+            deletes += tx.execute(
+                &format!(
+                    "INSERT INTO _roster_rows (tbl, id, base_version, base_data, pending, local_rev)
+                     SELECT d.tbl, d.id, d.version, NULL, 'delete', ?2 FROM _roster_acked_deletes d
+                     WHERE d.tbl = ?3 AND d.version > ?1
+                       AND NOT EXISTS (SELECT 1 FROM _roster_rows r WHERE r.tbl = d.tbl AND r.id = d.id)
+                       AND NOT EXISTS (SELECT 1 FROM {name} u WHERE u.id = d.id)"
+                ),
+                params![restored_at, rev, table.name],
+            )?;
+        }
         // Each comes back here when its delete is acknowledged again.
         tx.execute(
             "DELETE FROM _roster_acked_deletes WHERE version > ?1",
@@ -709,7 +718,9 @@ mod tests {
                     [id.to_string()],
                     |r| r.get(0),
                 )
+                .optional()
                 .unwrap()
+                .flatten()
         };
         assert_eq!(base_data(&store), None);
         let before = store.get("person", id).unwrap().fields;
@@ -740,16 +751,24 @@ mod tests {
         assert_eq!((record.pending, record.base_version), (None, Some(8)));
         assert_eq!(base_data(&store), None);
 
-        // A store written before this format kept a copy for clean rows: opening it
-        // drops them.
+        // A store written before format 3 kept a copy for clean rows, in a `_roster_rows`
+        // entry of every row (before format 8): opening it drops the copy and the entry,
+        // and keeps the version.
         store
             .lock()
-            .execute_batch("UPDATE _roster_rows SET base_data = '{}'; PRAGMA user_version = 2")
+            .execute_batch(&format!(
+                "ALTER TABLE person DROP COLUMN _roster_version;
+                 INSERT INTO _roster_rows (tbl, id, base_version, base_data, pending, local_rev)
+                 VALUES ('person', '{id}', 8, '{{}}', NULL, 2);
+                 PRAGMA user_version = 2"
+            ))
             .unwrap();
         drop(store);
         let store = LocalStore::open(dir.path()).unwrap();
         assert_eq!(base_data(&store), None);
-        assert_eq!(store.get("person", id).unwrap().fields["age"], json!(7));
+        let record = store.get("person", id).unwrap();
+        assert_eq!((record.pending, record.base_version), (None, Some(8)));
+        assert_eq!(record.fields["age"], json!(7));
     }
 
     #[test]

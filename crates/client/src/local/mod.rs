@@ -6,14 +6,14 @@
 //! * `_roster_meta`: client id, server URL, schema, watermark, edit counter, and the
 //!   device's credentials (bearer token, data set) and connection security (trusted CA
 //!   PEM `ca_cert_pem`, `allow_cleartext`).
-//! * `_roster_rows`: per synced or pending row: the base version last seen from the
-//!   server, the pending op (`insert`/`update`/`delete`, or NULL when clean) and
-//!   `local_rev`, the edit counter at the row's last local edit. Base values
-//!   (`base_data`) are kept only while a row has a pending change: a clean row's base is
-//!   its current values, so they are copied into `base_data` at its first local edit.
-//!   A sync round only
-//!   clears a row's pending op if `local_rev` is unchanged since the change was sent, so
-//!   an edit made while a sync is in flight is never marked clean.
+//! * `_roster_rows`, the outbox: per row with a pending change (or waiting for a
+//!   conflict choice): the base version last seen from the server, the pending op
+//!   (`insert`/`update`/`delete`) and `local_rev`, the edit counter at the row's last
+//!   local edit, and its base values (`base_data`, copied at the row's first local edit).
+//!   A clean row has no entry: its base version is the `_roster_version` column of its
+//!   user table row (store format 8; `rows.rs` states the rule). A sync round only clears
+//!   a row's pending op if `local_rev` is unchanged since the change was sent, so an edit
+//!   made while a sync is in flight is never marked clean.
 //! * `_roster_conflicts`: history of every conflict this client was told about, and of
 //!   every choice made on it here.
 //! * `_roster_open_conflicts`: conflicts the server deferred to this client, waiting for
@@ -142,7 +142,15 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX IF NOT EXISTS _roster_acked_deletes_at ON _roster_acked_deletes(acked_at_ms);
 "#,
+    // Store format 8: a clean row's base version moves into its user table's
+    // `_roster_version` column and `_roster_rows` keeps only rows with a pending change.
+    // The user tables depend on the stored schema, so `migrate` does the move in code
+    // (`move_clean_rows_out`) in the same transaction, right after this step.
+    "-- format 8: see move_clean_rows_out",
 ];
+
+/// The store format from which `_roster_rows` holds only pending rows (see `rows.rs`).
+const OUTBOX_FORMAT: u32 = 8;
 
 /// A live local row as the app sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -246,6 +254,7 @@ fn open_connection(path: &Path, key: Option<&StoreKey>) -> Result<Connection, Cl
 
 fn migrate(conn: &mut Connection) -> Result<(), ClientError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let format: u32 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     roster_migrate::run(
         &mut roster_migrate::SqliteUserVersion(&tx),
         "store format",
@@ -255,7 +264,91 @@ fn migrate(conn: &mut Connection) -> Result<(), ClientError> {
         roster_migrate::MigrateError::Database(e) => ClientError::from(e),
         newer => ClientError::Corrupt(newer.to_string()),
     })?;
+    if (1..OUTBOX_FORMAT).contains(&format) {
+        move_clean_rows_out(&tx)?;
+    }
     tx.commit()?;
+    Ok(())
+}
+
+/// The store's user tables: its tables without the `_roster_` prefix (read from the
+/// file, so it works on a store of any format).
+fn user_tables(conn: &Connection) -> Result<Vec<String>, ClientError> {
+    Ok(conn
+        .prepare(
+            r"SELECT name FROM sqlite_schema WHERE type = 'table'
+              AND name NOT LIKE '\_roster\_%' ESCAPE '\'
+              AND name NOT LIKE 'sqlite\_%' ESCAPE '\'",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?)
+}
+
+/// How many rows a store file holds with any local state, how many of them have a
+/// server version, and how many are pending; read from a store of any format (also
+/// one not migrated yet: before format 8 every such row had a `_roster_rows` entry).
+pub(crate) fn row_counts(conn: &Connection) -> Result<(u64, u64, u64), ClientError> {
+    let (mut synced, pending, mut rows): (i64, i64, i64) = conn.query_row(
+        "SELECT COUNT(base_version), COUNT(pending), COUNT(*) FILTER (WHERE pending = 'delete')
+         FROM _roster_rows",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    for table in user_tables(conn)? {
+        let versioned = sql::column_names(conn, &table)?
+            .iter()
+            .any(|c| c == sql::VERSION_COLUMN);
+        let (held, with_version): (i64, i64) = conn.query_row(
+            &format!(
+                "SELECT COUNT(*), {} FROM {}",
+                if versioned {
+                    "COUNT(_roster_version)"
+                } else {
+                    "0"
+                },
+                sql::quote(&table)
+            ),
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        rows += held;
+        synced += with_version;
+    }
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    Ok((count(rows), count(synced), count(pending)))
+}
+
+/// Converts a store written before format 8: every user table gets its
+/// `_roster_version` column, which takes the base version of each of its clean rows
+/// from `_roster_rows`; then those clean entries are deleted. Pending rows keep their
+/// entries as they are.
+fn move_clean_rows_out(tx: &Connection) -> Result<(), ClientError> {
+    let tables = user_tables(tx)?;
+    let mut moved = 0;
+    for table in &tables {
+        if !sql::column_names(tx, table)?
+            .iter()
+            .any(|c| c == sql::VERSION_COLUMN)
+        {
+            sql::add_version_column(tx, table)?;
+        }
+        moved += tx.execute(
+            &format!(
+                "UPDATE {t} SET {v} = r.base_version FROM _roster_rows r
+                 WHERE r.tbl = ?1 AND r.id = {t}.id AND r.pending IS NULL",
+                t = sql::quote(table),
+                v = sql::VERSION_COLUMN
+            ),
+            [table],
+        )?;
+    }
+    let dropped = tx.execute("DELETE FROM _roster_rows WHERE pending IS NULL", [])?;
+    tracing::info!(
+        tables = tables.len(),
+        moved,
+        dropped,
+        "store format 8: clean rows' base versions moved into their tables"
+    );
     Ok(())
 }
 

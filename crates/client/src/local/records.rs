@@ -2,14 +2,14 @@
 //! user row and marks it pending with a fresh edit number, so it works offline and is
 //! pushed by the next sync.
 
-use roster_protocol::{ChangeOp, ColumnDef, ColumnType, Fields, RowId, TableSchema};
+use roster_protocol::{ColumnDef, ColumnType, Fields, RowId, TableSchema};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 
-use super::rows::{json_text, next_rev};
+use super::rows::{json_text, next_rev, row_meta};
 use super::sql::{self, quote};
 use super::trash::put_in_trash;
-use super::{LocalStore, Record, get_meta, now_ms, parse_op};
+use super::{LocalStore, Record, get_meta, now_ms};
 use crate::ClientError;
 
 /// Most rows one [`LocalStore::list`] call returns.
@@ -57,6 +57,41 @@ pub(super) fn write_new_row(
          edited_at_ms) VALUES (?1, ?2, NULL, NULL, 'insert', ?3, ?4)",
     )?
     .execute(params![table.name, id.to_string(), rev, now_ms()])?;
+    Ok(())
+}
+
+/// Marks a local edit (`op`: "update" or "delete") of a live row as pending with edit
+/// number `rev`. A clean row gets its outbox entry here, with its base: the version its
+/// user row held and the values before this edit (`base`); a row already pending keeps
+/// its base and its op, unless this is a delete. A clean row without a version never
+/// reached a server: its change stays an insert.
+fn mark_edited(
+    tx: &Transaction<'_>,
+    table: &str,
+    id: RowId,
+    (base_version, base_values): (Option<i64>, &str),
+    op: &str,
+    rev: i64,
+) -> Result<(), ClientError> {
+    tx.prepare_cached(
+        "INSERT INTO _roster_rows (tbl, id, base_version, base_data, pending, local_rev,
+           edited_at_ms)
+         VALUES (?1, ?2, ?3, CASE WHEN ?3 IS NULL THEN NULL ELSE ?4 END,
+           CASE WHEN ?5 = 'delete' THEN 'delete' WHEN ?3 IS NULL THEN 'insert' ELSE ?5 END,
+           ?6, ?7)
+         ON CONFLICT (tbl, id) DO UPDATE SET
+           pending = CASE WHEN ?5 = 'delete' THEN 'delete' ELSE pending END,
+           local_rev = excluded.local_rev, edited_at_ms = excluded.edited_at_ms",
+    )?
+    .execute(params![
+        table,
+        id.to_string(),
+        base_version,
+        base_values,
+        op,
+        rev,
+        now_ms()
+    ])?;
     Ok(())
 }
 
@@ -128,26 +163,6 @@ fn ensure_sort_index(
     Ok(())
 }
 
-fn row_meta(
-    conn: &Connection,
-    table: &str,
-    id: RowId,
-) -> Result<(Option<ChangeOp>, Option<u64>), ClientError> {
-    let meta = conn
-        .prepare_cached(
-            "SELECT pending, base_version FROM _roster_rows WHERE tbl = ?1 AND id = ?2",
-        )?
-        .query_row(params![table, id.to_string()], |r| {
-            Ok((r.get::<_, Option<String>>(0)?, r.get::<_, Option<i64>>(1)?))
-        })
-        .optional()?;
-    let (pending, base) = meta.unwrap_or((None, None));
-    Ok((
-        pending.as_deref().map(parse_op).transpose()?,
-        base.map(|v| u64::try_from(v).unwrap_or(0)),
-    ))
-}
-
 impl LocalStore {
     fn table_schema(&self, table: &str) -> Result<TableSchema, ClientError> {
         Ok(self.schema().table(table)?.clone())
@@ -162,7 +177,7 @@ impl LocalStore {
             table: table.name.clone(),
             id,
         })?;
-        let (pending, base_version) = row_meta(conn, &table.name, id)?;
+        let (pending, base_version) = row_meta(conn, &table.name, id)?.unwrap_or_default();
         Ok(Record {
             id,
             fields,
@@ -238,6 +253,7 @@ impl LocalStore {
             id,
         })?;
         let before = json_text(&fields)?;
+        let base_version = sql::read_version(&tx, table, id)?.flatten();
         for (key, value) in patch {
             if schema.column(&key).is_none() {
                 return Err(roster_protocol::SchemaError::UnknownColumn {
@@ -251,14 +267,7 @@ impl LocalStore {
         schema.validate_fields(&fields)?;
         let rev = next_rev(&tx)?;
         sql::write_row(&tx, schema, id, &fields)?;
-        tx.execute(
-            "INSERT INTO _roster_rows (tbl, id, pending, local_rev, edited_at_ms)
-             VALUES (?1, ?2, 'insert', ?3, ?4)
-             ON CONFLICT (tbl, id) DO UPDATE SET pending = COALESCE(pending, 'update'),
-               base_data = CASE WHEN pending IS NULL THEN ?5 ELSE base_data END,
-               local_rev = excluded.local_rev, edited_at_ms = excluded.edited_at_ms",
-            params![table, id.to_string(), rev, now_ms(), before],
-        )?;
+        mark_edited(&tx, table, id, (base_version, &before), "update", rev)?;
         let record = Self::record(&tx, schema, id)?;
         tx.commit()?;
         Ok(record)
@@ -278,15 +287,10 @@ impl LocalStore {
             });
         };
         let rev = next_rev(&tx)?;
+        let base_version = sql::read_version(&tx, table, id)?.flatten();
         sql::delete_row(&tx, table, id)?;
-        tx.execute(
-            "INSERT INTO _roster_rows (tbl, id, pending, local_rev, edited_at_ms)
-             VALUES (?1, ?2, 'delete', ?3, ?4)
-             ON CONFLICT (tbl, id) DO UPDATE SET pending = 'delete',
-               base_data = CASE WHEN pending IS NULL THEN ?5 ELSE base_data END,
-               local_rev = excluded.local_rev, edited_at_ms = excluded.edited_at_ms",
-            params![table, id.to_string(), rev, now_ms(), json_text(&before)?],
-        )?;
+        let values = json_text(&before)?;
+        mark_edited(&tx, table, id, (base_version, &values), "delete", rev)?;
         put_in_trash(&tx, table, id, &before)?;
         tx.commit()?;
         Ok(())
@@ -349,7 +353,7 @@ impl LocalStore {
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
             let (id, fields) = sql::decode_row(schema, row)?;
-            let (pending, base_version) = row_meta(&conn, table, id)?;
+            let (pending, base_version) = row_meta(&conn, table, id)?.unwrap_or_default();
             out.push(Record {
                 id,
                 fields,
@@ -380,6 +384,7 @@ impl LocalStore {
 
 #[cfg(test)]
 mod tests {
+    use roster_protocol::ChangeOp;
     use serde_json::json;
 
     use super::*;

@@ -91,19 +91,18 @@ pub(crate) fn clear_marks<'a>(
 
 /// Drops the marked rows that have no pending edit any more; returns how many.
 pub(crate) fn forget_marked_clean(tx: &Transaction<'_>) -> Result<u64, ClientError> {
-    let marked: Vec<(String, String, bool)> = tx
+    let marked: Vec<(String, String)> = tx
         .prepare_cached(
-            "SELECT m.tbl, m.id, r.id IS NOT NULL FROM _roster_evict_later m
-             LEFT JOIN _roster_rows r ON r.tbl = m.tbl AND r.id = m.id
-             WHERE r.pending IS NULL",
+            "SELECT m.tbl, m.id FROM _roster_evict_later m
+             WHERE NOT EXISTS (SELECT 1 FROM _roster_rows r WHERE r.tbl = m.tbl AND r.id = m.id)",
         )?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     let mut dropped = 0;
-    for (table, id_text, held) in marked {
-        if held {
-            let id = RowId::parse_str(&id_text)
-                .map_err(|e| ClientError::Corrupt(format!("row id {id_text:?}: {e}")))?;
+    for (table, id_text) in marked {
+        let id = RowId::parse_str(&id_text)
+            .map_err(|e| ClientError::Corrupt(format!("row id {id_text:?}: {e}")))?;
+        if row_state(tx, &table, id)?.is_some() {
             forget_row(tx, &table, id)?;
             dropped += 1;
         }

@@ -4,10 +4,15 @@
 
 use roster_protocol::{ColumnDef, ColumnType, Fields, RowId, Schema, TableSchema};
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
-use rusqlite::{Connection, OptionalExtension, Statement};
+use rusqlite::{Connection, OptionalExtension, Statement, params};
 use serde_json::Value;
 
 use crate::ClientError;
+
+/// The column of every user table holding a clean row's base version, the server
+/// version its values are (NULL while the row has a pending change or was never
+/// synced: see `rows.rs`). Schema names start with a letter, so it cannot clash.
+pub(crate) const VERSION_COLUMN: &str = "_roster_version";
 
 /// `name` in double quotes (safe: validated names contain no quote).
 pub(crate) fn quote(name: &str) -> String {
@@ -60,14 +65,14 @@ pub(crate) fn create_missing(tx: &Connection, schema: &Schema) -> Result<(), Cli
     for table in &schema.tables {
         let columns: Vec<String> = table.columns.iter().map(column_sql).collect();
         tx.execute_batch(&format!(
-            "CREATE TABLE IF NOT EXISTS {} (id TEXT PRIMARY KEY NOT NULL, {})",
+            "CREATE TABLE IF NOT EXISTS {} (id TEXT PRIMARY KEY NOT NULL, {VERSION_COLUMN} INTEGER, {})",
             quote(&table.name),
             columns.join(", ")
         ))?;
-        let existing: Vec<String> = tx
-            .prepare(&format!("PRAGMA table_info({})", quote(&table.name)))?
-            .query_map([], |r| r.get::<_, String>(1))?
-            .collect::<Result<_, _>>()?;
+        let existing = column_names(tx, &table.name)?;
+        if !existing.iter().any(|c| c == VERSION_COLUMN) {
+            add_version_column(tx, &table.name)?;
+        }
         for column in &table.columns {
             if !existing.contains(&column.name) {
                 tx.execute_batch(&format!(
@@ -78,6 +83,57 @@ pub(crate) fn create_missing(tx: &Connection, schema: &Schema) -> Result<(), Cli
             }
         }
     }
+    Ok(())
+}
+
+/// The names of `table`'s SQL columns.
+pub(crate) fn column_names(tx: &Connection, table: &str) -> Result<Vec<String>, ClientError> {
+    Ok(tx
+        .prepare(&format!("PRAGMA table_info({})", quote(table)))?
+        .query_map([], |r| r.get::<_, String>(1))?
+        .collect::<Result<_, _>>()?)
+}
+
+/// Adds [`VERSION_COLUMN`] to a user table made before store format 8.
+pub(crate) fn add_version_column(tx: &Connection, table: &str) -> Result<(), ClientError> {
+    tx.execute_batch(&format!(
+        "ALTER TABLE {} ADD COLUMN {VERSION_COLUMN} INTEGER",
+        quote(table)
+    ))?;
+    Ok(())
+}
+
+/// The base version column of row `id`: `None` when the table does not hold the row,
+/// `Some(None)` when it holds it without a version.
+pub(crate) fn read_version(
+    conn: &Connection,
+    table: &str,
+    id: RowId,
+) -> Result<Option<Option<i64>>, ClientError> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {VERSION_COLUMN} FROM {} WHERE id = ?1",
+            quote(table)
+        ))?
+        .query_row([id.to_string()], |r| r.get(0))
+        .optional()?)
+}
+
+/// Records `version` as the base version of row `id` of `table`, if present.
+pub(crate) fn set_version(
+    conn: &Connection,
+    table: &str,
+    id: RowId,
+    version: u64,
+) -> Result<(), ClientError> {
+    conn.prepare_cached(&format!(
+        "UPDATE {} SET {VERSION_COLUMN} = ?2 WHERE id = ?1",
+        quote(table)
+    ))?
+    .execute(params![
+        id.to_string(),
+        i64::try_from(version).unwrap_or(i64::MAX)
+    ])?;
     Ok(())
 }
 
@@ -128,6 +184,34 @@ pub(crate) fn write_sql(table: &TableSchema) -> String {
         names.join(", "),
         marks.join(", ")
     )
+}
+
+/// [`write_sql`] for a row pulled clean from the server: the server's version is the
+/// last parameter (bind with [`execute_pulled_write`]).
+pub(crate) fn pulled_write_sql(table: &TableSchema) -> String {
+    let names: Vec<String> = table.columns.iter().map(|c| quote(&c.name)).collect();
+    let marks: Vec<String> = (0..=table.columns.len() + 1)
+        .map(|i| format!("?{}", i + 1))
+        .collect();
+    format!(
+        "INSERT OR REPLACE INTO {} (id, {}, {VERSION_COLUMN}) VALUES ({})",
+        quote(&table.name),
+        names.join(", "),
+        marks.join(", ")
+    )
+}
+
+/// Runs a statement prepared from [`pulled_write_sql`] for row `id` with `fields` at the
+/// server's `version`.
+pub(crate) fn execute_pulled_write(
+    stmt: &mut Statement<'_>,
+    table: &TableSchema,
+    id: &str,
+    fields: &Fields,
+    version: i64,
+) -> Result<(), ClientError> {
+    stmt.raw_bind_parameter(table.columns.len() + 2, version)?;
+    execute_write(stmt, table, id, fields)
 }
 
 /// Runs a statement prepared from [`write_sql`] for row `id` with `fields` (absent
