@@ -39,6 +39,9 @@ enum Layout {
     /// The user row, with an index on `name COLLATE NOCASE, id` (what a sorted list
     /// page needs): the write cost of that index.
     UserRowNameIndex,
+    /// The user row with its base version in a `_roster_version` column: the client's
+    /// layout of a clean row since store format 8.
+    UserRowVersion,
 }
 
 /// One way of running the raw insert.
@@ -74,9 +77,15 @@ fn raw_insert(dir: &Path, rows: &[Person], variant: Variant) -> Result<f64> {
     if let Some(mib) = variant.cache_mib {
         conn.execute_batch(&format!("PRAGMA cache_size = -{}", mib * 1024))?;
     }
-    conn.execute_batch(USER_TABLE)?;
     match layout {
-        Layout::UserRow => {}
+        Layout::UserRowVersion => conn.execute_batch(&USER_TABLE.replace(
+            "id TEXT PRIMARY KEY NOT NULL,",
+            "id TEXT PRIMARY KEY NOT NULL, _roster_version INTEGER,",
+        ))?,
+        _ => conn.execute_batch(USER_TABLE)?,
+    }
+    match layout {
+        Layout::UserRow | Layout::UserRowVersion => {}
         Layout::UserRowNameIndex => conn.execute_batch(
             r#"CREATE INDEX person_by_name ON "person" ("name" COLLATE NOCASE, id)"#,
         )?,
@@ -104,11 +113,17 @@ fn raw_insert(dir: &Path, rows: &[Person], variant: Variant) -> Result<f64> {
     let started = Instant::now();
     let tx = conn.transaction()?;
     {
-        let mut insert = tx.prepare(
+        let mut insert = tx.prepare(if layout == Layout::UserRowVersion {
+            r#"INSERT INTO "person" (id, "name", "email", "phone", "age", "city", "notes",
+                 _roster_version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"#
+        } else {
             r#"INSERT INTO "person" (id, "name", "email", "phone", "age", "city", "notes")
-               VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"#,
-        )?;
-        let mut meta = if matches!(layout, Layout::UserRow | Layout::UserRowNameIndex) {
+               VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"#
+        })?;
+        let mut meta = if matches!(
+            layout,
+            Layout::UserRow | Layout::UserRowNameIndex | Layout::UserRowVersion
+        ) {
             None
         } else {
             Some(tx.prepare(
@@ -117,9 +132,22 @@ fn raw_insert(dir: &Path, rows: &[Person], variant: Variant) -> Result<f64> {
             )?)
         };
         for (index, (p, id)) in rows.iter().zip(&ids).enumerate() {
-            insert.execute(params![
-                id, p.name, p.email, p.phone, p.age, p.city, p.notes
-            ])?;
+            if layout == Layout::UserRowVersion {
+                insert.execute(params![
+                    id,
+                    p.name,
+                    p.email,
+                    p.phone,
+                    p.age,
+                    p.city,
+                    p.notes,
+                    index as i64 + 1
+                ])?;
+            } else {
+                insert.execute(params![
+                    id, p.name, p.email, p.phone, p.age, p.city, p.notes
+                ])?;
+            }
             if let Some(meta) = meta.as_mut() {
                 meta.execute(params![id, index as i64 + 1, json[index]])?;
             }
@@ -148,16 +176,21 @@ pub fn run(ctx: &mut Ctx, n: u64) -> Result<()> {
              the local limit",
         ),
         (
+            plain(Layout::UserRowVersion),
+            format!("raw insert {n_label} rows with a _roster_version column"),
+            "the user row with its base version as a column: the client's layout since \
+             store format 8, the SQLite floor of a pull",
+        ),
+        (
             plain(Layout::WithBaseValues),
             format!("raw insert {n_label} rows + _roster_rows with base values"),
             "also one sync-metadata row per record with the base version and the base \
-             values as JSON: the SQLite floor of a pull in the client's current layout",
+             values as JSON: the client's layout before store format 3",
         ),
         (
             plain(Layout::WithBaseVersion),
             format!("raw insert {n_label} rows + _roster_rows, base version only"),
-            "the same without the base values (a clean row's base values equal its user \
-             row): the floor if they were only stored once a row is edited locally",
+            "the same without the base values: the client's layout of formats 3 to 7",
         ),
         (
             plain(Layout::UserRowNameIndex),

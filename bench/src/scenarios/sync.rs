@@ -198,7 +198,7 @@ fn pull_entry(
 }
 
 /// A first sync of `n` rows whose ids come in random order (v4 ids): the user table's
-/// and `_roster_rows`' B-trees then grow by inserts all over, not by appends.
+/// B-trees (its rows and its id index) then grow by inserts all over, not by appends.
 async fn random_order_pull(ctx: &mut Ctx, n: u64) -> Result<()> {
     let dir = ctx.dir("first-sync-random-ids")?;
     let mut server = ServerProcess::start(&ctx.server_bin, &dir.join("server"), None)?;
