@@ -2,6 +2,7 @@
 //! batch is answered with) and `staged_changes` (non-final batches of atomic rounds).
 
 use postgres::Transaction;
+use postgres::types::Type;
 
 use super::PgTx;
 use crate::store::StoreError;
@@ -12,10 +13,14 @@ impl BatchesTx for PgTx<'_, '_> {
     fn replayed(&mut self, client: &str, batch: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .tx
-            .query_opt(
+            .query_typed_opt(
                 "SELECT response FROM applied_batches
                  WHERE dataset = $1 AND client_id = $2 AND batch_id = $3",
-                &[&self.dataset, &client, &batch],
+                &[
+                    (&self.dataset, Type::TEXT),
+                    (&client, Type::TEXT),
+                    (&batch, Type::TEXT),
+                ],
             )?
             .map(|r| r.get(0)))
     }
@@ -23,22 +28,22 @@ impl BatchesTx for PgTx<'_, '_> {
     /// Remembers the answer, then evicts the data set's oldest answers beyond the
     /// cache's bounds (one statement over at most the bound's number of entries).
     fn remember(&mut self, client: &str, batch: &str, answer: &str) -> Result<(), StoreError> {
-        self.tx.execute(
+        self.tx.execute_typed(
             "INSERT INTO applied_batches (dataset, client_id, batch_id, at_ms, response, bytes)
              VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (dataset, client_id, batch_id)
              DO UPDATE SET at_ms = EXCLUDED.at_ms, response = EXCLUDED.response,
                            bytes = EXCLUDED.bytes",
             &[
-                &self.dataset,
-                &client,
-                &batch,
-                &now_ms(),
-                &answer,
-                &i64::try_from(answer.len()).unwrap_or(i64::MAX),
+                (&self.dataset, Type::TEXT),
+                (&client, Type::TEXT),
+                (&batch, Type::TEXT),
+                (&now_ms(), Type::INT8),
+                (&answer, Type::TEXT),
+                (&i64::try_from(answer.len()).unwrap_or(i64::MAX), Type::INT8),
             ],
         )?;
-        self.tx.execute(
+        self.tx.execute_typed(
             "DELETE FROM applied_batches WHERE dataset = $1 AND (client_id, batch_id) IN (
                  SELECT client_id, batch_id FROM (
                      SELECT client_id, batch_id,
@@ -49,9 +54,9 @@ impl BatchesTx for PgTx<'_, '_> {
                                              ROWS UNBOUNDED PRECEDING)) AS ranked
                  WHERE n > $2::BIGINT OR (n > 1 AND total > $3::BIGINT))",
             &[
-                &self.dataset,
-                &i64::from(REPLAY_CACHE_MAX_ENTRIES),
-                &to_i64(REPLAY_CACHE_MAX_BYTES),
+                (&self.dataset, Type::TEXT),
+                (&i64::from(REPLAY_CACHE_MAX_ENTRIES), Type::INT8),
+                (&to_i64(REPLAY_CACHE_MAX_BYTES), Type::INT8),
             ],
         )?;
         Ok(())

@@ -16,6 +16,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use postgres::fallible_iterator::FallibleIterator;
+use postgres::types::Type;
 use postgres::{Client, NoTls, Transaction};
 
 use crate::feed::ChangeHub;
@@ -38,9 +39,12 @@ pub(super) fn announce(
     dataset: &str,
     version: u64,
 ) -> Result<(), StoreError> {
-    tx.execute(
+    tx.execute_typed(
         "SELECT pg_notify($1, $2)",
-        &[&CHANNEL, &format!("{version} {dataset}")],
+        &[
+            (&CHANNEL, Type::TEXT),
+            (&format!("{version} {dataset}"), Type::TEXT),
+        ],
     )?;
     Ok(())
 }
@@ -84,9 +88,11 @@ fn listen_once(config: &postgres::Config, hub: &Weak<ChangeHub>) -> Result<(), p
     }
     tracing::debug!("listening for change notifications");
     let mut notifications = client.notifications();
-    let mut iter = notifications.timeout_iter(POLL);
     loop {
-        let next = iter.next()?;
+        // A fresh iterator per wait: the driver's `TimeoutIter` does not re-arm its timer
+        // after a timeout, so a kept one returns at once from then on and the thread spun
+        // a whole core (issue 20: 3-4x the SQLite server's CPU for the same push).
+        let next = notifications.timeout_iter(POLL).next()?;
         let Some(hub) = hub.upgrade() else {
             return Ok(());
         };

@@ -143,11 +143,11 @@ struct PgTx<'a, 'conn> {
 impl FlowStore for PostgresStore {
     fn epoch(&self, dataset: &str) -> Result<Epoch, StoreError> {
         let mut conn = self.conn()?;
-        let row = conn.query_one(
+        let row = conn.query_typed_one(
             "SELECT e.epoch, COALESCE(
                  (SELECT restored_at FROM dataset_counters WHERE dataset = $1), 0)
              FROM server_epoch e",
-            &[&dataset],
+            &[(&dataset, postgres::types::Type::TEXT)],
         )?;
         let (epoch, restored_at): (i64, i64) = (row.get(0), row.get(1));
         Ok(Epoch {

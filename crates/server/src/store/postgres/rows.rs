@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use postgres::Transaction;
-use postgres::types::ToSql;
+use postgres::types::{ToSql, Type};
 
 use roster_protocol::{RowId, ServerRow};
 
@@ -25,14 +25,14 @@ pub(super) fn lock_dataset(
 ) -> Result<(u64, u64), StoreError> {
     const LOCK: &str =
         "SELECT last_seq, purge_horizon FROM dataset_counters WHERE dataset = $1 FOR UPDATE";
-    let row = match tx.query_opt(LOCK, &[&dataset])? {
+    let row = match tx.query_typed_opt(LOCK, &[(&dataset, Type::TEXT)])? {
         Some(row) => row,
         None => {
-            tx.execute(
+            tx.execute_typed(
                 "INSERT INTO dataset_counters (dataset) VALUES ($1) ON CONFLICT DO NOTHING",
-                &[&dataset],
+                &[(&dataset, Type::TEXT)],
             )?;
-            tx.query_one(LOCK, &[&dataset])?
+            tx.query_typed_one(LOCK, &[(&dataset, Type::TEXT)])?
         }
     };
     Ok((to_u64(row.get(0)), to_u64(row.get(1))))
@@ -44,19 +44,23 @@ pub(super) fn read_dataset(
     dataset: &str,
 ) -> Result<(u64, u64), StoreError> {
     Ok(tx
-        .query_opt(
+        .query_typed_opt(
             "SELECT last_seq, purge_horizon FROM dataset_counters WHERE dataset = $1",
-            &[&dataset],
+            &[(&dataset, Type::TEXT)],
         )?
         .map_or((0, 0), |row| (to_u64(row.get(0)), to_u64(row.get(1)))))
 }
 
 impl RowsTx for PgTx<'_, '_> {
     fn load_row(&mut self, table: &str, id: RowId) -> Result<Option<StoredRow>, StoreError> {
-        let row = self.tx.query_opt(
+        let row = self.tx.query_typed_opt(
             "SELECT version, deleted, data, edited_at_ms, updated_by FROM rows
              WHERE dataset = $1 AND tbl = $2 AND id = $3",
-            &[&self.dataset, &table, &id.to_string()],
+            &[
+                (&self.dataset, Type::TEXT),
+                (&table, Type::TEXT),
+                (&id.to_string(), Type::TEXT),
+            ],
         )?;
         row.map(|r| {
             Ok(StoredRow {
@@ -90,12 +94,16 @@ impl RowsTx for PgTx<'_, '_> {
         let ids: Vec<String> = keys.iter().map(|(_, id)| id.to_string()).collect();
         let used: HashSet<(String, String)> = self
             .tx
-            .query(
+            .query_typed(
                 "SELECT r.tbl, r.id FROM rows r
                  JOIN unnest($2::text[], $3::text[]) AS k(tbl, id)
                    ON r.tbl = k.tbl AND r.id = k.id
                  WHERE r.dataset = $1",
-                &[&self.dataset, &tables, &ids],
+                &[
+                    (&self.dataset, Type::TEXT),
+                    (&tables, Type::TEXT_ARRAY),
+                    (&ids, Type::TEXT_ARRAY),
+                ],
             )?
             .into_iter()
             .map(|row| (row.get(0), row.get(1)))
@@ -129,7 +137,7 @@ impl RowsTx for PgTx<'_, '_> {
             by.push(w.client);
             edited.push(w.edited_at_ms);
         }
-        let stored = self.tx.execute(
+        let stored = self.tx.execute_typed(
             "INSERT INTO rows (dataset, tbl, id, version, deleted, data, updated_at_ms,
                updated_by, edited_at_ms, created_at_ms)
              SELECT $1, k.tbl, k.id, k.version, k.deleted, k.data, k.at_ms, k.by,
@@ -139,15 +147,15 @@ impl RowsTx for PgTx<'_, '_> {
                AS k(tbl, id, version, deleted, data, at_ms, by, edited_at_ms)
              ON CONFLICT DO NOTHING",
             &[
-                &self.dataset,
-                &tables,
-                &ids,
-                &versions,
-                &deleted,
-                &data,
-                &at,
-                &by,
-                &edited,
+                (&self.dataset, Type::TEXT),
+                (&tables, Type::TEXT_ARRAY),
+                (&ids, Type::TEXT_ARRAY),
+                (&versions, Type::INT8_ARRAY),
+                (&deleted, Type::BOOL_ARRAY),
+                (&data, Type::TEXT_ARRAY),
+                (&at, Type::INT8_ARRAY),
+                (&by, Type::TEXT_ARRAY),
+                (&edited, Type::INT8_ARRAY),
             ],
         )?;
         match usize::try_from(stored).is_ok_and(|n| n == writes.len()) {
@@ -173,16 +181,16 @@ impl RowsTx for PgTx<'_, '_> {
     }
 
     fn bump_counter(&mut self, newest: u64) -> Result<(), StoreError> {
-        self.tx.execute(
+        self.tx.execute_typed(
             "UPDATE dataset_counters SET last_seq = $2 WHERE dataset = $1",
-            &[&self.dataset, &to_i64(newest)],
+            &[(&self.dataset, Type::TEXT), (&to_i64(newest), Type::INT8)],
         )?;
         self.counter.0 = newest;
         Ok(())
     }
 
     fn schema_version(&mut self) -> Result<u64, StoreError> {
-        let row = self.tx.query_one(
+        let row = self.tx.query_typed_one(
             "SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_versions",
             &[],
         )?;
@@ -192,9 +200,9 @@ impl RowsTx for PgTx<'_, '_> {
     fn last_write_ms(&mut self) -> Result<Option<i64>, StoreError> {
         Ok(self
             .tx
-            .query_opt(
+            .query_typed_opt(
                 "SELECT updated_at_ms FROM rows WHERE dataset = $1 ORDER BY version DESC LIMIT 1",
-                &[&self.dataset],
+                &[(&self.dataset, Type::TEXT)],
             )?
             .map(|r| r.get(0)))
     }
@@ -274,22 +282,22 @@ impl RowsTx for PgTx<'_, '_> {
     fn moves_from(&mut self) -> Result<u64, StoreError> {
         Ok(self
             .tx
-            .query_opt(
+            .query_typed_opt(
                 "SELECT moves_from FROM dataset_counters WHERE dataset = $1",
-                &[&self.dataset],
+                &[(&self.dataset, Type::TEXT)],
             )?
             .map_or(0, |row| to_u64(row.get(0))))
     }
 
     fn pull_rows(&mut self, scan: PullScan, page: &mut PageBuilder<'_>) -> Result<(), StoreError> {
-        let rows = self.tx.query(
+        let rows = self.tx.query_typed(
             "SELECT tbl, id, version, deleted, data FROM rows
              WHERE dataset = $1 AND version > $2 AND version <= $3 ORDER BY version LIMIT $4",
             &[
-                &self.dataset,
-                &to_i64(scan.since),
-                &to_i64(scan.upto),
-                &i64::from(scan.limit),
+                (&self.dataset, Type::TEXT),
+                (&to_i64(scan.since), Type::INT8),
+                (&to_i64(scan.upto), Type::INT8),
+                (&i64::from(scan.limit), Type::INT8),
             ],
         )?;
         for r in rows {
@@ -396,22 +404,22 @@ fn store_row(
 ) -> Result<bool, StoreError> {
     let (id, version, deleted, data) =
         (w.id.to_string(), to_i64(w.version), w.deleted(), w.data()?);
-    let mut values: Vec<&(dyn ToSql + Sync)> = vec![
-        &dataset,
-        &w.table,
-        &id,
-        &version,
-        &deleted,
-        &data,
-        &w.at_ms,
-        &w.client,
-        &w.edited_at_ms,
+    let mut values: Vec<(&(dyn ToSql + Sync), Type)> = vec![
+        (&dataset, Type::TEXT),
+        (&w.table, Type::TEXT),
+        (&id, Type::TEXT),
+        (&version, Type::INT8),
+        (&deleted, Type::BOOL),
+        (&data, Type::TEXT),
+        (&w.at_ms, Type::INT8),
+        (&w.client, Type::TEXT),
+        (&w.edited_at_ms, Type::INT8),
     ];
     let expected = expected.map(to_i64);
     if let Some(expected) = &expected {
-        values.push(expected);
+        values.push((expected, Type::INT8));
     }
-    Ok(tx.execute(sql, &values)? == 1)
+    Ok(tx.execute_typed(sql, &values)? == 1)
 }
 
 /// Removes the data set's tombstones and moves last written before `older_than_unix_ms` (its
