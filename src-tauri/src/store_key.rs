@@ -1,13 +1,16 @@
 //! The key of this device's encrypted store.
 //!
 //! In order: the passphrase in the file `$ROSTER_PASSPHRASE_FILE` (as for the `roster`
-//! CLI; for scripted and test runs); else a random 256-bit key kept in the OS keyring
+//! CLI; for scripted and test runs); else the raw key written as 64 hex digits in the file
+//! `$ROSTER_STORE_KEY_FILE` (the keyring's form of the key, for scripted runs where no
+//! keyring answers: the bench times the start a keyring user gets with it, without the
+//! passphrase's key derivation); else a random 256-bit key kept in the OS keyring
 //! (Secret Service on Linux, Keychain on macOS, Credential Manager on Windows), made at
 //! the first start, one per data dir; else, where no keyring answers (or on mobile), the
 //! person's passphrase, asked by the unlock screen ([`crate::commands::unlock`]).
 //!
-//! The key is never written to disk in the clear: it lives in the keyring, or only in
-//! memory while the app runs.
+//! The app never writes the key to disk in the clear: it lives in the keyring, or only in
+//! memory while the app runs (a `$ROSTER_STORE_KEY_FILE` is the caller's own file).
 
 use std::path::Path;
 
@@ -35,7 +38,22 @@ pub fn device_key(data_dir: &Path, store_dir: &Path) -> Result<DeviceKey, AppErr
             Path::new(&file),
         )?));
     }
+    if let Some(file) = std::env::var_os("ROSTER_STORE_KEY_FILE").filter(|f| !f.is_empty()) {
+        return Ok(DeviceKey::Ready(raw_key_file(Path::new(&file))?));
+    }
     keyring_key(data_dir, store_dir)
+}
+
+/// The raw key held in `path` as 64 hex digits (surrounding white space ignored).
+fn raw_key_file(path: &Path) -> Result<StoreKey, AppError> {
+    // The file is the caller's, in the clear already: no zeroing of this copy.
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        AppError::from(roster_client::ClientError::BadInput(format!(
+            "cannot read the store key file {}: {e}",
+            path.display()
+        )))
+    })?;
+    Ok(StoreKey::from_hex(&text)?)
 }
 
 /// The passphrase screen for `store_dir`, saying `why` the keyring did not serve.
