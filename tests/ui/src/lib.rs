@@ -316,7 +316,10 @@ impl App {
             .env("DISPLAY", display)
             .env("ROSTER_DATA_DIR", data_dir)
             .env_remove("ROSTER_SERVER_URL")
-            .env_remove("ROSTER_TOKEN");
+            .env_remove("ROSTER_TOKEN")
+            // A raw key file of the caller's environment would bypass the key paths
+            // these tests choose.
+            .env_remove("ROSTER_STORE_KEY_FILE");
         if passphrase_file {
             command.env("ROSTER_PASSPHRASE_FILE", &passphrase);
         } else {
