@@ -278,14 +278,19 @@ impl LocalStore {
     /// Writes pulled server rows (or removes tombstoned ones), except rows with a pending
     /// local change: that change meets the server's check when it is pushed, so nothing
     /// is overwritten silently. Returns how many rows changed. Each table's statements
-    /// are prepared once per call, and a live row's pending state is checked by the
-    /// metadata upsert itself (it only updates a clean row), not by a separate query.
+    /// are prepared once per call; a live row is one `INSERT OR REPLACE` carrying its
+    /// version (store format 8), after a lookup in the outbox unless that is empty.
     pub(super) fn apply_pulled(
         &self,
         tx: &Transaction<'_>,
         changes: &[ServerChange],
     ) -> Result<u64, ClientError> {
         let mut downloaded = 0;
+        // With an empty outbox (a first sync, a device that only reads) no pulled row can
+        // have a pending change: one read instead of a lookup per row.
+        let outbox_empty: bool = tx
+            .prepare_cached("SELECT NOT EXISTS (SELECT 1 FROM _roster_rows)")?
+            .query_row([], |r| r.get(0))?;
         let mut pending =
             tx.prepare_cached("SELECT 1 FROM _roster_rows WHERE tbl = ?1 AND id = ?2")?;
         let schemas = self.schema();
@@ -307,7 +312,7 @@ impl LocalStore {
             };
             check_server_row(schema, change.id, fields)?;
             let id = change.id.to_string();
-            if pending.exists(params![change.table, id])? {
+            if !outbox_empty && pending.exists(params![change.table, id])? {
                 continue; // a pending local change: keep it
             }
             let (schema, stmt) = match writers.entry(change.table.as_str()) {

@@ -81,6 +81,14 @@ pub(crate) fn clear_marks<'a>(
     tx: &Transaction<'_>,
     rows: impl Iterator<Item = (&'a str, RowId)>,
 ) -> Result<(), ClientError> {
+    // Almost always there is no mark at all: then one read instead of a delete per row
+    // of the answer (8 % of a first sync's CPU).
+    let marked: bool = tx
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM _roster_evict_later)")?
+        .query_row([], |r| r.get(0))?;
+    if !marked {
+        return Ok(());
+    }
     let mut stmt =
         tx.prepare_cached("DELETE FROM _roster_evict_later WHERE tbl = ?1 AND id = ?2")?;
     for (table, id) in rows {
