@@ -4,7 +4,7 @@
 
 use roster_client::SyncOptions;
 use roster_e2e::scenario::{a_state, b_state, columns, jane_collides, provoke};
-use roster_e2e::{TWO_TABLE_CONFIG, TestClient, TestServer, assert_converged};
+use roster_e2e::{TestClient, TestServer, assert_converged, two_table_config_with_person_policy};
 use roster_protocol::ConflictKind;
 use serde_json::{Value, json};
 
@@ -48,13 +48,7 @@ async fn jane_both_devices_edit_age_the_server_wins() {
 /// The same story on a server whose person table is client-wins: B's Age stands.
 #[tokio::test]
 async fn jane_both_devices_edit_age_the_client_wins() {
-    let config = TWO_TABLE_CONFIG.replacen(
-        "name = \"person\"\npolicy = \"server-wins\"",
-        "name = \"person\"\npolicy = \"client-wins\"",
-        1,
-    );
-    assert_ne!(config, TWO_TABLE_CONFIG, "the policy line was replaced");
-    let server = TestServer::start_with_config(&config);
+    let server = TestServer::start_with_config(&two_table_config_with_person_policy("client-wins"));
     let user_a = TestClient::new(&server).await;
     let user_b = TestClient::new(&server).await;
     let jane = jane_collides(&user_a, &user_b).await;

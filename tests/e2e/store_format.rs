@@ -11,7 +11,7 @@
 
 use roster_client::{Choice, DB_FILE};
 use roster_e2e::scenario::jane_collides;
-use roster_e2e::{TWO_TABLE_CONFIG, TestClient, TestServer, assert_converged};
+use roster_e2e::{TestClient, TestServer, assert_converged, two_table_config_with_person_policy};
 use serde_json::json;
 
 /// Rewrites the (closed) store in `dir` into store format 7's layout; returns how many
@@ -50,13 +50,8 @@ fn layout(dir: &std::path::Path) -> (i64, i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_of_the_previous_format_keeps_its_edits_and_conflicts_and_syncs() {
-    let config = TWO_TABLE_CONFIG.replacen(
-        "name = \"person\"\npolicy = \"server-wins\"",
-        "name = \"person\"\npolicy = \"defer-to-client\"",
-        1,
-    );
-    assert_ne!(config, TWO_TABLE_CONFIG, "the policy line was replaced");
-    let server = TestServer::start_with_config(&config);
+    let server =
+        TestServer::start_with_config(&two_table_config_with_person_policy("defer-to-client"));
     let a = TestClient::new(&server).await;
     let mut b = TestClient::new(&server).await;
     // Jane's conflict, and three more people; B's sync pulls them and defers the

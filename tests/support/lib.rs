@@ -46,6 +46,21 @@ columns = [
 ]
 "#;
 
+/// [`TWO_TABLE_CONFIG`] with the person table's policy set to `policy` (e.g.
+/// `"client-wins"`, `"defer-to-client"`).
+pub fn two_table_config_with_person_policy(policy: &str) -> String {
+    let config = TWO_TABLE_CONFIG.replacen(
+        "name = \"person\"\npolicy = \"server-wins\"",
+        &format!("name = \"person\"\npolicy = \"{policy}\""),
+        1,
+    );
+    assert!(
+        policy == "server-wins" || config != TWO_TABLE_CONFIG,
+        "the person table's policy line was replaced"
+    );
+    config
+}
+
 /// Path of a workspace binary built next to the running test (target/debug/NAME).
 pub fn bin_path(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
