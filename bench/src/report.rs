@@ -138,12 +138,7 @@ impl Machine {
             kernel: command("uname", &["-r"]),
             rustc: command("rustc", &["--version"]),
             git: command("git", &["describe", "--always", "--dirty"]),
-            load_at_start: std::fs::read_to_string("/proc/loadavg")
-                .unwrap_or_default()
-                .split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" "),
+            load_at_start: load_average(),
         }
     }
 }
@@ -162,6 +157,17 @@ pub struct Report {
 
 pub const DURABILITY: &str = "SQLite WAL with synchronous=FULL on both sides (client store and \
      server database; the baseline uses the same pragmas)";
+
+/// The machine's load averages over 1, 5 and 15 minutes (`/proc/loadavg`), as
+/// "1.92 1.79 3.00"; empty where the file cannot be read.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
 
 fn fmt_rate(rate: f64) -> String {
     if rate >= 1e6 {

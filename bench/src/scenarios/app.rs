@@ -268,7 +268,7 @@ fn record(ctx: &mut Ctx, n: u64, what: &str, judged: bool, store_open_ms: f64, r
         .map(|(name, mb)| format!("{name} {mb:.0} MB"))
         .collect::<Vec<_>>()
         .join(", ");
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load = crate::report::load_average();
     let mut entry = Entry::new(
         "app",
         format!(
@@ -287,12 +287,8 @@ fn record(ctx: &mut Ctx, n: u64, what: &str, judged: bool, store_open_ms: f64, r
          log line, {} starts on the same data dir (the first also writes the settings); \
          app_log: from the app's run() to the line; store_open_ms: opening the store with \
          this key in the bench process (a passphrase pays SQLCipher's key derivation), \
-         part of every start; load {}",
+         part of every start; load {load}",
         runs.len(),
-        load.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
     ));
     if judged && ctx.targets() {
         entry = entry.target("p50 < 1 s", lat.p50_ms < 1000.0);

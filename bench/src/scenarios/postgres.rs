@@ -173,7 +173,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
         return Ok(());
     };
     let n = ctx.sizes.postgres;
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load = crate::report::load_average();
     let (mut sqlite, mut postgres) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         sqlite.push(round(ctx, Backend::Sqlite, n).await?);
@@ -207,11 +207,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
                 .metric("requests", of(&sqlite, |s| f64::from(s.requests)))
                 .note(format!(
                     "median of {ROUNDS} rounds interleaved with PostgreSQL's; load average \
-                     at start {}",
-                    load.split_whitespace()
-                        .take(3)
-                        .collect::<Vec<_>>()
-                        .join(" ")
+                     at start {load}"
                 )),
         );
         let ratio = postgres_secs / sqlite_secs.max(1e-9);
