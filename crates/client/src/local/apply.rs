@@ -11,7 +11,7 @@ use roster_protocol::{
 use rusqlite::{CachedStatement, OptionalExtension, Transaction, params};
 
 use super::conflicts::DeviceConflictHandler;
-use super::rows::{db_version, forget_row, json_text, next_rev, parse_fields, row_state, set_base};
+use super::rows::{forget_row, json_text, next_rev, parse_fields, row_state, set_base};
 use super::{LocalStore, get_meta, now_ms, set_meta, sql};
 use crate::ClientError;
 use crate::round::{ApplyCounts, SentChange};
@@ -51,7 +51,7 @@ fn remember_acked_delete(
     .execute(params![
         table,
         id.to_string(),
-        i64::try_from(version).unwrap_or(i64::MAX),
+        sql::db_version(version),
         now_ms()
     ])?;
     Ok(())
@@ -321,7 +321,7 @@ impl LocalStore {
                     entry.insert((schema, tx.prepare_cached(&sql::pulled_write_sql(schema))?))
                 }
             };
-            let version = db_version(change.row.version);
+            let version = sql::db_version(change.row.version);
             sql::execute_pulled_write(stmt, schema, &id, fields, version)?;
             downloaded += 1;
         }

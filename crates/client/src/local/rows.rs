@@ -117,7 +117,12 @@ pub(crate) fn set_base(
            pending = CASE pending WHEN 'insert' THEN 'update' ELSE pending END
          WHERE tbl = ?1 AND id = ?2",
     )?
-    .execute(params![table, id.to_string(), db_version(version), data])?;
+    .execute(params![
+        table,
+        id.to_string(),
+        sql::db_version(version),
+        data
+    ])?;
     Ok(())
 }
 
@@ -132,11 +137,6 @@ pub(crate) fn set_clean(
     tx.prepare_cached("DELETE FROM _roster_rows WHERE tbl = ?1 AND id = ?2")?
         .execute(params![table, id.to_string()])?;
     sql::set_version(tx, table, id, version)
-}
-
-/// A server version as SQLite stores it.
-pub(crate) fn db_version(version: u64) -> i64 {
-    i64::try_from(version).unwrap_or(i64::MAX)
 }
 
 pub(crate) fn forget_row(tx: &Transaction<'_>, table: &str, id: RowId) -> Result<(), ClientError> {

@@ -69,10 +69,9 @@ pub(crate) fn create_missing(tx: &Connection, schema: &Schema) -> Result<(), Cli
             quote(&table.name),
             columns.join(", ")
         ))?;
+        // invariant: every user table has the version column: created with it, or given
+        // it by the conversion of a store older than format 8 (`move_clean_rows_out`).
         let existing = column_names(tx, &table.name)?;
-        if !existing.iter().any(|c| c == VERSION_COLUMN) {
-            add_version_column(tx, &table.name)?;
-        }
         for column in &table.columns {
             if !existing.contains(&column.name) {
                 tx.execute_batch(&format!(
@@ -119,6 +118,11 @@ pub(crate) fn read_version(
         .optional()?)
 }
 
+/// A server version as SQLite stores it (versions stay far below `i64::MAX`).
+pub(crate) fn db_version(version: u64) -> i64 {
+    i64::try_from(version).unwrap_or(i64::MAX)
+}
+
 /// Records `version` as the base version of row `id` of `table`, if present.
 pub(crate) fn set_version(
     conn: &Connection,
@@ -130,10 +134,7 @@ pub(crate) fn set_version(
         "UPDATE {} SET {VERSION_COLUMN} = ?2 WHERE id = ?1",
         quote(table)
     ))?
-    .execute(params![
-        id.to_string(),
-        i64::try_from(version).unwrap_or(i64::MAX)
-    ])?;
+    .execute(params![id.to_string(), db_version(version)])?;
     Ok(())
 }
 
