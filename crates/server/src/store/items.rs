@@ -102,23 +102,79 @@ pub enum Predicate {
     },
 }
 
-impl Predicate {
-    /// The smallest integer value of `column` that a row this predicate holds for can
-    /// have, when the predicate implies one (`column gt|ge|eq v`, either side of an
-    /// `and`, both sides of an `or`); `None` when a row could have any value.
-    pub fn lower_bound(&self, column: &ItemColumn) -> Option<i64> {
+/// Where, in `(updatedAt, id)` order, the rows a filter holds for begin: the position a
+/// paged pull has reached, which an index on `(updatedAt, id)` can seek to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ItemsFrom {
+    /// Rows updated at or after this time (Unix ms).
+    AtOrAfter(i64),
+    /// Rows updated at this time with a greater id, and rows updated later.
+    After(i64, String),
+    /// Rows updated after this time.
+    Later(i64),
+}
+
+impl ItemsFrom {
+    /// The position as `(time, rank of the id bound)`: earlier positions sort first.
+    fn key(&self) -> (i64, u8, &str) {
         match self {
+            ItemsFrom::AtOrAfter(at) => (*at, 0, ""),
+            ItemsFrom::After(at, id) => (*at, 1, id),
+            ItemsFrom::Later(at) => (*at, 2, ""),
+        }
+    }
+
+    fn earlier(a: Self, b: Self) -> Self {
+        if a.key() <= b.key() { a } else { b }
+    }
+
+    fn later(a: Self, b: Self) -> Self {
+        if a.key() >= b.key() { a } else { b }
+    }
+}
+
+impl Predicate {
+    /// Where the rows this predicate holds for begin in `(updatedAt, id)` order, when it
+    /// implies a start: `updatedAt gt|ge|eq T`, `updatedAt eq T and id gt I`, the later
+    /// start of an `and`, the earlier start of an `or` whose sides both have one. `None`
+    /// when a row could be anywhere.
+    pub fn items_from(&self) -> Option<ItemsFrom> {
+        let updated_at = |p: &Predicate| match p {
             Predicate::Compare {
-                column: c,
-                op: Comparison::Gt | Comparison::Ge | Comparison::Eq,
-                value: Some(SqlValue::Integer(v)),
-            } if c == column => Some(*v),
-            Predicate::And(a, b) => match (a.lower_bound(column), b.lower_bound(column)) {
-                (Some(x), Some(y)) => Some(x.max(y)),
-                (x, y) => x.or(y),
+                column: ItemColumn::UpdatedAt,
+                op,
+                value: Some(SqlValue::Integer(at)),
+            } => Some((*op, *at)),
+            _ => None,
+        };
+        let id_after = |p: &Predicate| match p {
+            Predicate::Compare {
+                column: ItemColumn::Id,
+                op: Comparison::Gt,
+                value: Some(SqlValue::Text(id)),
+            } => Some(id.clone()),
+            _ => None,
+        };
+        match self {
+            Predicate::Compare { .. } => match updated_at(self)? {
+                (Comparison::Ge | Comparison::Eq, at) => Some(ItemsFrom::AtOrAfter(at)),
+                (Comparison::Gt, at) => Some(ItemsFrom::Later(at)),
+                _ => None,
             },
-            Predicate::Or(a, b) => Some(a.lower_bound(column)?.min(b.lower_bound(column)?)),
-            Predicate::Not(_) | Predicate::Compare { .. } => None,
+            Predicate::And(a, b) => {
+                for (time, id) in [(a, b), (b, a)] {
+                    if let (Some((Comparison::Eq, at)), Some(id)) = (updated_at(time), id_after(id))
+                    {
+                        return Some(ItemsFrom::After(at, id));
+                    }
+                }
+                match (a.items_from(), b.items_from()) {
+                    (Some(x), Some(y)) => Some(ItemsFrom::later(x, y)),
+                    (x, y) => x.or(y),
+                }
+            }
+            Predicate::Or(a, b) => Some(ItemsFrom::earlier(a.items_from()?, b.items_from()?)),
+            Predicate::Not(_) => None,
         }
     }
 }
@@ -240,17 +296,26 @@ impl ItemQuery {
             // The keyset filter of a paged pull, `(updatedAt eq T and id gt I) or
             // updatedAt gt T`, is an `OR` that no planner turns into an index range, so
             // every page walked the table's index from its first row (100 pages of 1000
-            // rows: 5 million entries). The bound the filter implies, stated once more as
-            // a plain range, starts the walk at the page.
+            // rows: 5 million entries). Where the filter's rows begin, stated once more
+            // as a plain range or row-value comparison, lets the index seek to the page.
             // invariant: the added term is implied by the filter, so it never changes
             // which rows a query returns.
-            if let Some(bound) = filter.lower_bound(&ItemColumn::UpdatedAt) {
-                params.push(SqlValue::Integer(bound));
-                sql.push_str(&format!(
-                    " AND {} >= {}",
-                    dialect.column(&ItemColumn::UpdatedAt),
+            if let Some(from) = filter.items_from() {
+                let at = dialect.column(&ItemColumn::UpdatedAt);
+                let mut param = |value: SqlValue| {
+                    params.push(value);
                     dialect.param(params.len() + 2)
-                ));
+                };
+                let term = match from {
+                    ItemsFrom::AtOrAfter(t) => format!("{at} >= {}", param(SqlValue::Integer(t))),
+                    ItemsFrom::Later(t) => format!("{at} > {}", param(SqlValue::Integer(t))),
+                    ItemsFrom::After(t, id) => {
+                        let t = param(SqlValue::Integer(t));
+                        format!("({at}, id) > ({t}, {})", param(SqlValue::Text(id)))
+                    }
+                };
+                sql.push_str(" AND ");
+                sql.push_str(&term);
             }
         }
         sql.push_str(" ORDER BY ");
@@ -390,44 +455,69 @@ mod tests {
     }
 
     #[test]
-    fn a_filter_implies_a_lower_bound_on_updated_at_only_when_every_row_has_one() {
+    fn a_filter_tells_where_its_rows_begin_only_when_every_row_is_past_it() {
         use Comparison::{Eq, Ge, Gt, Le, Lt};
-        let cases: [(Predicate, Option<i64>); 9] = [
-            (at(Ge, 5), Some(5)),
-            (at(Gt, 5), Some(5)),
-            (at(Eq, 5), Some(5)),
+        use ItemsFrom::{After, AtOrAfter, Later};
+        let cases: [(Predicate, Option<ItemsFrom>); 11] = [
+            (at(Ge, 5), Some(AtOrAfter(5))),
+            (at(Eq, 5), Some(AtOrAfter(5))),
+            (at(Gt, 5), Some(Later(5))),
             (at(Lt, 5), None),
             (id_after("a"), None),
-            (and(id_after("a"), at(Ge, 7)), Some(7)),
-            (and(at(Ge, 3), at(Gt, 7)), Some(7)),
+            (and(id_after("a"), at(Ge, 7)), Some(AtOrAfter(7))),
+            (and(at(Ge, 3), at(Gt, 7)), Some(Later(7))),
+            (and(id_after("a"), at(Eq, 9)), Some(After(9, "a".into()))),
             // The keyset filter of a paged pull.
-            (or(and(at(Eq, 9), id_after("a")), at(Gt, 9)), Some(9)),
+            (
+                or(and(at(Eq, 9), id_after("a")), at(Gt, 9)),
+                Some(After(9, "a".into())),
+            ),
+            (or(at(Gt, 9), at(Ge, 12)), Some(Later(9))),
             (or(at(Ge, 9), at(Le, 20)), None),
         ];
-        for (filter, bound) in cases {
-            assert_eq!(filter.lower_bound(&ItemColumn::UpdatedAt), bound, "{filter:?}");
+        for (filter, from) in cases {
+            assert_eq!(filter.items_from(), from, "{filter:?}");
         }
-        assert_eq!(
-            Predicate::Not(Box::new(at(Lt, 5))).lower_bound(&ItemColumn::UpdatedAt),
-            None
-        );
+        assert_eq!(Predicate::Not(Box::new(at(Lt, 5))).items_from(), None);
     }
 
     #[test]
-    fn the_keyset_filter_of_a_page_also_renders_its_bound_as_a_range() {
-        let keyset = or(and(at(Comparison::Eq, 9), id_after("a")), at(Comparison::Gt, 9));
+    fn the_keyset_filter_of_a_page_also_renders_where_it_begins() {
+        let keyset = or(
+            and(at(Comparison::Eq, 9), id_after("a")),
+            at(Comparison::Gt, 9),
+        );
         let sqlite = query(Some(keyset.clone())).render(Dialect::Sqlite);
         assert!(
             sqlite.sql.contains(
-                "(((updated_at_ms = ?3) AND (id > ?4)) OR (updated_at_ms > ?5)) AND updated_at_ms >= ?6 ORDER BY"
+                "(((updated_at_ms = ?3) AND (id > ?4)) OR (updated_at_ms > ?5)) \
+                 AND (updated_at_ms, id) > (?6, ?7) ORDER BY"
             ),
             "{}",
             sqlite.sql
         );
-        assert_eq!(sqlite.params.last(), Some(&SqlValue::Integer(9)));
+        assert_eq!(
+            sqlite.params[3..],
+            [SqlValue::Integer(9), SqlValue::Text("a".into())]
+        );
         let pg = query(Some(keyset)).render(Dialect::Postgres);
-        assert!(pg.sql.contains("AND updated_at_ms >= $6 ORDER BY"), "{}", pg.sql);
+        assert!(
+            pg.sql
+                .contains("AND (updated_at_ms, id) > ($6, $7) ORDER BY"),
+            "{}",
+            pg.sql
+        );
+        let from_a_time = query(Some(at(Comparison::Ge, 9))).render(Dialect::Sqlite);
+        assert!(
+            from_a_time.sql.contains("AND updated_at_ms >= ?4 ORDER BY"),
+            "{}",
+            from_a_time.sql
+        );
         let unbounded = query(Some(id_after("a"))).render(Dialect::Sqlite);
-        assert!(!unbounded.sql.contains(">= ?"), "{}", unbounded.sql);
+        assert!(
+            unbounded.sql.contains("AND (id > ?3) ORDER BY") && unbounded.params.len() == 1,
+            "{}",
+            unbounded.sql
+        );
     }
 }
