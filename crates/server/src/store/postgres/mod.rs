@@ -25,6 +25,8 @@ pub(crate) mod migrations;
 mod rows;
 mod schema_versions;
 
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
@@ -56,6 +58,62 @@ pub struct PostgresStore {
     hub: Arc<ChangeHub>,
     /// The `LISTEN` thread is started once.
     listening: Once,
+    /// When the planner's statistics are refreshed.
+    analyze: Arc<AnalyzeWhenGrown>,
+}
+
+/// Refreshes the planner's statistics of `rows` each time this instance's writes have
+/// doubled since the last refresh (from 1000): `ANALYZE rows`, on a thread of its own.
+///
+/// Autovacuum analyzes a table only on its next round (up to a minute) after it grew by
+/// a tenth, so during and after a bulk load the planner saw a small table and planned
+/// lookups in it as scans of the whole data set. Doubling bounds the work: a load of N
+/// rows costs about log2(N / 1000) analyzes, each a sample of at most 30,000 rows.
+#[derive(Debug)]
+struct AnalyzeWhenGrown {
+    written: AtomicU64,
+    next_at: AtomicU64,
+}
+
+impl Default for AnalyzeWhenGrown {
+    fn default() -> Self {
+        Self {
+            written: AtomicU64::new(0),
+            next_at: AtomicU64::new(1000),
+        }
+    }
+}
+
+impl AnalyzeWhenGrown {
+    /// Counts a commit's `written` rows, and analyzes when the count crossed the mark.
+    fn after_writes(&self, written: u64, pool: Option<&Pool>) {
+        if written == 0 {
+            return;
+        }
+        let total = self.written.fetch_add(written, Relaxed) + written;
+        let next_at = self.next_at.load(Relaxed);
+        let Some(pool) = pool.filter(|_| total >= next_at) else {
+            return;
+        };
+        if self
+            .next_at
+            .compare_exchange(next_at, total.saturating_mul(2), Relaxed, Relaxed)
+            .is_err()
+        {
+            return; // another commit crossed the same mark and analyzes
+        }
+        let pool = pool.clone();
+        std::thread::spawn(move || {
+            let analyzed = pool
+                .get()
+                .map_err(StoreError::from)
+                .and_then(|mut conn| Ok(conn.batch_execute("ANALYZE rows")?));
+            match analyzed {
+                Ok(()) => tracing::debug!(written = total, "analyzed rows"),
+                Err(error) => tracing::warn!(%error, "could not analyze rows"),
+            }
+        });
+    }
 }
 
 impl Drop for PostgresStore {
@@ -116,6 +174,7 @@ impl PostgresStore {
             config,
             hub: Arc::default(),
             listening: Once::new(),
+            analyze: Arc::default(),
         };
         migrations::migrate(&mut *store.conn()?)?;
         Ok(store)
@@ -182,14 +241,18 @@ impl FlowStore for PostgresStore {
                 (tx, counter)
             }
         };
-        let finish = body(&mut PgTx {
+        let mut flow_tx = PgTx {
             tx: &mut tx,
             dataset,
             counter,
-        })?;
+        };
+        let finish = body(&mut flow_tx)?;
+        // Each write takes the next version: the versions a commit adds are its writes.
+        let written = flow_tx.counter.0.saturating_sub(counter.0);
         match finish {
             Finish::Commit(value) => {
                 tx.commit()?;
+                self.analyze.after_writes(written, self.pool.as_ref());
                 Ok(value)
             }
             Finish::Discard(value) => Ok(value),

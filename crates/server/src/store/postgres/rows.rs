@@ -84,41 +84,41 @@ impl RowsTx for PgTx<'_, '_> {
         store_row(self.tx, sql, self.dataset, w, None)
     }
 
-    /// One statement per table among the request's inserts (nearly always one): each
-    /// key would otherwise be a statement (a parse and an execute round trip) of its own.
+    /// One statement for the request's inserts: each would otherwise be a statement
+    /// (a parse and an execute round trip) of its own.
     ///
-    /// invariant: the ids are looked up as `id = ANY($3)` on the primary key, never by a
-    /// join with the list, so no plan reads the whole data set. A join with `unnest` was
-    /// planned from the table's statistics, which lag a bulk load by up to a minute
-    /// (autovacuum's analyze): planned for a tiny table, it hashed every row of the data
-    /// set on each request, and a push of 100k rows read 5 million.
+    /// invariant: each key is looked up on its own in the primary key (a `LATERAL`
+    /// subquery with `LIMIT 1`, which the planner cannot turn into a join), so no plan
+    /// reads the whole data set. A join with the list, or `id = ANY(list)`, was planned
+    /// from the table's statistics, which lag a bulk load by up to a minute (autovacuum's
+    /// analyze): planned for a tiny table, it hashed or walked every row of the data set
+    /// on each request, and a push of 100k rows read 5 million.
     fn unused_ids<'k>(
         &mut self,
         keys: &[(&'k str, RowId)],
     ) -> Result<Option<HashSet<(&'k str, RowId)>>, StoreError> {
-        let mut by_table: Vec<(&str, Vec<String>)> = Vec::new();
-        for (table, id) in keys {
-            match by_table.iter_mut().find(|(t, _)| t == table) {
-                Some((_, ids)) => ids.push(id.to_string()),
-                None => by_table.push((table, vec![id.to_string()])),
-            }
-        }
-        let mut used: HashSet<(String, String)> = HashSet::new();
-        for (table, ids) in &by_table {
-            let rows = self.tx.query_typed(
-                "SELECT id FROM rows WHERE dataset = $1 AND tbl = $2 AND id = ANY($3::text[])",
+        let tables: Vec<&str> = keys.iter().map(|(table, _)| *table).collect();
+        let ids: Vec<String> = keys.iter().map(|(_, id)| id.to_string()).collect();
+        let used: HashSet<(String, String)> = self
+            .tx
+            .query_typed(
+                "SELECT k.tbl, k.id FROM unnest($2::text[], $3::text[]) AS k(tbl, id)
+                 CROSS JOIN LATERAL (SELECT 1 FROM rows r
+                   WHERE r.dataset = $1 AND r.tbl = k.tbl AND r.id = k.id LIMIT 1) AS hit",
                 &[
                     (&self.dataset, Type::TEXT),
-                    (table, Type::TEXT),
-                    (ids, Type::TEXT_ARRAY),
+                    (&tables, Type::TEXT_ARRAY),
+                    (&ids, Type::TEXT_ARRAY),
                 ],
-            )?;
-            used.extend(rows.into_iter().map(|row| ((*table).to_owned(), row.get(0))));
-        }
+            )?
+            .into_iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
         Ok(Some(
             keys.iter()
-                .filter(|(table, id)| !used.contains(&((*table).to_owned(), id.to_string())))
-                .copied()
+                .zip(ids)
+                .filter(|((table, _), id)| !used.contains(&((*table).to_owned(), id.clone())))
+                .map(|(key, _)| *key)
                 .collect(),
         ))
     }
