@@ -134,6 +134,15 @@ impl ItemsFrom {
 }
 
 impl Predicate {
+    /// Whether this is comparisons joined by `and` (no `or`, no `not`).
+    fn is_plain_conjunction(&self) -> bool {
+        match self {
+            Predicate::Compare { .. } => true,
+            Predicate::And(a, b) => a.is_plain_conjunction() && b.is_plain_conjunction(),
+            Predicate::Or(..) | Predicate::Not(_) => false,
+        }
+    }
+
     /// Where the rows this predicate holds for begin in `(updatedAt, id)` order, when it
     /// implies a start: `updatedAt gt|ge|eq T`, `updatedAt eq T and id gt I`, the later
     /// start of an `and`, the earlier start of an `or` whose sides both have one. `None`
@@ -300,7 +309,12 @@ impl ItemQuery {
             // as a plain range or row-value comparison, lets the index seek to the page.
             // invariant: the added term is implied by the filter, so it never changes
             // which rows a query returns.
-            if let Some(from) = filter.items_from() {
+            // A filter of plain comparisons joined by `and` already gives the planner its
+            // ranges: only a start found through an `or`, or inside a run, is added.
+            let from = filter.items_from().filter(|from| {
+                matches!(from, ItemsFrom::After(..)) || !filter.is_plain_conjunction()
+            });
+            if let Some(from) = from {
                 let at = dialect.column(&ItemColumn::UpdatedAt);
                 let mut param = |value: SqlValue| {
                     params.push(value);
@@ -507,11 +521,18 @@ mod tests {
             "{}",
             pg.sql
         );
-        let from_a_time = query(Some(at(Comparison::Ge, 9))).render(Dialect::Sqlite);
+        let either_time = or(at(Comparison::Ge, 9), at(Comparison::Ge, 12));
+        let from_a_time = query(Some(either_time)).render(Dialect::Sqlite);
         assert!(
-            from_a_time.sql.contains("AND updated_at_ms >= ?4 ORDER BY"),
+            from_a_time.sql.contains("AND updated_at_ms >= ?5 ORDER BY"),
             "{}",
             from_a_time.sql
+        );
+        let plain = query(Some(at(Comparison::Ge, 9))).render(Dialect::Sqlite);
+        assert!(
+            plain.sql.contains("AND (updated_at_ms >= ?3) ORDER BY") && plain.params.len() == 1,
+            "{}",
+            plain.sql
         );
         let unbounded = query(Some(id_after("a"))).render(Dialect::Sqlite);
         assert!(
