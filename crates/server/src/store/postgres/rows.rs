@@ -143,6 +143,12 @@ impl RowsTx for PgTx<'_, '_> {
             by.push(w.client);
             edited.push(w.edited_at_ms);
         }
+        // No `ON CONFLICT DO NOTHING`: the ids were found unused under the data set's lock
+        // and versions come from its counter, so no unique index can be in the way, and
+        // the clause made every row a speculative insert checked against all three
+        // unique indexes (2.2 times the plain insert's time for 1000-row statements).
+        // invariant: a row in the way (only another request's, which the lock rules
+        // out) is still a `ConcurrentWrite`, which rolls the request back.
         let stored = self.tx.execute_typed(
             "INSERT INTO rows (dataset, tbl, id, version, deleted, data, updated_at_ms,
                updated_by, edited_at_ms, created_at_ms)
@@ -150,8 +156,7 @@ impl RowsTx for PgTx<'_, '_> {
                k.edited_at_ms, k.at_ms
              FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bool[], $6::text[],
                $7::bigint[], $8::text[], $9::bigint[])
-               AS k(tbl, id, version, deleted, data, at_ms, by, edited_at_ms)
-             ON CONFLICT DO NOTHING",
+               AS k(tbl, id, version, deleted, data, at_ms, by, edited_at_ms)",
             &[
                 (&self.dataset, Type::TEXT),
                 (&tables, Type::TEXT_ARRAY),
@@ -163,14 +168,18 @@ impl RowsTx for PgTx<'_, '_> {
                 (&by, Type::TEXT_ARRAY),
                 (&edited, Type::INT8_ARRAY),
             ],
-        )?;
-        match usize::try_from(stored).is_ok_and(|n| n == writes.len()) {
-            true => Ok(()),
-            // The data set is locked: only a row of another request could be in the way.
-            false => Err(StoreError::ConcurrentWrite {
-                table: tables.first().map_or_else(String::new, |t| (*t).to_owned()),
-                id: ids.first().cloned().unwrap_or_default(),
-            }),
+        );
+        let in_the_way = || StoreError::ConcurrentWrite {
+            table: tables.first().map_or_else(String::new, |t| (*t).to_owned()),
+            id: ids.first().cloned().unwrap_or_default(),
+        };
+        match stored {
+            Ok(n) if usize::try_from(n).is_ok_and(|n| n == writes.len()) => Ok(()),
+            Ok(_) => Err(in_the_way()),
+            Err(e) if e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                Err(in_the_way())
+            }
+            Err(e) => Err(e.into()),
         }
     }
 
