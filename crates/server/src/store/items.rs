@@ -308,9 +308,9 @@ impl ItemQuery {
             // rows: 5 million entries). Where the filter's rows begin, stated once more
             // as a plain range or row-value comparison, lets the index seek to the page.
             // invariant: the added term is implied by the filter, so it never changes
-            // which rows a query returns.
-            // A filter of plain comparisons joined by `and` already gives the planner its
-            // ranges: only a start found through an `or`, or inside a run, is added.
+            // which rows a query returns. A filter of plain comparisons joined by `and`
+            // already gives the planner its ranges: only a start found through an `or`,
+            // or inside a run, is added.
             let from = filter.items_from().filter(|from| {
                 matches!(from, ItemsFrom::After(..)) || !filter.is_plain_conjunction()
             });
