@@ -14,7 +14,7 @@
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -186,7 +186,11 @@ struct Keying {
     what: &'static str,
     /// The app's variable naming the key file.
     var: &'static str,
+    /// The file the app reads the key from.
+    file: PathBuf,
     key: StoreKey,
+    /// Whether the targets apply to these starts.
+    judged: bool,
 }
 
 pub async fn run(ctx: &mut Ctx) -> Result<()> {
@@ -201,27 +205,23 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
     let passphrase_file = secrets.join("passphrase");
     std::fs::write(&passphrase_file, "bench passphrase\n")?;
     let keyings = [
-        (
-            Keying {
-                what: "raw key (keyring)",
-                var: "ROSTER_STORE_KEY_FILE",
-                key: raw,
-            },
-            raw_file,
-            true,
-        ),
-        (
-            Keying {
-                what: "passphrase",
-                var: "ROSTER_PASSPHRASE_FILE",
-                key: StoreKey::from_passphrase_file(&passphrase_file)?,
-            },
-            passphrase_file,
-            false,
-        ),
+        Keying {
+            what: "raw key (keyring)",
+            var: "ROSTER_STORE_KEY_FILE",
+            file: raw_file,
+            key: raw,
+            judged: true,
+        },
+        Keying {
+            what: "passphrase",
+            var: "ROSTER_PASSPHRASE_FILE",
+            key: StoreKey::from_passphrase_file(&passphrase_file)?,
+            file: passphrase_file,
+            judged: false,
+        },
     ];
     let display = XDisplay::start(FIRST_DISPLAY).context("cannot start Xvfb")?;
-    for (index, (keying, key_file, judged)) in keyings.iter().enumerate() {
+    for (index, keying) in keyings.iter().enumerate() {
         let (server, data_dir) =
             synced_device(ctx, &format!("app-{index}"), n, Some(&keying.key)).await?;
         let store_open_ms = open_ms(&data_dir, &keying.key)?;
@@ -230,7 +230,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
             display: display.name(),
             data_dir: &data_dir,
             key_var: keying.var,
-            key_file,
+            key_file: &keying.file,
             url: server.url(),
             token: server.token(),
         };
@@ -239,7 +239,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
             runs.push(launch(&env)?);
         }
         drop(server);
-        record(ctx, n, keying.what, *judged, store_open_ms, &runs);
+        record(ctx, n, keying.what, keying.judged, store_open_ms, &runs);
         if let Some(dir) = data_dir.parent() {
             discard(dir);
         }
