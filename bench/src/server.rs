@@ -249,8 +249,13 @@ impl Raw {
     }
 
     /// One `POST /v1/sync` of an already encoded request body (the engine's request
-    /// encoded by the caller, to time that encoding separately).
-    pub async fn post_body(&self, body: Vec<u8>) -> Result<(SyncResponse, RawTiming)> {
+    /// encoded by the caller, to time that encoding separately), its answer decoded as
+    /// `T` ([`SyncResponse`], or [`roster_protocol::PulledResponse`] as the engine
+    /// decodes it).
+    pub async fn post_body<T: serde::de::DeserializeOwned>(
+        &self,
+        body: Vec<u8>,
+    ) -> Result<(T, RawTiming)> {
         let sent = Instant::now();
         let response = self
             .http
@@ -270,7 +275,7 @@ impl Raw {
             );
         }
         let decoding = Instant::now();
-        let answer: SyncResponse = serde_json::from_slice(&bytes)?;
+        let answer: T = serde_json::from_slice(&bytes)?;
         Ok((
             answer,
             RawTiming {

@@ -13,7 +13,7 @@ use roster_client::bench_internals::{
     self, Event, Received, RoundParams, RoundState, Step, collect_batch,
 };
 use roster_client::{LocalStore, SyncOptions};
-use roster_protocol::Schema;
+use roster_protocol::{PulledResponse, Schema};
 
 use super::{Ctx, discard, label};
 use crate::data::RowGen;
@@ -127,7 +127,7 @@ async fn drive(
                 let t = Instant::now();
                 let body = serde_json::to_vec(&request)?;
                 phases.encode += t.elapsed();
-                let (answer, timing) = raw.post_body(body).await?;
+                let (answer, timing) = raw.post_body::<PulledResponse>(body).await?;
                 phases.http += timing.http;
                 phases.decode += timing.decode;
                 phases.bytes += timing.bytes;

@@ -353,7 +353,7 @@ impl SyncClient {
     async fn send(
         &self,
         request: &SyncRequest,
-    ) -> Result<roster_protocol::SyncResponse, ClientError> {
+    ) -> Result<roster_protocol::PulledResponse, ClientError> {
         use backon::{ExponentialBuilder, Retryable};
         let policy = ExponentialBuilder::default()
             .with_min_delay(self.options.retry_delay)

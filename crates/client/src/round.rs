@@ -13,7 +13,8 @@
 //! safe"); the rules it relies on are the `invariant:` lines below.
 
 use roster_protocol::{
-    Change, ErrorCode, PROTOCOL_VERSION, Rebase, RoundInfo, SliceRequest, SyncRequest, SyncResponse,
+    Change, ErrorCode, PROTOCOL_VERSION, PulledResponse, Rebase, RoundInfo, SliceRequest,
+    SyncRequest,
 };
 use serde::{Deserialize, Serialize};
 
@@ -64,7 +65,7 @@ pub struct Received {
     /// Every change the answer answers (those of staged batches included).
     pub sent: Vec<SentChange>,
     /// The server's answer.
-    pub response: SyncResponse,
+    pub response: PulledResponse,
 }
 
 /// What applying one answer did locally.
@@ -219,7 +220,7 @@ pub enum Event {
         /// The request, given back (its changes are kept as the answered batch).
         request: SyncRequest,
         /// The server's answer, after the transport's retries.
-        answer: Result<SyncResponse, ClientError>,
+        answer: Result<PulledResponse, ClientError>,
         /// What applying the step's `apply` did (`None` when there was none).
         applied: Result<Option<ApplyCounts>, ClientError>,
         /// The batch collected ahead, if one was asked for and collecting succeeded.
@@ -457,7 +458,7 @@ impl RoundState {
     fn answered(
         &mut self,
         mut request: SyncRequest,
-        answer: Result<SyncResponse, ClientError>,
+        answer: Result<PulledResponse, ClientError>,
         applied: Result<Option<ApplyCounts>, ClientError>,
         ahead: Option<Batch>,
     ) -> Step {
@@ -632,8 +633,8 @@ mod tests {
         }
     }
 
-    fn answer(watermark: u64, has_more: bool, staged: bool) -> SyncResponse {
-        SyncResponse {
+    fn answer(watermark: u64, has_more: bool, staged: bool) -> PulledResponse {
+        PulledResponse {
             evicted: Vec::new(),
             acks: Vec::new(),
             conflicts: Vec::new(),
@@ -752,14 +753,14 @@ mod tests {
                         "e410" => Err(server_error(410, ErrorCode::ResetRequired)),
                         "e500" => Err(server_error(500, ErrorCode::Internal)),
                         "xa" => Ok(answer(request.since, false, false)),
-                        "rbs" => Ok(SyncResponse {
+                        "rbs" => Ok(PulledResponse {
                             rebase: Some(Rebase {
                                 epoch: 9,
                                 restored_at: 4,
                             }),
                             ..answer(request.since, false, false)
                         }),
-                        "rb" => Ok(SyncResponse {
+                        "rb" => Ok(PulledResponse {
                             evicted: Vec::new(),
                             rollback: Some(RollbackReport {
                                 table: "person".into(),

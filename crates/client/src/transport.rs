@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use roster_protocol::{
     ApiError, CHANGES_PATH, CONFLICTS_PATH, ConflictLogEntry, DATASET_HEADER, ErrorCode,
-    HEALTH_PATH, SCHEMA_PATH, SYNC_PATH, Schema, SyncRequest, SyncResponse,
+    HEALTH_PATH, PulledResponse, SCHEMA_PATH, SYNC_PATH, Schema, SyncRequest,
 };
 use serde::de::DeserializeOwned;
 
@@ -470,7 +470,7 @@ impl HttpTransport {
     }
 
     /// `POST /v1/sync`: one batch.
-    pub async fn sync(&self, request: &SyncRequest) -> Result<SyncResponse, ClientError> {
+    pub async fn sync(&self, request: &SyncRequest) -> Result<PulledResponse, ClientError> {
         let response = self
             .send(self.request(reqwest::Method::POST, SYNC_PATH).json(request))
             .await?;

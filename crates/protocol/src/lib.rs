@@ -7,6 +7,8 @@
 //!   [`VersionedSchema`] is the schema with the server's version of it.
 //! * [`evolve`]: what changed between two schemas, and which changes are compatible.
 //! * [`sync`]: one sync round trip: [`SyncRequest`] and [`SyncResponse`].
+//! * [`pulled`]: a pull page with each row's values held as JSON text
+//!   ([`PulledResponse`]), as the server passes them through and the client applies them.
 //! * [`slice`]: partial sync: the subscriptions a request names and the rows an answer
 //!   evicts.
 //! * [`conflict`]: conflict kinds (named from the client's point of view), policies and
@@ -21,6 +23,7 @@
 pub mod conflict;
 pub mod error;
 pub mod evolve;
+pub mod pulled;
 pub mod schema;
 pub mod slice;
 pub mod sync;
@@ -32,6 +35,7 @@ pub use conflict::{
     Conflict, ConflictKind, ConflictLogEntry, ConflictPolicy, Resolution, RollbackReport,
 };
 pub use error::{ApiError, ErrorCode};
+pub use pulled::{PulledChange, PulledResponse};
 pub use schema::{
     ColumnDef, ColumnRename, ColumnType, Fields, Schema, SchemaError, TableSchema, ValueFormat,
     VersionedSchema,

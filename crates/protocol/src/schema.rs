@@ -179,6 +179,14 @@ pub enum SchemaError {
         /// The undeclared column.
         column: String,
     },
+    /// A row's values are not a JSON object.
+    #[error("the values of a {table} row are not a JSON object: {reason}")]
+    NotAnObject {
+        /// The table.
+        table: String,
+        /// What the JSON decoder said.
+        reason: String,
+    },
     /// A value is missing, of the wrong type or too long.
     #[error("invalid value for {table}.{column}: {reason}")]
     InvalidValue {
@@ -306,13 +314,8 @@ impl TableSchema {
     /// required column present and non-null, texts within their length limit. A column
     /// the row does not carry counts as its default (null without one).
     pub fn validate_fields(&self, fields: &Fields) -> Result<(), SchemaError> {
-        for key in fields.keys() {
-            if self.column(key).is_none() {
-                return Err(SchemaError::UnknownColumn {
-                    table: self.name.clone(),
-                    column: key.clone(),
-                });
-            }
+        if let Some(key) = fields.keys().find(|key| self.column(key).is_none()) {
+            return Err(self.unknown_column(key));
         }
         for column in &self.columns {
             let value = fields
@@ -322,6 +325,41 @@ impl TableSchema {
             self.check_value(column, value)?;
         }
         Ok(())
+    }
+
+    /// A complete row's values, given as the JSON text of an object, in the order of
+    /// the table's columns (a column the row does not carry takes its default, else
+    /// null), checked as [`TableSchema::validate_fields`] checks the same object. No map
+    /// is built: this is how a client applies a pulled row.
+    pub fn decode_row(&self, json: &str) -> Result<Vec<Value>, SchemaError> {
+        let decoded = serde::de::DeserializeSeed::deserialize(
+            RowSeed(self),
+            &mut serde_json::Deserializer::from_str(json),
+        )
+        .map_err(|e| SchemaError::NotAnObject {
+            table: self.name.clone(),
+            reason: e.to_string(),
+        })?;
+        let (slots, unknown) = decoded;
+        if let Some(key) = unknown {
+            return Err(self.unknown_column(&key));
+        }
+        let mut values = Vec::with_capacity(self.columns.len());
+        for (column, slot) in self.columns.iter().zip(slots) {
+            let value = slot
+                .or_else(|| column.default.clone())
+                .unwrap_or(Value::Null);
+            self.check_value(column, &value)?;
+            values.push(value);
+        }
+        Ok(values)
+    }
+
+    fn unknown_column(&self, key: &str) -> SchemaError {
+        SchemaError::UnknownColumn {
+            table: self.name.clone(),
+            column: key.to_owned(),
+        }
     }
 
     /// Checks one value of `column` (type, presence, length, format).
@@ -409,6 +447,71 @@ fn describe_json(value: &Value) -> String {
         Value::String(_) => "text".into(),
         Value::Array(_) => "a list".into(),
         Value::Object(_) => "an object".into(),
+    }
+}
+
+/// Decodes a row object into one slot per column of the table, by position; the first
+/// key the table does not declare is returned beside them (its value skipped). A key
+/// given twice keeps its last value, as a [`Fields`] map would.
+struct RowSeed<'a>(&'a TableSchema);
+
+/// The slots of a row's columns, and the first undeclared key.
+type DecodedRow = (Vec<Option<Value>>, Option<String>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for RowSeed<'_> {
+    type Value = DecodedRow;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<DecodedRow, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for RowSeed<'_> {
+    type Value = DecodedRow;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object of column values")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<DecodedRow, A::Error> {
+        let columns = &self.0.columns;
+        let mut slots: Vec<Option<Value>> = vec![None; columns.len()];
+        let mut unknown = None;
+        while let Some(Key(key)) = map.next_key()? {
+            match columns.iter().position(|c| c.name == key) {
+                Some(index) => slots[index] = Some(map.next_value()?),
+                None => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    unknown.get_or_insert_with(|| key.into_owned());
+                }
+            }
+        }
+        Ok((slots, unknown))
+    }
+}
+
+/// A key of a row object, borrowed from the JSON text unless it holds an escape.
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> serde::de::Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a column name")
+            }
+
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(v)))
+            }
+
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
     }
 }
 
@@ -531,5 +634,86 @@ mod tests {
             schema.table("nope"),
             Err(SchemaError::UnknownTable(_))
         ));
+    }
+
+    /// `decode_row` gives the verdict `validate_fields` gives for the same object, and
+    /// on success the values the row is bound with (absent: the default, else null).
+    /// One case per line: the row as JSON text, then the error's start or the values.
+    #[test]
+    fn decoding_a_row_checks_it_as_validating_its_map_does() {
+        let mut schema = Schema::default_person();
+        let table = &mut schema.tables[0];
+        table.columns[1].format = Some(ValueFormat::Email);
+        table.columns[4].default = Some(json!("Lyon"));
+        let table = &schema.tables[0];
+        let cases: &[(&str, Result<Value, &str>)] = &[
+            (
+                r#"{"name":"Ann","email":"a@b.co","age":3,"city":"Oslo"}"#,
+                Ok(json!(["Ann", "a@b.co", null, 3, "Oslo", null])),
+            ),
+            (
+                r#"{"name":"Ann"}"#,
+                Ok(json!(["Ann", null, null, null, "Lyon", null])),
+            ),
+            (
+                r#"{"name":"Ann","city":null}"#,
+                Ok(json!(["Ann", null, null, null, null, null])),
+            ),
+            (
+                r#"{"name":"A\"n\u006e","age":1,"age":2}"#,
+                Ok(json!(["A\"nn", null, null, 2, "Lyon", null])),
+            ),
+            (
+                r#"{"na\u006de":"Ann"}"#,
+                Ok(json!(["Ann", null, null, null, "Lyon", null])),
+            ),
+            (
+                r#"{"name":"Ann","nick":"x"}"#,
+                Err("unknown column \"nick\""),
+            ),
+            (
+                r#"{"name":"  "}"#,
+                Err("invalid value for person.name: a value is required"),
+            ),
+            (
+                r#"{"age":3}"#,
+                Err("invalid value for person.name: a value is required"),
+            ),
+            (
+                r#"{"name":"Ann","age":"3"}"#,
+                Err("invalid value for person.age: expected"),
+            ),
+            (
+                r#"{"name":"Ann","age":1.5}"#,
+                Err("invalid value for person.age: expected"),
+            ),
+            (
+                r#"{"name":"Ann","email":"nope"}"#,
+                Err("invalid value for person.email: must look like"),
+            ),
+            (
+                r#"["Ann"]"#,
+                Err("the values of a person row are not a JSON object"),
+            ),
+            (
+                r#"{"name":"Ann""#,
+                Err("the values of a person row are not a JSON object"),
+            ),
+        ];
+        for (text, expected) in cases {
+            let decoded = table.decode_row(text).map(Value::from);
+            match (expected, &decoded) {
+                (Ok(values), Ok(got)) => assert_eq!(got, values, "{text}"),
+                (Err(start), Err(e)) => assert!(e.to_string().starts_with(start), "{text}: {e}"),
+                _ => panic!("{text}: expected {expected:?}, got {decoded:?}"),
+            }
+            if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(text) {
+                let validated = table.validate_fields(&map).map_err(|e| e.to_string());
+                assert_eq!(validated.is_ok(), decoded.is_ok(), "{text}: {validated:?}");
+                if let (Err(a), Err(b)) = (&validated, &decoded) {
+                    assert_eq!(a, &b.to_string(), "{text}");
+                }
+            }
+        }
     }
 }

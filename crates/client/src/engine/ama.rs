@@ -10,7 +10,7 @@
 //! from its watermark, each page applied in one transaction with the new watermark (while
 //! the next page is fetched), so an interrupted pull resumes where it stopped.
 
-use roster_protocol::{Ack, ServerChange, SyncResponse, TableSchema};
+use roster_protocol::{Ack, PulledResponse, ServerChange, SyncResponse, TableSchema};
 use serde_json::Value;
 
 use super::{SyncClient, blocking};
@@ -30,7 +30,7 @@ pub(crate) const MAX_PAGE: u32 = 1000;
 
 /// A round's answer in Roster's form, with the AMA version strings of its rows.
 struct Settled {
-    response: SyncResponse,
+    response: PulledResponse,
     versions: Vec<(String, roster_protocol::RowId, String)>,
     sent: Vec<SentChange>,
 }
@@ -396,11 +396,14 @@ impl SyncClient {
                     settled
                         .versions
                         .push((table.name.clone(), item.id, item.version.clone()));
-                    settled.response.changes.push(ServerChange {
-                        table: table.name.clone(),
-                        id: item.id,
-                        row: item.server_row(),
-                    });
+                    settled.response.changes.push(
+                        ServerChange {
+                            table: table.name.clone(),
+                            id: item.id,
+                            row: item.server_row(),
+                        }
+                        .into(),
+                    );
                 }
                 applying = Some(settled);
                 tell(&report, cursor.watermark_ms());

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use roster_protocol::{RowId, SyncResponse};
+use roster_protocol::{PulledResponse, RowId};
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::conflicts::DeviceConflictHandler;
@@ -45,7 +45,7 @@ pub(crate) struct AmaAnswer<'a> {
     /// The changes the answer settles (their acks and conflicts are in `response`).
     pub(crate) sent: &'a [SentChange],
     /// Acks, conflicts and pulled rows in Roster's form.
-    pub(crate) response: SyncResponse,
+    pub(crate) response: PulledResponse,
     /// The AMA version strings of the rows in `response`: (table, id, version).
     pub(crate) versions: Vec<(String, RowId, String)>,
     /// The pulled table and its new watermark (Unix ms), for a page of a pull.
@@ -150,10 +150,10 @@ impl LocalStore {
             let mut kept = Vec::with_capacity(answer.response.changes.len());
             for change in answer.response.changes {
                 let same = row_meta(&tx, &change.table, change.id)?
-                    .map(|(op, base)| op.is_none() && base == Some(change.row.version));
+                    .map(|(op, base)| op.is_none() && base == Some(change.version));
                 let known = match same {
-                    None => change.row.deleted,
-                    Some(same) => same && !change.row.deleted,
+                    None => change.deleted,
+                    Some(same) => same && !change.deleted,
                 };
                 if !known {
                     kept.push(change);

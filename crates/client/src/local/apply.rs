@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
 use roster_protocol::{
-    Ack, ChangeOp, Conflict, Fields, Rebase, Resolution, RowId, ServerChange, ServerRow,
-    SyncResponse, TableSchema,
+    Ack, ChangeOp, Conflict, Fields, PulledChange, PulledResponse, Rebase, Resolution, RowId,
+    SchemaError, TableSchema,
 };
 use rusqlite::{CachedStatement, OptionalExtension, Transaction, params};
 
@@ -22,12 +22,17 @@ use crate::round::{ApplyCounts, SentChange};
 /// invariant: a row written locally from an answer matches the local schema; a bad one
 /// fails the whole answer's transaction, so nothing of it is stored.
 fn check_server_row(schema: &TableSchema, id: RowId, fields: &Fields) -> Result<(), ClientError> {
-    schema.validate_fields(fields).map_err(|error| {
-        ClientError::Protocol(format!(
-            "the server sent a {} row that does not fit the schema (row {id}): {error}",
-            schema.name
-        ))
-    })
+    schema
+        .validate_fields(fields)
+        .map_err(|error| unfit_server_row(schema, id, &error))
+}
+
+/// The error of a server row that does not fit the table's schema.
+fn unfit_server_row(schema: &TableSchema, id: RowId, error: &SchemaError) -> ClientError {
+    ClientError::Protocol(format!(
+        "the server sent a {} row that does not fit the schema (row {id}): {error}",
+        schema.name
+    ))
 }
 
 /// How long an acknowledged delete is remembered (`_roster_acked_deletes`): a server
@@ -146,7 +151,7 @@ impl LocalStore {
     pub(crate) fn apply_response(
         &self,
         sent: &[SentChange],
-        response: &SyncResponse,
+        response: &PulledResponse,
         handler: Option<&dyn DeviceConflictHandler>,
     ) -> Result<ApplyCounts, ClientError> {
         self.apply_answer(sent, response, handler, false)
@@ -162,7 +167,7 @@ impl LocalStore {
     pub(crate) fn apply_answer(
         &self,
         sent: &[SentChange],
-        response: &SyncResponse,
+        response: &PulledResponse,
         handler: Option<&dyn DeviceConflictHandler>,
         round_done: bool,
     ) -> Result<ApplyCounts, ClientError> {
@@ -179,7 +184,7 @@ impl LocalStore {
         &self,
         tx: &Transaction<'_>,
         sent: &[SentChange],
-        response: &SyncResponse,
+        response: &PulledResponse,
         handler: Option<&dyn DeviceConflictHandler>,
         round_done: bool,
     ) -> Result<ApplyCounts, ClientError> {
@@ -283,7 +288,7 @@ impl LocalStore {
     pub(super) fn apply_pulled(
         &self,
         tx: &Transaction<'_>,
-        changes: &[ServerChange],
+        changes: &[PulledChange],
     ) -> Result<u64, ClientError> {
         let mut downloaded = 0;
         // With an empty outbox (a first sync, a device that only reads) no pulled row can
@@ -299,8 +304,8 @@ impl LocalStore {
             let schema = schemas
                 .table(&change.table)
                 .map_err(|_| ClientError::SchemaMismatch(change.table.clone()))?;
-            let fields = match (&change.row, &change.row.fields) {
-                (ServerRow { deleted: false, .. }, Some(fields)) => fields,
+            let fields = match (change.deleted, &change.fields) {
+                (false, Some(fields)) => fields,
                 _ => {
                     let pending = row_state(tx, &change.table, change.id)?.and_then(|(op, _)| op);
                     if pending.is_none() {
@@ -310,7 +315,11 @@ impl LocalStore {
                     continue;
                 }
             };
-            check_server_row(schema, change.id, fields)?;
+            // The row's values straight from the page's text, in column order, checked
+            // as `check_server_row` checks a map.
+            let values = schema
+                .decode_row(fields.get())
+                .map_err(|error| unfit_server_row(schema, change.id, &error))?;
             let id = change.id.to_string();
             if !outbox_empty && pending.exists(params![change.table, id])? {
                 continue; // a pending local change: keep it
@@ -321,8 +330,8 @@ impl LocalStore {
                     entry.insert((schema, tx.prepare_cached(&sql::pulled_write_sql(schema))?))
                 }
             };
-            let version = sql::db_version(change.row.version);
-            sql::execute_pulled_write(stmt, schema, &id, fields, version)?;
+            let version = sql::db_version(change.version);
+            sql::execute_pulled_write(stmt, schema, &id, &values, version)?;
             downloaded += 1;
         }
         Ok(downloaded)
@@ -502,7 +511,7 @@ impl LocalStore {
 
 #[cfg(test)]
 mod tests {
-    use roster_protocol::ConflictKind;
+    use roster_protocol::{ConflictKind, ServerChange, ServerRow};
     use serde_json::{Value, json};
 
     use super::*;
@@ -513,12 +522,12 @@ mod tests {
         acks: Vec<Ack>,
         conflicts: Vec<Conflict>,
         changes: Vec<ServerChange>,
-    ) -> SyncResponse {
-        SyncResponse {
+    ) -> PulledResponse {
+        PulledResponse {
             evicted: Vec::new(),
             acks,
             conflicts,
-            changes,
+            changes: changes.into_iter().map(Into::into).collect(),
             watermark: 9,
             has_more: false,
             newest: 9,

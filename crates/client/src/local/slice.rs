@@ -3,7 +3,7 @@
 //! its first fetch while that is still running, the rows an answer evicts, and the
 //! first fetch (backfill) of a subscription added to a device that already synced.
 
-use roster_protocol::{Eviction, RowId, ServerChange, SliceRequest, Subscription};
+use roster_protocol::{Eviction, PulledChange, RowId, SliceRequest, Subscription};
 use rusqlite::{Transaction, params};
 use serde::{Deserialize, Serialize};
 
@@ -226,7 +226,7 @@ impl LocalStore {
     pub(crate) fn apply_backfill(
         &self,
         subscription: &Subscription,
-        changes: &[ServerChange],
+        changes: &[PulledChange],
         watermark: u64,
         done: bool,
         newest: u64,

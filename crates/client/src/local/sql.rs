@@ -202,17 +202,18 @@ pub(crate) fn pulled_write_sql(table: &TableSchema) -> String {
     )
 }
 
-/// Runs a statement prepared from [`pulled_write_sql`] for row `id` with `fields` at the
-/// server's `version`.
+/// Runs a statement prepared from [`pulled_write_sql`] for row `id` at the server's
+/// `version`, with `values` in the order of the table's columns
+/// ([`TableSchema::decode_row`]).
 pub(crate) fn execute_pulled_write(
     stmt: &mut Statement<'_>,
     table: &TableSchema,
     id: &str,
-    fields: &Fields,
+    values: &[Value],
     version: i64,
 ) -> Result<(), ClientError> {
     stmt.raw_bind_parameter(table.columns.len() + 2, version)?;
-    execute_write(stmt, table, id, fields)
+    bind_and_run(stmt, table, id, values.iter().map(Some))
 }
 
 /// Runs a statement prepared from [`write_sql`] for row `id` with `fields` (absent
@@ -223,9 +224,23 @@ pub(crate) fn execute_write(
     id: &str,
     fields: &Fields,
 ) -> Result<(), ClientError> {
+    let values = table
+        .columns
+        .iter()
+        .map(|column| fields.get(&column.name).or(column.default.as_ref()));
+    bind_and_run(stmt, table, id, values)
+}
+
+/// Binds `id` and one value per column of `table`, in order (`None`: NULL), and runs
+/// the statement.
+fn bind_and_run<'v>(
+    stmt: &mut Statement<'_>,
+    table: &TableSchema,
+    id: &str,
+    values: impl Iterator<Item = Option<&'v Value>>,
+) -> Result<(), ClientError> {
     stmt.raw_bind_parameter(1, id)?;
-    for (index, column) in table.columns.iter().enumerate() {
-        let value = fields.get(&column.name).or(column.default.as_ref());
+    for (index, (column, value)) in table.columns.iter().zip(values).enumerate() {
         stmt.raw_bind_parameter(index + 2, to_sql(column, value))?;
     }
     stmt.raw_execute()?;

@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use roster_protocol::{ConflictLogEntry, Fields, SyncRequest, SyncResponse};
 
-pub use self::answer::{Answer, PulledChange};
+pub use self::answer::Answer;
 pub use self::items::{ItemQuery, ItemRow};
 use crate::accounts::AccountStore;
 use crate::feed::ChangeHub;

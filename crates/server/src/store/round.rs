@@ -8,12 +8,12 @@ use std::collections::HashSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use roster_protocol::{
-    Ack, Change, ChangeOp, Conflict, ConflictKind, Eviction, Fields, Resolution, RollbackReport,
-    RowId, ServerRow, SyncRequest, TableSchema,
+    Ack, Change, ChangeOp, Conflict, ConflictKind, Eviction, Fields, PulledChange, Resolution,
+    RollbackReport, RowId, ServerRow, SyncRequest, TableSchema,
 };
 
 use super::StoreError;
-use super::answer::{Answer, PulledChange};
+use super::answer::{self, Answer};
 use crate::resolve::{Abort, Resolver, Write};
 use crate::slices::Filter;
 
@@ -792,7 +792,7 @@ impl<'a> PageBuilder<'a> {
         let (table, id) = key;
         self.bytes += data.as_ref().map_or(0, String::len) + table.len() + 64;
         self.changes
-            .push(PulledChange::stored(table, id, version, deleted, data)?);
+            .push(answer::stored(table, id, version, deleted, data)?);
         Ok(true)
     }
 
