@@ -352,22 +352,21 @@ fn move_clean_rows_out(tx: &Connection) -> Result<(), ClientError> {
     Ok(())
 }
 
+/// A setting of `_roster_meta`. Cached statements, as for `set_meta`: every local edit
+/// reads and writes the edit counter through them (`rows::next_rev`).
 fn get_meta(conn: &Connection, key: &str) -> Result<Option<String>, ClientError> {
     Ok(conn
-        .query_row(
-            "SELECT value FROM _roster_meta WHERE key = ?1",
-            [key],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT value FROM _roster_meta WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))
         .optional()?)
 }
 
 fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<(), ClientError> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO _roster_meta (key, value) VALUES (?1, ?2)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        params![key, value],
-    )?;
+    )?
+    .execute(params![key, value])?;
     Ok(())
 }
 
