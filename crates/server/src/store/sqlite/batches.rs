@@ -8,6 +8,19 @@ use crate::store::StoreError;
 use crate::store::flow::{BatchesTx, REPLAY_CACHE_MAX_BYTES, REPLAY_CACHE_MAX_ENTRIES};
 use crate::store::round::{APPLIED_BATCH_LIFETIME_MS, STAGED_ROUND_LIFETIME_MS, now_ms, to_i64};
 
+/// Deletes a data set's remembered answers beyond the replay cache's bounds (`?2`
+/// entries, `?3` bytes), oldest first.
+const EVICT_OLDEST: &str =
+    "DELETE FROM applied_batches WHERE dataset = ?1 AND (client_id, batch_id) IN (
+         SELECT client_id, batch_id FROM (
+             SELECT client_id, batch_id,
+                    ROW_NUMBER() OVER newest_first AS n,
+                    SUM(bytes) OVER newest_first AS total
+             FROM applied_batches WHERE dataset = ?1
+             WINDOW newest_first AS (ORDER BY at_ms DESC, batch_id DESC
+                                     ROWS UNBOUNDED PRECEDING))
+         WHERE n > ?2 OR (n > 1 AND total > ?3))";
+
 impl BatchesTx for SqliteTx<'_, '_> {
     fn replayed(&mut self, client: &str, batch: &str) -> Result<Option<String>, StoreError> {
         Ok(self
@@ -22,6 +35,9 @@ impl BatchesTx for SqliteTx<'_, '_> {
 
     /// Remembers the answer, then evicts the data set's oldest answers beyond the
     /// cache's bounds (one statement over at most the bound's number of entries).
+    ///
+    /// invariant: the bound is read from `applied_batches_by_dataset_age` alone, which
+    /// covers it, never from the answers themselves.
     fn remember(&mut self, client: &str, batch: &str, answer: &str) -> Result<(), StoreError> {
         self.tx
             .prepare_cached(
@@ -37,17 +53,7 @@ impl BatchesTx for SqliteTx<'_, '_> {
                 i64::try_from(answer.len()).unwrap_or(i64::MAX)
             ])?;
         self.tx
-            .prepare_cached(
-                "DELETE FROM applied_batches WHERE dataset = ?1 AND (client_id, batch_id) IN (
-                     SELECT client_id, batch_id FROM (
-                         SELECT client_id, batch_id,
-                                ROW_NUMBER() OVER newest_first AS n,
-                                SUM(bytes) OVER newest_first AS total
-                         FROM applied_batches WHERE dataset = ?1
-                         WINDOW newest_first AS (ORDER BY at_ms DESC, batch_id DESC
-                                                 ROWS UNBOUNDED PRECEDING))
-                     WHERE n > ?2 OR (n > 1 AND total > ?3))",
-            )?
+            .prepare_cached(EVICT_OLDEST)?
             .execute(params![
                 self.dataset,
                 REPLAY_CACHE_MAX_ENTRIES,
@@ -114,4 +120,29 @@ pub(super) fn delete_dataset(tx: &Transaction<'_>, dataset: &str) -> Result<(), 
     tx.execute("DELETE FROM staged_changes WHERE dataset = ?1", [dataset])?;
     tx.execute("DELETE FROM applied_batches WHERE dataset = ?1", [dataset])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_replay_caches_bound_is_read_from_its_covering_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::super::SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        let conn = store.pool.get().unwrap();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {EVICT_OLDEST}"))
+            .unwrap()
+            .query_map(params!["ds", 256, 1_000_000], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let plan = plan.join("; ");
+        assert!(
+            plan.contains("COVERING INDEX applied_batches_by_dataset_age"),
+            "{plan}"
+        );
+        assert!(!plan.contains("TEMP B-TREE"), "no sort: {plan}");
+    }
 }
