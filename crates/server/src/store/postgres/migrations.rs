@@ -126,6 +126,21 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ALTER TABLE dataset_counters ADD COLUMN moves_from BIGINT NOT NULL DEFAULT 0;
     UPDATE dataset_counters SET moves_from = last_seq;
 "#,
+    // Row keys compare byte by byte, as SQLite's do. Under the cluster's collation every
+    // comparison in the three indexes of `rows` went through `strcoll`, and under a
+    // linguistic one (en_US.UTF-8 and the like, which skip hyphens) ids sorted unlike
+    // SQLite's (`/tables` pages by updatedAt, then id). Rebuilds those indexes.
+    // Remembered answers compress with lz4 where the server was built with it (pglz
+    // showed in a push's profile); elsewhere they keep the default.
+    r#"
+    ALTER TABLE rows ALTER COLUMN dataset TYPE TEXT COLLATE "C",
+                     ALTER COLUMN tbl TYPE TEXT COLLATE "C",
+                     ALTER COLUMN id TYPE TEXT COLLATE "C";
+    DO $$ BEGIN
+        ALTER TABLE applied_batches ALTER COLUMN response SET COMPRESSION lz4;
+    EXCEPTION WHEN feature_not_supported THEN NULL;
+    END $$;
+"#,
 ];
 
 /// Key of the advisory lock that serialises migrations of concurrently starting servers.

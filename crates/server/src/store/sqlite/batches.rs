@@ -52,13 +52,11 @@ impl BatchesTx for SqliteTx<'_, '_> {
                 self.dataset,
                 i64::try_from(answer.len()).unwrap_or(i64::MAX)
             ])?;
-        self.tx
-            .prepare_cached(EVICT_OLDEST)?
-            .execute(params![
-                self.dataset,
-                REPLAY_CACHE_MAX_ENTRIES,
-                to_i64(REPLAY_CACHE_MAX_BYTES)
-            ])?;
+        self.tx.prepare_cached(EVICT_OLDEST)?.execute(params![
+            self.dataset,
+            REPLAY_CACHE_MAX_ENTRIES,
+            to_i64(REPLAY_CACHE_MAX_BYTES)
+        ])?;
         Ok(())
     }
 
