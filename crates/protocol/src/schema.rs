@@ -332,15 +332,13 @@ impl TableSchema {
     /// null), checked as [`TableSchema::validate_fields`] checks the same object. No map
     /// is built: this is how a client applies a pulled row.
     pub fn decode_row(&self, json: &str) -> Result<Vec<Value>, SchemaError> {
-        let decoded = serde::de::DeserializeSeed::deserialize(
-            RowSeed(self),
-            &mut serde_json::Deserializer::from_str(json),
-        )
-        .map_err(|e| SchemaError::NotAnObject {
-            table: self.name.clone(),
-            reason: e.to_string(),
-        })?;
-        let (slots, unknown) = decoded;
+        let mut de = serde_json::Deserializer::from_str(json);
+        let (slots, unknown) = serde::de::DeserializeSeed::deserialize(RowSeed(self), &mut de)
+            .and_then(|decoded| de.end().map(|()| decoded))
+            .map_err(|e| SchemaError::NotAnObject {
+                table: self.name.clone(),
+                reason: e.to_string(),
+            })?;
         if let Some(key) = unknown {
             return Err(self.unknown_column(&key));
         }
@@ -646,59 +644,22 @@ mod tests {
         table.columns[1].format = Some(ValueFormat::Email);
         table.columns[4].default = Some(json!("Lyon"));
         let table = &schema.tables[0];
+        #[rustfmt::skip]
         let cases: &[(&str, Result<Value, &str>)] = &[
-            (
-                r#"{"name":"Ann","email":"a@b.co","age":3,"city":"Oslo"}"#,
-                Ok(json!(["Ann", "a@b.co", null, 3, "Oslo", null])),
-            ),
-            (
-                r#"{"name":"Ann"}"#,
-                Ok(json!(["Ann", null, null, null, "Lyon", null])),
-            ),
-            (
-                r#"{"name":"Ann","city":null}"#,
-                Ok(json!(["Ann", null, null, null, null, null])),
-            ),
-            (
-                r#"{"name":"A\"n\u006e","age":1,"age":2}"#,
-                Ok(json!(["A\"nn", null, null, 2, "Lyon", null])),
-            ),
-            (
-                r#"{"na\u006de":"Ann"}"#,
-                Ok(json!(["Ann", null, null, null, "Lyon", null])),
-            ),
-            (
-                r#"{"name":"Ann","nick":"x"}"#,
-                Err("unknown column \"nick\""),
-            ),
-            (
-                r#"{"name":"  "}"#,
-                Err("invalid value for person.name: a value is required"),
-            ),
-            (
-                r#"{"age":3}"#,
-                Err("invalid value for person.name: a value is required"),
-            ),
-            (
-                r#"{"name":"Ann","age":"3"}"#,
-                Err("invalid value for person.age: expected"),
-            ),
-            (
-                r#"{"name":"Ann","age":1.5}"#,
-                Err("invalid value for person.age: expected"),
-            ),
-            (
-                r#"{"name":"Ann","email":"nope"}"#,
-                Err("invalid value for person.email: must look like"),
-            ),
-            (
-                r#"["Ann"]"#,
-                Err("the values of a person row are not a JSON object"),
-            ),
-            (
-                r#"{"name":"Ann""#,
-                Err("the values of a person row are not a JSON object"),
-            ),
+            (r#"{"name":"Ann","email":"a@b.co","age":3,"city":"Oslo"}"#, Ok(json!(["Ann", "a@b.co", null, 3, "Oslo", null]))),
+            (r#"{"name":"Ann"}"#, Ok(json!(["Ann", null, null, null, "Lyon", null]))),
+            (r#"{"name":"Ann","city":null}"#, Ok(json!(["Ann", null, null, null, null, null]))),
+            (r#"{"name":"A\"n\u006e","age":1,"age":2}"#, Ok(json!(["A\"nn", null, null, 2, "Lyon", null]))),
+            (r#"{"na\u006de":"Ann"}"#, Ok(json!(["Ann", null, null, null, "Lyon", null]))),
+            (r#"{"name":"Ann","nick":"x"}"#, Err("unknown column \"nick\"")),
+            (r#"{"name":"  "}"#, Err("invalid value for person.name: a value is required")),
+            (r#"{"age":3}"#, Err("invalid value for person.name: a value is required")),
+            (r#"{"name":"Ann","age":"3"}"#, Err("invalid value for person.age: expected")),
+            (r#"{"name":"Ann","age":1.5}"#, Err("invalid value for person.age: expected")),
+            (r#"{"name":"Ann","email":"nope"}"#, Err("invalid value for person.email: must look like")),
+            (r#"["Ann"]"#, Err("the values of a person row are not a JSON object")),
+            (r#"{"name":"Ann""#, Err("the values of a person row are not a JSON object")),
+            (r#"{"name":"Ann"} {}"#, Err("the values of a person row are not a JSON object")),
         ];
         for (text, expected) in cases {
             let decoded = table.decode_row(text).map(Value::from);
