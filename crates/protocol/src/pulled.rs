@@ -68,19 +68,24 @@ impl PulledChange {
     }
 }
 
-impl From<ServerChange> for PulledChange {
-    fn from(change: ServerChange) -> Self {
-        Self {
+/// The change with its values encoded as text. Fallible in type only (a map of JSON
+/// values always encodes), so that a failure could never pass as a row without values,
+/// which an apply takes for a tombstone.
+impl TryFrom<ServerChange> for PulledChange {
+    type Error = serde_json::Error;
+
+    fn try_from(change: ServerChange) -> Result<Self, serde_json::Error> {
+        Ok(Self {
             table: change.table,
             id: change.id,
             version: change.row.version,
             deleted: change.row.deleted,
-            // A map of JSON values always serialises.
             fields: change
                 .row
                 .fields
-                .and_then(|fields| serde_json::value::to_raw_value(&fields).ok()),
-        }
+                .map(|fields| serde_json::value::to_raw_value(&fields))
+                .transpose()?,
+        })
     }
 }
 
@@ -141,7 +146,12 @@ mod tests {
         assert_eq!(typed.changes[1].row.fields, None);
         let again: PulledResponse = serde_json::from_str(&raw).unwrap();
         assert_eq!(serde_json::to_string(&again).unwrap(), raw);
-        let back: Vec<PulledChange> = typed.changes.into_iter().map(Into::into).collect();
+        let back: Vec<PulledChange> = typed
+            .changes
+            .into_iter()
+            .map(PulledChange::try_from)
+            .collect::<Result<_, _>>()
+            .unwrap();
         assert_eq!(
             serde_json::to_string(&back).unwrap(),
             serde_json::to_string(&again.changes).unwrap()

@@ -10,7 +10,7 @@
 //! from its watermark, each page applied in one transaction with the new watermark (while
 //! the next page is fetched), so an interrupted pull resumes where it stopped.
 
-use roster_protocol::{Ack, PulledResponse, ServerChange, SyncResponse, TableSchema};
+use roster_protocol::{Ack, PulledChange, PulledResponse, ServerChange, SyncResponse, TableSchema};
 use serde_json::Value;
 
 use super::{SyncClient, blocking};
@@ -396,14 +396,17 @@ impl SyncClient {
                     settled
                         .versions
                         .push((table.name.clone(), item.id, item.version.clone()));
-                    settled.response.changes.push(
-                        ServerChange {
-                            table: table.name.clone(),
-                            id: item.id,
-                            row: item.server_row(),
-                        }
-                        .into(),
-                    );
+                    let change = ServerChange {
+                        table: table.name.clone(),
+                        id: item.id,
+                        row: item.server_row(),
+                    };
+                    settled
+                        .response
+                        .changes
+                        .push(PulledChange::try_from(change).map_err(|e| {
+                            ClientError::Protocol(format!("cannot hold item {}: {e}", item.id))
+                        })?);
                 }
                 applying = Some(settled);
                 tell(&report, cursor.watermark_ms());

@@ -527,7 +527,11 @@ mod tests {
             evicted: Vec::new(),
             acks,
             conflicts,
-            changes: changes.into_iter().map(Into::into).collect(),
+            changes: changes
+                .into_iter()
+                .map(PulledChange::try_from)
+                .collect::<Result<_, _>>()
+                .unwrap(),
             watermark: 9,
             has_more: false,
             newest: 9,
