@@ -139,3 +139,49 @@ async fn every_conflict_kind_under_each_policy() {
         }
     }
 }
+
+/// A push of new rows with one id the server already holds, in the middle: that insert
+/// is a conflict (server wins), and the new rows before and after it are stored once
+/// each, in the push's order. (On PostgreSQL the first attempt stores the new rows of a
+/// push together without reading their ids; the used id sends it back to read them.)
+#[tokio::test]
+async fn an_insert_of_a_used_id_among_new_rows_is_a_conflict_and_the_others_are_stored() {
+    let server = TestServer::start();
+    let a = TestClient::new(&server).await;
+    let b = TestClient::new(&server).await;
+    let used = roster_protocol::RowId::now_v7();
+    let row = |name: &str| roster_e2e::obj(json!({"name": name, "age": 1}));
+    a.client
+        .store()
+        .insert_with_id("person", used, row("a's"))
+        .unwrap();
+    a.client.sync().await.unwrap();
+
+    let before = b.insert("person", json!({"name": "before", "age": 2}));
+    b.client
+        .store()
+        .insert_with_id("person", used, row("b's"))
+        .unwrap();
+    let after = b.insert("person", json!({"name": "after", "age": 3}));
+    let report = b.client.sync().await.unwrap();
+
+    assert_eq!(report.uploaded, 3);
+    assert_eq!(report.conflicts_detected, 1);
+    let log = server.conflict_log();
+    assert_eq!(log.len(), 1, "one conflict logged: {log:?}");
+    assert_eq!(log[0].1, used.to_string());
+    assert_eq!(log[0].2, ConflictKind::ClientInsertedExisting.as_str());
+    let rows = server.rows().await;
+    let version = |id| rows[&("person".to_owned(), id)].version;
+    assert!(
+        version(used) < version(before) && version(before) < version(after),
+        "the used row keeps its version; the new rows follow in the push's order"
+    );
+    let live = server.live("person").await;
+    assert_eq!(live.len(), 3);
+    assert_eq!(live[&used]["name"], json!("a's"));
+    assert_eq!(live[&before]["name"], json!("before"));
+    assert_eq!(live[&after]["name"], json!("after"));
+    a.client.sync().await.unwrap();
+    assert_converged(&server, "person", &[&a, &b]).await;
+}

@@ -129,19 +129,34 @@ pub(crate) trait RowsTx {
     fn insert_row(&mut self, w: &RowWrite<'_>) -> Result<bool, StoreError>;
     /// Writes `w` over the row if it still has version `expected`; returns whether it did.
     fn update_row(&mut self, w: &RowWrite<'_>, expected: u64) -> Result<bool, StoreError>;
-    /// Which of `keys` (table, id) no stored row uses (live or tombstone), read at once,
-    /// where the backend stores new rows together ([`RowsTx::insert_rows`]: PostgreSQL,
-    /// where a statement is a round trip). `None`: each insert is tried alone with
-    /// [`RowsTx::insert_row`] (SQLite, in the process). The data set is locked, so the
-    /// answer holds until commit.
+    /// Whether new rows are stored together ([`RowsTx::insert_rows`]: PostgreSQL, where a
+    /// statement is a round trip) rather than each with [`RowsTx::insert_row`] (SQLite,
+    /// in the process).
+    fn inserts_together(&self) -> bool {
+        false
+    }
+    /// Which of `keys` (table, id) no stored row uses (live or tombstone). The data set
+    /// is locked, so the answer holds until commit. A backend that stores new rows
+    /// together reads them at once.
     fn unused_ids<'k>(
         &mut self,
-        _keys: &[(&'k str, RowId)],
-    ) -> Result<Option<HashSet<(&'k str, RowId)>>, StoreError> {
-        Ok(None)
+        keys: &[(&'k str, RowId)],
+    ) -> Result<HashSet<(&'k str, RowId)>, StoreError> {
+        let mut unused = HashSet::with_capacity(keys.len());
+        for &(table, id) in keys {
+            if self.load_row(table, id)?.is_none() {
+                unused.insert((table, id));
+            }
+        }
+        Ok(unused)
     }
-    /// Stores `writes`, new rows whose ids [`RowsTx::unused_ids`] found unused, at once.
-    fn insert_rows(&mut self, writes: &[RowWrite<'_>]) -> Result<(), StoreError> {
+    /// Stores `writes`, new rows, at once, and returns true. When their ids were
+    /// `guessed` unused rather than read with [`RowsTx::unused_ids`], a stored row in the
+    /// way of one of them stores none of them and returns false; otherwise it is a
+    /// [`StoreError::ConcurrentWrite`] (the data set's lock rules it out), which rolls
+    /// the request back.
+    fn insert_rows(&mut self, writes: &[RowWrite<'_>], guessed: bool) -> Result<bool, StoreError> {
+        let _ = guessed; // only a backend that stores rows together is asked to guess
         for w in writes {
             if !self.insert_row(w)? {
                 return Err(StoreError::ConcurrentWrite {
@@ -150,7 +165,7 @@ pub(crate) trait RowsTx {
                 });
             }
         }
-        Ok(())
+        Ok(true)
     }
     /// `(newest version, purge horizon)`. In a writing transaction the data set is
     /// already locked, so no other writer can move them until commit.
@@ -413,15 +428,17 @@ struct NewRow<'c> {
     edited_at_ms: i64,
 }
 
-/// Stores the held-back new rows, and empties the list.
+/// Stores the held-back new rows, and empties the list. False: the ids were `guessed`
+/// and one is in use, so nothing was stored.
 fn store_new_rows(
     tx: &mut (impl RowsTx + ?Sized),
     rows: &mut Vec<NewRow<'_>>,
     client: &str,
     at_ms: i64,
-) -> Result<(), StoreError> {
+    guessed: bool,
+) -> Result<bool, StoreError> {
     if rows.is_empty() {
-        return Ok(());
+        return Ok(true);
     }
     let writes: Vec<RowWrite<'_>> = rows
         .iter()
@@ -436,9 +453,23 @@ fn store_new_rows(
             edited_at_ms: row.edited_at_ms,
         })
         .collect();
-    tx.insert_rows(&writes)?;
+    let stored = tx.insert_rows(&writes, guessed)?;
     rows.clear();
-    Ok(())
+    Ok(stored)
+}
+
+/// How the new rows of a request that stores them together learn that their ids are
+/// unused.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum IdCheck {
+    /// Not read: every insert is tried as a new row. A push of new rows is the common
+    /// case (ids are made on the device), and the read cost a third of the statement
+    /// that stores them. Only for a request of inserts of distinct ids, so the rows
+    /// held back are the request's only write; if one meets a stored row, none is
+    /// stored and the request is applied again with `Read`.
+    Guess,
+    /// Read first, at once ([`RowsTx::unused_ids`]).
+    Read,
 }
 
 pub(crate) fn apply_changes(
@@ -448,6 +479,24 @@ pub(crate) fn apply_changes(
     resolver: &Resolver,
     last_seq: u64,
     restored_at: u64,
+) -> Result<Applied, StoreError> {
+    apply_in_order(
+        tx,
+        request,
+        changes,
+        resolver,
+        (last_seq, restored_at),
+        IdCheck::Guess,
+    )
+}
+
+fn apply_in_order(
+    tx: &mut (impl RowsTx + ConflictLogTx + ?Sized),
+    request: &SyncRequest,
+    changes: &[Change],
+    resolver: &Resolver,
+    (last_seq, restored_at): (u64, u64),
+    check: IdCheck,
 ) -> Result<Applied, StoreError> {
     let client = request.client_id.to_string();
     let at_ms = write_time(now_ms(), tx.last_write_ms()?);
@@ -460,11 +509,15 @@ pub(crate) fn apply_changes(
         .filter(|c| c.op == ChangeOp::Insert && c.fields.is_some())
         .map(|c| (c.table.as_str(), c.id))
         .collect();
-    // Where the backend stores new rows together: the ids known unused (each taken
-    // once, so a second insert of an id in the request is planned like any change).
-    let mut unused = match inserts.is_empty() {
-        true => None,
-        false => tx.unused_ids(&inserts)?,
+    // Where the backend stores new rows together: the ids known (or guessed) unused,
+    // each taken once, so a second insert of an id in the request is planned like any
+    // change.
+    let distinct: HashSet<(&str, RowId)> = inserts.iter().copied().collect();
+    let guessed = check == IdCheck::Guess && distinct.len() == changes.len();
+    let mut unused = match tx.inserts_together() && !inserts.is_empty() {
+        false => None,
+        true if guessed => Some(distinct),
+        true => Some(tx.unused_ids(&inserts)?),
     };
     let mut new_rows = Vec::new();
     for sent in changes {
@@ -510,7 +563,8 @@ pub(crate) fn apply_changes(
         }
         // The new rows held back are stored before anything else is read or written,
         // so the writes happen in the request's order.
-        store_new_rows(tx, &mut new_rows, &client, at_ms)?;
+        // invariant: a guess holds back every change, so this runs only with ids read.
+        store_new_rows(tx, &mut new_rows, &client, at_ms, false)?;
         let current = tx.load_row(&change.table, change.id)?;
         let current_row = current.as_ref().map(|c| &c.row);
         // Columns the device does not know keep their stored values.
@@ -594,7 +648,11 @@ pub(crate) fn apply_changes(
             }
         }
     }
-    store_new_rows(tx, &mut new_rows, &client, at_ms)?;
+    if !store_new_rows(tx, &mut new_rows, &client, at_ms, guessed)? {
+        // A guessed id was in use and nothing was written: read the ids this time.
+        let counters = (last_seq, restored_at);
+        return apply_in_order(tx, request, changes, resolver, counters, IdCheck::Read);
+    }
     Ok(Applied::Done {
         acks,
         conflicts,

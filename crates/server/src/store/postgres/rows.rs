@@ -84,8 +84,13 @@ impl RowsTx for PgTx<'_, '_> {
         store_row(self.tx, sql, self.dataset, w, None)
     }
 
-    /// One statement for the request's inserts: each would otherwise be a statement
-    /// (a parse and an execute round trip) of its own.
+    /// One statement per run of the request's inserts: each would otherwise be a
+    /// statement (a parse and an execute round trip) of its own.
+    fn inserts_together(&self) -> bool {
+        true
+    }
+
+    /// One statement for the request's inserts.
     ///
     /// invariant: each key is looked up on its own (a `LATERAL` subquery with `LIMIT 1`,
     /// which the planner cannot turn into a hash join over the data set), and with the
@@ -96,7 +101,7 @@ impl RowsTx for PgTx<'_, '_> {
     fn unused_ids<'k>(
         &mut self,
         keys: &[(&'k str, RowId)],
-    ) -> Result<Option<HashSet<(&'k str, RowId)>>, StoreError> {
+    ) -> Result<HashSet<(&'k str, RowId)>, StoreError> {
         let tables: Vec<&str> = keys.iter().map(|(table, _)| *table).collect();
         let ids: Vec<String> = keys.iter().map(|(_, id)| id.to_string()).collect();
         let used: HashSet<(String, String)> = self
@@ -114,17 +119,17 @@ impl RowsTx for PgTx<'_, '_> {
             .into_iter()
             .map(|row| (row.get(0), row.get(1)))
             .collect();
-        Ok(Some(
-            keys.iter()
-                .zip(ids)
-                .filter(|((table, _), id)| !used.contains(&((*table).to_owned(), id.clone())))
-                .map(|(key, _)| *key)
-                .collect(),
-        ))
+        Ok(keys
+            .iter()
+            .zip(ids)
+            .filter(|((table, _), id)| !used.contains(&((*table).to_owned(), id.clone())))
+            .map(|(key, _)| *key)
+            .collect())
     }
 
-    /// Every new row in one `INSERT ... SELECT FROM unnest(...)`.
-    fn insert_rows(&mut self, writes: &[RowWrite<'_>]) -> Result<(), StoreError> {
+    /// Every new row in one `INSERT ... SELECT FROM unnest(...)`; with `guessed` ids,
+    /// behind a savepoint that a row in the way rolls back to.
+    fn insert_rows(&mut self, writes: &[RowWrite<'_>], guessed: bool) -> Result<bool, StoreError> {
         let mut tables = Vec::with_capacity(writes.len());
         let mut ids = Vec::with_capacity(writes.len());
         let mut versions = Vec::with_capacity(writes.len());
@@ -143,12 +148,15 @@ impl RowsTx for PgTx<'_, '_> {
             by.push(w.client);
             edited.push(w.edited_at_ms);
         }
-        // No `ON CONFLICT DO NOTHING`: the ids were found unused under the data set's lock
-        // and versions come from its counter, so no unique index can be in the way, and
-        // the clause made every row a speculative insert checked against all three
-        // unique indexes (2.2 times the plain insert's time for 1000-row statements).
-        // invariant: a row in the way (only another request's, which the lock rules
-        // out) is still a `ConcurrentWrite`, which rolls the request back.
+        // No `ON CONFLICT DO NOTHING`: the clause made every row a speculative insert
+        // checked against all three unique indexes (2.2 times the plain insert's time
+        // for 1000-row statements). Versions come from the locked data set's counter,
+        // so only the primary key can be in the way: a guessed id in use (the savepoint
+        // undoes the statement, and the request reads its ids), or, with ids read under
+        // the lock, another request's row, which the lock rules out.
+        if guessed {
+            self.tx.batch_execute("SAVEPOINT new_rows")?;
+        }
         let stored = self.tx.execute_typed(
             "INSERT INTO rows (dataset, tbl, id, version, deleted, data, updated_at_ms,
                updated_by, edited_at_ms, created_at_ms)
@@ -174,10 +182,15 @@ impl RowsTx for PgTx<'_, '_> {
             id: ids.first().cloned().unwrap_or_default(),
         };
         match stored {
-            Ok(n) if usize::try_from(n).is_ok_and(|n| n == writes.len()) => Ok(()),
+            Ok(n) if usize::try_from(n).is_ok_and(|n| n == writes.len()) => Ok(true),
             Ok(_) => Err(in_the_way()),
             Err(e) if e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION) => {
-                Err(in_the_way())
+                if !guessed {
+                    return Err(in_the_way());
+                }
+                self.tx.batch_execute("ROLLBACK TO SAVEPOINT new_rows")?;
+                tracing::debug!(rows = writes.len(), "a guessed new row's id is in use");
+                Ok(false)
             }
             Err(e) => Err(e.into()),
         }
