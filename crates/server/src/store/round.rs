@@ -424,7 +424,7 @@ struct NewRow<'c> {
     table: &'c str,
     id: RowId,
     version: u64,
-    fields: Fields,
+    fields: Cow<'c, Fields>,
     edited_at_ms: i64,
 }
 
@@ -447,7 +447,7 @@ fn store_new_rows(
             id: row.id,
             expected: None,
             version: row.version,
-            fields: Some(&row.fields),
+            fields: Some(row.fields.as_ref()),
             client,
             at_ms,
             edited_at_ms: row.edited_at_ms,
@@ -538,11 +538,16 @@ fn apply_in_order(
                 Some(unused) => {
                     let free = unused.remove(&(sent.table.as_str(), sent.id));
                     if free {
+                        // The values as sent are borrowed; filled in, they are copied.
+                        let fields = match (&change, &sent.fields) {
+                            (Cow::Borrowed(_), Some(sent_fields)) => Cow::Borrowed(sent_fields),
+                            _ => Cow::Owned(fields.clone()),
+                        };
                         new_rows.push(NewRow {
                             table: &sent.table,
                             id: sent.id,
                             version: next + 1,
-                            fields: fields.clone(),
+                            fields,
                             edited_at_ms: sent.edited_at_ms.unwrap_or(at_ms),
                         });
                     }
