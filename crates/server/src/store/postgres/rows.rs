@@ -90,7 +90,7 @@ impl RowsTx for PgTx<'_, '_> {
         true
     }
 
-    /// One statement for the request's inserts.
+    /// One query for the ids of the request's inserts.
     ///
     /// invariant: each key is looked up on its own (a `LATERAL` subquery with `LIMIT 1`,
     /// which the planner cannot turn into a hash join over the data set), and with the
@@ -151,9 +151,11 @@ impl RowsTx for PgTx<'_, '_> {
         // No `ON CONFLICT DO NOTHING`: the clause made every row a speculative insert
         // checked against all three unique indexes (2.2 times the plain insert's time
         // for 1000-row statements). Versions come from the locked data set's counter,
-        // so only the primary key can be in the way: a guessed id in use (the savepoint
-        // undoes the statement, and the request reads its ids), or, with ids read under
-        // the lock, another request's row, which the lock rules out.
+        // so only the primary key can be in the way.
+        // invariant: a guessed id in use leaves nothing written (the savepoint undoes the
+        // statement, and the request reads its ids); with ids read under the lock, a row
+        // in the way (another request's, which the lock rules out) is a
+        // `ConcurrentWrite`, which rolls the request back.
         if guessed {
             self.tx.batch_execute("SAVEPOINT new_rows")?;
         }
