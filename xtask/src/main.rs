@@ -47,6 +47,11 @@ enum Task {
     /// ROSTER_TEST_BACKEND=postgres and ROSTER_TEST_PG_URL set, then stop it, e.g.
     /// `cargo xtask with-postgres -- cargo nextest run --workspace -E 'package(roster-e2e)'`.
     WithPostgres {
+        /// Keep the cluster durable (`fsync`, `synchronous_commit` and
+        /// `full_page_writes` on), as `cargo xtask bench --postgres` runs it: for timing
+        /// comparisons. The tests' default turns them off.
+        #[arg(long)]
+        durable: bool,
         /// The command and its arguments.
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -62,7 +67,7 @@ fn main() -> ExitCode {
         Task::Test(args) => test::test(args),
         Task::Run(args) => run::run_dev(args),
         Task::Bench(args) => bench::bench(args),
-        Task::WithPostgres { command } => postgres::with_postgres(command),
+        Task::WithPostgres { durable, command } => postgres::with_postgres(*durable, command),
         Task::Fuzz(args) => fuzz::fuzz(args),
     };
     match result {

@@ -105,14 +105,15 @@ impl Drop for Postgres {
     }
 }
 
-/// Runs `command` with a throwaway cluster and the variables the end-to-end harness
-/// reads (`ROSTER_TEST_BACKEND=postgres`, `ROSTER_TEST_PG_URL`); stops the cluster after.
-pub fn with_postgres(command: &[String]) -> Result<()> {
+/// Runs `command` with a throwaway cluster (`durable`: as the bench's, see
+/// [`Postgres::start`]) and the variables the end-to-end harness reads
+/// (`ROSTER_TEST_BACKEND=postgres`, `ROSTER_TEST_PG_URL`); stops the cluster after.
+pub fn with_postgres(durable: bool, command: &[String]) -> Result<()> {
     let root = workspace::root()?;
     let Some((program, args)) = command.split_first() else {
         bail!("give the command to run after --");
     };
-    let cluster = Postgres::start(&root, false)?;
+    let cluster = Postgres::start(&root, durable)?;
     let result = run(Command::new(program)
         .args(args)
         .current_dir(&root)
