@@ -512,12 +512,18 @@ fn apply_in_order(
     // Where the backend stores new rows together: the ids known (or guessed) unused,
     // each taken once, so a second insert of an id in the request is planned like any
     // change.
-    let distinct: HashSet<(&str, RowId)> = inserts.iter().copied().collect();
-    let guessed = check == IdCheck::Guess && distinct.len() == changes.len();
-    let mut unused = match tx.inserts_together() && !inserts.is_empty() {
-        false => None,
-        true if guessed => Some(distinct),
-        true => Some(tx.unused_ids(&inserts)?),
+    let (mut unused, guessed) = match tx.inserts_together() && !inserts.is_empty() {
+        false => (None, false),
+        true => {
+            // A guess only for a request of inserts of distinct ids (see `IdCheck`).
+            let guess = (check == IdCheck::Guess && inserts.len() == changes.len())
+                .then(|| inserts.iter().copied().collect::<HashSet<_>>())
+                .filter(|ids| ids.len() == changes.len());
+            match guess {
+                Some(ids) => (Some(ids), true),
+                None => (Some(tx.unused_ids(&inserts)?), false),
+            }
+        }
     };
     let mut new_rows = Vec::new();
     for sent in changes {
