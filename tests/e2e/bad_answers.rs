@@ -2,11 +2,12 @@
 //! 127.0.0.1: its answers must end the round with a clear protocol error, leave local data
 //! as it was and never make the client loop.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Json;
 use axum::extract::State;
+use axum::response::AppendHeaders;
 use axum::routing::post;
 use roster_client::{ClientError, Credentials, SyncClient};
 use roster_protocol::{Fields, RowId, Schema, ServerChange, ServerRow, SyncRequest, SyncResponse};
@@ -15,28 +16,45 @@ use serde_json::json;
 /// What the fake server answers to every `POST /v1/sync`, given the request.
 type Answer = fn(&SyncRequest) -> SyncResponse;
 
-/// A fake sync server: `answer` for every sync request, counting them.
+/// The `x-roster-more-after` header the fake server sends with an answer, if any.
+type MoreAfter = fn(&SyncRequest) -> Option<u64>;
+
+/// A fake sync server: `answer` for every sync request, counting them and keeping
+/// each request's `since`.
 struct FakeServer {
     url: String,
     requests: Arc<AtomicU32>,
+    sinces: Arc<Mutex<Vec<u64>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl FakeServer {
     async fn start(answer: Answer) -> Self {
+        Self::start_with_header(answer, |_| None).await
+    }
+
+    async fn start_with_header(answer: Answer, more_after: MoreAfter) -> Self {
         let requests = Arc::new(AtomicU32::new(0));
+        let sinces = Arc::new(Mutex::new(Vec::new()));
+        type Shared = (Arc<AtomicU32>, Arc<Mutex<Vec<u64>>>, Answer, MoreAfter);
         let app = axum::Router::new()
             .route(
                 roster_protocol::SYNC_PATH,
                 post(
-                    |State((count, answer)): State<(Arc<AtomicU32>, Answer)>,
+                    |State((count, sinces, answer, more_after)): State<Shared>,
                      Json(request): Json<SyncRequest>| async move {
                         count.fetch_add(1, Ordering::SeqCst);
-                        Json(answer(&request))
+                        sinces.lock().unwrap().push(request.since);
+                        let header = more_after(&request)
+                            .map(|w| [(roster_protocol::MORE_AFTER_HEADER, w.to_string())]);
+                        (
+                            AppendHeaders(header.into_iter().flatten()),
+                            Json(answer(&request)),
+                        )
                     },
                 ),
             )
-            .with_state((requests.clone(), answer));
+            .with_state((requests.clone(), sinces.clone(), answer, more_after));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let task = tokio::spawn(async move {
@@ -45,12 +63,18 @@ impl FakeServer {
         Self {
             url,
             requests,
+            sinces,
             task,
         }
     }
 
     fn requests(&self) -> u32 {
         self.requests.load(Ordering::SeqCst)
+    }
+
+    /// The `since` of every request so far, in arrival order.
+    fn sinces(&self) -> Vec<u64> {
+        self.sinces.lock().unwrap().clone()
     }
 }
 
@@ -133,6 +157,50 @@ async fn more_changes_announced_without_a_new_watermark_fail_the_round_at_once()
             .unwrap()
             .pending
             .is_some()
+    );
+}
+
+/// A server whose `x-roster-more-after` header says 99 while its body says 3: the pull
+/// the client sent ahead from 99 is dropped, the page after 3 is asked for, and the
+/// round ends with exactly the server's rows and its watermark.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_sent_ahead_that_the_answer_contradicts_is_dropped_and_the_page_asked_again() {
+    const FIRST: RowId = RowId::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0011);
+    const SECOND: RowId = RowId::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0012);
+    let server = FakeServer::start_with_header(
+        |request| match request.since {
+            0 => page(3, true, vec![person(FIRST, json!({"name": "First"}))]),
+            3 => page(5, false, vec![person(SECOND, json!({"name": "Second"}))]),
+            // The pull sent ahead from the header's watermark: a page that must never
+            // be applied.
+            _ => page(100, false, vec![person(BAD_ID, json!({"name": "Never"}))]),
+        },
+        |request| (request.since == 0).then_some(99),
+    )
+    .await;
+    let (_dir, client, _mine) = client_with_a_pending_row(&server).await;
+    let report = client.sync().await.unwrap();
+    assert_eq!((report.downloaded, report.watermark), (2, 5));
+    let store = client.store();
+    assert_eq!(
+        store.get("person", FIRST).unwrap().fields["name"],
+        json!("First")
+    );
+    assert_eq!(
+        store.get("person", SECOND).unwrap().fields["name"],
+        json!("Second")
+    );
+    assert!(
+        store.get("person", BAD_ID).is_err(),
+        "the dropped page is not applied"
+    );
+    let status = store.status().unwrap();
+    // This server acknowledges nothing: the local row stays pending.
+    assert_eq!((status.pending, status.watermark), (1, 5));
+    let sinces = server.sinces();
+    assert!(
+        sinces.starts_with(&[0]) && sinces.contains(&3),
+        "the page after 3 was asked for: {sinces:?}"
     );
 }
 

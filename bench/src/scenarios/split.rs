@@ -118,10 +118,12 @@ async fn drive(
                 phases.collect += t.elapsed();
                 round.on(Event::Collected(batch))
             }
+            // Nothing is sent ahead here (no `follow`): each phase is timed alone.
             Step::Send {
                 request,
                 apply: answer_to_apply,
                 collect_ahead,
+                ..
             } => {
                 // Encoded as the engine's transport does (reqwest's `json`: serde_json::to_vec).
                 let t = Instant::now();
@@ -151,6 +153,7 @@ async fn drive(
                     answer: Ok(answer),
                     applied,
                     ahead,
+                    followed: None,
                 })
             }
             Step::Reset => round.on(Event::ResetDone(bench_internals::reset_for_full_pull(

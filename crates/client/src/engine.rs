@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use roster_protocol::{Schema, SyncRequest};
+use roster_protocol::{PulledResponse, Schema, SyncRequest};
 
 use crate::ama::{AmaSettings, Protocol};
 use crate::local::LocalStore;
@@ -71,7 +71,7 @@ impl Default for SyncOptions {
         Self {
             push_batch: 1_000,
             push_max_bytes: 4 * 1024 * 1024,
-            pull_limit: 2_000,
+            pull_limit: roster_protocol::MAX_PULL_LIMIT,
             request_timeout: Duration::from_secs(60),
             retries: 3,
             retry_delay: Duration::from_millis(100),
@@ -91,6 +91,68 @@ pub struct SyncClient {
     options: SyncOptions,
     handler: Option<Arc<dyn DeviceConflictHandler>>,
     round: tokio::sync::Mutex<()>,
+}
+
+/// Sends one batch, sending the same batch again after transient failures; `on_more`
+/// as [`HttpTransport::sync`] calls it, for each answer's head.
+async fn send_with_retries(
+    transport: &HttpTransport,
+    options: &SyncOptions,
+    request: &SyncRequest,
+    on_more: &(dyn Fn(u64) + Sync),
+) -> Result<PulledResponse, ClientError> {
+    use backon::{ExponentialBuilder, Retryable};
+    let policy = ExponentialBuilder::default()
+        .with_min_delay(options.retry_delay)
+        .with_max_times(options.retries)
+        .with_jitter();
+    (|| transport.sync(request, on_more))
+        .retry(policy)
+        .when(ClientError::is_transient)
+        .notify(|error, delay| {
+            tracing::warn!(%error, ?delay, batch = ?request.batch_id, "retrying sync request");
+        })
+        .await
+}
+
+/// A pull sent on the head of the previous answer ([`Step::Send`]'s `follow`), answered
+/// on a task of its own. Dropping it stops the task: a round that does not take it (it
+/// failed, or the answer said otherwise) loses nothing, since a pull writes nothing.
+struct SentAhead {
+    pull: SyncRequest,
+    /// The answer's [`roster_protocol::MORE_AFTER_HEADER`], once its head arrived.
+    more_after: tokio::sync::watch::Receiver<Option<u64>>,
+    answer: tokio::task::JoinHandle<Result<PulledResponse, ClientError>>,
+}
+
+impl SentAhead {
+    /// Its answer, when it is `request`; `on_more` as [`HttpTransport::sync`] calls it.
+    async fn answer_to(
+        mut self,
+        request: &SyncRequest,
+        on_more: &(dyn Fn(u64) + Sync),
+    ) -> Result<PulledResponse, ClientError> {
+        if self.pull.batch_id != request.batch_id {
+            return Err(ClientError::Task(
+                "sync round driven out of turn: another pull was sent ahead".into(),
+            ));
+        }
+        // Fails when the task ended without a head that said more: then there is none.
+        if let Ok(head) = self.more_after.wait_for(Option::is_some).await
+            && let Some(watermark) = *head
+        {
+            on_more(watermark);
+        }
+        (&mut self.answer)
+            .await
+            .map_err(|e| ClientError::Task(e.to_string()))?
+    }
+}
+
+impl Drop for SentAhead {
+    fn drop(&mut self) {
+        self.answer.abort();
+    }
 }
 
 async fn blocking<T: Send + 'static>(
@@ -354,18 +416,25 @@ impl SyncClient {
         &self,
         request: &SyncRequest,
     ) -> Result<roster_protocol::PulledResponse, ClientError> {
-        use backon::{ExponentialBuilder, Retryable};
-        let policy = ExponentialBuilder::default()
-            .with_min_delay(self.options.retry_delay)
-            .with_max_times(self.options.retries)
-            .with_jitter();
-        (|| self.transport.sync(request))
-            .retry(policy)
-            .when(ClientError::is_transient)
-            .notify(|error, delay| {
-                tracing::warn!(%error, ?delay, batch = ?request.batch_id, "retrying sync request");
-            })
-            .await
+        send_with_retries(&self.transport, &self.options, request, &|_| {}).await
+    }
+
+    /// Sends `pull` on a task of its own, now, while the answer before it is read.
+    fn send_ahead(&self, pull: SyncRequest) -> SentAhead {
+        let (transport, options) = (self.transport.clone(), self.options.clone());
+        let request = pull.clone();
+        let (head, more_after) = tokio::sync::watch::channel(None);
+        let answer = tokio::spawn(async move {
+            let on_more = |watermark: u64| {
+                head.send_replace(Some(watermark));
+            };
+            send_with_retries(&transport, &options, &request, &on_more).await
+        });
+        SentAhead {
+            pull,
+            more_after,
+            answer,
+        }
     }
 
     /// Fetches the server's schema and migrates the store to it, in one local
@@ -482,14 +551,46 @@ impl SyncClient {
         })
         .with_slice(self.store.slice_request()?);
         let mut step = round.start();
+        let mut sent_ahead: Option<SentAhead> = None;
         loop {
             step = match step {
                 Step::Collect(spec) => round.on(Event::Collected(self.collect(spec).await)),
                 Step::Send {
                     request,
+                    sent,
+                    follow,
                     apply,
                     collect_ahead,
                 } => {
+                    let earlier = sent_ahead.take();
+                    let follow_up = std::sync::OnceLock::new();
+                    let on_more = |watermark: u64| {
+                        if let Some(pull) = &follow {
+                            follow_up.get_or_init(|| {
+                                self.send_ahead(SyncRequest {
+                                    since: watermark,
+                                    ..pull.clone()
+                                })
+                            });
+                        }
+                    };
+                    let remote = async {
+                        match (sent, earlier) {
+                            (true, Some(earlier)) => earlier.answer_to(&request, &on_more).await,
+                            (true, None) => Err(ClientError::Task(
+                                "sync round driven out of turn: no pull was sent ahead".into(),
+                            )),
+                            (false, _) => {
+                                send_with_retries(
+                                    &self.transport,
+                                    &self.options,
+                                    &request,
+                                    &on_more,
+                                )
+                                .await
+                            }
+                        }
+                    };
                     let local = async {
                         let applied = match apply {
                             Some(received) => self.apply(received, false).await.map(Some),
@@ -502,12 +603,14 @@ impl SyncClient {
                         };
                         (applied, ahead)
                     };
-                    let (answer, (applied, ahead)) = tokio::join!(self.send(&request), local);
+                    let (answer, (applied, ahead)) = tokio::join!(remote, local);
+                    sent_ahead = follow_up.into_inner();
                     round.on(Event::Answered {
                         request,
                         answer,
                         applied,
                         ahead,
+                        followed: sent_ahead.as_ref().map(|p| p.pull.clone()),
                     })
                 }
                 Step::Reset => {
@@ -540,6 +643,10 @@ impl SyncClient {
                 }
                 Step::Fail(error) => return Err(error),
             };
+            if !matches!(step, Step::Send { sent: true, .. }) {
+                // The round did not take the pull sent ahead: stop it.
+                sent_ahead = None;
+            }
             if let Some(update) = round.take_progress() {
                 progress(&update);
             }

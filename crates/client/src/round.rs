@@ -174,17 +174,30 @@ pub struct RoundParams {
 
 /// What the driver does next.
 #[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one step per request, moved once; boxing would only add an allocation"
+)]
 pub enum Step {
     /// Collect the next batch (nothing else is in flight), then report
     /// [`Event::Collected`].
     Collect(CollectSpec),
-    /// Send `request`. While it is at the server, apply `apply` (an earlier answer, not
-    /// the round's last) and then collect `collect_ahead`; a failure to collect ahead is
-    /// not final (give `None`: the batch is collected again in turn). Then report
-    /// [`Event::Answered`] with the request given back.
+    /// Send `request` (unless `sent`). While it is at the server, apply `apply` (an
+    /// earlier answer, not the round's last) and then collect `collect_ahead`; a failure
+    /// to collect ahead is not final (give `None`: the batch is collected again in turn).
+    /// Then report [`Event::Answered`] with the request given back.
     Send {
         /// The request.
         request: SyncRequest,
+        /// `request` is the pull sent on the head of the previous answer (`follow`):
+        /// wait for its answer instead of sending it again.
+        sent: bool,
+        /// The pull to send as soon as the head of this request's answer says more
+        /// changes wait after a watermark ([`roster_protocol::MORE_AFTER_HEADER`]),
+        /// with `since` set to it, and to report as `followed`. Offered only where that
+        /// pull is the next request unless the answer fails the round; sending it is
+        /// optional, and dropping it unanswered loses nothing (it is a read).
+        follow: Option<SyncRequest>,
         /// The previous answer, to apply in its own transaction with its watermark.
         apply: Option<Received>,
         /// The batch after this request's, to collect ahead.
@@ -225,6 +238,8 @@ pub enum Event {
         applied: Result<Option<ApplyCounts>, ClientError>,
         /// The batch collected ahead, if one was asked for and collecting succeeded.
         ahead: Option<Batch>,
+        /// The step's `follow`, as sent on the answer's head (`None` when it was not).
+        followed: Option<SyncRequest>,
     },
     /// A [`Step::Reset`] is over.
     ResetDone(Result<(), ClientError>),
@@ -337,7 +352,8 @@ impl RoundState {
                 answer,
                 applied,
                 ahead,
-            } => self.answered(request, answer, applied, ahead),
+                followed,
+            } => self.answered(request, answer, applied, ahead, followed),
             Event::ResetDone(Ok(())) => self.start_over(),
             Event::ResetDone(Err(error)) | Event::Rebased(Err(error)) => Step::Fail(error),
             Event::Rebased(Ok(up_to_rev)) => {
@@ -396,7 +412,45 @@ impl RoundState {
         self.send(batch)
     }
 
+    /// A request of this round from `since` with `changes`; `round` for a batch of the
+    /// round's changes, `None` for a pull after the final batch.
+    fn request(&self, since: u64, changes: Vec<Change>, round: Option<RoundInfo>) -> SyncRequest {
+        SyncRequest {
+            slice: self.slice.clone(),
+            protocol: PROTOCOL_VERSION,
+            client_id: self.params.client_id,
+            since,
+            changes,
+            pull_limit: self.params.pull_limit,
+            round,
+            batch_id: Some(uuid::Uuid::now_v7()),
+            epoch: self.params.epoch,
+        }
+    }
+
     fn send(&mut self, batch: Batch) -> Step {
+        let final_batch = self.open && batch.last;
+        // The changes move into the request (and back out once it is answered).
+        let (changes, revs): (Vec<_>, Vec<_>) = batch
+            .sent
+            .into_iter()
+            .map(|s| (s.change, s.local_rev))
+            .unzip();
+        let round = self.open.then_some(RoundInfo {
+            id: self.id,
+            final_batch,
+        });
+        let request = self.request(self.since, changes, round);
+        let in_flight = InFlight {
+            cursor: batch.cursor,
+            final_batch,
+            revs,
+        };
+        self.dispatch(request, in_flight, false)
+    }
+
+    /// Hands out `request` (already `sent` or not) as the request at the server.
+    fn dispatch(&mut self, request: SyncRequest, in_flight: InFlight, sent: bool) -> Step {
         if self.in_flight.is_some() {
             return out_of_turn("a second request while one is at the server");
         }
@@ -412,44 +466,28 @@ impl RoundState {
                 )));
             }
         }
-        let final_batch = self.open && batch.last;
-        // The changes move into the request (and back out once it is answered).
-        let (changes, revs): (Vec<_>, Vec<_>) = batch
-            .sent
-            .into_iter()
-            .map(|s| (s.change, s.local_rev))
-            .unzip();
-        let request = SyncRequest {
-            slice: self.slice.clone(),
-            protocol: PROTOCOL_VERSION,
-            client_id: self.params.client_id,
-            since: self.since,
-            changes,
-            pull_limit: self.params.pull_limit,
-            round: self.open.then_some(RoundInfo {
-                id: self.id,
-                final_batch,
-            }),
-            batch_id: Some(uuid::Uuid::now_v7()),
-            epoch: self.params.epoch,
-        };
+        let final_batch = in_flight.final_batch;
+        // invariant: a pull is sent ahead (on the head of this request's answer) only
+        // when nothing is left to push after this request, so the next request is that
+        // pull unless the answer ends the round; `answered` takes it only when its
+        // `since` is the answer's watermark.
+        let follow = (!self.open || final_batch).then(|| self.request(0, Vec::new(), None));
         // invariant: the batch collected ahead holds only rows with edit numbers after
         // this batch's; applying the previous answer touches only earlier batches' rows
         // and rows without a pending change, so it is the batch collecting later would
         // find.
-        let collect_ahead = (self.open && !final_batch).then(|| self.collect_spec(batch.cursor));
+        let collect_ahead =
+            (self.open && !final_batch).then(|| self.collect_spec(in_flight.cursor));
         // invariant: answers are applied one at a time, in request order, each with its
         // own watermark; this request's `since` is the watermark of the answer applied
         // meanwhile, read from the answer.
         let apply = self.unapplied.take();
         self.applying = apply.as_ref().map(|r| r.response.watermark);
-        self.in_flight = Some(InFlight {
-            cursor: batch.cursor,
-            final_batch,
-            revs,
-        });
+        self.in_flight = Some(in_flight);
         Step::Send {
             request,
+            sent,
+            follow,
             apply,
             collect_ahead,
         }
@@ -461,6 +499,7 @@ impl RoundState {
         answer: Result<PulledResponse, ClientError>,
         applied: Result<Option<ApplyCounts>, ClientError>,
         ahead: Option<Batch>,
+        followed: Option<SyncRequest>,
     ) -> Step {
         let Some(in_flight) = self.in_flight.take() else {
             return out_of_turn("an answer without a request");
@@ -572,7 +611,18 @@ impl RoundState {
         if !self.open && self.unapplied.is_none() {
             return Step::Done(self.report);
         }
-        self.next_request()
+        match followed {
+            // The pull `next_request` would make, already at the server.
+            Some(pull) if !self.open && pull.since == self.since => {
+                let in_flight = InFlight {
+                    cursor: self.cursor,
+                    final_batch: false,
+                    revs: Vec::new(),
+                };
+                self.dispatch(pull, in_flight, true)
+            }
+            _ => self.next_request(),
+        }
     }
 
     fn set_progress(&mut self) {
@@ -670,10 +720,15 @@ mod tests {
             Step::Collect(spec) => format!("collect@{}/{}", spec.after, spec.max_changes),
             Step::Send {
                 request,
+                sent,
+                follow,
                 apply,
                 collect_ahead,
             } => {
                 let mut text = format!("send{}@{}", request.changes.len(), request.since);
+                if *sent {
+                    text.push_str(" sent");
+                }
                 match request.round {
                     None => text.push_str(" pull"),
                     Some(RoundInfo {
@@ -686,6 +741,9 @@ mod tests {
                 }
                 if let Some(spec) = collect_ahead {
                     text.push_str(&format!(" ahead@{}", spec.after));
+                }
+                if follow.is_some() {
+                    text.push_str(" follow");
                 }
                 text
             }
@@ -726,10 +784,19 @@ mod tests {
                     t,
                     Step::Send {
                         request,
+                        follow,
                         apply,
                         collect_ahead,
+                        ..
                     },
                 ) => {
+                    // `f` / `f7`: the follow-up pull went out on the answer's head, at
+                    // the answer's watermark / at 7.
+                    let (t, followed_at) = match t.split_once('f') {
+                        Some((t, "")) => (t, Some(None)),
+                        Some((t, at)) => (t, Some(Some(at.parse::<u64>().unwrap()))),
+                        None => (t, None),
+                    };
                     let (t, ahead) = match t.split_once('>') {
                         Some((t, ahead)) => (t, Some(parse_batch(ahead))),
                         None => (t, None),
@@ -776,11 +843,20 @@ mod tests {
                             Ok(answer(wm.parse().unwrap(), more, false))
                         }
                     };
+                    let followed = followed_at.map(|at| {
+                        let pull = follow.unwrap_or_else(|| panic!("{token}: no pull to follow"));
+                        let watermark = answer.as_ref().map_or(0, |a| a.watermark);
+                        SyncRequest {
+                            since: at.unwrap_or(watermark),
+                            ..pull
+                        }
+                    });
                     Event::Answered {
                         request,
                         answer,
                         applied,
                         ahead,
+                        followed,
                     }
                 }
                 ("reset", Step::Reset) => Event::ResetDone(Ok(())),
@@ -800,101 +876,126 @@ mod tests {
             (
                 "nothing to push: one pull, applied as the round's last answer",
                 "c0. ok0 last",
-                "collect@0/4 | send0@0 final | last0/0 | done req=1 up=0 wm=0",
+                "collect@0/4 | send0@0 final follow | last0/0 | done req=1 up=0 wm=0",
             ),
             (
                 "one batch: sent as the final one, its answer applied last",
                 "c2. ok5 last",
-                "collect@0/4 | send2@0 final | last5/2 | done req=1 up=2 wm=5",
+                "collect@0/4 | send2@0 final follow | last5/2 | done req=1 up=2 wm=5",
             ),
             (
                 "pipelined push: the next batch is collected and the previous answer applied \
                  while a request is at the server",
                 "c4 ok1>4 ok2>1. ok3 last",
-                "collect@0/4 | send4@0 ahead@4 | send4@1 apply1 ahead@8 | send1@2 final apply2 \
+                "collect@0/4 | send4@0 ahead@4 | send4@1 apply1 ahead@8 | send1@2 final apply2 follow \
                  | last3/1 | done req=3 up=9 wm=3",
             ),
             (
                 "a failed collect-ahead is not final: collected again in turn",
                 "c4 ok1 c1. ok2 last",
-                "collect@0/4 | send4@0 ahead@4 | collect@4/4 | send1@1 final apply1 | last2/1 \
+                "collect@0/4 | send4@0 ahead@4 | collect@4/4 | send1@1 final apply1 follow | last2/1 \
                  | done req=2 up=5 wm=2",
             ),
             (
                 "pull pages after the final batch, each applied while the next is asked for",
                 "c0. ok10+ ok20+ ok25 last",
-                "collect@0/4 | send0@0 final | send0@10 pull apply10 | send0@20 pull apply20 \
+                "collect@0/4 | send0@0 final follow | send0@10 pull apply10 follow | send0@20 pull apply20 follow \
                  | last25/0 | done req=3 up=0 wm=25",
+            ),
+            (
+                "pull pages sent ahead on each answer's head: the round waits for the pull \
+                 already at the server instead of sending it again",
+                "c0. ok10+f ok20+f ok25 last",
+                "collect@0/4 | send0@0 final follow | send0@10 sent pull apply10 follow \
+                 | send0@20 sent pull apply20 follow | last25/0 | done req=3 up=0 wm=25",
+            ),
+            (
+                "a pull sent ahead from another watermark than the body's is dropped, and \
+                 the page is asked for again",
+                "c0. ok10+f7 ok20 last",
+                "collect@0/4 | send0@0 final follow | send0@10 pull apply10 follow | last20/0 \
+                 | done req=2 up=0 wm=20",
+            ),
+            (
+                "a pull sent ahead is dropped when the answer fails the round",
+                "c1. e500f",
+                "collect@0/4 | send1@0 final follow | fail 500",
+            ),
+            (
+                "a pull sent ahead is dropped when the answer asks for a rebase",
+                "c2. rbsf rebased c3. ok7 last",
+                "collect@0/4 | send2@0 final follow | rebase@4 | collect@0/4 \
+                 | send3@0 final follow | last7/3 | done req=1 up=3 wm=7 reinit",
             ),
             (
                 "a 413 halves the batch and collects the same rows again",
                 "c4 e413 c2 ok1>2. ok2 last",
                 "collect@0/4 | send4@0 ahead@4 | collect@0/2 | send2@0 ahead@2 \
-                 | send2@1 final apply1 | last2/2 | done req=2 up=4 wm=2",
+                 | send2@1 final apply1 follow | last2/2 | done req=2 up=4 wm=2",
             ),
             (
                 "a 413 on a single change is final",
                 "c1. e413",
-                "collect@0/4 | send1@0 final | fail 413",
+                "collect@0/4 | send1@0 final follow | fail 413",
             ),
             (
                 "a 410 resets once and starts the round over from watermark 0",
                 "c2. e410 reset c2. ok7 last",
-                "collect@0/4 | send2@0 final | reset | collect@0/4 | send2@0 final | last7/2 \
+                "collect@0/4 | send2@0 final follow | reset | collect@0/4 | send2@0 final follow | last7/2 \
                  | done req=1 up=2 wm=7 reinit",
             ),
             (
                 "a restored server's rebase answer re-bases once and starts the round over, \
                  pushing the rows to send again",
                 "c2. rbs rebased c3. ok7 last",
-                "collect@0/4 | send2@0 final | rebase@4 | collect@0/4 | send3@0 final \
+                "collect@0/4 | send2@0 final follow | rebase@4 | collect@0/4 | send3@0 final follow \
                  | last7/3 | done req=1 up=3 wm=7 reinit",
             ),
             (
                 "a second rebase onto the same epoch is an error",
                 "c2. rbs rebased c2. rbs",
-                "collect@0/4 | send2@0 final | rebase@4 | collect@0/4 | send2@0 final \
+                "collect@0/4 | send2@0 final follow | rebase@4 | collect@0/4 | send2@0 final follow \
                  | fail protocol",
             ),
             (
                 "a second 410 in one round is an error",
                 "c2. e410 reset c2. e410",
-                "collect@0/4 | send2@0 final | reset | collect@0/4 | send2@0 final | fail 410",
+                "collect@0/4 | send2@0 final follow | reset | collect@0/4 | send2@0 final follow | fail 410",
             ),
             (
                 "staged batches are applied with the final batch's answer",
                 "c4 stg>1. ok9 last",
-                "collect@0/4 | send4@0 ahead@4 | send1@0 final | last9/5 | done req=2 up=5 wm=9",
+                "collect@0/4 | send4@0 ahead@4 | send1@0 final follow | last9/5 | done req=2 up=5 wm=9",
             ),
             (
                 "a rollback ends the round",
                 "c4 stg>1. rb",
-                "collect@0/4 | send4@0 ahead@4 | send1@0 final | fail rolled-back",
+                "collect@0/4 | send4@0 ahead@4 | send1@0 final follow | fail rolled-back",
             ),
             (
                 "a failed apply ends the round once the request in flight is answered",
                 "c4 ok1>1. xa",
-                "collect@0/4 | send4@0 ahead@4 | send1@1 final apply1 | fail database",
+                "collect@0/4 | send4@0 ahead@4 | send1@1 final apply1 follow | fail database",
             ),
             (
                 "a transport error after the retries ends the round",
                 "c1. e500",
-                "collect@0/4 | send1@0 final | fail 500",
+                "collect@0/4 | send1@0 final follow | fail 500",
             ),
             (
                 "more changes announced without a new watermark is a protocol error",
                 "c0. ok0+",
-                "collect@0/4 | send0@0 final | fail protocol",
+                "collect@0/4 | send0@0 final follow | fail protocol",
             ),
             (
                 "a pull page that moves the watermark back is a protocol error",
                 "c0. ok10+ ok4+",
-                "collect@0/4 | send0@0 final | send0@10 pull apply10 | fail protocol",
+                "collect@0/4 | send0@0 final follow | send0@10 pull apply10 follow | fail protocol",
             ),
             (
                 "a staged answer to the final batch is a protocol error",
                 "c1. stg",
-                "collect@0/4 | send1@0 final | fail protocol",
+                "collect@0/4 | send1@0 final follow | fail protocol",
             ),
         ];
         for (what, events, steps) in cases {
@@ -920,6 +1021,7 @@ mod tests {
                 answer: Ok(answer(watermark, true, false)),
                 applied: Ok(None),
                 ahead: None,
+                followed: None,
             });
         }
         assert!(
@@ -946,6 +1048,7 @@ mod tests {
             answer: Ok(answer(10, true, false)),
             applied: Ok(None),
             ahead: None,
+            followed: None,
         });
         let progress = round.take_progress().unwrap();
         assert_eq!(
@@ -965,6 +1068,7 @@ mod tests {
                 ..ApplyCounts::default()
             })),
             ahead: None,
+            followed: None,
         }) else {
             panic!("the last answer is applied last")
         };

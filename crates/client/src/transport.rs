@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use roster_protocol::{
     ApiError, CHANGES_PATH, CONFLICTS_PATH, ConflictLogEntry, DATASET_HEADER, ErrorCode,
-    HEALTH_PATH, PulledResponse, SCHEMA_PATH, SYNC_PATH, Schema, SyncRequest,
+    HEALTH_PATH, MORE_AFTER_HEADER, PulledResponse, SCHEMA_PATH, SYNC_PATH, Schema, SyncRequest,
 };
 use serde::de::DeserializeOwned;
 
@@ -469,11 +469,26 @@ impl HttpTransport {
         self.get(&path).await
     }
 
-    /// `POST /v1/sync`: one batch.
-    pub async fn sync(&self, request: &SyncRequest) -> Result<PulledResponse, ClientError> {
+    /// `POST /v1/sync`: one batch. `on_more` is called with the answer's
+    /// [`MORE_AFTER_HEADER`] as soon as its head arrives, before the body is read.
+    pub async fn sync(
+        &self,
+        request: &SyncRequest,
+        on_more: impl FnOnce(u64),
+    ) -> Result<PulledResponse, ClientError> {
         let response = self
             .send(self.request(reqwest::Method::POST, SYNC_PATH).json(request))
             .await?;
+        let more_after = response
+            .headers()
+            .get(MORE_AFTER_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if let Some(watermark) = more_after
+            && response.status().is_success()
+        {
+            on_more(watermark);
+        }
         self.decode(response).await
     }
 }

@@ -76,6 +76,12 @@ pub const READY_PATH: &str = "/ready";
 /// the caller's own data set (the one named after the user).
 pub const DATASET_HEADER: &str = "x-roster-dataset";
 
+/// Header of a `/v1/sync` answer that is a plain pull page with more changes waiting:
+/// the page's watermark ([`SyncResponse::more_after`]). A device may send its next pull
+/// on reading it, before the body, so the server builds the next page while the device
+/// decodes this one. A server may leave it out; the body says the same.
+pub const MORE_AFTER_HEADER: &str = "x-roster-more-after";
+
 /// Most changes one request may carry; the server rejects larger batches.
 pub const MAX_CHANGES_PER_REQUEST: usize = 5_000;
 /// Most server changes one response carries; clients may ask for fewer.

@@ -292,6 +292,15 @@ fn is_zero(n: &u64) -> bool {
 }
 
 impl<C> SyncResponse<C> {
+    /// The watermark after which more server changes wait, when this answer is a plain
+    /// page: not staged, not rolled back, no re-base. The next request of a round that
+    /// has no changes left to push is then a pull from there, whatever else the answer
+    /// holds ([`crate::MORE_AFTER_HEADER`] carries it ahead of the body).
+    pub fn more_after(&self) -> Option<u64> {
+        let plain = !self.staged && self.rollback.is_none() && self.rebase.is_none();
+        (plain && self.has_more).then_some(self.watermark)
+    }
+
     /// The same response with every pulled change converted by `convert`, in order;
     /// the first error stops it.
     pub fn try_map_changes<D, E>(

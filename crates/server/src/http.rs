@@ -730,7 +730,7 @@ async fn sync(
     let schema_version = served.schema.version;
     // Encoded on the blocking thread too: a pull page's rows are copied into the body as
     // stored, never decoded (see `store::Answer`).
-    let body = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, HttpError> {
+    let (body, more_after) = tokio::task::spawn_blocking(move || {
         let answer = store.sync_answer_in(&scope.dataset, &request, &resolver, slice.as_ref());
         if let Err(StoreError::SchemaChanged { .. }) = &answer {
             // Served from the next request on; this one is retried by the device.
@@ -738,11 +738,21 @@ async fn sync(
         }
         let mut answer = answer?;
         answer.schema_version = schema_version;
-        serde_json::to_vec(&answer).map_err(|e| HttpError::new(ErrorCode::Internal, e.to_string()))
+        let body = serde_json::to_vec(&answer)
+            .map_err(|e| HttpError::new(ErrorCode::Internal, e.to_string()))?;
+        Ok::<_, HttpError>((body, answer.more_after()))
     })
     .await
     .map_err(|e| HttpError::new(ErrorCode::Internal, e.to_string()))??;
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+    let mut response = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+    if let Some(watermark) = more_after {
+        // The device may ask for the next page before it reads this one.
+        response.headers_mut().insert(
+            roster_protocol::MORE_AFTER_HEADER,
+            header::HeaderValue::from(watermark),
+        );
+    }
+    Ok(response)
 }
 
 /// Seconds a device refused for too many open streams is asked to wait.
