@@ -374,11 +374,15 @@ impl TableSchema {
             (_, Value::Null) => {}
             (ColumnType::Text, Value::String(s)) => {
                 let max = column.max_len.unwrap_or(DEFAULT_TEXT_MAX_LEN);
-                let len = s.chars().count();
-                if len > max {
-                    return Err(invalid(format!(
-                        "text is {len} characters long, at most {max} allowed"
-                    )));
+                // A text has at most as many characters as bytes: only a longer one
+                // needs counting.
+                if s.len() > max {
+                    let len = s.chars().count();
+                    if len > max {
+                        return Err(invalid(format!(
+                            "text is {len} characters long, at most {max} allowed"
+                        )));
+                    }
                 }
                 if column.required && s.trim().is_empty() {
                     return Err(invalid("a value is required".into()));
@@ -627,6 +631,17 @@ mod tests {
         assert!(matches!(
             person.validate_fields(&fields(json!({"name": long}))),
             Err(SchemaError::InvalidValue { .. })
+        ));
+        // The limit counts characters, not bytes: 200 two-byte characters fit.
+        let wide = "é".repeat(200);
+        assert_eq!(
+            person.validate_fields(&fields(json!({"name": wide}))),
+            Ok(())
+        );
+        let wider = "é".repeat(201);
+        assert!(matches!(
+            person.validate_fields(&fields(json!({"name": wider}))),
+            Err(SchemaError::InvalidValue { reason, .. }) if reason.contains("201 characters")
         ));
         assert!(matches!(
             schema.table("nope"),
