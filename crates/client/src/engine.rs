@@ -502,10 +502,12 @@ impl SyncClient {
     /// its steps. The round is pipelined, with one request at the server at a time and
     /// every answer applied in order, each in its own transaction with its watermark:
     /// while a request is at the server, the previous answer is applied and the next
-    /// batch is collected. If applying an answer fails, the round stops with that error
-    /// after the request in flight is answered, and that answer is dropped too: the rows
-    /// of both batches stay pending, and when the next round sends them again the server,
-    /// which already holds their values, acknowledges them without a conflict.
+    /// batch is collected. Once nothing is left to push, the next pull is sent as soon as
+    /// an answer's head says more changes wait, while its body is read. If applying an
+    /// answer fails, the round stops with that error after the request in flight is
+    /// answered, and that answer is dropped too: the rows of both batches stay pending,
+    /// and when the next round sends them again the server, which already holds their
+    /// values, acknowledges them without a conflict.
     ///
     /// The round stops with [`ClientError::DeadlineExceeded`] once it has run for
     /// [`SyncOptions::round_deadline`]; what it applied so far stays applied.
