@@ -356,6 +356,60 @@ async fn a_watermark_older_than_the_purge_horizon_reinitialises_the_client() {
     assert_converged(&server, "person", &[&a, &b]).await;
 }
 
+/// A pull page with more changes waiting names its watermark in the
+/// `x-roster-more-after` header, the one the body gives, so a device can ask for the
+/// next page before it reads this one; the last page has no such header.
+#[tokio::test]
+async fn a_page_with_more_to_come_names_its_watermark_in_a_header() {
+    let server = TestServer::start();
+    let writer = TestClient::new(&server).await;
+    let rows = (0..5)
+        .map(|i| obj(json!({"name": format!("Person {i}")})))
+        .collect();
+    writer.client.store().insert_many("person", rows).unwrap();
+    writer.client.sync().await.unwrap();
+
+    let raw = reqwest::Client::new();
+    let mut since = 0;
+    let mut headers = Vec::new();
+    loop {
+        let pull = json!({
+            "protocol": roster_protocol::PROTOCOL_VERSION,
+            "client_id": uuid::Uuid::now_v7(),
+            "since": since,
+            "changes": [],
+            "pull_limit": 2,
+        });
+        let response = raw
+            .post(format!("{}{}", server.url(), roster_protocol::SYNC_PATH))
+            .bearer_auth(server.token())
+            .json(&pull)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+        let header = response
+            .headers()
+            .get(roster_protocol::MORE_AFTER_HEADER)
+            .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+        let page: roster_protocol::SyncResponse = response.json().await.unwrap();
+        assert_eq!(
+            header,
+            page.more_after(),
+            "the header says what the body says"
+        );
+        headers.push(header);
+        since = page.watermark;
+        if !page.has_more {
+            break;
+        }
+    }
+    // Five rows in pages of two: two pages with more to come, then the last one.
+    assert_eq!(headers.len(), 3, "{headers:?}");
+    assert!(headers[..2].iter().all(Option::is_some), "{headers:?}");
+    assert_eq!(headers[2], None);
+}
+
 /// Pull answers are compressed for clients that accept it, zstd first, gzip for those
 /// that only take gzip, and sent as they are to clients that accept neither; the
 /// client itself asks for compression and syncs as before.
