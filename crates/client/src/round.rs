@@ -334,7 +334,7 @@ impl RoundState {
 
     /// The first step.
     pub fn start(&mut self) -> Step {
-        self.next_request()
+        self.next_request(None)
     }
 
     /// The progress to report after the last event, once.
@@ -345,7 +345,7 @@ impl RoundState {
     /// Learns what happened to the last step and returns the next one.
     pub fn on(&mut self, event: Event) -> Step {
         match event {
-            Event::Collected(Ok(batch)) => self.send(batch),
+            Event::Collected(Ok(batch)) => self.send(batch, None),
             Event::Collected(Err(error)) => Step::Fail(error),
             Event::Answered {
                 request,
@@ -385,7 +385,7 @@ impl RoundState {
         self.since = 0;
         self.ahead = None;
         self.unapplied = None;
-        self.next_request()
+        self.next_request(None)
     }
 
     fn collect_spec(&self, after: i64) -> CollectSpec {
@@ -397,9 +397,9 @@ impl RoundState {
         }
     }
 
-    /// The next request: a pull once the final batch was answered, else the batch
-    /// collected ahead, else a step to collect it.
-    fn next_request(&mut self) -> Step {
+    /// The next request: a pull once the final batch was answered (the pull `sent_ahead`
+    /// if it is that one), else the batch collected ahead, else a step to collect it.
+    fn next_request(&mut self, sent_ahead: Option<SyncRequest>) -> Step {
         let batch = match (self.open, self.ahead.take()) {
             (false, _) => Batch {
                 cursor: self.cursor,
@@ -409,7 +409,7 @@ impl RoundState {
             (true, Some(batch)) => batch,
             (true, None) => return Step::Collect(self.collect_spec(self.cursor)),
         };
-        self.send(batch)
+        self.send(batch, sent_ahead)
     }
 
     /// A request of this round from `since` with `changes`; `round` for a batch of the
@@ -428,29 +428,8 @@ impl RoundState {
         }
     }
 
-    fn send(&mut self, batch: Batch) -> Step {
-        let final_batch = self.open && batch.last;
-        // The changes move into the request (and back out once it is answered).
-        let (changes, revs): (Vec<_>, Vec<_>) = batch
-            .sent
-            .into_iter()
-            .map(|s| (s.change, s.local_rev))
-            .unzip();
-        let round = self.open.then_some(RoundInfo {
-            id: self.id,
-            final_batch,
-        });
-        let request = self.request(self.since, changes, round);
-        let in_flight = InFlight {
-            cursor: batch.cursor,
-            final_batch,
-            revs,
-        };
-        self.dispatch(request, in_flight, false)
-    }
-
-    /// Hands out `request` (already `sent` or not) as the request at the server.
-    fn dispatch(&mut self, request: SyncRequest, in_flight: InFlight, sent: bool) -> Step {
+    /// Hands out the request of `batch`, or `sent_ahead` when it is that request.
+    fn send(&mut self, batch: Batch, sent_ahead: Option<SyncRequest>) -> Step {
         if self.in_flight.is_some() {
             return out_of_turn("a second request while one is at the server");
         }
@@ -466,24 +445,46 @@ impl RoundState {
                 )));
             }
         }
-        let final_batch = in_flight.final_batch;
+        let final_batch = self.open && batch.last;
+        // The changes move into the request (and back out once it is answered).
+        let (changes, revs): (Vec<_>, Vec<_>) = batch
+            .sent
+            .into_iter()
+            .map(|s| (s.change, s.local_rev))
+            .unzip();
+        let sent_ahead = sent_ahead.filter(|pull| !self.open && pull.since == self.since);
+        let sent = sent_ahead.is_some();
+        let request = match sent_ahead {
+            Some(pull) => pull,
+            None => {
+                let round = self.open.then_some(RoundInfo {
+                    id: self.id,
+                    final_batch,
+                });
+                self.request(self.since, changes, round)
+            }
+        };
         // invariant: a pull is sent ahead (on the head of this request's answer) only
         // when nothing is left to push after this request, so the next request is that
-        // pull unless the answer ends the round; `answered` takes it only when its
-        // `since` is the answer's watermark.
+        // pull unless the answer ends the round; it is taken (`sent_ahead`, above) only
+        // as the pull this would make: after the final batch, from the last answer's
+        // watermark.
         let follow = (!self.open || final_batch).then(|| self.request(0, Vec::new(), None));
         // invariant: the batch collected ahead holds only rows with edit numbers after
         // this batch's; applying the previous answer touches only earlier batches' rows
         // and rows without a pending change, so it is the batch collecting later would
         // find.
-        let collect_ahead =
-            (self.open && !final_batch).then(|| self.collect_spec(in_flight.cursor));
+        let collect_ahead = (self.open && !final_batch).then(|| self.collect_spec(batch.cursor));
         // invariant: answers are applied one at a time, in request order, each with its
         // own watermark; this request's `since` is the watermark of the answer applied
         // meanwhile, read from the answer.
         let apply = self.unapplied.take();
         self.applying = apply.as_ref().map(|r| r.response.watermark);
-        self.in_flight = Some(in_flight);
+        self.in_flight = Some(InFlight {
+            cursor: batch.cursor,
+            final_batch,
+            revs,
+        });
         Step::Send {
             request,
             sent,
@@ -539,7 +540,7 @@ impl RoundState {
                     "the server refused a batch as too large; halving it"
                 );
                 self.ahead = None;
-                return self.next_request();
+                return self.next_request(None);
             }
             Err(error) => return Step::Fail(error),
             Ok(response) => response,
@@ -611,18 +612,7 @@ impl RoundState {
         if !self.open && self.unapplied.is_none() {
             return Step::Done(self.report);
         }
-        match followed {
-            // The pull `next_request` would make, already at the server.
-            Some(pull) if !self.open && pull.since == self.since => {
-                let in_flight = InFlight {
-                    cursor: self.cursor,
-                    final_batch: false,
-                    revs: Vec::new(),
-                };
-                self.dispatch(pull, in_flight, true)
-            }
-            _ => self.next_request(),
-        }
+        self.next_request(followed)
     }
 
     fn set_progress(&mut self) {
