@@ -12,7 +12,7 @@
 //! are bulk-inserted with that row's column values, new ids, versions and generated
 //! fields, in id and version order (as a server that took them in order would hold
 //! them). The database is kept in `<work dir>/seed-v<GENERATOR>-<rows>/` and reused by
-//! later runs; the delta rounds edit the same 100 rows, so the row count never changes.
+//! later runs (an older generator's is removed); the delta rounds edit the same 100 rows, so the row count never changes.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -30,8 +30,11 @@ use crate::server::{Raw, ServerProcess, create_user, insert_change, update_chang
 use crate::stats::Latency;
 
 /// Version of the seeded database's generator: change it whenever the rows or the way
-/// they are written change, so older seeds are not reused.
-pub const GENERATOR_VERSION: u32 = 1;
+/// they are written change, so older seeds are not reused (they are removed).
+///
+/// Version 2: the SQLite server keeps its rows in version order (a database of version 1
+/// would be rebuilt by the server's migration at its first start, about 70 s for 10M rows).
+pub const GENERATOR_VERSION: u32 = 2;
 
 /// Rows edited by the other device before each delta round.
 const DELTA_ROWS: usize = 100;
@@ -50,6 +53,7 @@ async fn seeded_database(ctx: &mut Ctx, n: u64) -> Result<(Seed, Option<f64>)> {
     let dir = ctx
         .seed_root
         .join(format!("seed-v{GENERATOR_VERSION}-{}", label(n)));
+    remove_older_seeds(&ctx.seed_root, n);
     let ready = dir.join("READY");
     if ready.is_file() {
         let token = std::fs::read_to_string(dir.join("token"))
@@ -91,6 +95,23 @@ async fn seeded_database(ctx: &mut Ctx, n: u64) -> Result<(Seed, Option<f64>)> {
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(rows = n, secs, dir = %dir.display(), "seeded a server database");
     Ok((Seed { db, token }, Some(secs)))
+}
+
+/// Removes the seeds of `n` rows that an older generator made (a 10M-row one holds
+/// about 4 GB), since no run reuses them.
+fn remove_older_seeds(root: &Path, n: u64) {
+    let current = format!("seed-v{GENERATOR_VERSION}-{}", label(n));
+    let suffix = format!("-{}", label(n));
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("seed-v") && name.ends_with(&suffix) && name != current {
+            tracing::info!(dir = %entry.path().display(), "removing an older seed");
+            discard(&entry.path());
+        }
+    }
 }
 
 /// Appends `more` rows copied from the one row of `db` (new id, version and fields).

@@ -62,6 +62,8 @@ pub fn run<L: Ledger>(
         });
     }
     for (index, sql) in migrations.iter().enumerate().skip(done) {
+        // Some rewrite a table: say so before, as a large database takes a while.
+        tracing::info!(migration = index + 1, what, "applying migration");
         ledger.apply(index + 1, sql)?;
         tracing::info!(migration = index + 1, what, "applied migration");
     }

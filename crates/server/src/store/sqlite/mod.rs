@@ -362,6 +362,90 @@ mod tests {
         );
     }
 
+    /// The plan of `sql` with `values`, its steps joined by "; ".
+    fn plan_of(store: &SqliteStore, sql: &str, values: impl rusqlite::Params) -> String {
+        let conn = store.pool.get().unwrap();
+        let steps: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map(values, |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        steps.join("; ")
+    }
+
+    #[test]
+    fn rows_stored_by_key_move_to_version_order_and_a_pull_reads_them_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let before = migrations::MIGRATIONS.len() - 1;
+        // Key order a < b < c, version order b (1), c (2, deleted), a (3); bob's row 4.
+        let (a, b, c, d) = (
+            "0190b2c4-5d2e-7000-8000-00000000000a",
+            "0190b2c4-5d2e-7000-8000-00000000000b",
+            "0190b2c4-5d2e-7000-8000-00000000000c",
+            "0190b2c4-5d2e-7000-8000-00000000000d",
+        );
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            for sql in &migrations::MIGRATIONS[..before] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.execute_batch(&format!(
+                "PRAGMA user_version = {before};
+                 INSERT INTO rows (dataset, tbl, id, version, deleted, data, updated_at_ms,
+                                   updated_by, edited_at_ms, created_at_ms) VALUES
+                   ('{DS}', 'person', '{a}', 3, 0, '{{\"name\":\"a\"}}', 30, 'c', 29, 10),
+                   ('{DS}', 'person', '{b}', 1, 0, '{{\"name\":\"b\"}}', 10, 'c', NULL, 10),
+                   ('{DS}', 'person', '{c}', 2, 1, NULL, 20, 'c', NULL, 10),
+                   ('bob', 'person', '{d}', 4, 0, '{{\"name\":\"d\"}}', 40, 'c', NULL, 40);
+                 UPDATE meta SET value = 4 WHERE key = 'last_seq';"
+            ))
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let resolver = Resolver::new(&crate::config::ServerConfig::default());
+        let page = store.sync(DS, &request(0, vec![], 10), &resolver).unwrap();
+        let pulled: Vec<(String, u64, bool)> = page
+            .changes
+            .iter()
+            .map(|ch| (ch.id.to_string(), ch.row.version, ch.row.deleted))
+            .collect();
+        assert_eq!(
+            pulled,
+            [
+                (b.to_owned(), 1, false),
+                (c.to_owned(), 2, true),
+                (a.to_owned(), 3, false)
+            ]
+        );
+        let bob = store
+            .sync("bob", &request(0, vec![], 10), &resolver)
+            .unwrap();
+        assert_eq!(bob.changes.len(), 1);
+        {
+            let conn = store.pool.get().unwrap();
+            let kept: (String, i64, Option<i64>, i64) = conn
+                .query_row(
+                    "SELECT data, updated_at_ms, edited_at_ms, created_at_ms FROM rows
+                     WHERE dataset = ?1 AND id = ?2",
+                    [DS, a],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .unwrap();
+            assert_eq!(kept, (r#"{"name":"a"}"#.to_owned(), 30, Some(29), 10));
+            let again = conn.execute(
+                "INSERT INTO rows (dataset, tbl, id, version, updated_at_ms, updated_by)
+                 VALUES (?1, 'person', ?2, 5, 50, 'c')",
+                [DS, a],
+            );
+            assert!(again.is_err(), "a row key is still unique: {again:?}");
+        }
+        let plan = plan_of(&store, rows::PULL_ROWS, rusqlite::params![0, 10, DS, 4]);
+        assert!(plan.contains("USING PRIMARY KEY"), "{plan}");
+    }
+
     fn open() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();

@@ -29,6 +29,13 @@ pub(super) fn set_meta(tx: &Transaction<'_>, key: &str, value: u64) -> Result<()
     Ok(())
 }
 
+/// A page of a data set's rows after `?1` up to `?4`, in version order, at most `?2`.
+///
+/// invariant: it reads the table itself in order, with no second lookup per row: `rows`
+/// is keyed by `(dataset, version)` (migrations.rs, "Rows stored in version order").
+pub(super) const PULL_ROWS: &str = "SELECT tbl, id, version, deleted, data FROM rows
+     WHERE dataset = ?3 AND version > ?1 AND version <= ?4 ORDER BY version LIMIT ?2";
+
 impl RowsTx for SqliteTx<'_, '_> {
     fn load_row(&mut self, table: &str, id: RowId) -> Result<Option<StoredRow>, StoreError> {
         let row = self
@@ -111,10 +118,7 @@ impl RowsTx for SqliteTx<'_, '_> {
     }
 
     fn pull_rows(&mut self, scan: PullScan, page: &mut PageBuilder<'_>) -> Result<(), StoreError> {
-        let mut stmt = self.tx.prepare_cached(
-            "SELECT tbl, id, version, deleted, data FROM rows
-             WHERE dataset = ?3 AND version > ?1 AND version <= ?4 ORDER BY version LIMIT ?2",
-        )?;
+        let mut stmt = self.tx.prepare_cached(PULL_ROWS)?;
         let mut rows = stmt.query(params![
             to_i64(scan.since),
             i64::from(scan.limit),
