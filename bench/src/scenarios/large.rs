@@ -12,7 +12,8 @@
 //! are bulk-inserted with that row's column values, new ids, versions and generated
 //! fields, in id and version order (as a server that took them in order would hold
 //! them). The database is kept in `<work dir>/seed-v<GENERATOR>-<rows>/` and reused by
-//! later runs (an older generator's is removed); the delta rounds edit the same 100 rows, so the row count never changes.
+//! later runs (an older generator's is removed); the delta rounds edit the same 100
+//! rows, so the row count never changes.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
