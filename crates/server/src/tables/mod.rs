@@ -192,6 +192,7 @@ fn items_json(
         }
     }
     let mut out = String::with_capacity(rows.len() * 256 + 2);
+    let mut times = ItemTimes::default();
     out.push('[');
     for (index, row) in rows.iter().enumerate() {
         if index > 0 {
@@ -213,10 +214,30 @@ fn items_json(
             &columns,
             projection,
             &encode(&row.id)?,
+            &mut times,
         );
     }
     out.push(']');
     Ok(out)
+}
+
+/// The times of a list's items as text, each remembered while the next rows share it:
+/// the rows of one pushed batch share their millisecond, and formatting a time was
+/// a tenth of a list page's server CPU.
+#[derive(Default)]
+struct ItemTimes {
+    created: Option<(i64, String)>,
+    updated: Option<(i64, String)>,
+}
+
+impl ItemTimes {
+    /// `ms` as [`format_ms`] writes it, formatted only when it differs from the last.
+    fn text(last: &mut Option<(i64, String)>, ms: i64) -> &str {
+        if last.as_ref().is_none_or(|(at, _)| *at != ms) {
+            *last = Some((ms, format_ms(ms)));
+        }
+        last.as_ref().map_or("", |(_, text)| text.as_str())
+    }
 }
 
 /// Writes one item: `id` (as JSON text in `id_json`), the `columns` (name, key as
@@ -229,6 +250,7 @@ fn write_item(
     columns: &[(&str, String)],
     projection: &Projection,
     id_json: &str,
+    times: &mut ItemTimes,
 ) {
     out.push_str("{\"id\":");
     out.push_str(id_json);
@@ -244,17 +266,21 @@ fn write_item(
         out.push_str(system.name());
         out.push_str("\":");
         // Versions and times are digits, `-`, `:`, `.`, `T` and `Z`: nothing to escape.
+        let version;
         let text = match system {
-            SystemColumn::Version => version_text(row.version),
-            SystemColumn::CreatedAt => format_ms(row.created_at_ms),
-            SystemColumn::UpdatedAt => format_ms(row.updated_at_ms),
+            SystemColumn::Version => {
+                version = version_text(row.version);
+                version.as_str()
+            }
+            SystemColumn::CreatedAt => ItemTimes::text(&mut times.created, row.created_at_ms),
+            SystemColumn::UpdatedAt => ItemTimes::text(&mut times.updated, row.updated_at_ms),
             SystemColumn::Deleted => {
                 out.push_str(if row.deleted { "true" } else { "false" });
                 continue;
             }
         };
         out.push('"');
-        out.push_str(&text);
+        out.push_str(text);
         out.push('"');
     }
     out.push('}');
@@ -649,25 +675,29 @@ mod tests {
     fn a_list_spliced_from_stored_text_equals_the_decoded_items() {
         let schema = roster_protocol::Schema::default_person();
         let table = &schema.tables[0];
-        let row = |id: u128, deleted: bool, data: Option<&str>| ItemRow {
+        // Rows 1 and 3 share their times, row 2 between them has others: each item
+        // shows its own row's times, however the list remembers the last ones.
+        let row = |id: u128, deleted: bool, data: Option<&str>, later_ms: i64| ItemRow {
             id: RowId::from_u128(id).to_string(),
             version: 7,
             deleted,
             data: data.map(str::to_owned),
-            created_at_ms: 1_769_860_800_123,
-            updated_at_ms: 1_769_860_800_456,
+            created_at_ms: 1_769_860_800_123 + later_ms,
+            updated_at_ms: 1_769_860_800_456 + later_ms,
         };
         let rows = [
             row(
                 1,
                 false,
                 Some(r#"{"name": "Jane \"J\"", "age": 25.5, "dropped": 1}"#),
+                0,
             ),
-            row(2, true, None),
+            row(2, true, None, 1),
             row(
                 3,
                 false,
                 Some(r#"{"n\u0061me": "Escaped", "city": "Oslo"}"#),
+                0,
             ),
         ];
         let selected = Projection {
