@@ -226,17 +226,21 @@ fn items_json(
 /// a tenth of a list page's server CPU.
 #[derive(Default)]
 struct ItemTimes {
-    created: Option<(i64, String)>,
-    updated: Option<(i64, String)>,
+    created: LastTime,
+    updated: LastTime,
 }
 
-impl ItemTimes {
+/// The last time written, in milliseconds and as text.
+#[derive(Default)]
+struct LastTime(Option<(i64, String)>);
+
+impl LastTime {
     /// `ms` as [`format_ms`] writes it, formatted only when it differs from the last.
-    fn text(last: &mut Option<(i64, String)>, ms: i64) -> &str {
-        if last.as_ref().is_none_or(|(at, _)| *at != ms) {
-            *last = Some((ms, format_ms(ms)));
+    fn text(&mut self, ms: i64) -> &str {
+        if self.0.as_ref().is_none_or(|(at, _)| *at != ms) {
+            self.0 = Some((ms, format_ms(ms)));
         }
-        last.as_ref().map_or("", |(_, text)| text.as_str())
+        self.0.as_ref().map_or("", |(_, text)| text.as_str())
     }
 }
 
@@ -272,8 +276,8 @@ fn write_item(
                 version = version_text(row.version);
                 version.as_str()
             }
-            SystemColumn::CreatedAt => ItemTimes::text(&mut times.created, row.created_at_ms),
-            SystemColumn::UpdatedAt => ItemTimes::text(&mut times.updated, row.updated_at_ms),
+            SystemColumn::CreatedAt => times.created.text(row.created_at_ms),
+            SystemColumn::UpdatedAt => times.updated.text(row.updated_at_ms),
             SystemColumn::Deleted => {
                 out.push_str(if row.deleted { "true" } else { "false" });
                 continue;
