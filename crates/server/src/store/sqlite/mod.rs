@@ -440,7 +440,11 @@ mod tests {
                  VALUES (?1, 'person', ?2, 5, 50, 'c')",
                 [DS, a],
             );
-            assert!(again.is_err(), "a row key is still unique: {again:?}");
+            let refused = again.expect_err("a row key is still unique").to_string();
+            assert!(
+                refused.contains("UNIQUE constraint failed: rows.dataset, rows.tbl, rows.id"),
+                "{refused}"
+            );
         }
         let plan = plan_of(&store, rows::PULL_ROWS, rusqlite::params![0, 10, DS, 4]);
         assert!(plan.contains("USING PRIMARY KEY"), "{plan}");
