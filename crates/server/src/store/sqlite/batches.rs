@@ -128,15 +128,8 @@ mod tests {
     fn the_replay_caches_bound_is_read_from_its_covering_index() {
         let dir = tempfile::tempdir().unwrap();
         let store = super::super::SqliteStore::open(&dir.path().join("s.db")).unwrap();
-        let conn = store.pool.get().unwrap();
-        let plan: Vec<String> = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {EVICT_OLDEST}"))
-            .unwrap()
-            .query_map(params!["ds", 256, 1_000_000], |r| r.get::<_, String>(3))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        let plan = plan.join("; ");
+        let plan =
+            super::super::tests::plan_of(&store, EVICT_OLDEST, params!["ds", 256, 1_000_000]);
         assert!(
             plan.contains("COVERING INDEX applied_batches_by_dataset_age"),
             "{plan}"

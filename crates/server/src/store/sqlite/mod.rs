@@ -345,17 +345,7 @@ mod tests {
             .unwrap();
         let scan = crate::store::round::PullScan::read(0, 100, 10);
         let (sql, values) = rows::slice_query(DS, scan, &slice.filters[0]);
-        let conn = store.pool.get().unwrap();
-        let plan: Vec<String> = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-            .unwrap()
-            .query_map(rusqlite::params_from_iter(values), |r| {
-                r.get::<_, String>(3)
-            })
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        let plan = plan.join("; ");
+        let plan = plan_of(&store, &sql, rusqlite::params_from_iter(values));
         assert!(
             plan.contains("<expr>=?") && plan.contains("version>?"),
             "{plan}"
@@ -363,7 +353,7 @@ mod tests {
     }
 
     /// The plan of `sql` with `values`, its steps joined by "; ".
-    fn plan_of(store: &SqliteStore, sql: &str, values: impl rusqlite::Params) -> String {
+    pub(super) fn plan_of(store: &SqliteStore, sql: &str, values: impl rusqlite::Params) -> String {
         let conn = store.pool.get().unwrap();
         let steps: Vec<String> = conn
             .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
