@@ -13,6 +13,10 @@
 //! backend has no change feed: against one no feed task runs, and the status says the app
 //! polls every interval ([`SyncStatus::polling_secs`]). Every change of state is emitted
 //! to the UI as a [`SyncStatus`] on [`STATUS_EVENT`].
+//!
+//! When the person connects, switches server or resets, the app starts a new task on the
+//! new store and stops this one ([`SyncHandle::stop`]): it ends, with its feed task, and
+//! says nothing more to the UI.
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -114,13 +118,81 @@ enum Trigger {
     Notified,
     /// The change feed was opened (`true`) or lost (`false`).
     Live(bool),
+    /// A new task replaces this one: end (see [`SyncHandle::stop`]).
+    Stop,
+}
+
+/// Where the sync task reports: the app's window (an [`AppHandle`]), or a list in tests.
+pub trait Reports: Send + Sync + 'static {
+    /// The status changed.
+    fn status(&self, status: &SyncStatus);
+    /// A round changed local rows or conflicts (`report`, or `None` after a failed round
+    /// whose earlier requests may have applied rows).
+    fn records_changed(&self, report: Option<SyncReport>);
+}
+
+impl<R: Runtime> Reports for AppHandle<R> {
+    fn status(&self, status: &SyncStatus) {
+        if let Err(error) = self.emit(STATUS_EVENT, status) {
+            tracing::warn!(%error, "cannot emit sync status");
+        }
+    }
+
+    fn records_changed(&self, report: Option<SyncReport>) {
+        let sent = match report {
+            Some(report) => self.emit(RECORDS_CHANGED_EVENT, report),
+            None => self.emit(RECORDS_CHANGED_EVENT, ()),
+        };
+        if let Err(error) = sent {
+            tracing::warn!(%error, "cannot emit records-changed");
+        }
+    }
+}
+
+/// The status, and whether the task was stopped, under one lock.
+struct Shared {
+    status: SyncStatus,
+    stopped: bool,
+}
+
+/// The task's status with its reports: a change is reported while the lock is held, so
+/// reports leave in the order of the changes, and none leaves after [`SyncHandle::stop`].
+#[derive(Clone)]
+struct StatusCell {
+    shared: Arc<Mutex<Shared>>,
+    reports: Arc<dyn Reports>,
+}
+
+impl StatusCell {
+    /// Changes the status and reports it, unless the task was stopped.
+    fn update(&self, change: impl FnOnce(&mut SyncStatus)) {
+        let mut shared = lock(&self.shared);
+        if shared.stopped {
+            return;
+        }
+        change(&mut shared.status);
+        self.reports.status(&shared.status);
+    }
+
+    /// Reports that a round changed local rows, unless the task was stopped.
+    fn records_changed(&self, report: Option<SyncReport>) {
+        let shared = lock(&self.shared);
+        if !shared.stopped {
+            self.reports.records_changed(report);
+        }
+    }
+
+    /// The current status.
+    fn get(&self) -> SyncStatus {
+        lock(&self.shared).status.clone()
+    }
 }
 
 /// The app's handle on the sync task.
 #[derive(Clone)]
 pub struct SyncHandle {
     tx: mpsc::UnboundedSender<Trigger>,
-    status: Arc<Mutex<SyncStatus>>,
+    status: StatusCell,
 }
 
 impl SyncHandle {
@@ -148,7 +220,16 @@ impl SyncHandle {
 
     /// The current status.
     pub fn status(&self) -> SyncStatus {
-        lock(&self.status).clone()
+        self.status.get()
+    }
+
+    /// Stops the task, for good: it reports nothing from now on, and ends with its feed
+    /// task once a round in progress (if any) is over. Called when a new task replaces it.
+    pub fn stop(&self) {
+        // invariant: a stopped task never reports, so the status bar shows only the
+        // store the app now runs on.
+        lock(&self.status.shared).stopped = true;
+        let _ = self.tx.send(Trigger::Stop);
     }
 }
 
@@ -160,13 +241,13 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Starts the sync task on Tauri's async runtime and returns its handle.
-pub fn start<R: Runtime>(
-    app: AppHandle<R>,
+pub fn start(
+    reports: impl Reports,
     client: Arc<SyncClient>,
     settings: Arc<RwLock<Settings>>,
 ) -> SyncHandle {
     let (tx, rx) = mpsc::unbounded_channel();
-    let status = Arc::new(Mutex::new(SyncStatus {
+    let status = SyncStatus {
         state: SyncState::Idle,
         message: None,
         progress: None,
@@ -178,12 +259,18 @@ pub fn start<R: Runtime>(
         needs_settings: false,
         live: false,
         polling_secs: None,
-    }));
+    };
+    let status = StatusCell {
+        shared: Arc::new(Mutex::new(Shared {
+            status,
+            stopped: false,
+        })),
+        reports: Arc::new(reports),
+    };
     if client.protocol() == Protocol::Roster {
         tauri::async_runtime::spawn(follow_changes(client.live(), settings.clone(), tx.clone()));
     }
     let task = SyncTask {
-        app,
         client,
         settings,
         status: status.clone(),
@@ -234,14 +321,13 @@ async fn follow_changes(
 }
 
 /// The state of the sync task.
-struct SyncTask<R: Runtime> {
-    app: AppHandle<R>,
+struct SyncTask {
     client: Arc<SyncClient>,
     settings: Arc<RwLock<Settings>>,
-    status: Arc<Mutex<SyncStatus>>,
+    status: StatusCell,
 }
 
-impl<R: Runtime> SyncTask<R> {
+impl SyncTask {
     /// The task's main loop; ends when every [`SyncHandle`] is gone.
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Trigger>) {
         self.refresh_counts().await;
@@ -258,6 +344,7 @@ impl<R: Runtime> SyncTask<R> {
             };
             let mut waiters = Vec::new();
             match trigger {
+                Some(Trigger::Stop) => return,
                 Some(Trigger::Edited) => {
                     self.refresh_counts().await;
                     schedule.edited(Instant::now());
@@ -291,6 +378,7 @@ impl<R: Runtime> SyncTask<R> {
             // Requests that arrived meanwhile share this round.
             while let Ok(message) = rx.try_recv() {
                 match message {
+                    Trigger::Stop => return,
                     Trigger::Now(reply) => waiters.push(reply),
                     Trigger::Live(live) => {
                         schedule.set_live(live);
@@ -349,7 +437,7 @@ impl<R: Runtime> SyncTask<R> {
 
     /// Runs one round, keeping the status (and the UI) up to date.
     async fn round(&mut self) -> Result<SyncReport, Arc<ClientError>> {
-        let to_upload = lock(&self.status).pending;
+        let to_upload = self.status.get().pending;
         self.update(|status| {
             status.state = SyncState::Syncing;
             status.progress = Some(Progress {
@@ -361,13 +449,11 @@ impl<R: Runtime> SyncTask<R> {
                 pull_total: 0,
             });
         });
-        let app = self.app.clone();
         let status = self.status.clone();
         let result = self
             .client
             .sync_with_progress(move |progress: &SyncProgress| {
-                let snapshot = {
-                    let mut status = lock(&status);
+                status.update(|status| {
                     status.progress = Some(Progress {
                         requests: progress.requests,
                         uploaded: progress.uploaded,
@@ -378,9 +464,7 @@ impl<R: Runtime> SyncTask<R> {
                             .pull_target
                             .saturating_sub(progress.start_watermark),
                     });
-                    status.clone()
-                };
-                let _ = app.emit(STATUS_EVENT, snapshot);
+                });
             })
             .await
             .map_err(Arc::new);
@@ -400,7 +484,7 @@ impl<R: Runtime> SyncTask<R> {
                     || report.auto_merged > 0
                     || report.evicted > 0
                 {
-                    let _ = self.app.emit(RECORDS_CHANGED_EVENT, report);
+                    self.status.records_changed(Some(report));
                 }
             }
             Err(error) => {
@@ -418,7 +502,7 @@ impl<R: Runtime> SyncTask<R> {
                     status.needs_settings = needs_settings;
                 });
                 // Earlier requests of the round may have applied rows.
-                let _ = self.app.emit(RECORDS_CHANGED_EVENT, ());
+                self.status.records_changed(None);
             }
         }
         self.update(|status| status.progress = None);
@@ -443,13 +527,97 @@ impl<R: Runtime> SyncTask<R> {
 
     /// Changes the status and emits it.
     fn update(&self, change: impl FnOnce(&mut SyncStatus)) {
-        let snapshot = {
-            let mut status = lock(&self.status);
-            change(&mut status);
-            status.clone()
-        };
-        if let Err(error) = self.app.emit(STATUS_EVENT, snapshot) {
-            tracing::warn!(%error, "cannot emit sync status");
+        self.status.update(change);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant as StdInstant;
+
+    use roster_client::{ConnectionSecurity, Credentials};
+    use roster_protocol::Schema;
+
+    use super::*;
+    use crate::error::ErrorKind;
+    use crate::settings::Connection;
+
+    /// The statuses a task reported, in order.
+    #[derive(Default)]
+    struct Recorded(Mutex<Vec<SyncStatus>>);
+
+    impl Reports for Arc<Recorded> {
+        fn status(&self, status: &SyncStatus) {
+            lock(&self.0).push(status.clone());
+        }
+
+        fn records_changed(&self, _report: Option<SyncReport>) {}
+    }
+
+    impl Recorded {
+        fn len(&self) -> usize {
+            lock(&self.0).len()
+        }
+    }
+
+    /// Waits up to ten seconds for `done`.
+    fn eventually(what: &str, done: impl Fn() -> bool) {
+        let start = StdInstant::now();
+        while !done() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "timed out waiting until {what}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn a_stopped_task_ends_with_its_feed_task_and_reports_nothing_more() {
+        // One case per line: how the device is connected, what a round answers meanwhile.
+        let cases = [
+            (Connection::Offline, ErrorKind::Offline),
+            // Nothing listens on port 1: every round and the feed fail to connect.
+            (Connection::Server, ErrorKind::Offline),
+        ];
+        for (connection, answer) in cases {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let client = tauri::async_runtime::block_on(SyncClient::init_with_key(
+                dir.path(),
+                "http://127.0.0.1:1",
+                &Credentials::token("rst_test"),
+                &ConnectionSecurity::default(),
+                None,
+                Some(Schema::default_person()),
+            ))
+            .expect("store");
+            let client = Arc::new(client);
+            let settings = Arc::new(RwLock::new(Settings {
+                connection,
+                ..Settings::default()
+            }));
+            let recorded = Arc::new(Recorded::default());
+            let handle = start(recorded.clone(), client.clone(), settings.clone());
+
+            let error =
+                tauri::async_runtime::block_on(handle.sync_now()).expect_err("no server answers");
+            assert_eq!(error.kind, answer, "{connection:?}: {}", error.message);
+            let reported = recorded.len();
+            assert!(reported > 0, "{connection:?}: the running task reports");
+
+            handle.stop();
+            // The sync task and the feed task each hold the settings until they end.
+            eventually(&format!("{connection:?}: both tasks ended"), || {
+                Arc::strong_count(&settings) == 1 && Arc::strong_count(&client) == 1
+            });
+            let error = tauri::async_runtime::block_on(handle.sync_now())
+                .expect_err("a stopped task runs no round");
+            assert_eq!(error.kind, ErrorKind::Internal, "{}", error.message);
+            assert_eq!(
+                recorded.len(),
+                reported,
+                "{connection:?}: nothing reported after stop"
+            );
         }
     }
 }

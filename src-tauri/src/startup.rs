@@ -112,8 +112,9 @@ pub fn launch<R: Runtime>(
     settings: Settings,
     store_key: Option<StoreKey>,
 ) -> Ready {
-    // Each start gets its own settings cell: a replaced sync task keeps reading the old
-    // one, so it never starts a round against the new server with the old store.
+    // Each start gets its own settings cell: a replaced sync task (stopped, perhaps
+    // finishing a round) keeps reading the old one, so it never starts a round against
+    // the new server with the old store.
     let settings = Arc::new(RwLock::new(settings));
     let client = Arc::new(crate::conflicts::attach_handler(
         client,

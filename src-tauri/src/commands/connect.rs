@@ -505,6 +505,9 @@ fn restart(
     settings: &Settings,
 ) -> Result<(), AppError> {
     settings::save(app, &ready.data_dir, settings)?;
+    // The old task stops before the new one starts, so the status bar never shows the
+    // old store again, and the old server is no longer synced with.
+    ready.sync.stop();
     let next = crate::startup::launch(
         app,
         ready.data_dir.clone(),
