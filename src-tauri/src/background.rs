@@ -14,9 +14,10 @@
 //! polls every interval ([`SyncStatus::polling_secs`]). Every change of state is emitted
 //! to the UI as a [`SyncStatus`] on [`STATUS_EVENT`].
 //!
-//! When the person connects, switches server or resets, the app starts a new task on the
-//! new store and stops this one ([`SyncHandle::stop`]): it ends, with its feed task, and
-//! says nothing more to the UI.
+//! When the person connects, switches server or resets, the app stops this task
+//! ([`SyncHandle::stop`]): it says nothing more to the UI and ends, with its feed task,
+//! once a round in progress is over. The new task on the new store reports at once, and
+//! runs its first round only after the old task has ended.
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -224,12 +225,24 @@ impl SyncHandle {
     }
 
     /// Stops the task, for good: it reports nothing from now on, and ends with its feed
-    /// task once a round in progress (if any) is over. Called when a new task replaces it.
-    pub fn stop(&self) {
+    /// task once a round in progress (if any) is over. Called when a new task replaces it;
+    /// pass what this returns to [`start`] the new one.
+    pub fn stop(&self) -> Stopped {
         // invariant: a stopped task never reports, so the status bar shows only the
         // store the app now runs on.
         lock(&self.status.shared).stopped = true;
         let _ = self.tx.send(Trigger::Stop);
+        Stopped(self.tx.clone())
+    }
+}
+
+/// A stopped sync task, until it has ended (see [`SyncHandle::stop`]).
+pub struct Stopped(mpsc::UnboundedSender<Trigger>);
+
+impl Stopped {
+    /// Waits until the task has ended: its receiver is gone once its loop returned.
+    async fn ended(self) {
+        self.0.closed().await;
     }
 }
 
@@ -240,11 +253,14 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Starts the sync task on Tauri's async runtime and returns its handle.
+/// Starts the sync task on Tauri's async runtime and returns its handle. It reports its
+/// status at once; its first round waits until `replaces` (the task it takes over from,
+/// if any) has ended.
 pub fn start(
     reports: impl Reports,
     client: Arc<SyncClient>,
     settings: Arc<RwLock<Settings>>,
+    replaces: Option<Stopped>,
 ) -> SyncHandle {
     let (tx, rx) = mpsc::unbounded_channel();
     let status = SyncStatus {
@@ -275,7 +291,7 @@ pub fn start(
         settings,
         status: status.clone(),
     };
-    tauri::async_runtime::spawn(task.run(rx));
+    tauri::async_runtime::spawn(task.run(rx, replaces));
     SyncHandle { tx, status }
 }
 
@@ -329,9 +345,14 @@ struct SyncTask {
 
 impl SyncTask {
     /// The task's main loop; ends when every [`SyncHandle`] is gone.
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Trigger>) {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Trigger>, replaces: Option<Stopped>) {
         self.refresh_counts().await;
         self.show_polling();
+        if let Some(previous) = replaces {
+            // invariant: two rounds never overlap, not even when a task replaces another
+            // (on the same store after a new CA file): the old one's last round ends first.
+            previous.ended().await;
+        }
         let mut schedule = Schedule::new(Instant::now());
         loop {
             let (deadline, due) = schedule.wake_at();
@@ -572,6 +593,20 @@ mod tests {
         }
     }
 
+    /// A store in `dir` that syncs with `url`.
+    fn store_for(dir: &std::path::Path, url: &str) -> Arc<SyncClient> {
+        let client = tauri::async_runtime::block_on(SyncClient::init_with_key(
+            dir,
+            url,
+            &Credentials::token("rst_test"),
+            &ConnectionSecurity::default(),
+            None,
+            Some(Schema::default_person()),
+        ))
+        .expect("store");
+        Arc::new(client)
+    }
+
     #[test]
     fn a_stopped_task_ends_with_its_feed_task_and_reports_nothing_more() {
         // One case per line: how the device is connected, what a round answers meanwhile.
@@ -582,22 +617,13 @@ mod tests {
         ];
         for (connection, answer) in cases {
             let dir = tempfile::tempdir().expect("temp dir");
-            let client = tauri::async_runtime::block_on(SyncClient::init_with_key(
-                dir.path(),
-                "http://127.0.0.1:1",
-                &Credentials::token("rst_test"),
-                &ConnectionSecurity::default(),
-                None,
-                Some(Schema::default_person()),
-            ))
-            .expect("store");
-            let client = Arc::new(client);
+            let client = store_for(dir.path(), "http://127.0.0.1:1");
             let settings = Arc::new(RwLock::new(Settings {
                 connection,
                 ..Settings::default()
             }));
             let recorded = Arc::new(Recorded::default());
-            let handle = start(recorded.clone(), client.clone(), settings.clone());
+            let handle = start(recorded.clone(), client.clone(), settings.clone(), None);
 
             let error =
                 tauri::async_runtime::block_on(handle.sync_now()).expect_err("no server answers");
@@ -619,5 +645,109 @@ mod tests {
                 "{connection:?}: nothing reported after stop"
             );
         }
+    }
+
+    /// A server that accepts connections and never answers, until it is let go: then its
+    /// connections close and nothing listens any more.
+    struct SilentServer {
+        url: String,
+        let_go: Arc<std::sync::atomic::AtomicBool>,
+        thread: std::thread::JoinHandle<()>,
+    }
+
+    impl SilentServer {
+        fn start() -> Self {
+            use std::sync::atomic::Ordering;
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            listener.set_nonblocking(true).expect("nonblocking");
+            let url = format!("http://{}", listener.local_addr().expect("address"));
+            let let_go = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flag = let_go.clone();
+            let thread = std::thread::spawn(move || {
+                let mut held = Vec::new();
+                while !flag.load(Ordering::SeqCst) {
+                    match listener.accept() {
+                        Ok((socket, _)) => held.push(socket),
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            });
+            Self {
+                url,
+                let_go,
+                thread,
+            }
+        }
+
+        fn let_go(self) {
+            self.let_go.store(true, std::sync::atomic::Ordering::SeqCst);
+            self.thread.join().expect("server thread");
+        }
+    }
+
+    #[test]
+    fn a_new_task_runs_its_first_round_after_the_replaced_task_s_last_round_ended() {
+        let silent = SilentServer::start();
+        let old_dir = tempfile::tempdir().expect("temp dir");
+        let old_client = store_for(old_dir.path(), &silent.url);
+        let old_settings = Arc::new(RwLock::new(Settings::default()));
+        let old_recorded = Arc::new(Recorded::default());
+        let old = start(
+            old_recorded.clone(),
+            old_client.clone(),
+            old_settings.clone(),
+            None,
+        );
+        // The old task's first round waits on the silent server.
+        eventually("the old task's round started", || {
+            lock(&old_recorded.0)
+                .iter()
+                .any(|s| s.state == SyncState::Syncing)
+        });
+
+        let stopped = old.stop();
+        let new_dir = tempfile::tempdir().expect("temp dir");
+        let new_client = store_for(new_dir.path(), "http://127.0.0.1:1");
+        let new_settings = Arc::new(RwLock::new(Settings::default()));
+        let new_recorded = Arc::new(Recorded::default());
+        let new = start(
+            new_recorded.clone(),
+            new_client,
+            new_settings,
+            Some(stopped),
+        );
+        let asked = {
+            let new = new.clone();
+            tauri::async_runtime::spawn(async move { new.sync_now().await })
+        };
+        // The new task reports its status at once, but starts no round.
+        eventually("the new task reported", || new_recorded.len() > 0);
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            !lock(&new_recorded.0)
+                .iter()
+                .any(|s| s.state == SyncState::Syncing),
+            "a round started beside the old task's"
+        );
+        assert!(
+            !asked.inner().is_finished(),
+            "Sync now was answered without a round"
+        );
+
+        // The old round fails once the server is gone; then the new task's round runs.
+        silent.let_go();
+        eventually("the old task ended", || {
+            Arc::strong_count(&old_settings) == 1
+        });
+        let answer = tauri::async_runtime::block_on(asked).expect("task");
+        let error = answer.expect_err("nothing listens on port 1");
+        assert_eq!(error.kind, ErrorKind::Offline, "{}", error.message);
+        assert!(
+            lock(&new_recorded.0)
+                .iter()
+                .any(|s| s.state == SyncState::Syncing),
+            "the new task ran its round"
+        );
+        drop(new);
     }
 }

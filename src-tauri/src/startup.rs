@@ -101,16 +101,18 @@ pub fn try_start<R: Runtime>(
         settings.protocol = protocol;
         settings::save(app, &data_dir, &settings)?;
     }
-    Ok(launch(app, data_dir, client, settings, key.cloned()))
+    Ok(launch(app, data_dir, client, settings, key.cloned(), None))
 }
 
-/// Starts the sync task over `client` and returns the running app.
+/// Starts the sync task over `client` and returns the running app; its rounds wait until
+/// the task it `replaces` (if any) has ended.
 pub fn launch<R: Runtime>(
     app: &AppHandle<R>,
     data_dir: std::path::PathBuf,
     client: SyncClient,
     settings: Settings,
     store_key: Option<StoreKey>,
+    replaces: Option<crate::background::Stopped>,
 ) -> Ready {
     // Each start gets its own settings cell: a replaced sync task (stopped, perhaps
     // finishing a round) keeps reading the old one, so it never starts a round against
@@ -121,7 +123,7 @@ pub fn launch<R: Runtime>(
         settings.clone(),
         &data_dir,
     ));
-    let sync = crate::background::start(app.clone(), client.clone(), settings.clone());
+    let sync = crate::background::start(app.clone(), client.clone(), settings.clone(), replaces);
     Ready {
         data_dir,
         client,

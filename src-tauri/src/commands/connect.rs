@@ -507,13 +507,14 @@ fn restart(
     settings::save(app, &ready.data_dir, settings)?;
     // The old task stops before the new one starts, so the status bar never shows the
     // old store again, and the old server is no longer synced with.
-    ready.sync.stop();
+    let stopped = ready.sync.stop();
     let next = crate::startup::launch(
         app,
         ready.data_dir.clone(),
         client,
         settings.clone(),
         ready.store_key.clone(),
+        Some(stopped),
     );
     state.replace(next)?;
     Ok(())
