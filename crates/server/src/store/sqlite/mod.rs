@@ -61,6 +61,15 @@ impl From<r2d2::Error> for StoreError {
     }
 }
 
+/// How much of the database file each connection reads through a memory map (1 GiB)
+/// instead of copying pages into its own 2 MB cache with `pread`: the pages are the
+/// kernel's page cache, shared by the pool's connections. Round fifteen: a 100k-row
+/// `/tables` pull's server CPU fell by a tenth, a 1M-row first sync's by 8 %.
+/// The mapped pages count in the server's RSS (they are the page cache's), and a disk
+/// error while reading one stops the process (`SIGBUS`) instead of failing the request.
+/// Writes still go through the WAL file.
+const MMAP_BYTES: u64 = 1 << 30;
+
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, with WAL and full fsync on
     /// commit, and runs pending migrations.
@@ -84,7 +93,9 @@ impl SqliteStore {
         }
         let manager = SqliteConnectionManager::file(path).with_init(|conn| {
             conn.busy_timeout(BUSY_TIMEOUT)?;
-            conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+            conn.execute_batch(&format!(
+                "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA mmap_size = {MMAP_BYTES};"
+            ))
         });
         Self::with_manager(manager, 8)
     }
@@ -444,6 +455,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
         (dir, store)
+    }
+
+    #[test]
+    fn every_pooled_connection_reads_the_file_through_a_memory_map_with_full_fsync() {
+        let (_dir, store) = open();
+        // Two connections held at once: the pool opens the second one too.
+        let (first, second) = (store.pool.get().unwrap(), store.pool.get().unwrap());
+        for conn in [&first, &second] {
+            let mapped: i64 = conn
+                .query_row("PRAGMA mmap_size", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(u64::try_from(mapped).unwrap(), MMAP_BYTES);
+            let synchronous: i64 = conn
+                .query_row("PRAGMA synchronous", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(synchronous, 2, "FULL");
+        }
     }
 
     #[test]

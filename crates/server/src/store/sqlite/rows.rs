@@ -398,7 +398,8 @@ pub(super) fn items(
         SqlValue::Real(x) => Value::Real(x),
         SqlValue::Bool(b) => Value::Integer(i64::from(b)),
     }));
-    let mut stmt = conn.prepare(&rendered.sql)?;
+    // A client's pages share one query shape: its text is the cache's key.
+    let mut stmt = conn.prepare_cached(&rendered.sql)?;
     let rows = stmt.query_map(rusqlite::params_from_iter(values), |r| {
         Ok(ItemRow {
             id: r.get(0)?,
