@@ -327,9 +327,25 @@ pub struct Seeded {
 /// Writes `changes` to the server in batches of the largest allowed size, keeping one
 /// request in flight while the next body is built. Stops at `deadline`.
 pub async fn push_raw(raw: &Raw, changes: Vec<Value>, deadline: Instant) -> Result<Seeded> {
+    push_raw_acked(raw, changes, deadline, |_| {}).await
+}
+
+/// [`push_raw`], showing each acknowledgement to `acked`. Two requests are in flight at
+/// once, so a batch may be numbered before the one sent ahead of it: a row's version is
+/// its ack's, never its place in `changes`.
+pub async fn push_raw_acked(
+    raw: &Raw,
+    changes: Vec<Value>,
+    deadline: Instant,
+    mut acked: impl FnMut(&roster_protocol::Ack),
+) -> Result<Seeded> {
     let started = Instant::now();
     let mut rows = 0u64;
-    let mut in_flight: Option<tokio::task::JoinHandle<Result<usize>>> = None;
+    let mut in_flight: Option<tokio::task::JoinHandle<Result<SyncResponse>>> = None;
+    let take = |answer: SyncResponse, acked: &mut dyn FnMut(&roster_protocol::Ack)| {
+        answer.acks.iter().for_each(&mut *acked);
+        (answer.acks.len() + answer.conflicts.len()) as u64
+    };
     let mut batches = changes.chunks(MAX_CHANGES_PER_REQUEST).peekable();
     while let Some(batch) = batches.next() {
         let batch = batch.to_vec();
@@ -340,10 +356,10 @@ pub async fn push_raw(raw: &Raw, changes: Vec<Value>, deadline: Instant) -> Resu
             if applied != batch.len() {
                 bail!("{} of {} seeded changes applied", applied, batch.len());
             }
-            Ok(applied)
+            Ok(answer)
         });
         if let Some(previous) = in_flight.replace(task) {
-            rows += previous.await?? as u64;
+            rows += take(previous.await??, &mut acked);
         }
         if Instant::now() > deadline && batches.peek().is_some() {
             tracing::warn!(rows, "seeding stopped at its time limit");
@@ -351,7 +367,7 @@ pub async fn push_raw(raw: &Raw, changes: Vec<Value>, deadline: Instant) -> Resu
         }
     }
     if let Some(last) = in_flight {
-        rows += last.await?? as u64;
+        rows += take(last.await??, &mut acked);
     }
     Ok(Seeded {
         rows,

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::{Ctx, discard, label, new_client};
 use crate::data::RowGen;
 use crate::report::Entry;
-use crate::server::{Raw, ServerProcess, insert_change, push_raw, update_change};
+use crate::server::{Raw, ServerProcess, insert_change, push_raw_acked, update_change};
 use crate::stats::Latency;
 
 /// The one city of the slice; every hundredth seeded row lives there.
@@ -125,12 +125,13 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
 }
 
 /// Seeds `n` rows, every hundredth in [`SLICE_CITY`]; returns some rows inside the slice
-/// and some outside it (with their versions: a fresh server numbers writes from 1).
+/// and some outside it, with the versions their acks gave.
 async fn seed(raw: &Raw, n: u64) -> Result<(Vec<Seeded>, Vec<Seeded>)> {
     let mut generator = RowGen::new(11);
     let (mut inside, mut outside) = (Vec::new(), Vec::new());
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut written = 0u64;
+    let mut versions = std::collections::HashMap::new();
     while written < n {
         let take = 100_000.min(n - written);
         let mut changes = Vec::with_capacity(take as usize);
@@ -146,15 +147,24 @@ async fn seed(raw: &Raw, n: u64) -> Result<(Vec<Seeded>, Vec<Seeded>)> {
                 &mut outside
             };
             if moved.len() < MOVED / 2 {
-                moved.push((id, i + 1, fields.clone()));
+                moved.push((id, 0, fields.clone()));
+                versions.insert(id, 0);
             }
             changes.push(insert_change(id, &fields));
         }
-        let done = push_raw(raw, changes, deadline).await?;
+        let done = push_raw_acked(raw, changes, deadline, |ack| {
+            if let Some(version) = versions.get_mut(&ack.id) {
+                *version = ack.version;
+            }
+        })
+        .await?;
         if done.rows < take {
             bail!("seeding stopped at {} of {n} rows", written + done.rows);
         }
         written += take;
+    }
+    for (id, version, _) in inside.iter_mut().chain(outside.iter_mut()) {
+        *version = versions.get(id).copied().unwrap_or_default();
     }
     Ok((inside, outside))
 }
