@@ -195,10 +195,12 @@ async fn open_stream(addr: &str, token: &str) -> Result<tokio::task::JoinHandle<
 }
 
 async fn idle_streams(ctx: &mut Ctx) -> Result<()> {
-    let (streams, quiet) = if ctx.quick {
-        (500, Duration::from_secs(10))
+    // Devices connect at any time, not together: the streams open spread over one
+    // keep-alive period (the server's default, 15 s), so their timers are not in step.
+    let (streams, quiet, opening) = if ctx.quick {
+        (500, Duration::from_secs(10), Duration::from_secs(3))
     } else {
-        (2000, Duration::from_secs(60))
+        (2000, Duration::from_secs(60), Duration::from_secs(15))
     };
     let dir = ctx.dir("live-idle")?;
     let server = ServerProcess::start(&ctx.server_bin, &dir.join("server"), None)?;
@@ -210,8 +212,11 @@ async fn idle_streams(ctx: &mut Ctx) -> Result<()> {
         .to_owned();
     let rss_before = proc_status_mb(&pid, "VmRSS").unwrap_or(0.0);
     let mut readers = Vec::with_capacity(streams);
+    let mut next = tokio::time::Instant::now();
     for _ in 0..streams {
         readers.push(open_stream(&addr, server.token()).await?);
+        next += opening / streams as u32;
+        tokio::time::sleep_until(next).await;
     }
     // Let the opening settle before the quiet period is measured.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -238,7 +243,7 @@ async fn idle_streams(ctx: &mut Ctx) -> Result<()> {
             rss < 100.0 && cpu_percent < 1.0 && alive == streams,
         )
         .note(
-            "defaults: a keep-alive comment every 15 s and a token re-check every 60 s per stream",
+            "defaults: a keep-alive comment every 15 s and a token re-check every 60 s per stream; the streams opened spread over 15 s",
         ),
     );
     for reader in readers {

@@ -156,7 +156,8 @@ pub struct ServerConfig {
     /// turns the change feed off: devices keep polling on their interval.
     #[serde(default = "default_max_streams")]
     pub max_streams: u32,
-    /// Seconds without an event after which a change stream sends a keep-alive comment.
+    /// Every this many seconds each change stream gets a keep-alive comment (on the feed's
+    /// one clock, so at most this long after it opened).
     #[serde(default = "default_stream_keepalive")]
     pub stream_keepalive_secs: u64,
     /// Seconds between two checks of an open change stream's token and data set (they

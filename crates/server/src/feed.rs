@@ -24,6 +24,9 @@
 //! * **Bounds.** At most [`FeedLimits::max_streams`] streams are open at once (503 past
 //!   it); the listener counts a stream as a request in flight, so its idle timeout does
 //!   not cut it; streams end when the server shuts down.
+//! * **One clock.** Keep-alives and re-checks follow the feed's one clock ([`Clock`]),
+//!   not a timer per stream: the runtime wakes once per period for every open stream,
+//!   however their connections were spread in time.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -95,7 +98,8 @@ pub struct FeedLimits {
     /// Most streams open at once; more are answered 503 with `Retry-After` (0: the feed
     /// is off, every stream is refused so).
     pub max_streams: u32,
-    /// A comment line is sent after this long without an event.
+    /// A comment line is sent this often (on the feed's clock, so at most this long after
+    /// a stream opened or last heard anything).
     pub keepalive: Duration,
     /// The token and data set are checked again this often.
     pub recheck: Duration,
@@ -120,6 +124,71 @@ pub struct Feed {
     permits: Arc<Semaphore>,
     limits: FeedLimits,
     closing: watch::Sender<bool>,
+    clock: Clock,
+}
+
+/// The ticks every stream's keep-alives and re-checks follow, and the shutdown: one
+/// task with two timers, started with the first stream, ending when the feed closes or
+/// is dropped. A stream waits on this one channel besides its data set's.
+///
+/// Round fifteen measured 2000 idle streams with two timers each: spread over their
+/// period (as devices connect at any time) they cost 4.9-5.3 % of a core, because each
+/// tick woke the runtime on its own; on this clock they are woken together.
+#[derive(Debug)]
+struct Clock {
+    ticks: Arc<watch::Sender<Tick>>,
+    started: std::sync::Once,
+}
+
+/// What the clock has said so far: how many keep-alive and re-check periods passed, and
+/// whether the feed is closing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Tick {
+    keepalive: u64,
+    recheck: u64,
+    closing: bool,
+}
+
+impl Clock {
+    fn new() -> Self {
+        Self {
+            ticks: Arc::new(watch::channel(Tick::default()).0),
+            started: std::sync::Once::new(),
+        }
+    }
+
+    /// Starts the ticking task once (on the runtime of the first stream's request); it
+    /// ends when `closing` turns true or its sender is dropped.
+    fn start(&self, limits: FeedLimits, mut closing: watch::Receiver<bool>) {
+        self.started.call_once(|| {
+            let ticks = self.ticks.clone();
+            tokio::spawn(async move {
+                let every = |period: Duration| {
+                    let first = tokio::time::Instant::now() + period;
+                    let mut timer = tokio::time::interval_at(first, period);
+                    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    timer
+                };
+                let (mut keepalive, mut recheck) = (every(limits.keepalive), every(limits.recheck));
+                loop {
+                    tokio::select! {
+                        _ = keepalive.tick() => ticks.send_modify(|t| t.keepalive += 1),
+                        _ = recheck.tick() => ticks.send_modify(|t| t.recheck += 1),
+                        closed = closing.changed() => {
+                            if closed.is_err() || *closing.borrow() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        });
+    }
+
+    /// Tells every stream the feed is closing.
+    fn close(&self) {
+        self.ticks.send_modify(|t| t.closing = true);
+    }
 }
 
 impl Feed {
@@ -130,12 +199,14 @@ impl Feed {
             permits: Arc::new(Semaphore::new(limits.max_streams as usize)),
             limits,
             closing: watch::channel(false).0,
+            clock: Clock::new(),
         }
     }
 
     /// Ends every open stream and refuses new ones (the server is shutting down).
     pub fn close(&self) {
         self.closing.send_replace(true);
+        self.clock.close();
         self.permits.close();
     }
 
@@ -144,24 +215,17 @@ impl Feed {
         (self.limits.max_streams as usize).saturating_sub(self.permits.available_permits())
     }
 
-    /// A permit for one more stream, if under the cap and not shutting down.
+    /// A permit for one more stream, if under the cap and not shutting down (the first
+    /// one starts the feed's clock).
     pub(crate) fn admit(&self) -> Option<OwnedSemaphorePermit> {
-        self.permits.clone().try_acquire_owned().ok()
+        let permit = self.permits.clone().try_acquire_owned().ok()?;
+        self.clock.start(self.limits, self.closing.subscribe());
+        Some(permit)
     }
 
     /// The hub to subscribe to.
     pub(crate) fn hub(&self) -> &ChangeHub {
         &self.hub
-    }
-
-    /// The feed's timers.
-    pub(crate) fn limits(&self) -> FeedLimits {
-        self.limits
-    }
-
-    /// A receiver that turns `true` when the server shuts down.
-    pub(crate) fn closing(&self) -> watch::Receiver<bool> {
-        self.closing.subscribe()
     }
 }
 
@@ -184,10 +248,10 @@ pub(crate) struct Stream {
     changes: watch::Receiver<u64>,
     first: Option<u64>,
     sent: u64,
-    keepalive: tokio::time::Interval,
-    recheck_timer: tokio::time::Interval,
+    clock: watch::Receiver<Tick>,
+    /// The clock's last tick this stream acted on.
+    seen: Tick,
     recheck: Recheck,
-    closing: watch::Receiver<bool>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -209,20 +273,13 @@ impl Stream {
         recheck: Recheck,
         permit: OwnedSemaphorePermit,
     ) -> Self {
-        let limits = feed.limits();
-        let later = |period: Duration| {
-            let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-            timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            timer
-        };
         Self {
             changes,
             first: Some(current),
             sent: current,
-            keepalive: later(limits.keepalive),
-            recheck_timer: later(limits.recheck),
+            clock: feed.clock.ticks.subscribe(),
+            seen: *feed.clock.ticks.borrow(),
             recheck,
-            closing: feed.closing(),
             _permit: permit,
         }
     }
@@ -232,6 +289,9 @@ impl Stream {
     async fn next_chunk(&mut self) -> Option<Bytes> {
         if let Some(first) = self.first.take() {
             return Some(version_event(first));
+        }
+        if self.seen.closing {
+            return None;
         }
         loop {
             tokio::select! {
@@ -245,18 +305,20 @@ impl Stream {
                         return None;
                     }
                     self.sent = version;
-                    self.keepalive.reset();
                     return Some(version_event(version));
                 }
-                _ = self.keepalive.tick() => return Some(Bytes::from_static(KEEPALIVE)),
-                _ = self.recheck_timer.tick() => {
-                    if (self.recheck)().await == Access::Refused {
+                ticked = self.clock.changed() => {
+                    ticked.ok()?;
+                    let tick = *self.clock.borrow_and_update();
+                    let seen = std::mem::replace(&mut self.seen, tick);
+                    if tick.closing {
                         return None;
                     }
-                }
-                closed = self.closing.changed() => {
-                    if closed.is_err() || *self.closing.borrow() {
+                    if tick.recheck != seen.recheck && (self.recheck)().await == Access::Refused {
                         return None;
+                    }
+                    if tick.keepalive != seen.keepalive {
+                        return Some(Bytes::from_static(KEEPALIVE));
                     }
                 }
             }
@@ -335,6 +397,70 @@ mod tests {
         assert_eq!(stream.next_chunk().await, None);
         drop(stream);
         assert!(feed.admit().is_none(), "a closed feed admits no stream");
+    }
+
+    #[tokio::test]
+    async fn streams_opened_at_different_times_keep_alive_on_the_same_tick() {
+        let hub = Arc::new(ChangeHub::default());
+        let feed = Feed::new(
+            hub.clone(),
+            FeedLimits {
+                max_streams: 2,
+                keepalive: Duration::from_secs(1),
+                recheck: Duration::from_secs(3600),
+            },
+        );
+        let allowed: Recheck = Arc::new(|| Box::pin(async { Access::Allowed }));
+        let mut early = Stream::new(
+            &feed,
+            hub.subscribe("ds"),
+            1,
+            allowed.clone(),
+            feed.admit().unwrap(),
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut late = Stream::new(
+            &feed,
+            hub.subscribe("ds"),
+            1,
+            allowed,
+            feed.admit().unwrap(),
+        );
+        for stream in [&mut early, &mut late] {
+            assert_eq!(stream.next_chunk().await.unwrap(), version_event(1));
+        }
+        // The late stream's first keep-alive is the clock's first tick, the early one's too.
+        assert_eq!(late.next_chunk().await.unwrap(), KEEPALIVE);
+        assert_eq!(early.next_chunk().await.unwrap(), KEEPALIVE);
+        assert_eq!((early.seen.keepalive, late.seen.keepalive), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_refused_re_check_on_the_clock_ends_an_idle_stream() {
+        let hub = Arc::new(ChangeHub::default());
+        let feed = Feed::new(
+            hub.clone(),
+            FeedLimits {
+                max_streams: 1,
+                keepalive: Duration::from_secs(3600),
+                recheck: Duration::from_millis(50),
+            },
+        );
+        let refused: Recheck = Arc::new(|| Box::pin(async { Access::Refused }));
+        let mut stream = Stream::new(
+            &feed,
+            hub.subscribe("ds"),
+            1,
+            refused,
+            feed.admit().unwrap(),
+        );
+        assert_eq!(stream.next_chunk().await.unwrap(), version_event(1));
+        let ended = tokio::time::timeout(Duration::from_secs(10), stream.next_chunk()).await;
+        assert_eq!(
+            ended,
+            Ok(None),
+            "no version was published: the clock's re-check ends it"
+        );
     }
 
     #[tokio::test]
