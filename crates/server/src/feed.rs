@@ -372,21 +372,38 @@ mod tests {
         assert!(hub.watched().is_empty());
     }
 
+    /// A feed of at most `max_streams`, with these periods, and the hub it reads.
+    fn feed(max_streams: u32, keepalive: Duration, recheck: Duration) -> (Arc<ChangeHub>, Feed) {
+        let hub = Arc::new(ChangeHub::default());
+        let limits = FeedLimits {
+            max_streams,
+            keepalive,
+            recheck,
+        };
+        (hub.clone(), Feed::new(hub, limits))
+    }
+
+    /// A stream of data set `ds` at version `current` whose credentials are always
+    /// `access`, holding `permit`.
+    fn open(
+        feed: &Feed,
+        hub: &ChangeHub,
+        current: u64,
+        access: Access,
+        permit: OwnedSemaphorePermit,
+    ) -> Stream {
+        let recheck: Recheck = Arc::new(move || Box::pin(async move { access }));
+        Stream::new(feed, hub.subscribe("ds"), current, recheck, permit)
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
     #[tokio::test]
     async fn a_stream_sends_the_current_version_then_newer_ones_and_keep_alives() {
-        let hub = Arc::new(ChangeHub::default());
-        let feed = Feed::new(
-            hub.clone(),
-            FeedLimits {
-                max_streams: 1,
-                keepalive: Duration::from_millis(50),
-                recheck: Duration::from_secs(3600),
-            },
-        );
+        let (hub, feed) = feed(1, Duration::from_millis(50), HOUR);
         let permit = feed.admit().unwrap();
         assert!(feed.admit().is_none(), "the cap is one stream");
-        let allowed: Recheck = Arc::new(|| Box::pin(async { Access::Allowed }));
-        let mut stream = Stream::new(&feed, hub.subscribe("ds"), 7, allowed, permit);
+        let mut stream = open(&feed, &hub, 7, Access::Allowed, permit);
         assert_eq!(stream.next_chunk().await.unwrap(), version_event(7));
         hub.publish("ds", 6);
         hub.publish("ds", 9);
@@ -401,31 +418,10 @@ mod tests {
 
     #[tokio::test]
     async fn streams_opened_at_different_times_keep_alive_on_the_same_tick() {
-        let hub = Arc::new(ChangeHub::default());
-        let feed = Feed::new(
-            hub.clone(),
-            FeedLimits {
-                max_streams: 2,
-                keepalive: Duration::from_secs(1),
-                recheck: Duration::from_secs(3600),
-            },
-        );
-        let allowed: Recheck = Arc::new(|| Box::pin(async { Access::Allowed }));
-        let mut early = Stream::new(
-            &feed,
-            hub.subscribe("ds"),
-            1,
-            allowed.clone(),
-            feed.admit().unwrap(),
-        );
+        let (hub, feed) = feed(2, Duration::from_secs(1), HOUR);
+        let mut early = open(&feed, &hub, 1, Access::Allowed, feed.admit().unwrap());
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let mut late = Stream::new(
-            &feed,
-            hub.subscribe("ds"),
-            1,
-            allowed,
-            feed.admit().unwrap(),
-        );
+        let mut late = open(&feed, &hub, 1, Access::Allowed, feed.admit().unwrap());
         for stream in [&mut early, &mut late] {
             assert_eq!(stream.next_chunk().await.unwrap(), version_event(1));
         }
@@ -437,23 +433,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_re_check_on_the_clock_ends_an_idle_stream() {
-        let hub = Arc::new(ChangeHub::default());
-        let feed = Feed::new(
-            hub.clone(),
-            FeedLimits {
-                max_streams: 1,
-                keepalive: Duration::from_secs(3600),
-                recheck: Duration::from_millis(50),
-            },
-        );
-        let refused: Recheck = Arc::new(|| Box::pin(async { Access::Refused }));
-        let mut stream = Stream::new(
-            &feed,
-            hub.subscribe("ds"),
-            1,
-            refused,
-            feed.admit().unwrap(),
-        );
+        let (hub, feed) = feed(1, HOUR, Duration::from_millis(50));
+        let mut stream = open(&feed, &hub, 1, Access::Refused, feed.admit().unwrap());
         assert_eq!(stream.next_chunk().await.unwrap(), version_event(1));
         let ended = tokio::time::timeout(Duration::from_secs(10), stream.next_chunk()).await;
         assert_eq!(
@@ -465,18 +446,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_token_ends_the_stream_before_the_next_version() {
-        let hub = Arc::new(ChangeHub::default());
-        let feed = Feed::new(
-            hub.clone(),
-            FeedLimits {
-                max_streams: 4,
-                keepalive: Duration::from_secs(15),
-                recheck: Duration::from_secs(30),
-            },
-        );
-        let refused: Recheck = Arc::new(|| Box::pin(async { Access::Refused }));
-        let permit = feed.admit().unwrap();
-        let mut stream = Stream::new(&feed, hub.subscribe("ds"), 1, refused, permit);
+        let (hub, feed) = feed(4, Duration::from_secs(15), HOUR);
+        let mut stream = open(&feed, &hub, 1, Access::Refused, feed.admit().unwrap());
         assert_eq!(stream.next_chunk().await.unwrap(), version_event(1));
         hub.publish("ds", 2);
         assert_eq!(stream.next_chunk().await, None);
