@@ -131,9 +131,10 @@ pub struct Feed {
 /// task with two timers, started with the first stream, ending when the feed closes or
 /// is dropped. A stream waits on this one channel besides its data set's.
 ///
-/// Round fifteen measured 2000 idle streams with two timers each: spread over their
-/// period (as devices connect at any time) they cost 4.9-5.3 % of a core, because each
-/// tick woke the runtime on its own; on this clock they are woken together.
+/// Round fifteen, 2000 idle streams opened over 15 s, interleaved: 1.47-2.02 % of a core
+/// with two timers each, 1.07-1.23 % on this clock. Timers spread evenly over their
+/// period cost 4.9-5.3 %: each tick woke the runtime on its own, where the clock wakes it
+/// once for every stream.
 #[derive(Debug)]
 struct Clock {
     ticks: Arc<watch::Sender<Tick>>,
