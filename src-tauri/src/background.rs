@@ -344,7 +344,8 @@ struct SyncTask {
 }
 
 impl SyncTask {
-    /// The task's main loop; ends when every [`SyncHandle`] is gone.
+    /// The task's main loop; ends when stopped ([`SyncHandle::stop`]; its feed task holds
+    /// a sender, so the channel alone would never close).
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Trigger>, replaces: Option<Stopped>) {
         self.refresh_counts().await;
         self.show_polling();
