@@ -15,16 +15,17 @@
 //! to the UI as a [`SyncStatus`] on [`STATUS_EVENT`].
 //!
 //! When the person connects, switches server or resets, the app stops this task
-//! ([`SyncHandle::stop`]): it says nothing more to the UI and ends, with its feed task,
-//! once a round in progress is over. The new task on the new store reports at once, and
-//! runs its first round only after the old task has ended.
+//! ([`SyncHandle::stop`]): it says nothing more to the UI, closes its client, so that a
+//! round waiting on the old server gives up at once, and ends with its feed task once the
+//! round's local work is over. The new task on the new store reports at once, and runs
+//! its first round only after the old task has ended.
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use roster_client::schedule::{Due, RoundOutcome, Schedule};
 use roster_client::{
-    ClientError, LiveEvent, LiveFeed, Protocol, SyncClient, SyncProgress, SyncReport,
+    ClientError, Closer, LiveEvent, LiveFeed, Protocol, SyncClient, SyncProgress, SyncReport,
 };
 use serde::Serialize;
 use tauri::{AppHandle, Emitter, Runtime};
@@ -194,6 +195,7 @@ impl StatusCell {
 pub struct SyncHandle {
     tx: mpsc::UnboundedSender<Trigger>,
     status: StatusCell,
+    closer: Closer,
 }
 
 impl SyncHandle {
@@ -225,12 +227,16 @@ impl SyncHandle {
     }
 
     /// Stops the task, for good: it reports nothing from now on, and ends with its feed
-    /// task once a round in progress (if any) is over. Called when a new task replaces it;
-    /// pass what this returns to [`start`] the new one.
+    /// task once a round in progress (if any) has finished its local work: the task's
+    /// client is closed, so the round waits on the server no more
+    /// ([`SyncClient::close`]). Called when a new task replaces it; pass what this
+    /// returns to [`start`] the new one.
     pub fn stop(&self) -> Stopped {
         // invariant: a stopped task never reports, so the status bar shows only the
         // store the app now runs on.
         lock(&self.status.shared).stopped = true;
+        // A server that stopped answering holds the old round no longer than this.
+        self.closer.close();
         let _ = self.tx.send(Trigger::Stop);
         Stopped(self.tx.clone())
     }
@@ -283,6 +289,7 @@ pub fn start(
         })),
         reports: Arc::new(reports),
     };
+    let closer = client.closer();
     if client.protocol() == Protocol::Roster {
         tauri::async_runtime::spawn(follow_changes(client.live(), settings.clone(), tx.clone()));
     }
@@ -292,7 +299,7 @@ pub fn start(
         status: status.clone(),
     };
     tauri::async_runtime::spawn(task.run(rx, replaces));
-    SyncHandle { tx, status }
+    SyncHandle { tx, status, closer }
 }
 
 /// How often the feed task looks again whether a server was chosen.
@@ -687,68 +694,71 @@ mod tests {
     }
 
     #[test]
-    fn a_new_task_runs_its_first_round_after_the_replaced_task_s_last_round_ended() {
+    fn a_stopped_task_gives_up_its_round_on_a_silent_server_at_once() {
         let silent = SilentServer::start();
-        let old_dir = tempfile::tempdir().expect("temp dir");
-        let old_client = store_for(old_dir.path(), &silent.url);
-        let old_settings = Arc::new(RwLock::new(Settings::default()));
-        let old_recorded = Arc::new(Recorded::default());
-        let old = start(
-            old_recorded.clone(),
-            old_client.clone(),
-            old_settings.clone(),
-            None,
-        );
-        // The old task's first round waits on the silent server.
-        eventually("the old task's round started", || {
-            lock(&old_recorded.0)
+        let dir = tempfile::tempdir().expect("temp dir");
+        let client = store_for(dir.path(), &silent.url);
+        let settings = Arc::new(RwLock::new(Settings::default()));
+        let recorded = Arc::new(Recorded::default());
+        let task = start(recorded.clone(), client, settings.clone(), None);
+        // The round waits on the silent server: for the 60 s request timeout and its
+        // retries, unless it is cut.
+        eventually("the round started", || {
+            lock(&recorded.0)
                 .iter()
                 .any(|s| s.state == SyncState::Syncing)
         });
 
-        let stopped = old.stop();
-        let new_dir = tempfile::tempdir().expect("temp dir");
-        let new_client = store_for(new_dir.path(), "http://127.0.0.1:1");
-        let new_settings = Arc::new(RwLock::new(Settings::default()));
-        let new_recorded = Arc::new(Recorded::default());
+        task.stop();
+        // The silent server still holds the round's connection: only the stop ends it.
+        eventually("the stopped task ended", || {
+            Arc::strong_count(&settings) == 1
+        });
+        assert!(
+            !lock(&recorded.0)
+                .iter()
+                .any(|s| s.state == SyncState::Offline || s.state == SyncState::Error),
+            "the stopped task reported its cut round"
+        );
+        silent.let_go();
+    }
+
+    #[test]
+    fn a_new_task_runs_its_first_round_only_once_the_replaced_task_ended() {
+        // The replaced task, still running: its receiver is the one a task holds until its
+        // loop returns.
+        let (replaced, running) = mpsc::unbounded_channel();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let client = store_for(dir.path(), "http://127.0.0.1:1");
+        let recorded = Arc::new(Recorded::default());
         let new = start(
-            new_recorded.clone(),
-            new_client,
-            new_settings,
-            Some(stopped),
+            recorded.clone(),
+            client,
+            Arc::new(RwLock::new(Settings::default())),
+            Some(Stopped(replaced)),
         );
         let asked = {
             let new = new.clone();
             tauri::async_runtime::spawn(async move { new.sync_now().await })
         };
-        // The new task reports its status at once, but starts no round.
-        eventually("the new task reported", || new_recorded.len() > 0);
-        std::thread::sleep(Duration::from_millis(300));
-        assert!(
-            !lock(&new_recorded.0)
+        let syncing = || {
+            lock(&recorded.0)
                 .iter()
-                .any(|s| s.state == SyncState::Syncing),
-            "a round started beside the old task's"
-        );
+                .any(|s| s.state == SyncState::Syncing)
+        };
+        // The new task reports its status at once, but starts no round.
+        eventually("the new task reported", || recorded.len() > 0);
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!syncing(), "a round started beside the replaced task's");
         assert!(
             !asked.inner().is_finished(),
             "Sync now was answered without a round"
         );
 
-        // The old round fails once the server is gone; then the new task's round runs.
-        silent.let_go();
-        eventually("the old task ended", || {
-            Arc::strong_count(&old_settings) == 1
-        });
+        drop(running);
         let answer = tauri::async_runtime::block_on(asked).expect("task");
         let error = answer.expect_err("nothing listens on port 1");
         assert_eq!(error.kind, ErrorKind::Offline, "{}", error.message);
-        assert!(
-            lock(&new_recorded.0)
-                .iter()
-                .any(|s| s.state == SyncState::Syncing),
-            "the new task ran its round"
-        );
-        drop(new);
+        assert!(syncing(), "the new task ran its round");
     }
 }

@@ -202,6 +202,13 @@ impl From<&ClientError> for AppError {
                      or the roster command). Close it and restart Roster.",
                 );
             }
+            ClientError::Closed => {
+                return Self::new(
+                    ErrorKind::NotReady,
+                    "Roster switched to another server or store during this sync. Changes \
+                     stay on this device; sync again.",
+                );
+            }
             ClientError::DeadlineExceeded { .. } => {
                 return Self::new(
                     ErrorKind::Server,

@@ -364,6 +364,19 @@ impl SyncClient {
         &self.transport
     }
 
+    /// Closes this client for good, once another replaces it: a round waiting on the
+    /// server fails at once with [`ClientError::Closed`] after finishing its local work,
+    /// and so does every later request (see [`HttpTransport::close`]). The local store
+    /// stays open.
+    pub fn close(&self) {
+        self.transport.close();
+    }
+
+    /// A handle that closes this client ([`SyncClient::close`]) without holding it.
+    pub fn closer(&self) -> crate::transport::Closer {
+        self.transport.closer()
+    }
+
     /// A shared handle on the local store, for use from other threads.
     pub fn store_handle(&self) -> Arc<LocalStore> {
         self.store.clone()

@@ -96,6 +96,11 @@ pub enum ClientError {
         /// The deadline, in seconds.
         seconds: f64,
     },
+    /// The client was closed ([`crate::SyncClient::close`]: another one replaced it) while
+    /// the request waited on the server, or before it was sent. Local work was finished;
+    /// pending edits stay pending.
+    #[error("the sync client was closed; pending edits are kept")]
+    Closed,
     /// The server answered with an error body.
     #[error("the sync server refused the request ({status}, {code:?}): {message}")]
     Server {

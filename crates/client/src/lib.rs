@@ -61,7 +61,7 @@ pub use roster_protocol::Subscription;
 pub use round::{MAX_PULL_REQUESTS, SyncProgress, SyncReport};
 pub use store_key::{RAW_KEY_LEN, StoreKey};
 pub use transport::{
-    ConnectionSecurity, Credentials, TransportOptions, check_cleartext, install_tls_provider,
-    normalise_server_url,
+    Closer, ConnectionSecurity, Credentials, TransportOptions, check_cleartext,
+    install_tls_provider, normalise_server_url,
 };
 pub use watch::{ChangeStream, EventParser, LiveEvent, LiveFeed, SseEvent};

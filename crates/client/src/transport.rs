@@ -23,6 +23,7 @@ use roster_protocol::{
     HEALTH_PATH, MORE_AFTER_HEADER, PulledResponse, SCHEMA_PATH, SYNC_PATH, Schema, SyncRequest,
 };
 use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
 
 use crate::ClientError;
 
@@ -146,8 +147,19 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// Closes the transport it came from ([`HttpTransport::closer`]); holds nothing else of it.
+#[derive(Debug, Clone)]
+pub struct Closer(CancellationToken);
+
+impl Closer {
+    /// [`HttpTransport::close`].
+    pub fn close(&self) {
+        self.0.cancel();
+    }
+}
+
 /// Client for one sync service. Clones share the token, so [`HttpTransport::set_token`]
-/// reaches every clone.
+/// reaches every clone, and [`HttpTransport::close`] closes every clone.
 #[derive(Clone)]
 pub struct HttpTransport {
     http: reqwest::Client,
@@ -157,6 +169,8 @@ pub struct HttpTransport {
     /// The URL, when the cleartext rule refuses it: requests then fail before sending.
     refused: Option<String>,
     max_response_bytes: u64,
+    /// Cancelled by [`HttpTransport::close`], for this transport and its clones.
+    closed: CancellationToken,
 }
 
 impl std::fmt::Debug for HttpTransport {
@@ -272,7 +286,34 @@ impl HttpTransport {
             dataset: None,
             refused,
             max_response_bytes: options.max_response_bytes,
+            closed: CancellationToken::new(),
         })
+    }
+
+    /// Closes this transport and its clones for good: every request waiting on the
+    /// server, and every later one, fails at once with [`ClientError::Closed`]. Only
+    /// waits on the network are cut, so whoever drives a round still finishes its local
+    /// work (an answer being applied) before the error reaches it.
+    pub fn close(&self) {
+        self.closed.cancel();
+    }
+
+    /// A handle that closes this transport ([`HttpTransport::close`]) without keeping
+    /// anything else of it.
+    pub fn closer(&self) -> Closer {
+        Closer(self.closed.clone())
+    }
+
+    /// Waits for `io` unless the transport is closed first.
+    async fn until_closed<T, E>(
+        &self,
+        io: impl Future<Output = Result<T, E>>,
+    ) -> Result<Result<T, E>, ClientError> {
+        tokio::select! {
+            biased;
+            () = self.closed.cancelled() => Err(ClientError::Closed),
+            result = io => Ok(result),
+        }
     }
 
     /// The same transport presenting `credentials` on every request.
@@ -354,7 +395,11 @@ impl HttpTransport {
                 url: refused.clone(),
             });
         }
-        request.send().await.map_err(|e| self.unreachable(&e))
+        // invariant: every request leaves through here, and every body is read through
+        // `read_body` or `next_chunk`, so a closed transport waits on nothing.
+        self.until_closed(request.send())
+            .await?
+            .map_err(|e| self.unreachable(&e))
     }
 
     /// Reads the whole body, failing once it passes the size cap (declared or streamed).
@@ -375,16 +420,19 @@ impl HttpTransport {
                 "the answer declares {declared} bytes, more than the {max}-byte limit"
             )));
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| self.unreachable(&e))? {
-            if body.len() as u64 + chunk.len() as u64 > max {
-                return Err(ClientError::Protocol(format!(
-                    "the answer is larger than the {max}-byte limit"
-                )));
+        let read = async {
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(|e| self.unreachable(&e))? {
+                if body.len() as u64 + chunk.len() as u64 > max {
+                    return Err(ClientError::Protocol(format!(
+                        "the answer is larger than the {max}-byte limit"
+                    )));
+                }
+                body.extend_from_slice(&chunk);
             }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
+            Ok(body)
+        };
+        self.until_closed(read).await?
     }
 
     async fn decode<T: DeserializeOwned>(
@@ -612,7 +660,10 @@ impl HttpTransport {
         &self,
         response: &mut reqwest::Response,
     ) -> Result<Option<Vec<u8>>, ClientError> {
-        let chunk = response.chunk().await.map_err(|e| self.unreachable(&e))?;
+        let chunk = self
+            .until_closed(response.chunk())
+            .await?
+            .map_err(|e| self.unreachable(&e))?;
         Ok(chunk.map(|bytes| bytes.to_vec()))
     }
 
@@ -741,6 +792,47 @@ mod tests {
             );
             assert!(check_cleartext(url, true).is_ok(), "{url} when allowed");
         }
+    }
+
+    #[tokio::test]
+    async fn closing_ends_a_wait_on_a_server_that_never_answers_and_refuses_later_requests() {
+        // A server that accepts connections and never answers a byte.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let (accepted, first) = tokio::sync::oneshot::channel();
+        let server = tokio::spawn(async move {
+            let mut accepted = Some(accepted);
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+                if let Some(accepted) = accepted.take() {
+                    let _ = accepted.send(());
+                }
+            }
+        });
+        let transport = HttpTransport::new(&url, Duration::from_secs(60)).expect("transport");
+        let waiting = tokio::spawn({
+            let transport = transport.clone();
+            async move { transport.health().await }
+        });
+        first.await.expect("the request reached the server");
+
+        transport.closer().close();
+        let error = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("closing ends the wait at once, not after the 60 s timeout")
+            .expect("task")
+            .expect_err("no answer came");
+        assert!(matches!(error, ClientError::Closed), "{error}");
+        let later = transport
+            .schema()
+            .await
+            .expect_err("a closed transport sends nothing");
+        assert!(matches!(later, ClientError::Closed), "{later}");
+        assert!(!later.is_transient(), "a closed client is not retried");
+        server.abort();
     }
 
     #[tokio::test]

@@ -502,7 +502,7 @@ impl LocalStore {
     }
 
     /// Records that a sync round completed now.
-    #[cfg(feature = "bench-internals")]
+    #[cfg(any(test, feature = "bench-internals"))]
     pub(crate) fn mark_synced(&self) -> Result<(), ClientError> {
         let conn = self.lock();
         set_meta(&conn, "last_sync_ms", &now_ms().to_string())
