@@ -5,11 +5,12 @@
 //! accounts live in `account_datasets`, apart from the store's per-data-set change
 //! counters (`dataset_counters`).
 
+use postgres::types::Type;
 use postgres::{GenericClient, Transaction};
 
 use super::rules::{AccountBackend, AccountSql, AccountTxSql, ActiveToken, SqlResult};
 use super::{AccountError, NewToken, TokenHash, TokenRecord, User};
-use crate::store::postgres::PostgresStore;
+use crate::store::postgres::{Conn, PostgresStore, Statements};
 
 /// The accounts tables; run by the store's migration runner as one versioned migration.
 pub const MIGRATION: &str = r#"
@@ -89,7 +90,8 @@ impl AccountBackend for PostgresStore {
         body: impl FnOnce(&mut dyn AccountSql) -> SqlResult<R>,
     ) -> SqlResult<R> {
         let mut conn = self.account_conn()?;
-        body(&mut PgSql(&mut *conn))
+        let Conn { client, statements } = &mut *conn;
+        body(&mut PgSql(client, statements))
     }
 
     fn in_transaction<R>(
@@ -97,17 +99,19 @@ impl AccountBackend for PostgresStore {
         body: impl FnOnce(&mut dyn AccountTxSql) -> SqlResult<R>,
     ) -> SqlResult<R> {
         let mut conn = self.account_conn()?;
-        let mut tx = conn.transaction()?;
+        let Conn { client, statements } = &mut *conn;
+        let mut tx = client.transaction()?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ACCOUNTS_LOCK])?;
-        let value = body(&mut PgSql(&mut tx))?;
+        let value = body(&mut PgSql(&mut tx, statements))?;
         tx.commit()?;
         Ok(value)
     }
 }
 
 /// The accounts SQL on a PostgreSQL connection, or (`C` = `Transaction`) in a
-/// transaction.
-struct PgSql<'a, C>(&'a mut C);
+/// transaction, with the connection's prepared statements (for the checks every request
+/// makes).
+struct PgSql<'a, C>(&'a mut C, &'a mut Statements);
 
 impl<C: GenericClient> AccountSql for PgSql<'_, C> {
     fn user_id(&mut self, name: &str) -> SqlResult<Option<i64>> {
@@ -190,15 +194,17 @@ impl<C: GenericClient> AccountSql for PgSql<'_, C> {
     }
 
     fn token_by_hash(&mut self, hash: &TokenHash) -> SqlResult<Option<ActiveToken>> {
+        let lookup = self.1.get(
+            self.0,
+            "SELECT users.id, users.name, tokens.id, tokens.expires_at_ms,
+                    tokens.last_used_at_ms
+             FROM tokens JOIN users ON users.id = tokens.user_id
+             WHERE tokens.hash = $1 AND tokens.revoked_at_ms IS NULL",
+            &[Type::TEXT],
+        )?;
         Ok(self
             .0
-            .query_opt(
-                "SELECT users.id, users.name, tokens.id, tokens.expires_at_ms,
-                        tokens.last_used_at_ms
-                 FROM tokens JOIN users ON users.id = tokens.user_id
-                 WHERE tokens.hash = $1 AND tokens.revoked_at_ms IS NULL",
-                &[&hash.as_str()],
-            )?
+            .query_opt(&lookup, &[&hash.as_str()])?
             .map(|r| ActiveToken {
                 user: User {
                     id: r.get(0),
@@ -317,20 +323,19 @@ impl<C: GenericClient> AccountSql for PgSql<'_, C> {
     }
 
     fn may_use(&mut self, user_id: i64, dataset: &str) -> SqlResult<bool> {
-        Ok(self
-            .0
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM account_datasets WHERE name = $1 AND owner_id = $2)
-                     OR EXISTS (SELECT 1 FROM grants WHERE dataset = $1 AND user_id = $2)",
-                &[&dataset, &user_id],
-            )?
-            .get(0))
+        let check = self.1.get(
+            self.0,
+            "SELECT EXISTS (SELECT 1 FROM account_datasets WHERE name = $1 AND owner_id = $2)
+                 OR EXISTS (SELECT 1 FROM grants WHERE dataset = $1 AND user_id = $2)",
+            &[Type::TEXT, Type::INT8],
+        )?;
+        Ok(self.0.query_one(&check, &[&dataset, &user_id])?.get(0))
     }
 }
 
 impl AccountTxSql for PgSql<'_, Transaction<'_>> {
     fn delete_dataset(&mut self, name: &str) -> SqlResult<()> {
-        crate::store::postgres::delete_dataset(self.0, name)
+        crate::store::postgres::delete_dataset(self.0, self.1, name)
             .map_err(|e| AccountError::Database(e.to_string()))?;
         self.0
             .execute("DELETE FROM account_datasets WHERE name = $1", &[&name])?;

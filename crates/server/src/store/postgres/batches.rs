@@ -11,39 +11,46 @@ use crate::store::round::{APPLIED_BATCH_LIFETIME_MS, STAGED_ROUND_LIFETIME_MS, n
 
 impl BatchesTx for PgTx<'_, '_> {
     fn replayed(&mut self, client: &str, batch: &str) -> Result<Option<String>, StoreError> {
+        let lookup = self.statements.get(
+            self.tx,
+            "SELECT response FROM applied_batches
+             WHERE dataset = $1 AND client_id = $2 AND batch_id = $3",
+            &[Type::TEXT, Type::TEXT, Type::TEXT],
+        )?;
         Ok(self
             .tx
-            .query_typed_opt(
-                "SELECT response FROM applied_batches
-                 WHERE dataset = $1 AND client_id = $2 AND batch_id = $3",
-                &[
-                    (&self.dataset, Type::TEXT),
-                    (&client, Type::TEXT),
-                    (&batch, Type::TEXT),
-                ],
-            )?
+            .query_opt(&lookup, &[&self.dataset, &client, &batch])?
             .map(|r| r.get(0)))
     }
 
     /// Remembers the answer, then evicts the data set's oldest answers beyond the
     /// cache's bounds (one statement over at most the bound's number of entries).
     fn remember(&mut self, client: &str, batch: &str, answer: &str) -> Result<(), StoreError> {
-        self.tx.execute_typed(
+        let insert = self.statements.get(
+            self.tx,
             "INSERT INTO applied_batches (dataset, client_id, batch_id, at_ms, response, bytes)
              VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (dataset, client_id, batch_id)
              DO UPDATE SET at_ms = EXCLUDED.at_ms, response = EXCLUDED.response,
                            bytes = EXCLUDED.bytes",
             &[
-                (&self.dataset, Type::TEXT),
-                (&client, Type::TEXT),
-                (&batch, Type::TEXT),
-                (&now_ms(), Type::INT8),
-                (&answer, Type::TEXT),
-                (&i64::try_from(answer.len()).unwrap_or(i64::MAX), Type::INT8),
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::INT8,
+                Type::TEXT,
+                Type::INT8,
             ],
         )?;
-        self.tx.execute_typed(
+        let bytes = i64::try_from(answer.len()).unwrap_or(i64::MAX);
+        self.tx.execute(
+            &insert,
+            &[&self.dataset, &client, &batch, &now_ms(), &answer, &bytes],
+        )?;
+        // The window covers the data set's cached answers, at most the cache's bound
+        // plus this one: a plan that does not depend on the values.
+        let trim = self.statements.get(
+            self.tx,
             "DELETE FROM applied_batches WHERE dataset = $1 AND (client_id, batch_id) IN (
                  SELECT client_id, batch_id FROM (
                      SELECT client_id, batch_id,
@@ -53,10 +60,14 @@ impl BatchesTx for PgTx<'_, '_> {
                      WINDOW newest_first AS (ORDER BY at_ms DESC, batch_id DESC
                                              ROWS UNBOUNDED PRECEDING)) AS ranked
                  WHERE n > $2::BIGINT OR (n > 1 AND total > $3::BIGINT))",
+            &[Type::TEXT, Type::INT8, Type::INT8],
+        )?;
+        self.tx.execute(
+            &trim,
             &[
-                (&self.dataset, Type::TEXT),
-                (&i64::from(REPLAY_CACHE_MAX_ENTRIES), Type::INT8),
-                (&to_i64(REPLAY_CACHE_MAX_BYTES), Type::INT8),
+                &self.dataset,
+                &i64::from(REPLAY_CACHE_MAX_ENTRIES),
+                &to_i64(REPLAY_CACHE_MAX_BYTES),
             ],
         )?;
         Ok(())

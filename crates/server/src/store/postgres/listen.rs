@@ -36,16 +36,12 @@ const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(10);
 /// Queues the announcement of `version` of `dataset`, sent if `tx` commits.
 pub(super) fn announce(
     tx: &mut Transaction<'_>,
+    statements: &mut super::Statements,
     dataset: &str,
     version: u64,
 ) -> Result<(), StoreError> {
-    tx.execute_typed(
-        "SELECT pg_notify($1, $2)",
-        &[
-            (&CHANNEL, Type::TEXT),
-            (&format!("{version} {dataset}"), Type::TEXT),
-        ],
-    )?;
+    let notify = statements.get(tx, "SELECT pg_notify($1, $2)", &[Type::TEXT, Type::TEXT])?;
+    tx.execute(&notify, &[&CHANNEL, &format!("{version} {dataset}")])?;
     Ok(())
 }
 

@@ -24,6 +24,7 @@ mod listen;
 pub(crate) mod migrations;
 mod rows;
 mod schema_versions;
+mod statements;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
@@ -40,9 +41,11 @@ use super::{Answer, ItemQuery, ItemRow, PoolUse, PurgeReport, StoreError, SyncSt
 use crate::feed::ChangeHub;
 use crate::resolve::Resolver;
 
-type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
-/// A pooled connection.
-pub(crate) type Connection = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
+pub(crate) use statements::{Conn, Statements};
+
+type Pool = r2d2::Pool<statements::Manager>;
+/// A pooled connection, with its prepared statements ([`statements`]).
+pub(crate) type Connection = r2d2::PooledConnection<statements::Manager>;
 
 /// The PostgreSQL store. Cheap to share: it holds a connection pool.
 ///
@@ -164,7 +167,7 @@ impl PostgresStore {
         let config: postgres::Config = url
             .parse()
             .map_err(|e| StoreError::Unavailable(format!("invalid PostgreSQL URL: {e}")))?;
-        let manager = PostgresConnectionManager::new(config.clone(), NoTls);
+        let manager = statements::Manager(PostgresConnectionManager::new(config.clone(), NoTls));
         let pool = r2d2::Pool::builder()
             .max_size(8)
             .connection_timeout(Duration::from_secs(30))
@@ -195,6 +198,8 @@ impl PostgresStore {
 /// in the table modules ([`rows`], [`conflict_log`], [`batches`]).
 struct PgTx<'a, 'conn> {
     tx: &'a mut Transaction<'conn>,
+    /// The connection's prepared statements.
+    statements: &'a mut Statements,
     dataset: &'a str,
     counter: (u64, u64),
 }
@@ -202,12 +207,15 @@ struct PgTx<'a, 'conn> {
 impl FlowStore for PostgresStore {
     fn epoch(&self, dataset: &str) -> Result<Epoch, StoreError> {
         let mut conn = self.conn()?;
-        let row = conn.query_typed_one(
+        let statements::Conn { client, statements } = &mut *conn;
+        let epoch = statements.get(
+            client,
             "SELECT e.epoch, COALESCE(
                  (SELECT restored_at FROM dataset_counters WHERE dataset = $1), 0)
              FROM server_epoch e",
-            &[(&dataset, postgres::types::Type::TEXT)],
+            &[postgres::types::Type::TEXT],
         )?;
+        let row = client.query_one(&epoch, &[&dataset])?;
         let (epoch, restored_at): (i64, i64) = (row.get(0), row.get(1));
         Ok(Epoch {
             id: u64::try_from(epoch).unwrap_or(0),
@@ -222,27 +230,29 @@ impl FlowStore for PostgresStore {
         body: impl FnOnce(&mut dyn FlowTx) -> Result<Finish<R>, StoreError>,
     ) -> Result<R, StoreError> {
         let mut conn = self.conn()?;
+        let statements::Conn { client, statements } = &mut *conn;
         let (mut tx, counter) = match mode {
             // The data set's counter row is locked before anything else is read: writers
             // of one data set (on any instance) then run one at a time, and commit in
             // version order.
             Mode::Write => {
-                let mut tx = conn.transaction()?;
-                let counter = rows::lock_dataset(&mut tx, dataset)?;
+                let mut tx = client.transaction()?;
+                let counter = rows::lock_dataset(&mut tx, statements, dataset)?;
                 (tx, counter)
             }
             Mode::Read => {
-                let mut tx = conn
+                let mut tx = client
                     .build_transaction()
                     .isolation_level(IsolationLevel::RepeatableRead)
                     .read_only(true)
                     .start()?;
-                let counter = rows::read_dataset(&mut tx, dataset)?;
+                let counter = rows::read_dataset(&mut tx, statements, dataset)?;
                 (tx, counter)
             }
         };
         let mut flow_tx = PgTx {
             tx: &mut tx,
+            statements,
             dataset,
             counter,
         };
@@ -284,16 +294,17 @@ impl SyncStore for PostgresStore {
         limit: u32,
         before: Option<u64>,
     ) -> Result<Vec<ConflictLogEntry>, StoreError> {
-        conflict_log::entries(&mut *self.conn()?, dataset, limit, before)
+        conflict_log::entries(&mut self.conn()?.client, dataset, limit, before)
     }
 
     fn items(&self, dataset: &str, query: &ItemQuery) -> Result<Vec<ItemRow>, StoreError> {
-        rows::items(&mut *self.conn()?, dataset, query)
+        rows::items(&mut self.conn()?.client, dataset, query)
     }
 
     fn purge_tombstones(&self, older_than_unix_ms: i64) -> Result<PurgeReport, StoreError> {
         let mut conn = self.conn()?;
-        let datasets: Vec<String> = conn
+        let Conn { client, statements } = &mut *conn;
+        let datasets: Vec<String> = client
             .query("SELECT dataset FROM dataset_counters ORDER BY dataset", &[])?
             .into_iter()
             .map(|r| r.get(0))
@@ -303,13 +314,14 @@ impl SyncStore for PostgresStore {
             horizon: 0,
         };
         for dataset in &datasets {
-            let mut tx = conn.transaction()?;
-            let (purged, horizon) = rows::purge_tombstones(&mut tx, dataset, older_than_unix_ms)?;
+            let mut tx = client.transaction()?;
+            let (purged, horizon) =
+                rows::purge_tombstones(&mut tx, statements, dataset, older_than_unix_ms)?;
             tx.commit()?;
             report.purged += purged;
             report.horizon = report.horizon.max(horizon);
         }
-        let mut tx = conn.transaction()?;
+        let mut tx = client.transaction()?;
         batches::purge_expired(&mut tx)?;
         tx.commit()?;
         Ok(report)
@@ -326,7 +338,7 @@ impl SyncStore for PostgresStore {
     }
 
     fn schema_history(&self) -> Result<Vec<(u64, String)>, StoreError> {
-        schema_versions::history(&mut *self.conn()?)
+        schema_versions::history(&mut self.conn()?.client)
     }
 
     fn migrate_rows(
@@ -351,7 +363,7 @@ impl SyncStore for PostgresStore {
     }
 
     fn record_schema(&self, version: u64, schema: &str) -> Result<bool, StoreError> {
-        schema_versions::record(&mut *self.conn()?, version, schema)
+        schema_versions::record(&mut self.conn()?.client, version, schema)
     }
 
     fn start_change_listener(&self) -> Result<(), StoreError> {
@@ -400,8 +412,12 @@ impl SyncStore for PostgresStore {
 /// Removes everything stored for `dataset` (rows, counter, conflict log, staged and
 /// remembered batches) in the caller's transaction; returns how many rows went. Used
 /// when a user is deleted with its data.
-pub(crate) fn delete_dataset(tx: &mut Transaction<'_>, dataset: &str) -> Result<u64, StoreError> {
-    let removed = rows::delete_dataset(tx, dataset)?;
+pub(crate) fn delete_dataset(
+    tx: &mut Transaction<'_>,
+    statements: &mut Statements,
+    dataset: &str,
+) -> Result<u64, StoreError> {
+    let removed = rows::delete_dataset(tx, statements, dataset)?;
     conflict_log::delete_dataset(tx, dataset)?;
     batches::delete_dataset(tx, dataset)?;
     Ok(removed)

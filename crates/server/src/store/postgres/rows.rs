@@ -8,7 +8,7 @@ use postgres::types::{ToSql, Type};
 
 use roster_protocol::{RowId, ServerRow};
 
-use super::PgTx;
+use super::{PgTx, Statements};
 use crate::slices::{Filter, SubscriptionDef};
 use crate::store::StoreError;
 use crate::store::items::{Dialect, ItemQuery, ItemRow, SqlValue};
@@ -21,18 +21,22 @@ use crate::store::round::{
 /// writers commit one at a time and in version order. Creates the data set if new.
 pub(super) fn lock_dataset(
     tx: &mut Transaction<'_>,
+    statements: &mut Statements,
     dataset: &str,
 ) -> Result<(u64, u64), StoreError> {
-    const LOCK: &str =
-        "SELECT last_seq, purge_horizon FROM dataset_counters WHERE dataset = $1 FOR UPDATE";
-    let row = match tx.query_typed_opt(LOCK, &[(&dataset, Type::TEXT)])? {
+    let lock = statements.get(
+        tx,
+        "SELECT last_seq, purge_horizon FROM dataset_counters WHERE dataset = $1 FOR UPDATE",
+        &[Type::TEXT],
+    )?;
+    let row = match tx.query_opt(&lock, &[&dataset])? {
         Some(row) => row,
         None => {
             tx.execute_typed(
                 "INSERT INTO dataset_counters (dataset) VALUES ($1) ON CONFLICT DO NOTHING",
                 &[(&dataset, Type::TEXT)],
             )?;
-            tx.query_typed_one(LOCK, &[(&dataset, Type::TEXT)])?
+            tx.query_one(&lock, &[&dataset])?
         }
     };
     Ok((to_u64(row.get(0)), to_u64(row.get(1))))
@@ -41,13 +45,16 @@ pub(super) fn lock_dataset(
 /// `(last_seq, purge_horizon)` of a data set as this transaction's snapshot sees it.
 pub(super) fn read_dataset(
     tx: &mut Transaction<'_>,
+    statements: &mut Statements,
     dataset: &str,
 ) -> Result<(u64, u64), StoreError> {
+    let read = statements.get(
+        tx,
+        "SELECT last_seq, purge_horizon FROM dataset_counters WHERE dataset = $1",
+        &[Type::TEXT],
+    )?;
     Ok(tx
-        .query_typed_opt(
-            "SELECT last_seq, purge_horizon FROM dataset_counters WHERE dataset = $1",
-            &[(&dataset, Type::TEXT)],
-        )?
+        .query_opt(&read, &[&dataset])?
         .map_or((0, 0), |row| (to_u64(row.get(0)), to_u64(row.get(1)))))
 }
 
@@ -211,34 +218,41 @@ impl RowsTx for PgTx<'_, '_> {
     }
 
     fn bump_counter(&mut self, newest: u64) -> Result<(), StoreError> {
-        self.tx.execute_typed(
+        let bump = self.statements.get(
+            self.tx,
             "UPDATE dataset_counters SET last_seq = $2 WHERE dataset = $1",
-            &[(&self.dataset, Type::TEXT), (&to_i64(newest), Type::INT8)],
+            &[Type::TEXT, Type::INT8],
         )?;
+        self.tx.execute(&bump, &[&self.dataset, &to_i64(newest)])?;
         self.counter.0 = newest;
         Ok(())
     }
 
     fn schema_version(&mut self) -> Result<u64, StoreError> {
-        let row = self.tx.query_typed_one(
+        let newest = self.statements.get(
+            self.tx,
             "SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_versions",
             &[],
         )?;
+        let row = self.tx.query_one(&newest, &[])?;
         Ok(to_u64(row.get(0)))
     }
 
     fn last_write_ms(&mut self) -> Result<Option<i64>, StoreError> {
+        // The newest entry of `rows_by_version`, whatever the data set's size.
+        let newest = self.statements.get(
+            self.tx,
+            "SELECT updated_at_ms FROM rows WHERE dataset = $1 ORDER BY version DESC LIMIT 1",
+            &[Type::TEXT],
+        )?;
         Ok(self
             .tx
-            .query_typed_opt(
-                "SELECT updated_at_ms FROM rows WHERE dataset = $1 ORDER BY version DESC LIMIT 1",
-                &[(&self.dataset, Type::TEXT)],
-            )?
+            .query_opt(&newest, &[&self.dataset])?
             .map(|r| r.get(0)))
     }
 
     fn announce(&mut self, newest: u64) -> Result<(), StoreError> {
-        super::listen::announce(self.tx, self.dataset, newest)
+        super::listen::announce(self.tx, self.statements, self.dataset, newest)
     }
 
     /// One range scan of the filter's index per value list; values compared as the text
@@ -463,10 +477,11 @@ fn store_row(
 /// counter row locked) and raises its purge horizon; returns how many and the horizon.
 pub(super) fn purge_tombstones(
     tx: &mut Transaction<'_>,
+    statements: &mut Statements,
     dataset: &str,
     older_than_unix_ms: i64,
 ) -> Result<(u64, u64), StoreError> {
-    let (_, mut horizon) = lock_dataset(tx, dataset)?;
+    let (_, mut horizon) = lock_dataset(tx, statements, dataset)?;
     let newest_purged: Option<i64> = tx
         .query_one(
             "SELECT MAX(version) FROM rows
@@ -502,8 +517,12 @@ pub(super) fn purge_tombstones(
 
 /// Removes every row of `dataset` and its counter (a deleted user's data set). Locks the
 /// counter first, so no writer of the data set is half-way through.
-pub(super) fn delete_dataset(tx: &mut Transaction<'_>, dataset: &str) -> Result<u64, StoreError> {
-    lock_dataset(tx, dataset)?;
+pub(super) fn delete_dataset(
+    tx: &mut Transaction<'_>,
+    statements: &mut Statements,
+    dataset: &str,
+) -> Result<u64, StoreError> {
+    lock_dataset(tx, statements, dataset)?;
     tx.execute("DELETE FROM slice_moves WHERE dataset = $1", &[&dataset])?;
     let rows = tx.execute("DELETE FROM rows WHERE dataset = $1", &[&dataset])?;
     tx.execute(
