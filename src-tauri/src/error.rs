@@ -277,4 +277,16 @@ mod tests {
         let json = serde_json::to_value(&error).unwrap_or_default();
         assert!(json.get("field").is_none());
     }
+
+    #[test]
+    fn a_round_cut_by_a_switch_of_server_says_so_and_that_changes_stay() {
+        let error: AppError = ClientError::Closed.into();
+        assert_eq!(error.kind, ErrorKind::NotReady);
+        assert!(
+            error.message.starts_with("Roster switched to another server or store")
+                && error.message.contains("Changes stay on this device"),
+            "{}",
+            error.message
+        );
+    }
 }
