@@ -375,9 +375,10 @@ pub async fn push_raw_acked(
     })
 }
 
-/// Seeds `n` new Person rows from `generator` with v7 ids (the client's kind, so the
-/// server's version order is also id order), generated in chunks so the bench process
-/// never holds more than a chunk.
+/// Seeds `n` new Person rows from `generator` with v7 ids (the client's kind: within a
+/// request the server's version order is id order; `push_raw` keeps two requests in
+/// flight, so two neighbouring batches may take their versions in either order),
+/// generated in chunks so the bench process never holds more than a chunk.
 pub async fn seed(
     raw: &Raw,
     n: u64,

@@ -283,7 +283,9 @@ mod tests {
         let error: AppError = ClientError::Closed.into();
         assert_eq!(error.kind, ErrorKind::NotReady);
         assert!(
-            error.message.starts_with("Roster switched to another server or store")
+            error
+                .message
+                .starts_with("Roster switched to another server or store")
                 && error.message.contains("Changes stay on this device"),
             "{}",
             error.message
