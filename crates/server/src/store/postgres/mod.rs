@@ -207,7 +207,7 @@ struct PgTx<'a, 'conn> {
 impl FlowStore for PostgresStore {
     fn epoch(&self, dataset: &str) -> Result<Epoch, StoreError> {
         let mut conn = self.conn()?;
-        let statements::Conn { client, statements } = &mut *conn;
+        let Conn { client, statements } = &mut *conn;
         let epoch = statements.get(
             client,
             "SELECT e.epoch, COALESCE(
@@ -230,7 +230,7 @@ impl FlowStore for PostgresStore {
         body: impl FnOnce(&mut dyn FlowTx) -> Result<Finish<R>, StoreError>,
     ) -> Result<R, StoreError> {
         let mut conn = self.conn()?;
-        let statements::Conn { client, statements } = &mut *conn;
+        let Conn { client, statements } = &mut *conn;
         let (mut tx, counter) = match mode {
             // The data set's counter row is locked before anything else is read: writers
             // of one data set (on any instance) then run one at a time, and commit in
