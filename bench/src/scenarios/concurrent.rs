@@ -45,27 +45,67 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
     Ok(())
 }
 
-/// Creates the database `name` on the cluster at `admin_url` with `psql`; returns its URL.
-pub fn create_database(admin_url: &str, name: &str) -> Result<String> {
+/// A database of its own on the cluster at `admin_url`, for one round: dropped when the
+/// guard is (its servers stopped or not), so that autovacuum does not work on earlier
+/// rounds' rows during later ones, as an SQLite round's files are removed after it.
+pub struct BenchDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl BenchDatabase {
+    /// Creates a database with a fresh name with `psql`.
+    pub fn create(admin_url: &str) -> Result<Self> {
+        let name = format!("roster_bench_{}", uuid::Uuid::now_v7().simple());
+        psql(admin_url, &format!("CREATE DATABASE {name}"))?;
+        let (base, _) = admin_url
+            .rsplit_once('/')
+            .context("the PostgreSQL URL must end with /DATABASE")?;
+        Ok(Self {
+            admin_url: admin_url.to_owned(),
+            url: format!("{base}/{name}"),
+            name,
+        })
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for BenchDatabase {
+    fn drop(&mut self) {
+        let dropped = psql(
+            &self.admin_url,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+        if let Err(error) = dropped {
+            tracing::warn!(%error, database = %self.name, "could not drop a bench database");
+        }
+    }
+}
+
+/// Runs one statement with `psql` on the cluster at `admin_url`.
+fn psql(admin_url: &str, sql: &str) -> Result<()> {
     let status = std::process::Command::new("psql")
-        .args(["-q", "-v", "ON_ERROR_STOP=1", admin_url, "-c"])
-        .arg(format!("CREATE DATABASE {name}"))
+        .args(["-q", "-v", "ON_ERROR_STOP=1", admin_url, "-c", sql])
         .status()
         .context("cannot run psql (package postgresql-client)")?;
     if !status.success() {
-        bail!("psql could not create database {name}");
+        bail!("psql failed: {sql}");
     }
-    let (base, _) = admin_url
-        .rsplit_once('/')
-        .context("the PostgreSQL URL must end with /DATABASE")?;
-    Ok(format!("{base}/{name}"))
+    Ok(())
 }
 
 async fn measure(ctx: &mut Ctx, backend: Backend<'_>) -> Result<()> {
     let (clients, changes) = (ctx.sizes.clients, ctx.sizes.changes_per_client);
     let dir = ctx.dir("concurrent")?;
-    let (mut servers, label) = match backend {
+    // The database outlives its servers: it is dropped at the end of the round.
+    let (_db, mut servers, label) = match backend {
         Backend::Sqlite => (
+            None,
             vec![ServerProcess::start(
                 &ctx.server_bin,
                 &dir.join("server"),
@@ -77,8 +117,7 @@ async fn measure(ctx: &mut Ctx, backend: Backend<'_>) -> Result<()> {
             admin_url,
             instances,
         } => {
-            let name = format!("roster_bench_{}", uuid::Uuid::now_v7().simple());
-            let db = create_database(admin_url, &name)?;
+            let db = BenchDatabase::create(admin_url)?;
             let mut servers = Vec::with_capacity(instances);
             for index in 0..instances {
                 // The first instance creates the bench user; the others share its token.
@@ -89,12 +128,13 @@ async fn measure(ctx: &mut Ctx, backend: Backend<'_>) -> Result<()> {
                     &ctx.server_bin,
                     &dir.join(format!("server-{index}")),
                     None,
-                    Some(&db),
+                    Some(db.url()),
                     token.as_deref(),
                 )?);
             }
             let plural = if instances == 1 { "" } else { "s" };
             (
+                Some(db),
                 servers,
                 format!(", PostgreSQL, {instances} instance{plural}"),
             )

@@ -21,7 +21,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::concurrent::create_database;
+use super::concurrent::BenchDatabase;
 use super::{Ctx, discard, new_client};
 use crate::report::Entry;
 use crate::server::ServerProcess;
@@ -93,26 +93,34 @@ fn named(name: &str) -> Fields {
 
 async fn latency(ctx: &mut Ctx, postgres: Option<&str>) -> Result<()> {
     let dir = ctx.dir("live")?;
-    let servers = match postgres {
-        None => vec![ServerProcess::start(
-            &ctx.server_bin,
-            &dir.join("server"),
+    // The database outlives its servers: it is dropped at the end of the measurement.
+    let (_db, servers) = match postgres {
+        None => (
             None,
-        )?],
+            vec![ServerProcess::start(
+                &ctx.server_bin,
+                &dir.join("server"),
+                None,
+            )?],
+        ),
         Some(admin_url) => {
-            let name = format!("roster_bench_{}", uuid::Uuid::now_v7().simple());
-            let db = create_database(admin_url, &name)?;
-            let first =
-                ServerProcess::start_on(&ctx.server_bin, &dir.join("s0"), None, Some(&db), None)?;
+            let db = BenchDatabase::create(admin_url)?;
+            let first = ServerProcess::start_on(
+                &ctx.server_bin,
+                &dir.join("s0"),
+                None,
+                Some(db.url()),
+                None,
+            )?;
             let token = first.token().to_owned();
             let second = ServerProcess::start_on(
                 &ctx.server_bin,
                 &dir.join("s1"),
                 None,
-                Some(&db),
+                Some(db.url()),
                 Some(&token),
             )?;
-            vec![first, second]
+            (Some(db), vec![first, second])
         }
     };
     let (server_a, server_b) = (&servers[0], &servers[servers.len() - 1]);

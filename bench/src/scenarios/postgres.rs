@@ -13,7 +13,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use roster_client::SyncClient;
 
-use super::concurrent::create_database;
+use super::concurrent::BenchDatabase;
 use super::{Ctx, discard, label, new_client};
 use crate::data::RowGen;
 use crate::report::Entry;
@@ -111,22 +111,23 @@ async fn timed_sync(
 /// sync of them. Returns (push, first sync).
 async fn round(ctx: &mut Ctx, backend: Backend<'_>, n: u64) -> Result<(Sample, Sample)> {
     let dir = ctx.dir(&format!("postgres-{}", backend.name()))?;
-    let (mut server, cluster) = match backend {
+    // The database outlives its server: it is dropped at the end of the round.
+    let (_db, mut server, cluster) = match backend {
         Backend::Sqlite => (
+            None,
             ServerProcess::start(&ctx.server_bin, &dir.join("server"), None)?,
             None,
         ),
         Backend::Postgres(admin_url) => {
-            let name = format!("roster_bench_{}", uuid::Uuid::now_v7().simple());
-            let db = create_database(admin_url, &name)?;
+            let db = BenchDatabase::create(admin_url)?;
             let server = ServerProcess::start_on(
                 &ctx.server_bin,
                 &dir.join("server"),
                 None,
-                Some(&db),
+                Some(db.url()),
                 None,
             )?;
-            (server, Some(ClusterCpu::start(admin_url)?))
+            (Some(db), server, Some(ClusterCpu::start(admin_url)?))
         }
     };
     let pusher = new_client(&dir.join("pusher"), server.url(), server.token()).await?;
