@@ -210,15 +210,14 @@ impl SyncHandle {
         let _ = self.tx.send(Trigger::Refresh);
     }
 
-    /// Runs a round now (after the one in progress, if any) and returns its report.
+    /// Runs a round now (after the one in progress, if any) and returns its report; a
+    /// task stopped before it answered says the app switched ([`AppError::switched`]).
     pub async fn sync_now(&self) -> Result<SyncReport, AppError> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Trigger::Now(reply))
-            .map_err(|_| AppError::internal("the sync task has stopped"))?;
-        answer
-            .await
-            .map_err(|_| AppError::internal("the sync task has stopped"))?
+            .map_err(|_| AppError::switched())?;
+        answer.await.map_err(|_| AppError::switched())?
     }
 
     /// The current status.
@@ -646,7 +645,7 @@ mod tests {
             });
             let error = tauri::async_runtime::block_on(handle.sync_now())
                 .expect_err("a stopped task runs no round");
-            assert_eq!(error.kind, ErrorKind::Internal, "{}", error.message);
+            assert_eq!(error, AppError::switched());
             assert_eq!(
                 recorded.len(),
                 reported,

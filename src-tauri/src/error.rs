@@ -102,6 +102,16 @@ impl AppError {
         }
     }
 
+    /// A sync that the app's switch to another server or store (connect, switch, reset)
+    /// cut or left unanswered: the replaced sync task gave it up, and nothing was lost.
+    pub fn switched() -> Self {
+        Self::new(
+            ErrorKind::NotReady,
+            "Roster switched to another server or store during this sync. Changes stay on \
+             this device; sync again.",
+        )
+    }
+
     /// A [`ErrorKind::Internal`] error.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Internal, message)
@@ -202,13 +212,7 @@ impl From<&ClientError> for AppError {
                      or the roster command). Close it and restart Roster.",
                 );
             }
-            ClientError::Closed => {
-                return Self::new(
-                    ErrorKind::NotReady,
-                    "Roster switched to another server or store during this sync. Changes \
-                     stay on this device; sync again.",
-                );
-            }
+            ClientError::Closed => return Self::switched(),
             ClientError::DeadlineExceeded { .. } => {
                 return Self::new(
                     ErrorKind::Server,
