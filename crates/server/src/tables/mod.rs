@@ -38,6 +38,7 @@ use roster_protocol::{
     ApiError, Change, ChangeOp, ErrorCode, Fields, PROTOCOL_VERSION, Resolution, RowId,
     SyncRequest, TableSchema,
 };
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use self::odata::{Projection, SystemColumn};
@@ -198,7 +199,11 @@ fn items_json(
         if index > 0 {
             out.push(',');
         }
-        let values = match row.data.as_deref().map(serde_json::from_str) {
+        let values = match row
+            .data
+            .as_deref()
+            .map(serde_json::from_str::<StoredValues<'_>>)
+        {
             None => None,
             Some(Ok(values)) => Some(values),
             Some(Err(_)) => {
@@ -219,6 +224,45 @@ fn items_json(
     }
     out.push(']');
     Ok(out)
+}
+
+/// A stored row's values as its JSON text holds them, each borrowed from it: a list of
+/// a handful of pairs, where a map per row cost an allocation of its nodes and a search
+/// per insert.
+struct StoredValues<'a>(Vec<(&'a str, &'a RawValue)>);
+
+impl<'a> StoredValues<'a> {
+    /// The value stored for `name`.
+    fn get(&self, name: &str) -> Option<&'a RawValue> {
+        self.0
+            .iter()
+            .find_map(|(key, value)| (*key == name).then_some(*value))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for StoredValues<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Pairs;
+        impl<'de> serde::de::Visitor<'de> for Pairs {
+            type Value = StoredValues<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object of a row's values")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(pair) = map.next_entry::<&'de str, &'de RawValue>()? {
+                    pairs.push(pair);
+                }
+                Ok(StoredValues(pairs))
+            }
+        }
+        deserializer.deserialize_map(Pairs)
+    }
 }
 
 /// The times of a list's items as text, each remembered while the next rows share it:
@@ -250,7 +294,7 @@ impl LastTime {
 fn write_item(
     out: &mut String,
     row: &ItemRow,
-    values: Option<std::collections::BTreeMap<&str, &serde_json::value::RawValue>>,
+    values: Option<StoredValues<'_>>,
     columns: &[(&str, String)],
     projection: &Projection,
     id_json: &str,
@@ -262,7 +306,7 @@ fn write_item(
         for (name, key) in columns {
             out.push(',');
             out.push_str(key);
-            out.push_str(values.get(name).map_or("null", |raw| raw.get()));
+            out.push_str(values.get(name).map_or("null", RawValue::get));
         }
     }
     for system in &projection.system {
