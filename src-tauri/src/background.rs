@@ -228,7 +228,7 @@ impl SyncHandle {
     /// Stops the task, for good: it reports nothing from now on, and ends with its feed
     /// task once a round in progress (if any) has finished its local work: the task's
     /// client is closed, so the round waits on the server no more
-    /// ([`SyncClient::close`]). Called when a new task replaces it; pass what this
+    /// ([`SyncClient::closer`]). Called when a new task replaces it; pass what this
     /// returns to [`start`] the new one.
     pub fn stop(&self) -> Stopped {
         // invariant: a stopped task never reports, so the status bar shows only the

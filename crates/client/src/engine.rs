@@ -364,15 +364,10 @@ impl SyncClient {
         &self.transport
     }
 
-    /// Closes this client for good, once another replaces it: a round waiting on the
-    /// server fails at once with [`ClientError::Closed`] after finishing its local work,
-    /// and so does every later request (see [`HttpTransport::close`]). The local store
-    /// stays open.
-    pub fn close(&self) {
-        self.transport.close();
-    }
-
-    /// A handle that closes this client ([`SyncClient::close`]) without holding it.
+    /// A handle that closes this client for good, once another replaces it, without
+    /// holding it: a round waiting on the server then fails at once with
+    /// [`ClientError::Closed`] after finishing its local work, and so does every later
+    /// request ([`crate::Closer::close`]). The local store stays open.
     pub fn closer(&self) -> crate::transport::Closer {
         self.transport.closer()
     }

@@ -96,7 +96,7 @@ pub enum ClientError {
         /// The deadline, in seconds.
         seconds: f64,
     },
-    /// The client was closed ([`crate::SyncClient::close`]: another one replaced it) while
+    /// The client was closed ([`crate::SyncClient::closer`]: another one replaced it) while
     /// the request waited on the server, or before it was sent. Local work was finished;
     /// pending edits stay pending.
     #[error("the sync client was closed; pending edits are kept")]

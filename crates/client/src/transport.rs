@@ -147,19 +147,23 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// Closes the transport it came from ([`HttpTransport::closer`]); holds nothing else of it.
+/// Closes the client it came from ([`crate::SyncClient::closer`]); holds nothing else of
+/// it.
 #[derive(Debug, Clone)]
 pub struct Closer(CancellationToken);
 
 impl Closer {
-    /// [`HttpTransport::close`].
+    /// Closes the transport and its clones for good: every request waiting on the
+    /// server, and every later one, fails at once with [`ClientError::Closed`]. Only
+    /// waits on the network are cut, so whoever drives a round still finishes its local
+    /// work (an answer being applied) before the error reaches it.
     pub fn close(&self) {
         self.0.cancel();
     }
 }
 
 /// Client for one sync service. Clones share the token, so [`HttpTransport::set_token`]
-/// reaches every clone, and [`HttpTransport::close`] closes every clone.
+/// reaches every clone, and [`Closer::close`] closes every clone.
 #[derive(Clone)]
 pub struct HttpTransport {
     http: reqwest::Client,
@@ -169,7 +173,7 @@ pub struct HttpTransport {
     /// The URL, when the cleartext rule refuses it: requests then fail before sending.
     refused: Option<String>,
     max_response_bytes: u64,
-    /// Cancelled by [`HttpTransport::close`], for this transport and its clones.
+    /// Cancelled by [`Closer::close`], for this transport and its clones.
     closed: CancellationToken,
 }
 
@@ -290,16 +294,8 @@ impl HttpTransport {
         })
     }
 
-    /// Closes this transport and its clones for good: every request waiting on the
-    /// server, and every later one, fails at once with [`ClientError::Closed`]. Only
-    /// waits on the network are cut, so whoever drives a round still finishes its local
-    /// work (an answer being applied) before the error reaches it.
-    pub fn close(&self) {
-        self.closed.cancel();
-    }
-
-    /// A handle that closes this transport ([`HttpTransport::close`]) without keeping
-    /// anything else of it.
+    /// A handle that closes this transport ([`Closer::close`]) without keeping anything
+    /// else of it.
     pub fn closer(&self) -> Closer {
         Closer(self.closed.clone())
     }
