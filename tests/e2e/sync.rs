@@ -124,7 +124,11 @@ async fn a_first_sync_is_paged_and_resumes_after_interruption() {
     seeder.client.store().insert_many("person", rows).unwrap();
     let report = seeder.client.sync().await.unwrap();
     assert_eq!(report.uploaded, ROWS);
-    assert!(report.requests >= 10, "pushed in batches of at most 1000");
+    let batch = SyncOptions::default().push_batch as u64;
+    assert!(
+        u64::from(report.requests) >= ROWS.div_ceil(batch),
+        "pushed in batches of at most {batch}"
+    );
 
     let options = SyncOptions {
         pull_limit: PAGE as u32,
