@@ -343,6 +343,10 @@ impl App {
             .expect("cannot start tauri-driver");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         wait_for_port(addr, "tauri-driver", &mut driver);
+        // tauri-driver listens before the WebKitWebDriver it started does, and drops a
+        // new-session request it cannot forward yet.
+        let native: SocketAddr = format!("127.0.0.1:{native_port}").parse().unwrap();
+        wait_for_port(native, "WebKitWebDriver", &mut driver);
         let mut caps = serde_json::Map::new();
         caps.insert(
             "tauri:options".into(),
