@@ -77,15 +77,17 @@ async fn status_conflicts_and_edits_tell_the_truth() {
     ])
     .await;
 
-    // After the sync, the list, the pill and the editor's line all say so.
-    app.wait_contains("pending-count", "No changes waiting")
-        .await;
-    app.wait_gone("pending-dot").await;
-    app.wait_gone("editor-pending").await;
+    // After the sync, the list, the pill and the editor's line all say so. The editor's
+    // line first: it names a server version only once the sync is done, so the checks
+    // after it cannot pass on the screen as it was before the save.
     app.wait_text("editor-meta", "names a server version", |t| {
         t.contains("server version") && !t.contains("not on the server yet")
     })
     .await;
+    app.wait_contains("pending-count", "No changes waiting")
+        .await;
+    app.wait_gone("pending-dot").await;
+    app.wait_gone("editor-pending").await;
     app.create_person(&[("name", "Ken"), ("city", "Bergen")])
         .await;
     // The list may not show Ken's pending dot yet, so wait on the server, then the dot.
