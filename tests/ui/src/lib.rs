@@ -644,6 +644,18 @@ impl App {
         self.wait_for("editor").await;
     }
 
+    /// Waits until `server` holds a person called `name`: the sign that this app pushed
+    /// it, where the UI's own marks of a pending row may not be drawn yet.
+    pub async fn wait_until_server_holds(&self, server: &roster_e2e::TestServer, name: &str) {
+        self.eventually(&format!("the server holds {name}"), || async {
+            let live = server.live("person").await;
+            live.values()
+                .any(|row| row["name"] == json!(name))
+                .then_some(())
+        })
+        .await;
+    }
+
     /// Polls `probe` until it yields a value, failing the test after [`UI_TIMEOUT`]
     /// with `what` and a screenshot saved for the post-mortem.
     pub async fn eventually<T, F, Fut>(&self, what: &str, mut probe: F) -> T

@@ -12,13 +12,7 @@ async fn a_column_the_server_gains_shows_in_the_editor_after_the_next_sync_and_s
     let device = Device::launch(&server, "schema").await;
     let app = &device.app;
     app.create_person(&[("name", "Ada Lovelace")]).await;
-    app.eventually("Ada reached the server", || async {
-        let live = server.live("person").await;
-        live.values()
-            .any(|row| row["name"] == json!("Ada Lovelace"))
-            .then_some(())
-    })
-    .await;
+    app.wait_until_server_holds(&server, "Ada Lovelace").await;
     app.click("close-editor").await;
 
     let notes = r#"{ name = "notes", type = "text" },"#;

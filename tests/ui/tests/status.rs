@@ -91,13 +91,7 @@ async fn status_conflicts_and_edits_tell_the_truth() {
     app.create_person(&[("name", "Ken"), ("city", "Bergen")])
         .await;
     // The list may not show Ken's pending dot yet, so wait on the server, then the dot.
-    app.eventually("the server holds Ken", || async {
-        let live = server.live("person").await;
-        live.values()
-            .any(|row| row["name"] == json!("Ken"))
-            .then_some(())
-    })
-    .await;
+    app.wait_until_server_holds(&server, "Ken").await;
     app.wait_gone("pending-dot").await;
     let other = TestClient::new(&server).await;
     other.client.sync().await.unwrap();
