@@ -110,7 +110,7 @@ impl AnalyzeWhenGrown {
             let analyzed = pool
                 .get()
                 .map_err(StoreError::from)
-                .and_then(|mut conn| Ok(conn.batch_execute("ANALYZE rows")?));
+                .and_then(|mut conn| Ok(conn.client.batch_execute("ANALYZE rows")?));
             match analyzed {
                 Ok(()) => tracing::debug!(written = total, "analyzed rows"),
                 Err(error) => tracing::warn!(%error, "could not analyze rows"),
@@ -179,7 +179,7 @@ impl PostgresStore {
             listening: Once::new(),
             analyze: Arc::default(),
         };
-        migrations::migrate(&mut *store.conn()?)?;
+        migrations::migrate(&mut store.conn()?.client)?;
         Ok(store)
     }
 
@@ -353,7 +353,7 @@ impl SyncStore for PostgresStore {
         ) -> Result<super::Rewrite, String>,
     ) -> Result<super::MigrationReport, StoreError> {
         schema_versions::migrate_rows(
-            &mut *self.conn()?,
+            &mut self.conn()?.client,
             version,
             schema,
             tables,
@@ -374,15 +374,14 @@ impl SyncStore for PostgresStore {
     }
 
     fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn()?;
-        conn.query_one("SELECT 1", &[])?;
+        self.conn()?.client.query_one("SELECT 1", &[])?;
         Ok(())
     }
 
     fn begin_new_epoch(&self) -> Result<u64, StoreError> {
         let epoch = super::new_epoch_number()?;
         let mut conn = self.conn()?;
-        let mut tx = conn.transaction()?;
+        let mut tx = conn.client.transaction()?;
         tx.execute(
             "UPDATE server_epoch SET epoch = $1",
             &[&i64::try_from(epoch).unwrap_or(1)],
@@ -393,8 +392,9 @@ impl SyncStore for PostgresStore {
     }
 
     fn ready(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn()?;
-        let done: i32 = conn
+        let done: i32 = self
+            .conn()?
+            .client
             .query_one(
                 "SELECT COALESCE(MAX(version), 0) FROM roster_migrations",
                 &[],

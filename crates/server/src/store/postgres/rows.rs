@@ -422,7 +422,7 @@ pub(super) fn ensure_slice_indexes(
         return Ok(());
     }
     let mut conn = store.conn()?;
-    let mut tx = conn.transaction()?;
+    let mut tx = conn.client.transaction()?;
     tx.execute(
         "SELECT pg_advisory_xact_lock($1)",
         &[&super::migrations::MIGRATION_LOCK],

@@ -42,24 +42,10 @@ impl Statements {
     }
 }
 
-/// A pooled connection with its prepared statements. Derefs to the driver's client.
+/// A pooled connection with its prepared statements.
 pub(crate) struct Conn {
     pub(crate) client: Client,
     pub(crate) statements: Statements,
-}
-
-impl std::ops::Deref for Conn {
-    type Target = Client;
-
-    fn deref(&self) -> &Client {
-        &self.client
-    }
-}
-
-impl std::ops::DerefMut for Conn {
-    fn deref_mut(&mut self) -> &mut Client {
-        &mut self.client
-    }
 }
 
 /// r2d2's PostgreSQL manager, making [`Conn`]s: a connection's statements are dropped
